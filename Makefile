@@ -1,0 +1,41 @@
+# Two commands on a fresh machine: `make run` and `make test`.
+# Needs only python3 (>= 3.11), git and make: the Makefile bootstraps uv into .tools/
+# and uv builds the locked environment in .venv/.
+PYTHON ?= python3
+TOOLS  := .tools
+UV     := $(TOOLS)/bin/uv
+VENV   := .venv
+export UV_PYTHON_DOWNLOADS := never
+
+.PHONY: run test lint typecheck check bench sync clean
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check "uv>=0.5,<1"
+
+$(VENV)/.synced: $(UV) pyproject.toml uv.lock
+	$(UV) sync --locked --python $(PYTHON)
+	@touch $@
+
+sync: $(VENV)/.synced
+
+run: sync
+	$(VENV)/bin/openase up
+
+test: sync
+	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
+
+lint: sync
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: sync
+	$(VENV)/bin/mypy
+
+check: lint typecheck test
+
+bench: sync
+	$(VENV)/bin/python -m bench.webhook_intake $(BENCH_ARGS)
+
+clean:
+	rm -rf $(TOOLS) $(VENV) .mypy_cache .ruff_cache .pytest_cache

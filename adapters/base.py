@@ -1,0 +1,228 @@
+"""Tracker-neutral types: what every adapter turns its webhook payloads and API pages into.
+
+Nothing past an adapter reads a raw payload (STYLE practice 2). Events are frozen
+dataclasses; `occurred_at` / `updated_at` are the tracker's clock, used to keep the mirror
+from moving backwards when deliveries arrive out of order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal, Protocol
+
+
+@dataclass(frozen=True)
+class RepoInfo:
+    """A code repository as the code host describes it."""
+
+    id: int
+    full_name: str
+    private: bool = False
+    default_branch: str | None = None
+    clone_url: str | None = None
+    html_url: str | None = None
+
+
+@dataclass(frozen=True)
+class TicketInfo:
+    """A tracker issue's full current state, as of `updated_at`."""
+
+    source: str  # "github" | "linear" | "jira"
+    external_id: str  # the tracker's stable id (GitHub: the issue's numeric id)
+    key: str  # what humans call it: "acme/api#12", "ENG-123", "PROJ-7"
+    title: str
+    body: str
+    state: Literal["open", "closed"]
+    state_reason: str | None
+    author_login: str | None
+    assignees: tuple[str, ...]
+    labels: tuple[str, ...]
+    milestone: str | None
+    html_url: str | None
+    created_at: datetime | None
+    updated_at: datetime | None
+    closed_at: datetime | None
+    repo: RepoInfo | None = None
+    number: int | None = None
+
+
+@dataclass(frozen=True)
+class CommentInfo:
+    source: str
+    external_id: str
+    author_login: str | None
+    author_type: str | None  # "User" | "Bot" | ...
+    body: str
+    html_url: str | None
+    created_at: datetime | None
+    updated_at: datetime | None
+
+
+@dataclass(frozen=True)
+class PullRequestInfo:
+    id: int
+    number: int
+    repo: RepoInfo
+    title: str
+    body: str
+    state: Literal["open", "closed"]
+    merged: bool
+    draft: bool
+    author_login: str | None
+    head_ref: str | None
+    head_sha: str | None
+    base_ref: str | None
+    labels: tuple[str, ...]
+    html_url: str | None
+    merged_at: datetime | None
+    closed_at: datetime | None
+    updated_at: datetime | None
+
+
+@dataclass(frozen=True)
+class InstallationInfo:
+    id: int
+    account_login: str
+    account_type: str
+    repository_selection: str | None
+    suspended: bool
+    updated_at: datetime | None
+
+
+# --- normalized events -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InstallationChanged:
+    """The App was installed, removed, suspended or re-permissioned on an account."""
+
+    action: Literal["created", "deleted", "suspend", "unsuspend", "new_permissions_accepted"]
+    installation: InstallationInfo
+    # Present on `created` (the repositories granted); None when the payload does not list them.
+    repositories: tuple[RepoInfo, ...] | None = None
+
+
+@dataclass(frozen=True)
+class RepositoriesChanged:
+    """Repositories added to or removed from an installation's selection."""
+
+    installation: InstallationInfo
+    added: tuple[RepoInfo, ...] = ()
+    removed: tuple[RepoInfo, ...] = ()
+
+
+@dataclass(frozen=True)
+class RepositoryChanged:
+    """A repository was renamed, transferred, edited, archived or deleted."""
+
+    action: str
+    repo: RepoInfo
+    installation_id: int | None
+    deleted: bool = False
+
+
+@dataclass(frozen=True)
+class TicketUpserted:
+    """A ticket's whole current state; applying it twice, or an older one later, is harmless."""
+
+    ticket: TicketInfo
+    action: str
+
+
+@dataclass(frozen=True)
+class LabelsChanged:
+    """A label was added to or removed from a ticket (the workflow engine's trigger)."""
+
+    ticket: TicketInfo
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    actor: str | None = None
+
+
+@dataclass(frozen=True)
+class TicketRemoved:
+    """A ticket was deleted, or transferred away (it lives on as `moved_to`, if we see it)."""
+
+    source: str
+    external_id: str
+    reason: Literal["deleted", "transferred"]
+    occurred_at: datetime | None
+    moved_to: TicketInfo | None = None
+
+
+@dataclass(frozen=True)
+class CommentCreated:
+    ticket: TicketInfo
+    comment: CommentInfo
+
+
+@dataclass(frozen=True)
+class CommentEdited:
+    ticket: TicketInfo
+    comment: CommentInfo
+
+
+@dataclass(frozen=True)
+class CommentDeleted:
+    ticket: TicketInfo
+    comment: CommentInfo
+
+
+@dataclass(frozen=True)
+class PullRequestChanged:
+    """A pull request's whole current state; `linked_tickets` are issue refs its body closes."""
+
+    action: str
+    pull_request: PullRequestInfo
+    closing_refs: tuple[IssueRef, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class IssueRef:
+    """A reference to an issue by repository name and number (`owner/repo#12`)."""
+
+    full_name: str
+    number: int
+
+
+@dataclass(frozen=True)
+class LabelChanged:
+    """A repository label was created, edited (possibly renamed) or deleted."""
+
+    action: Literal["created", "edited", "deleted"]
+    repo: RepoInfo
+    label_id: int
+    name: str
+    color: str | None
+    description: str | None
+    old_name: str | None = None
+
+
+NormalizedEvent = (
+    InstallationChanged
+    | RepositoriesChanged
+    | RepositoryChanged
+    | TicketUpserted
+    | LabelsChanged
+    | TicketRemoved
+    | CommentCreated
+    | CommentEdited
+    | CommentDeleted
+    | PullRequestChanged
+    | LabelChanged
+)
+
+
+@dataclass(frozen=True)
+class ParsedDelivery:
+    """What an adapter made of one delivery: the events, or why it has none."""
+
+    events: tuple[NormalizedEvent, ...]
+    ignored_reason: str | None = None  # set when the event type/action is one we do not use
+
+
+class WebhookParser(Protocol):
+    """Turns one webhook delivery of a tracker into normalized events."""
+
+    def __call__(self, event: str, payload: dict[str, object]) -> ParsedDelivery: ...

@@ -1,0 +1,45 @@
+"""The shared clients a process builds once at start and passes down (STYLE practice 3)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from arq.connections import ArqRedis, RedisSettings, create_pool
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from bot.settings import Settings
+from harness_store.db import make_engine, make_sessionmaker
+
+# arq's queue for the control plane; runners listen on `openase:runs:<machine>`.
+CONTROL_QUEUE = "openase:control"
+
+
+@dataclass
+class Deps:
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    redis: ArqRedis
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+        await self.engine.dispose()
+
+
+def redis_settings(url: str) -> RedisSettings:
+    settings = RedisSettings.from_dsn(url)
+    settings.conn_timeout = 2
+    settings.conn_retries = 1
+    return settings
+
+
+async def build_deps(settings: Settings, *, database_url: str, redis_url: str) -> Deps:
+    """Connect to Postgres and Redis; the URLs come resolved (embedded or configured)."""
+    engine = make_engine(database_url)
+    redis = await create_pool(redis_settings(redis_url), default_queue_name=CONTROL_QUEUE)
+    return Deps(
+        settings=settings,
+        engine=engine,
+        sessions=make_sessionmaker(engine),
+        redis=redis,
+    )

@@ -1,0 +1,122 @@
+"""Ingest one stored delivery: parse it at the adapter edge, apply it to the mirror.
+
+Exactly-once in effect: the delivery row is locked and its status checked inside the
+transaction that applies it, so a redelivered job, a second worker or a sweep re-enqueue
+finds it done and does nothing.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from arq import Retry
+from sqlalchemy import select, update
+from sqlalchemy.exc import SQLAlchemyError
+
+from adapters.base import ParsedDelivery
+from bot import mirror
+from bot.deps import Deps
+from bot.errors import PayloadError
+from bot.models import Delivery, DeliveryStatus, DeliveryTicket
+from bot.registry import parser_for
+from harness_store.db import transaction
+
+log = structlog.get_logger(__name__)
+
+MAX_ATTEMPTS = 5
+
+
+async def ingest_delivery(deps: Deps, pk: int) -> str:
+    """Apply delivery `pk`; returns its resulting status (for logs and tests)."""
+    try:
+        return await _ingest(deps, pk)
+    except PayloadError as exc:
+        await _finish(deps, pk, DeliveryStatus.FAILED, error=str(exc))
+        log.warning("delivery_failed", delivery_pk=pk, error=str(exc))
+        return DeliveryStatus.FAILED
+    except (SQLAlchemyError, OSError) as exc:
+        # Transient (database restarting, connection lost) or a bug in applying; count it.
+        attempts = await _count_attempt(deps, pk, f"{type(exc).__name__}: {exc}")
+        if attempts is not None and attempts < MAX_ATTEMPTS:
+            log.warning("delivery_retry", delivery_pk=pk, attempts=attempts, exc_info=True)
+            raise Retry(defer=2**attempts) from exc
+        log.error("delivery_failed", delivery_pk=pk, attempts=attempts, exc_info=True)
+        return DeliveryStatus.FAILED
+
+
+async def _ingest(deps: Deps, pk: int) -> str:
+    async with transaction(deps.sessions) as session:
+        delivery = (
+            await session.execute(
+                select(Delivery).where(Delivery.id == pk).with_for_update(skip_locked=True)
+            )
+        ).scalar_one_or_none()
+        if delivery is None:
+            return "absent_or_locked"
+        if delivery.status != DeliveryStatus.PENDING:
+            return delivery.status
+        structlog.contextvars.bind_contextvars(
+            delivery_id=delivery.delivery_id,
+            event=delivery.event,
+            installation_id=delivery.installation_id,
+            repository=delivery.repository,
+        )
+        parsed: ParsedDelivery = parser_for(delivery.source)(delivery.event, delivery.payload)
+        if not parsed.events:
+            delivery.status = DeliveryStatus.IGNORED
+            delivery.error = parsed.ignored_reason
+        else:
+            touched = await mirror.apply(session, parsed.events, deps=deps)
+            for ticket_id in touched:
+                session.add(DeliveryTicket(delivery_id=pk, ticket_id=ticket_id))
+            delivery.status = DeliveryStatus.DONE
+            delivery.error = None
+        delivery.processed_at = datetime.now(UTC)
+        delivery.attempts += 1
+        latency = (delivery.processed_at - delivery.received_at).total_seconds()
+        event, status = delivery.event, delivery.status
+    log.info("delivery_ingested", delivery_pk=pk, status=status)
+    await _record_metrics(deps, event, status, latency)
+    return status
+
+
+async def _finish(deps: Deps, pk: int, status: DeliveryStatus, *, error: str) -> None:
+    values: dict[str, Any] = {
+        "status": status,
+        "error": error[:4000],
+        "processed_at": datetime.now(UTC),
+        "attempts": Delivery.attempts + 1,
+    }
+    async with transaction(deps.sessions) as session:
+        await session.execute(update(Delivery).where(Delivery.id == pk).values(**values))
+
+
+async def _count_attempt(deps: Deps, pk: int, error: str) -> int | None:
+    """Record a failed attempt; at MAX_ATTEMPTS the delivery is marked failed for good."""
+    try:
+        async with transaction(deps.sessions) as session:
+            attempts = (
+                await session.execute(
+                    update(Delivery)
+                    .where(Delivery.id == pk, Delivery.status == DeliveryStatus.PENDING)
+                    .values(attempts=Delivery.attempts + 1, error=error[:4000])
+                    .returning(Delivery.attempts)
+                )
+            ).scalar_one_or_none()
+            if attempts is not None and attempts >= MAX_ATTEMPTS:
+                await session.execute(
+                    update(Delivery)
+                    .where(Delivery.id == pk)
+                    .values(status=DeliveryStatus.FAILED, processed_at=datetime.now(UTC))
+                )
+            return attempts
+    except (SQLAlchemyError, OSError):
+        return None  # the database is down: arq retries the job later
+
+
+async def _record_metrics(deps: Deps, event: str, status: str, latency: float) -> None:
+    from bot.worker_metrics import record_ingest
+
+    await record_ingest(deps.redis, event=event, outcome=status, latency_seconds=latency)

@@ -1,0 +1,67 @@
+"""structlog set-up: JSON lines in production, readable lines on a terminal; secrets redacted."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+# Keys whose values never reach a log line, whatever code put them there.
+_SECRET_KEY = re.compile(r"(secret|token|password|private_key|authorization|api_key)", re.I)
+# Values that look like credentials (GitHub tokens, JWTs, bearer headers, URL passwords).
+_SECRET_VALUE = re.compile(
+    r"(gh[pousr]_[A-Za-z0-9_]{10,}|github_pat_[A-Za-z0-9_]{10,}|eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_.-]+"
+    r"|(?i:bearer|token)\s+[A-Za-z0-9_.\-]{8,}|(?<=://)[^/@\s:]+:[^/@\s]+(?=@))"
+)
+
+
+def redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: mask secret-named keys and credential-shaped strings."""
+    for key, value in list(event_dict.items()):
+        if _SECRET_KEY.search(key) and value is not None:
+            event_dict[key] = "[redacted]"
+        elif isinstance(value, str):
+            event_dict[key] = _SECRET_VALUE.sub("[redacted]", value)
+    return event_dict
+
+
+def configure_logging(*, json: bool | None = None, level: int = logging.INFO) -> None:
+    """Route structlog and stdlib logging through one pipeline to stderr."""
+    if json is None:
+        json = not sys.stderr.isatty()
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        redact,
+    ]
+    renderer: Any = (
+        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # uvicorn's access log would print every webhook line twice; our own line carries more.
+    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)

@@ -1,0 +1,102 @@
+"""Process settings, read from `OPENASE_*` environment variables (DESIGN §5)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bot.errors import ConfigError
+
+DEFAULT_DATA_DIR = Path("~/.local/share/openase")
+
+
+class Settings(BaseSettings):
+    """Everything the control plane reads from its environment; built once at start."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="OPENASE_",
+        extra="ignore",
+        frozen=True,
+        hide_input_in_errors=True,
+    )
+
+    database_url: str | None = None
+    redis_url: str | None = None
+    data_dir: Path = DEFAULT_DATA_DIR
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 2080
+    config: Path | None = None
+    admin_token: SecretStr | None = None
+
+    github_app_id: Annotated[int, Field(gt=0)] | None = None
+    github_private_key: SecretStr | None = None
+    github_private_key_path: Path | None = None
+    github_webhook_secret: SecretStr | None = None
+    github_api_url: AnyHttpUrl = AnyHttpUrl("https://api.github.com")
+
+    linear_api_key: SecretStr | None = None
+    linear_webhook_secret: SecretStr | None = None
+    linear_api_url: AnyHttpUrl = AnyHttpUrl("https://api.linear.app/graphql")
+
+    jira_url: AnyHttpUrl | None = None
+    jira_email: str | None = None
+    jira_api_token: SecretStr | None = None
+    jira_webhook_secret: SecretStr | None = None
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_only(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not value.startswith(("postgresql://", "postgres://", "postgresql+asyncpg://")):
+            raise ValueError("must be a postgresql:// URL")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_only(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
+    @field_validator("data_dir")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    @property
+    def api_url(self) -> str:
+        """The GitHub REST base URL without a trailing slash."""
+        return str(self.github_api_url).rstrip("/")
+
+    def github_private_key_pem(self) -> str | None:
+        """The App's private key, from the variable or the file it names."""
+        if self.github_private_key is not None:
+            # Keys pasted into env files often carry literal "\n" sequences.
+            return self.github_private_key.get_secret_value().replace("\\n", "\n")
+        if self.github_private_key_path is not None:
+            try:
+                return self.github_private_key_path.expanduser().read_text()
+            except OSError as exc:
+                raise ConfigError(
+                    f"OPENASE_GITHUB_PRIVATE_KEY_PATH: cannot read {self.github_private_key_path}: "
+                    f"{exc.strerror}"
+                ) from exc
+        return None
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment, turning validation errors into one clear message."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]  # pydantic-settings accepts field overrides
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            field = str(err["loc"][0]) if err["loc"] else "?"
+            problems.append(f"OPENASE_{field.upper()}: {err['msg']}")
+        raise ConfigError("invalid settings:\n  " + "\n  ".join(problems)) from None

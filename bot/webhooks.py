@@ -1,0 +1,229 @@
+"""Webhook intake: verify, store, enqueue, answer (STYLE practice 1). Nothing else happens here."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from typing import Any
+
+import structlog
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse
+
+from adapters.github.verify import SIGNATURE_HEADER, signature_valid
+from bot.deps import Deps
+from bot.metrics import WEBHOOK_ACK_SECONDS, WEBHOOK_DELIVERIES
+from bot.models import Delivery, DeliveryStatus
+
+log = structlog.get_logger(__name__)
+
+MAX_BODY_BYTES = 25 * 1024 * 1024  # GitHub caps payloads at 25 MB
+INGEST_JOB = "ingest_delivery"
+_DELIVERY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$")
+_EVENT_NAME = re.compile(r"^[a-z][a-z0-9_]{0,99}$")
+
+
+class Rejected(Exception):
+    """A delivery we answer with a 4xx; `outcome` labels the metric."""
+
+    def __init__(self, status: int, message: str, outcome: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.outcome = outcome
+
+
+def ingest_job_id(source: str, pk: int) -> str:
+    return f"ingest:{source}:{pk}"
+
+
+async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
+    """The raw body, refusing (413) anything over `limit` before reading it all."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise Rejected(400, "malformed Content-Length header", "bad_request")
+        if int(declared) > limit:
+            raise Rejected(413, f"payload over {limit} bytes", "too_large")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise Rejected(413, f"payload over {limit} bytes", "too_large")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _require_json(request: Request) -> None:
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != "application/json":
+        raise Rejected(
+            415,
+            "Content-Type must be application/json (set the webhook's content type to JSON)",
+            "unsupported_media_type",
+        )
+
+
+def _strip_nul(value: Any) -> Any:
+    """PostgreSQL's JSONB cannot hold U+0000; replace it rather than lose the delivery."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, list):
+        return [_strip_nul(v) for v in value]
+    if isinstance(value, dict):
+        return {_strip_nul(k): _strip_nul(v) for k, v in value.items()}
+    return value
+
+
+def _summary(payload: dict[str, Any]) -> tuple[str | None, int | None, str | None]:
+    """(action, installation id, repository full name): columns for filtering and logs."""
+    action = payload.get("action")
+    installation = payload.get("installation")
+    repository = payload.get("repository")
+    inst_id = installation.get("id") if isinstance(installation, dict) else None
+    repo_name = repository.get("full_name") if isinstance(repository, dict) else None
+    return (
+        action if isinstance(action, str) else None,
+        inst_id if isinstance(inst_id, int) and not isinstance(inst_id, bool) else None,
+        repo_name if isinstance(repo_name, str) else None,
+    )
+
+
+async def store_delivery(
+    deps: Deps,
+    *,
+    source: str,
+    delivery_id: str,
+    event: str,
+    payload: dict[str, Any],
+    status: DeliveryStatus = DeliveryStatus.PENDING,
+) -> int | None:
+    """Insert the delivery; its primary key, or None when this delivery id is already stored."""
+    action, installation_id, repository = _summary(payload)
+    values = {
+        "source": source,
+        "delivery_id": delivery_id,
+        "event": event,
+        "action": action,
+        "installation_id": installation_id,
+        "repository": repository,
+        "payload": payload,
+        "status": status,
+    }
+    statement = (
+        insert(Delivery)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["source", "delivery_id"])
+        .returning(Delivery.id)
+    )
+    async with deps.engine.begin() as conn:
+        try:
+            async with conn.begin_nested():
+                pk = (await conn.execute(statement)).scalar_one_or_none()
+        except DBAPIError as exc:
+            if "untranslatable character" not in str(exc.orig) and "\\u0000" not in str(exc.orig):
+                raise
+            values["payload"] = _strip_nul(payload)
+            pk = (await conn.execute(statement.values(**values))).scalar_one_or_none()
+    return pk
+
+
+async def enqueue_ingest(deps: Deps, source: str, pk: int) -> bool:
+    """Hand the delivery to the control worker; False if Redis would not take it.
+
+    A stored delivery that missed the queue is not lost: the worker's sweep enqueues
+    pending deliveries it finds in Postgres.
+    """
+    try:
+        await deps.redis.enqueue_job(INGEST_JOB, pk, _job_id=ingest_job_id(source, pk))
+    except (OSError, ConnectionError, TimeoutError) as exc:
+        log.warning("enqueue_failed", delivery_pk=pk, error=type(exc).__name__)
+        return False
+    return True
+
+
+async def github_webhook(request: Request) -> JSONResponse:
+    """`POST /webhooks/github`."""
+    started = time.perf_counter()
+    deps: Deps = request.app.state.deps
+    event = request.headers.get("x-github-event", "")
+    outcome = "error"
+    structlog.contextvars.clear_contextvars()
+    try:
+        response, outcome = await _github_webhook(request, deps, event)
+        return response
+    except Rejected as rejected:
+        outcome = rejected.outcome
+        log.info("webhook_rejected", status=rejected.status, reason=rejected.message)
+        return JSONResponse({"error": rejected.message}, status_code=rejected.status)
+    except ClientDisconnect:
+        outcome = "client_disconnected"
+        return JSONResponse({"error": "client disconnected"}, status_code=400)
+    finally:
+        label = event if _EVENT_NAME.match(event) else "invalid"
+        WEBHOOK_DELIVERIES.labels("github", label, outcome).inc()
+        WEBHOOK_ACK_SECONDS.labels("github").observe(time.perf_counter() - started)
+
+
+async def _github_webhook(request: Request, deps: Deps, event: str) -> tuple[JSONResponse, str]:
+    body = await read_body(request)
+    _require_json(request)
+    delivery_id = request.headers.get("x-github-delivery", "")
+    if not event:
+        raise Rejected(400, "missing X-GitHub-Event header", "bad_request")
+    if not _EVENT_NAME.match(event):
+        raise Rejected(400, "malformed X-GitHub-Event header", "bad_request")
+    if not delivery_id:
+        raise Rejected(400, "missing X-GitHub-Delivery header", "bad_request")
+    if not _DELIVERY_ID.match(delivery_id):
+        raise Rejected(400, "malformed X-GitHub-Delivery header", "bad_request")
+    structlog.contextvars.bind_contextvars(delivery_id=delivery_id, event=event)
+
+    secret = deps.settings.github_webhook_secret
+    assert secret is not None, "serve refuses to start without a webhook secret"
+    if not signature_valid(
+        secret.get_secret_value().encode(), body, request.headers.get(SIGNATURE_HEADER)
+    ):
+        raise Rejected(401, "missing or invalid X-Hub-Signature-256", "bad_signature")
+
+    try:
+        payload = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise Rejected(400, f"body is not valid JSON: {exc}", "bad_request") from None
+    if not isinstance(payload, dict):
+        raise Rejected(400, "body must be a JSON object", "bad_request")
+
+    action, installation_id, repository = _summary(payload)
+    structlog.contextvars.bind_contextvars(
+        action=action, installation_id=installation_id, repository=repository
+    )
+    is_ping = event == "ping"
+    try:
+        pk = await store_delivery(
+            deps,
+            source="github",
+            delivery_id=delivery_id,
+            event=event,
+            payload=payload,
+            status=DeliveryStatus.IGNORED if is_ping else DeliveryStatus.PENDING,
+        )
+    except (SQLAlchemyError, OSError) as exc:
+        log.error("delivery_not_stored", error=type(exc).__name__)
+        return (
+            JSONResponse({"error": "delivery could not be stored; retry later"}, status_code=503),
+            "unavailable",
+        )
+
+    if pk is None:
+        log.info("delivery_duplicate")
+        return JSONResponse({"status": "duplicate"}, status_code=200), "duplicate"
+    if is_ping:
+        log.info("ping", zen=payload.get("zen"))
+        return JSONResponse({"status": "pong", "delivery": pk}, status_code=200), "pong"
+    queued = await enqueue_ingest(deps, "github", pk)
+    log.info("delivery_accepted", delivery_pk=pk, queued=queued)
+    return JSONResponse({"status": "accepted", "delivery": pk}, status_code=202), "accepted"

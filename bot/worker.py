@@ -1,0 +1,102 @@
+"""The arq control-plane worker: ingest deliveries, backfill repositories, sweep stragglers."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+from arq import cron
+from arq.connections import ArqRedis
+from arq.worker import Worker, func
+from sqlalchemy import select
+
+from bot.deps import CONTROL_QUEUE, Deps, build_deps, redis_settings
+from bot.ingest import ingest_delivery
+from bot.models import Delivery, DeliveryStatus
+from bot.settings import Settings
+from bot.webhooks import INGEST_JOB, enqueue_ingest
+
+log = structlog.get_logger(__name__)
+
+# A pending delivery older than this missed its queue (Redis was down, or lost the job).
+SWEEP_AFTER = timedelta(seconds=60)
+SWEEP_BATCH = 1000
+
+
+async def ingest_job(ctx: dict[str, Any], pk: int) -> str:
+    structlog.contextvars.clear_contextvars()
+    return await ingest_delivery(ctx["deps"], pk)
+
+
+async def sweep_pending(ctx: dict[str, Any], *, older_than: timedelta = SWEEP_AFTER) -> int:
+    """Enqueue pending deliveries that nobody is processing; returns how many."""
+    deps: Deps = ctx["deps"]
+    cutoff = datetime.now(UTC) - older_than
+    async with deps.sessions() as session:
+        rows = (
+            await session.execute(
+                select(Delivery.id, Delivery.source)
+                .where(Delivery.status == DeliveryStatus.PENDING, Delivery.received_at < cutoff)
+                .order_by(Delivery.id)
+                .limit(SWEEP_BATCH)
+            )
+        ).all()
+    for pk, source in rows:
+        await enqueue_ingest(deps, source, pk)
+    if rows:
+        log.info("swept_pending_deliveries", count=len(rows))
+    return len(rows)
+
+
+def control_functions() -> list[Any]:
+    from bot.backfill import backfill_functions
+
+    return [
+        # keep_result=0: a finished ingest leaves no result key, so a sweep can enqueue the
+        # same job id again; ingest itself is idempotent.
+        func(ingest_job, name=INGEST_JOB, keep_result=0, max_tries=MAX_TRIES),
+        *backfill_functions(),
+    ]
+
+
+MAX_TRIES = 8
+
+
+def make_worker(
+    settings: Settings,
+    *,
+    database_url: str,
+    redis_url: str,
+    burst: bool = False,
+    deps: Deps | None = None,
+    redis_pool: ArqRedis | None = None,
+) -> Worker:
+    """An arq worker on the control queue; `deps` may be shared with an in-process web app."""
+
+    async def on_startup(ctx: dict[str, Any]) -> None:
+        ctx["deps"] = deps or await build_deps(
+            settings, database_url=database_url, redis_url=redis_url
+        )
+        ctx["owns_deps"] = deps is None
+        # Deliveries stored while no worker ran (or whose job Redis lost) are picked up now.
+        await sweep_pending(ctx, older_than=timedelta(0))
+
+    async def on_shutdown(ctx: dict[str, Any]) -> None:
+        if ctx.get("owns_deps"):
+            await ctx["deps"].close()
+
+    return Worker(
+        functions=control_functions(),
+        cron_jobs=[cron(sweep_pending, second=0, run_at_startup=False, unique=True)],
+        queue_name=CONTROL_QUEUE,
+        redis_settings=redis_settings(redis_url),
+        redis_pool=redis_pool,
+        on_startup=on_startup,
+        on_shutdown=on_shutdown,
+        burst=burst,
+        max_jobs=20,
+        job_timeout=600,
+        handle_signals=False,
+        poll_delay=0.05,
+    )

@@ -1,0 +1,130 @@
+"""Shared fixtures: real PostgreSQL and Redis (embedded unless URLs are given), migrated once.
+
+Set OPENASE_TEST_DATABASE_URL / OPENASE_TEST_REDIS_URL to use existing servers instead; the
+database must be a throwaway one (every test truncates all tables).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from arq.worker import Worker
+from sqlalchemy import text
+
+from bot.app import create_app
+from bot.deps import Deps, build_deps
+from bot.embedded import EmbeddedPostgres, EmbeddedRedis
+from bot.migrate import upgrade
+from bot.settings import Settings
+from bot.worker import make_worker
+from harness_store.db import Base
+from tests.helpers import GitHubWebhookSender, TEST_API_URL, TEST_WEBHOOK_SECRET, test_private_key
+
+
+class Services:
+    def __init__(self, database_url: str, redis_url: str) -> None:
+        self.database_url = database_url
+        self.redis_url = redis_url
+
+
+@pytest.fixture(scope="session")
+def services() -> Iterator[Services]:
+    """URLs of a migrated PostgreSQL and a Redis for the whole session."""
+    database_url = os.environ.get("OPENASE_TEST_DATABASE_URL")
+    redis_url = os.environ.get("OPENASE_TEST_REDIS_URL")
+    # Short path: unix socket paths must stay under ~100 bytes.
+    root = Path(tempfile.mkdtemp(prefix="oa-"))
+    pg = redis = None
+    try:
+        if not database_url:
+            pg = EmbeddedPostgres(root / "pg")
+            database_url = pg.start()
+        if not redis_url:
+            redis = EmbeddedRedis(root / "redis", persist=False)
+            redis_url = redis.start()
+        upgrade(database_url)
+        yield Services(database_url, redis_url)
+    finally:
+        if redis is not None:
+            redis.stop()
+        if pg is not None:
+            pg.stop()
+
+
+@pytest.fixture(scope="session")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]  # pydantic-settings init kwarg
+        data_dir=tmp_path_factory.mktemp("data"),
+        github_app_id=4242,
+        github_private_key=test_private_key(),
+        github_webhook_secret=TEST_WEBHOOK_SECRET,
+        github_api_url=TEST_API_URL,
+    )
+
+
+@pytest.fixture(scope="session")
+async def session_deps(services: Services, settings: Settings) -> AsyncIterator[Deps]:
+    deps = await build_deps(
+        settings, database_url=services.database_url, redis_url=services.redis_url
+    )
+    try:
+        yield deps
+    finally:
+        await deps.close()
+
+
+_TABLES = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+
+
+@pytest.fixture
+async def deps(session_deps: Deps) -> AsyncIterator[Deps]:
+    """The shared clients, over an empty database and an empty Redis."""
+    async with session_deps.engine.begin() as conn:
+        await conn.execute(text(f"TRUNCATE {_TABLES} RESTART IDENTITY CASCADE"))
+    await session_deps.redis.flushdb()
+    yield session_deps
+
+
+@pytest.fixture
+async def client(deps: Deps, services: Services, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client speaking to the app in-process."""
+    app = create_app(
+        settings, database_url=services.database_url, redis_url=services.redis_url, deps=deps
+    )
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://openase.test") as http:
+        yield http
+
+
+@pytest.fixture
+def github(client: httpx.AsyncClient) -> GitHubWebhookSender:
+    """Sends signed GitHub webhooks to the app."""
+    return GitHubWebhookSender(client)
+
+
+@pytest.fixture
+def run_worker(deps: Deps, services: Services, settings: Settings):  # type: ignore[no-untyped-def]
+    """Run the control worker in burst mode until the queue is empty (deterministic)."""
+
+    async def run() -> Worker:
+        worker = make_worker(
+            settings,
+            database_url=services.database_url,
+            redis_url=services.redis_url,
+            burst=True,
+            deps=deps,
+            redis_pool=deps.redis,
+        )
+        try:
+            await worker.main()
+        finally:
+            await worker.close()
+        return worker
+
+    return run
