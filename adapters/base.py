@@ -12,6 +12,10 @@ from datetime import datetime
 from typing import Literal, Protocol
 
 
+class PayloadError(ValueError):
+    """A payload lacks a field its event promises, or has it in the wrong shape."""
+
+
 @dataclass(frozen=True)
 class RepoInfo:
     """A code repository as the code host describes it."""
@@ -142,12 +146,14 @@ class LabelsChanged:
 
 @dataclass(frozen=True)
 class TicketRemoved:
-    """A ticket was deleted, or transferred away (it lives on as `moved_to`, if we see it)."""
+    """A ticket was deleted, or transferred away (it lives on as `moved_to`, if we see it).
 
-    source: str
-    external_id: str
+    `ticket` is its last state, so a removal that arrives before any other event of the
+    ticket still leaves a tombstone that later, older events cannot resurrect.
+    """
+
+    ticket: TicketInfo
     reason: Literal["deleted", "transferred"]
-    occurred_at: datetime | None
     moved_to: TicketInfo | None = None
 
 

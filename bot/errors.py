@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from adapters.base import PayloadError as _PayloadError
+
 
 class OpenaseError(Exception):
     """Base of every error we raise on purpose."""
@@ -11,5 +13,5 @@ class ConfigError(OpenaseError):
     """A setting or config file is missing or malformed; the message names it."""
 
 
-class PayloadError(OpenaseError):
-    """A webhook payload does not have the shape its event promises."""
+# Raised by adapters (which never import bot); re-exported so bot code catches one name.
+PayloadError = _PayloadError

@@ -26,6 +26,7 @@ from harness_store.db import transaction
 log = structlog.get_logger(__name__)
 
 MAX_ATTEMPTS = 5
+BACKFILL_JOB = "backfill_repository"
 
 
 async def ingest_delivery(deps: Deps, pk: int) -> str:
@@ -64,13 +65,17 @@ async def _ingest(deps: Deps, pk: int) -> str:
             repository=delivery.repository,
         )
         parsed: ParsedDelivery = parser_for(delivery.source)(delivery.event, delivery.payload)
+        backfill: list[int] = []
         if not parsed.events:
             delivery.status = DeliveryStatus.IGNORED
             delivery.error = parsed.ignored_reason
         else:
-            touched = await mirror.apply(session, parsed.events, deps=deps)
-            for ticket_id in touched:
+            applied = await mirror.apply(
+                session, parsed.events, deps=deps, installation_id=delivery.installation_id
+            )
+            for ticket_id in sorted(applied.tickets):
                 session.add(DeliveryTicket(delivery_id=pk, ticket_id=ticket_id))
+            backfill = sorted(applied.backfill)
             delivery.status = DeliveryStatus.DONE
             delivery.error = None
         delivery.processed_at = datetime.now(UTC)
@@ -78,8 +83,19 @@ async def _ingest(deps: Deps, pk: int) -> str:
         latency = (delivery.processed_at - delivery.received_at).total_seconds()
         event, status = delivery.event, delivery.status
     log.info("delivery_ingested", delivery_pk=pk, status=status)
+    for repo_id in backfill:
+        # After commit, so the job finds the repository row. A lost enqueue is repaired by
+        # `openase sync`; the mirror still fills from webhooks meanwhile.
+        await enqueue_backfill(deps, repo_id)
     await _record_metrics(deps, event, status, latency)
     return status
+
+
+async def enqueue_backfill(deps: Deps, repo_id: int) -> None:
+    try:
+        await deps.redis.enqueue_job(BACKFILL_JOB, repo_id, _job_id=f"backfill:{repo_id}")
+    except (OSError, ConnectionError, TimeoutError) as exc:
+        log.warning("backfill_not_enqueued", repository_id=repo_id, error=type(exc).__name__)
 
 
 async def _finish(deps: Deps, pk: int, status: DeliveryStatus, *, error: str) -> None:

@@ -1,19 +1,437 @@
-"""Apply normalized events to the mirror tables (in progress)."""
+"""Apply normalized events to the mirror tables, idempotently and never backwards.
+
+Every upsert is one `INSERT ... ON CONFLICT DO UPDATE ... WHERE stored <= incoming`, so two
+workers applying deliveries of one ticket in any order converge on the newest state, and a
+redelivery changes nothing. Deleted and transferred tickets and deleted comments are
+tombstones: no later (older) event brings them back.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import and_, delete, func, literal, or_, select, update
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from adapters.base import NormalizedEvent
+from adapters.base import (
+    CommentCreated,
+    CommentDeleted,
+    CommentEdited,
+    InstallationChanged,
+    InstallationInfo,
+    LabelChanged,
+    LabelsChanged,
+    NormalizedEvent,
+    PullRequestChanged,
+    RepoInfo,
+    RepositoriesChanged,
+    RepositoryChanged,
+    TicketInfo,
+    TicketRemoved,
+    TicketUpserted,
+)
+from adapters.github.events import WORK_BRANCH
+from bot.models import (
+    Comment,
+    Installation,
+    Label,
+    PullRequest,
+    PullRequestRef,
+    Repository,
+    Ticket,
+    TicketPullRequest,
+)
 
 if TYPE_CHECKING:
     from bot.deps import Deps
 
+TOMBSTONES = ("deleted", "transferred")
+
+
+@dataclass
+class Applied:
+    """What applying a delivery did: tickets it touched, repositories to backfill after commit."""
+
+    tickets: set[int] = field(default_factory=set)
+    backfill: set[int] = field(default_factory=set)
+
+    def __iter__(self) -> Any:  # iterating yields the touched tickets, the common question
+        return iter(sorted(self.tickets))
+
 
 async def apply(
-    session: AsyncSession, events: Sequence[NormalizedEvent], *, deps: Deps | None = None
+    session: AsyncSession,
+    events: Sequence[NormalizedEvent],
+    *,
+    deps: Deps | None = None,
+    installation_id: int | None = None,
+) -> Applied:
+    """Apply `events` inside the caller's transaction."""
+    applied = Applied()
+    for event in events:
+        match event:
+            case InstallationChanged():
+                await _installation_changed(session, event, applied)
+            case RepositoriesChanged():
+                await _repositories_changed(session, event, applied)
+            case RepositoryChanged():
+                await upsert_repository(
+                    session, event.repo, event.installation_id, active=not event.deleted
+                )
+            case TicketUpserted():
+                applied.tickets.add(await upsert_ticket(session, event.ticket, installation_id))
+            case TicketRemoved():
+                applied.tickets.add(
+                    await upsert_ticket(session, event.ticket, installation_id, removed=event.reason)
+                )
+                if event.moved_to is not None:
+                    applied.tickets.add(await upsert_ticket(session, event.moved_to, None))
+            case CommentCreated() | CommentEdited() | CommentDeleted():
+                ticket_id = await upsert_ticket(session, event.ticket, installation_id)
+                await _upsert_comment(session, event, ticket_id)
+                applied.tickets.add(ticket_id)
+            case PullRequestChanged():
+                applied.tickets |= await upsert_pull_request(session, event, installation_id)
+            case LabelChanged():
+                await _label_changed(session, event, installation_id)
+            case LabelsChanged():
+                pass  # the engine's trigger; the ticket's labels came with its TicketUpserted
+    return applied
+
+
+# --- repositories and installations -------------------------------------------------------
+
+
+async def upsert_repository(
+    session: AsyncSession, repo: RepoInfo, installation_id: int | None, *, active: bool = True
+) -> None:
+    """Insert or refresh a repository; fields the event does not carry are left alone."""
+    values: dict[str, Any] = {
+        "id": repo.id,
+        "full_name": repo.full_name,
+        "private": repo.private,
+        "active": active,
+    }
+    for name in ("default_branch", "clone_url", "html_url"):
+        if getattr(repo, name) is not None:
+            values[name] = getattr(repo, name)
+    if installation_id is not None:
+        await _ensure_installation(session, installation_id)
+        values["installation_id"] = installation_id
+    statement = insert(Repository).values(values)
+    await session.execute(
+        statement.on_conflict_do_update(
+            index_elements=[Repository.id],
+            set_={k: statement.excluded[k] for k in values if k != "id"} | {"updated_at": func.now()},
+        )
+    )
+
+
+async def _ensure_installation(session: AsyncSession, installation_id: int) -> None:
+    """A row for an installation we learn of from an issue event before its own event."""
+    await session.execute(
+        insert(Installation)
+        .values(id=installation_id, account_login="", account_type="")
+        .on_conflict_do_nothing(index_elements=[Installation.id])
+    )
+
+
+async def _upsert_installation(
+    session: AsyncSession, info: InstallationInfo, **flags: bool
+) -> bool:
+    """Store the installation's state; False when the stored state is newer."""
+    values: dict[str, Any] = {
+        "id": info.id,
+        "account_login": info.account_login,
+        "account_type": info.account_type,
+        "repository_selection": info.repository_selection,
+        "suspended": info.suspended,
+        "external_updated_at": info.updated_at,
+        **flags,
+    }
+    statement = insert(Installation).values(values)
+    result = await session.execute(
+        statement.on_conflict_do_update(
+            index_elements=[Installation.id],
+            set_={k: statement.excluded[k] for k in values if k != "id"} | {"updated_at": func.now()},
+            where=_not_older(Installation.external_updated_at, statement.excluded.external_updated_at),
+        ).returning(Installation.id)
+    )
+    return result.scalar_one_or_none() is not None
+
+
+async def _installation_changed(
+    session: AsyncSession, event: InstallationChanged, applied: Applied
+) -> None:
+    inst = event.installation
+    flags = {"deleted": event.action == "deleted"}
+    if event.action in ("suspend", "unsuspend"):
+        flags["suspended"] = event.action == "suspend"
+    if not await _upsert_installation(session, inst, **flags):
+        return
+    for repo in event.repositories or ():
+        await upsert_repository(session, repo, inst.id, active=event.action != "deleted")
+        if event.action == "created":
+            applied.backfill.add(repo.id)
+    if event.action == "deleted":
+        await session.execute(
+            update(Repository).where(Repository.installation_id == inst.id).values(active=False)
+        )
+
+
+async def _repositories_changed(
+    session: AsyncSession, event: RepositoriesChanged, applied: Applied
+) -> None:
+    await _ensure_installation(session, event.installation.id)
+    await _upsert_installation(session, event.installation)
+    for repo in event.added:
+        await upsert_repository(session, repo, event.installation.id)
+        applied.backfill.add(repo.id)
+    for repo in event.removed:
+        await upsert_repository(session, repo, event.installation.id, active=False)
+
+
+# --- tickets and comments -----------------------------------------------------------------
+
+
+def _not_older(stored: Any, incoming: Any) -> Any:
+    """SQL: the incoming state is at least as new as the stored one (or either is unknown)."""
+    return or_(stored.is_(None), incoming.is_(None), stored <= incoming)
+
+
+async def upsert_ticket(
+    session: AsyncSession,
+    ticket: TicketInfo,
+    installation_id: int | None,
+    *,
+    removed: str | None = None,
+) -> int:
+    """Store the ticket's state unless the stored one is newer; returns the ticket's id."""
+    if ticket.repo is not None:
+        await upsert_repository(session, ticket.repo, installation_id)
+    values: dict[str, Any] = {
+        "source": ticket.source,
+        "external_id": ticket.external_id,
+        "repository_id": ticket.repo.id if ticket.repo else None,
+        "number": ticket.number,
+        "key": ticket.key,
+        "title": ticket.title,
+        "body": ticket.body,
+        "state": removed or ticket.state,
+        "state_reason": ticket.state_reason,
+        "author_login": ticket.author_login,
+        "assignees": list(ticket.assignees),
+        "labels": list(ticket.labels),
+        "milestone": ticket.milestone,
+        "html_url": ticket.html_url,
+        "external_created_at": ticket.created_at,
+        "external_updated_at": ticket.updated_at,
+        "closed_at": ticket.closed_at,
+    }
+    statement = insert(Ticket).values(values)
+    if removed:
+        # A removal is final whatever its timestamp; only the state changes.
+        guard: Any = literal(True)
+        changes: dict[str, Any] = {"state": statement.excluded.state}
+    else:
+        guard = and_(
+            Ticket.state.not_in(TOMBSTONES),
+            _not_older(Ticket.external_updated_at, statement.excluded.external_updated_at),
+        )
+        changes = {k: statement.excluded[k] for k in values if k not in ("source", "external_id")}
+    result = await session.execute(
+        statement.on_conflict_do_update(
+            index_elements=[Ticket.source, Ticket.external_id],
+            set_=changes | {"updated_at": func.now()},
+            where=guard,
+        ).returning(Ticket.id)
+    )
+    ticket_id = result.scalar_one_or_none()
+    if ticket_id is None:  # stale: the stored row is newer; it still counts as touched
+        ticket_id = (
+            await session.execute(
+                select(Ticket.id).where(
+                    Ticket.source == ticket.source, Ticket.external_id == ticket.external_id
+                )
+            )
+        ).scalar_one()
+    elif ticket.repo is not None and ticket.number is not None:
+        await _link_refs_to_ticket(session, ticket_id, ticket.repo.full_name, ticket.number)
+    return ticket_id
+
+
+async def _upsert_comment(
+    session: AsyncSession,
+    event: CommentCreated | CommentEdited | CommentDeleted,
+    ticket_id: int,
+) -> None:
+    comment = event.comment
+    deleted = isinstance(event, CommentDeleted)
+    values: dict[str, Any] = {
+        "source": comment.source,
+        "external_id": comment.external_id,
+        "ticket_id": ticket_id,
+        "author_login": comment.author_login,
+        "author_type": comment.author_type,
+        "body": comment.body,
+        "html_url": comment.html_url,
+        "deleted": deleted,
+        "external_created_at": comment.created_at,
+        "external_updated_at": comment.updated_at,
+    }
+    statement = insert(Comment).values(values)
+    if deleted:
+        guard: Any = literal(True)
+        changes: dict[str, Any] = {"deleted": True}
+    else:
+        guard = and_(
+            Comment.deleted.is_(False),
+            _not_older(Comment.external_updated_at, statement.excluded.external_updated_at),
+        )
+        changes = {k: statement.excluded[k] for k in values if k not in ("source", "external_id")}
+    await session.execute(
+        statement.on_conflict_do_update(
+            index_elements=[Comment.source, Comment.external_id],
+            set_=changes | {"updated_at": func.now()},
+            where=guard,
+        )
+    )
+
+
+# --- pull requests ------------------------------------------------------------------------
+
+
+async def upsert_pull_request(
+    session: AsyncSession, event: PullRequestChanged, installation_id: int | None
 ) -> set[int]:
-    return set()
+    """Store the PR unless stale, refresh its references; returns the tickets it is linked to."""
+    pr = event.pull_request
+    await upsert_repository(session, pr.repo, installation_id)
+    values: dict[str, Any] = {
+        "id": pr.id,
+        "repository_id": pr.repo.id,
+        "number": pr.number,
+        "title": pr.title,
+        "body": pr.body,
+        "state": pr.state,
+        "merged": pr.merged,
+        "draft": pr.draft,
+        "author_login": pr.author_login,
+        "head_ref": pr.head_ref,
+        "head_sha": pr.head_sha,
+        "base_ref": pr.base_ref,
+        "labels": list(pr.labels),
+        "html_url": pr.html_url,
+        "merged_at": pr.merged_at,
+        "closed_at": pr.closed_at,
+        "external_updated_at": pr.updated_at,
+    }
+    statement = insert(PullRequest).values(values)
+    result = await session.execute(
+        statement.on_conflict_do_update(
+            index_elements=[PullRequest.id],
+            set_={k: statement.excluded[k] for k in values if k != "id"} | {"updated_at": func.now()},
+            where=_not_older(PullRequest.external_updated_at, statement.excluded.external_updated_at),
+        ).returning(PullRequest.id)
+    )
+    if result.scalar_one_or_none() is not None:
+        await _replace_refs(session, event)
+    linked = await session.execute(
+        select(TicketPullRequest.ticket_id).where(TicketPullRequest.pull_request_id == pr.id)
+    )
+    return set(linked.scalars())
+
+
+async def _replace_refs(session: AsyncSession, event: PullRequestChanged) -> None:
+    pr = event.pull_request
+    refs = {(ref.full_name.lower(), ref.number, "closing_keyword") for ref in event.closing_refs}
+    branch = WORK_BRANCH.match(pr.head_ref or "")
+    if branch:
+        refs.add((pr.repo.full_name.lower(), int(branch.group("number")), "branch"))
+    await session.execute(delete(PullRequestRef).where(PullRequestRef.pull_request_id == pr.id))
+    await session.execute(
+        delete(TicketPullRequest).where(TicketPullRequest.pull_request_id == pr.id)
+    )
+    if not refs:
+        return
+    await session.execute(
+        insert(PullRequestRef).values(
+            [
+                {"pull_request_id": pr.id, "full_name": name, "number": number, "via": via}
+                for name, number, via in sorted(refs)
+            ]
+        )
+    )
+    await _materialise_links(session, PullRequestRef.pull_request_id == pr.id)
+
+
+async def _link_refs_to_ticket(
+    session: AsyncSession, ticket_id: int, full_name: str, number: int
+) -> None:
+    """PRs that referred to this ticket before it was mirrored get linked now."""
+    await _materialise_links(
+        session,
+        and_(PullRequestRef.full_name == full_name.lower(), PullRequestRef.number == number),
+    )
+
+
+async def _materialise_links(session: AsyncSession, which_refs: Any) -> None:
+    source = (
+        select(Ticket.id, PullRequestRef.pull_request_id, func.min(PullRequestRef.via))
+        .join(Repository, Repository.id == Ticket.repository_id)
+        .join(
+            PullRequestRef,
+            and_(
+                func.lower(Repository.full_name) == PullRequestRef.full_name,
+                Ticket.number == PullRequestRef.number,
+            ),
+        )
+        .where(which_refs, Ticket.source == "github")
+        .group_by(Ticket.id, PullRequestRef.pull_request_id)
+    )
+    await session.execute(
+        insert(TicketPullRequest)
+        .from_select(["ticket_id", "pull_request_id", "via"], source)
+        .on_conflict_do_nothing()
+    )
+
+
+# --- labels ---------------------------------------------------------------------------------
+
+
+async def _label_changed(
+    session: AsyncSession, event: LabelChanged, installation_id: int | None
+) -> None:
+    await upsert_repository(session, event.repo, installation_id)
+    values: dict[str, Any] = {
+        "id": event.label_id,
+        "repository_id": event.repo.id,
+        "name": event.name,
+        "color": event.color,
+        "description": event.description,
+        "deleted": event.action == "deleted",
+    }
+    statement = insert(Label).values(values)
+    await session.execute(
+        statement.on_conflict_do_update(
+            index_elements=[Label.id],
+            set_={k: statement.excluded[k] for k in values if k != "id"} | {"updated_at": func.now()},
+        )
+    )
+    # GitHub sends no per-issue events when a label is renamed or deleted: apply them here.
+    for model in (Ticket, PullRequest):
+        if event.action == "edited" and event.old_name and event.old_name != event.name:
+            new_labels = func.array_replace(model.labels, event.old_name, event.name)
+        elif event.action == "deleted":
+            new_labels = func.array_remove(model.labels, event.name)
+        else:
+            continue
+        name = event.old_name if event.action == "edited" else event.name
+        await session.execute(
+            update(model)
+            .where(model.repository_id == event.repo.id, model.labels.contains([name]))
+            .values(labels=new_labels)
+        )

@@ -188,6 +188,24 @@ class TicketPullRequest(Base):
     via: Mapped[str] = mapped_column(String(32))
 
 
+class PullRequestRef(Base):
+    """An issue a PR refers to, by name: kept even before that issue is mirrored.
+
+    Links in `ticket_pull_requests` are derived from these whenever either side changes,
+    so a PR that arrives before its issue (or after) ends up linked the same way.
+    """
+
+    __tablename__ = "pull_request_refs"
+    __table_args__ = (Index("ix_pull_request_refs_target", "full_name", "number"),)
+
+    pull_request_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("pull_requests.id", ondelete="CASCADE"), primary_key=True
+    )
+    full_name: Mapped[str] = mapped_column(String(200), primary_key=True)  # lower-cased
+    number: Mapped[int] = mapped_column(Integer, primary_key=True)
+    via: Mapped[str] = mapped_column(String(32), primary_key=True)
+
+
 class Label(Timestamped, Base):
     """A repository label, kept by GitHub's id so a rename reaches every ticket carrying it."""
 

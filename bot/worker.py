@@ -72,7 +72,11 @@ def make_worker(
     deps: Deps | None = None,
     redis_pool: ArqRedis | None = None,
 ) -> Worker:
-    """An arq worker on the control queue; `deps` may be shared with an in-process web app."""
+    """An arq worker on the control queue; `deps` may be shared with an in-process web app.
+
+    `redis_pool`, if given, becomes the worker's own: arq closes it when the worker closes,
+    so never pass a pool something else still uses (such as `deps.redis`).
+    """
 
     async def on_startup(ctx: dict[str, Any]) -> None:
         ctx["deps"] = deps or await build_deps(

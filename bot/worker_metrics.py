@@ -1,13 +1,19 @@
 """Metrics the control worker records in Redis, so any web replica can serve them on /metrics.
 
 Counters are Redis hashes; the ingest latency histogram keeps cumulative bucket counts
-the way Prometheus wants them.
+the way Prometheus wants them. Writes and reads each go through MULTI/EXEC so a scrape
+never sees a bucket incremented without its `count` (a histogram whose buckets exceed
++Inf is rejected by Prometheus).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import structlog
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 log = structlog.get_logger(__name__)
 
@@ -16,11 +22,9 @@ INGEST_LATENCY = "openase:metrics:ingest_latency"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
-async def record_ingest(
-    redis: Redis, *, event: str, outcome: str, latency_seconds: float
-) -> None:
+async def record_ingest(redis: Redis, *, event: str, outcome: str, latency_seconds: float) -> None:
     """Count one ingested delivery and its received-to-ingested latency."""
-    pipe = redis.pipeline(transaction=False)
+    pipe = redis.pipeline(transaction=True)
     pipe.hincrby(INGEST_COUNTS, f"{event}|{outcome}", 1)
     for bound in LATENCY_BUCKETS:
         if latency_seconds <= bound:
@@ -29,6 +33,81 @@ async def record_ingest(
     pipe.hincrbyfloat(INGEST_LATENCY, "sum", latency_seconds)
     try:
         await pipe.execute()
-    except (OSError, ConnectionError) as exc:
+    except (OSError, RedisError) as exc:
         # Metrics are best effort; the delivery itself is already safe in Postgres.
+        # (redis-py's ConnectionError is a RedisError, not the builtin one.)
         log.warning("metrics_not_recorded", error=type(exc).__name__)
+
+
+@dataclass(frozen=True)
+class IngestSnapshot:
+    """The worker's ingest metrics as read from Redis at one instant."""
+
+    counts: dict[tuple[str, str], float] = field(default_factory=dict)  # (event, outcome)
+    buckets: tuple[tuple[float, float], ...] = ()  # (upper bound, cumulative count)
+    count: float = 0.0
+    sum: float = 0.0
+
+
+async def read_ingest(redis: Redis) -> IngestSnapshot:
+    """Read both hashes in one transaction (raises RedisError/OSError when Redis is down)."""
+    pipe = redis.pipeline(transaction=True)
+    pipe.hgetall(INGEST_COUNTS)
+    pipe.hgetall(INGEST_LATENCY)
+    raw_counts, raw_latency = await pipe.execute()
+    counts: dict[tuple[str, str], float] = {}
+    for key, value in _decoded(raw_counts).items():
+        event, sep, outcome = key.partition("|")
+        number = _number(value)
+        if sep and number is not None:
+            counts[(event, outcome)] = number
+    latency = _decoded(raw_latency)
+    buckets = tuple(
+        (bound, _number(latency.get(f"le:{bound}", "0")) or 0.0) for bound in LATENCY_BUCKETS
+    )
+    return IngestSnapshot(
+        counts=counts,
+        buckets=buckets,
+        count=_number(latency.get("count", "0")) or 0.0,
+        sum=_number(latency.get("sum", "0")) or 0.0,
+    )
+
+
+def ingest_families(snapshot: IngestSnapshot) -> list[Metric]:
+    """`openase_ingest_total{event,outcome}` and the `openase_ingest_latency_seconds` histogram."""
+    total = CounterMetricFamily(
+        "openase_ingest_total",
+        "Deliveries ingested by the control worker, by event and outcome (done, ignored, failed).",
+        labels=["event", "outcome"],
+    )
+    for (event, outcome), value in sorted(snapshot.counts.items()):
+        total.add_metric([event, outcome], value)
+    latency = HistogramMetricFamily(
+        "openase_ingest_latency_seconds",
+        "Time from a delivery's arrival to its ingestion into the mirror.",
+        labels=[],
+    )
+    # A bucket read can never exceed the total in a consistent snapshot; max() keeps the
+    # exposition valid even if a writer predating MULTI/EXEC left a torn update behind.
+    infinity = max([snapshot.count, *(c for _, c in snapshot.buckets)])
+    latency.add_metric(
+        [],
+        buckets=[(str(b), c) for b, c in snapshot.buckets] + [("+Inf", infinity)],
+        sum_value=snapshot.sum,
+    )
+    return [total, latency]
+
+
+def _decoded(raw: dict[bytes | str, bytes | str]) -> dict[str, str]:
+    """A hash as text: the pool may or may not decode responses."""
+    return {
+        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+        for k, v in raw.items()
+    }
+
+
+def _number(value: str) -> float | None:
+    try:
+        return float(value)
+    except ValueError:
+        return None

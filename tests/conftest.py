@@ -119,7 +119,6 @@ def run_worker(deps: Deps, services: Services, settings: Settings):  # type: ign
             redis_url=services.redis_url,
             burst=True,
             deps=deps,
-            redis_pool=deps.redis,
         )
         try:
             await worker.main()

@@ -1,9 +1,329 @@
-"""GitHub webhook payloads -> normalized events (in progress)."""
+"""GitHub webhook payloads (and REST objects of the same shape) -> normalized events.
+
+One `_event_<name>` function per event type, as in Zuul's GitHub driver. Every event type
+GitHub sends is accepted: those we do not use parse to no events and an ignore reason.
+"""
 
 from __future__ import annotations
 
-from adapters.base import ParsedDelivery
+import re
+from collections.abc import Callable
+from typing import Any, Literal
+
+from adapters.base import (
+    CommentCreated,
+    CommentDeleted,
+    CommentEdited,
+    CommentInfo,
+    InstallationChanged,
+    InstallationInfo,
+    IssueRef,
+    LabelChanged,
+    LabelsChanged,
+    NormalizedEvent,
+    ParsedDelivery,
+    PayloadError,
+    PullRequestChanged,
+    PullRequestInfo,
+    RepoInfo,
+    RepositoriesChanged,
+    RepositoryChanged,
+    TicketInfo,
+    TicketRemoved,
+    TicketUpserted,
+)
+from adapters.github.fields import (
+    Json,
+    array,
+    boolean,
+    integer,
+    login,
+    names,
+    obj,
+    opt_obj,
+    opt_string,
+    string,
+    timestamp,
+)
+
+SOURCE = "github"
+
+# GitHub's closing keywords: "fixes #12", "Closes: acme/api#3", "resolves https://host/o/r/issues/4".
+_CLOSING = re.compile(
+    r"(?<![\w/])(?:close[sd]?|fix(?:e[sd])?|resolve[sd]?)\s*:?\s+"
+    r"(?:(?P<repo>[\w.-]+/[\w.-]+)#|https?://[^\s/]+/(?P<url_repo>[\w.-]+/[\w.-]+)/issues/|#)"
+    r"(?P<number>\d+)\b",
+    re.IGNORECASE,
+)
+# The runner's work branch for a GitHub ticket: openase/<issue number>[-<slug>].
+WORK_BRANCH = re.compile(r"^openase/(?P<number>\d+)(?:-[\w.-]*)?$")
 
 
-def parse(event: str, payload: dict[str, object]) -> ParsedDelivery:
-    return ParsedDelivery(events=(), ignored_reason=f"event {event!r} is not used")
+# --- objects ----------------------------------------------------------------------------------
+
+
+def repo_from_api(repo: Json, path: str = "repository") -> RepoInfo:
+    """A repository object (webhook or REST) -> RepoInfo."""
+    return RepoInfo(
+        id=integer(repo, "id", path),
+        full_name=string(repo, "full_name", path),
+        private=boolean(repo, "private", path),
+        default_branch=opt_string(repo, "default_branch", path),
+        clone_url=opt_string(repo, "clone_url", path),
+        html_url=opt_string(repo, "html_url", path),
+    )
+
+
+def ticket_from_issue(issue: Json, repo: RepoInfo, path: str = "issue") -> TicketInfo:
+    """An issue object (webhook or REST) -> the ticket's full state."""
+    number = integer(issue, "number", path)
+    state = opt_string(issue, "state", path)
+    if state is None:
+        # Some pinned/unpinned payloads carry `state: null`; closed_at says the same thing.
+        state = "closed" if issue.get("closed_at") else "open"
+    if state not in ("open", "closed"):
+        raise PayloadError(f"{path}.state: expected open or closed, got {state[:20]!r}")
+    milestone = opt_obj(issue, "milestone", path)
+    return TicketInfo(
+        source=SOURCE,
+        external_id=str(integer(issue, "id", path)),
+        key=f"{repo.full_name}#{number}",
+        number=number,
+        repo=repo,
+        title=string(issue, "title", path),
+        body=opt_string(issue, "body", path) or "",
+        state="open" if state == "open" else "closed",
+        state_reason=opt_string(issue, "state_reason", path),
+        author_login=login(issue, "user", path),
+        assignees=names(array(issue, "assignees", path), f"{path}.assignees", "login"),
+        labels=names(array(issue, "labels", path), f"{path}.labels"),
+        milestone=opt_string(milestone, "title", f"{path}.milestone") if milestone else None,
+        html_url=opt_string(issue, "html_url", path),
+        created_at=timestamp(issue, "created_at", path),
+        updated_at=timestamp(issue, "updated_at", path),
+        closed_at=timestamp(issue, "closed_at", path),
+    )
+
+
+def comment_from_api(comment: Json, path: str = "comment") -> CommentInfo:
+    user = opt_obj(comment, "user", path)
+    return CommentInfo(
+        source=SOURCE,
+        external_id=str(integer(comment, "id", path)),
+        author_login=opt_string(user, "login", f"{path}.user") if user else None,
+        author_type=opt_string(user, "type", f"{path}.user") if user else None,
+        body=opt_string(comment, "body", path) or "",
+        html_url=opt_string(comment, "html_url", path),
+        created_at=timestamp(comment, "created_at", path),
+        updated_at=timestamp(comment, "updated_at", path),
+    )
+
+
+def pull_request_from_api(pr: Json, repo: RepoInfo, path: str = "pull_request") -> PullRequestInfo:
+    """A pull request object (webhook or REST) -> PullRequestInfo."""
+    state = string(pr, "state", path)
+    if state not in ("open", "closed"):
+        raise PayloadError(f"{path}.state: expected open or closed, got {state[:20]!r}")
+    head = obj(pr, "head", path)
+    base = obj(pr, "base", path)
+    merged_at = timestamp(pr, "merged_at", path)
+    return PullRequestInfo(
+        id=integer(pr, "id", path),
+        number=integer(pr, "number", path),
+        repo=repo,
+        title=string(pr, "title", path),
+        body=opt_string(pr, "body", path) or "",
+        state="open" if state == "open" else "closed",
+        # REST list endpoints omit `merged`; `merged_at` says the same.
+        merged=boolean(pr, "merged", path) or merged_at is not None,
+        draft=boolean(pr, "draft", path),
+        author_login=login(pr, "user", path),
+        head_ref=opt_string(head, "ref", f"{path}.head"),
+        head_sha=opt_string(head, "sha", f"{path}.head"),
+        base_ref=opt_string(base, "ref", f"{path}.base"),
+        labels=names(array(pr, "labels", path), f"{path}.labels"),
+        html_url=opt_string(pr, "html_url", path),
+        merged_at=merged_at,
+        closed_at=timestamp(pr, "closed_at", path),
+        updated_at=timestamp(pr, "updated_at", path),
+    )
+
+
+def installation_from_api(inst: Json, path: str = "installation") -> InstallationInfo:
+    account = obj(inst, "account", path)
+    return InstallationInfo(
+        id=integer(inst, "id", path),
+        account_login=string(account, "login", f"{path}.account"),
+        account_type=opt_string(account, "type", f"{path}.account") or "User",
+        repository_selection=opt_string(inst, "repository_selection", path),
+        suspended=inst.get("suspended_at") is not None,
+        updated_at=timestamp(inst, "updated_at", path),
+    )
+
+
+def closing_refs(body: str, default_repo: str) -> tuple[IssueRef, ...]:
+    """Issues a PR body closes, by GitHub's closing keywords; `#12` means `default_repo`."""
+    refs: dict[tuple[str, int], IssueRef] = {}
+    for match in _CLOSING.finditer(body or ""):
+        full_name = match.group("repo") or match.group("url_repo") or default_repo
+        ref = IssueRef(full_name=full_name, number=int(match.group("number")))
+        refs[(full_name.lower(), ref.number)] = ref
+    return tuple(refs.values())
+
+
+def _short_repo(data: Json, path: str) -> RepoInfo:
+    """The abridged repository objects of installation payloads (no URLs, no branch)."""
+    return RepoInfo(
+        id=integer(data, "id", path),
+        full_name=string(data, "full_name", path),
+        private=boolean(data, "private", path),
+    )
+
+
+# --- events ----------------------------------------------------------------------------------
+
+Events = tuple[NormalizedEvent, ...]
+
+
+def _event_installation(action: str, payload: Json) -> Events:
+    known = ("created", "deleted", "suspend", "unsuspend", "new_permissions_accepted")
+    if action not in known:
+        return ()
+    inst = installation_from_api(obj(payload, "installation", "payload"))
+    repos: tuple[RepoInfo, ...] | None = None
+    if "repositories" in payload:
+        items = array(payload, "repositories", "payload")
+        repos = tuple(_short_repo(r, f"payload.repositories[{i}]") for i, r in enumerate(items))
+    return (InstallationChanged(action=action, installation=inst, repositories=repos),)  # type: ignore[arg-type]  # narrowed by `known`
+
+
+def _event_installation_repositories(action: str, payload: Json) -> Events:
+    inst = installation_from_api(obj(payload, "installation", "payload"))
+
+    def repos(key: str) -> tuple[RepoInfo, ...]:
+        items = array(payload, key, "payload")
+        return tuple(_short_repo(r, f"payload.{key}[{i}]") for i, r in enumerate(items))
+
+    return (
+        RepositoriesChanged(
+            installation=inst, added=repos("repositories_added"), removed=repos("repositories_removed")
+        ),
+    )
+
+
+def _event_repository(action: str, payload: Json) -> Events:
+    inst = opt_obj(payload, "installation", "payload")
+    return (
+        RepositoryChanged(
+            action=action,
+            repo=repo_from_api(obj(payload, "repository", "payload"), "payload.repository"),
+            installation_id=integer(inst, "id", "payload.installation") if inst else None,
+            deleted=action == "deleted",
+        ),
+    )
+
+
+def _event_issues(action: str, payload: Json) -> Events:
+    repo = repo_from_api(obj(payload, "repository", "payload"), "payload.repository")
+    ticket = ticket_from_issue(obj(payload, "issue", "payload"), repo, "payload.issue")
+    if action == "deleted":
+        return (TicketRemoved(ticket=ticket, reason="deleted"),)
+    if action == "transferred":
+        changes = obj(payload, "changes", "payload")
+        new_repo = repo_from_api(
+            obj(changes, "new_repository", "payload.changes"), "payload.changes.new_repository"
+        )
+        moved_to = ticket_from_issue(
+            obj(changes, "new_issue", "payload.changes"), new_repo, "payload.changes.new_issue"
+        )
+        return (TicketRemoved(ticket=ticket, reason="transferred", moved_to=moved_to),)
+    events: list[NormalizedEvent] = [TicketUpserted(ticket=ticket, action=action)]
+    if action in ("labeled", "unlabeled"):
+        label = opt_obj(payload, "label", "payload")
+        # A label deleted in the same breath arrives as null; the issue's labels still say all.
+        if label is not None:
+            name = string(label, "name", "payload.label")
+            events.append(
+                LabelsChanged(
+                    ticket=ticket,
+                    added=(name,) if action == "labeled" else (),
+                    removed=(name,) if action == "unlabeled" else (),
+                    actor=login(payload, "sender", "payload"),
+                )
+            )
+    return tuple(events)
+
+
+def _event_issue_comment(action: str, payload: Json) -> Events:
+    issue = obj(payload, "issue", "payload")
+    if issue.get("pull_request") is not None:
+        # A comment in a PR's conversation: the mirror keeps tickets' threads only.
+        return ()
+    repo = repo_from_api(obj(payload, "repository", "payload"), "payload.repository")
+    ticket = ticket_from_issue(issue, repo, "payload.issue")
+    comment = comment_from_api(obj(payload, "comment", "payload"), "payload.comment")
+    kinds: dict[str, Callable[..., NormalizedEvent]] = {
+        "created": CommentCreated,
+        "edited": CommentEdited,
+        "deleted": CommentDeleted,
+    }
+    if action not in kinds:
+        return ()
+    return (kinds[action](ticket, comment),)
+
+
+def _event_pull_request(action: str, payload: Json) -> Events:
+    repo = repo_from_api(obj(payload, "repository", "payload"), "payload.repository")
+    pr = pull_request_from_api(obj(payload, "pull_request", "payload"), repo, "payload.pull_request")
+    return (
+        PullRequestChanged(action=action, pull_request=pr, closing_refs=closing_refs(pr.body, repo.full_name)),
+    )
+
+
+def _event_label(action: str, payload: Json) -> Events:
+    if action not in ("created", "edited", "deleted"):
+        return ()
+    repo = repo_from_api(obj(payload, "repository", "payload"), "payload.repository")
+    label = obj(payload, "label", "payload")
+    old_name = None
+    changes = opt_obj(payload, "changes", "payload")
+    if changes:
+        renamed = opt_obj(changes, "name", "payload.changes")
+        old_name = opt_string(renamed, "from", "payload.changes.name") if renamed else None
+    verb: Literal["created", "edited", "deleted"] = action  # type: ignore[assignment]  # checked above
+    return (
+        LabelChanged(
+            action=verb,
+            repo=repo,
+            label_id=integer(label, "id", "payload.label"),
+            name=string(label, "name", "payload.label"),
+            color=opt_string(label, "color", "payload.label"),
+            description=opt_string(label, "description", "payload.label"),
+            old_name=old_name,
+        ),
+    )
+
+
+_HANDLERS: dict[str, Callable[[str, Json], Events]] = {
+    "installation": _event_installation,
+    "installation_repositories": _event_installation_repositories,
+    "repository": _event_repository,
+    "issues": _event_issues,
+    "issue_comment": _event_issue_comment,
+    "pull_request": _event_pull_request,
+    "label": _event_label,
+}
+
+
+def parse(event: str, payload: dict[str, Any]) -> ParsedDelivery:
+    """Turn one delivery into normalized events; raises PayloadError naming the bad field."""
+    handler = _HANDLERS.get(event)
+    if handler is None:
+        return ParsedDelivery(events=(), ignored_reason=f"event {event!r} is not used")
+    action = payload.get("action")
+    if action is not None and not isinstance(action, str):
+        raise PayloadError("payload.action: expected a string")
+    events = handler(action or "", payload)
+    if not events:
+        return ParsedDelivery(events=(), ignored_reason=f"{event}.{action} is not used")
+    return ParsedDelivery(events=events)
