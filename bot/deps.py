@@ -22,7 +22,7 @@ class Deps:
     redis: ArqRedis
 
     async def close(self) -> None:
-        await self.redis.aclose()
+        await self.redis.aclose(close_connection_pool=True)
         await self.engine.dispose()
 
 

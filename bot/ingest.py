@@ -12,6 +12,7 @@ from typing import Any
 
 import structlog
 from arq import Retry
+from redis.exceptions import RedisError
 from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -94,7 +95,7 @@ async def _ingest(deps: Deps, pk: int) -> str:
 async def enqueue_backfill(deps: Deps, repo_id: int) -> None:
     try:
         await deps.redis.enqueue_job(BACKFILL_JOB, repo_id, _job_id=f"backfill:{repo_id}")
-    except (OSError, ConnectionError, TimeoutError) as exc:
+    except (RedisError, OSError) as exc:
         log.warning("backfill_not_enqueued", repository_id=repo_id, error=type(exc).__name__)
 
 

@@ -55,7 +55,9 @@ def normalise_base_url(base_url: str) -> str:
     """`https://bot.example.org/` -> `https://bot.example.org`; refuses anything not http(s)."""
     parts = urlsplit(base_url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ConfigError(f"--url must be an http(s) URL such as https://bot.example.org, not {base_url!r}")
+        raise ConfigError(
+            f"--url must be an http(s) URL such as https://bot.example.org, not {base_url!r}"
+        )
     if parts.query or parts.fragment:
         raise ConfigError(f"--url must not carry a query or fragment: {base_url!r}")
     return base_url.rstrip("/")
@@ -90,4 +92,6 @@ def _check(app: dict[str, Any]) -> None:
         raise ConfigError("app.yml: default_events must be a list of event names")
     refused = sorted(ALWAYS_SENT_EVENTS.intersection(events))
     if refused:
-        raise ConfigError(f"app.yml: GitHub always sends {refused}; remove them from default_events")
+        raise ConfigError(
+            f"app.yml: GitHub always sends {refused}; remove them from default_events"
+        )

@@ -85,7 +85,9 @@ async def apply(
                 applied.tickets.add(await upsert_ticket(session, event.ticket, installation_id))
             case TicketRemoved():
                 applied.tickets.add(
-                    await upsert_ticket(session, event.ticket, installation_id, removed=event.reason)
+                    await upsert_ticket(
+                        session, event.ticket, installation_id, removed=event.reason
+                    )
                 )
                 if event.moved_to is not None:
                     applied.tickets.add(await upsert_ticket(session, event.moved_to, None))
@@ -125,7 +127,8 @@ async def upsert_repository(
     await session.execute(
         statement.on_conflict_do_update(
             index_elements=[Repository.id],
-            set_={k: statement.excluded[k] for k in values if k != "id"} | {"updated_at": func.now()},
+            set_={k: statement.excluded[k] for k in values if k != "id"}
+            | {"updated_at": func.now()},
         )
     )
 
@@ -156,8 +159,11 @@ async def _upsert_installation(
     result = await session.execute(
         statement.on_conflict_do_update(
             index_elements=[Installation.id],
-            set_={k: statement.excluded[k] for k in values if k != "id"} | {"updated_at": func.now()},
-            where=_not_older(Installation.external_updated_at, statement.excluded.external_updated_at),
+            set_={k: statement.excluded[k] for k in values if k != "id"}
+            | {"updated_at": func.now()},
+            where=_not_older(
+                Installation.external_updated_at, statement.excluded.external_updated_at
+            ),
         ).returning(Installation.id)
     )
     return result.scalar_one_or_none() is not None
@@ -333,8 +339,11 @@ async def upsert_pull_request(
     result = await session.execute(
         statement.on_conflict_do_update(
             index_elements=[PullRequest.id],
-            set_={k: statement.excluded[k] for k in values if k != "id"} | {"updated_at": func.now()},
-            where=_not_older(PullRequest.external_updated_at, statement.excluded.external_updated_at),
+            set_={k: statement.excluded[k] for k in values if k != "id"}
+            | {"updated_at": func.now()},
+            where=_not_older(
+                PullRequest.external_updated_at, statement.excluded.external_updated_at
+            ),
         ).returning(PullRequest.id)
     )
     if result.scalar_one_or_none() is not None:
@@ -418,7 +427,8 @@ async def _label_changed(
     await session.execute(
         statement.on_conflict_do_update(
             index_elements=[Label.id],
-            set_={k: statement.excluded[k] for k in values if k != "id"} | {"updated_at": func.now()},
+            set_={k: statement.excluded[k] for k in values if k != "id"}
+            | {"updated_at": func.now()},
         )
     )
     # GitHub sends no per-issue events when a label is renamed or deleted: apply them here.

@@ -22,7 +22,7 @@ from bot.settings import Settings
 
 log = structlog.get_logger(__name__)
 
-SECRET_FILE = "webhook-secret"
+SECRET_FILE = "webhook-secret"  # noqa: S105  # a file name, not a secret
 LOCK_FILE = "up.lock"
 
 
@@ -49,30 +49,8 @@ def require_database_url(settings: Settings) -> str:
     return settings.database_url
 
 
-def configured_urls(settings: Settings) -> ServiceUrls:
-    """Both URLs, or a ConfigError naming every missing variable."""
-    missing = [
-        name
-        for name, value in (
-            ("OPENASE_DATABASE_URL", settings.database_url),
-            ("OPENASE_REDIS_URL", settings.redis_url),
-        )
-        if value is None
-    ]
-    if missing:
-        raise ConfigError(
-            f"{' and '.join(missing)} not set: this command needs external PostgreSQL and "
-            "Redis; only `openase up` embeds them"
-        )
-    assert settings.database_url is not None and settings.redis_url is not None
-    return ServiceUrls(settings.database_url, settings.redis_url)
-
-
-def running_urls(settings: Settings) -> ServiceUrls:
-    """The configured URLs, falling back to the embedded servers of a running `openase up`."""
-    database_url = settings.database_url or EmbeddedPostgres.running_url(postgres_dir(settings))
-    redis_url = settings.redis_url or EmbeddedRedis.running_url(redis_dir(settings))
-    missing = [
+def _missing(database_url: str | None, redis_url: str | None) -> str:
+    names = [
         name
         for name, value in (
             ("OPENASE_DATABASE_URL", database_url),
@@ -80,12 +58,30 @@ def running_urls(settings: Settings) -> ServiceUrls:
         )
         if value is None
     ]
-    if missing:
+    return " and ".join(names) + (" is" if len(names) == 1 else " are")
+
+
+def configured_urls(settings: Settings) -> ServiceUrls:
+    """Both URLs, or a ConfigError naming every missing variable."""
+    database_url, redis_url = settings.database_url, settings.redis_url
+    if database_url is None or redis_url is None:
         raise ConfigError(
-            f"{' and '.join(missing)} not set, and no `openase up` is running with data dir "
-            f"{settings.data_dir} (OPENASE_DATA_DIR): set the URLs or start `openase up` first"
+            f"{_missing(database_url, redis_url)} not set: this command needs external "
+            "PostgreSQL and Redis; only `openase up` embeds them"
         )
-    assert database_url is not None and redis_url is not None
+    return ServiceUrls(database_url, redis_url)
+
+
+def running_urls(settings: Settings) -> ServiceUrls:
+    """The configured URLs, falling back to the embedded servers of a running `openase up`."""
+    database_url = settings.database_url or EmbeddedPostgres.running_url(postgres_dir(settings))
+    redis_url = settings.redis_url or EmbeddedRedis.running_url(redis_dir(settings))
+    if database_url is None or redis_url is None:
+        raise ConfigError(
+            f"{_missing(database_url, redis_url)} not set, and no `openase up` is running with "
+            f"data dir {settings.data_dir} (OPENASE_DATA_DIR): set the URLs or start "
+            "`openase up` first"
+        )
     return ServiceUrls(database_url, redis_url)
 
 

@@ -9,7 +9,8 @@ from typing import Any
 
 import structlog
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from redis.exceptions import RedisError
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 
@@ -121,14 +122,7 @@ async def store_delivery(
         .returning(Delivery.id)
     )
     async with deps.engine.begin() as conn:
-        try:
-            async with conn.begin_nested():
-                pk = (await conn.execute(statement)).scalar_one_or_none()
-        except DBAPIError as exc:
-            if "untranslatable character" not in str(exc.orig) and "\\u0000" not in str(exc.orig):
-                raise
-            values["payload"] = _strip_nul(payload)
-            pk = (await conn.execute(statement.values(**values))).scalar_one_or_none()
+        pk: int | None = (await conn.execute(statement)).scalar_one_or_none()
     return pk
 
 
@@ -140,7 +134,7 @@ async def enqueue_ingest(deps: Deps, source: str, pk: int) -> bool:
     """
     try:
         await deps.redis.enqueue_job(INGEST_JOB, pk, _job_id=ingest_job_id(source, pk))
-    except (OSError, ConnectionError, TimeoutError) as exc:
+    except (RedisError, OSError) as exc:
         log.warning("enqueue_failed", delivery_pk=pk, error=type(exc).__name__)
         return False
     return True
@@ -196,6 +190,8 @@ async def _github_webhook(request: Request, deps: Deps, event: str) -> tuple[JSO
         raise Rejected(400, f"body is not valid JSON: {exc}", "bad_request") from None
     if not isinstance(payload, dict):
         raise Rejected(400, "body must be a JSON object", "bad_request")
+    if b"\\u0000" in body:
+        payload = _strip_nul(payload)
 
     action, installation_id, repository = _summary(payload)
     structlog.contextvars.bind_contextvars(

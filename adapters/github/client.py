@@ -36,6 +36,7 @@ from adapters.base import (
 from adapters.errors import AdapterError, RateLimited, RequestRejected, TransientError
 from adapters.github.events import (
     closing_refs,
+    installation_from_api,
     pull_request_from_api,
     repo_from_api,
     ticket_from_issue,
@@ -365,13 +366,13 @@ class GitHubApp:
         response = await self.request(
             "GET", f"/repos/{_checked(full_name)}/installation", installation_id=None
         )
-        return _installation_from_api(_json(response))
+        return installation_from_api(_object(response))
 
     async def repository(self, full_name: str, installation_id: int) -> RepoInfo:
         response = await self.request(
             "GET", f"/repos/{_checked(full_name)}", installation_id=installation_id
         )
-        return repo_from_api(_json(response))
+        return repo_from_api(_object(response))
 
     def open_issues(
         self, repo: RepoInfo, installation_id: int, etags: EtagStore | None = None
@@ -442,6 +443,13 @@ def _json(response: httpx.Response) -> Any:
         ) from exc
 
 
+def _object(response: httpx.Response) -> Json:
+    body = _json(response)
+    if not isinstance(body, dict):
+        raise PayloadError(f"{_display(str(response.request.url))}: expected a JSON object")
+    return body
+
+
 def _parse_token(data: Any, installation_id: int) -> _Token:
     # No assumption about the token's length or alphabet: GitHub changes both.
     value = data.get("token") if isinstance(data, dict) else None
@@ -455,27 +463,6 @@ def _parse_token(data: Any, installation_id: int) -> _Token:
     except ValueError:
         raise PayloadError(f"access_tokens answer: bad expires_at {expires[:40]!r}") from None
     return _Token(value, expires_at if expires_at.tzinfo else expires_at.replace(tzinfo=UTC))
-
-
-def _installation_from_api(data: Any) -> InstallationInfo:
-    if not isinstance(data, dict) or not isinstance(data.get("id"), int):
-        raise PayloadError("installation answer lacks an integer id")
-    account = data.get("account") if isinstance(data.get("account"), dict) else {}
-    updated = data.get("updated_at")
-    if isinstance(updated, str):
-        updated_at: datetime | None = datetime.fromisoformat(updated)
-    elif isinstance(updated, int):  # webhook payloads use epoch seconds here
-        updated_at = datetime.fromtimestamp(updated, UTC)
-    else:
-        updated_at = None
-    return InstallationInfo(
-        id=data["id"],
-        account_login=str(account.get("login") or account.get("slug") or ""),
-        account_type=str(account.get("type") or data.get("target_type") or ""),
-        repository_selection=data.get("repository_selection"),
-        suspended=data.get("suspended_at") is not None,
-        updated_at=updated_at,
-    )
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:

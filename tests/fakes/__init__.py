@@ -1,0 +1,1 @@
+"""Shared recording fakes of external systems (STYLE practice 5)."""
