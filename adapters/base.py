@@ -49,6 +49,9 @@ class TicketInfo:
     closed_at: datetime | None
     repo: RepoInfo | None = None
     number: int | None = None
+    # The trackers' ids of `labels`, in the same order, where the tracker has them: a label
+    # renamed or deleted after this state was captured is then known by its current name.
+    label_ids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

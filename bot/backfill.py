@@ -9,10 +9,11 @@ almost nothing: GitHub answers 304 for unchanged pages and does not count them.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import timedelta
+from typing import Any, TypeVar
 
 import structlog
 from arq import Retry
@@ -35,6 +36,8 @@ from bot.settings import Settings
 from harness_store.db import transaction
 
 log = structlog.get_logger(__name__)
+
+E = TypeVar("E", bound=NormalizedEvent)
 
 # Rate-limit retries of one job can wait an hour each; a job should outlive several.
 BACKFILL_MAX_TRIES = 12
@@ -91,6 +94,11 @@ class PostgresEtagStore:
 _apps: dict[tuple[str, int, str], GitHubApp] = {}
 
 
+def forget_github_apps() -> None:
+    """Drop the cached clients (their tokens and rate-limit state): for tests and key rotation."""
+    _apps.clear()
+
+
 def github_app(settings: Settings) -> GitHubApp:
     """The process's GitHub App client for these settings."""
     key = settings.github_private_key_pem()
@@ -103,7 +111,9 @@ def github_app(settings: Settings) -> GitHubApp:
     app = _apps.get(cache_key)
     if app is None:
         try:
-            app = GitHubApp(api_url=settings.api_url, app_id=settings.github_app_id, private_key=key)
+            app = GitHubApp(
+                api_url=settings.api_url, app_id=settings.github_app_id, private_key=key
+            )
         except AdapterError as exc:
             raise ConfigError(f"OPENASE_GITHUB_PRIVATE_KEY: {exc}") from exc
         _apps[cache_key] = app
@@ -117,17 +127,18 @@ async def backfill_repository(
     github = github or github_app(deps.settings)
     full_name, installation_id = await _locate(deps, github, repo)
     info = await github.repository(full_name, installation_id)
-    structlog.contextvars.bind_contextvars(repository=info.full_name, installation_id=installation_id)
-    await _apply(deps, [RepositoryChanged("backfill", info, installation_id)], installation_id)
+    structlog.contextvars.bind_contextvars(
+        repository=info.full_name, installation_id=installation_id
+    )
+    event = RepositoryChanged(action="backfill", repo=info, installation_id=installation_id)
+    await _apply(deps, [event], installation_id)
     report = SyncReport(repository=info.full_name)
     etags = PostgresEtagStore(deps.sessions) if use_etags else None
     # Issues before PRs: a PR's closing references link to tickets already mirrored.
-    async for page in _counted(github.open_issues(info, installation_id, etags), report):
-        await _apply(deps, page.items, installation_id)
-        report.issues += len(page.items)
-    async for pr_page in _counted(github.open_pull_requests(info, installation_id, etags), report):
-        await _apply(deps, pr_page.items, installation_id)
-        report.pull_requests += len(pr_page.items)
+    issues = github.open_issues(info, installation_id, etags)
+    report.issues = await _apply_pages(deps, issues, installation_id, report)
+    pulls = github.open_pull_requests(info, installation_id, etags)
+    report.pull_requests = await _apply_pages(deps, pulls, installation_id, report)
     log.info("backfill_done", **vars(report))
     return report
 
@@ -156,16 +167,27 @@ async def _locate(deps: Deps, github: GitHubApp, repo: int | str) -> tuple[str, 
         return full_name, int(row.installation_id)
     installation = await github.repo_installation(full_name)
     # Record the installation (with its account) before rows refer to it.
-    await _apply(deps, [InstallationChanged("created", installation)], installation.id)
+    event = InstallationChanged(action="created", installation=installation)
+    await _apply(deps, [event], installation.id)
     return full_name, installation.id
 
 
-async def _counted(pages: AsyncIterator[Page[Any]], report: SyncReport) -> AsyncIterator[Page[Any]]:
-    async for page in pages:
-        report.pages_fetched += 1
-        report.pages_unchanged += page.not_modified
-        log.debug("backfill_page", url=page.url, items=len(page.items), unchanged=page.not_modified)
-        yield page
+async def _apply_pages(
+    deps: Deps, pages: AsyncGenerator[Page[E], None], installation_id: int, report: SyncReport
+) -> int:
+    """Apply each page in its own transaction; returns how many items were applied."""
+    applied = 0
+    # aclosing: a failed page closes the pager at once, so it never stores that page's ETag.
+    async with aclosing(pages):
+        async for page in pages:
+            report.pages_fetched += 1
+            report.pages_unchanged += int(page.not_modified)
+            log.debug(
+                "backfill_page", url=page.url, items=len(page.items), unchanged=page.not_modified
+            )
+            await _apply(deps, page.items, installation_id)
+            applied += len(page.items)
+    return applied
 
 
 async def _apply(deps: Deps, events: Sequence[NormalizedEvent], installation_id: int) -> None:
@@ -246,7 +268,3 @@ async def sync_repository(
             await sleep(wait)
         except (AdapterError, PayloadError, ValueError) as exc:
             raise SyncFailed(f"cannot sync {full_name}: {exc}") from exc
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)

@@ -1,19 +1,28 @@
-"""The `openase` command line: one entry point for every process of the control plane."""
+"""The `openase` command line: one entry point for every process of the control plane.
+
+Each command imports what it runs only when chosen, so `--help` and `app manifest` answer
+at once. Every check that can refuse a start (settings, URLs, webhook secret) runs before
+logging is configured and before anything is started: a refusal is one line on stderr and
+exit status 2, never a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import json
 import logging
 import re
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 from bot.errors import ConfigError, OpenaseError
-from bot.settings import Settings
+from bot.services import ServiceUrls, configured_urls, require_database_url, running_urls
+from bot.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from bot.backfill import SyncReport
 
 # GitHub's rules: owner 1-39 alphanumerics or single hyphens, repository name up to 100
 # characters of letters, digits, '.', '-', '_'.
@@ -115,29 +124,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OpenaseError as exc:
         print(f"openase: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C in `migrate` or `sync`; `up`/`serve`/`worker` handle it
+        return 130
 
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "app":
         return _app_manifest(args.url)
 
-    from bot.settings import load_settings
-
     settings = load_settings()
+    if args.command == "up":
+        _configure_logging()
+        return _up(settings)
     if args.command == "serve" and settings.github_webhook_secret is None:
         raise ConfigError(
             "OPENASE_GITHUB_WEBHOOK_SECRET is not set: `serve` accepts only signed webhooks. Set "
             "it to the webhook secret of your GitHub App (`openase up` generates one for you)."
         )
-    _configure_logging()
-    if args.command == "up":
-        return _up(settings)
     if args.command in ("serve", "worker"):
-        return _serve(settings, web=args.command == "serve", worker=args.command == "worker")
+        urls = configured_urls(settings)
+        _configure_logging()
+        return _serve(settings, urls, web=args.command == "serve")
     if args.command == "migrate":
-        return _migrate(settings)
+        database_url = require_database_url(settings)
+        _configure_logging()
+        return _migrate(database_url)
     if args.command == "sync":
-        return asyncio.run(_sync(settings, args.repo))
+        urls = running_urls(settings)
+        _configure_logging()
+        return asyncio.run(_sync(settings, urls, args.repo))
     raise AssertionError(f"unhandled command {args.command!r}")  # argparse allows no other
 
 
@@ -145,8 +160,10 @@ def _configure_logging() -> None:
     from bot.logging import configure_logging
 
     configure_logging()
-    # pgserver narrates every pg_ctl call at INFO; its warnings and errors are what matter.
-    logging.getLogger("pgserver").setLevel(logging.WARNING)
+    # pgserver narrates every pg_ctl call and alembic every plugin it loads at INFO; their
+    # warnings and errors are what matter.
+    for chatty in ("pgserver", "alembic.runtime.plugins"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
 def _app_manifest(url: str | None) -> int:
@@ -169,11 +186,9 @@ def _up(settings: Settings) -> int:
     return up.run(lambda shutdown: up.up(settings, shutdown))
 
 
-def _serve(settings: Settings, *, web: bool, worker: bool) -> int:
+def _serve(settings: Settings, urls: ServiceUrls, *, web: bool) -> int:
+    """`serve` (web app only) or `worker` (control worker only)."""
     from bot import up
-    from bot.services import configured_urls
-
-    urls = configured_urls(settings)
 
     def announce(port: int | None) -> None:
         if port is not None:
@@ -181,26 +196,23 @@ def _serve(settings: Settings, *, web: bool, worker: bool) -> int:
 
     return up.run(
         lambda shutdown: up.run_control_plane(
-            settings, urls, shutdown, web=web, worker=worker, announce=announce
+            settings, urls, shutdown, web=web, worker=not web, announce=announce
         )
     )
 
 
-def _migrate(settings: Settings) -> int:
+def _migrate(database_url: str) -> int:
     from bot.migrate import upgrade
-    from bot.services import require_database_url
 
-    upgrade(require_database_url(settings))
+    upgrade(database_url)
     print("openase: database migrated to the newest schema")
     return 0
 
 
-async def _sync(settings: Settings, full_name: str) -> int:
+async def _sync(settings: Settings, urls: ServiceUrls, full_name: str) -> int:
     from bot import backfill
     from bot.deps import build_deps
-    from bot.services import running_urls
 
-    urls = running_urls(settings)
     deps = await build_deps(settings, database_url=urls.database_url, redis_url=urls.redis_url)
     try:
         report = await backfill.sync_repository(settings, deps, full_name)
@@ -210,13 +222,12 @@ async def _sync(settings: Settings, full_name: str) -> int:
     return 0
 
 
-def format_report(report: Any) -> str:
-    """A sync report for a terminal: JSON for structured reports, else its own text."""
-    if hasattr(report, "model_dump_json"):
-        return str(report.model_dump_json(indent=2))
-    if dataclasses.is_dataclass(report) and not isinstance(report, type):
-        return json.dumps(dataclasses.asdict(report), indent=2, default=str)
-    return str(report)
+def format_report(report: SyncReport) -> str:
+    return (
+        f"openase: synced {report.repository}: {report.issues} issues, "
+        f"{report.pull_requests} pull requests ({report.pages_fetched} pages fetched, "
+        f"{report.pages_unchanged} unchanged since the last sync)"
+    )
 
 
 if __name__ == "__main__":

@@ -38,8 +38,9 @@ async def ingest_delivery(deps: Deps, pk: int) -> str:
         await _finish(deps, pk, DeliveryStatus.FAILED, error=str(exc))
         log.warning("delivery_failed", delivery_pk=pk, error=str(exc))
         return DeliveryStatus.FAILED
-    except (SQLAlchemyError, OSError) as exc:
-        # Transient (database restarting, connection lost) or a bug in applying; count it.
+    except Exception as exc:  # noqa: BLE001  # any failure is recorded on the delivery, never lost
+        # Transient (database restarting, connection lost) or a bug in applying: count it,
+        # retry with backoff, and after MAX_ATTEMPTS keep it as failed with the error.
         attempts = await _count_attempt(deps, pk, f"{type(exc).__name__}: {exc}")
         if attempts is not None and attempts < MAX_ATTEMPTS:
             log.warning("delivery_retry", delivery_pk=pk, attempts=attempts, exc_info=True)

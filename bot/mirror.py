@@ -230,7 +230,7 @@ async def upsert_ticket(
         "state_reason": ticket.state_reason,
         "author_login": ticket.author_login,
         "assignees": list(ticket.assignees),
-        "labels": list(ticket.labels),
+        "labels": await _current_label_names(session, ticket),
         "milestone": ticket.milestone,
         "html_url": ticket.html_url,
         "external_created_at": ticket.created_at,
@@ -267,6 +267,23 @@ async def upsert_ticket(
     elif ticket.repo is not None and ticket.number is not None:
         await _link_refs_to_ticket(session, ticket_id, ticket.repo.full_name, ticket.number)
     return ticket_id
+
+
+async def _current_label_names(session: AsyncSession, ticket: TicketInfo) -> list[str]:
+    """The ticket's labels under their current names: a rename or deletion we already saw
+    wins over the older name a late-arriving issue event still carries."""
+    if not ticket.label_ids or len(ticket.label_ids) != len(ticket.labels):
+        return list(ticket.labels)
+    rows = await session.execute(select(Label).where(Label.id.in_(ticket.label_ids)))
+    known = {label.id: label for label in rows.scalars()}
+    names = []
+    for label_id, name in zip(ticket.label_ids, ticket.labels, strict=True):
+        label = known.get(label_id)
+        if label is None:
+            names.append(name)
+        elif not label.deleted:
+            names.append(label.name)
+    return names
 
 
 async def _upsert_comment(

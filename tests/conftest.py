@@ -14,16 +14,21 @@ from pathlib import Path
 import httpx
 import pytest
 from arq.worker import Worker
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from bot.app import create_app
 from bot.deps import Deps, build_deps
 from bot.embedded import EmbeddedPostgres, EmbeddedRedis
+from bot.ingest import ingest_delivery
 from bot.migrate import upgrade
+from bot.models import Delivery
 from bot.settings import Settings
 from bot.worker import make_worker
 from harness_store.db import Base
-from tests.helpers import GitHubWebhookSender, TEST_API_URL, TEST_WEBHOOK_SECRET, test_private_key
+from tests import network_guard
+from tests.helpers import TEST_API_URL, TEST_WEBHOOK_SECRET, GitHubWebhookSender, test_private_key
+
+network_guard.install()
 
 
 class Services:
@@ -106,6 +111,23 @@ async def client(deps: Deps, services: Services, settings: Settings) -> AsyncIte
 def github(client: httpx.AsyncClient) -> GitHubWebhookSender:
     """Sends signed GitHub webhooks to the app."""
     return GitHubWebhookSender(client)
+
+
+@pytest.fixture
+def ingest_all(deps: Deps):  # type: ignore[no-untyped-def]
+    """Ingest every pending delivery in order, in-process (no worker, no follow-up jobs run)."""
+
+    async def run() -> list[str]:
+        async with deps.sessions() as session:
+            pending = (
+                await session.execute(
+                    select(Delivery.id).where(Delivery.status == "pending").order_by(Delivery.id)
+                )
+            ).scalars()
+            ids = list(pending)
+        return [await ingest_delivery(deps, pk) for pk in ids]
+
+    return run
 
 
 @pytest.fixture

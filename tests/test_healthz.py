@@ -132,7 +132,9 @@ async def test_home_page_counts_and_links(client: httpx.AsyncClient, deps: Deps)
             )
         for n, status in enumerate(["pending", "failed", "failed", "done"]):
             session.add(
-                Delivery(source="github", delivery_id=f"d{n}", event="issues", payload={}, status=status)
+                Delivery(
+                    source="github", delivery_id=f"d{n}", event="issues", payload={}, status=status
+                )
             )
 
     response = await client.get("/")

@@ -13,7 +13,7 @@ from bot.deps import Deps
 from bot.models import Comment, Delivery, Installation, Label, PullRequest, Repository, Ticket
 from tests.helpers import GitHubWebhookSender, github_event_names, github_examples
 
-RunWorker = Callable[[], Awaitable[object]]
+IngestAll = Callable[[], Awaitable[list[str]]]
 USED_EVENTS = {
     "installation",
     "installation_repositories",
@@ -26,7 +26,7 @@ USED_EVENTS = {
 
 
 async def test_every_event_type_github_sends_is_accepted(
-    github: GitHubWebhookSender, deps: Deps, run_worker: RunWorker
+    github: GitHubWebhookSender, deps: Deps, ingest_all: IngestAll
 ) -> None:
     sent = 0
     for event in github_event_names():
@@ -34,7 +34,7 @@ async def test_every_event_type_github_sends_is_accepted(
             response = await github.send(event, payload)
             assert response.status_code in (200, 202), (event, response.text)
             sent += 1
-    await run_worker()
+    await ingest_all()
     async with deps.sessions() as s:
         rows = (await s.execute(select(Delivery.event, Delivery.status, Delivery.error))).all()
     assert len(rows) == sent
@@ -58,13 +58,13 @@ def _cases() -> list[Any]:
 async def test_example_is_mirrored(
     github: GitHubWebhookSender,
     deps: Deps,
-    run_worker: RunWorker,
+    ingest_all: IngestAll,
     event: str,
     payload: dict[str, Any],
 ) -> None:
     response = await github.send(event, payload)
     assert response.status_code == 202
-    await run_worker()
+    await ingest_all()
     async with deps.sessions() as s:
         status, error = (await s.execute(select(Delivery.status, Delivery.error))).one()
         assert status in ("done", "ignored"), error

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any, Generic, Protocol, TypeVar
@@ -115,8 +115,8 @@ class Page(Generic[T]):
 
 @dataclass(frozen=True)
 class _Token:
-    value: str
-    expires_at: datetime
+    value: str = field(repr=False)  # a repr in a log or traceback must not show it
+    expires_at: datetime = field()
 
 
 class GitHubApp:
@@ -237,7 +237,12 @@ class GitHubApp:
         }
         try:
             answer = await self._github.arequest(
-                method, target, params=dict(params or {}), json=json, headers=sent
+                method,
+                target,
+                # httpx 0.28 drops a URL's own query when given params={}: Link URLs carry theirs.
+                params=dict(params) if params else None,
+                json=json,
+                headers=sent,
             )
         except RequestFailed as exc:  # githubkit raises for >= 400; we map statuses ourselves
             return exc.response.raw_response
@@ -325,7 +330,7 @@ class GitHubApp:
         params: Mapping[str, str | int],
         convert: Callable[[Json], T | None],
         etags: EtagStore | None = None,
-    ) -> AsyncIterator[Page[T]]:
+    ) -> AsyncGenerator[Page[T], None]:
         """Follow `rel="next"` links; with `etags`, unchanged pages come back as 304s.
 
         A page's ETag is stored only when the consumer asks for the next page, i.e. after it
@@ -363,9 +368,16 @@ class GitHubApp:
 
     async def repo_installation(self, full_name: str) -> InstallationInfo:
         """The installation of this App that covers `full_name` (asked as the App)."""
-        response = await self.request(
-            "GET", f"/repos/{_checked(full_name)}/installation", installation_id=None
-        )
+        try:
+            response = await self.request(
+                "GET", f"/repos/{_checked(full_name)}/installation", installation_id=None
+            )
+        except RequestRejected as exc:
+            if exc.status != 404:
+                raise
+            raise RequestRejected(
+                404, f"the GitHub App is not installed on {full_name}, or it does not exist"
+            ) from exc
         return installation_from_api(_object(response))
 
     async def repository(self, full_name: str, installation_id: int) -> RepoInfo:
@@ -376,7 +388,7 @@ class GitHubApp:
 
     def open_issues(
         self, repo: RepoInfo, installation_id: int, etags: EtagStore | None = None
-    ) -> AsyncIterator[Page[TicketUpserted]]:
+    ) -> AsyncGenerator[Page[TicketUpserted], None]:
         """Open issues as ticket events; PRs, which this endpoint also lists, are skipped."""
 
         def convert(item: Json) -> TicketUpserted | None:
@@ -394,7 +406,7 @@ class GitHubApp:
 
     def open_pull_requests(
         self, repo: RepoInfo, installation_id: int, etags: EtagStore | None = None
-    ) -> AsyncIterator[Page[PullRequestChanged]]:
+    ) -> AsyncGenerator[Page[PullRequestChanged], None]:
         """Open pull requests, with the issues their bodies close."""
 
         def convert(item: Json) -> PullRequestChanged:

@@ -84,6 +84,7 @@ def ticket_from_issue(issue: Json, repo: RepoInfo, path: str = "issue") -> Ticke
     if state not in ("open", "closed"):
         raise PayloadError(f"{path}.state: expected open or closed, got {state[:20]!r}")
     milestone = opt_obj(issue, "milestone", path)
+    labels = array(issue, "labels", path)
     return TicketInfo(
         source=SOURCE,
         external_id=str(integer(issue, "id", path)),
@@ -96,7 +97,8 @@ def ticket_from_issue(issue: Json, repo: RepoInfo, path: str = "issue") -> Ticke
         state_reason=opt_string(issue, "state_reason", path),
         author_login=login(issue, "user", path),
         assignees=names(array(issue, "assignees", path), f"{path}.assignees", "login"),
-        labels=names(array(issue, "labels", path), f"{path}.labels"),
+        labels=names(labels, f"{path}.labels"),
+        label_ids=tuple(integer(label, "id", f"{path}.labels[{i}]") for i, label in enumerate(labels)),
         milestone=opt_string(milestone, "title", f"{path}.milestone") if milestone else None,
         html_url=opt_string(issue, "html_url", path),
         created_at=timestamp(issue, "created_at", path),

@@ -272,12 +272,19 @@ class FakeGitHubAPI:
                 self.public_key,  # type: ignore[arg-type]  # an RSA public key
                 algorithms=["RS256"],
                 issuer=str(self.app_id),
-                options={"require": ["iat", "exp", "iss"]},
+                # Times are checked below against the fake's clock, which tests move.
+                options={
+                    "require": ["iat", "exp", "iss"],
+                    "verify_exp": False,
+                    "verify_iat": False,
+                },
             )
         except jwt.PyJWTError:
             return False
-        # GitHub refuses tokens that claim to live longer than 10 minutes.
-        return int(claims["exp"]) - int(claims["iat"]) <= 600
+        now = self.clock().timestamp()
+        iat, exp = int(claims["iat"]), int(claims["exp"])
+        # GitHub refuses a JWT issued in the future, expired, or living over 10 minutes.
+        return iat <= now < exp and exp - iat <= 600
 
     def _installation_of(self, request: httpx.Request) -> int | None:
         credential = self._bearer(request)

@@ -1,0 +1,211 @@
+"""The `openase` command line: refusals are one clear line and exit status 2.
+
+Most cases call `bot.cli.main` in-process over a clean `OPENASE_*` environment; they all
+stop before logging is configured or anything is started. One runs the installed console
+script, the way a user meets it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.cli import main
+from bot.manifest import MANIFEST_KEYS
+
+DATABASE_URL = "postgresql://openase:pw@db.invalid:5432/openase"
+REDIS_URL = "redis://redis.invalid:6379/0"
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No OPENASE_* from the caller's environment; a data dir nobody runs `up` in."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("OPENASE_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("OPENASE_DATA_DIR", str(tmp_path / "data"))
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("OPENASE_PORT", "eighty"),
+        ("OPENASE_PORT", "70000"),
+        ("OPENASE_DATABASE_URL", "mysql://db/openase"),
+        ("OPENASE_REDIS_URL", "memcached://cache"),
+        ("OPENASE_GITHUB_APP_ID", "-3"),
+        ("OPENASE_GITHUB_API_URL", "not a url"),
+        ("OPENASE_JIRA_URL", "jira.example.org"),
+    ],
+)
+@pytest.mark.parametrize("command", ["up", "serve", "worker", "migrate"])
+def test_malformed_setting_is_named_and_exits_2(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+    variable: str,
+    value: str,
+) -> None:
+    monkeypatch.setenv(variable, value)
+    assert main([command]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert variable in err
+    assert value not in err  # values may be secrets; the message names, never echoes
+    assert "Traceback" not in err
+
+
+def test_console_script_reports_settings_errors_without_traceback(tmp_path: Path) -> None:
+    script = Path(sys.executable).parent / "openase"
+    done = subprocess.run(
+        [script, "serve"],
+        env={"PATH": "/usr/bin:/bin", "OPENASE_PORT": "nope", "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith("openase: invalid settings:")
+    assert "OPENASE_PORT" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_serve_refuses_to_start_without_a_webhook_secret(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("OPENASE_DATABASE_URL", DATABASE_URL)
+    monkeypatch.setenv("OPENASE_REDIS_URL", REDIS_URL)
+    assert main(["serve"]) == 2
+    err = capsys.readouterr().err
+    assert "OPENASE_GITHUB_WEBHOOK_SECRET is not set" in err
+
+
+@pytest.mark.parametrize(
+    ("command", "present", "named", "not_named"),
+    [
+        ("serve", {}, ["OPENASE_DATABASE_URL", "OPENASE_REDIS_URL"], []),
+        ("serve", {"OPENASE_DATABASE_URL": DATABASE_URL}, ["OPENASE_REDIS_URL"], ["DATABASE"]),
+        ("worker", {"OPENASE_REDIS_URL": REDIS_URL}, ["OPENASE_DATABASE_URL"], ["REDIS"]),
+        ("migrate", {"OPENASE_REDIS_URL": REDIS_URL}, ["OPENASE_DATABASE_URL"], ["REDIS"]),
+    ],
+)
+def test_production_commands_need_the_service_urls(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+    present: dict[str, str],
+    named: list[str],
+    not_named: list[str],
+) -> None:
+    monkeypatch.setenv("OPENASE_GITHUB_WEBHOOK_SECRET", "s3cret-for-this-test")
+    for name, value in present.items():
+        monkeypatch.setenv(name, value)
+    assert main([command]) == 2
+    err = capsys.readouterr().err
+    for name in named:
+        assert name in err
+    for fragment in not_named:
+        assert fragment not in err
+    assert "openase up" in err  # points at the command that embeds them
+
+
+@pytest.mark.parametrize(
+    "repo",
+    [
+        "octocat",
+        "octocat/hello/world",
+        "octocat-/x",
+        "octo--cat/x",
+        "oct@cat/x",
+        "octocat/",
+        "octocat/..",
+    ],
+)
+def test_sync_rejects_a_malformed_repository(capsys: pytest.CaptureFixture[str], repo: str) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["sync", repo])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "expected OWNER/REPO" in err
+    assert repr(repo) in err
+
+
+def test_sync_without_urls_or_a_running_up_says_what_to_do(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    assert main(["sync", "octocat/Hello-World"]) == 2
+    err = capsys.readouterr().err
+    assert "OPENASE_DATABASE_URL and OPENASE_REDIS_URL are not set" in err
+    assert f"no `openase up` is running with data dir {tmp_path / 'data'}" in err
+
+
+def test_app_manifest_prints_githubs_manifest_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["app", "manifest", "--url", "https://bot.example.org/"]) == 0
+    manifest = json.loads(capsys.readouterr().out)
+    assert set(manifest) <= MANIFEST_KEYS
+    assert manifest["name"] == "OpenASE"
+    assert manifest["public"] is False
+    assert manifest["url"] == "https://bot.example.org/"
+    assert manifest["hook_attributes"] == {
+        "url": "https://bot.example.org/webhooks/github",
+        "active": True,
+    }
+    assert manifest["default_permissions"]["issues"] == "write"
+    assert "issues" in manifest["default_events"]
+
+
+def test_app_manifest_without_url_leaves_the_webhook_out(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["app", "manifest"]) == 0
+    out, err = capsys.readouterr()
+    assert "hook_attributes" not in json.loads(out)
+    assert "--url" in err
+
+
+def test_app_manifest_refuses_a_url_that_is_not_http(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["app", "manifest", "--url", "bot.example.org"]) == 2
+    assert "--url must be an http(s) URL" in capsys.readouterr().err
+
+
+def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("up", "serve", "worker", "migrate", "sync", "app"):
+        assert f"    {command} " in out
+    assert "runner" not in out  # not built yet; help must not promise it
+
+
+@pytest.mark.parametrize(
+    ("argv", "mentions"),
+    [
+        (["up", "--help"], "OPENASE_DATA_DIR"),
+        (["serve", "--help"], "OPENASE_GITHUB_WEBHOOK_SECRET"),
+        (["worker", "--help"], "OPENASE_REDIS_URL"),
+        (["migrate", "--help"], "OPENASE_DATABASE_URL"),
+        (["sync", "--help"], "OWNER/REPO"),
+        (["app", "manifest", "--help"], "--url BASE_URL"),
+    ],
+)
+def test_each_command_has_help(
+    capsys: pytest.CaptureFixture[str], argv: list[str], mentions: str
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 0
+    assert mentions in capsys.readouterr().out
+
+
+def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main([])
+    assert exit_.value.code == 2
+    assert "usage: openase" in capsys.readouterr().err
