@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+import asyncpg
 from arq.connections import ArqRedis, RedisSettings, create_pool
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -20,9 +22,12 @@ class Deps:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     redis: ArqRedis
+    # A plain asyncpg pool for the webhook hot path: one prepared INSERT per delivery, no ORM.
+    intake: Any  # asyncpg.Pool (asyncpg ships no type hints)
 
     async def close(self) -> None:
         await self.redis.aclose(close_connection_pool=True)
+        await self.intake.close()
         await self.engine.dispose()
 
 
@@ -42,4 +47,23 @@ async def build_deps(settings: Settings, *, database_url: str, redis_url: str) -
         engine=engine,
         sessions=make_sessionmaker(engine),
         redis=redis,
+        intake=await make_intake_pool(database_url),
     )
+
+
+async def make_intake_pool(database_url: str, *, size: int = 16) -> Any:
+    """A lazily connecting asyncpg pool (min 0: building Deps never waits on Postgres)."""
+    return await asyncpg.create_pool(
+        plain_url(database_url),
+        min_size=0,
+        max_size=size,
+        timeout=5,
+        command_timeout=10,
+        # Fewer round trips: the statement is prepared once per connection and cached.
+        statement_cache_size=64,
+    )
+
+
+def plain_url(url: str) -> str:
+    """asyncpg wants postgresql://, not SQLAlchemy's postgresql+asyncpg://."""
+    return url.replace("postgresql+asyncpg://", "postgresql://", 1)

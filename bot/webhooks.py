@@ -7,17 +7,16 @@ import re
 import time
 from typing import Any
 
+import asyncpg
 import structlog
-from sqlalchemy.dialects.postgresql import insert
 from redis.exceptions import RedisError
-from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 
 from adapters.github.verify import SIGNATURE_HEADER, signature_valid
 from bot.deps import Deps
 from bot.metrics import WEBHOOK_ACK_SECONDS, WEBHOOK_DELIVERIES
-from bot.models import Delivery, DeliveryStatus
+from bot.models import DeliveryStatus
 
 log = structlog.get_logger(__name__)
 
@@ -94,6 +93,16 @@ def _summary(payload: dict[str, Any]) -> tuple[str | None, int | None, str | Non
     )
 
 
+# The payload goes to Postgres as the text GitHub sent: no re-encoding in Python.
+_INSERT_DELIVERY = """
+INSERT INTO deliveries
+    (source, delivery_id, event, action, installation_id, repository, payload, status, attempts)
+VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb, $8, 0)
+ON CONFLICT (source, delivery_id) DO NOTHING
+RETURNING id
+"""
+
+
 async def store_delivery(
     deps: Deps,
     *,
@@ -101,28 +110,27 @@ async def store_delivery(
     delivery_id: str,
     event: str,
     payload: dict[str, Any],
+    raw: str | None = None,
     status: DeliveryStatus = DeliveryStatus.PENDING,
 ) -> int | None:
-    """Insert the delivery; its primary key, or None when this delivery id is already stored."""
+    """Insert the delivery; its primary key, or None when this delivery id is already stored.
+
+    `raw` is the payload's JSON text as received, when it can be stored as is.
+    """
     action, installation_id, repository = _summary(payload)
-    values = {
-        "source": source,
-        "delivery_id": delivery_id,
-        "event": event,
-        "action": action,
-        "installation_id": installation_id,
-        "repository": repository,
-        "payload": payload,
-        "status": status,
-    }
-    statement = (
-        insert(Delivery)
-        .values(**values)
-        .on_conflict_do_nothing(index_elements=["source", "delivery_id"])
-        .returning(Delivery.id)
-    )
-    async with deps.engine.begin() as conn:
-        pk: int | None = (await conn.execute(statement)).scalar_one_or_none()
+    text = raw if raw is not None else json.dumps(payload)
+    async with deps.intake.acquire() as conn:
+        pk: int | None = await conn.fetchval(
+            _INSERT_DELIVERY,
+            source,
+            delivery_id,
+            event,
+            action,
+            installation_id,
+            repository,
+            text,
+            str(status),
+        )
     return pk
 
 
@@ -190,8 +198,10 @@ async def _github_webhook(request: Request, deps: Deps, event: str) -> tuple[JSO
         raise Rejected(400, f"body is not valid JSON: {exc}", "bad_request") from None
     if not isinstance(payload, dict):
         raise Rejected(400, "body must be a JSON object", "bad_request")
+    raw: str | None = body.decode()
     if b"\\u0000" in body:
         payload = _strip_nul(payload)
+        raw = None
 
     action, installation_id, repository = _summary(payload)
     structlog.contextvars.bind_contextvars(
@@ -205,9 +215,10 @@ async def _github_webhook(request: Request, deps: Deps, event: str) -> tuple[JSO
             delivery_id=delivery_id,
             event=event,
             payload=payload,
+            raw=raw,
             status=DeliveryStatus.IGNORED if is_ping else DeliveryStatus.PENDING,
         )
-    except (SQLAlchemyError, OSError) as exc:
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
         log.error("delivery_not_stored", error=type(exc).__name__)
         return (
             JSONResponse({"error": "delivery could not be stored; retry later"}, status_code=503),

@@ -209,6 +209,7 @@ async def test_redis_down_still_stores_and_the_sweep_enqueues_later(
         engine=deps.engine,
         sessions=deps.sessions,
         redis=ArqRedis(unix_socket_path="/nonexistent-openase/redis.sock"),
+        intake=deps.intake,
     )
     app = create_app(settings, database_url="", redis_url="", deps=no_redis)
     async with httpx.AsyncClient(
