@@ -13,7 +13,7 @@ from typing import Any
 import structlog
 from arq import Retry
 from redis.exceptions import RedisError
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from adapters.base import ParsedDelivery
@@ -38,7 +38,7 @@ async def ingest_delivery(deps: Deps, pk: int) -> str:
         await _finish(deps, pk, DeliveryStatus.FAILED, error=str(exc))
         log.warning("delivery_failed", delivery_pk=pk, error=str(exc))
         return DeliveryStatus.FAILED
-    except Exception as exc:  # noqa: BLE001  # any failure is recorded on the delivery, never lost
+    except Exception as exc:  # any failure is recorded on the delivery, never lost
         # Transient (database restarting, connection lost) or a bug in applying: count it,
         # retry with backoff, and after MAX_ATTEMPTS keep it as failed with the error.
         attempts = await _count_attempt(deps, pk, f"{type(exc).__name__}: {exc}")
@@ -49,48 +49,71 @@ async def ingest_delivery(deps: Deps, pk: int) -> str:
         return DeliveryStatus.FAILED
 
 
+_LOCK = (
+    select(
+        Delivery.source,
+        Delivery.delivery_id,
+        Delivery.event,
+        Delivery.status,
+        Delivery.installation_id,
+        Delivery.repository,
+        Delivery.payload,
+        Delivery.received_at,
+    )
+    .where(Delivery.id == bindparam("pk"))
+    .with_for_update(skip_locked=True)
+)
+
+
 async def _ingest(deps: Deps, pk: int) -> str:
     async with transaction(deps.sessions) as session:
-        delivery = (
-            await session.execute(
-                select(Delivery).where(Delivery.id == pk).with_for_update(skip_locked=True)
-            )
-        ).scalar_one_or_none()
-        if delivery is None:
+        conn = await session.connection()
+        row = (await conn.execute(_LOCK, {"pk": pk})).one_or_none()
+        if row is None:
             return "absent_or_locked"
-        if delivery.status != DeliveryStatus.PENDING:
-            return delivery.status
+        if row.status != DeliveryStatus.PENDING:
+            return str(row.status)
         structlog.contextvars.bind_contextvars(
-            delivery_id=delivery.delivery_id,
-            event=delivery.event,
-            installation_id=delivery.installation_id,
-            repository=delivery.repository,
+            delivery_id=row.delivery_id,
+            event=row.event,
+            installation_id=row.installation_id,
+            repository=row.repository,
         )
-        parsed: ParsedDelivery = parser_for(delivery.source)(delivery.event, delivery.payload)
+        parsed: ParsedDelivery = parser_for(row.source)(row.event, row.payload)
         backfill: list[int] = []
+        error = parsed.ignored_reason
         if not parsed.events:
-            delivery.status = DeliveryStatus.IGNORED
-            delivery.error = parsed.ignored_reason
+            status = DeliveryStatus.IGNORED
         else:
             applied = await mirror.apply(
-                session, parsed.events, deps=deps, installation_id=delivery.installation_id
+                session, parsed.events, deps=deps, installation_id=row.installation_id
             )
-            for ticket_id in sorted(applied.tickets):
-                session.add(DeliveryTicket(delivery_id=pk, ticket_id=ticket_id))
+            if applied.tickets:
+                await conn.execute(
+                    insert(DeliveryTicket),
+                    [{"delivery_id": pk, "ticket_id": t} for t in sorted(applied.tickets)],
+                )
             backfill = sorted(applied.backfill)
-            delivery.status = DeliveryStatus.DONE
-            delivery.error = None
-        delivery.processed_at = datetime.now(UTC)
-        delivery.attempts += 1
-        latency = (delivery.processed_at - delivery.received_at).total_seconds()
-        event, status = delivery.event, delivery.status
-    log.info("delivery_ingested", delivery_pk=pk, status=status)
+            status = DeliveryStatus.DONE
+        processed_at = datetime.now(UTC)
+        await conn.execute(
+            update(Delivery)
+            .where(Delivery.id == pk)
+            .values(
+                status=status,
+                error=error,
+                processed_at=processed_at,
+                attempts=Delivery.attempts + 1,
+            )
+        )
+    log.info("delivery_ingested", delivery_pk=pk, status=str(status))
     for repo_id in backfill:
         # After commit, so the job finds the repository row. A lost enqueue is repaired by
         # `openase sync`; the mirror still fills from webhooks meanwhile.
         await enqueue_backfill(deps, repo_id)
-    await _record_metrics(deps, event, status, latency)
-    return status
+    latency = (processed_at - row.received_at).total_seconds()
+    await _record_metrics(deps, row.event, str(status), latency)
+    return str(status)
 
 
 async def enqueue_backfill(deps: Deps, repo_id: int) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, delete, func, literal, or_, select, update
+from sqlalchemy import and_, bindparam, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -44,6 +44,7 @@ from bot.models import (
     Ticket,
     TicketPullRequest,
 )
+from bot.upserts import not_older, upsert
 
 if TYPE_CHECKING:
     from bot.deps import Deps
@@ -60,6 +61,75 @@ class Applied:
 
     def __iter__(self) -> Any:  # iterating yields the touched tickets, the common question
         return iter(sorted(self.tickets))
+
+
+# --- statements ---------------------------------------------------------------------------
+
+_UPSERT_REPOSITORY = upsert(
+    Repository,
+    ["id"],
+    update=[
+        "full_name",
+        "private",
+        "active",
+        "default_branch",
+        "clone_url",
+        "html_url",
+        "installation_id",
+    ],
+    keep_when_null=["default_branch", "clone_url", "html_url", "installation_id"],
+)
+_SELECT_REPOSITORY = select(
+    *(
+        Repository.__table__.c[name]
+        for name in (
+            "id",
+            "full_name",
+            "private",
+            "active",
+            "default_branch",
+            "clone_url",
+            "html_url",
+            "installation_id",
+        )
+    )
+).where(Repository.id == bindparam("id"))
+_ENSURE_INSTALLATION = (
+    insert(Installation)
+    .values(account_login="", account_type="")
+    .on_conflict_do_nothing(index_elements=[Installation.id])
+)
+_UPSERT_INSTALLATION = upsert(
+    Installation,
+    ["id"],
+    update=[
+        "account_login",
+        "account_type",
+        "repository_selection",
+        "suspended",
+        "external_updated_at",
+        "deleted",
+    ],
+    guard=not_older("external_updated_at"),
+    returning="id",
+)
+_UPSERT_TICKET = upsert(
+    Ticket,
+    ["source", "external_id"],
+    guard=lambda t, ex: and_(t.c.state.not_in(TOMBSTONES), not_older("external_updated_at")(t, ex)),
+    returning="id",
+)
+_REMOVE_TICKET = upsert(Ticket, ["source", "external_id"], update=["state"], returning="id")
+_UPSERT_COMMENT = upsert(
+    Comment,
+    ["source", "external_id"],
+    guard=lambda t, ex: and_(t.c.deleted.is_(False), not_older("external_updated_at")(t, ex)),
+)
+_DELETE_COMMENT = upsert(Comment, ["source", "external_id"], update=["deleted"])
+_UPSERT_PULL_REQUEST = upsert(
+    PullRequest, ["id"], guard=not_older("external_updated_at"), returning="id"
+)
+_UPSERT_LABEL = upsert(Label, ["id"])
 
 
 async def apply(
@@ -110,61 +180,52 @@ async def apply(
 async def upsert_repository(
     session: AsyncSession, repo: RepoInfo, installation_id: int | None, *, active: bool = True
 ) -> None:
-    """Insert or refresh a repository; fields the event does not carry are left alone."""
+    """Insert or refresh a repository; fields the event does not carry are left alone.
+
+    Most events repeat what is stored; those skip the write, because an upsert locks the
+    row until commit and would serialise every concurrent ingest of the repository.
+    """
+    conn = await session.connection()
     values: dict[str, Any] = {
         "id": repo.id,
         "full_name": repo.full_name,
         "private": repo.private,
         "active": active,
+        "default_branch": repo.default_branch,
+        "clone_url": repo.clone_url,
+        "html_url": repo.html_url,
+        "installation_id": installation_id,
     }
-    for name in ("default_branch", "clone_url", "html_url"):
-        if getattr(repo, name) is not None:
-            values[name] = getattr(repo, name)
+    stored = (await conn.execute(_SELECT_REPOSITORY, {"id": repo.id})).mappings().one_or_none()
+    if stored is not None and all(
+        value is None or stored[name] == value for name, value in values.items()
+    ):
+        return
     if installation_id is not None:
-        await _ensure_installation(session, installation_id)
-        values["installation_id"] = installation_id
-    statement = insert(Repository).values(values)
-    await session.execute(
-        statement.on_conflict_do_update(
-            index_elements=[Repository.id],
-            set_={k: statement.excluded[k] for k in values if k != "id"}
-            | {"updated_at": func.now()},
-        )
-    )
-
-
-async def _ensure_installation(session: AsyncSession, installation_id: int) -> None:
-    """A row for an installation we learn of from an issue event before its own event."""
-    await session.execute(
-        insert(Installation)
-        .values(id=installation_id, account_login="", account_type="")
-        .on_conflict_do_nothing(index_elements=[Installation.id])
-    )
+        await conn.execute(_ENSURE_INSTALLATION, {"id": installation_id})
+    await conn.execute(_UPSERT_REPOSITORY, values)
 
 
 async def _upsert_installation(
-    session: AsyncSession, info: InstallationInfo, **flags: bool
+    session: AsyncSession,
+    info: InstallationInfo,
+    *,
+    deleted: bool = False,
+    suspended: bool | None = None,
 ) -> bool:
     """Store the installation's state; False when the stored state is newer."""
-    values: dict[str, Any] = {
-        "id": info.id,
-        "account_login": info.account_login,
-        "account_type": info.account_type,
-        "repository_selection": info.repository_selection,
-        "suspended": info.suspended,
-        "external_updated_at": info.updated_at,
-        **flags,
-    }
-    statement = insert(Installation).values(values)
-    result = await session.execute(
-        statement.on_conflict_do_update(
-            index_elements=[Installation.id],
-            set_={k: statement.excluded[k] for k in values if k != "id"}
-            | {"updated_at": func.now()},
-            where=_not_older(
-                Installation.external_updated_at, statement.excluded.external_updated_at
-            ),
-        ).returning(Installation.id)
+    conn = await session.connection()
+    result = await conn.execute(
+        _UPSERT_INSTALLATION,
+        {
+            "id": info.id,
+            "account_login": info.account_login,
+            "account_type": info.account_type,
+            "repository_selection": info.repository_selection,
+            "suspended": info.suspended if suspended is None else suspended,
+            "external_updated_at": info.updated_at,
+            "deleted": deleted,
+        },
     )
     return result.scalar_one_or_none() is not None
 
@@ -173,10 +234,10 @@ async def _installation_changed(
     session: AsyncSession, event: InstallationChanged, applied: Applied
 ) -> None:
     inst = event.installation
-    flags = {"deleted": event.action == "deleted"}
-    if event.action in ("suspend", "unsuspend"):
-        flags["suspended"] = event.action == "suspend"
-    if not await _upsert_installation(session, inst, **flags):
+    suspended = event.action == "suspend" if event.action in ("suspend", "unsuspend") else None
+    if not await _upsert_installation(
+        session, inst, deleted=event.action == "deleted", suspended=suspended
+    ):
         return
     for repo in event.repositories or ():
         await upsert_repository(session, repo, inst.id, active=event.action != "deleted")
@@ -191,7 +252,6 @@ async def _installation_changed(
 async def _repositories_changed(
     session: AsyncSession, event: RepositoriesChanged, applied: Applied
 ) -> None:
-    await _ensure_installation(session, event.installation.id)
     await _upsert_installation(session, event.installation)
     for repo in event.added:
         await upsert_repository(session, repo, event.installation.id)
@@ -201,11 +261,6 @@ async def _repositories_changed(
 
 
 # --- tickets and comments -----------------------------------------------------------------
-
-
-def _not_older(stored: Any, incoming: Any) -> Any:
-    """SQL: the incoming state is at least as new as the stored one (or either is unknown)."""
-    return or_(stored.is_(None), incoming.is_(None), stored <= incoming)
 
 
 async def upsert_ticket(
@@ -237,28 +292,13 @@ async def upsert_ticket(
         "external_updated_at": ticket.updated_at,
         "closed_at": ticket.closed_at,
     }
-    statement = insert(Ticket).values(values)
-    if removed:
-        # A removal is final whatever its timestamp; only the state changes.
-        guard: Any = literal(True)
-        changes: dict[str, Any] = {"state": statement.excluded.state}
-    else:
-        guard = and_(
-            Ticket.state.not_in(TOMBSTONES),
-            _not_older(Ticket.external_updated_at, statement.excluded.external_updated_at),
-        )
-        changes = {k: statement.excluded[k] for k in values if k not in ("source", "external_id")}
-    result = await session.execute(
-        statement.on_conflict_do_update(
-            index_elements=[Ticket.source, Ticket.external_id],
-            set_=changes | {"updated_at": func.now()},
-            where=guard,
-        ).returning(Ticket.id)
-    )
-    ticket_id = result.scalar_one_or_none()
+    conn = await session.connection()
+    # A removal is final whatever its timestamp; otherwise only a newer state is applied.
+    statement = _REMOVE_TICKET if removed else _UPSERT_TICKET
+    ticket_id = (await conn.execute(statement, values)).scalar_one_or_none()
     if ticket_id is None:  # stale: the stored row is newer; it still counts as touched
         ticket_id = (
-            await session.execute(
+            await conn.execute(
                 select(Ticket.id).where(
                     Ticket.source == ticket.source, Ticket.external_id == ticket.external_id
                 )
@@ -266,7 +306,7 @@ async def upsert_ticket(
         ).scalar_one()
     elif ticket.repo is not None and ticket.number is not None:
         await _link_refs_to_ticket(session, ticket_id, ticket.repo.full_name, ticket.number)
-    return ticket_id
+    return int(ticket_id)
 
 
 async def _current_label_names(session: AsyncSession, ticket: TicketInfo) -> list[str]:
@@ -293,34 +333,21 @@ async def _upsert_comment(
 ) -> None:
     comment = event.comment
     deleted = isinstance(event, CommentDeleted)
-    values: dict[str, Any] = {
-        "source": comment.source,
-        "external_id": comment.external_id,
-        "ticket_id": ticket_id,
-        "author_login": comment.author_login,
-        "author_type": comment.author_type,
-        "body": comment.body,
-        "html_url": comment.html_url,
-        "deleted": deleted,
-        "external_created_at": comment.created_at,
-        "external_updated_at": comment.updated_at,
-    }
-    statement = insert(Comment).values(values)
-    if deleted:
-        guard: Any = literal(True)
-        changes: dict[str, Any] = {"deleted": True}
-    else:
-        guard = and_(
-            Comment.deleted.is_(False),
-            _not_older(Comment.external_updated_at, statement.excluded.external_updated_at),
-        )
-        changes = {k: statement.excluded[k] for k in values if k not in ("source", "external_id")}
-    await session.execute(
-        statement.on_conflict_do_update(
-            index_elements=[Comment.source, Comment.external_id],
-            set_=changes | {"updated_at": func.now()},
-            where=guard,
-        )
+    conn = await session.connection()
+    await conn.execute(
+        _DELETE_COMMENT if deleted else _UPSERT_COMMENT,
+        {
+            "source": comment.source,
+            "external_id": comment.external_id,
+            "ticket_id": ticket_id,
+            "author_login": comment.author_login,
+            "author_type": comment.author_type,
+            "body": comment.body,
+            "html_url": comment.html_url,
+            "deleted": deleted,
+            "external_created_at": comment.created_at,
+            "external_updated_at": comment.updated_at,
+        },
     )
 
 
@@ -352,17 +379,7 @@ async def upsert_pull_request(
         "closed_at": pr.closed_at,
         "external_updated_at": pr.updated_at,
     }
-    statement = insert(PullRequest).values(values)
-    result = await session.execute(
-        statement.on_conflict_do_update(
-            index_elements=[PullRequest.id],
-            set_={k: statement.excluded[k] for k in values if k != "id"}
-            | {"updated_at": func.now()},
-            where=_not_older(
-                PullRequest.external_updated_at, statement.excluded.external_updated_at
-            ),
-        ).returning(PullRequest.id)
-    )
+    result = await (await session.connection()).execute(_UPSERT_PULL_REQUEST, values)
     if result.scalar_one_or_none() is not None:
         await _replace_refs(session, event)
     linked = await session.execute(
@@ -440,14 +457,7 @@ async def _label_changed(
         "description": event.description,
         "deleted": event.action == "deleted",
     }
-    statement = insert(Label).values(values)
-    await session.execute(
-        statement.on_conflict_do_update(
-            index_elements=[Label.id],
-            set_={k: statement.excluded[k] for k in values if k != "id"}
-            | {"updated_at": func.now()},
-        )
-    )
+    await (await session.connection()).execute(_UPSERT_LABEL, values)
     # GitHub sends no per-issue events when a label is renamed or deleted: apply them here.
     for model in (Ticket, PullRequest):
         if event.action == "edited" and event.old_name and event.old_name != event.name:

@@ -152,17 +152,25 @@ def webhook_secret(data_dir: Path) -> tuple[str, Path]:
     """The generated webhook secret kept in the data dir (created on first use, mode 0600)."""
     path = data_dir / SECRET_FILE
     data_dir.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(FileNotFoundError):
-        existing = path.read_text().strip()
-        if existing:
-            # pgserver opens the data dir's permissions for its system user; keep the secret ours.
-            path.chmod(0o600)
-            return existing, path
-    value = secrets.token_urlsafe(32)
-    # O_EXCL after an unlink: nobody can have opened a wider-mode file under this name.
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(value + "\n")
-    return value, path
+    while True:
+        with contextlib.suppress(FileNotFoundError):
+            existing = path.read_text().strip()
+            if existing:
+                # pgserver widens the data dir's permissions for its user; keep the secret ours.
+                path.chmod(0o600)
+                return existing, path
+            path.unlink()  # emptied by hand: make a new one
+        value = secrets.token_urlsafe(32)
+        # Written aside, then linked into place: the file appears complete or not at all, and
+        # of two processes starting at once, one secret wins and both use it.
+        aside = data_dir / f".{SECRET_FILE}.{os.getpid()}"
+        fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(value + "\n")
+        try:
+            os.link(aside, path)
+        except FileExistsError:
+            continue  # another process won; read its secret
+        finally:
+            aside.unlink()
+        return value, path

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import socket
 from collections.abc import Awaitable, Callable, Iterator
@@ -25,7 +26,7 @@ from bot.app import create_app
 from bot.deps import CONTROL_QUEUE, Deps, build_deps
 from bot.errors import ConfigError, OpenaseError
 from bot.migrate import upgrade_async
-from bot.services import EmbeddedServices, ServiceUrls, webhook_secret
+from bot.services import SECRET_FILE, EmbeddedServices, ServiceUrls, webhook_secret
 from bot.settings import Settings
 from bot.worker import make_worker
 
@@ -101,8 +102,10 @@ def listen(host: str, port: int) -> socket.socket:
     try:
         return socket.create_server((host, port), family=family, backlog=LISTEN_BACKLOG)
     except OSError as exc:
+        # getaddrinfo errors (an unknown host name) carry negative codes os.strerror lacks.
+        reason = os.strerror(exc.errno) if exc.errno and exc.errno > 0 else exc.strerror or exc
         raise ConfigError(
-            f"cannot listen on {host}:{port} (OPENASE_HOST, OPENASE_PORT): {exc.strerror or exc}"
+            f"cannot listen on {host}:{port} (OPENASE_HOST, OPENASE_PORT): {reason}"
         ) from None
 
 
@@ -129,12 +132,15 @@ async def run_control_plane(
     web: bool,
     worker: bool,
     announce: Callable[[int | None], None] = lambda port: None,
+    sock: socket.socket | None = None,
 ) -> int:
     """Serve the web app and/or run the control worker until a signal; 0 on a clean stop.
 
-    `announce` gets the bound port once the web app listens (None without one).
+    `announce` gets the bound port once the web app listens (None without one); `sock` is
+    a listening socket bound earlier by the caller.
     """
-    sock = listen(settings.host, settings.port) if web else None
+    if web and sock is None:
+        sock = listen(settings.host, settings.port)
     deps = await connect(settings, urls)
     try:
         return await _supervise(settings, urls, deps, shutdown, sock, worker, announce)
@@ -178,7 +184,9 @@ async def _supervise(
         tasks["worker"] = asyncio.create_task(worker.async_run(), name="worker")
 
     if server is not None and sock is not None:
-        await _first(server.startup_done.wait(), shutdown.requested.wait())
+        await _first(
+            server.startup_done.wait(), shutdown.requested.wait(), asyncio.wait({tasks["web"]})
+        )
         if server.started:
             announce(sock.getsockname()[1])
     else:
@@ -246,9 +254,11 @@ def resolve_webhook_secret(settings: Settings) -> tuple[Settings, str | None]:
 
 async def up(settings: Settings, shutdown: Shutdown) -> int:
     """`openase up`: embedded services as needed, migrations, web and worker together."""
-    settings, generated_secret = resolve_webhook_secret(settings)
+    # Bound first: a taken port should not cost a database start and a migration.
+    sock = listen(settings.host, settings.port)
     services = EmbeddedServices(settings)
     try:
+        settings, generated_secret = resolve_webhook_secret(settings)
         urls = await asyncio.to_thread(services.start)
         if shutdown.requested.is_set():
             return 0
@@ -263,15 +273,16 @@ async def up(settings: Settings, shutdown: Shutdown) -> int:
             )
 
         return await run_control_plane(
-            settings, urls, shutdown, web=True, worker=True, announce=banner
+            settings, urls, shutdown, web=True, worker=True, announce=banner, sock=sock
         )
     finally:
+        sock.close()
         await asyncio.to_thread(services.stop)
 
 
 def startup_banner(settings: Settings, url: str, generated_secret: str | None) -> str:
     secret = (
-        f"{generated_secret}\n{'':18}(generated; kept in {settings.data_dir / 'webhook-secret'})"
+        f"{generated_secret}\n{'':18}(generated; kept in {settings.data_dir / SECRET_FILE})"
         if generated_secret is not None
         else "from OPENASE_GITHUB_WEBHOOK_SECRET"
     )

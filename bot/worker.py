@@ -99,8 +99,8 @@ def make_worker(
         on_startup=on_startup,
         on_shutdown=on_shutdown,
         burst=burst,
-        max_jobs=20,
+        max_jobs=50,
         job_timeout=600,
         handle_signals=False,
-        poll_delay=0.05,
+        poll_delay=0.01,
     )

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-import respx
 from arq import Retry
 from arq.worker import Worker
 from sqlalchemy import select
@@ -35,9 +34,8 @@ from bot.models import (
 )
 from bot.settings import Settings
 from harness_store.db import transaction
-from tests.fakes.github_api import FakeGitHubAPI, FakeRepo
+from tests.fakes.github_api import FakeGitHubAPI, FakeRepo, fake_github_api
 from tests.helpers import TEST_API_URL
-from tests.helpers import test_private_key as app_private_key
 
 INSTALLATION = 77
 REPO_ID = 555
@@ -45,30 +43,24 @@ ISSUES_PATH = r"^/repositories/555/issues$"  # every page after the first
 
 
 @pytest.fixture
-async def api(settings: Settings) -> AsyncIterator[FakeGitHubAPI]:
+def github_api(settings: Settings) -> Iterator[FakeGitHubAPI]:
     forget_github_apps()  # no token or rate-limit state from another test
-    with respx.mock(assert_all_called=False, assert_all_mocked=True) as router:
-        fake = FakeGitHubAPI(
-            router,
-            api_url=TEST_API_URL,
-            app_id=settings.github_app_id or 0,
-            private_key_pem=app_private_key(),
-        )
+    with fake_github_api(settings) as fake:
         fake.add_installation(INSTALLATION, "acme")
         yield fake
     forget_github_apps()
 
 
 @pytest.fixture
-def widgets(api: FakeGitHubAPI) -> FakeRepo:
+def widgets(github_api: FakeGitHubAPI) -> FakeRepo:
     """acme/widgets: issues 1-5 (two labelled), PRs 6 and 7 (7 fixes #2); 3 items a page."""
-    repo = api.add_repo("acme/widgets", REPO_ID, INSTALLATION)
+    repo = github_api.add_repo("acme/widgets", REPO_ID, INSTALLATION)
     for number in range(1, 6):
         labels = ("openase",) if number in (2, 4) else ()
-        api.add_issue(repo, number, title=f"issue {number}", labels=labels)
-    api.add_pull(repo, 6, title="wip", head_ref="openase/4-thing")
-    api.add_pull(repo, 7, title="fix two", body="This fixes #2.")
-    api.max_per_page = 3  # the issues endpoint lists 7 items: three pages
+        github_api.add_issue(repo, number, title=f"issue {number}", labels=labels)
+    github_api.add_pull(repo, 6, title="wip", head_ref="openase/4-thing")
+    github_api.add_pull(repo, 7, title="fix two", body="This fixes #2.")
+    github_api.max_per_page = 3  # the issues endpoint lists 7 items: three pages
     return repo
 
 
@@ -80,16 +72,16 @@ async def _tickets(deps: Deps) -> dict[str, tuple[str, list[str], datetime]]:
         return {key: (title, labels, updated) for key, title, labels, updated in rows}
 
 
-def _list_answers(api: FakeGitHubAPI) -> list[int]:
+def _list_answers(github_api: FakeGitHubAPI) -> list[int]:
     return [
         response.status_code
-        for request, response in api.answers
+        for request, response in github_api.answers
         if request.url.path.endswith(("/issues", "/pulls"))
     ]
 
 
 async def test_backfill_mirrors_open_issues_and_prs_through_the_webhook_mirror(
-    deps: Deps, api: FakeGitHubAPI, widgets: FakeRepo
+    deps: Deps, github_api: FakeGitHubAPI, widgets: FakeRepo
 ) -> None:
     report = await backfill_repository(deps, "acme/widgets")
 
@@ -115,15 +107,15 @@ async def test_backfill_mirrors_open_issues_and_prs_through_the_webhook_mirror(
         assert installation is not None
         assert installation.account_login == "acme"
     # Found the installation as the App, then read as the installation; all on the GHES URL.
-    paths = [(r.method, r.url.path.removeprefix("/api/v3")) for r in api.requests]
+    paths = [(r.method, r.url.path.removeprefix("/api/v3")) for r in github_api.requests]
     assert paths[:3] == [
         ("GET", "/repos/acme/widgets/installation"),
         ("POST", "/app/installations/77/access_tokens"),
         ("GET", "/repos/acme/widgets"),
     ]
-    assert all(str(r.url).startswith(TEST_API_URL + "/") for r in api.requests)
+    assert all(str(r.url).startswith(TEST_API_URL + "/") for r in github_api.requests)
     first_issues, first_pulls = (
-        next(r for r in api.requests if r.url.path.endswith(f"/repos/acme/widgets/{kind}"))
+        next(r for r in github_api.requests if r.url.path.endswith(f"/repos/acme/widgets/{kind}"))
         for kind in ("issues", "pulls")
     )
     assert dict(first_issues.url.params) == {"state": "open", "per_page": "100"}
@@ -131,41 +123,41 @@ async def test_backfill_mirrors_open_issues_and_prs_through_the_webhook_mirror(
 
 
 async def test_a_second_sync_gets_304_on_every_page_and_applies_nothing(
-    deps: Deps, api: FakeGitHubAPI, widgets: FakeRepo
+    deps: Deps, github_api: FakeGitHubAPI, widgets: FakeRepo
 ) -> None:
     await backfill_repository(deps, "acme/widgets")
     before = await _tickets(deps)
     async with deps.sessions() as session:
         assert len((await session.execute(select(HttpCacheEntry))).all()) == 4
-    api.answers.clear()
+    github_api.answers.clear()
 
     report = await backfill_repository(deps, REPO_ID)
 
-    assert _list_answers(api) == [304, 304, 304, 304]
+    assert _list_answers(github_api) == [304, 304, 304, 304]
     assert (report.pages_fetched, report.pages_unchanged) == (4, 4)
     assert (report.issues, report.pull_requests) == (0, 0)
     assert await _tickets(deps) == before  # not even our own updated_at moved
     # Known repository: no need to ask which installation covers it.
-    assert not any(r.url.path.endswith("/installation") for r, _ in api.answers)
+    assert not any(r.url.path.endswith("/installation") for r, _ in github_api.answers)
 
 
 async def test_a_changed_issue_refetches_only_its_page(
-    deps: Deps, api: FakeGitHubAPI, widgets: FakeRepo
+    deps: Deps, github_api: FakeGitHubAPI, widgets: FakeRepo
 ) -> None:
     await backfill_repository(deps, "acme/widgets")
     issue = next(i for i in widgets.issues if i["number"] == 5 and "pull_request" not in i)
     issue.update(title="issue 5, renamed", updated_at="2024-04-01T00:00:00Z")
-    api.answers.clear()
+    github_api.answers.clear()
 
     report = await backfill_repository(deps, "acme/widgets")
 
-    assert _list_answers(api) == [200, 304, 304, 304]  # page 1 holds 7, 6 and 5
+    assert _list_answers(github_api) == [200, 304, 304, 304]  # page 1 holds 7, 6 and 5
     assert (report.issues, report.pages_unchanged) == (1, 3)
     assert (await _tickets(deps))["acme/widgets#5"][0] == "issue 5, renamed"
 
 
 async def test_backfill_never_moves_newer_webhook_data_backwards(
-    deps: Deps, api: FakeGitHubAPI, widgets: FakeRepo
+    deps: Deps, github_api: FakeGitHubAPI, widgets: FakeRepo
 ) -> None:
     await backfill_repository(deps, "acme/widgets")
     async with transaction(deps.sessions) as session:
@@ -179,12 +171,12 @@ async def test_backfill_never_moves_newer_webhook_data_backwards(
 
 
 async def test_a_rate_limit_mid_backfill_keeps_finished_pages_and_the_job_retries_at_reset(
-    deps: Deps, api: FakeGitHubAPI, widgets: FakeRepo
+    deps: Deps, github_api: FakeGitHubAPI, widgets: FakeRepo
 ) -> None:
     reset = int((datetime.now(UTC) + timedelta(minutes=20)).timestamp())
     limited = {"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(reset)}
     message = {"message": "API rate limit exceeded for installation ID 77."}
-    api.queue(403, message, path_regex=ISSUES_PATH, headers=limited)
+    github_api.queue(403, message, path_regex=ISSUES_PATH, headers=limited)
 
     with pytest.raises(RateLimited) as caught:
         await backfill_repository(deps, "acme/widgets")
@@ -195,7 +187,7 @@ async def test_a_rate_limit_mid_backfill_keeps_finished_pages_and_the_job_retrie
         cached = (await session.execute(select(HttpCacheEntry.key))).scalars().all()
     assert cached == [f"{TEST_API_URL}/repos/acme/widgets/issues?state=open&per_page=100"]
 
-    api.queue(403, message, path_regex=ISSUES_PATH, headers=limited)
+    github_api.queue(403, message, path_regex=ISSUES_PATH, headers=limited)
     with pytest.raises(Retry) as retry:
         await backfill_job({"deps": deps, "job_try": 1}, REPO_ID)
     seconds = (retry.value.defer_score or 0) / 1000
@@ -209,25 +201,30 @@ async def test_a_rate_limit_mid_backfill_keeps_finished_pages_and_the_job_retrie
 
 
 async def test_a_server_error_is_transient_and_the_job_backs_off(
-    deps: Deps, api: FakeGitHubAPI, widgets: FakeRepo
+    deps: Deps, github_api: FakeGitHubAPI, widgets: FakeRepo
 ) -> None:
-    api.queue(502, {"message": "Server Error"}, path_regex=r"/pulls$")
+    github_api.queue(502, {"message": "Server Error"}, path_regex=r"/pulls$")
     with pytest.raises(TransientError, match="502"):
         await backfill_repository(deps, "acme/widgets")
 
     for job_try, defer in [(1, 5.0), (3, 20.0), (20, 300.0)]:
-        api.queue(503, {"message": "Unavailable"}, path_regex=r"^/repos/acme/widgets$")
+        github_api.queue(503, {"message": "Unavailable"}, path_regex=r"^/repos/acme/widgets$")
         with pytest.raises(Retry) as retry:
             await backfill_job({"deps": deps, "job_try": job_try}, REPO_ID)
         assert retry.value.defer_score == int(defer * 1000)
 
 
-async def test_the_job_gives_up_on_what_retrying_cannot_fix(deps: Deps, api: FakeGitHubAPI) -> None:
+async def test_the_job_gives_up_on_what_retrying_cannot_fix(
+    deps: Deps, github_api: FakeGitHubAPI
+) -> None:
     assert "not in the mirror" in await backfill_job({"deps": deps, "job_try": 1}, 999)
 
 
 async def test_the_worker_runs_the_job_enqueued_after_an_installation(
-    deps: Deps, api: FakeGitHubAPI, widgets: FakeRepo, run_worker: Callable[[], Awaitable[Worker]]
+    deps: Deps,
+    github_api: FakeGitHubAPI,
+    widgets: FakeRepo,
+    run_worker: Callable[[], Awaitable[Worker]],
 ) -> None:
     (function,) = backfill_functions()
     assert function.name == BACKFILL_JOB == "backfill_repository"
@@ -245,9 +242,9 @@ async def test_the_worker_runs_the_job_enqueued_after_an_installation(
 
 
 async def test_sync_waits_politely_for_a_short_rate_limit(
-    settings: Settings, deps: Deps, api: FakeGitHubAPI, widgets: FakeRepo
+    settings: Settings, deps: Deps, github_api: FakeGitHubAPI, widgets: FakeRepo
 ) -> None:
-    api.queue(
+    github_api.queue(
         429,
         {"message": "secondary rate limit"},
         path_regex=ISSUES_PATH,
@@ -271,10 +268,10 @@ async def test_sync_waits_politely_for_a_short_rate_limit(
 
 
 async def test_sync_fails_clearly_when_the_limit_resets_too_late(
-    settings: Settings, deps: Deps, api: FakeGitHubAPI, widgets: FakeRepo
+    settings: Settings, deps: Deps, github_api: FakeGitHubAPI, widgets: FakeRepo
 ) -> None:
     reset = int((datetime.now(UTC) + timedelta(hours=2)).timestamp())
-    api.queue(
+    github_api.queue(
         403,
         {"message": "API rate limit exceeded"},
         path_regex=r"/issues$",
@@ -285,7 +282,7 @@ async def test_sync_fails_clearly_when_the_limit_resets_too_late(
 
 
 async def test_sync_of_a_repository_without_the_app_says_so(
-    settings: Settings, deps: Deps, api: FakeGitHubAPI
+    settings: Settings, deps: Deps, github_api: FakeGitHubAPI
 ) -> None:
     with pytest.raises(SyncFailed, match="not installed on acme/elsewhere"):
         await sync_repository(settings, deps, "acme/elsewhere")

@@ -8,6 +8,7 @@ script, the way a user meets it.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -24,8 +25,6 @@ REDIS_URL = "redis://redis.invalid:6379/0"
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No OPENASE_* from the caller's environment; a data dir nobody runs `up` in."""
-    import os
-
     for name in list(os.environ):
         if name.startswith("OPENASE_"):
             monkeypatch.delenv(name)
@@ -209,3 +208,36 @@ def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None
         main([])
     assert exit_.value.code == 2
     assert "usage: openase" in capsys.readouterr().err
+
+
+def test_up_keeps_one_webhook_secret_in_the_data_dir(tmp_path: Path) -> None:
+    from bot.services import webhook_secret
+
+    secret, path = webhook_secret(tmp_path / "data")
+    assert len(secret) >= 40
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert webhook_secret(tmp_path / "data") == (secret, path)  # reused, not regenerated
+    path.chmod(0o644)
+    assert webhook_secret(tmp_path / "data")[0] == secret
+    assert path.stat().st_mode & 0o777 == 0o600  # widened by someone: tightened again
+    path.write_text("")
+    renewed, _ = webhook_secret(tmp_path / "data")
+    assert renewed
+    assert renewed != secret
+    assert sorted(p.name for p in path.parent.iterdir()) == ["webhook-secret"]  # nothing aside
+
+
+@pytest.mark.parametrize(
+    ("host", "shown"),
+    [
+        ("127.0.0.1", "http://127.0.0.1:2080"),
+        ("0.0.0.0", "http://127.0.0.1:2080"),  # noqa: S104  # a setting under test, not bound
+        ("::", "http://[::1]:2080"),
+        ("::1", "http://[::1]:2080"),
+        ("bot.internal", "http://bot.internal:2080"),
+    ],
+)
+def test_printed_urls_are_ones_a_browser_on_this_machine_can_open(host: str, shown: str) -> None:
+    from bot.up import base_url
+
+    assert base_url(host, 2080) == shown

@@ -10,7 +10,6 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-import respx
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from githubkit.compat import type_validate_python
 from githubkit_schemas.latest.models import (
@@ -31,7 +30,8 @@ from adapters.github.client import (
     app_jwt,
     graphql_url,
 )
-from tests.fakes.github_api import FakeGitHubAPI, FakeRepo
+from bot.settings import Settings
+from tests.fakes.github_api import FakeGitHubAPI, FakeRepo, fake_github_api
 from tests.helpers import TEST_API_URL
 from tests.helpers import test_private_key as app_private_key
 
@@ -71,22 +71,15 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def api(clock: Clock) -> Iterator[FakeGitHubAPI]:
-    with respx.mock(assert_all_called=False, assert_all_mocked=True) as router:
-        fake = FakeGitHubAPI(
-            router,
-            api_url=TEST_API_URL,
-            app_id=APP_ID,
-            private_key_pem=app_private_key(),
-            clock=clock,
-        )
+def github_api(settings: Settings, clock: Clock) -> Iterator[FakeGitHubAPI]:
+    with fake_github_api(settings, clock) as fake:
         fake.add_installation(INSTALLATION, "acme")
         yield fake
 
 
 @pytest.fixture
-def repo(api: FakeGitHubAPI) -> FakeRepo:
-    return api.add_repo("acme/widgets", 555, INSTALLATION)
+def repo(github_api: FakeGitHubAPI) -> FakeRepo:
+    return github_api.add_repo("acme/widgets", 555, INSTALLATION)
 
 
 @pytest.fixture
@@ -117,8 +110,8 @@ def test_app_jwt_claims_verify_with_the_public_key() -> None:
 @pytest.mark.parametrize(
     ("api_url", "expected"),
     [
-        ("https://api.github.com", "https://api.github.com/graphql"),
-        ("https://api.github.com/", "https://api.github.com/graphql"),
+        ("https://github_api.github.com", "https://github_api.github.com/graphql"),
+        ("https://github_api.github.com/", "https://github_api.github.com/graphql"),
         ("https://ghe.example.test/api/v3", "https://ghe.example.test/api/graphql"),
         ("https://ghe.example.test/api/v3/", "https://ghe.example.test/api/graphql"),
         ("http://127.0.0.1:9999", "http://127.0.0.1:9999/graphql"),
@@ -129,28 +122,28 @@ def test_graphql_url_sits_next_to_the_rest_base(api_url: str, expected: str) -> 
 
 
 async def test_installation_token_is_fetched_once_for_many_requests(
-    app: GitHubApp, api: FakeGitHubAPI, repo: FakeRepo
+    app: GitHubApp, github_api: FakeGitHubAPI, repo: FakeRepo
 ) -> None:
     for _ in range(5):
         info = await app.repository("acme/widgets", INSTALLATION)
         assert info.id == 555
-    assert api.token_requests == [INSTALLATION]
-    (token,) = api.tokens
-    repo_calls = [r for r in api.requests if r.url.path.endswith("/repos/acme/widgets")]
+    assert github_api.token_requests == [INSTALLATION]
+    (token,) = github_api.tokens
+    repo_calls = [r for r in github_api.requests if r.url.path.endswith("/repos/acme/widgets")]
     assert len(repo_calls) == 5
     assert {r.headers["authorization"] for r in repo_calls} == {f"Bearer {token}"}
 
 
 async def test_concurrent_callers_share_one_token_refresh(
-    app: GitHubApp, api: FakeGitHubAPI, repo: FakeRepo
+    app: GitHubApp, github_api: FakeGitHubAPI, repo: FakeRepo
 ) -> None:
     infos = await asyncio.gather(*(app.repository("acme/widgets", INSTALLATION) for _ in range(10)))
     assert {info.full_name for info in infos} == {"acme/widgets"}
-    assert api.token_requests == [INSTALLATION]
+    assert github_api.token_requests == [INSTALLATION]
 
 
 async def test_token_is_refreshed_shortly_before_it_expires(
-    app: GitHubApp, api: FakeGitHubAPI, repo: FakeRepo, clock: Clock
+    app: GitHubApp, github_api: FakeGitHubAPI, repo: FakeRepo, clock: Clock
 ) -> None:
     first = await app.installation_token(INSTALLATION)
     clock.advance(timedelta(minutes=54))  # 6 minutes left: still good
@@ -158,46 +151,48 @@ async def test_token_is_refreshed_shortly_before_it_expires(
     clock.advance(timedelta(minutes=2))  # 4 minutes left: inside the refresh margin
     second = await app.installation_token(INSTALLATION)
     assert second != first
-    assert api.token_requests == [INSTALLATION, INSTALLATION]
+    assert github_api.token_requests == [INSTALLATION, INSTALLATION]
     await app.repository("acme/widgets", INSTALLATION)
-    assert api.requests[-1].headers["authorization"] == f"Bearer {second}"
+    assert github_api.requests[-1].headers["authorization"] == f"Bearer {second}"
 
 
 @pytest.mark.parametrize("length", [1, 40, 93, 255, 4000])
 async def test_token_length_is_not_assumed(
-    app: GitHubApp, api: FakeGitHubAPI, repo: FakeRepo, length: int
+    app: GitHubApp, github_api: FakeGitHubAPI, repo: FakeRepo, length: int
 ) -> None:
     token = ("ghs_" + "Ab9_" * length)[:length]
-    api.make_token = lambda: token
+    github_api.make_token = lambda: token
     await app.repository("acme/widgets", INSTALLATION)
-    assert api.requests[-1].headers["authorization"] == f"Bearer {token}"
+    assert github_api.requests[-1].headers["authorization"] == f"Bearer {token}"
 
 
 async def test_a_revoked_token_is_replaced_once(
-    app: GitHubApp, api: FakeGitHubAPI, repo: FakeRepo
+    app: GitHubApp, github_api: FakeGitHubAPI, repo: FakeRepo
 ) -> None:
     await app.repository("acme/widgets", INSTALLATION)
-    api.tokens.clear()  # revoked on GitHub's side
+    github_api.tokens.clear()  # revoked on GitHub's side
     info = await app.repository("acme/widgets", INSTALLATION)
     assert info.full_name == "acme/widgets"
-    assert api.token_requests == [INSTALLATION, INSTALLATION]
+    assert github_api.token_requests == [INSTALLATION, INSTALLATION]
 
 
 async def test_bad_app_credentials_say_what_to_check_without_leaking_them(
-    clock: Clock, api: FakeGitHubAPI, repo: FakeRepo
+    clock: Clock, github_api: FakeGitHubAPI, repo: FakeRepo
 ) -> None:
     wrong = GitHubApp(api_url=TEST_API_URL, app_id=9999, private_key=app_private_key(), clock=clock)
     with capture_logs() as logs, pytest.raises(RequestRejected) as caught:
         await wrong.installation_token(INSTALLATION)
     assert caught.value.status == 401
     assert "OPENASE_GITHUB_APP_ID" in str(caught.value)
-    sent = api.requests[-1].headers["authorization"].removeprefix("Bearer ")
+    sent = github_api.requests[-1].headers["authorization"].removeprefix("Bearer ")
     assert sent not in str(caught.value)
     assert all(sent not in repr(entry) for entry in logs)
 
 
-async def test_no_token_is_ever_logged(app: GitHubApp, api: FakeGitHubAPI, repo: FakeRepo) -> None:
-    api.add_issue(repo, 1, title="one")
+async def test_no_token_is_ever_logged(
+    app: GitHubApp, github_api: FakeGitHubAPI, repo: FakeRepo
+) -> None:
+    github_api.add_issue(repo, 1, title="one")
     with capture_logs() as logs:
         await app.repository("acme/widgets", INSTALLATION)
         async for _ in app.pages(
@@ -208,7 +203,7 @@ async def test_no_token_is_ever_logged(app: GitHubApp, api: FakeGitHubAPI, repo:
         ):
             pass
     assert logs, "the client logs its token refresh and requests"
-    secrets = [*api.tokens, *(r.headers["authorization"] for r in api.requests)]
+    secrets = [*github_api.tokens, *(r.headers["authorization"] for r in github_api.requests)]
     for entry in logs:
         assert all(secret not in repr(entry) for secret in secrets)
 
@@ -222,32 +217,32 @@ def test_a_key_that_is_not_pem_is_refused() -> None:
 
 
 async def test_every_call_uses_the_configured_base_url_and_github_headers(
-    app: GitHubApp, api: FakeGitHubAPI, repo: FakeRepo
+    app: GitHubApp, github_api: FakeGitHubAPI, repo: FakeRepo
 ) -> None:
     await app.repo_installation("acme/widgets")
     await app.repository("acme/widgets", INSTALLATION)
-    assert [(r.method, r.url.path) for r in api.requests] == [
+    assert [(r.method, r.url.path) for r in github_api.requests] == [
         ("GET", "/api/v3/repos/acme/widgets/installation"),
         ("POST", "/api/v3/app/installations/77/access_tokens"),
         ("GET", "/api/v3/repos/acme/widgets"),
     ]
-    for request in api.requests:
+    for request in github_api.requests:
         assert str(request.url).startswith(TEST_API_URL + "/")
         assert request.headers["accept"] == "application/vnd.github+json"
         assert request.headers["x-github-api-version"] == API_VERSION
         assert request.headers["user-agent"] == "openase"
     # App endpoints carry the App's JWT, which verifies with the App's public key.
-    for request in api.requests[:2]:
+    for request in github_api.requests[:2]:
         credential = request.headers["authorization"].removeprefix("Bearer ")
         claims = jwt.decode(credential, _public_key(), algorithms=["RS256"], issuer="4242")
         assert claims["exp"] - claims["iat"] <= 600
 
 
 async def test_fake_answers_have_the_shapes_of_githubs_openapi_models(
-    app: GitHubApp, api: FakeGitHubAPI, repo: FakeRepo
+    app: GitHubApp, github_api: FakeGitHubAPI, repo: FakeRepo
 ) -> None:
-    api.add_issue(repo, 1, title="an issue", labels=("bug",))
-    api.add_pull(repo, 2, title="a fix", body="Fixes #1")
+    github_api.add_issue(repo, 1, title="an issue", labels=("bug",))
+    github_api.add_pull(repo, 2, title="a fix", body="Fixes #1")
     await app.repo_installation("acme/widgets")
     await app.repository("acme/widgets", INSTALLATION)
     for kind in ("issues", "pulls"):
@@ -264,7 +259,7 @@ async def test_fake_answers_have_the_shapes_of_githubs_openapi_models(
         "/repos/acme/widgets": FullRepository,
     }
     checked = 0
-    for request, response in api.answers:
+    for request, response in github_api.answers:
         path = request.url.path
         if path.endswith("/issues"):
             items = [type_validate_python(Issue, item) for item in response.json()]
@@ -294,14 +289,14 @@ def _issue_pages(app: GitHubApp, etags: MemoryEtags | None = None) -> Any:
 
 
 async def test_pages_follow_next_links_asking_for_100_per_page(
-    app: GitHubApp, api: FakeGitHubAPI, repo: FakeRepo
+    app: GitHubApp, github_api: FakeGitHubAPI, repo: FakeRepo
 ) -> None:
     for number in range(1, 8):
-        api.add_issue(repo, number, title=f"issue {number}")
-    api.max_per_page = 3
+        github_api.add_issue(repo, number, title=f"issue {number}")
+    github_api.max_per_page = 3
     pages: list[Page[int]] = [page async for page in _issue_pages(app)]
     assert [page.items for page in pages] == [(7, 6, 5), (4, 3, 2), (1,)]
-    lists = [r for r in api.requests if r.url.path.endswith("/issues")]
+    lists = [r for r in github_api.requests if r.url.path.endswith("/issues")]
     assert lists[0].url.path == "/api/v3/repos/acme/widgets/issues"
     assert dict(lists[0].url.params) == {"state": "open", "per_page": "100"}
     # Later pages are GitHub's Link URLs, followed verbatim.
@@ -311,30 +306,30 @@ async def test_pages_follow_next_links_asking_for_100_per_page(
 
 
 async def test_unchanged_pages_are_free_304s_that_still_follow_the_stored_next_link(
-    app: GitHubApp, api: FakeGitHubAPI, repo: FakeRepo
+    app: GitHubApp, github_api: FakeGitHubAPI, repo: FakeRepo
 ) -> None:
     for number in range(1, 6):
-        api.add_issue(repo, number, title=f"issue {number}")
-    api.max_per_page = 2
+        github_api.add_issue(repo, number, title=f"issue {number}")
+    github_api.max_per_page = 2
     etags = MemoryEtags()
     first = [page async for page in _issue_pages(app, etags)]
     assert len(etags.pages) == 3
-    remaining = api.rate_remaining
+    remaining = github_api.rate_remaining
     second = [page async for page in _issue_pages(app, etags)]
     assert [page.not_modified for page in second] == [True, True, True]
     assert [page.items for page in second] == [(), (), ()]
     assert [page.url for page in second] == [page.url for page in first]
-    sent = [r.headers.get("if-none-match") for r in api.requests[-3:]]
+    sent = [r.headers.get("if-none-match") for r in github_api.requests[-3:]]
     assert sent == [etags.pages[page.url].etag for page in first]
-    assert api.rate_remaining == remaining  # 304s do not count against the limit
+    assert github_api.rate_remaining == remaining  # 304s do not count against the limit
 
 
 async def test_an_etag_is_stored_only_after_the_consumer_took_the_page(
-    app: GitHubApp, api: FakeGitHubAPI, repo: FakeRepo
+    app: GitHubApp, github_api: FakeGitHubAPI, repo: FakeRepo
 ) -> None:
     for number in range(1, 4):
-        api.add_issue(repo, number, title=f"issue {number}")
-    api.max_per_page = 2
+        github_api.add_issue(repo, number, title=f"issue {number}")
+    github_api.max_per_page = 2
     etags = MemoryEtags()
     pages = _issue_pages(app, etags)
     await anext(pages)
@@ -345,25 +340,25 @@ async def test_an_etag_is_stored_only_after_the_consumer_took_the_page(
 
 
 async def test_a_link_to_another_host_is_not_followed(
-    app: GitHubApp, api: FakeGitHubAPI, repo: FakeRepo
+    app: GitHubApp, github_api: FakeGitHubAPI, repo: FakeRepo
 ) -> None:
-    api.queue(
+    github_api.queue(
         200, [], path_regex="/issues$", headers={"link": '<https://evil.test/x?page=2>; rel="next"'}
     )
     with pytest.raises(AdapterError, match="refusing to follow"):
         async for _ in _issue_pages(app):
             pass
-    assert all(r.url.host == "ghe.example.test" for r in api.requests)
+    assert all(r.url.host == "ghe.example.test" for r in github_api.requests)
 
 
 # --- rate limits and failures -----------------------------------------------------------------
 
 
 async def test_a_403_with_an_exhausted_limit_raises_rate_limited_until_the_reset(
-    app: GitHubApp, api: FakeGitHubAPI, repo: FakeRepo, clock: Clock
+    app: GitHubApp, github_api: FakeGitHubAPI, repo: FakeRepo, clock: Clock
 ) -> None:
     reset = int((clock.now + timedelta(minutes=17)).timestamp())
-    api.queue(
+    github_api.queue(
         403,
         {"message": "API rate limit exceeded for installation ID 77."},
         path_regex="^/repos/acme/widgets$",
@@ -378,9 +373,9 @@ async def test_a_403_with_an_exhausted_limit_raises_rate_limited_until_the_reset
 
 @pytest.mark.parametrize("status", [403, 429])
 async def test_retry_after_sets_the_retry_time(
-    app: GitHubApp, api: FakeGitHubAPI, repo: FakeRepo, clock: Clock, status: int
+    app: GitHubApp, github_api: FakeGitHubAPI, repo: FakeRepo, clock: Clock, status: int
 ) -> None:
-    api.queue(
+    github_api.queue(
         status,
         {"message": "You have exceeded a secondary rate limit."},
         path_regex="^/repos/acme/widgets$",
@@ -392,9 +387,9 @@ async def test_retry_after_sets_the_retry_time(
 
 
 async def test_a_secondary_limit_without_headers_waits_a_minute(
-    app: GitHubApp, api: FakeGitHubAPI, repo: FakeRepo, clock: Clock
+    app: GitHubApp, github_api: FakeGitHubAPI, repo: FakeRepo, clock: Clock
 ) -> None:
-    api.queue(
+    github_api.queue(
         403,
         {"message": "You have exceeded a secondary rate limit. Please wait."},
         path_regex="^/repos/acme/widgets$",
@@ -405,9 +400,9 @@ async def test_a_secondary_limit_without_headers_waits_a_minute(
 
 
 async def test_a_403_about_permissions_is_rejected_not_rate_limited(
-    app: GitHubApp, api: FakeGitHubAPI, repo: FakeRepo
+    app: GitHubApp, github_api: FakeGitHubAPI, repo: FakeRepo
 ) -> None:
-    api.queue(
+    github_api.queue(
         403,
         {"message": "Resource not accessible by integration"},
         path_regex="^/repos/acme/widgets$",
@@ -418,40 +413,41 @@ async def test_a_403_about_permissions_is_rejected_not_rate_limited(
 
 
 async def test_an_exhausted_budget_stops_before_the_next_request(
-    app: GitHubApp, api: FakeGitHubAPI, repo: FakeRepo, clock: Clock
+    app: GitHubApp, github_api: FakeGitHubAPI, repo: FakeRepo, clock: Clock
 ) -> None:
     await app.installation_token(INSTALLATION)
-    api.rate_remaining = 1  # the next answer says 0 remain
+    github_api.rate_remaining = 1  # the next answer says 0 remain
     await app.repository("acme/widgets", INSTALLATION)
-    sent = len(api.requests)
+    sent = len(github_api.requests)
     with pytest.raises(RateLimited, match="installation 77") as caught:
         await app.repository("acme/widgets", INSTALLATION)
-    assert len(api.requests) == sent  # nothing was sent
+    assert len(github_api.requests) == sent  # nothing was sent
     assert caught.value.retry_at == clock.now + timedelta(hours=1)
     clock.advance(timedelta(hours=1, seconds=1))
-    api.rate_remaining = 5000
+    github_api.rate_remaining = 5000
     assert (await app.repository("acme/widgets", INSTALLATION)).id == 555
 
 
 @pytest.mark.parametrize("status", [500, 502, 503, 504])
 async def test_a_server_error_is_transient(
-    app: GitHubApp, api: FakeGitHubAPI, repo: FakeRepo, status: int
+    app: GitHubApp, github_api: FakeGitHubAPI, repo: FakeRepo, status: int
 ) -> None:
-    api.queue(status, {"message": "Server Error"}, path_regex="^/repos/acme/widgets$")
+    github_api.queue(status, {"message": "Server Error"}, path_regex="^/repos/acme/widgets$")
     with pytest.raises(TransientError, match=f"GitHub answered {status}"):
         await app.repository("acme/widgets", INSTALLATION)
 
 
 @pytest.mark.parametrize("error", [httpx.ConnectError("refused"), httpx.ReadTimeout("slow")])
-async def test_a_network_failure_is_transient(app: GitHubApp, error: Exception) -> None:
-    with respx.mock(assert_all_called=True, assert_all_mocked=True) as router:
-        router.post(f"{TEST_API_URL}/app/installations/77/access_tokens").mock(side_effect=error)
-        with pytest.raises(TransientError, match="access_tokens"):
-            await app.installation_token(INSTALLATION)
+async def test_a_network_failure_is_transient(
+    app: GitHubApp, github_api: FakeGitHubAPI, error: Exception
+) -> None:
+    github_api.fail(error, path_regex="/access_tokens$")
+    with pytest.raises(TransientError, match=f"access_tokens failed: {type(error).__name__}"):
+        await app.installation_token(INSTALLATION)
 
 
 async def test_an_app_not_installed_on_the_repository_says_so(
-    app: GitHubApp, api: FakeGitHubAPI
+    app: GitHubApp, github_api: FakeGitHubAPI
 ) -> None:
     with pytest.raises(RequestRejected, match="not installed on acme/missing") as caught:
         await app.repo_installation("acme/missing")

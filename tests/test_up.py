@@ -269,6 +269,18 @@ def test_up_refuses_a_data_dir_another_up_is_using(launcher: Launcher) -> None:
     assert server_pids(launcher.data_dir) == []
 
 
+def test_up_on_a_taken_port_names_the_settings_and_starts_nothing(launcher: Launcher) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        up = launcher.start("up", port=taken.getsockname()[1])
+        assert up.process.wait(timeout=STOP_TIMEOUT) == 2
+    err = up.stderr.read_text()
+    assert "cannot listen on 127.0.0.1:" in err
+    assert "(OPENASE_HOST, OPENASE_PORT): Address already in use" in err
+    assert not (launcher.data_dir / "postgres").exists()
+
+
 def test_up_embeds_only_the_service_that_is_not_configured(
     launcher: Launcher, services: Services
 ) -> None:

@@ -13,7 +13,8 @@ import hashlib
 import json
 import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,6 +24,7 @@ import jwt
 import respx
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
+from bot.settings import Settings
 from tests.helpers import github_example
 
 Json = dict[str, Any]
@@ -53,6 +55,7 @@ class QueuedAnswer:
     status: int
     body: Any
     headers: dict[str, str]
+    error: Exception | None = None  # raised instead, as a transport failure
 
 
 class FakeGitHubAPI:
@@ -96,6 +99,8 @@ class FakeGitHubAPI:
             ("GET", re.compile(r"/repositories/(?P<rid>\d+)/pulls"), self._pulls),
         ]
         router.route(host=httpx.URL(self.api_url).host).mock(side_effect=self._handle)
+        # Only GitHub is faked: servers a test starts on loopback are reached for real.
+        router.route(host__in=("127.0.0.1", "localhost", "::1")).pass_through()
 
     # --- building state --------------------------------------------------------------
 
@@ -196,6 +201,10 @@ class FakeGitHubAPI:
         """Serve this answer to the next request whose API path matches `path_regex`."""
         self.queued.append(QueuedAnswer(path_regex, status, body, headers or {}))
 
+    def fail(self, error: Exception, *, path_regex: str = ".*") -> None:
+        """Fail the next request whose API path matches with `error` (a timeout, a refusal)."""
+        self.queued.append(QueuedAnswer(path_regex, 0, None, {}, error))
+
     def _rewrite(self, template: Json, full_name: str) -> Json:
         """A fixture object moved to our API host and repository."""
         text = json.dumps(template)
@@ -232,6 +241,8 @@ class FakeGitHubAPI:
         for index, queued in enumerate(self.queued):
             if re.search(queued.path_regex, path):
                 del self.queued[index]
+                if queued.error is not None:
+                    raise queued.error
                 return self._answer(queued.status, queued.body, queued.headers)
         for method, pattern, handler in self._routes:
             match = pattern.fullmatch(path)
@@ -389,3 +400,18 @@ class FakeGitHubAPI:
         if page < last:
             links += [f'<{url(page + 1)}>; rel="next"', f'<{url(last)}>; rel="last"']
         return ", ".join(links)
+
+
+@contextmanager
+def fake_github_api(
+    settings: Settings, clock: Callable[[], datetime] | None = None
+) -> Iterator[FakeGitHubAPI]:
+    """The fake on `settings.api_url` for the App in `settings`; no other HTTP gets out."""
+    with respx.mock(assert_all_called=False, assert_all_mocked=True) as router:
+        yield FakeGitHubAPI(
+            router,
+            api_url=settings.api_url,
+            app_id=settings.github_app_id or 0,
+            private_key_pem=settings.github_private_key_pem() or "",
+            clock=clock or (lambda: datetime.now(UTC)),
+        )
