@@ -135,7 +135,9 @@ async def run(args: argparse.Namespace, database_url: str, redis_url: str) -> in
         if not args.worker_after:
             worker = subprocess.Popen([*cli, "worker"], env=env, stdout=log, stderr=log)
         requests = _requests(args.deliveries, port)
-        print(f"sending {len(requests)} signed issues deliveries over {args.connections} connections")
+        print(
+            f"sending {len(requests)} signed issues deliveries over {args.connections} connections"
+        )
         latencies: list[float] = []
         statuses: dict[int, int] = {}
         started = time.perf_counter()
@@ -148,7 +150,9 @@ async def run(args: argparse.Namespace, database_url: str, redis_url: str) -> in
         conn = await asyncpg.connect(database_url)
         try:
             while True:
-                pending = await conn.fetchval("select count(*) from deliveries where status='pending'")
+                pending = await conn.fetchval(
+                    "select count(*) from deliveries where status='pending'"
+                )
                 if pending == 0 or time.perf_counter() - started > args.ingest_timeout:
                     break
                 await asyncio.sleep(0.05)
@@ -175,8 +179,10 @@ async def run(args: argparse.Namespace, database_url: str, redis_url: str) -> in
         f"ack latency ms:  p50 {_pct(ms, 0.5):.1f}  p90 {_pct(ms, 0.9):.1f}  "
         f"p99 {_pct(ms, 0.99):.1f}  max {max(ms):.1f}"
     )
-    print(f"all ingested:    {ingested_after:.2f} s after the first send "
-          f"({n / ingested_after:,.0f} deliveries/s end to end)")
+    print(
+        f"all ingested:    {ingested_after:.2f} s after the first send "
+        f"({n / ingested_after:,.0f} deliveries/s end to end)"
+    )
     print(f"stored {stored}, distinct {distinct}, done {done}, tickets {tickets}, links {links}")
     ok = statuses.get(202, 0) == n and stored == distinct == done == tickets == links == n
     print("no delivery lost or duplicated" if ok else "MISMATCH: deliveries lost or duplicated")
@@ -184,7 +190,9 @@ async def run(args: argparse.Namespace, database_url: str, redis_url: str) -> in
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--deliveries", type=int, default=20_000)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--ingest-timeout", type=float, default=600)

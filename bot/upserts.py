@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Table, func
 from sqlalchemy.dialects.postgresql import Insert, insert
+from sqlalchemy.sql.dml import ReturningInsert
 
 from harness_store.db import Base
 
@@ -23,7 +24,7 @@ def upsert(
     keep_when_null: Iterable[str] = (),
     guard: Callable[[Table, Any], ColumnElement[bool]] | None = None,
     returning: str | None = None,
-) -> Insert:
+) -> Insert | ReturningInsert[Any]:
     """An upsert of `model` on `keys` that updates `update` (default: every other column).
 
     `keep_when_null` columns keep their stored value when the incoming one is NULL (events
@@ -50,7 +51,7 @@ def upsert(
         where=guard(table, excluded) if guard is not None else None,
     )
     if returning is not None:
-        result = result.returning(table.c[returning])
+        return result.returning(table.c[returning])
     return result
 
 

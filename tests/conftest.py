@@ -64,7 +64,7 @@ def services() -> Iterator[Services]:
 @pytest.fixture(scope="session")
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     return Settings(
-        _env_file=None,  # type: ignore[call-arg]  # pydantic-settings init kwarg
+        _env_file=None,
         data_dir=tmp_path_factory.mktemp("data"),
         github_app_id=4242,
         github_private_key=test_private_key(),
@@ -88,16 +88,18 @@ _TABLES = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
 
 
 @pytest.fixture
-async def deps(session_deps: Deps) -> AsyncIterator[Deps]:
+async def deps(session_deps: Deps) -> Deps:
     """The shared clients, over an empty database and an empty Redis."""
     async with session_deps.engine.begin() as conn:
         await conn.execute(text(f"TRUNCATE {_TABLES} RESTART IDENTITY CASCADE"))
     await session_deps.redis.flushdb()
-    yield session_deps
+    return session_deps
 
 
 @pytest.fixture
-async def client(deps: Deps, services: Services, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+async def client(
+    deps: Deps, services: Services, settings: Settings
+) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client speaking to the app in-process."""
     app = create_app(
         settings, database_url=services.database_url, redis_url=services.redis_url, deps=deps

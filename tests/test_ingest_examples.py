@@ -50,7 +50,9 @@ def _cases() -> list[Any]:
     cases = []
     for event in sorted(USED_EVENTS):
         for index, payload in enumerate(github_examples(event)):
-            cases.append(pytest.param(event, payload, id=f"{event}-{payload.get('action')}-{index}"))
+            cases.append(
+                pytest.param(event, payload, id=f"{event}-{payload.get('action')}-{index}")
+            )
     return cases
 
 
@@ -94,9 +96,13 @@ async def _check_mirror(s: Any, event: str, p: dict[str, Any], status: str) -> N
             moved = (
                 await s.execute(select(Ticket).where(Ticket.external_id == str(new_issue["id"])))
             ).scalar_one()
-            assert moved.key == f"{p['changes']['new_repository']['full_name']}#{new_issue['number']}"
+            assert (
+                moved.key == f"{p['changes']['new_repository']['full_name']}#{new_issue['number']}"
+            )
         else:
-            assert ticket.state == (issue.get("state") or ("closed" if issue["closed_at"] else "open"))
+            assert ticket.state == (
+                issue.get("state") or ("closed" if issue["closed_at"] else "open")
+            )
     elif event == "issue_comment":
         if p["issue"].get("pull_request"):
             assert status == "ignored"
@@ -107,12 +113,18 @@ async def _check_mirror(s: Any, event: str, p: dict[str, Any], status: str) -> N
         assert comment.body == p["comment"]["body"]
         assert comment.author_login == p["comment"]["user"]["login"]
         assert comment.deleted == (action == "deleted")
-        ticket = (await s.execute(select(Ticket).where(Ticket.id == comment.ticket_id))).scalar_one()
+        ticket = (
+            await s.execute(select(Ticket).where(Ticket.id == comment.ticket_id))
+        ).scalar_one()
         assert ticket.number == p["issue"]["number"]
     elif event == "pull_request":
         raw = p["pull_request"]
         pr = (await s.execute(select(PullRequest).where(PullRequest.id == raw["id"]))).scalar_one()
-        assert (pr.number, pr.state, pr.merged) == (raw["number"], raw["state"], bool(raw["merged"]))
+        assert (pr.number, pr.state, pr.merged) == (
+            raw["number"],
+            raw["state"],
+            bool(raw["merged"]),
+        )
         assert (pr.head_ref, pr.head_sha) == (raw["head"]["ref"], raw["head"]["sha"])
     elif event == "label":
         label = (await s.execute(select(Label).where(Label.id == p["label"]["id"]))).scalar_one()
@@ -135,7 +147,8 @@ async def _check_mirror(s: Any, event: str, p: dict[str, Any], status: str) -> N
             repo = (
                 await s.execute(select(Repository).where(Repository.id == raw_repo["id"]))
             ).scalar_one()
-            assert repo.active and repo.installation_id == p["installation"]["id"]
+            assert repo.active
+            assert repo.installation_id == p["installation"]["id"]
         for raw_repo in p["repositories_removed"]:
             repo = (
                 await s.execute(select(Repository).where(Repository.id == raw_repo["id"]))

@@ -19,7 +19,9 @@ RunWorker = Callable[[], Awaitable[object]]
 _LABEL_IDS = {"bug": 1362937026, "openase": 77}  # "bug": the id in the label.* examples
 
 
-def _issue(action: str, updated_at: str, labels: list[str], title: str = "Spelling error") -> dict[str, Any]:
+def _issue(
+    action: str, updated_at: str, labels: list[str], title: str = "Spelling error"
+) -> dict[str, Any]:
     payload = github_example("issues", action)
     payload["issue"]["updated_at"] = updated_at
     payload["issue"]["title"] = title
@@ -38,7 +40,9 @@ async def _ticket(deps: Deps) -> Ticket:
 async def test_older_event_arriving_late_never_moves_the_ticket_back(
     github: GitHubWebhookSender, deps: Deps, run_worker: RunWorker
 ) -> None:
-    await github.send("issues", _issue("labeled", "2024-01-02T00:00:00Z", ["bug", "openase"], "New"))
+    await github.send(
+        "issues", _issue("labeled", "2024-01-02T00:00:00Z", ["bug", "openase"], "New")
+    )
     await run_worker()
     await github.send("issues", _issue("opened", "2024-01-01T00:00:00Z", [], "Old"))
     await run_worker()
@@ -58,7 +62,9 @@ async def test_events_applied_concurrently_in_any_order_converge(
     stamps = [f"2024-01-01T00:00:{second:02d}Z" for second in range(10)]
     ids = []
     for second, stamp in reversed(list(enumerate(stamps))):
-        response = await github.send("issues", _issue("edited", stamp, [f"l{second}"], f"v{second}"))
+        response = await github.send(
+            "issues", _issue("edited", stamp, [f"l{second}"], f"v{second}")
+        )
         ids.append(response.json()["delivery"])
     await asyncio.gather(*(ingest_delivery(deps, pk) for pk in ids))
     ticket = await _ticket(deps)
@@ -161,7 +167,9 @@ async def test_pr_linked_by_work_branch(
 ) -> None:
     issue = github_example("issues", "opened")
     await github.send("issues", issue)
-    await github.send("pull_request", _pull_request("", f"openase/{issue['issue']['number']}-fix-typo"))
+    await github.send(
+        "pull_request", _pull_request("", f"openase/{issue['issue']['number']}-fix-typo")
+    )
     await run_worker()
     ticket = await _ticket(deps)
     assert await _links(deps) == [(ticket.id, 7001, "branch")]

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
-from arq.connections import ArqRedis
 import pytest
+from arq.connections import ArqRedis
 from sqlalchemy import func, select
 
 from adapters.github.verify import sign
@@ -70,7 +70,9 @@ async def test_bad_requests_are_refused_and_nothing_is_stored(
     message: str,
 ) -> None:
     body = _body()
-    response = await client.post("/webhooks/github", content=body, headers=_headers(body, **overrides))
+    response = await client.post(
+        "/webhooks/github", content=body, headers=_headers(body, **overrides)
+    )
     assert response.status_code == status
     assert message in response.json()["error"]
     assert await _count(deps) == 0
@@ -108,7 +110,7 @@ async def test_oversized_payload_is_refused_by_declared_length(
     body = _body()
     headers = _headers(body) | {"Content-Length": str(MAX_BODY_BYTES + 1)}
 
-    async def stream() -> object:
+    async def stream() -> AsyncIterator[bytes]:
         yield body
 
     response = await client.post("/webhooks/github", content=stream(), headers=headers)
@@ -121,7 +123,7 @@ async def test_oversized_payload_is_refused_while_streaming(
 ) -> None:
     chunk = b" " * (1024 * 1024)
 
-    async def stream() -> object:
+    async def stream() -> AsyncIterator[bytes]:
         yield b'{"a": "'
         for _ in range(26):
             yield chunk
@@ -141,7 +143,12 @@ async def test_accepted_delivery_is_stored_before_the_answer_and_enqueued_once(
     pk = response.json()["delivery"]
     async with deps.sessions() as s:
         row = (await s.execute(select(Delivery).where(Delivery.id == pk))).scalar_one()
-    assert (row.source, row.delivery_id, row.event, row.action) == ("github", "d-1", "issues", "opened")
+    assert (row.source, row.delivery_id, row.event, row.action) == (
+        "github",
+        "d-1",
+        "issues",
+        "opened",
+    )
     assert row.repository == payload["repository"]["full_name"]
     assert row.payload == payload
     assert row.status == "pending"
@@ -192,7 +199,9 @@ async def test_postgres_unavailable_answers_503_and_enqueues_nothing(
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://openase.test"
         ) as http:
-            response = await GitHubWebhookSender(http).send("issues", github_example("issues", "opened"))
+            response = await GitHubWebhookSender(http).send(
+                "issues", github_example("issues", "opened")
+            )
     finally:
         await dead.close()
     assert response.status_code == 503
@@ -215,7 +224,9 @@ async def test_redis_down_still_stores_and_the_sweep_enqueues_later(
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://openase.test"
     ) as http:
-        response = await GitHubWebhookSender(http).send("issues", github_example("issues", "opened"))
+        response = await GitHubWebhookSender(http).send(
+            "issues", github_example("issues", "opened")
+        )
     await no_redis.redis.aclose()
     # Stored in Postgres, so acknowledging is honest; the worker's sweep picks it up.
     assert response.status_code == 202

@@ -98,7 +98,9 @@ def ticket_from_issue(issue: Json, repo: RepoInfo, path: str = "issue") -> Ticke
         author_login=login(issue, "user", path),
         assignees=names(array(issue, "assignees", path), f"{path}.assignees", "login"),
         labels=names(labels, f"{path}.labels"),
-        label_ids=tuple(integer(label, "id", f"{path}.labels[{i}]") for i, label in enumerate(labels)),
+        label_ids=tuple(
+            integer(label, "id", f"{path}.labels[{i}]") for i, label in enumerate(labels)
+        ),
         milestone=opt_string(milestone, "title", f"{path}.milestone") if milestone else None,
         html_url=opt_string(issue, "html_url", path),
         created_at=timestamp(issue, "created_at", path),
@@ -208,7 +210,9 @@ def _event_installation_repositories(action: str, payload: Json) -> Events:
 
     return (
         RepositoriesChanged(
-            installation=inst, added=repos("repositories_added"), removed=repos("repositories_removed")
+            installation=inst,
+            added=repos("repositories_added"),
+            removed=repos("repositories_removed"),
         ),
     )
 
@@ -276,9 +280,13 @@ def _event_issue_comment(action: str, payload: Json) -> Events:
 
 def _event_pull_request(action: str, payload: Json) -> Events:
     repo = repo_from_api(obj(payload, "repository", "payload"), "payload.repository")
-    pr = pull_request_from_api(obj(payload, "pull_request", "payload"), repo, "payload.pull_request")
+    pr = pull_request_from_api(
+        obj(payload, "pull_request", "payload"), repo, "payload.pull_request"
+    )
     return (
-        PullRequestChanged(action=action, pull_request=pr, closing_refs=closing_refs(pr.body, repo.full_name)),
+        PullRequestChanged(
+            action=action, pull_request=pr, closing_refs=closing_refs(pr.body, repo.full_name)
+        ),
     )
 
 
