@@ -136,8 +136,8 @@ class GitHubApp:
         self._key = _load_key(private_key)
         self._clock = clock
         self._origin = _origin(self.api_url)
-        # One githubkit core per App; it opens an httpx client per call when not entered as
-        # a context manager, which is what a long-lived, multi-task worker needs.
+        # Not entered as a context manager (that binds an httpx client to one task's context),
+        # githubkit opens a client per call: safe to share across the worker's jobs.
         self._github = GitHub(
             base_url=self.api_url + "/",
             user_agent=USER_AGENT,
