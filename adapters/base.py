@@ -180,11 +180,13 @@ class CommentDeleted:
 
 @dataclass(frozen=True)
 class PullRequestChanged:
-    """A pull request's whole current state; `linked_tickets` are issue refs its body closes."""
+    """A pull request's whole current state, with the issues it refers to."""
 
     action: str
     pull_request: PullRequestInfo
     closing_refs: tuple[IssueRef, ...] = field(default_factory=tuple)
+    # The ticket whose work branch (`openase/<ticket>`) the PR comes from, if any.
+    branch_ref: IssueRef | None = None
 
 
 @dataclass(frozen=True)

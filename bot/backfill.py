@@ -26,12 +26,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from adapters.base import InstallationChanged, NormalizedEvent, PayloadError, RepositoryChanged
 from adapters.errors import AdapterError, RateLimited, TransientError
-from adapters.github.client import CachedPage, GitHubApp, Page
 from bot import mirror
 from bot.deps import Deps
 from bot.errors import ConfigError, OpenaseError
 from bot.ingest import BACKFILL_JOB
 from bot.models import HttpCacheEntry, Installation, Repository
+from bot.registry import CachedPage, GitHubApp, Page
 from bot.settings import Settings
 from harness_store.db import transaction
 

@@ -33,7 +33,6 @@ from adapters.base import (
     TicketRemoved,
     TicketUpserted,
 )
-from adapters.github.events import WORK_BRANCH
 from bot.models import (
     Comment,
     Installation,
@@ -391,9 +390,8 @@ async def upsert_pull_request(
 async def _replace_refs(session: AsyncSession, event: PullRequestChanged) -> None:
     pr = event.pull_request
     refs = {(ref.full_name.lower(), ref.number, "closing_keyword") for ref in event.closing_refs}
-    branch = WORK_BRANCH.match(pr.head_ref or "")
-    if branch:
-        refs.add((pr.repo.full_name.lower(), int(branch.group("number")), "branch"))
+    if event.branch_ref is not None:
+        refs.add((event.branch_ref.full_name.lower(), event.branch_ref.number, "branch"))
     await session.execute(delete(PullRequestRef).where(PullRequestRef.pull_request_id == pr.id))
     await session.execute(
         delete(TicketPullRequest).where(TicketPullRequest.pull_request_id == pr.id)

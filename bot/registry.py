@@ -3,7 +3,20 @@
 from __future__ import annotations
 
 from adapters.base import WebhookParser
+from adapters.github.client import CachedPage, GitHubApp, Page
 from adapters.github.events import parse as parse_github
+from adapters.github.verify import SIGNATURE_HEADER as GITHUB_SIGNATURE_HEADER
+from adapters.github.verify import signature_valid as github_signature_valid
+
+# The GitHub App client and its paging types, for the GitHub-only parts of bot (backfill).
+__all__ = [
+    "GITHUB_SIGNATURE_HEADER",
+    "CachedPage",
+    "GitHubApp",
+    "Page",
+    "github_signature_valid",
+    "parser_for",
+]
 
 
 def parser_for(source: str) -> WebhookParser:

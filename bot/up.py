@@ -179,7 +179,6 @@ async def _supervise(
             database_url=urls.database_url,
             redis_url=urls.redis_url,
             deps=deps,
-            redis_pool=deps.redis,
         )
         tasks["worker"] = asyncio.create_task(worker.async_run(), name="worker")
 

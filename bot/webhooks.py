@@ -13,10 +13,10 @@ from redis.exceptions import RedisError
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 
-from adapters.github.verify import SIGNATURE_HEADER, signature_valid
 from bot.deps import Deps
 from bot.metrics import WEBHOOK_ACK_SECONDS, WEBHOOK_DELIVERIES
 from bot.models import DeliveryStatus
+from bot.registry import GITHUB_SIGNATURE_HEADER, github_signature_valid
 
 log = structlog.get_logger(__name__)
 
@@ -187,8 +187,8 @@ async def _github_webhook(request: Request, deps: Deps, event: str) -> tuple[JSO
 
     secret = deps.settings.github_webhook_secret
     assert secret is not None, "serve refuses to start without a webhook secret"
-    if not signature_valid(
-        secret.get_secret_value().encode(), body, request.headers.get(SIGNATURE_HEADER)
+    if not github_signature_valid(
+        secret.get_secret_value().encode(), body, request.headers.get(GITHUB_SIGNATURE_HEADER)
     ):
         raise Rejected(401, "missing or invalid X-Hub-Signature-256", "bad_signature")
 

@@ -21,6 +21,10 @@ log = structlog.get_logger(__name__)
 
 # A pending delivery older than this missed its queue (Redis was down, or lost the job).
 SWEEP_AFTER = timedelta(seconds=60)
+# Older than this, its job is taken to be orphaned: a worker died holding it, and arq keeps
+# a dead job's in-progress key (blocking a re-enqueue) until the longest job timeout passes.
+# The sweep then ingests it itself; row locks make that safe beside a live job.
+ORPHANED_AFTER = timedelta(minutes=3)
 SWEEP_BATCH = 1000
 
 
@@ -29,23 +33,37 @@ async def ingest_job(ctx: dict[str, Any], pk: int) -> str:
     return await ingest_delivery(ctx["deps"], pk)
 
 
-async def sweep_pending(ctx: dict[str, Any], *, older_than: timedelta = SWEEP_AFTER) -> int:
-    """Enqueue pending deliveries that nobody is processing; returns how many."""
+async def sweep_pending(
+    ctx: dict[str, Any],
+    *,
+    older_than: timedelta = SWEEP_AFTER,
+    orphaned_after: timedelta = ORPHANED_AFTER,
+) -> int:
+    """Re-enqueue pending deliveries nobody is processing, ingest orphaned ones; how many."""
     deps: Deps = ctx["deps"]
-    cutoff = datetime.now(UTC) - older_than
+    now = datetime.now(UTC)
     async with deps.sessions() as session:
         rows = (
             await session.execute(
-                select(Delivery.id, Delivery.source)
-                .where(Delivery.status == DeliveryStatus.PENDING, Delivery.received_at < cutoff)
+                select(Delivery.id, Delivery.source, Delivery.received_at)
+                .where(
+                    Delivery.status == DeliveryStatus.PENDING,
+                    Delivery.received_at < now - older_than,
+                )
                 .order_by(Delivery.id)
                 .limit(SWEEP_BATCH)
             )
         ).all()
-    for pk, source in rows:
-        await enqueue_ingest(deps, source, pk)
+    orphaned = 0
+    for pk, source, received_at in rows:
+        if received_at < now - orphaned_after:
+            structlog.contextvars.clear_contextvars()
+            await ingest_delivery(deps, pk)
+            orphaned += 1
+        else:
+            await enqueue_ingest(deps, source, pk)
     if rows:
-        log.info("swept_pending_deliveries", count=len(rows))
+        log.info("swept_pending_deliveries", count=len(rows), ingested_inline=orphaned)
     return len(rows)
 
 

@@ -17,6 +17,7 @@ from arq.worker import Worker
 from sqlalchemy import select, text
 
 from bot.app import create_app
+from bot.backfill import forget_github_apps
 from bot.deps import Deps, build_deps
 from bot.embedded import EmbeddedPostgres, EmbeddedRedis
 from bot.ingest import ingest_delivery
@@ -26,6 +27,7 @@ from bot.settings import Settings
 from bot.worker import make_worker
 from harness_store.db import Base
 from tests import network_guard
+from tests.fakes.github_api import FakeGitHubAPI, fake_github_api
 from tests.helpers import TEST_API_URL, TEST_WEBHOOK_SECRET, GitHubWebhookSender, test_private_key
 
 network_guard.install()
@@ -113,6 +115,15 @@ async def client(
 def github(client: httpx.AsyncClient) -> GitHubWebhookSender:
     """Sends signed GitHub webhooks to the app."""
     return GitHubWebhookSender(client)
+
+
+@pytest.fixture(autouse=True)
+def github_api(settings: Settings) -> Iterator[FakeGitHubAPI]:
+    """Every test talks to a fake GitHub API (respx); jobs a test sets off never leave."""
+    forget_github_apps()
+    with fake_github_api(settings) as fake:
+        yield fake
+    forget_github_apps()
 
 
 @pytest.fixture

@@ -35,8 +35,8 @@ from adapters.base import (
 )
 from adapters.errors import AdapterError, RateLimited, RequestRejected, TransientError
 from adapters.github.events import (
-    closing_refs,
     installation_from_api,
+    pull_request_changed,
     pull_request_from_api,
     repo_from_api,
     ticket_from_issue,
@@ -410,12 +410,7 @@ class GitHubApp:
         """Open pull requests, with the issues their bodies close."""
 
         def convert(item: Json) -> PullRequestChanged:
-            pull_request = pull_request_from_api(item, repo)
-            return PullRequestChanged(
-                action="backfill",
-                pull_request=pull_request,
-                closing_refs=closing_refs(pull_request.body, repo.full_name),
-            )
+            return pull_request_changed("backfill", pull_request_from_api(item, repo))
 
         return self.pages(
             f"/repos/{repo.full_name}/pulls",

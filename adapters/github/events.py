@@ -175,6 +175,17 @@ def closing_refs(body: str, default_repo: str) -> tuple[IssueRef, ...]:
     return tuple(refs.values())
 
 
+def pull_request_changed(action: str, pr: PullRequestInfo) -> PullRequestChanged:
+    """The event for a PR's current state, with the issues its body closes and its branch names."""
+    branch = WORK_BRANCH.match(pr.head_ref or "")
+    return PullRequestChanged(
+        action=action,
+        pull_request=pr,
+        closing_refs=closing_refs(pr.body, pr.repo.full_name),
+        branch_ref=IssueRef(pr.repo.full_name, int(branch.group("number"))) if branch else None,
+    )
+
+
 def _short_repo(data: Json, path: str) -> RepoInfo:
     """The abridged repository objects of installation payloads (no URLs, no branch)."""
     return RepoInfo(
@@ -283,11 +294,7 @@ def _event_pull_request(action: str, payload: Json) -> Events:
     pr = pull_request_from_api(
         obj(payload, "pull_request", "payload"), repo, "payload.pull_request"
     )
-    return (
-        PullRequestChanged(
-            action=action, pull_request=pr, closing_refs=closing_refs(pr.body, repo.full_name)
-        ),
-    )
+    return (pull_request_changed(action, pr),)
 
 
 def _event_label(action: str, payload: Json) -> Events:
