@@ -61,7 +61,14 @@ async def make_intake_pool(database_url: str, *, size: int = 16) -> Any:
         command_timeout=10,
         # Fewer round trips: the statement is prepared once per connection and cached.
         statement_cache_size=64,
+        # The intake only runs one autocommitted INSERT and never sets session state, so the
+        # default reset on release (a RESET ALL round trip per request) has nothing to undo.
+        reset=_keep_session,
     )
+
+
+async def _keep_session(connection: Any) -> None:
+    """Release hook that leaves the session as it is (see make_intake_pool)."""
 
 
 def plain_url(url: str) -> str:
