@@ -1,9 +1,10 @@
 """Metrics the control worker records in Redis, so any web replica can serve them on /metrics.
 
-Counters are Redis hashes; the ingest latency histogram keeps cumulative bucket counts
-the way Prometheus wants them. Writes and reads each go through MULTI/EXEC so a scrape
-never sees a bucket incremented without its `count` (a histogram whose buckets exceed
-+Inf is rejected by Prometheus).
+Counters are Redis hashes. The ingest latency histogram keeps one count per bucket (the
+one a latency falls in), made cumulative when read: four commands per delivery, however
+many buckets. Writes and reads each go through MULTI/EXEC so a scrape never sees a bucket
+incremented without its `count` (a histogram whose buckets exceed +Inf is rejected by
+Prometheus).
 """
 
 from __future__ import annotations
@@ -26,9 +27,8 @@ async def record_ingest(redis: Redis, *, event: str, outcome: str, latency_secon
     """Count one ingested delivery and its received-to-ingested latency."""
     pipe = redis.pipeline(transaction=True)
     pipe.hincrby(INGEST_COUNTS, f"{event}|{outcome}", 1)
-    for bound in LATENCY_BUCKETS:
-        if latency_seconds <= bound:
-            pipe.hincrby(INGEST_LATENCY, f"le:{bound}", 1)
+    bucket = next((f"in:{b}" for b in LATENCY_BUCKETS if latency_seconds <= b), "in:+Inf")
+    pipe.hincrby(INGEST_LATENCY, bucket, 1)
     pipe.hincrby(INGEST_LATENCY, "count", 1)
     pipe.hincrbyfloat(INGEST_LATENCY, "sum", latency_seconds)
     try:
@@ -62,12 +62,14 @@ async def read_ingest(redis: Redis) -> IngestSnapshot:
         if sep and number is not None:
             counts[(event, outcome)] = number
     latency = _decoded(raw_latency)
-    buckets = tuple(
-        (bound, _number(latency.get(f"le:{bound}", "0")) or 0.0) for bound in LATENCY_BUCKETS
-    )
+    cumulative = 0.0
+    buckets = []
+    for bound in LATENCY_BUCKETS:
+        cumulative += _number(latency.get(f"in:{bound}", "0")) or 0.0
+        buckets.append((bound, cumulative))
     return IngestSnapshot(
         counts=counts,
-        buckets=buckets,
+        buckets=tuple(buckets),
         count=_number(latency.get("count", "0")) or 0.0,
         sum=_number(latency.get("sum", "0")) or 0.0,
     )
@@ -88,7 +90,7 @@ def ingest_families(snapshot: IngestSnapshot) -> list[Metric]:
         labels=[],
     )
     # A bucket read can never exceed the total in a consistent snapshot; max() keeps the
-    # exposition valid even if a writer predating MULTI/EXEC left a torn update behind.
+    # exposition valid whatever a crashed writer left behind.
     infinity = max([snapshot.count, *(c for _, c in snapshot.buckets)])
     latency.add_metric(
         [],
