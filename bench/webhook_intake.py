@@ -1,7 +1,7 @@
 """Benchmark: webhook intake throughput, ack latency, and time until everything is ingested.
 
-    make bench                       # defaults: 20,000 deliveries, 32 connections
-    make bench BENCH_ARGS="--deliveries 5000 --connections 16"
+    make bench                       # defaults: 20,000 deliveries, 16 connections
+    make bench BENCH_ARGS="--deliveries 5000 --connections 32 --worker-after"
 
 Starts real PostgreSQL and Redis (embedded, or OPENASE_BENCH_DATABASE_URL /
 OPENASE_BENCH_REDIS_URL — the database must be a throwaway one), `openase serve` and
@@ -194,7 +194,7 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--deliveries", type=int, default=20_000)
-    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--ingest-timeout", type=float, default=600)
     parser.add_argument(
         "--worker-after", action="store_true", help="start the worker only after all are accepted"
