@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, bindparam, delete, func, select, update
+from sqlalchemy import and_, bindparam, delete, func, literal_column, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -116,7 +116,11 @@ _UPSERT_TICKET = upsert(
     Ticket,
     ["source", "external_id"],
     guard=lambda t, ex: and_(t.c.state.not_in(TOMBSTONES), not_older("external_updated_at")(t, ex)),
-    returning="id",
+).returning(
+    Ticket.__table__.c.id,
+    # Postgres' tell for "this row was inserted, not updated": only new tickets need their
+    # PR links resolved here; later PR events keep the links of existing tickets current.
+    literal_column("xmax = 0").label("inserted"),
 )
 _REMOVE_TICKET = upsert(Ticket, ["source", "external_id"], update=["state"], returning="id")
 _UPSERT_COMMENT = upsert(
@@ -294,8 +298,8 @@ async def upsert_ticket(
     conn = await session.connection()
     # A removal is final whatever its timestamp; otherwise only a newer state is applied.
     statement = _REMOVE_TICKET if removed else _UPSERT_TICKET
-    ticket_id = (await conn.execute(statement, values)).scalar_one_or_none()
-    if ticket_id is None:  # stale: the stored row is newer; it still counts as touched
+    row = (await conn.execute(statement, values)).one_or_none()
+    if row is None:  # stale: the stored row is newer; it still counts as touched
         ticket_id = (
             await conn.execute(
                 select(Ticket.id).where(
@@ -303,9 +307,11 @@ async def upsert_ticket(
                 )
             )
         ).scalar_one()
-    elif ticket.repo is not None and ticket.number is not None:
-        await _link_refs_to_ticket(session, ticket_id, ticket.repo.full_name, ticket.number)
-    return int(ticket_id)
+        return int(ticket_id)
+    inserted = getattr(row, "inserted", False)
+    if inserted and ticket.repo is not None and ticket.number is not None:
+        await _link_refs_to_ticket(session, row.id, ticket.repo.full_name, ticket.number)
+    return int(row.id)
 
 
 async def _current_label_names(session: AsyncSession, ticket: TicketInfo) -> list[str]:
