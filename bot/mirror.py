@@ -163,7 +163,9 @@ async def apply(
                     )
                 )
                 if event.moved_to is not None:
-                    applied.tickets.add(await upsert_ticket(session, event.moved_to, None))
+                    # Its new repository may be one the App cannot see: note it, not as ours.
+                    moved = await upsert_ticket(session, event.moved_to, None, repo_active=None)
+                    applied.tickets.add(moved)
             case CommentCreated() | CommentEdited() | CommentDeleted():
                 ticket_id = await upsert_ticket(session, event.ticket, installation_id)
                 await _upsert_comment(session, event, ticket_id)
@@ -181,14 +183,36 @@ async def apply(
 
 
 async def upsert_repository(
-    session: AsyncSession, repo: RepoInfo, installation_id: int | None, *, active: bool = True
+    session: AsyncSession,
+    repo: RepoInfo,
+    installation_id: int | None,
+    *,
+    active: bool | None = True,
 ) -> None:
     """Insert or refresh a repository; fields the event does not carry are left alone.
+
+    `active=None`: a repository we only hear of in passing (an issue transferred there);
+    stored as inactive if new, otherwise left as it is.
 
     Most events repeat what is stored; those skip the write, because an upsert locks the
     row until commit and would serialise every concurrent ingest of the repository.
     """
     conn = await session.connection()
+    if active is None:
+        await conn.execute(
+            insert(Repository)
+            .values(
+                id=repo.id,
+                full_name=repo.full_name,
+                private=repo.private,
+                default_branch=repo.default_branch,
+                clone_url=repo.clone_url,
+                html_url=repo.html_url,
+                active=False,
+            )
+            .on_conflict_do_nothing(index_elements=[Repository.id])
+        )
+        return
     values: dict[str, Any] = {
         "id": repo.id,
         "full_name": repo.full_name,
@@ -272,10 +296,11 @@ async def upsert_ticket(
     installation_id: int | None,
     *,
     removed: str | None = None,
+    repo_active: bool | None = True,
 ) -> int:
     """Store the ticket's state unless the stored one is newer; returns the ticket's id."""
     if ticket.repo is not None:
-        await upsert_repository(session, ticket.repo, installation_id)
+        await upsert_repository(session, ticket.repo, installation_id, active=repo_active)
     values: dict[str, Any] = {
         "source": ticket.source,
         "external_id": ticket.external_id,

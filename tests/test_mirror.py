@@ -10,7 +10,15 @@ from sqlalchemy import select
 
 from bot.deps import Deps
 from bot.ingest import ingest_delivery
-from bot.models import Comment, Delivery, DeliveryTicket, PullRequest, Ticket, TicketPullRequest
+from bot.models import (
+    Comment,
+    Delivery,
+    DeliveryTicket,
+    PullRequest,
+    Repository,
+    Ticket,
+    TicketPullRequest,
+)
 from tests.helpers import GitHubWebhookSender, github_example
 
 RunWorker = Callable[[], Awaitable[object]]
@@ -221,3 +229,21 @@ async def test_installation_created_enqueues_a_backfill_per_repository(
     jobs = await deps.redis.queued_jobs(queue_name="openase:control")
     backfills = sorted(j.args for j in jobs if j.function == "backfill_repository")
     assert backfills == sorted((r["id"],) for r in payload["repositories"])
+
+
+async def test_a_transferred_issue_does_not_claim_its_new_repository(
+    github: GitHubWebhookSender, deps: Deps, run_worker: RunWorker
+) -> None:
+    payload = github_example("issues", "transferred")
+    await github.send("issues", payload)
+    await run_worker()
+    async with deps.sessions() as s:
+        repos = dict((await s.execute(select(Repository.full_name, Repository.active))).all())
+        states = dict((await s.execute(select(Ticket.key, Ticket.state))).all())
+    old, new = payload["repository"], payload["changes"]["new_repository"]
+    assert repos == {old["full_name"]: True, new["full_name"]: False}
+    new_key = f"{new['full_name']}#{payload['changes']['new_issue']['number']}"
+    assert states == {
+        f"{old['full_name']}#{payload['issue']['number']}": "transferred",
+        new_key: "open",
+    }
