@@ -64,34 +64,24 @@ class Applied:
 
 # --- statements ---------------------------------------------------------------------------
 
+# What a repository event can tell us; the URLs and installation may be missing (kept then).
+_REPOSITORY_FIELDS = (
+    "full_name",
+    "private",
+    "active",
+    "default_branch",
+    "clone_url",
+    "html_url",
+    "installation_id",
+)
 _UPSERT_REPOSITORY = upsert(
     Repository,
     ["id"],
-    update=[
-        "full_name",
-        "private",
-        "active",
-        "default_branch",
-        "clone_url",
-        "html_url",
-        "installation_id",
-    ],
+    update=_REPOSITORY_FIELDS,
     keep_when_null=["default_branch", "clone_url", "html_url", "installation_id"],
 )
 _SELECT_REPOSITORY = select(
-    *(
-        Repository.__table__.c[name]
-        for name in (
-            "id",
-            "full_name",
-            "private",
-            "active",
-            "default_branch",
-            "clone_url",
-            "html_url",
-            "installation_id",
-        )
-    )
+    *(Repository.__table__.c[name] for name in ("id", *_REPOSITORY_FIELDS))
 ).where(Repository.id == bindparam("id"))
 _ENSURE_INSTALLATION = (
     insert(Installation)
