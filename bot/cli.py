@@ -15,6 +15,7 @@ import logging
 import re
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot.errors import ConfigError, OpenaseError
@@ -100,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     sync.add_argument("repo", metavar="OWNER/REPO", type=repository)
+    _add_runner_parser(commands)
+    _add_try_parser(commands)
     app = commands.add_parser("app", help="GitHub App helpers", description="GitHub App helpers.")
     app_commands = app.add_subparsers(dest="app_command", metavar="COMMAND", required=True)
     manifest = app_commands.add_parser(
@@ -112,6 +115,143 @@ def build_parser() -> argparse.ArgumentParser:
     )
     manifest.add_argument("--url", metavar="BASE_URL", help="public base URL of the bot")
     return parser
+
+
+def machine_name(value: str) -> str:
+    """argparse type for a machine name: it becomes part of a Redis key and a queue name."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", value):
+        raise argparse.ArgumentTypeError(
+            f"expected 1-63 letters, digits, '.', '-' or '_' (starting with a letter or digit), "
+            f"got {value!r}"
+        )
+    return value
+
+
+def labels(value: str) -> tuple[str, ...]:
+    """argparse type for --labels a,b."""
+    items = tuple(item.strip() for item in value.split(",") if item.strip())
+    for item in items:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,62}", item):
+            raise argparse.ArgumentTypeError(f"label {item!r}: letters, digits and ._:/- only")
+    return items
+
+
+def positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {value!r}")
+    return number
+
+
+def positive_float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = 0.0
+    if not number > 0 or number != number or number == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value!r}")
+    return number
+
+
+def _add_runner_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    runner = commands.add_parser(
+        "runner",
+        help="execute agent runs on this machine (Redis only, no database)",
+        description=(
+            "Run this machine's runner: an arq worker on queue openase:runs:NAME that executes "
+            "agent runs in git worktrees under --workspace-root. Needs only OPENASE_REDIS_URL "
+            "(or a running `openase up` with the same OPENASE_DATA_DIR) and the git remotes; "
+            "no database and no tracker credentials. SIGTERM lets runs finish for "
+            "--drain-seconds, then stops them, keeps their work and hands them back."
+        ),
+    )
+    runner.add_argument("--machine", required=True, type=machine_name, metavar="NAME")
+    runner.add_argument(
+        "--labels", type=labels, default=(), metavar="A,B", help="labels runs may require"
+    )
+    runner.add_argument(
+        "--max-runs", type=positive_int, default=2, metavar="N", help="runs at once (2)"
+    )
+    runner.add_argument(
+        "--workspace-root",
+        type=Path,
+        metavar="DIR",
+        help="mirrors and worktrees (default OPENASE_DATA_DIR/workspaces/NAME)",
+    )
+    runner.add_argument(
+        "--drain-seconds",
+        type=positive_float,
+        default=60.0,
+        metavar="S",
+        help="on SIGTERM, how long running runs may finish before being handed back (60)",
+    )
+
+
+TRY_AGENTS = ("claude_code", "codex", "gemini", "command")
+
+
+def _add_try_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    trial = commands.add_parser(
+        "try",
+        help="one agent run on a local repository, to try a harness before publishing it",
+        description=(
+            "Run one agent on a local git repository without the queue or a database: the "
+            "harness (default: the built-in `coder`) is rendered, skills and hooks applied, the "
+            "agent's work committed on a new branch openase/try-<time> pushed into the "
+            "repository (your checked-out branch is never touched). Live events go to stderr; "
+            "the RunResult to stdout. Exit status 0 only when the run succeeded and every "
+            "blocking hook passed."
+        ),
+        epilog=(
+            "examples:\n"
+            "  openase try --repo . --agent claude_code --env ANTHROPIC_API_KEY=$KEY 'fix the typo'\n"
+            "  openase try --repo . --agent command --argv 'python3 agent.py {prompt_file}' \\\n"
+            "      --hook on_complete='pytest -q' 'add a test for parse()'"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    trial.add_argument("--repo", required=True, type=Path, metavar="PATH")
+    trial.add_argument("--agent", required=True, choices=TRY_AGENTS)
+    trial.add_argument("--model", metavar="M")
+    trial.add_argument(
+        "--argv",
+        metavar="'PROGRAM ARGS…'",
+        help="command agent: its command line, split like a shell would; {prompt}, "
+        "{prompt_file}, {instructions_file}, {workspace}, {ticket} expand",
+    )
+    trial.add_argument("--agent-bin", metavar="PATH", help="the agent CLI, if not on PATH")
+    trial.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="provider setting for the agent (API key, base URL); the only variables it gets "
+        "beyond PATH/HOME",
+    )
+    trial.add_argument("--harness", type=Path, metavar="FILE", help="a Jinja harness template")
+    trial.add_argument(
+        "--skill", action="append", default=[], type=Path, metavar="DIR", help="a skill folder"
+    )
+    trial.add_argument(
+        "--hook",
+        action="append",
+        default=[],
+        metavar="PHASE=CMD",
+        help="e.g. on_complete='pytest -q' (blocking)",
+    )
+    trial.add_argument("--wall-seconds", type=positive_float, default=3600.0, metavar="S")
+    trial.add_argument("--stall-seconds", type=positive_float, default=300.0, metavar="S")
+    trial.add_argument("--budget-usd", type=positive_float, metavar="USD")
+    trial.add_argument("--max-turns", type=positive_int, metavar="N")
+    trial.add_argument(
+        "--no-push", action="store_true", help="keep the branch in the throwaway workspace"
+    )
+    trial.add_argument("--workspace-root", type=Path, metavar="DIR")
+    trial.add_argument("--json", action="store_true", help="print the RunResult as JSON")
+    trial.add_argument("task", help="what the agent should do")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -132,7 +272,12 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "app":
         return _app_manifest(args.url)
 
+    if args.command == "try":
+        return _try(args)
     settings = load_settings()
+    if args.command == "runner":
+        _configure_logging()
+        return _runner(settings, args)
     if args.command == "up":
         _configure_logging()
         return _up(settings)
@@ -199,6 +344,61 @@ def _serve(settings: Settings, urls: ServiceUrls, *, web: bool) -> int:
             settings, urls, shutdown, web=web, worker=not web, announce=announce
         )
     )
+
+
+def _runner(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.embedded import EmbeddedRedis
+    from bot.services import redis_dir
+    from runner import worker
+
+    redis_url = settings.redis_url or EmbeddedRedis.running_url(redis_dir(settings))
+    if redis_url is None:
+        raise ConfigError(
+            "OPENASE_REDIS_URL is not set, and no `openase up` is running with data dir "
+            f"{settings.data_dir} (OPENASE_DATA_DIR): the runner needs the control plane's Redis"
+        )
+    root = args.workspace_root or settings.data_dir.expanduser() / "workspaces" / args.machine
+    config = worker.RunnerConfig(
+        machine=args.machine,
+        redis_url=redis_url,
+        workspace_root=root.expanduser().resolve(),
+        labels=args.labels,
+        max_runs=args.max_runs,
+        drain_seconds=args.drain_seconds,
+    )
+    return worker.run(config)
+
+
+def _try(args: argparse.Namespace) -> int:
+    import shlex
+
+    from bot import trial
+
+    options = trial.TrialOptions(
+        repo=args.repo,
+        agent=args.agent,
+        task=args.task,
+        model=args.model,
+        argv=shlex.split(args.argv) if args.argv else [],
+        agent_bin=args.agent_bin,
+        env=args.env,
+        harness=args.harness,
+        skills=args.skill,
+        hooks=args.hook,
+        wall_seconds=args.wall_seconds,
+        stall_seconds=args.stall_seconds,
+        budget_usd=args.budget_usd,
+        max_turns=args.max_turns,
+        push=not args.no_push,
+        workspace_root=args.workspace_root,
+        json=args.json,
+    )
+    result = asyncio.run(trial.run_trial(options))
+    if args.json:
+        print(json.dumps(result.to_wire(), indent=2))
+    else:
+        print(trial.summary(result))
+    return 0 if result.succeeded else 1
 
 
 def _migrate(database_url: str) -> int:

@@ -1,0 +1,222 @@
+"""`openase try`: one run on a local repository, without the queue or a database.
+
+The user tries a harness, skills, hooks and an agent on their own checkout before publishing
+anything. The repository itself is the "remote": the runner works in a worktree of a
+mirror of it and pushes the result as a new branch `openase/try-<stamp>` into it (never
+touching the checked-out branch), so `git log openase/try-…` shows what the agent did.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import SecretStr, ValidationError
+
+from bot.errors import ConfigError
+from harness_store.render import RenderContext, render_harness
+from harness_store.seed import builtin_harness_text
+from harness_store.skills import load_skill_dir
+from runner.contract import (
+    HOOK_PHASES,
+    AgentConfig,
+    HarnessRef,
+    HookSpec,
+    Hooks,
+    Limits,
+    RepoRef,
+    RunResult,
+    RunSpec,
+    SkillSpec,
+    TicketRef,
+)
+from runner.events import PrintEventSink
+from runner.execute import Cancellation, execute
+from runner.workspace import Workspace
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_HOOK_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+@dataclass
+class TrialOptions:
+    repo: Path
+    agent: str
+    task: str
+    model: str | None = None
+    argv: list[str] = field(default_factory=list)
+    agent_bin: str | None = None
+    env: list[str] = field(default_factory=list)
+    harness: Path | None = None
+    skills: list[Path] = field(default_factory=list)
+    hooks: list[str] = field(default_factory=list)
+    wall_seconds: float = 3600
+    stall_seconds: float = 300
+    budget_usd: float | None = None
+    max_turns: int | None = None
+    push: bool = True
+    workspace_root: Path | None = None
+    json: bool = False
+
+
+def parse_env(pairs: list[str]) -> dict[str, SecretStr]:
+    env: dict[str, SecretStr] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not _ENV_NAME.match(name):
+            raise ConfigError(f"--env {pair.split('=')[0]!r}: expected KEY=VALUE")
+        env[name] = SecretStr(value)
+    return env
+
+
+def parse_hooks(items: list[str]) -> Hooks:
+    by_phase: dict[str, list[HookSpec]] = {phase: [] for phase in HOOK_PHASES}
+    for item in items:
+        phase, sep, command = item.partition("=")
+        if not sep or phase not in by_phase or not command.strip():
+            raise ConfigError(
+                f"--hook {item!r}: expected PHASE=COMMAND with PHASE one of {', '.join(HOOK_PHASES)}"
+            )
+        words = command.split()
+        base = _HOOK_NAME.sub("-", Path(words[0]).name).strip("-.") or "hook"
+        taken = {hook.name for hook in by_phase[phase]}
+        name, n = base[:60], 2
+        while name in taken:
+            name, n = f"{base[:57]}-{n}", n + 1
+        by_phase[phase].append(HookSpec(name=name, run=command))
+    return Hooks.model_validate(by_phase)
+
+
+def _git(repo: Path, *args: str) -> str:
+    done = subprocess.run(
+        ["git", "-C", str(repo), *args],  # noqa: S607  # git from PATH, as the runner uses it
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise ConfigError(f"--repo {repo}: git {' '.join(args)}: {done.stderr.strip()}")
+    return done.stdout.strip()
+
+
+def build_spec(options: TrialOptions) -> RunSpec:
+    """The RunSpec the control plane would have sent, from the command line's options."""
+    repo = options.repo.expanduser().resolve()
+    if not repo.is_dir():
+        raise ConfigError(f"--repo {options.repo}: not a directory")
+    top = Path(_git(repo, "rev-parse", "--show-toplevel"))
+    base = _git(top, "rev-parse", "--abbrev-ref", "HEAD")
+    if base == "HEAD":
+        raise ConfigError(f"--repo {options.repo}: HEAD is detached; check out a branch first")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    ticket = TicketRef(key=f"try-{stamp}", title=options.task.splitlines()[0][:200])
+    repository = RepoRef(full_name=f"local/{_safe(top.name)}", clone_url=str(top), default_branch=base)
+
+    if options.harness is not None:
+        try:
+            template = options.harness.read_text()
+        except OSError as error:
+            raise ConfigError(f"--harness {options.harness}: {error.strerror}") from None
+        harness_name = options.harness.stem
+    else:
+        template, harness_name = builtin_harness_text("coder"), "coder"
+    text = render_harness(
+        template,
+        RenderContext.for_run(
+            ticket=ticket.model_dump(),
+            repository=repository.model_dump(),
+            attempt=1,
+            previous_failure=None,
+        ),
+    )
+    skills: list[SkillSpec] = []
+    for skill_dir in options.skills:
+        skills.append(load_skill_dir(skill_dir))
+
+    try:
+        agent = AgentConfig(
+            cli=options.agent,  # type: ignore[arg-type]  # argparse choices checked it
+            model=options.model,
+            argv=tuple(options.argv),
+            env=parse_env(options.env),
+            binary=options.agent_bin,
+            max_turns=options.max_turns,
+        )
+        return RunSpec(
+            run_id=f"try-{stamp}-{int(time.time() * 1000) % 1000:03d}",
+            ticket=ticket,
+            repo=repository,
+            base_branch=base,
+            work_branch=f"openase/try-{stamp}",
+            prompt=options.task,
+            harness=HarnessRef(name=harness_name, version=1, text=text),
+            skills=tuple(skills),
+            agent=agent,
+            hooks=parse_hooks(options.hooks),
+            limits=Limits(
+                wall_seconds=options.wall_seconds,
+                stall_seconds=options.stall_seconds,
+                budget_usd=options.budget_usd,
+            ),
+            push=options.push,
+        )
+    except ValidationError as error:
+        first = error.errors(include_input=False)[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise ConfigError(f"invalid option ({where}): {first['msg']}") from None
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "repo"
+
+
+async def run_trial(options: TrialOptions) -> RunResult:
+    spec = build_spec(options)
+    if options.agent == "command" and not options.argv:
+        raise ConfigError("--agent command needs --argv 'PROGRAM ARGS…' ({prompt_file} expands)")
+    cancellation = Cancellation()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, cancellation.cancel, f"interrupted ({sig.name})")
+    sink = PrintEventSink(spec.run_id, out=sys.stderr)
+    with contextlib.ExitStack() as stack:
+        root = options.workspace_root
+        if root is None:
+            root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="openase-try-")))
+        workspace = Workspace(root)
+        try:
+            return await execute(
+                spec, workspace=workspace, sink=sink, cancellation=cancellation, machine="local"
+            )
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+            with contextlib.suppress(Exception):
+                await workspace.remove(spec.repo.full_name, spec.work_branch)
+
+
+def summary(result: RunResult) -> str:
+    """A few lines for a human at the end of `openase try`."""
+    lines = [f"run {result.run_id}: {result.status.value}"]
+    if result.error:
+        lines.append(f"  why: {result.error}")
+    if result.branch and result.head_sha:
+        where = "pushed to" if result.pushed else "committed on"
+        lines.append(f"  {where} {result.branch} at {result.head_sha[:12]}")
+    for hook in result.hook_results:
+        state = "passed" if hook.passed else ("timed out" if hook.timed_out else "FAILED")
+        lines.append(f"  hook {hook.phase}/{hook.name} ({hook.on_failure}): {state}")
+    tokens = result.usage.total_tokens
+    cost = f", ${result.cost_usd:.4f}" if result.cost_usd is not None else ""
+    lines.append(f"  usage: {tokens} tokens{cost}")
+    if result.summary:
+        lines.append("  agent's summary: " + result.summary.strip().replace("\n", "\n    "))
+    return "\n".join(lines)

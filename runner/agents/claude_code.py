@@ -1,0 +1,297 @@
+"""Claude Code in print mode (`claude -p`), read through its `stream-json` output.
+
+Facts this relies on (measured on 2.1.330, see AGENT-CLIS.md): each content block of an
+assistant message arrives as its own `assistant` line carrying the message's usage so far;
+the final `result` line holds the run's usage and cost; an API failure ends with
+`subtype: "success"` but `is_error: true`, so `is_error` is what counts.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from runner.agents.base import AgentRun, Invocation, Outcome, StreamState, scrubbed_env
+from runner.contract import AgentCli, AgentEvent, EventKind, RunStatus, Usage
+
+# Tools that run without asking: print mode has nobody to ask, so anything else is denied.
+ALLOWED_TOOLS = "Bash Read Edit Write Glob Grep"
+
+# Quiet flags: with these Claude Code connects only to the model's base URL.
+QUIET_ENV = {
+    "DISABLE_TELEMETRY": "1",
+    "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+    "DISABLE_AUTOUPDATER": "1",
+    "DISABLE_ERROR_REPORTING": "1",
+    # Its default retries an unreachable or failing API for minutes; a run should fail fast
+    # and let the control plane decide on a retry. AgentConfig.env may override it.
+    "CLAUDE_CODE_MAX_RETRIES": "0",
+}
+
+TOOL_RESULT_LIMIT = 4096  # characters of a tool's output kept in its event
+_STDERR_LIMIT = 500
+
+# How Claude Code words a failed model call in its result text (e.g. "API Error: 500 ...",
+# "Failed to authenticate. API Error: 401 ...", "API Error: Connection refused ...").
+_API_FAILURE = re.compile(
+    r"API Error|authenticat|connection (?:refused|error|reset)|ECONN|ETIMEDOUT|overloaded",
+    re.IGNORECASE,
+)
+
+
+class ClaudeCode:
+    cli: AgentCli = "claude_code"
+    default_binary = "claude"
+    skills_dir = ".claude/skills"
+
+    def invocation(self, run: AgentRun, binary: str) -> Invocation:
+        """The prompt goes on stdin: argv would cap it at 128 KB and a leading "-" in a
+        ticket body would read as an option."""
+        config = run.config
+        (run.home / "tmp").mkdir(parents=True, exist_ok=True)
+        argv = [
+            binary,
+            "-p",
+            "--output-format",
+            "stream-json",
+            "--verbose",
+            # acceptEdits + an allow-list works as root, where bypassing permissions is refused.
+            "--permission-mode",
+            "acceptEdits",
+            "--allowedTools",
+            ALLOWED_TOOLS,
+        ]
+        if config.max_turns is not None:
+            argv += ["--max-turns", str(config.max_turns)]
+        if config.model:
+            argv += ["--model", config.model]
+        if run.instructions:
+            # The "=" form keeps a harness that starts with "-" from reading as an option.
+            argv.append(f"--append-system-prompt={run.instructions}")
+        if config.resume_session_id:
+            argv += ["--resume", config.resume_session_id]
+        elif run.session_id:
+            argv += ["--session-id", run.session_id]
+        argv += config.extra_args
+        env = scrubbed_env(run.home, config, extra=QUIET_ENV)
+        return Invocation(argv=argv, env=env, stdin=run.prompt.encode())
+
+    def parser(self) -> ClaudeCodeParser:
+        return ClaudeCodeParser()
+
+
+class ClaudeCodeParser:
+    """stream-json lines -> events; keeps usage, cost, session id and the final result."""
+
+    def __init__(self) -> None:
+        self.state = StreamState()
+        self.result: dict[str, Any] | None = None
+        self._last_text: str | None = None  # the summary when a run ends without a result text
+        # Usage per assistant message id: every block of a message repeats its usage.
+        self._message_usage: dict[str, Usage] = {}
+
+    def feed(self, line: str) -> list[AgentEvent]:
+        text = line.strip()
+        if not text:
+            return []
+        try:
+            data = json.loads(text)
+        except ValueError:
+            return [_log(line)]
+        if not isinstance(data, dict):
+            return [_log(line)]
+        try:
+            return self._event(data)
+        except (AttributeError, KeyError, TypeError, ValueError):
+            return [_log(line)]  # a JSON shape this version does not know
+
+    def _event(self, data: dict[str, Any]) -> list[AgentEvent]:
+        kind = data.get("type")
+        if kind == "system" and data.get("subtype") == "init":
+            self.state.session_id = data.get("session_id") or self.state.session_id
+            return [AgentEvent(kind=EventKind.SESSION, session_id=self.state.session_id)]
+        if kind == "assistant":
+            return self._assistant(data)
+        if kind == "user":
+            return self._tool_results(data)
+        if kind == "result":
+            return [self._result(data)]
+        return []  # hook, status and rate-limit lines: nothing a run report needs
+
+    def _assistant(self, data: dict[str, Any]) -> list[AgentEvent]:
+        message = data.get("message") or {}
+        extra = _subagent(data)
+        events: list[AgentEvent] = []
+        for block in message.get("content") or []:
+            if block.get("type") == "text" and block.get("text"):
+                api_failure = bool(data.get("is_api_error_message"))
+                if not api_failure and not extra:
+                    self._last_text = block["text"]
+                events.append(
+                    AgentEvent(
+                        kind=EventKind.TEXT,
+                        text=block["text"],
+                        is_error=True if api_failure else None,
+                        data=extra,
+                    )
+                )
+            elif block.get("type") == "tool_use":
+                events.append(
+                    AgentEvent(
+                        kind=EventKind.TOOL_CALL,
+                        tool=block.get("name"),
+                        tool_id=block.get("id"),
+                        input=block.get("input") or {},
+                        data=extra,
+                    )
+                )
+        usage = message.get("usage")
+        if isinstance(usage, dict) and message.get("id"):
+            before = self.state.usage
+            self._message_usage[str(message["id"])] = _usage(usage)
+            self.state.usage = sum(self._message_usage.values(), Usage())
+            if self.state.usage != before:
+                events.append(AgentEvent(kind=EventKind.USAGE, usage=self.state.usage))
+        return events
+
+    def _tool_results(self, data: dict[str, Any]) -> list[AgentEvent]:
+        content = (data.get("message") or {}).get("content")
+        if not isinstance(content, list):
+            return []  # a plain user message (the prompt, a skill's body)
+        return [
+            AgentEvent(
+                kind=EventKind.TOOL_RESULT,
+                tool_id=block.get("tool_use_id"),
+                text=_truncate(_text_of(block.get("content"))),
+                is_error=bool(block.get("is_error")),
+                data=_subagent(data),
+            )
+            for block in content
+            if isinstance(block, dict) and block.get("type") == "tool_result"
+        ]
+
+    def _result(self, data: dict[str, Any]) -> AgentEvent:
+        self.result = data
+        text = _result_text(data)
+        final = data.get("result")
+        self.state.final_text = final if isinstance(final, str) and final else self._last_text
+        self.state.session_id = data.get("session_id") or self.state.session_id
+        cost = data.get("total_cost_usd")
+        if isinstance(cost, int | float):
+            self.state.cost_usd = float(cost)
+        # The result's usage covers the whole run, including the last message's output
+        # tokens that the per-block lines were sent before.
+        if isinstance(data.get("usage"), dict):
+            self.state.usage = _usage(data["usage"])
+        details = {
+            key: data[key]
+            for key in ("subtype", "num_turns", "duration_ms", "terminal_reason")
+            if data.get(key) is not None
+        }
+        if data.get("permission_denials"):
+            details["permission_denials"] = len(data["permission_denials"])
+        return AgentEvent(
+            kind=EventKind.RESULT,
+            text=text,
+            is_error=bool(data.get("is_error")),
+            usage=self.state.usage,
+            cost_usd=self.state.cost_usd,
+            session_id=self.state.session_id,
+            data=details,
+        )
+
+    def finish(self, exit_code: int, stderr_tail: str) -> Outcome:
+        result = self.result
+        if result is None:
+            tail = stderr_tail.strip()[-_STDERR_LIMIT:]
+            error = f"claude exited with code {exit_code} without a result"
+            return Outcome(
+                status=RunStatus.AGENT_ERROR,
+                error=f"{error}: {tail}" if tail else error,
+                error_class="no_result",
+            )
+        text = _result_text(result)
+        if result.get("subtype") == "error_max_turns":
+            return Outcome(
+                status=RunStatus.MAX_TURNS,
+                summary=self.state.final_text,
+                error=text or "reached the maximum number of turns",
+                error_class="max_turns",
+            )
+        if result.get("is_error"):
+            if _is_api_failure(result, text):
+                return Outcome(
+                    status=RunStatus.API_ERROR,
+                    error=text or "the model API failed",
+                    error_class="api_error",
+                )
+            return Outcome(
+                status=RunStatus.AGENT_ERROR,
+                error=text or f"claude reported an error ({result.get('subtype')})",
+                error_class="agent_error",
+            )
+        if exit_code != 0:
+            return Outcome(
+                status=RunStatus.AGENT_ERROR,
+                summary=self.state.final_text,
+                error=f"claude exited with code {exit_code} after reporting success",
+                error_class="exit_code",
+            )
+        return Outcome(status=RunStatus.SUCCEEDED, summary=self.state.final_text)
+
+
+def _is_api_failure(result: dict[str, Any], text: str | None) -> bool:
+    if result.get("terminal_reason") == "api_error" or result.get("api_error_status"):
+        return True
+    return bool(text and _API_FAILURE.search(text))
+
+
+def _result_text(data: dict[str, Any]) -> str | None:
+    """The final message, or what went wrong when there is none (max turns, bad resume)."""
+    text = data.get("result")
+    if isinstance(text, str) and text:
+        return text
+    errors = [str(error) for error in data.get("errors") or []]
+    return "; ".join(errors) or None
+
+
+def _usage(raw: dict[str, Any]) -> Usage:
+    def tokens(key: str) -> int:
+        value = raw.get(key)
+        return value if isinstance(value, int) else 0
+
+    return Usage(
+        input_tokens=tokens("input_tokens"),
+        output_tokens=tokens("output_tokens"),
+        cache_read_tokens=tokens("cache_read_input_tokens"),
+        cache_write_tokens=tokens("cache_creation_input_tokens"),
+    )
+
+
+def _text_of(content: Any) -> str:
+    """A tool result's content: a string, or blocks of which the text ones count."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(
+            str(block.get("text", ""))
+            for block in content
+            if isinstance(block, dict) and block.get("type") == "text"
+        )
+    return ""
+
+
+def _truncate(text: str) -> str:
+    if len(text) <= TOOL_RESULT_LIMIT:
+        return text
+    return text[:TOOL_RESULT_LIMIT] + f"\n[... {len(text) - TOOL_RESULT_LIMIT} more characters]"
+
+
+def _subagent(data: dict[str, Any]) -> dict[str, Any]:
+    parent = data.get("parent_tool_use_id")
+    return {"parent_tool_use_id": parent} if parent else {}
+
+
+def _log(line: str) -> AgentEvent:
+    return AgentEvent(kind=EventKind.LOG, text=line)

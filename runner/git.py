@@ -1,0 +1,190 @@
+"""Running `git` for the runner: a minimal environment, no user or system config, a timeout,
+and a git token that reaches git only through the environment of the one command.
+
+How the token travels: the command's environment carries `OPENASE_GIT_TOKEN` plus config
+given as `GIT_CONFIG_COUNT`/`GIT_CONFIG_KEY_n`/`GIT_CONFIG_VALUE_n` that resets
+`credential.helper` and installs a shell helper whose text names only the variable. Chosen
+over `http.extraHeader` because git hands a helper's credential only to the host that asked
+for it (after a 401), never to every request or a redirect target, and git never writes what
+a helper returns anywhere (our helper ignores `store`). Chosen over `-c` because even the
+helper text then stays out of argv, where `ps` would show it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+TOKEN_ENV = "OPENASE_GIT_TOKEN"  # noqa: S105  # the variable's name, not a secret
+_TAIL_CHARS = 2000
+
+# Passed through from the runner: where binaries and CA certificates are, how to reach the
+# network (proxies) and an ssh agent for ssh remotes. None of them is a git secret.
+_INHERITED = (
+    "PATH",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "GIT_SSL_CAINFO",
+    "GIT_SSL_CAPATH",
+    "SSH_AUTH_SOCK",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "ALL_PROXY",
+)
+
+# Config for every command, at command-line precedence (above the repository's config, which
+# an agent working in a worktree of the shared mirror can edit): no hooks, no fsmonitor
+# daemon, no gc left running in the background after we return.
+_ALWAYS: tuple[tuple[str, str], ...] = (
+    ("core.hooksPath", os.devnull),
+    ("core.fsmonitor", "false"),
+    ("gc.autoDetach", "false"),
+)
+
+# The helper names the variable; its shell expands it, so no config value holds the token.
+# Only `get` answers: `store` and `erase` (after success or a 401) do nothing.
+_HELPER = (
+    '!f() { test "$1" = get || return 0; echo username=x-access-token; '
+    f'echo "password=${TOKEN_ENV}"; }}; f'
+)
+
+_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
+_home: Path | None = None
+
+
+class GitError(Exception):
+    """A git command failed or timed out; every field is free of secrets."""
+
+    def __init__(self, command: str, exit_code: int | None, stderr_tail: str) -> None:
+        self.command = command
+        self.exit_code = exit_code  # None: killed on timeout
+        self.stderr_tail = stderr_tail
+        status = "timed out" if exit_code is None else f"exited {exit_code}"
+        detail = f": {stderr_tail.strip()}" if stderr_tail.strip() else ""
+        super().__init__(f"{command} {status}{detail}")
+
+
+def scrub(text: str, token: str | None) -> str:
+    """`text` with the token and any URL userinfo replaced by `***`."""
+    if token:
+        text = text.replace(token, "***")
+    return _USERINFO.sub("***@", text)
+
+
+def _empty_home() -> Path:
+    # HOME for git when the caller has none: empty, so nothing of the user's is read.
+    global _home
+    if _home is None:
+        _home = Path(tempfile.mkdtemp(prefix="openase-git-home-"))
+    return _home
+
+
+def git_env(
+    *, home: Path | None = None, token: str | None = None, extra: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The whole environment of one git command."""
+    env = {name: os.environ[name] for name in _INHERITED if name in os.environ}
+    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    env.update(
+        HOME=str(home or _empty_home()),
+        LANG="C",
+        LC_ALL="C",
+        GIT_CONFIG_NOSYSTEM="1",
+        GIT_CONFIG_GLOBAL=os.devnull,
+        GIT_ATTR_NOSYSTEM="1",
+        GIT_TERMINAL_PROMPT="0",
+        GIT_ASKPASS="",
+        SSH_ASKPASS="",
+    )
+    config = list(_ALWAYS)
+    if token is not None:
+        # The empty value drops helpers configured anywhere else (e.g. `store`).
+        config += [("credential.helper", ""), ("credential.helper", _HELPER)]
+        env[TOKEN_ENV] = token
+    env["GIT_CONFIG_COUNT"] = str(len(config))
+    for index, (key, value) in enumerate(config):
+        env[f"GIT_CONFIG_KEY_{index}"] = key
+        env[f"GIT_CONFIG_VALUE_{index}"] = value
+    env.update(extra or {})
+    return env
+
+
+def _describe(args: Sequence[str], token: str | None) -> str:
+    return scrub("git " + " ".join(args), token)
+
+
+def _tail(data: bytes, token: str | None) -> str:
+    # Scrub before cutting, so a token straddling the cut cannot survive half-visible.
+    return scrub(data.decode(errors="replace"), token)[-_TAIL_CHARS:]
+
+
+async def git(
+    *args: str,
+    cwd: Path | None,
+    token: str | None = None,
+    timeout: float = 600,  # noqa: ASYNC109  # also kills the process, which a caller's timeout would not
+    input: bytes | None = None,
+    env: Mapping[str, str] | None = None,
+    home: Path | None = None,
+) -> str:
+    """Run `git *args` in `cwd` and return its stdout; raise `GitError` on failure or timeout.
+
+    `env` adds variables (author identity) to the minimal environment; `home` is an empty
+    directory to use as HOME.
+    """
+    proc = await asyncio.create_subprocess_exec(
+        "git",
+        *args,
+        cwd=cwd,
+        env=git_env(home=home, token=token, extra=env),
+        stdin=asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        # Own process group: a timeout kills git's helpers (remote-https, ssh) too, and no
+        # controlling terminal means ssh cannot prompt.
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = await asyncio.wait_for(proc.communicate(input), timeout)
+    except BaseException as error:
+        # Timeout or cancellation: nothing of ours may keep running.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        await asyncio.shield(proc.wait())
+        if isinstance(error, TimeoutError):
+            raise GitError(_describe(args, token), None, f"killed after {timeout:g}s") from None
+        raise
+    if proc.returncode != 0:
+        raise GitError(_describe(args, token), proc.returncode, _tail(stderr, token))
+    return stdout.decode(errors="surrogateescape")
+
+
+def git_sync(*args: str, cwd: Path, timeout: float = 60) -> str:
+    """Blocking variant for quick local queries (rev-parse) from synchronous code."""
+    try:
+        done = subprocess.run(  # noqa: S603 - fixed binary, arguments are ours
+            ["git", *args],  # noqa: S607 - git is found on PATH like every other tool
+            cwd=cwd,
+            env=git_env(),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+            start_new_session=True,
+        )
+    except subprocess.TimeoutExpired:
+        raise GitError(_describe(args, None), None, f"killed after {timeout:g}s") from None
+    if done.returncode != 0:
+        raise GitError(_describe(args, None), done.returncode, _tail(done.stderr, None))
+    return done.stdout.decode(errors="surrogateescape")

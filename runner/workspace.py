@@ -1,0 +1,369 @@
+"""The machine's git workspace: one bare mirror per repository, fetched every run, and one
+`git worktree` per ticket on its work branch.
+
+    <root>/mirrors/<owner>/<name>.git                 bare; remote branches in refs/remotes/origin
+    <root>/worktrees/<owner>/<name>/<branch-slug>     a linked worktree of that mirror
+
+The mirror keeps the remote's branches under `refs/remotes/origin/*` rather than mirroring
+them onto `refs/heads/*`: a pruning fetch must never move or delete a work branch that a
+concurrent run has checked out (git refuses the first and happily does the second).
+
+Every command that carries the git token names the clone URL explicitly and runs in the
+mirror, never in a worktree: the agent can edit both, and a remote URL or `insteadOf` it
+planted must not receive the token. For the same reason the mirror's config is checked
+against what we wrote before the token is used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import hashlib
+import os
+import re
+import shutil
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from runner.contract import GitIdentity, RepoRef
+from runner.git import GitError, git, scrub
+
+_SEGMENT = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
+_TRANSPORT = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*::")  # `ext::cmd` and other remote helpers
+_REMOTE_REFS = "+refs/heads/*:refs/remotes/origin/*"
+_TAG_REFS = "+refs/tags/*:refs/tags/*"
+# What `git init --bare` and we write; anything else in the mirror's config was put there by
+# someone else (an agent can reach it from its worktree) and could redirect the token.
+_MIRROR_CONFIG_KEYS = frozenset(
+    {
+        "core.repositoryformatversion",
+        "core.filemode",
+        "core.bare",
+        "core.ignorecase",
+        "core.precomposeunicode",
+        "core.symlinks",
+        "remote.origin.url",
+        "remote.origin.fetch",
+    }
+)
+
+
+class WorkspaceError(ValueError):
+    """A name, URL or mirror the workspace refuses to work with."""
+
+
+class PushRejected(GitError):
+    """The remote refused the push (e.g. non-fast-forward); the runner never forces."""
+
+
+@dataclass(frozen=True)
+class Worktree:
+    path: Path
+    branch: str
+    base_sha: str  # the base branch on the remote when the run started
+    start_sha: str  # where the work branch started for this run
+    reused_remote_branch: bool  # the remote already had the work branch
+    mirror: Path
+    remote_url: str
+
+
+def repo_segments(full_name: str) -> tuple[str, str]:
+    """("owner", "name") of "owner/name", refusing anything that is not two plain segments."""
+    parts = full_name.split("/")
+    if len(parts) != 2 or not all(
+        _SEGMENT.match(part) and part not in (".", "..") for part in parts
+    ):
+        raise WorkspaceError(
+            f"repository name {full_name!r} is not 'owner/name' of letters, digits, '.', '_', '-'"
+        )
+    # GitHub names are case-insensitive: one mirror per repository, however it is spelt.
+    return parts[0].lower(), parts[1].lower()
+
+
+def remote_url(url: str) -> str:
+    """The clone URL as it may be stored and logged: no credentials, no command transports."""
+    if not url or url != url.strip() or any(ord(c) < 32 for c in url) or url.startswith("-"):
+        raise WorkspaceError(f"clone URL {scrub(url, None)!r} is empty or malformed")
+    if _TRANSPORT.match(url):
+        raise WorkspaceError(f"clone URL {scrub(url, None)!r} uses a transport helper (x::)")
+    if "://" not in url:
+        return url  # a local path or scp-like `git@host:owner/name`
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    if parts.password is not None:
+        raise WorkspaceError(
+            f"clone URL {scrub(url, None)!r} embeds credentials; pass the token separately"
+        )
+    if parts.scheme.lower() in ("http", "https"):
+        # A bare username may itself be a token (GitHub accepts that); the token comes from
+        # the credential helper, so drop it rather than write it into the mirror's config.
+        return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+    return url  # ssh://git@host/...: the user name is part of the address
+
+
+async def check_branch(branch: str) -> None:
+    """Refuse a branch name git would refuse, or one that reads as an option or HEAD."""
+    if not branch or branch.startswith("-") or branch == "HEAD" or len(branch) > 200:
+        raise WorkspaceError(f"branch name {branch!r} is not allowed")
+    try:
+        await git("check-ref-format", f"refs/heads/{branch}", cwd=None, timeout=30)
+    except GitError:
+        raise WorkspaceError(f"branch name {branch!r} is not a valid git branch name") from None
+
+
+def branch_slug(branch: str) -> str:
+    """A single, safe directory name for a branch; distinct branches get distinct names."""
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "-", branch).strip(".-")[:80]
+    return f"{readable}-{hashlib.sha256(branch.encode()).hexdigest()[:10]}"
+
+
+class Workspace:
+    """Mirrors and worktrees under one root, safe for concurrent runs and runner processes."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self._home = self.root / "home"  # HOME for git: empty, so nothing of a user's is read
+        self._locks: dict[Path, asyncio.Lock] = {}
+
+    def mirror_path(self, full_name: str) -> Path:
+        owner, name = repo_segments(full_name)
+        return self.root / "mirrors" / owner / f"{name}.git"
+
+    def worktree_path(self, full_name: str, branch: str) -> Path:
+        owner, name = repo_segments(full_name)
+        return self.root / "worktrees" / owner / name / branch_slug(branch)
+
+    async def prepare(
+        self, repo: RepoRef, base_branch: str, work_branch: str, token: str | None
+    ) -> Worktree:
+        """Fetch the mirror and give `work_branch` a clean worktree: from the remote branch when
+        it exists (rework), else from `base_branch`."""
+        url = remote_url(repo.clone_url)
+        mirror = self.mirror_path(repo.full_name)
+        path = self.worktree_path(repo.full_name, work_branch)
+        await check_branch(base_branch)
+        await check_branch(work_branch)
+        async with self._locked(mirror):
+            await self._ensure_mirror(mirror, url)
+            await self._git(
+                "fetch",
+                "--quiet",
+                "--prune",
+                "--no-tags",
+                "--no-write-fetch-head",
+                "--",
+                url,
+                _REMOTE_REFS,
+                _TAG_REFS,
+                cwd=mirror,
+                token=token,
+            )
+            base_sha = await self._resolve(mirror, f"refs/remotes/origin/{base_branch}")
+            if base_sha is None:
+                raise WorkspaceError(f"base branch {base_branch!r} is not on {url}")
+            remote_sha = await self._resolve(mirror, f"refs/remotes/origin/{work_branch}")
+            start_sha = remote_sha or base_sha
+            await self._git("worktree", "prune", cwd=mirror)
+            reuse = await self._is_our_worktree(mirror, path, work_branch)
+            if not reuse:
+                await self._drop_worktree(mirror, path)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                # Checked out below, outside the lock: the checkout is the slow part and
+                # touches only this worktree's own index and files.
+                await self._git(
+                    "worktree",
+                    "add",
+                    "--quiet",
+                    "--no-checkout",
+                    "--force",
+                    "-B",
+                    work_branch,
+                    str(path),
+                    start_sha,
+                    cwd=mirror,
+                )
+        await self._git("reset", "--quiet", "--hard", start_sha, cwd=path)
+        if reuse:
+            # Left over from the previous run of this ticket: untracked and ignored files too.
+            await self._git("clean", "-ffdxq", cwd=path)
+        return Worktree(
+            path=path,
+            branch=work_branch,
+            base_sha=base_sha,
+            start_sha=start_sha,
+            reused_remote_branch=remote_sha is not None,
+            mirror=mirror,
+            remote_url=url,
+        )
+
+    async def commit_all(self, wt: Worktree, message: str, identity: GitIdentity) -> bool:
+        """Commit everything not ignored; False when there was nothing to commit."""
+        await self._git("add", "--all", cwd=wt.path)
+        if not await self._git("diff", "--cached", "--name-only", "-z", cwd=wt.path):
+            return False
+        who = {
+            "GIT_AUTHOR_NAME": identity.name,
+            "GIT_AUTHOR_EMAIL": identity.email,
+            "GIT_COMMITTER_NAME": identity.name,
+            "GIT_COMMITTER_EMAIL": identity.email,
+        }
+        await self._git(
+            "commit",
+            "--quiet",
+            "--no-verify",
+            "--no-gpg-sign",
+            "--cleanup=whitespace",
+            "-m",
+            message or "OpenASE run",
+            cwd=wt.path,
+            env=who,
+        )
+        return True
+
+    async def push(self, wt: Worktree, token: str | None) -> str:
+        """Push the work branch (never forced) and return the sha the remote now has."""
+        # No mirror lock: pushes of different tickets need not wait for each other.
+        ref = f"refs/heads/{wt.branch}"
+        if token is not None:
+            await self._check_mirror_config(wt.mirror)
+        head = await self._resolve(wt.mirror, ref)
+        if head is None:
+            raise WorkspaceError(f"branch {wt.branch!r} is gone from {wt.mirror}")
+        try:
+            await self._git(
+                "push", "--quiet", "--", wt.remote_url, f"{ref}:{ref}", cwd=wt.mirror, token=token
+            )
+        except GitError as error:
+            if "[rejected]" in error.stderr_tail or "non-fast-forward" in error.stderr_tail:
+                raise PushRejected(
+                    error.command,
+                    error.exit_code,
+                    f"the remote {wt.branch} has commits this run does not have; not forcing",
+                ) from None
+            raise
+        await self._git("update-ref", f"refs/remotes/origin/{wt.branch}", head, cwd=wt.mirror)
+        return head
+
+    async def head_sha(self, wt: Worktree) -> str:
+        return (await self._git("rev-parse", "--verify", "HEAD^{commit}", cwd=wt.path)).strip()
+
+    async def changed_files(self, wt: Worktree) -> list[str]:
+        """Files this run changed since `start_sha`: committed or not, untracked too, ignored
+        files not."""
+        tracked = await self._git(
+            "diff", "--name-only", "--no-renames", "-z", wt.start_sha, "--", cwd=wt.path
+        )
+        untracked = await self._git("ls-files", "--others", "--exclude-standard", "-z", cwd=wt.path)
+        return sorted({name for name in (tracked + untracked).split("\0") if name})
+
+    async def remove(self, repo_full_name: str, work_branch: str) -> None:
+        """Remove the ticket's worktree and its local branch (the remote branch stays)."""
+        await check_branch(work_branch)
+        mirror = self.mirror_path(repo_full_name)
+        path = self.worktree_path(repo_full_name, work_branch)
+        if not mirror.is_dir():
+            _remove_path(path)
+            return
+        async with self._locked(mirror):
+            await self._drop_worktree(mirror, path)
+            if await self._resolve(mirror, f"refs/heads/{work_branch}") is not None:
+                await self._git("branch", "--quiet", "-D", "--", work_branch, cwd=mirror)
+            for parent in (path.parent, path.parent.parent):
+                with contextlib.suppress(OSError):  # not empty: other tickets' worktrees
+                    parent.rmdir()
+
+    async def _git(
+        self, *args: str, cwd: Path, token: str | None = None, env: dict[str, str] | None = None
+    ) -> str:
+        self._home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return await git(*args, cwd=cwd, token=token, env=env, home=self._home)
+
+    @contextlib.asynccontextmanager
+    async def _locked(self, mirror: Path) -> AsyncIterator[None]:
+        """Exclusive use of a mirror: an asyncio lock within this process, a file lock
+        between runner processes sharing the root."""
+        lock = self._locks.setdefault(mirror, asyncio.Lock())
+        async with lock:
+            mirror.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(mirror.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                while True:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        # Polled rather than blocking in a thread: cancellation stays prompt
+                        # and can never leave a thread holding the lock.
+                        await asyncio.sleep(0.05)
+                yield
+            finally:
+                os.close(fd)  # releases the flock
+
+    async def _ensure_mirror(self, mirror: Path, url: str) -> None:
+        if (mirror / "HEAD").is_file():
+            await self._check_mirror_config(mirror)
+            if (await self._config(mirror, "remote.origin.url")) != url:
+                await self._git("config", "remote.origin.url", url, cwd=mirror)
+            return
+        _remove_path(mirror)  # a half-made mirror from a crash
+        partial = mirror.with_name(f"{mirror.name}.partial")
+        _remove_path(partial)
+        await self._git("init", "--quiet", "--bare", str(partial), cwd=mirror.parent)
+        await self._git("config", "remote.origin.url", url, cwd=partial)
+        await self._git("config", "remote.origin.fetch", _REMOTE_REFS, cwd=partial)
+        partial.rename(mirror)
+
+    async def _check_mirror_config(self, mirror: Path) -> None:
+        names = (await self._git("config", "--local", "--list", "--name-only", cwd=mirror)).split()
+        unexpected = sorted(set(names) - _MIRROR_CONFIG_KEYS)
+        if unexpected:
+            raise WorkspaceError(
+                f"the config of mirror {mirror} has settings OpenASE did not write "
+                f"({', '.join(unexpected)}); refusing to use it: inspect and remove them"
+            )
+
+    async def _config(self, mirror: Path, key: str) -> str | None:
+        try:
+            return (await self._git("config", "--local", "--get", key, cwd=mirror)).strip()
+        except GitError:
+            return None
+
+    async def _resolve(self, repo: Path, ref: str) -> str | None:
+        try:
+            out = await self._git("rev-parse", "--quiet", "--verify", f"{ref}^{{commit}}", cwd=repo)
+        except GitError:
+            return None
+        return out.strip()
+
+    async def _is_our_worktree(self, mirror: Path, path: Path, branch: str) -> bool:
+        """Whether `path` is a healthy worktree of this mirror on `branch` (a previous run)."""
+        listing = await self._git("worktree", "list", "--porcelain", cwd=mirror)
+        entry = f"worktree {path}\n"
+        block = next((b + "\n" for b in listing.split("\n\n") if (b + "\n").startswith(entry)), "")
+        if f"\nbranch refs/heads/{branch}\n" not in block or not (path / ".git").is_file():
+            return False
+        try:
+            common = await self._git(
+                "rev-parse", "--path-format=absolute", "--git-common-dir", cwd=path
+            )
+        except GitError:
+            return False
+        return Path(common.strip()) == mirror
+
+    async def _drop_worktree(self, mirror: Path, path: Path) -> None:
+        if os.path.lexists(path):  # noqa: ASYNC240  # one stat, not worth a thread
+            with contextlib.suppress(GitError):  # not (or no longer) a registered worktree
+                await self._git("worktree", "remove", "--force", "--force", str(path), cwd=mirror)
+            _remove_path(path)
+        await self._git("worktree", "prune", cwd=mirror)
+
+
+def _remove_path(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
