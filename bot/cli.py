@@ -207,7 +207,8 @@ def _add_try_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser
         ),
         epilog=(
             "examples:\n"
-            "  openase try --repo . --agent claude_code --env ANTHROPIC_API_KEY=$KEY 'fix the typo'\n"
+            "  openase try --repo . --agent claude_code --env ANTHROPIC_API_KEY=$KEY \\\n"
+            "      'fix the typo in README.md'\n"
             "  openase try --repo . --agent command --argv 'python3 agent.py {prompt_file}' \\\n"
             "      --hook on_complete='pytest -q' 'add a test for parse()'"
         ),
@@ -273,6 +274,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _app_manifest(args.url)
 
     if args.command == "try":
+        # The run's own events are the output; only trouble is worth a log line.
+        _configure_logging(level=logging.WARNING)
         return _try(args)
     settings = load_settings()
     if args.command == "runner":
@@ -301,10 +304,10 @@ def _dispatch(args: argparse.Namespace) -> int:
     raise AssertionError(f"unhandled command {args.command!r}")  # argparse allows no other
 
 
-def _configure_logging() -> None:
+def _configure_logging(level: int = logging.INFO) -> None:
     from bot.logging import configure_logging
 
-    configure_logging()
+    configure_logging(level=level)
     # pgserver narrates every pg_ctl call and alembic every plugin it loads at INFO; their
     # warnings and errors are what matter.
     for chatty in ("pgserver", "alembic.runtime.plugins"):

@@ -22,19 +22,21 @@ from pathlib import Path
 from pydantic import SecretStr, ValidationError
 
 from bot.errors import ConfigError
-from harness_store.render import RenderContext, render_harness
-from harness_store.seed import builtin_harness_text
-from harness_store.skills import load_skill_dir
+from harness_store.errors import HarnessStoreError
+from harness_store.render import RepositoryVars, TicketVars, render_harness
+from harness_store.seed import builtin_harnesses
+from harness_store.skills import read_skill_dir
 from runner.contract import (
     HOOK_PHASES,
     AgentConfig,
     HarnessRef,
-    HookSpec,
     Hooks,
+    HookSpec,
     Limits,
     RepoRef,
     RunResult,
     RunSpec,
+    SkillFile,
     SkillSpec,
     TicketRef,
 )
@@ -83,7 +85,8 @@ def parse_hooks(items: list[str]) -> Hooks:
         phase, sep, command = item.partition("=")
         if not sep or phase not in by_phase or not command.strip():
             raise ConfigError(
-                f"--hook {item!r}: expected PHASE=COMMAND with PHASE one of {', '.join(HOOK_PHASES)}"
+                f"--hook {item!r}: expected PHASE=COMMAND with PHASE one of "
+                f"{', '.join(HOOK_PHASES)}"
             )
         words = command.split()
         base = _HOOK_NAME.sub("-", Path(words[0]).name).strip("-.") or "hook"
@@ -96,7 +99,7 @@ def parse_hooks(items: list[str]) -> Hooks:
 
 
 def _git(repo: Path, *args: str) -> str:
-    done = subprocess.run(
+    done = subprocess.run(  # noqa: S603  # fixed git arguments, no shell
         ["git", "-C", str(repo), *args],  # noqa: S607  # git from PATH, as the runner uses it
         capture_output=True,
         text=True,
@@ -118,7 +121,9 @@ def build_spec(options: TrialOptions) -> RunSpec:
         raise ConfigError(f"--repo {options.repo}: HEAD is detached; check out a branch first")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     ticket = TicketRef(key=f"try-{stamp}", title=options.task.splitlines()[0][:200])
-    repository = RepoRef(full_name=f"local/{_safe(top.name)}", clone_url=str(top), default_branch=base)
+    repository = RepoRef(
+        full_name=f"local/{_safe(top.name)}", clone_url=str(top), default_branch=base
+    )
 
     if options.harness is not None:
         try:
@@ -127,23 +132,24 @@ def build_spec(options: TrialOptions) -> RunSpec:
             raise ConfigError(f"--harness {options.harness}: {error.strerror}") from None
         harness_name = options.harness.stem
     else:
-        template, harness_name = builtin_harness_text("coder"), "coder"
-    text = render_harness(
-        template,
-        RenderContext.for_run(
-            ticket=ticket.model_dump(),
-            repository=repository.model_dump(),
-            attempt=1,
-            previous_failure=None,
-        ),
-    )
-    skills: list[SkillSpec] = []
-    for skill_dir in options.skills:
-        skills.append(load_skill_dir(skill_dir))
+        template, harness_name = builtin_harnesses()["coder"], "coder"
+    try:
+        text = render_harness(
+            template,
+            ticket=TicketVars(key=ticket.key, title=ticket.title),
+            repository=RepositoryVars(
+                full_name=repository.full_name,
+                default_branch=repository.default_branch,
+                clone_url=repository.clone_url,
+            ),
+        )
+    except HarnessStoreError as error:
+        raise ConfigError(f"--harness {options.harness or 'coder'}: {error}") from None
+    skills = [_skill(folder) for folder in options.skills]
 
     try:
         agent = AgentConfig(
-            cli=options.agent,  # type: ignore[arg-type]  # argparse choices checked it
+            cli=options.agent,
             model=options.model,
             argv=tuple(options.argv),
             env=parse_env(options.env),
@@ -172,6 +178,18 @@ def build_spec(options: TrialOptions) -> RunSpec:
         first = error.errors(include_input=False)[0]
         where = ".".join(str(part) for part in first["loc"])
         raise ConfigError(f"invalid option ({where}): {first['msg']}") from None
+
+
+def _skill(folder: Path) -> SkillSpec:
+    try:
+        name, files = read_skill_dir(folder)
+    except HarnessStoreError as error:
+        raise ConfigError(f"--skill {folder}: {error}") from None
+    return SkillSpec(
+        name=name,
+        version=1,
+        files=tuple(SkillFile(path=path, content=content) for path, content in files.items()),
+    )
 
 
 def _safe(name: str) -> str:

@@ -196,11 +196,11 @@ async def _execute(run: Run) -> RunResult:
         return await _finish(run, worktree, blocked, Outcome(RunStatus.GATES_FAILED), None)
 
     materialised = materialise_skills(worktree.path, agent.skills_dir, spec.skills)
+    _report_skill_problems(run, materialised)
     try:
         outcome, parser, exit_code = await _run_agent(run, agent, binary, worktree)
     finally:
         cleanup(materialised)
-    _report_skill_problems(run, materialised)
     return await _finish(run, worktree, None, outcome, parser, exit_code)
 
 
@@ -220,8 +220,14 @@ async def _gate(run: Run, phase: HookPhase, worktree: Worktree) -> str | None:
 
 
 def _report_skill_problems(run: Run, materialised: Materialised) -> None:
-    for problem in materialised.problems:
-        run.sink.emit(AgentEvent(kind=EventKind.LOG, text=f"skill skipped: {problem}"))
+    for refused in materialised.refused:
+        run.sink.emit(
+            AgentEvent(
+                kind=EventKind.LOG,
+                text=f"skill {refused.name} not materialised: {refused.reason}",
+                is_error=True,
+            )
+        )
 
 
 async def _run_agent(

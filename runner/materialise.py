@@ -29,7 +29,7 @@ _FALLBACK_PREFIX = "openase-"
 
 
 class MaterialiseError(ValueError):
-    """The skills folder itself cannot be used (outside the worktree, through a symlink)."""
+    """A path we will not write to; becomes the reason a skill is refused."""
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,9 @@ def _ensure_dirs(base: Path, parts: Sequence[str]) -> list[Path]:
 
 def _write_skill(target: Path, skill: SkillSpec) -> None:
     """Write a skill's files into the new directory `target`; on any problem remove it."""
-    files = [(_safe_parts(f.path, f"file path of skill {skill.name}"), f.content) for f in skill.files]
+    files = [
+        (_safe_parts(f.path, f"file path of skill {skill.name}"), f.content) for f in skill.files
+    ]
     target.mkdir()
     try:
         for parts, content in files:
@@ -106,7 +108,9 @@ def _write_skill(target: Path, skill: SkillSpec) -> None:
 
 def exclude_file(worktree: Path) -> Path:
     """The exclude file git reads for this worktree (shared by all worktrees of a mirror)."""
-    out = git_sync("rev-parse", "--path-format=absolute", "--git-path", "info/exclude", cwd=worktree)
+    out = git_sync(
+        "rev-parse", "--path-format=absolute", "--git-path", "info/exclude", cwd=worktree
+    )
     return Path(out.strip())
 
 
@@ -136,11 +140,17 @@ def materialise_skills(
 ) -> Materialised:
     """Write `skills` under `<worktree>/<skills_dir>/` and exclude them from commits."""
     worktree = worktree.resolve()
-    skills_parts = _safe_parts(skills_dir, "skills directory")
-    created_parents = _ensure_dirs(worktree, skills_parts)
-    base = worktree.joinpath(*skills_parts)
+    block_id = uuid.uuid4().hex
+    exclude = exclude_file(worktree)
     placed: list[PlacedSkill] = []
     refused: list[RefusedSkill] = []
+    try:
+        skills_parts = _safe_parts(skills_dir, "skills directory")
+        created_parents = _ensure_dirs(worktree, skills_parts)
+    except (MaterialiseError, OSError) as error:
+        refused = [RefusedSkill(skill.name, str(error)) for skill in skills]
+        return Materialised(worktree, exclude, block_id, (), tuple(refused), ())
+    base = worktree.joinpath(*skills_parts)
     seen: set[str] = set()
     for skill in skills:
         if skill.name in seen:
@@ -148,7 +158,11 @@ def materialise_skills(
             continue
         seen.add(skill.name)
         directory = next(
-            (d for d in (skill.name, _FALLBACK_PREFIX + skill.name) if not os.path.lexists(base / d)),
+            (
+                d
+                for d in (skill.name, _FALLBACK_PREFIX + skill.name)
+                if not os.path.lexists(base / d)
+            ),
             None,
         )
         if directory is None:
@@ -173,8 +187,6 @@ def materialise_skills(
                 renamed=directory != skill.name,
             )
         )
-    block_id = uuid.uuid4().hex
-    exclude = exclude_file(worktree)
     if placed:
         start, end = _markers(block_id)
         with _editing(exclude) as lines:

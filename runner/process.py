@@ -185,7 +185,7 @@ class _Watcher(asyncio.SubprocessProtocol):
             # it once the process group is gone.
             self._request_stop(StopReason.CANCELED, error)
             return
-        if reason is not None:
+        if reason is not None and reason is not StopReason.EXITED:
             self._request_stop(reason)
 
     def _stderr_line(self, line: str) -> None:

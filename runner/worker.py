@@ -228,8 +228,10 @@ def make_runner(config: RunnerConfig, *, burst: bool = False) -> Worker:
                 await heartbeat
         with contextlib.suppress(RedisError, OSError):
             redis: ArqRedis = ctx["redis"]
-            await redis.delete(machine_key(config.machine))
-            await redis.srem(MACHINES_SET, config.machine)
+            async with redis.pipeline(transaction=True) as pipe:
+                pipe.delete(machine_key(config.machine))
+                pipe.srem(MACHINES_SET, config.machine)
+                await pipe.execute()
 
     worker = Worker(
         functions=[func(execute_run, name=RUN_JOB, timeout=JOB_TIMEOUT_SECONDS, max_tries=3)],

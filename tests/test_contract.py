@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from runner.contract import (
     SCHEMA_VERSION,
@@ -36,7 +37,7 @@ def spec() -> RunSpec:
         agent=AgentConfig.model_validate(
             {"cli": "claude_code", "env": {"ANTHROPIC_API_KEY": "sk-ant-secret"}}
         ),
-        git_token="ghs_short_lived",  # type: ignore[arg-type]  # pydantic coerces to SecretStr
+        git_token=SecretStr("ghs_short_lived"),
     )
 
 
@@ -125,5 +126,6 @@ def test_a_result_round_trips_and_reports_gate_failures() -> None:
 def test_events_drop_empty_fields_on_the_wire() -> None:
     event = AgentEvent(kind=EventKind.TOOL_CALL, tool="Write", tool_id="t1", input={"path": "a"})
     wire = event.to_wire()
-    assert "text" not in wire and "usage" not in wire
+    assert "text" not in wire
+    assert "usage" not in wire
     assert AgentEvent.from_wire(wire) == event

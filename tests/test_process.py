@@ -350,19 +350,24 @@ async def test_escaped_process_holding_stdout_does_not_hang(tmp_path: Path) -> N
 
 async def test_cancelling_supervise_kills_the_group(tmp_path: Path) -> None:
     pids: list[int] = []
+    started = asyncio.Event()
+
+    def on_line(line: str) -> None:
+        pids.append(int(line))
+        started.set()
+
     task = asyncio.ensure_future(
         supervise(
             sh("sleep 1000 & echo $!; sleep 1000"),
             cwd=tmp_path,
             env=ENV,
             stdin=None,
-            on_stdout_line=lambda line: pids.append(int(line)),
+            on_stdout_line=on_line,
             wall_seconds=30,
             stall_seconds=30,
         )
     )
-    while not pids:
-        await asyncio.sleep(0.02)
+    await asyncio.wait_for(started.wait(), 5)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -401,7 +406,7 @@ async def test_missing_binary_is_a_start_error(tmp_path: Path) -> None:
 async def test_not_executable_is_a_start_error(tmp_path: Path) -> None:
     script = tmp_path / "agent.sh"
     script.write_text("#!/bin/sh\necho hi\n")
-    with pytest.raises(AgentStartError, match="agent.sh"):
+    with pytest.raises(AgentStartError, match=r"agent\.sh"):
         await run([str(script)], tmp_path)
 
 

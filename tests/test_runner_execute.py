@@ -22,8 +22,8 @@ from runner.contract import (
     AgentEvent,
     EventKind,
     HarnessRef,
-    HookSpec,
     Hooks,
+    HookSpec,
     Limits,
     RepoRef,
     RunResult,
@@ -240,7 +240,8 @@ async def test_limits_stop_the_agent_and_commit_its_partial_work(
     elapsed = time.monotonic() - started
 
     assert result.status is status
-    assert result.error is not None and error in result.error
+    assert result.error is not None
+    assert error in result.error
     assert elapsed < 10  # the process group is gone within seconds of the limit
     assert result.pushed
     assert show(remote, "openase/7-add-hello", "partial.txt") == "half done"
@@ -282,7 +283,7 @@ print(json.dumps({"type": "system", "subtype": "init", "session_id": "sess-1"}),
 open("partial.txt", "w").write("spent tokens\\n")
 for turn in range(1000):
     print(json.dumps({"type": "assistant", "session_id": "sess-1", "message": {
-        "content": [{"type": "text", "text": f"turn {turn}"}],
+        "id": f"msg_{turn}", "content": [{"type": "text", "text": f"turn {turn}"}],
         "usage": {"input_tokens": 400, "output_tokens": 100}}}), flush=True)
     time.sleep(0.02)
 """

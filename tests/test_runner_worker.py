@@ -12,12 +12,13 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, cast
 
 import pytest
+from arq.connections import ArqRedis, RedisSettings, create_pool
 from arq.jobs import Job, JobStatus
 
-from bot.deps import Deps
 from runner.contract import (
     MACHINES_SET,
     RUN_JOB,
@@ -41,8 +42,17 @@ MACHINE = "m-test"
 
 
 @pytest.fixture
+async def redis(services: Services) -> AsyncIterator[ArqRedis]:
+    """The runner needs Redis only: an empty one, no database."""
+    pool = await create_pool(RedisSettings.from_dsn(services.redis_url))
+    await pool.flushdb()
+    yield pool
+    await pool.aclose(close_connection_pool=True)
+
+
+@pytest.fixture
 async def runner(
-    deps: Deps, services: Services, tmp_path: Path
+    redis: ArqRedis, services: Services, tmp_path: Path
 ) -> AsyncIterator[tuple[asyncio.Event, RunnerConfig]]:
     """A runner serving `openase:runs:m-test` until the test ends (or sets the event)."""
     config = RunnerConfig(
@@ -55,7 +65,7 @@ async def runner(
     )
     stop = asyncio.Event()
     task = asyncio.create_task(serve_runner(config, stop))
-    await wait_for(lambda: deps.redis.exists(machine_key(MACHINE)))
+    await wait_for(lambda: redis.exists(machine_key(MACHINE)))
     yield stop, config
     stop.set()
     await asyncio.wait_for(task, 30)
@@ -71,23 +81,23 @@ async def wait_for(check: Any, seconds: float = 15) -> Any:
     raise AssertionError("condition not met in time")
 
 
-async def enqueue(deps: Deps, wire: Any, run_id: str) -> Job:
-    job = await deps.redis.enqueue_job(
+async def enqueue(redis: ArqRedis, wire: Any, run_id: str) -> Job:
+    job = await redis.enqueue_job(
         RUN_JOB, wire, _queue_name=run_queue(MACHINE), _job_id=f"run:{run_id}"
     )
     assert job is not None
     return job
 
 
-async def events_of(deps: Deps, run_id: str) -> list[AgentEvent]:
-    entries = await deps.redis.xrange(run_events_stream(run_id))
+async def events_of(redis: ArqRedis, run_id: str) -> list[AgentEvent]:
+    entries = await redis.xrange(run_events_stream(run_id))
     return [AgentEvent.from_wire(json.loads(fields[b"event"])) for _, fields in entries]
 
 
 async def test_the_runner_registers_its_machine(
-    deps: Deps, runner: tuple[asyncio.Event, RunnerConfig]
+    redis: ArqRedis, runner: tuple[asyncio.Event, RunnerConfig]
 ) -> None:
-    facts = await deps.redis.hgetall(machine_key(MACHINE))
+    facts = await cast(Awaitable[dict[bytes, bytes]], redis.hgetall(machine_key(MACHINE)))
     assert facts[b"name"] == MACHINE.encode()
     assert json.loads(facts[b"labels"]) == ["linux", "gpu"]
     assert facts[b"capacity"] == b"2"
@@ -96,47 +106,48 @@ async def test_the_runner_registers_its_machine(
     assert int(facts[b"disk_free_bytes"]) > 0
     assert int(facts[b"memory_available_bytes"]) > 0
     assert int(facts[b"schema_version"]) == SCHEMA_VERSION
-    assert 0 < await deps.redis.ttl(machine_key(MACHINE)) <= 30
-    assert await deps.redis.sismember(MACHINES_SET, MACHINE)
+    assert 0 < await redis.ttl(machine_key(MACHINE)) <= 30
+    assert await cast(Awaitable[int], redis.sismember(MACHINES_SET, MACHINE))
 
 
 async def test_a_run_goes_through_the_queue_and_streams_its_events(
-    deps: Deps, runner: tuple[asyncio.Event, RunnerConfig], tmp_path: Path
+    redis: ArqRedis, runner: tuple[asyncio.Event, RunnerConfig], tmp_path: Path
 ) -> None:
     remote = make_remote(tmp_path)
     agent = script(tmp_path, "agent.py", "print('working'); open('x.txt', 'w').write('x')\n")
     spec = spec_for(remote, [str(agent)], run_id="q-1")
-    job = await enqueue(deps, spec.to_wire(), "q-1")
+    job = await enqueue(redis, spec.to_wire(), "q-1")
 
     result = RunResult.from_wire(await job.result(timeout=30))
 
     assert result.status is RunStatus.SUCCEEDED
     assert result.machine == MACHINE
     assert show(remote, "openase/7-add-hello", "x.txt") == "x"
-    events = await events_of(deps, "q-1")
+    events = await events_of(redis, "q-1")
     assert [event.seq for event in events] == list(range(1, len(events) + 1))
     assert {"working"} <= {event.text for event in events if event.kind is EventKind.LOG}
-    assert events[-1].kind is EventKind.PHASE and events[-1].data["status"] == "succeeded"
-    stored = json.loads(await deps.redis.get(run_result_key("q-1")))
+    assert events[-1].kind is EventKind.PHASE
+    assert events[-1].data["status"] == "succeeded"
+    stored = json.loads(await redis.get(run_result_key("q-1")))
     assert RunResult.from_wire(stored) == result
 
 
 async def test_a_cancel_signal_in_redis_stops_the_run(
-    deps: Deps, runner: tuple[asyncio.Event, RunnerConfig], tmp_path: Path
+    redis: ArqRedis, runner: tuple[asyncio.Event, RunnerConfig], tmp_path: Path
 ) -> None:
     remote = make_remote(tmp_path)
     agent = script(tmp_path, "agent.py", PARTIAL_THEN)
     spec = spec_for(
         remote, [str(agent), "stubborn"], run_id="c-1", limits=Limits(kill_grace_seconds=0.5)
     )
-    job = await enqueue(deps, spec.to_wire(), "c-1")
+    job = await enqueue(redis, spec.to_wire(), "c-1")
 
     async def agent_started() -> bool:
-        return any(event.text == "wrote partial" for event in await events_of(deps, "c-1"))
+        return any(event.text == "wrote partial" for event in await events_of(redis, "c-1"))
 
     await wait_for(agent_started)
     started = time.monotonic()
-    await deps.redis.set(run_cancel_key("c-1"), "canceled by @hubot via /cancel")
+    await redis.set(run_cancel_key("c-1"), "canceled by @hubot via /cancel")
     result = RunResult.from_wire(await job.result(timeout=30))
 
     assert result.status is RunStatus.CANCELED
@@ -146,11 +157,11 @@ async def test_a_cancel_signal_in_redis_stops_the_run(
 
 
 async def test_a_spec_of_another_schema_version_is_refused(
-    deps: Deps, runner: tuple[asyncio.Event, RunnerConfig], tmp_path: Path
+    redis: ArqRedis, runner: tuple[asyncio.Event, RunnerConfig], tmp_path: Path
 ) -> None:
     wire = spec_for(tmp_path / "r.git", ["true"], run_id="v-9").to_wire()
     wire["schema_version"] = SCHEMA_VERSION + 1
-    job = await enqueue(deps, wire, "v-9")
+    job = await enqueue(redis, wire, "v-9")
     result = RunResult.from_wire(await job.result(timeout=30))
     assert result.status is RunStatus.REFUSED
     assert result.error_class == "contract_mismatch"
@@ -159,7 +170,7 @@ async def test_a_spec_of_another_schema_version_is_refused(
 
 
 async def test_stopping_the_runner_hands_running_runs_back(
-    deps: Deps, runner: tuple[asyncio.Event, RunnerConfig], tmp_path: Path
+    redis: ArqRedis, runner: tuple[asyncio.Event, RunnerConfig], tmp_path: Path
 ) -> None:
     stop, _ = runner
     remote = make_remote(tmp_path)
@@ -167,29 +178,29 @@ async def test_stopping_the_runner_hands_running_runs_back(
     spec = spec_for(
         remote, [str(agent), "sleep"], run_id="h-1", limits=Limits(kill_grace_seconds=0.5)
     )
-    job = await enqueue(deps, spec.to_wire(), "h-1")
+    job = await enqueue(redis, spec.to_wire(), "h-1")
 
     async def agent_started() -> bool:
-        return any(event.text == "wrote partial" for event in await events_of(deps, "h-1"))
+        return any(event.text == "wrote partial" for event in await events_of(redis, "h-1"))
 
     await wait_for(agent_started)
     stop.set()
 
     async def stored() -> bytes | None:
-        value: bytes | None = await deps.redis.get(run_result_key("h-1"))
+        value: bytes | None = await redis.get(run_result_key("h-1"))
         return value
 
     result = RunResult.from_wire(json.loads(await wait_for(stored)))
     assert result.status is RunStatus.CANCELED
     assert "goes back to the queue" in (result.error or "")
     assert show(remote, "openase/7-add-hello", "partial.txt") == "half done"
-    await wait_for(lambda: _gone(deps))
+    await wait_for(lambda: _gone(redis))
     # arq put the job back on the machine's queue for the next runner.
     assert await job.status() in (JobStatus.queued, JobStatus.deferred)
 
 
-async def _gone(deps: Deps) -> bool:
-    return not await deps.redis.exists(machine_key(MACHINE))
+async def _gone(redis: ArqRedis) -> bool:
+    return not await redis.exists(machine_key(MACHINE))
 
 
 @pytest.mark.slow
@@ -230,6 +241,6 @@ def test_openase_runner_starts_registers_and_stops_on_sigterm(
 
 
 def _sync_redis(url: str) -> Any:
-    import redis
+    import redis as sync_redis
 
-    return redis.Redis.from_url(url)
+    return sync_redis.Redis.from_url(url)

@@ -72,7 +72,7 @@ def reply(body: dict[str, Any], scenario: Scenario) -> Iterator[bytes]:
     yield events.emit("response.created", response=response)
     output: list[dict[str, Any]] = []
     for index, item in enumerate(_items(step, turn)):
-        yield from _item_events(events, index, item, turn)
+        yield from _item_events(events, index, item)
         output.append(item)
     usage = {
         "input_tokens": step.input_tokens,
@@ -122,9 +122,7 @@ def _call_item(call: ToolCall, turn: int, index: int) -> dict[str, Any]:
     }
 
 
-def _item_events(
-    events: _Events, index: int, item: dict[str, Any], turn: int
-) -> Iterator[bytes]:
+def _item_events(events: _Events, index: int, item: dict[str, Any]) -> Iterator[bytes]:
     if item["type"] == "message":
         text = item["content"][0]["text"]
         yield events.emit(

@@ -1,0 +1,137 @@
+"""Benchmark: preparing a run's workspace from a warm mirror vs a fresh clone.
+
+    python -m bench.workspace_prep                   # defaults: 20,000 files, 5 runs each
+    python -m bench.workspace_prep --files 50000 --runs 9
+
+Builds a repository of N small distinct files with `git fast-import` as a bare "remote",
+then measures, K times each:
+  (a) a fresh `git clone` of it (over file://, i.e. the pack protocol a network clone uses;
+      a plain path would hardlink objects instead),
+  (b) `Workspace.prepare` for a new work branch with the mirror already there: fetch (the
+      remote's main gains one commit before each run, so there is something to fetch) plus
+      a `git worktree` checked out on the branch.
+Prints median and p90 seconds for each and the ratio clone / prepare (target >= 5x).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from runner.contract import RepoRef
+from runner.git import git_env
+from runner.workspace import Workspace
+
+TARGET_RATIO = 5.0
+_COMMITTER = "Bench <bench@example.test> 1700000000 +0000"
+
+
+def _git(*args: str, cwd: Path, stdin: bytes | None = None) -> None:
+    subprocess.run(["git", *args], cwd=cwd, env=git_env(), input=stdin, check=True)
+
+
+def _data(text: str) -> bytes:
+    raw = text.encode()
+    return b"data %d\n%s\n" % (len(raw), raw)
+
+
+def _tree_stream(files: int) -> bytes:
+    """A fast-import stream: one commit on main with `files` files, 200 per directory."""
+    out = [b"commit refs/heads/main\n", f"committer {_COMMITTER}\n".encode(), _data("initial")]
+    for i in range(files):
+        body = f"# module {i}\n" + "".join(f"VALUE_{i}_{j} = {i * j}\n" for j in range(8))
+        out += [f"M 100644 inline src/pkg{i // 200:04d}/mod{i:06d}.py\n".encode(), _data(body)]
+    return b"".join(out)
+
+
+def _tick_stream(n: int) -> bytes:
+    """A fast-import stream adding one small commit on top of main."""
+    return b"".join(
+        [
+            b"commit refs/heads/main\n",
+            f"committer {_COMMITTER}\n".encode(),
+            _data(f"tick {n}"),
+            b"from refs/heads/main^0\n",
+            b"M 100644 inline TICK\n",
+            _data(f"{n}\n"),
+        ]
+    )
+
+
+def build_remote(root: Path, files: int) -> Path:
+    remote = root / "remote.git"
+    _git("init", "--quiet", "--bare", "--initial-branch=main", str(remote), cwd=root)
+    _git("fast-import", "--quiet", cwd=remote, stdin=_tree_stream(files))
+    _git("repack", "-a", "-d", "-q", cwd=remote)  # one pack, as a hosted repository serves
+    return remote
+
+
+def _p90(values: list[float]) -> float:
+    return statistics.quantiles(values, n=10)[8] if len(values) > 1 else values[0]
+
+
+def _line(label: str, seconds: list[float]) -> str:
+    return (
+        f"{label:<28} median {statistics.median(seconds):7.3f} s   p90 {_p90(seconds):7.3f} s"
+        f"   (runs: {', '.join(f'{s:.3f}' for s in seconds)})"
+    )
+
+
+async def run(args: argparse.Namespace, root: Path) -> int:
+    started = time.perf_counter()
+    remote = build_remote(root, args.files)
+    print(f"repository:     {args.files:,} files, built in {time.perf_counter() - started:.2f} s")
+    url = f"file://{remote}"
+
+    workspace = Workspace(root / "ws")
+    repo = RepoRef(full_name="bench/repo", clone_url=url)
+    t0 = time.perf_counter()
+    await workspace.prepare(repo, "main", "bench/warmup", None)
+    cold = time.perf_counter() - t0
+
+    # Interleaved, so both see the same machine load; nothing is deleted until the end
+    # (deleting 20k files right before a measurement slows it on some filesystems).
+    clones, prepares = [], []
+    for i in range(args.runs):
+        t0 = time.perf_counter()
+        _git("clone", "--quiet", url, str(root / f"clone-{i}"), cwd=root)
+        clones.append(time.perf_counter() - t0)
+
+        _git("fast-import", "--quiet", cwd=remote, stdin=_tick_stream(i))
+        t0 = time.perf_counter()
+        wt = await workspace.prepare(repo, "main", f"bench/ticket-{i}", None)
+        prepares.append(time.perf_counter() - t0)
+        assert (wt.path / "TICK").read_text() == f"{i}\n", "prepare did not fetch the new commit"
+
+    print(_line("fresh clone", clones))
+    print(_line("cold mirror (first prepare)", [cold]))
+    print(_line("warm mirror + worktree", prepares))
+    ratio = statistics.median(clones) / statistics.median(prepares)
+    verdict = "meets" if ratio >= TARGET_RATIO else "MISSES"
+    print(f"ratio clone / worktree: {ratio:.1f}x (median; {verdict} the {TARGET_RATIO:g}x target)")
+    return 0 if ratio >= TARGET_RATIO else 1
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--files", type=int, default=20_000)
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="oa-bench-ws-")).resolve()
+    try:
+        return asyncio.run(run(args, root))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""The harness store's tables: append-only versions, pins per ticket, versions used per run.
+
+A version row is never updated or deleted: a change is a new row with the next number,
+and a rollback is a new row whose content equals an old one. `tickets` belongs to the
+control plane (bot.models); it is referred to by name only, so this package never imports
+`bot`.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import ClassVar, Literal
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from harness_store.db import Base, Timestamped
+from harness_store.errors import InvalidName
+
+Kind = Literal["harness", "skill"]
+
+NAME_MAX = 64
+# The Agent Skills rule (lowercase, digits, single hyphens), used for harnesses too so that
+# `/harness NAME@VERSION` and skill folder names never need quoting.
+_NAME = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
+
+
+def validate_name(kind: Kind, name: str) -> str:
+    """Return `name` if a harness or skill may be called that, else raise `InvalidName`."""
+    if not isinstance(name, str) or not name:
+        raise InvalidName(f"a {kind} needs a name")
+    if len(name) > NAME_MAX or not _NAME.fullmatch(name):
+        raise InvalidName(
+            f"invalid {kind} name {name[:80]!r}: use lowercase letters, digits and single"
+            f" hyphens, at most {NAME_MAX} characters (for example 'run-tests')"
+        )
+    return name
+
+
+class _Version:
+    """Columns every versioned thing shares."""
+
+    kind: ClassVar[Kind]
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME_MAX))
+    version: Mapped[int] = mapped_column(Integer)
+    content_hash: Mapped[str] = mapped_column(String(64))  # sha256, hex
+    author: Mapped[str] = mapped_column(String(200))
+    message: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+    @property
+    def label(self) -> str:
+        """`name@version`, as users write it."""
+        return f"{self.name}@{self.version}"
+
+
+class HarnessVersion(_Version, Base):
+    """One version of a harness: a Jinja template of the agent's instructions."""
+
+    __tablename__ = "harness_versions"
+    __table_args__ = (
+        UniqueConstraint("name", "version"),
+        CheckConstraint("version >= 1", name="version_positive"),
+    )
+
+    kind: ClassVar[Kind] = "harness"
+    content: Mapped[str] = mapped_column(Text, sort_order=1)  # after the shared columns
+
+
+class SkillVersion(_Version, Base):
+    """One version of a skill folder: `{relative path: text}`, SKILL.md included."""
+
+    __tablename__ = "skill_versions"
+    __table_args__ = (
+        UniqueConstraint("name", "version"),
+        CheckConstraint("version >= 1", name="version_positive"),
+    )
+
+    kind: ClassVar[Kind] = "skill"
+    files: Mapped[dict[str, str]] = mapped_column(JSONB, sort_order=1)  # after the shared columns
+
+
+class TicketHarnessPin(Timestamped, Base):
+    """The harness version a ticket runs with, whatever becomes current later."""
+
+    __tablename__ = "ticket_harness_pins"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["harness_name", "harness_version"],
+            ["harness_versions.name", "harness_versions.version"],
+        ),
+    )
+
+    ticket_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("tickets.id", ondelete="CASCADE"), primary_key=True
+    )
+    harness_name: Mapped[str] = mapped_column(String(NAME_MAX))
+    harness_version: Mapped[int] = mapped_column(Integer)
+    pinned_by: Mapped[str | None] = mapped_column(String(200))
+
+
+class RunVersions(Base):
+    """The harness and skill versions one run was given, for "which runs used version X"."""
+
+    __tablename__ = "run_versions"
+    __table_args__ = (
+        Index("ix_run_versions_skill_version_ids", "skill_version_ids", postgresql_using="gin"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    run_id: Mapped[str] = mapped_column(Text, unique=True)
+    ticket_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("tickets.id", ondelete="SET NULL"), index=True
+    )
+    harness_version_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("harness_versions.id"), index=True
+    )
+    # No foreign key can reach into an array; publish never deletes, so ids stay valid.
+    skill_version_ids: Mapped[list[int]] = mapped_column(ARRAY(BigInteger), default=list)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
