@@ -226,7 +226,7 @@ async def list_names(session: AsyncSession, model: type[V]) -> list[NameSummary]
     )
     return [
         NameSummary(name=name, current_version=latest, versions=count, updated_at=updated)
-        for name, latest, count, updated in (await session.execute(query)).tuples()
+        for name, latest, count, updated in await session.execute(query)
     ]
 
 

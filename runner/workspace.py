@@ -3,6 +3,11 @@
 
     <root>/mirrors/<owner>/<name>.git                 bare; remote branches in refs/remotes/origin
     <root>/worktrees/<owner>/<name>/<branch-slug>     a linked worktree of that mirror
+    <root>/worktrees/<owner>/<name>/.spare-<id>       a removed ticket's worktree, cleaned
+
+Recycling: a fresh worktree costs a full checkout, as much disk work as a clone. So `remove`
+parks a clean, detached worktree (at most `spares` per repository) and the next `prepare` of
+another ticket of that repository moves it into place and only rewrites the files that differ.
 
 The mirror keeps the remote's branches under `refs/remotes/origin/*` rather than mirroring
 them onto `refs/heads/*`: a pruning fetch must never move or delete a work branch that a
@@ -23,6 +28,7 @@ import hashlib
 import os
 import re
 import shutil
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +39,7 @@ from runner.git import GitError, git, scrub
 
 _SEGMENT = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
 _TRANSPORT = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*::")  # `ext::cmd` and other remote helpers
+_SPARE = ".spare-"  # branch slugs never start with a dot
 _REMOTE_REFS = "+refs/heads/*:refs/remotes/origin/*"
 _TAG_REFS = "+refs/tags/*:refs/tags/*"
 # What `git init --bare` and we write; anything else in the mirror's config was put there by
@@ -124,8 +131,9 @@ def branch_slug(branch: str) -> str:
 class Workspace:
     """Mirrors and worktrees under one root, safe for concurrent runs and runner processes."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, spares: int = 2) -> None:
         self.root = root.resolve()
+        self.spares = spares  # removed worktrees kept per repository for reuse
         self._home = self.root / "home"  # HOME for git: empty, so nothing of a user's is read
         self._locks: dict[Path, asyncio.Lock] = {}
 
@@ -168,10 +176,13 @@ class Workspace:
             remote_sha = await self._resolve(mirror, f"refs/remotes/origin/{work_branch}")
             start_sha = remote_sha or base_sha
             await self._git("worktree", "prune", cwd=mirror)
-            reuse = await self._is_our_worktree(mirror, path, work_branch)
+            listing = await self._worktrees(mirror)
+            reuse = await self._healthy(mirror, path, f"refs/heads/{work_branch}", listing)
             if not reuse:
                 await self._drop_worktree(mirror, path)
                 path.parent.mkdir(parents=True, exist_ok=True)
+                reuse = await self._adopt_spare(mirror, path, work_branch, start_sha, listing)
+            if not reuse:
                 # Checked out below, outside the lock: the checkout is the slow part and
                 # touches only this worktree's own index and files.
                 await self._git(
@@ -186,9 +197,12 @@ class Workspace:
                     start_sha,
                     cwd=mirror,
                 )
-        await self._git("reset", "--quiet", "--hard", start_sha, cwd=path)
+        # Parallel checkout: a fresh worktree writes every file of the repository.
+        await self._git(
+            "-c", "checkout.workers=0", "reset", "--quiet", "--hard", start_sha, cwd=path
+        )
         if reuse:
-            # Left over from the previous run of this ticket: untracked and ignored files too.
+            # Left over from an earlier run: untracked and ignored files too.
             await self._git("clean", "-ffdxq", cwd=path)
         return Worktree(
             path=path,
@@ -261,15 +275,26 @@ class Workspace:
         return sorted({name for name in (tracked + untracked).split("\0") if name})
 
     async def remove(self, repo_full_name: str, work_branch: str) -> None:
-        """Remove the ticket's worktree and its local branch (the remote branch stays)."""
+        """Remove the ticket's worktree and its local branch (the remote branch stays); the
+        directory, cleaned of everything the run left, may be kept as a spare."""
         await check_branch(work_branch)
         mirror = self.mirror_path(repo_full_name)
         path = self.worktree_path(repo_full_name, work_branch)
         if not mirror.is_dir():
             _remove_path(path)
             return
+        ours = f"refs/heads/{work_branch}"
+        clean = False
+        if self.spares > 0 and await self._healthy(
+            mirror, path, ours, await self._worktrees(mirror)
+        ):
+            with contextlib.suppress(GitError):  # e.g. files git cannot delete: drop it instead
+                await self._git("reset", "--quiet", "--hard", cwd=path)
+                await self._git("clean", "-ffdxq", cwd=path)
+                clean = True
         async with self._locked(mirror):
-            await self._drop_worktree(mirror, path)
+            if not (clean and await self._park(mirror, path)):
+                await self._drop_worktree(mirror, path)
             if await self._resolve(mirror, f"refs/heads/{work_branch}") is not None:
                 await self._git("branch", "--quiet", "-D", "--", work_branch, cwd=mirror)
             for parent in (path.parent, path.parent.parent):
@@ -339,12 +364,22 @@ class Workspace:
             return None
         return out.strip()
 
-    async def _is_our_worktree(self, mirror: Path, path: Path, branch: str) -> bool:
-        """Whether `path` is a healthy worktree of this mirror on `branch` (a previous run)."""
+    async def _worktrees(self, mirror: Path) -> dict[Path, str | None]:
+        """The mirror's linked worktrees: path -> checked-out ref, None when detached."""
         listing = await self._git("worktree", "list", "--porcelain", cwd=mirror)
-        entry = f"worktree {path}\n"
-        block = next((b + "\n" for b in listing.split("\n\n") if (b + "\n").startswith(entry)), "")
-        if f"\nbranch refs/heads/{branch}\n" not in block or not (path / ".git").is_file():
+        found: dict[Path, str | None] = {}
+        for block in listing.split("\n\n"):
+            fields = dict(line.partition(" ")[::2] for line in block.splitlines())
+            if "worktree" in fields and "bare" not in fields and "prunable" not in fields:
+                found[Path(fields["worktree"])] = fields.get("branch")
+        return found
+
+    async def _healthy(
+        self, mirror: Path, path: Path, ref: str | None, listing: dict[Path, str | None]
+    ) -> bool:
+        """Whether `path` is a worktree of this mirror with `ref` checked out (None: detached),
+        whose `.git` still leads back to the mirror."""
+        if path not in listing or listing[path] != ref or not (path / ".git").is_file():
             return False
         try:
             common = await self._git(
@@ -353,6 +388,36 @@ class Workspace:
         except GitError:
             return False
         return Path(common.strip()) == mirror
+
+    async def _park(self, mirror: Path, path: Path) -> bool:
+        """Keep the clean worktree at `path` as a spare, if there is room; with the lock held."""
+        parked = [p for p in await self._worktrees(mirror) if p.parent == path.parent]
+        if sum(p.name.startswith(_SPARE) for p in parked) >= self.spares:
+            return False
+        try:
+            await self._git("checkout", "--quiet", "--detach", cwd=path)
+            spare = path.with_name(f"{_SPARE}{uuid.uuid4().hex[:12]}")
+            await self._git("worktree", "move", str(path), str(spare), cwd=mirror)
+        except GitError:
+            return False
+        return True
+
+    async def _adopt_spare(
+        self, mirror: Path, path: Path, branch: str, start_sha: str, listing: dict[Path, str | None]
+    ) -> bool:
+        """Move a healthy spare to `path` on `branch` at `start_sha` (files are reset by the
+        caller, outside the lock); with the lock held. False when there is none."""
+        for spare in sorted(p for p in listing if p.parent == path.parent):
+            if not spare.name.startswith(_SPARE):
+                continue
+            if not await self._healthy(mirror, spare, None, listing):
+                await self._drop_worktree(mirror, spare)
+                continue
+            await self._git("worktree", "move", str(spare), str(path), cwd=mirror)
+            await self._git("update-ref", f"refs/heads/{branch}", start_sha, cwd=mirror)
+            await self._git("symbolic-ref", "HEAD", f"refs/heads/{branch}", cwd=path)
+            return True
+        return False
 
     async def _drop_worktree(self, mirror: Path, path: Path) -> None:
         if os.path.lexists(path):  # noqa: ASYNC240  # one stat, not worth a thread

@@ -165,9 +165,9 @@ def test_a_retry_that_recovers_still_succeeds() -> None:
     assert parser.finish(0, "").status is RunStatus.SUCCEEDED
 
 
-def test_a_run_killed_while_waiting_for_the_network_names_the_network() -> None:
+def test_an_exit_after_connection_errors_is_an_api_error() -> None:
     parser, _ = parse([*WRITE_RUN[:2], WAITING_FOR_NETWORK, WAITING_FOR_NETWORK])
-    outcome = parser.finish(-15, "")
+    outcome = parser.finish(1, "")
     assert outcome.status is RunStatus.API_ERROR
     assert outcome.error is not None
     assert "error sending request" in outcome.error
