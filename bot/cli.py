@@ -405,10 +405,12 @@ def _try(args: argparse.Namespace) -> int:
 
 
 def _migrate(database_url: str) -> int:
-    from bot.migrate import upgrade
+    from bot.migrate import prepare_database
 
-    upgrade(database_url)
+    seeded = asyncio.run(prepare_database(database_url))
     print("openase: database migrated to the newest schema")
+    if seeded:
+        print(f"openase: harness store seeded with {seeded} built-in harnesses and skills")
     return 0
 
 

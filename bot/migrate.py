@@ -29,3 +29,25 @@ def upgrade(url: str, revision: str = "head") -> None:
 async def upgrade_async(url: str, revision: str = "head") -> None:
     """Migrate from inside a running event loop (Alembic's env runs its own loop)."""
     await asyncio.to_thread(upgrade, url, revision)
+
+
+async def seed_async(url: str) -> int:
+    """Publish the built-in harnesses and skills that the store does not have yet; how many.
+
+    Names already present are left alone, so a user's own versions survive upgrades.
+    """
+    from harness_store.db import make_engine, make_sessionmaker
+    from harness_store.seed import seed_builtins
+
+    engine = make_engine(url)
+    try:
+        async with make_sessionmaker(engine)() as session, session.begin():
+            return len(await seed_builtins(session))
+    finally:
+        await engine.dispose()
+
+
+async def prepare_database(url: str) -> int:
+    """Migrate to the newest schema, then seed the harness store (first start)."""
+    await upgrade_async(url)
+    return await seed_async(url)

@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     port: Annotated[int, Field(ge=0, le=65535)] = 2080
     config: Path | None = None
     admin_token: SecretStr | None = None
+    # `openase up` runs a runner for this machine under this name (default: the host name).
+    machine: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")] | None = None
+    runner_max_runs: Annotated[int, Field(ge=1, le=64)] = 2
 
     github_app_id: Annotated[int, Field(gt=0)] | None = None
     github_private_key: SecretStr | None = None

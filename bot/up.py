@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import socket
 from collections.abc import Awaitable, Callable, Iterator
@@ -25,7 +26,7 @@ from pydantic import SecretStr
 from bot.app import create_app
 from bot.deps import CONTROL_QUEUE, Deps, build_deps
 from bot.errors import ConfigError, OpenaseError
-from bot.migrate import upgrade_async
+from bot.migrate import prepare_database
 from bot.services import SECRET_FILE, EmbeddedServices, ServiceUrls, webhook_secret
 from bot.settings import Settings
 from bot.worker import make_worker
@@ -262,7 +263,9 @@ async def up(settings: Settings, shutdown: Shutdown) -> int:
         if shutdown.requested.is_set():
             return 0
         log.info("migrating")
-        await upgrade_async(urls.database_url)
+        seeded = await prepare_database(urls.database_url)
+        if seeded:
+            log.info("harness_store_seeded", versions=seeded)
 
         def banner(port: int | None) -> None:
             assert port is not None
@@ -271,12 +274,42 @@ async def up(settings: Settings, shutdown: Shutdown) -> int:
                 flush=True,
             )
 
-        return await run_control_plane(
-            settings, urls, shutdown, web=True, worker=True, announce=banner, sock=sock
-        )
+        runner_stop = asyncio.Event()
+        runner = asyncio.create_task(_local_runner(settings, urls.redis_url, runner_stop))
+        try:
+            return await run_control_plane(
+                settings, urls, shutdown, web=True, worker=True, announce=banner, sock=sock
+            )
+        finally:
+            runner_stop.set()
+            await asyncio.wait({runner})
     finally:
         sock.close()
         await asyncio.to_thread(services.stop)
+
+
+async def _local_runner(settings: Settings, redis_url: str, stop: asyncio.Event) -> None:
+    """This machine's runner, as `openase runner --machine NAME` would run it."""
+    from runner.worker import RunnerConfig, serve_runner
+
+    machine = settings.machine or local_machine_name()
+    config = RunnerConfig(
+        machine=machine,
+        redis_url=redis_url,
+        workspace_root=settings.data_dir / "workspaces" / machine,
+        max_runs=settings.runner_max_runs,
+        drain_seconds=SHUTDOWN_GRACE,
+    )
+    try:
+        await serve_runner(config, stop)
+    except Exception as error:  # the web app and worker go on without a local runner
+        log.error("local_runner_stopped", error=repr(error))
+
+
+def local_machine_name() -> str:
+    """The host name, made safe for a queue name."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", socket.gethostname()).strip("-._")
+    return name[:63] or "local"
 
 
 def startup_banner(settings: Settings, url: str, generated_secret: str | None) -> str:
@@ -293,6 +326,8 @@ def startup_banner(settings: Settings, url: str, generated_secret: str | None) -
         f"  health          {url}/healthz",
         f"  webhook secret  {secret}",
         f"  data dir        {settings.data_dir}",
+        f"  local runner    {settings.machine or local_machine_name()} "
+        f"(queue openase:runs:{settings.machine or local_machine_name()})",
         "",
         "Register the GitHub App with `openase app manifest --url <public URL>`, point its",
         "webhook at the URL above (GitHub must be able to reach it) and paste the secret.",

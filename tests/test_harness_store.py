@@ -343,7 +343,7 @@ def _front(body: str) -> dict[str, str]:
             "non-empty text 'description'",
         ),
         ("lint", _front("---\ndescription: d\n---\n"), InvalidFrontMatter, "non-empty text 'name'"),
-        ("lint", _front("---\nname: [a\n---\n"), InvalidFrontMatter, r"front matter \(line 3\)"),
+        ("lint", _front("---\nname: [a\n---\n"), InvalidFrontMatter, r"front matter \(line 2\): expected .,. or .\]."),
         ("lint", _front("---\n- a\n---\n"), InvalidFrontMatter, "must be a mapping"),
         (
             "lint",

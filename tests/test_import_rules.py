@@ -45,3 +45,16 @@ def test_only_the_registry_imports_concrete_adapters() -> None:
     ]
     assert concrete
     assert {f for f, _ in concrete} == {"bot/registry.py"}
+
+
+# The processes that start the runner's own code in the control plane's process.
+RUNNER_STARTERS = {"bot/cli.py", "bot/up.py", "bot/trial.py"}
+
+
+def test_bot_reaches_the_runner_only_through_its_contract() -> None:
+    beyond_contract = [
+        (f, m)
+        for f, m in _imports("bot")
+        if _top(m) == "runner" and m != "runner.contract" and f not in RUNNER_STARTERS
+    ]
+    assert beyond_contract == []

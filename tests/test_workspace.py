@@ -246,6 +246,45 @@ async def test_remove_deletes_the_worktree_and_local_branch(
     assert (again.path / "README.md").exists()
 
 
+async def test_a_removed_worktree_is_cleaned_and_recycled_for_the_next_ticket(
+    workspace: Workspace, remote: Path
+) -> None:
+    first = await workspace.prepare(repo_of(remote), "main", "openase/t-11", None)
+    (first.path / "secret-notes.txt").write_text("left by the agent\n")
+    (first.path / "cache.log").write_text("ignored\n")
+    (first.path / "README.md").write_text("edited, never committed\n")
+    inode = (first.path / "src/app.py").stat().st_ino
+    await workspace.remove("octo/hello", "openase/t-11")
+    newer = commit_on(remote, "main", {"NEWS": "more\n"})
+
+    second = await workspace.prepare(repo_of(remote), "main", "openase/t-12", None)
+
+    assert (second.path / "src/app.py").stat().st_ino == inode  # reused, not checked out again
+    assert await workspace.head_sha(second) == second.start_sha == newer
+    assert run_git("symbolic-ref", "HEAD", cwd=second.path) == "refs/heads/openase/t-12"
+    assert (second.path / "README.md").read_text() == "hello\n"
+    assert (second.path / "NEWS").exists()
+    assert run_git("status", "--porcelain", "--ignored", cwd=second.path) == ""
+    assert run_git("branch", "--list", "openase/t-11", cwd=second.mirror) == ""
+    assert [p.name for p in second.path.parent.iterdir()] == [second.path.name]
+
+
+async def test_spares_are_bounded_and_can_be_turned_off(tmp_path: Path, remote: Path) -> None:
+    for spares in (0, 1):
+        workspace = Workspace(tmp_path / f"ws-{spares}", spares=spares)
+        for ticket in ("a", "b", "c"):
+            await workspace.prepare(repo_of(remote), "main", f"openase/{ticket}", None)
+        for ticket in ("a", "b", "c"):
+            await workspace.remove("octo/hello", f"openase/{ticket}")
+        parent = workspace.root / "worktrees/octo/hello"
+        left = sorted(p.name[:7] for p in parent.iterdir()) if parent.exists() else []
+        assert left == [".spare-"] * spares
+        listing = run_git(
+            "worktree", "list", "--porcelain", cwd=workspace.mirror_path("octo/hello")
+        )
+        assert listing.count("worktree ") == 1 + spares  # the bare mirror itself, and spares
+
+
 @pytest.mark.parametrize(
     "full_name",
     ["../escape", "octo/../../x", "octo/hello/extra", "octo", "octo/..", "./x", "a/b c"],
