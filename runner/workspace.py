@@ -153,8 +153,7 @@ class Workspace:
         url = remote_url(repo.clone_url)
         mirror = self.mirror_path(repo.full_name)
         path = self.worktree_path(repo.full_name, work_branch)
-        await check_branch(base_branch)
-        await check_branch(work_branch)
+        await asyncio.gather(check_branch(base_branch), check_branch(work_branch))
         async with self._locked(mirror):
             await self._ensure_mirror(mirror, url)
             await self._git(
@@ -170,10 +169,11 @@ class Workspace:
                 cwd=mirror,
                 token=token,
             )
-            base_sha = await self._resolve(mirror, f"refs/remotes/origin/{base_branch}")
-            if base_sha is None:
+            base_ref, remote_ref = (f"refs/remotes/origin/{b}" for b in (base_branch, work_branch))
+            shas = await self._refs(mirror, base_ref, remote_ref)
+            if base_ref not in shas:
                 raise WorkspaceError(f"base branch {base_branch!r} is not on {url}")
-            remote_sha = await self._resolve(mirror, f"refs/remotes/origin/{work_branch}")
+            base_sha, remote_sha = shas[base_ref], shas.get(remote_ref)
             start_sha = remote_sha or base_sha
             await self._git("worktree", "prune", cwd=mirror)
             listing = await self._worktrees(mirror)
@@ -181,8 +181,9 @@ class Workspace:
             if not reuse:
                 await self._drop_worktree(mirror, path)
                 path.parent.mkdir(parents=True, exist_ok=True)
-                reuse = await self._adopt_spare(mirror, path, work_branch, start_sha, listing)
-            if not reuse:
+            if not reuse and not await self._adopt_spare(
+                mirror, path, work_branch, start_sha, listing
+            ):
                 # Checked out below, outside the lock: the checkout is the slow part and
                 # touches only this worktree's own index and files.
                 await self._git(
@@ -202,7 +203,8 @@ class Workspace:
             "-c", "checkout.workers=0", "reset", "--quiet", "--hard", start_sha, cwd=path
         )
         if reuse:
-            # Left over from an earlier run: untracked and ignored files too.
+            # Left over from this ticket's earlier run: untracked and ignored files too. (A
+            # spare was cleaned when it was parked.)
             await self._git("clean", "-ffdxq", cwd=path)
         return Worktree(
             path=path,
@@ -244,7 +246,7 @@ class Workspace:
         ref = f"refs/heads/{wt.branch}"
         if token is not None:
             await self._check_mirror_config(wt.mirror)
-        head = await self._resolve(wt.mirror, ref)
+        head = (await self._refs(wt.mirror, ref)).get(ref)
         if head is None:
             raise WorkspaceError(f"branch {wt.branch!r} is gone from {wt.mirror}")
         try:
@@ -295,7 +297,7 @@ class Workspace:
         async with self._locked(mirror):
             if not (clean and await self._park(mirror, path)):
                 await self._drop_worktree(mirror, path)
-            if await self._resolve(mirror, f"refs/heads/{work_branch}") is not None:
+            if ours in await self._refs(mirror, ours):
                 await self._git("branch", "--quiet", "-D", "--", work_branch, cwd=mirror)
             for parent in (path.parent, path.parent.parent):
                 with contextlib.suppress(OSError):  # not empty: other tickets' worktrees
@@ -330,8 +332,7 @@ class Workspace:
 
     async def _ensure_mirror(self, mirror: Path, url: str) -> None:
         if (mirror / "HEAD").is_file():
-            await self._check_mirror_config(mirror)
-            if (await self._config(mirror, "remote.origin.url")) != url:
+            if (await self._check_mirror_config(mirror)).get("remote.origin.url") != url:
                 await self._git("config", "remote.origin.url", url, cwd=mirror)
             return
         _remove_path(mirror)  # a half-made mirror from a crash
@@ -342,27 +343,23 @@ class Workspace:
         await self._git("config", "remote.origin.fetch", _REMOTE_REFS, cwd=partial)
         partial.rename(mirror)
 
-    async def _check_mirror_config(self, mirror: Path) -> None:
-        names = (await self._git("config", "--local", "--list", "--name-only", cwd=mirror)).split()
-        unexpected = sorted(set(names) - _MIRROR_CONFIG_KEYS)
+    async def _check_mirror_config(self, mirror: Path) -> dict[str, str]:
+        """The mirror's own config, refusing keys we did not write."""
+        listing = await self._git("config", "--local", "--list", "-z", cwd=mirror)
+        config = dict(item.partition("\n")[::2] for item in listing.split("\0") if item)
+        unexpected = sorted(set(config) - _MIRROR_CONFIG_KEYS)
         if unexpected:
             raise WorkspaceError(
                 f"the config of mirror {mirror} has settings OpenASE did not write "
                 f"({', '.join(unexpected)}); refusing to use it: inspect and remove them"
             )
+        return config
 
-    async def _config(self, mirror: Path, key: str) -> str | None:
-        try:
-            return (await self._git("config", "--local", "--get", key, cwd=mirror)).strip()
-        except GitError:
-            return None
-
-    async def _resolve(self, repo: Path, ref: str) -> str | None:
-        try:
-            out = await self._git("rev-parse", "--quiet", "--verify", f"{ref}^{{commit}}", cwd=repo)
-        except GitError:
-            return None
-        return out.strip()
+    async def _refs(self, repo: Path, *refs: str) -> dict[str, str]:
+        """{ref: sha} for those of `refs` that exist (one git call for all)."""
+        out = await self._git("for-each-ref", "--format=%(refname) %(objectname)", *refs, cwd=repo)
+        found = dict(line.split(" ", 1) for line in out.splitlines())
+        return {ref: found[ref] for ref in refs if ref in found}
 
     async def _worktrees(self, mirror: Path) -> dict[Path, str | None]:
         """The mirror's linked worktrees: path -> checked-out ref, None when detached."""
@@ -420,10 +417,11 @@ class Workspace:
         return False
 
     async def _drop_worktree(self, mirror: Path, path: Path) -> None:
-        if os.path.lexists(path):  # noqa: ASYNC240  # one stat, not worth a thread
-            with contextlib.suppress(GitError):  # not (or no longer) a registered worktree
-                await self._git("worktree", "remove", "--force", "--force", str(path), cwd=mirror)
-            _remove_path(path)
+        if not os.path.lexists(path):  # noqa: ASYNC240  # one stat, not worth a thread
+            return
+        with contextlib.suppress(GitError):  # not (or no longer) a registered worktree
+            await self._git("worktree", "remove", "--force", "--force", str(path), cwd=mirror)
+        _remove_path(path)
         await self._git("worktree", "prune", cwd=mirror)
 
 

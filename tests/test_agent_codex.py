@@ -19,6 +19,7 @@ from runner.agents.codex import TOOL_RESULT_LIMIT, Codex, CodexParser, toml_stri
 from runner.contract import AgentConfig, AgentEvent, EventKind, Limits, RunStatus, Usage
 from tests.agent_clis import agent_cli
 from tests.fakes.model_server import ModelServer, Scenario, Step, ToolCall
+from tests.fakes.model_server.responses import turns_so_far
 
 # Recorded from codex 0.169.0 against the scripted server (temporary paths shortened).
 THREAD = "01a20222-d9fa-77c1-8ffb-d497ee6e832d"
@@ -391,6 +392,28 @@ def test_env_holds_only_codex_home_and_provider_settings(
     assert env["OPENAI_API_KEY"] == "run-key"
     assert env["HOME"] == str(tmp_path / "home")
     assert env["CODEX_HOME"] == str(tmp_path / "home" / ".codex")
+
+
+def test_the_fake_server_counts_a_turn_once_however_its_tool_outputs_interleave() -> None:
+    def call(call_id: str) -> dict[str, str]:
+        return {"type": "function_call", "call_id": call_id, "name": "exec_command"}
+
+    def output(call_id: str) -> dict[str, str]:
+        return {"type": "function_call_output", "call_id": call_id, "output": "ok"}
+
+    user = {"type": "message", "role": "user", "content": []}
+    assistant = {"type": "message", "role": "assistant", "content": []}
+    history = [
+        user,
+        *(call("call_000_00"), output("call_000_00"), call("call_000_01"), output("call_000_01")),
+        {"type": "reasoning", "summary": []},
+        assistant,
+        call("call_001_00"),
+        output("call_001_00"),
+        assistant,
+        user,  # a resumed thread's next prompt
+    ]
+    assert [turns_so_far({"input": history[:n]}) for n in (1, 5, 9, 10, 11)] == [0, 1, 2, 3, 3]
 
 
 # --- the real CLI -------------------------------------------------------------------------

@@ -11,8 +11,9 @@ Facts this relies on (measured on 0.169.0, see AGENT-CLIS.md):
   ("Reconnecting... 2/5") that recover. An unreachable server is retried without end
   ("waiting for network"), which only the runner's wall-time limit stops.
 
-Provider convention for `AgentConfig.env`: `OPENAI_BASE_URL` selects an `openase` provider
-speaking the Responses API at that URL, authenticated with `OPENAI_API_KEY` when set;
+Provider convention for `AgentConfig.env`: `OPENAI_BASE_URL` (with its `/v1`, as OpenAI's
+SDKs take it) selects an `openase` provider that POSTs to `<base>/responses`, authenticated
+with `OPENAI_API_KEY` when set;
 `CODEX_MAX_RETRIES` (ours, like Claude Code's CLAUDE_CODE_MAX_RETRIES; default 0) sets its
 request and stream retries. Without a base URL Codex uses its built-in OpenAI provider and
 that provider's own retries.

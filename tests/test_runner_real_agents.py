@@ -1,4 +1,4 @@
-"""The whole runner with the real Claude Code CLI (pinned, from npm) against the scripted
+"""The whole runner with the real agent CLIs (pinned, from npm: Claude Code, Codex, Gemini) against the scripted
 model server: the agent edits files in a worktree, the branch is pushed to a local bare
 remote, the harness and skills reached the model, and the skills stay out of the commit.
 Also `openase try` end to end with the same CLI."""
@@ -177,3 +177,52 @@ def test_openase_try_with_claude_code(claude: str, tmp_path: Path) -> None:
     assert "Careful harness for local/checkout: ticket try-" in requests[0].text
     assert SKILL_DESCRIPTION in requests[0].text
     assert "whsec-not-for-agents" not in "".join(request.text for request in requests)
+
+
+@pytest.mark.parametrize("cli", ["codex", "gemini"])
+async def test_codex_and_gemini_runs_push_their_work_with_the_harness(
+    cli: str, tmp_path: Path
+) -> None:
+    binary = str(agent_cli("codex" if cli == "codex" else "gemini"))
+    remote = make_remote(tmp_path)
+    if cli == "codex":
+        tool = ToolCall("exec_command", {"cmd": "printf 'hello\\n' > hello.txt"})
+    else:
+        tool = ToolCall("write_file", {"file_path": "hello.txt", "content": "hello\n"})
+    scenario = Scenario(steps=[Step(tool_calls=(tool,)), Step(text="Created hello.txt.")])
+    with ModelServer(scenario) as server:
+        env = (
+            {"OPENAI_BASE_URL": f"{server.url}/v1", "OPENAI_API_KEY": "sk-test"}
+            if cli == "codex"
+            else {
+                "GOOGLE_GEMINI_BASE_URL": server.url,
+                "GEMINI_API_KEY": "test",
+                "GEMINI_CLI_NO_RELAUNCH": "true",  # halves its start-up; tests only
+            }
+        )
+        agent = AgentConfig.model_validate(
+            {
+                "cli": cli,
+                "binary": binary,
+                "env": env,
+                "model": None if cli == "gemini" else "gpt-5.5",
+            }
+        )
+        spec = spec_for(
+            remote,
+            [],
+            agent=agent,
+            skills=(SKILL,),
+            limits=Limits(wall_seconds=120, stall_seconds=60),
+        )
+        result, _ = await run(tmp_path, spec)
+        requests = server.model_requests()
+
+    assert result.status is RunStatus.SUCCEEDED, result.error
+    assert result.summary == "Created hello.txt."
+    assert result.session_id
+    assert show(remote, "openase/7-add-hello", "hello.txt") == "hello"
+    assert branch_files(remote, "openase/7-add-hello") == ["README.md", "hello.txt"]
+    assert HARNESS in requests[0].text
+    assert "Create hello.txt" in requests[0].text
+    assert SKILL_DESCRIPTION in requests[0].text

@@ -1,0 +1,160 @@
+"""The built-in harnesses and skills: what they say, that they render, and how they are seeded."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from sqlalchemy import func, select
+
+from bot.deps import Deps
+from harness_store import store
+from harness_store.db import transaction
+from harness_store.models import HarnessVersion, SkillVersion
+from harness_store.render import RepositoryVars, TicketVars, render_harness
+from harness_store.seed import builtin_harnesses, builtin_skills, seed_builtins
+from harness_store.skills import parse_front_matter, validate_skill
+
+HARNESSES = ["coder", "docs", "reviewer", "tester"]
+SKILLS = ["commit-message", "run-tests", "summarize-change"]
+TICKET = TicketVars(
+    key="octo/hello#12",
+    number=12,
+    title="Reject empty titles",
+    body="The issue form accepts an empty title and saves it.",
+    url="https://github.com/octo/hello/issues/12",
+    labels=("bug", "openase"),
+)
+REPO = RepositoryVars(
+    full_name="octo/hello",
+    default_branch="trunk",
+    clone_url="https://github.com/octo/hello.git",
+)
+FAILURE = "gate tests failed:\nFAILED tests/test_form.py::test_empty_title - AssertionError"
+
+
+def test_the_built_ins_are_the_expected_set() -> None:
+    assert sorted(builtin_harnesses()) == HARNESSES
+    assert sorted(builtin_skills()) == SKILLS
+
+
+@pytest.mark.parametrize("name", SKILLS)
+def test_every_built_in_skill_is_a_valid_useful_folder(name: str) -> None:
+    files = builtin_skills()[name]
+    assert validate_skill(name, files) == files
+    front = parse_front_matter(files["SKILL.md"])
+    assert front.name == name
+    assert 60 <= len(front.description) <= 1024
+    assert 30 <= files["SKILL.md"].count("\n") <= 80
+
+
+def test_the_run_tests_skill_ships_its_detection_script() -> None:
+    files = builtin_skills()["run-tests"]
+    assert files["detect.sh"].startswith("#!/bin/sh\n")
+    assert "detect.sh" in files["SKILL.md"]
+
+
+@pytest.mark.parametrize("name", HARNESSES)
+def test_every_built_in_harness_renders_a_first_attempt(name: str) -> None:
+    text = render_harness(builtin_harnesses()[name], ticket=TICKET, repository=REPO)
+
+    for expected in (TICKET.key, TICKET.title, TICKET.body, TICKET.url or "", REPO.full_name):
+        assert expected in text
+    for section in ("## What done means", "## Your final message"):
+        assert section in text
+    assert "attempt 2" not in text.lower()
+    assert "round 2" not in text
+    assert "{{" not in text and "{%" not in text
+    assert ".claude/skills/" in text  # tells the agent to keep its hands off the skills
+
+
+@pytest.mark.parametrize("name", HARNESSES)
+def test_a_later_attempt_shows_the_previous_failure(name: str) -> None:
+    source = builtin_harnesses()[name]
+    text = render_harness(
+        source, ticket=TICKET, repository=REPO, attempt=2, previous_failure=FAILURE
+    )
+    assert FAILURE in text
+    assert ("round 2" if name == "reviewer" else "This is attempt 2") in text
+
+    lost = render_harness(source, ticket=TICKET, repository=REPO, attempt=3)
+    assert "FAILED" not in lost
+    if name != "reviewer":
+        assert "without a recorded failure" in lost
+
+
+@pytest.mark.parametrize("name", HARNESSES)
+def test_guidance_and_an_empty_ticket_render_sensibly(name: str) -> None:
+    bare = TicketVars(key="ENG-42", title="Speed up search")
+    text = render_harness(
+        builtin_harnesses()[name],
+        ticket=bare,
+        repository=REPO,
+        extra={"guidance": "Keep the public API unchanged."},
+    )
+    assert "Keep the public API unchanged." in text
+    assert "The ticket has no description" in text
+    assert "Ticket: " not in text  # no URL, no line for it
+
+
+@pytest.mark.parametrize("name", ["coder", "tester", "docs"])
+def test_working_harnesses_state_the_branch_rules(name: str) -> None:
+    text = render_harness(builtin_harnesses()[name], ticket=TICKET, repository=REPO)
+    assert "Do not push" in text
+    assert f"`{TICKET.key}:`" in text  # commit messages name the ticket
+    assert ".github/openase.yml" in text  # where the gates come from
+
+
+def test_the_reviewer_changes_nothing_and_gives_a_verdict() -> None:
+    text = render_harness(builtin_harnesses()["reviewer"], ticket=TICKET, repository=REPO)
+    assert "Do not edit, commit, push" in text
+    assert "`Verdict: approve`" in text
+    assert "git diff trunk...HEAD" in text
+
+
+async def test_seeding_publishes_each_built_in_once(deps: Deps) -> None:
+    async with transaction(deps.sessions) as session:
+        published = await seed_builtins(session)
+    async with transaction(deps.sessions) as session:
+        again = await seed_builtins(session)
+        harnesses = await store.list_names(session, HarnessVersion)
+        skills = await store.list_names(session, SkillVersion)
+        coder = await store.require_current(session, HarnessVersion, "coder")
+
+    assert sorted((row.kind, row.name) for row in published) == sorted(
+        [("harness", name) for name in HARNESSES] + [("skill", name) for name in SKILLS]
+    )
+    assert {(row.version, row.author, row.message) for row in published} == {
+        (1, "openase", "built-in")
+    }
+    assert again == []
+    assert [(n.name, n.versions) for n in harnesses] == [(name, 1) for name in HARNESSES]
+    assert [(n.name, n.versions) for n in skills] == [(name, 1) for name in SKILLS]
+    assert coder.content == builtin_harnesses()["coder"]
+
+
+async def test_seeding_never_overrides_a_users_versions(deps: Deps) -> None:
+    async with transaction(deps.sessions) as session:
+        # A user's own `docs` before the first seed, and an edit of `coder` after it.
+        await store.publish_harness(session, "docs", "Our docs rules.", author="alice")
+        await seed_builtins(session)
+        await store.publish_harness(session, "coder", "Our coder rules.", author="alice")
+    async with transaction(deps.sessions) as session:
+        assert await seed_builtins(session) == []
+        docs = await store.require_current(session, HarnessVersion, "docs")
+        coder = await store.require_current(session, HarnessVersion, "coder")
+
+    assert (docs.version, docs.content) == (1, "Our docs rules.")
+    assert (coder.version, coder.content) == (2, "Our coder rules.")
+
+
+async def test_concurrent_seeding_stores_each_built_in_once(deps: Deps) -> None:
+    async def seed() -> None:
+        async with transaction(deps.sessions) as session:
+            await seed_builtins(session)
+
+    await asyncio.gather(seed(), seed(), seed())
+    async with deps.sessions() as session:
+        total = await session.scalar(select(func.count()).select_from(HarnessVersion))
+        skills = await session.scalar(select(func.count()).select_from(SkillVersion))
+    assert (total, skills) == (len(HARNESSES), len(SKILLS))
