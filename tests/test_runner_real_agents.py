@@ -1,7 +1,7 @@
-"""The whole runner with the real agent CLIs (pinned, from npm: Claude Code, Codex, Gemini) against the scripted
-model server: the agent edits files in a worktree, the branch is pushed to a local bare
-remote, the harness and skills reached the model, and the skills stay out of the commit.
-Also `openase try` end to end with the same CLI."""
+"""The whole runner with the real agent CLIs (pinned, from npm) against the scripted model
+server: the agent edits files in a worktree, the branch is pushed to a local bare remote,
+the harness and skills reached the model, and the skills stay out of the commit. Claude Code
+also through `openase try`, end to end."""
 
 from __future__ import annotations
 
