@@ -1,7 +1,7 @@
 """Benchmark: runner overhead per run, from RunSpec received to agent process started.
 
-    python -m bench.runner_overhead                 # 30 runs on a 2,000-file repository
-    python -m bench.runner_overhead --runs 50 --files 20000
+    python -m bench.runner_overhead                 # 30 runs on a 20,000-file repository
+    python -m bench.runner_overhead --runs 50 --files 2000
 
 Builds a local bare repository, warms the runner's mirror with one run, then executes
 `--runs` runs of distinct tickets with the `command` agent, whose first act is to write
@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import structlog
 
 from bench.workspace_prep import build_remote
 from runner.contract import (
@@ -98,8 +101,9 @@ def _ms(values: list[float], q: float) -> float:
 
 
 def main() -> None:
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--files", type=int, default=2000, help="files in the repository")
+    parser.add_argument("--files", type=int, default=20000, help="files in the repository")
     parser.add_argument("--runs", type=int, default=30, help="measured runs")
     args = parser.parse_args()
     overheads = asyncio.run(measure(args.files, args.runs))

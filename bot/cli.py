@@ -103,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("repo", metavar="OWNER/REPO", type=repository)
     _add_runner_parser(commands)
     _add_try_parser(commands)
+    from bot import harness_cli
+
+    harness_cli.add_parsers(commands)
     app = commands.add_parser("app", help="GitHub App helpers", description="GitHub App helpers.")
     app_commands = app.add_subparsers(dest="app_command", metavar="COMMAND", required=True)
     manifest = app_commands.add_parser(
@@ -278,6 +281,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         _configure_logging(level=logging.WARNING)
         return _try(args)
     settings = load_settings()
+    if args.command in ("harness", "skill"):
+        from bot import harness_cli
+
+        return harness_cli.run(args, settings)
     if args.command == "runner":
         _configure_logging()
         return _runner(settings, args)

@@ -2,12 +2,13 @@
 and a git token that reaches git only through the environment of the one command.
 
 How the token travels: the command's environment carries `OPENASE_GIT_TOKEN` plus config
-given as `GIT_CONFIG_COUNT`/`GIT_CONFIG_KEY_n`/`GIT_CONFIG_VALUE_n` that resets
-`credential.helper` and installs a shell helper whose text names only the variable. Chosen
-over `http.extraHeader` because git hands a helper's credential only to the host that asked
-for it (after a 401), never to every request or a redirect target, and git never writes what
-a helper returns anywhere (our helper ignores `store`). Chosen over `-c` because even the
-helper text then stays out of argv, where `ps` would show it.
+given as `GIT_CONFIG_COUNT`/`GIT_CONFIG_KEY_n`/`GIT_CONFIG_VALUE_n`, which resets
+`credential.helper` and installs a shell helper whose text names only the variable, scoped
+to the remote's `scheme://host` (`credential.<url>.helper`). Chosen over `http.extraHeader`
+because git asks a helper only after a 401, and only a helper configured for the host that
+asked: a redirect to another host never receives the token, where an extra header goes with
+every request. Git never writes what a helper returns (ours ignores `store`). Chosen over
+`-c` because even the helper text then stays out of argv, where `ps` would show it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import os
 import re
 import signal
 import subprocess
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -60,7 +60,6 @@ _HELPER = (
 )
 
 _USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
-_home: Path | None = None
 
 
 class GitError(Exception):
@@ -82,22 +81,20 @@ def scrub(text: str, token: str | None) -> str:
     return _USERINFO.sub("***@", text)
 
 
-def _empty_home() -> Path:
-    # HOME for git when the caller has none: empty, so nothing of the user's is read.
-    global _home
-    if _home is None:
-        _home = Path(tempfile.mkdtemp(prefix="openase-git-home-"))
-    return _home
-
-
 def git_env(
-    *, home: Path | None = None, token: str | None = None, extra: Mapping[str, str] | None = None
+    *,
+    home: Path | None = None,
+    token: str | None = None,
+    token_url: str | None = None,
+    extra: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """The whole environment of one git command."""
+    """The whole environment of one git command; `token_url` (`scheme://host[:port]`) limits
+    the token to that server."""
     env = {name: os.environ[name] for name in _INHERITED if name in os.environ}
     env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
     env.update(
-        HOME=str(home or _empty_home()),
+        # Not a directory: nothing of a user's is read from it, nothing can be written to it.
+        HOME=str(home or os.devnull),
         LANG="C",
         LC_ALL="C",
         GIT_CONFIG_NOSYSTEM="1",
@@ -110,7 +107,8 @@ def git_env(
     config = list(_ALWAYS)
     if token is not None:
         # The empty value drops helpers configured anywhere else (e.g. `store`).
-        config += [("credential.helper", ""), ("credential.helper", _HELPER)]
+        scoped = f"credential.{token_url}.helper" if token_url else "credential.helper"
+        config += [("credential.helper", ""), (scoped, _HELPER)]
         env[TOKEN_ENV] = token
     env["GIT_CONFIG_COUNT"] = str(len(config))
     for index, (key, value) in enumerate(config):
@@ -133,21 +131,22 @@ async def git(
     *args: str,
     cwd: Path | None,
     token: str | None = None,
-    timeout: float = 600,  # noqa: ASYNC109  # also kills the process, which a caller's timeout would not
+    token_url: str | None = None,
+    timeout: float = 600,  # noqa: ASYNC109  # kills git, which an outer timeout would not
     input: bytes | None = None,
     env: Mapping[str, str] | None = None,
     home: Path | None = None,
 ) -> str:
     """Run `git *args` in `cwd` and return its stdout; raise `GitError` on failure or timeout.
 
-    `env` adds variables (author identity) to the minimal environment; `home` is an empty
-    directory to use as HOME.
+    `token_url` scopes the token to one server (see `git_env`); `env` adds variables (author
+    identity) to the minimal environment; `home` is an empty directory to use as HOME.
     """
     proc = await asyncio.create_subprocess_exec(
         "git",
         *args,
         cwd=cwd,
-        env=git_env(home=home, token=token, extra=env),
+        env=git_env(home=home, token=token, token_url=token_url, extra=env),
         stdin=asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

@@ -112,6 +112,14 @@ def remote_url(url: str) -> str:
     return url  # ssh://git@host/...: the user name is part of the address
 
 
+def token_scope(url: str) -> str | None:
+    """`scheme://host[:port]` of an http(s) clone URL: the one server the token is for."""
+    parts = urlsplit(url) if "://" in url else None
+    if parts is None or parts.scheme.lower() not in ("http", "https"):
+        return None  # ssh and local remotes never ask a credential helper
+    return f"{parts.scheme.lower()}://{parts.netloc.rpartition('@')[2]}"
+
+
 async def check_branch(branch: str) -> None:
     """Refuse a branch name git would refuse, or one that reads as an option or HEAD."""
     if not branch or branch.startswith("-") or branch == "HEAD" or len(branch) > 200:
@@ -168,6 +176,7 @@ class Workspace:
                 _TAG_REFS,
                 cwd=mirror,
                 token=token,
+                url=url,
             )
             base_ref, remote_ref = (f"refs/remotes/origin/{b}" for b in (base_branch, work_branch))
             shas = await self._refs(mirror, base_ref, remote_ref)
@@ -251,7 +260,14 @@ class Workspace:
             raise WorkspaceError(f"branch {wt.branch!r} is gone from {wt.mirror}")
         try:
             await self._git(
-                "push", "--quiet", "--", wt.remote_url, f"{ref}:{ref}", cwd=wt.mirror, token=token
+                "push",
+                "--quiet",
+                "--",
+                wt.remote_url,
+                f"{ref}:{ref}",
+                cwd=wt.mirror,
+                token=token,
+                url=wt.remote_url,
             )
         except GitError as error:
             if "[rejected]" in error.stderr_tail or "non-fast-forward" in error.stderr_tail:
@@ -265,6 +281,7 @@ class Workspace:
         return head
 
     async def head_sha(self, wt: Worktree) -> str:
+        """The commit the worktree is on now."""
         return (await self._git("rev-parse", "--verify", "HEAD^{commit}", cwd=wt.path)).strip()
 
     async def changed_files(self, wt: Worktree) -> list[str]:
@@ -295,6 +312,7 @@ class Workspace:
                 await self._git("clean", "-ffdxq", cwd=path)
                 clean = True
         async with self._locked(mirror):
+            await self._git("worktree", "prune", cwd=mirror)  # its directory may be gone
             if not (clean and await self._park(mirror, path)):
                 await self._drop_worktree(mirror, path)
             if ours in await self._refs(mirror, ours):
@@ -304,10 +322,17 @@ class Workspace:
                     parent.rmdir()
 
     async def _git(
-        self, *args: str, cwd: Path, token: str | None = None, env: dict[str, str] | None = None
+        self,
+        *args: str,
+        cwd: Path,
+        token: str | None = None,
+        url: str | None = None,
+        env: dict[str, str] | None = None,
     ) -> str:
+        """git with HOME in the root; a token is offered only to the server of `url`."""
         self._home.mkdir(mode=0o700, parents=True, exist_ok=True)
-        return await git(*args, cwd=cwd, token=token, env=env, home=self._home)
+        scope = token_scope(url) if token is not None and url is not None else None
+        return await git(*args, cwd=cwd, token=token, token_url=scope, env=env, home=self._home)
 
     @contextlib.asynccontextmanager
     async def _locked(self, mirror: Path) -> AsyncIterator[None]:

@@ -178,9 +178,10 @@ def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--help"])
     assert exit_.value.code == 0
     out = capsys.readouterr().out
-    for command in ("up", "serve", "worker", "migrate", "sync", "app"):
+    for command in (
+        "up", "serve", "worker", "migrate", "sync", "runner", "try", "harness", "skill", "app",
+    ):  # fmt: skip
         assert f"    {command} " in out
-    assert "runner" not in out  # not built yet; help must not promise it
 
 
 @pytest.mark.parametrize(
@@ -192,6 +193,8 @@ def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
         (["migrate", "--help"], "OPENASE_DATABASE_URL"),
         (["sync", "--help"], "OWNER/REPO"),
         (["app", "manifest", "--help"], "--url BASE_URL"),
+        (["runner", "--help"], "--machine NAME"),
+        (["try", "--help"], "--agent {claude_code,codex,gemini,command}"),
     ],
 )
 def test_each_command_has_help(
@@ -241,3 +244,60 @@ def test_printed_urls_are_ones_a_browser_on_this_machine_can_open(host: str, sho
     from bot.up import base_url
 
     assert base_url(host, 2080) == shown
+
+
+@pytest.mark.parametrize(
+    ("argv", "complaint"),
+    [
+        (["runner", "--machine", "bad name"], "argument --machine: expected 1-63 letters"),
+        (["runner", "--machine", "m", "--max-runs", "0"], "argument --max-runs: expected a whole"),
+        (["runner", "--machine", "m", "--labels", "ok,b@d"], "label 'b@d'"),
+        (["try", "--repo", ".", "--agent", "aider", "x"], "argument --agent: invalid choice"),
+        (["try", "--repo", ".", "--agent", "command", "--stall-seconds", "-1", "x"], "positive"),
+    ],
+)
+def test_runner_and_try_refuse_bad_arguments(
+    argv: list[str], complaint: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    assert complaint in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("extra", "complaint"),
+    [
+        (["--env", "NOT VALID=1"], "--env 'NOT VALID': expected KEY=VALUE"),
+        (["--hook", "on_finish=true"], "--hook 'on_finish=true': expected PHASE=COMMAND"),
+        (["--harness", "/nonexistent/h.md"], "--harness /nonexistent/h.md: No such file"),
+        (["--harness", "{h}"], "--harness"),
+        (["--skill", "/nonexistent/skill"], "--skill /nonexistent/skill"),
+    ],
+)
+def test_try_names_the_bad_option(
+    extra: list[str], complaint: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.git_repos import git
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "commit", "-q", "--allow-empty", "-m", "initial")
+    if extra == ["--harness", "{h}"]:
+        harness = tmp_path / "broken.md"
+        harness.write_text("line one\n{{ ticket.key \n")
+        extra = ["--harness", str(harness)]
+    code = main(["try", "--repo", str(repo), "--agent", "command", "--argv", "true", *extra, "x"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert complaint in err
+    assert "Traceback" not in err
+
+
+def test_try_refuses_a_directory_that_is_not_a_repository(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["try", "--repo", str(tmp_path), "--agent", "command", "--argv", "true", "x"])
+    assert code == 2
+    assert f"--repo {tmp_path}: git rev-parse" in capsys.readouterr().err

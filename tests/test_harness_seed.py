@@ -64,7 +64,8 @@ def test_every_built_in_harness_renders_a_first_attempt(name: str) -> None:
         assert section in text
     assert "attempt 2" not in text.lower()
     assert "round 2" not in text
-    assert "{{" not in text and "{%" not in text
+    assert "{{" not in text
+    assert "{%" not in text
     assert ".claude/skills/" in text  # tells the agent to keep its hands off the skills
 
 

@@ -317,7 +317,7 @@ async def test_harness_text_is_checked_before_it_is_stored(deps: Deps) -> None:
             await store.publish_harness(session, "Coder 2", "text", author="a")
         with pytest.raises(ValueError, match="needs an author"):
             await store.publish_harness(session, "coder", "text", author=" ")
-        with pytest.raises(InvalidSkill, match="has no SKILL.md"):
+        with pytest.raises(InvalidSkill, match=r"has no SKILL\.md"):
             await store.publish_skill(session, "lint", {"run.sh": "x"}, author="a")
         assert await store.list_names(session, HarnessVersion) == []
 
@@ -343,7 +343,12 @@ def _front(body: str) -> dict[str, str]:
             "non-empty text 'description'",
         ),
         ("lint", _front("---\ndescription: d\n---\n"), InvalidFrontMatter, "non-empty text 'name'"),
-        ("lint", _front("---\nname: [a\n---\n"), InvalidFrontMatter, r"front matter \(line 2\): expected .,. or .\]."),
+        (
+            "lint",
+            _front("---\nname: [a\n---\n"),
+            InvalidFrontMatter,
+            r"front matter \(line 2\): expected .,. or .\].",
+        ),
         ("lint", _front("---\n- a\n---\n"), InvalidFrontMatter, "must be a mapping"),
         (
             "lint",
@@ -427,5 +432,5 @@ def test_reading_a_skill_folder_refuses_symlinks_and_binary_files(tmp_path: Path
         read_skill_dir(folder)
     (folder / "secrets").unlink()
     (folder / "logo.png").write_bytes(b"\x89PNG\r\n\x1a\n\xff")
-    with pytest.raises(InvalidSkill, match="'logo.png' is not UTF-8 text"):
+    with pytest.raises(InvalidSkill, match=r"'logo\.png' is not UTF-8 text"):
         read_skill_dir(folder)

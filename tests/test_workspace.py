@@ -21,7 +21,7 @@ import pytest
 
 from runner.contract import GitIdentity, RepoRef
 from runner.git import GitError, git, git_env
-from runner.workspace import PushRejected, Workspace, WorkspaceError, remote_url
+from runner.workspace import PushRejected, Workspace, WorkspaceError, remote_url, token_scope
 
 IDENTITY = {
     "GIT_AUTHOR_NAME": "Seed",
@@ -152,9 +152,10 @@ async def test_two_tickets_of_one_repository_prepare_concurrently(
     workspace: Workspace, remote: Path
 ) -> None:
     repo = repo_of(remote)
+    other_runner = Workspace(workspace.root)  # same root, own asyncio locks: the file lock
     a, b, c = await asyncio.gather(
         workspace.prepare(repo, "main", "openase/t-a", None),
-        workspace.prepare(repo, "main", "openase/t-b", None),
+        other_runner.prepare(repo, "main", "openase/t-b", None),
         workspace.prepare(repo, "main", "openase/t-c", None),
     )
 
@@ -200,6 +201,22 @@ async def test_nothing_to_commit_makes_no_commit(workspace: Workspace, remote: P
     assert await workspace.changed_files(wt) == []
 
 
+async def test_hooks_planted_in_the_mirror_never_run(workspace: Workspace, remote: Path) -> None:
+    wt = await workspace.prepare(repo_of(remote), "main", "openase/t-hooks", None)
+    ran = wt.mirror.parent / "hook-ran"
+    for hook in ("pre-commit", "commit-msg", "post-commit", "pre-push", "post-checkout"):
+        script = wt.mirror / "hooks" / hook
+        script.write_text(f"#!/bin/sh\necho {hook} >> '{ran}'\nexit 1\n")
+        script.chmod(0o755)
+    (wt.path / "work.txt").write_text("done\n")
+
+    assert await workspace.commit_all(wt, "work", GitIdentity())
+    await workspace.push(wt, None)
+    await workspace.prepare(repo_of(remote), "main", "openase/t-hooks-2", None)
+
+    assert not ran.exists()
+
+
 async def test_changed_files_covers_committed_uncommitted_deleted_and_untracked(
     workspace: Workspace, remote: Path
 ) -> None:
@@ -242,6 +259,10 @@ async def test_remove_deletes_the_worktree_and_local_branch(
     assert run_git("branch", "--list", "openase/t-9", cwd=wt.mirror) == ""
     assert f"worktree {wt.path}" not in run_git("worktree", "list", "--porcelain", cwd=wt.mirror)
     await workspace.remove("octo/hello", "openase/t-9")  # removing twice is fine
+    gone = await workspace.prepare(repo_of(remote), "main", "openase/t-9b", None)
+    shutil.rmtree(gone.path)  # someone deleted the directory by hand
+    await workspace.remove("octo/hello", "openase/t-9b")
+    assert run_git("branch", "--list", "openase/t-9b", cwd=wt.mirror) == ""
     again = await workspace.prepare(repo_of(remote), "main", "openase/t-9", None)
     assert (again.path / "README.md").exists()
 
@@ -353,6 +374,37 @@ async def test_git_errors_and_commands_are_scrubbed_of_the_token(tmp_path: Path)
     assert token not in str(failed.value)
     assert "***" in failed.value.command
     assert failed.value.exit_code == 128
+
+
+async def test_the_token_is_offered_only_to_the_remotes_own_server(tmp_path: Path) -> None:
+    token = "ghs_scoped_0123456789"
+    scope = token_scope("https://github.example/octo/hello.git")
+
+    def ask(host: str) -> bytes:
+        return f"protocol=https\nhost={host}\n\n".encode()
+
+    answer = await git(
+        "credential",
+        "fill",
+        cwd=tmp_path,
+        token=token,
+        token_url=scope,
+        input=ask("github.example"),
+    )
+    assert f"password={token}" in answer.splitlines()
+    assert "username=x-access-token" in answer.splitlines()
+    with pytest.raises(GitError) as refused:  # e.g. where a redirect would lead
+        await git(
+            "credential",
+            "fill",
+            cwd=tmp_path,
+            token=token,
+            token_url=scope,
+            input=ask("evil.example"),
+        )
+    assert token not in str(refused.value)
+    assert scope == "https://github.example"
+    assert token_scope("git@github.example:octo/hello.git") is None
 
 
 async def test_a_hung_git_is_killed_at_its_timeout(tmp_path: Path) -> None:

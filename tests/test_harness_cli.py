@@ -1,0 +1,449 @@
+"""`openase harness …` and `openase skill …` end to end: `bot.cli.main` over a real Postgres.
+
+`main` runs its own event loop (`asyncio.run`), so each call runs in a worker thread while
+the session's loop stays with pytest-asyncio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from bot.cli import main
+from bot.deps import Deps
+from bot.models import Repository, Ticket
+from harness_store.db import transaction
+from harness_store.models import HarnessVersion, SkillVersion, TicketHarnessPin
+from tests.conftest import Services
+
+V1 = "# {{ ticket.key }}\n\nFix it.\nKeep it small.\n"
+V2 = "# {{ ticket.key }}\n\nFix it well.\nKeep it small.\n"
+SKILL_MD = "---\nname: lint\ndescription: Run the linters.\n---\n\nRun `scripts/run.sh`.\n"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    code: int
+    out: str
+    err: str
+
+
+def _main(argv: list[str]) -> int:
+    try:
+        return main(argv)
+    except SystemExit as exit_:  # argparse's own usage errors
+        return int(exit_.code or 0)
+
+
+class Openase:
+    """Runs `openase ARGS…` in-process and captures what it printed."""
+
+    def __init__(self, capsys: pytest.CaptureFixture[str]) -> None:
+        self.capsys = capsys
+
+    async def __call__(self, *argv: str | Path) -> Outcome:
+        self.capsys.readouterr()
+        code = await asyncio.to_thread(_main, [str(arg) for arg in argv])
+        out, err = self.capsys.readouterr()
+        return Outcome(code, out, err)
+
+    async def refused(self, code: int, *argv: str | Path) -> str:
+        """Run a command expected to fail; its one stderr line."""
+        done = await self(*argv)
+        assert (done.code, done.out) == (code, ""), done
+        assert done.err.startswith("openase: "), done.err
+        assert done.err.count("\n") == 1, done.err  # one line, no traceback
+        return done.err.removeprefix("openase: ").rstrip("\n")
+
+
+@pytest.fixture
+def environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No OPENASE_* from the caller; a data dir nobody runs `up` in; a known $USER."""
+    for name in list(os.environ):
+        if name.startswith("OPENASE_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("OPENASE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("USER", "tester")
+
+
+@pytest.fixture
+def openase(
+    environment: None,
+    deps: Deps,
+    services: Services,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> Openase:
+    """The CLI over the test database, emptied for this test."""
+    monkeypatch.setenv("OPENASE_DATABASE_URL", services.database_url)
+    return Openase(capsys)
+
+
+async def _count(deps: Deps, model: type[HarnessVersion] | type[SkillVersion]) -> int:
+    async with deps.sessions() as session:
+        return await session.scalar(select(func.count()).select_from(model)) or 0
+
+
+def _file(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def _skill_dir(root: Path, script: str, name: str = "lint", skill_md: str = SKILL_MD) -> Path:
+    folder = root / name
+    (folder / "scripts").mkdir(parents=True)
+    (folder / "SKILL.md").write_text(skill_md)
+    (folder / "scripts" / "run.sh").write_text(script)
+    return folder
+
+
+async def test_publish_list_show_history_diff_and_rollback(
+    openase: Openase, tmp_path: Path
+) -> None:
+    first = await openase("harness", "publish", "coder", _file(tmp_path, "a.md", V1), "-m", "new")
+    assert (first.code, first.out, first.err) == (0, "published coder@1\n", "")
+    second = await openase("harness", "publish", "coder", _file(tmp_path, "b.md", V2))
+    assert second.out == "published coder@2\n"
+    again = await openase("harness", "publish", "coder", tmp_path / "b.md", "--author", "bob")
+    assert (again.code, again.out) == (0, "unchanged: coder@2 already has this content\n")
+
+    listing = (await openase("harness", "list")).out.splitlines()
+    assert listing[0].split() == ["NAME", "CURRENT", "VERSIONS", "AUTHOR", "UPDATED"]
+    assert listing[1].split()[:4] == ["coder", "2", "2", "tester"]
+    assert len(listing) == 2
+
+    assert (await openase("harness", "show", "coder")).out == V2
+    assert (await openase("harness", "show", "coder@1")).out == V1
+    meta = (await openase("harness", "show", "coder@1", "--meta")).out
+    assert f"hash: {hashlib.sha256(V1.encode()).hexdigest()}\n" in meta
+    for line in ("name: coder", "version: 1", "author: tester", "message: new", "created_at: "):
+        assert line in meta
+
+    history = (await openase("harness", "history", "coder")).out.splitlines()
+    assert history[0].split() == ["VERSION", "HASH", "AUTHOR", "DATE", "MESSAGE"]
+    assert [row.split()[0] for row in history[1:]] == ["2", "1"]
+    assert history[2].split()[1] == hashlib.sha256(V1.encode()).hexdigest()[:12]
+    assert history[2].endswith("  new")
+
+    diff = (await openase("harness", "diff", "coder", "1", "2")).out
+    assert diff.startswith("--- coder@1\n+++ coder@2\n")
+    assert "-Fix it.\n+Fix it well.\n" in diff
+    assert (await openase("harness", "diff", "coder", "2", "2")).out == "no differences\n"
+
+    rolled = await openase("harness", "rollback", "coder", "1")
+    assert (rolled.code, rolled.out) == (0, "published coder@3 (equal to coder@1)\n")
+    assert (await openase("harness", "show", "coder")).out == V1
+    history = (await openase("harness", "history", "coder")).out.splitlines()
+    assert history[1].endswith("  roll back to version 1")
+    again = await openase("harness", "rollback", "coder", "1", "-m", "really")
+    assert again.out == "unchanged: coder@3 already equals version 1\n"
+
+
+async def test_show_then_publish_is_unchanged(openase: Openase, tmp_path: Path) -> None:
+    no_newline = "{{ ticket.key }} without a final newline"
+    await openase("harness", "publish", "docs", _file(tmp_path, "d.md", no_newline))
+    shown = (await openase("harness", "show", "docs")).out
+    assert shown == no_newline
+    again = await openase("harness", "publish", "docs", _file(tmp_path, "e.md", shown))
+    assert again.out == "unchanged: docs@1 already has this content\n"
+
+
+async def test_render_uses_sample_variables_and_reports_the_failing_line(
+    openase: Openase, tmp_path: Path, deps: Deps
+) -> None:
+    template = (
+        "{{ ticket.title }} in {{ repository.full_name }}, attempt {{ attempt }}\n"
+        "{% if previous_failure %}Last time: {{ previous_failure }}{% endif %}\n"
+    )
+    await openase("harness", "publish", "coder", _file(tmp_path, "t.md", template))
+    plain = await openase("harness", "render", "coder")
+    assert (plain.code, plain.out) == (0, "Example ticket in example/project, attempt 1\n")
+    retry = await openase(
+        "harness", "render", "coder@1", "--ticket-title", "Fix login",
+        "--previous-failure", "tests failed",
+    )  # fmt: skip
+    assert retry.out == "Fix login in example/project, attempt 2\nLast time: tests failed\n"
+    third = await openase("harness", "render", "coder", "--attempt", "3")
+    assert third.out.startswith("Example ticket in example/project, attempt 3\n")
+
+    broken = "Fine first line.\nThen {{ ticket.nope }}.\n"
+    await openase("harness", "publish", "coder", _file(tmp_path, "u.md", broken))
+    error = await openase.refused(1, "harness", "render", "coder")
+    assert error.startswith("coder@2 does not render: line 2:")
+    assert "ticket.nope" in error
+    assert await _count(deps, HarnessVersion) == 2  # rendering stored nothing
+
+
+async def test_an_invalid_template_is_refused_with_its_line_and_nothing_stored(
+    openase: Openase, tmp_path: Path, deps: Deps
+) -> None:
+    broken = _file(tmp_path, "broken.md", "line one\n{{ ticket.key \n")
+    error = await openase.refused(1, "harness", "publish", "coder", broken)
+    assert error.startswith("harness 'coder' is not a valid template: line 2:")
+    assert await _count(deps, HarnessVersion) == 0
+
+    await openase("harness", "publish", "coder", _file(tmp_path, "ok.md", V1))
+    await openase.refused(1, "harness", "publish", "coder", broken)
+    unsafe = _file(tmp_path, "unsafe.md", "ok\n{% include 'x' %}\n")
+    error = await openase.refused(1, "harness", "publish", "coder", unsafe)
+    assert "line 2: harness templates cannot extend, include or import" in error
+    assert await _count(deps, HarnessVersion) == 1
+    assert (await openase("harness", "show", "coder")).out == V1
+
+    error = await openase.refused(2, "harness", "publish", "coder", tmp_path / "missing.md")
+    assert error.startswith(f"{tmp_path / 'missing.md'}: ")
+
+
+async def test_skill_publish_show_diff_rollback_and_export(
+    openase: Openase, tmp_path: Path
+) -> None:
+    folder = _skill_dir(tmp_path / "src", "ruff check .\n")
+    assert (await openase("skill", "publish", folder, "-m", "first")).out == "published lint@1\n"
+    (folder / "scripts" / "run.sh").write_text("ruff check .\nmypy .\n")
+    (folder / "notes.md").write_text("Runs in CI too.\n")
+    assert (await openase("skill", "publish", folder)).out == "published lint@2\n"
+    same = await openase("skill", "publish", folder)
+    assert same.out == "unchanged: lint@2 already has this content\n"
+
+    listing = (await openase("skill", "list")).out.splitlines()
+    assert listing[1].split()[:4] == ["lint", "2", "2", "tester"]
+    shown = (await openase("skill", "show", "lint")).out.splitlines()
+    assert [line.split() for line in shown] == [
+        [str(len(SKILL_MD)), "SKILL.md"],
+        ["16", "notes.md"],
+        ["20", "scripts/run.sh"],
+    ]
+    script = await openase("skill", "show", "lint@1", "--file", "scripts/run.sh")
+    assert script.out == "ruff check .\n"
+    error = await openase.refused(1, "skill", "show", "lint@1", "--file", "notes.md")
+    assert error == "skill lint@1 has no file 'notes.md'; it has SKILL.md, scripts/run.sh"
+    assert "version: 2" in (await openase("skill", "show", "lint", "--meta")).out
+
+    diff = (await openase("skill", "diff", "lint", "1", "2")).out
+    assert "--- /dev/null\n+++ lint@2/notes.md\n" in diff
+    assert "--- lint@1/scripts/run.sh\n+++ lint@2/scripts/run.sh\n" in diff
+    assert "+mypy .\n" in diff
+    history = (await openase("skill", "history", "lint")).out.splitlines()
+    assert [row.split()[0] for row in history[1:]] == ["2", "1"]
+
+    exported = await openase("skill", "export", "lint@2", tmp_path / "out" / "lint")
+    assert exported.out == f"exported lint@2 to {tmp_path / 'out' / 'lint'} (3 files)\n"
+    assert (
+        tmp_path / "out" / "lint" / "scripts" / "run.sh"
+    ).read_text() == "ruff check .\nmypy .\n"
+    again = await openase("skill", "publish", tmp_path / "out" / "lint")
+    assert again.out == "unchanged: lint@2 already has this content\n"  # a faithful round trip
+    error = await openase.refused(2, "skill", "export", "lint@1", tmp_path / "out" / "lint")
+    assert "not empty" in error
+    assert (tmp_path / "out" / "lint" / "notes.md").exists()  # nothing overwritten or removed
+
+    (tmp_path / "empty").mkdir()
+    assert (await openase("skill", "export", "lint@1", tmp_path / "empty")).code == 0
+    assert sorted(p.name for p in (tmp_path / "empty").iterdir()) == ["SKILL.md", "scripts"]
+
+    rolled = await openase("skill", "rollback", "lint", "1", "--message", "CI is slow")
+    assert rolled.out == "published lint@3 (equal to lint@1)\n"
+    assert "message: CI is slow" in (await openase("skill", "show", "lint", "--meta")).out
+    assert (await openase("skill", "show", "lint")).out.count("\n") == 2
+
+
+async def test_an_invalid_skill_folder_is_refused_and_nothing_stored(
+    openase: Openase, tmp_path: Path, deps: Deps
+) -> None:
+    wrong_name = _skill_dir(tmp_path / "a", "x\n", name="Lint_Tool")
+    assert "invalid skill name 'Lint_Tool'" in await openase.refused(
+        1, "skill", "publish", wrong_name
+    )
+    mismatch = _skill_dir(tmp_path / "b", "x\n", name="format")
+    error = await openase.refused(1, "skill", "publish", mismatch)
+    assert error.startswith("SKILL.md: front matter name 'lint' must equal the skill's name")
+    no_front_matter = _skill_dir(tmp_path / "c", "x\n", skill_md="# Lint\n")
+    error = await openase.refused(1, "skill", "publish", no_front_matter)
+    assert error.startswith("SKILL.md must start with YAML front matter")
+    error = await openase.refused(2, "skill", "publish", tmp_path / "nowhere")
+    assert "not a folder" in error
+    assert await _count(deps, SkillVersion) == 0
+
+
+async def _mirrored_ticket(deps: Deps) -> int:
+    async with transaction(deps.sessions) as session:
+        session.add(Repository(id=7, full_name="Octo/Hello"))
+        await session.flush()
+        ticket = Ticket(
+            source="github",
+            external_id="9001",
+            repository_id=7,
+            number=12,
+            key="Octo/Hello#12",
+            state="open",
+        )
+        session.add(ticket)
+        await session.flush()
+        return ticket.id
+
+
+async def _pin(deps: Deps, ticket_id: int) -> tuple[str, int, str | None] | None:
+    async with deps.sessions() as session:
+        pin = await session.get(TicketHarnessPin, ticket_id)
+        return None if pin is None else (pin.harness_name, pin.harness_version, pin.pinned_by)
+
+
+async def test_pin_and_unpin_a_mirrored_ticket(
+    openase: Openase, tmp_path: Path, deps: Deps
+) -> None:
+    ticket_id = await _mirrored_ticket(deps)
+    await openase("harness", "publish", "coder", _file(tmp_path, "a.md", V1))
+    await openase("harness", "publish", "coder", _file(tmp_path, "b.md", V2))
+
+    pinned = await openase("harness", "pin", "octo/hello#12", "coder@1")
+    assert (pinned.code, pinned.out) == (0, "pinned Octo/Hello#12 to coder@1\n")
+    assert await _pin(deps, ticket_id) == ("coder", 1, "tester")
+    repinned = await openase("harness", "pin", "Octo/Hello#12", "coder", "--author", "ops")
+    assert repinned.out == "pinned Octo/Hello#12 to coder@2\n"
+    assert await _pin(deps, ticket_id) == ("coder", 2, "ops")
+
+    error = await openase.refused(1, "harness", "pin", "octo/hello#12", "coder@9")
+    assert error == "harness 'coder' has no version 9 (versions 1 to 2)"
+    assert await _pin(deps, ticket_id) == ("coder", 2, "ops")  # the failed pin changed nothing
+    error = await openase.refused(1, "harness", "pin", "octo/hello#13", "coder")
+    assert error.startswith("octo/hello#13 is not in the mirror")
+    assert "openase sync octo/hello" in error
+    await openase.refused(1, "harness", "pin", "octo/other#12", "coder")
+
+    unpinned = await openase("harness", "unpin", "octo/hello#12")
+    assert unpinned.out == "unpinned Octo/Hello#12 (was coder@2)\n"
+    assert await _pin(deps, ticket_id) is None
+    assert (await openase("harness", "unpin", "octo/hello#12")).out == "Octo/Hello#12 had no pin\n"
+    await openase.refused(1, "harness", "unpin", "octo/hello#13")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["harness", "show", "nope"], "no harness named 'nope'"),
+        (["harness", "show", "coder@4"], "harness 'coder' has no version 4 (versions 1 to 1)"),
+        (["harness", "history", "nope"], "no harness named 'nope'"),
+        (["harness", "diff", "coder", "1", "2"], "harness 'coder' has no version 2"),
+        (["harness", "rollback", "nope", "1"], "no harness named 'nope'"),
+        (["harness", "render", "nope"], "no harness named 'nope'"),
+        (["harness", "pin", "octo/hello#1", "nope"], "octo/hello#1 is not in the mirror"),
+        (["skill", "show", "coder"], "no skill named 'coder'"),
+        (["skill", "history", "nope"], "no skill named 'nope'"),
+        (["skill", "export", "nope", "{tmp}/x"], "no skill named 'nope'"),
+    ],
+)
+async def test_unknown_names_and_versions_exit_1(
+    openase: Openase, tmp_path: Path, argv: list[str], message: str
+) -> None:
+    await openase("harness", "publish", "coder", _file(tmp_path, "a.md", V1))
+    error = await openase.refused(1, *(arg.format(tmp=tmp_path) for arg in argv))
+    assert error.startswith(message)
+    assert not (tmp_path / "x").exists()
+
+
+async def test_an_empty_store_lists_nothing(openase: Openase) -> None:
+    assert (await openase("harness", "list")).out == "no harnesses in the store\n"
+    assert (await openase("skill", "list")).out == "no skills in the store\n"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["harness", "show", "coder@x"], "expected NAME or NAME@VERSION"),
+        (["harness", "show", "coder@"], "expected NAME or NAME@VERSION"),
+        (["harness", "show", "coder@0"], "expected NAME or NAME@VERSION"),
+        (["harness", "show", "coder@1@2"], "expected NAME or NAME@VERSION"),
+        (["skill", "show", "lint@-1"], "expected NAME or NAME@VERSION"),
+        (["harness", "show", "Coder"], "invalid harness name 'Coder'"),
+        (["harness", "history", "co der"], "invalid harness name 'co der'"),
+        (["harness", "diff", "coder", "1", "two"], "V2 must be a whole number from 1"),
+        (["skill", "rollback", "lint", "1.5"], "VERSION must be a whole number from 1"),
+        (["harness", "render", "coder", "--attempt", "0"], "--attempt must be a whole number"),
+        (["harness", "pin", "octo/hello", "coder"], "expected OWNER/REPO#NUMBER"),
+        (["harness", "pin", "octo/hello#x", "coder"], "expected OWNER/REPO#NUMBER"),
+        (["harness", "unpin", "octo#12"], "expected OWNER/REPO#NUMBER"),
+        (["harness", "publish", "Coder", "-"], "invalid harness name 'Coder'"),
+    ],
+)
+async def test_malformed_arguments_exit_2_before_touching_the_database(
+    environment: None,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    message: str,
+) -> None:
+    # No database configured: reaching for one would fail with another message.
+    error = await Openase(capsys).refused(2, *argv)
+    assert message in error
+
+
+async def test_without_a_database_says_what_to_do(
+    environment: None, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    error = await Openase(capsys).refused(2, "harness", "list")
+    assert error.startswith("OPENASE_DATABASE_URL is not set, and no `openase up` is running")
+    assert str(tmp_path / "data") in error
+
+
+async def test_an_unreachable_database_is_one_line(
+    environment: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Port 9 (discard) on loopback: nothing listens, so the connection is refused at once.
+    monkeypatch.setenv("OPENASE_DATABASE_URL", "postgresql://u:secret-pw@127.0.0.1:9/db")
+    error = await Openase(capsys).refused(1, "skill", "list")
+    assert error.startswith("cannot reach the database: ")
+    assert "secret-pw" not in error
+
+
+def test_a_missing_argument_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["harness", "diff", "coder", "1"])
+    assert exit_.value.code == 2
+    assert "usage: openase harness diff" in capsys.readouterr().err
+
+
+async def test_a_failed_export_leaves_no_folder_behind(openase: Openase, tmp_path: Path) -> None:
+    # A file path the skill allows but this export cannot write (the whole path passes
+    # PATH_MAX), after SKILL.md was already written.
+    long_file = "r" * 100
+    folder = _skill_dir(tmp_path / "src", "x\n")
+    (folder / "scripts" / long_file).write_text("too deep to export\n")
+    assert (await openase("skill", "publish", folder)).out == "published lint@1\n"
+    outer = tmp_path / "deep"
+    target = outer
+    while len(str(target)) < 3990:
+        target /= "d" * 200
+    target = Path(str(target)[:3990].rstrip("/"))
+    error = await openase.refused(1, "skill", "export", "lint", target)
+    assert error.endswith("File name too long")
+    assert not outer.exists()  # SKILL.md and every folder made for it are gone again
+
+
+async def test_an_unmigrated_database_says_to_migrate(
+    openase: Openase, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy import text
+    from sqlalchemy.engine import make_url
+
+    from harness_store.db import make_engine
+
+    engine = make_engine(services.database_url).execution_options(isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as connection:
+            await connection.execute(text("DROP DATABASE IF EXISTS openase_bare"))
+            await connection.execute(text("CREATE DATABASE openase_bare"))
+        bare = make_url(services.database_url).set(database="openase_bare")
+        monkeypatch.setenv("OPENASE_DATABASE_URL", bare.render_as_string(hide_password=False))
+        error = await openase.refused(1, "harness", "list")
+        assert error.startswith("the database has no harness store yet (")
+        assert error.endswith("): run `openase migrate` first")
+    finally:
+        async with engine.connect() as connection:
+            await connection.execute(text("DROP DATABASE IF EXISTS openase_bare"))
+        await engine.dispose()
