@@ -41,7 +41,7 @@ Handler = Callable[[argparse.Namespace, "Settings"], int]
 _NUMBER = re.compile(r"[0-9]{1,9}")
 _SAMPLE_REPO = "example/project"
 _SAMPLE_NUMBER = 1
-STDIN = "-"
+_STDIN = "-"
 _UNDEFINED_TABLE = "42P01"  # the SQLSTATE of a missing table: not migrated yet
 
 
@@ -51,9 +51,6 @@ class Ref:
 
     name: str
     version: int | None = None
-
-    def __str__(self) -> str:
-        return self.name if self.version is None else f"{self.name}@{self.version}"
 
 
 def parse_version(value: str, what: str = "VERSION") -> int:
@@ -544,7 +541,7 @@ def _publish(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _read_text(file: str) -> str:
-    if file == STDIN:
+    if file == _STDIN:
         return sys.stdin.read()
     try:
         data = Path(file).read_bytes()
@@ -574,7 +571,13 @@ def _read_skill(folder: str) -> tuple[str, dict[str, str]]:
 def _render(args: argparse.Namespace, settings: Settings) -> int:
     ref = parse_ref("harness", args.ref)
     failure: str | None = args.previous_failure
-    attempt = parse_version(args.attempt, "--attempt") if args.attempt else 2 if failure else 1
+    attempt = (
+        parse_version(args.attempt, "--attempt")
+        if args.attempt is not None
+        else 2
+        if failure
+        else 1
+    )
     from harness_store.errors import RenderError
     from harness_store.render import RepositoryVars, TicketVars, render_harness
 

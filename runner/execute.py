@@ -261,6 +261,15 @@ async def _run_agent(
             None,
         )
     limits = spec.limits
+    # The agent's own `git commit` needs an identity; its scrubbed env has no git config.
+    identity = spec.git_identity
+    env = {
+        "GIT_AUTHOR_NAME": identity.name,
+        "GIT_AUTHOR_EMAIL": identity.email,
+        "GIT_COMMITTER_NAME": identity.name,
+        "GIT_COMMITTER_EMAIL": identity.email,
+        **invocation.env,
+    }
 
     def on_line(line: str) -> StopReason | None:
         for event in parser.feed(line):
@@ -281,7 +290,7 @@ async def _run_agent(
         process = await supervise(
             invocation.argv,
             cwd=worktree.path,
-            env=invocation.env,
+            env=env,
             stdin=invocation.stdin,
             on_stdout_line=on_line,
             on_stderr_line=on_stderr,

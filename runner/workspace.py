@@ -329,9 +329,12 @@ class Workspace:
         url: str | None = None,
         env: dict[str, str] | None = None,
     ) -> str:
-        """git with HOME in the root; a token is offered only to the server of `url`."""
+        """git with HOME in the root; a token is offered only to the http(s) server of `url`
+        (ssh and local remotes never ask for one, so they never get it)."""
         self._home.mkdir(mode=0o700, parents=True, exist_ok=True)
-        scope = token_scope(url) if token is not None and url is not None else None
+        scope = token_scope(url) if url is not None else None
+        if scope is None:
+            token = None
         return await git(*args, cwd=cwd, token=token, token_url=scope, env=env, home=self._home)
 
     @contextlib.asynccontextmanager

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from bot.deps import Deps
 from bot.models import Repository, Ticket
 from harness_store.db import transaction
 from harness_store.models import HarnessVersion, SkillVersion, TicketHarnessPin
+from harness_store.seed import builtin_harnesses, seed_builtins
 from tests.conftest import Services
 
 V1 = "# {{ ticket.key }}\n\nFix it.\nKeep it small.\n"
@@ -153,6 +155,23 @@ async def test_show_then_publish_is_unchanged(openase: Openase, tmp_path: Path) 
     assert shown == no_newline
     again = await openase("harness", "publish", "docs", _file(tmp_path, "e.md", shown))
     assert again.out == "unchanged: docs@1 already has this content\n"
+
+
+async def test_publish_reads_standard_input(
+    openase: Openase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO(V1))
+    assert (await openase("harness", "publish", "coder", "-")).out == "published coder@1\n"
+    assert (await openase("harness", "show", "coder")).out == V1
+
+
+async def test_every_built_in_harness_renders(openase: Openase, deps: Deps) -> None:
+    async with transaction(deps.sessions) as session:
+        await seed_builtins(session)
+    for name in builtin_harnesses():
+        done = await openase("harness", "render", name, "--previous-failure", "tests failed")
+        assert (done.code, done.err) == (0, ""), name
+        assert "example/project#1" in done.out
 
 
 async def test_render_uses_sample_variables_and_reports_the_failing_line(

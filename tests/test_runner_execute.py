@@ -325,6 +325,22 @@ async def test_an_unreachable_remote_is_an_infra_error(tmp_path: Path) -> None:
     assert result.error_class == "git_prepare_failed"
 
 
+async def test_the_agents_own_commits_carry_the_runs_identity(tmp_path: Path) -> None:
+    remote = make_remote(tmp_path)
+    agent = script(
+        tmp_path,
+        "agent.py",
+        "import subprocess\n"
+        "open('a.txt', 'w').write('a')\n"
+        "subprocess.run(['git', 'add', 'a.txt'], check=True)\n"
+        "subprocess.run(['git', 'commit', '-q', '-m', 'agent: add a'], check=True)\n",
+    )
+    result, _ = await run(tmp_path, spec_for(remote, [str(agent)]))
+    assert result.status is RunStatus.SUCCEEDED, result.error
+    log = git(remote, "log", "-1", "--format=%s|%an|%ae", "openase/7-add-hello")
+    assert log == "agent: add a|OpenASE|openase@users.noreply.github.com"
+
+
 async def test_an_agent_that_fails_is_reported_with_its_exit_status(tmp_path: Path) -> None:
     remote = make_remote(tmp_path)
     agent = script(
