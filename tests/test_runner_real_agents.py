@@ -16,8 +16,8 @@ import pytest
 from runner.contract import (
     AgentConfig,
     EventKind,
-    HookSpec,
     Hooks,
+    HookSpec,
     Limits,
     RunStatus,
     SkillFile,
@@ -35,7 +35,9 @@ SKILL = SkillSpec(
     files=(
         SkillFile(
             path="SKILL.md",
-            content=f"---\nname: run-tests\ndescription: {SKILL_DESCRIPTION}\n---\nRun make test.\n",
+            content=(
+                f"---\nname: run-tests\ndescription: {SKILL_DESCRIPTION}\n---\nRun make test.\n"
+            ),
         ),
     ),
 )
@@ -157,7 +159,7 @@ def test_openase_try_with_claude_code(claude: str, tmp_path: Path) -> None:
                 "on_complete=test -f hello.txt",
                 "--json",
                 "Create hello.txt",
-            ],  # fmt: skip
+            ],
             capture_output=True,
             text=True,
             timeout=120,
