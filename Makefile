@@ -7,7 +7,7 @@ UV     := $(TOOLS)/bin/uv
 VENV   := .venv
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: run test lint typecheck check bench sync clean
+.PHONY: run test lint typecheck check bench bench-workspace bench-runner sync clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -36,6 +36,12 @@ check: lint typecheck test
 
 bench: sync
 	$(VENV)/bin/python -m bench.webhook_intake $(BENCH_ARGS)
+
+bench-workspace: sync
+	$(VENV)/bin/python -m bench.workspace_prep $(BENCH_ARGS)
+
+bench-runner: sync
+	$(VENV)/bin/python -m bench.runner_overhead $(BENCH_ARGS)
 
 clean:
 	rm -rf $(TOOLS) $(VENV) .mypy_cache .ruff_cache .pytest_cache
