@@ -71,6 +71,11 @@ class RedisEventSink:
         self._tasks: list[asyncio.Task[None]] = []
         self.dropped = 0
 
+    @property
+    def backlog(self) -> int:
+        """Events queued and not yet written."""
+        return self._queue.qsize()
+
     def emit(self, event: AgentEvent) -> None:
         try:
             self._queue.put_nowait(self._sequencer.stamp(event))

@@ -243,3 +243,29 @@ def _sync_redis(url: str) -> Any:
     import redis as sync_redis
 
     return sync_redis.Redis.from_url(url)
+
+
+async def test_aborting_the_arq_job_cancels_the_run_and_keeps_its_work(
+    redis: ArqRedis, runner: tuple[asyncio.Event, RunnerConfig], tmp_path: Path
+) -> None:
+    remote = make_remote(tmp_path)
+    agent = script(tmp_path, "agent.py", PARTIAL_THEN)
+    spec = spec_for(
+        remote, [str(agent), "sleep"], run_id="a-1", limits=Limits(kill_grace_seconds=0.5)
+    )
+    job = await enqueue(redis, spec.to_wire(), "a-1")
+
+    async def agent_started() -> bool:
+        return any(event.text == "wrote partial" for event in await events_of(redis, "a-1"))
+
+    await wait_for(agent_started)
+    assert await job.abort(timeout=20)
+
+    async def stored() -> bytes | None:
+        value: bytes | None = await redis.get(run_result_key("a-1"))
+        return value
+
+    result = RunResult.from_wire(json.loads(await wait_for(stored)))
+    assert result.status is RunStatus.CANCELED
+    assert result.error == "the run's job was aborted"
+    assert show(remote, "openase/7-add-hello", "partial.txt") == "half done"
