@@ -29,6 +29,25 @@ def redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapp
     return event_dict
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]  # typeshed's generic
+    """Writes to whatever `sys.stderr` is at the time of each record, not at configuration
+    (a replaced stderr, such as a test's capture, may be closed by then), unless a stream
+    is set explicitly with `setStream`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._explicit: Any = None
+
+    @property
+    def stream(self) -> Any:
+        return self._explicit if self._explicit is not None else sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        if value is not sys.stderr:
+            self._explicit = value
+
+
 def configure_logging(*, json: bool | None = None, level: int = logging.INFO) -> None:
     """Route structlog and stdlib logging through one pipeline to stderr."""
     if json is None:
@@ -49,7 +68,7 @@ def configure_logging(*, json: bool | None = None, level: int = logging.INFO) ->
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=shared,
