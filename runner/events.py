@@ -71,10 +71,9 @@ class RedisEventSink:
         self._tasks: list[asyncio.Task[None]] = []
         self.dropped = 0
 
-    @property
-    def backlog(self) -> int:
-        """Events queued and not yet written."""
-        return self._queue.qsize()
+    async def drain(self) -> None:
+        """Wait until every queued event has been written (or dropped)."""
+        await self._queue.join()
 
     def emit(self, event: AgentEvent) -> None:
         try:
@@ -117,6 +116,8 @@ class RedisEventSink:
             events = [event for event in batch if event is not None]
             if events:
                 await self._flush(events)
+            for _ in batch:
+                self._queue.task_done()
 
     async def _flush(self, events: list[AgentEvent]) -> None:
         try:

@@ -57,10 +57,14 @@ class Cancellation:
 
     event: asyncio.Event = field(default_factory=asyncio.Event)
     reason: str = "canceled"
+    # The result's error_class: "canceled" (asked for), "aborted" (arq abort) or
+    # "runner_shutdown" (the job goes back to the queue: not a final outcome).
+    error_class: str = "canceled"
 
-    def cancel(self, reason: str) -> None:
+    def cancel(self, reason: str, error_class: str = "canceled") -> None:
         if not self.event.is_set():
             self.reason = reason
+            self.error_class = error_class
             self.event.set()
 
     @property
@@ -166,6 +170,13 @@ async def execute(
     structlog.contextvars.bind_contextvars(run_id=spec.run_id, ticket=spec.ticket.key)
     try:
         return await _execute(run)
+    except Exception as error:  # a bug of ours must not lose the run's outcome
+        log.exception("run_crashed")
+        return run.result(
+            RunStatus.INFRA_ERROR,
+            error_class="runner_error",
+            error=f"the runner failed: {type(error).__name__}: {error}",
+        )
     finally:
         shutil.rmtree(run.run_dir, ignore_errors=True)
         structlog.contextvars.unbind_contextvars("run_id", "ticket")
@@ -338,7 +349,9 @@ async def _run_agent(
                 spent=spent,
                 cancel=run.cancellation.reason,
             ),
-            error_class=status.value,
+            error_class=(
+                run.cancellation.error_class if status is RunStatus.CANCELED else status.value
+            ),
         )
     return outcome, parser, process.exit_code
 

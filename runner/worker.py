@@ -112,11 +112,13 @@ async def execute_run(ctx: dict[str, Any], spec_wire: object) -> dict[str, Any]:
             # record the abort (or re-queue the job, on shutdown).
             shutting_down = ctx["state"].shutting_down
             handed_back = shutting_down
-            cancellation.cancel(
-                "the runner is shutting down; the run goes back to the queue"
-                if shutting_down
-                else "the run's job was aborted"
-            )
+            if shutting_down:
+                cancellation.cancel(
+                    "the runner is shutting down; the run goes back to the queue",
+                    "runner_shutdown",
+                )
+            else:
+                cancellation.cancel("the run's job was aborted", "aborted")
             result = await task
             await _store_result(redis, result)
             raise

@@ -272,6 +272,7 @@ async def test_cancel_stops_an_agent_that_ignores_sigterm(tmp_path: Path) -> Non
 
     assert result.status is RunStatus.CANCELED
     assert result.error == "canceled by @octocat with /cancel"
+    assert result.error_class == "canceled"
     assert time.monotonic() - started < 8
     assert show(remote, "openase/7-add-hello", "partial.txt") == "half done"
     assert [hook.name for hook in result.hook_results] == ["tidy"]

@@ -192,6 +192,7 @@ async def test_stopping_the_runner_hands_running_runs_back(
     result = RunResult.from_wire(json.loads(await wait_for(stored)))
     assert result.status is RunStatus.CANCELED
     assert "goes back to the queue" in (result.error or "")
+    assert result.error_class == "runner_shutdown"  # not final: the job runs again
     assert show(remote, "openase/7-add-hello", "partial.txt") == "half done"
     await wait_for(lambda: _gone(redis))
     # arq put the job back on the machine's queue for the next runner.
@@ -268,4 +269,5 @@ async def test_aborting_the_arq_job_cancels_the_run_and_keeps_its_work(
     result = RunResult.from_wire(json.loads(await wait_for(stored)))
     assert result.status is RunStatus.CANCELED
     assert result.error == "the run's job was aborted"
+    assert result.error_class == "aborted"
     assert show(remote, "openase/7-add-hello", "partial.txt") == "half done"
