@@ -119,6 +119,12 @@ def build_spec(options: TrialOptions) -> RunSpec:
     base = _git(top, "rev-parse", "--abbrev-ref", "HEAD")
     if base == "HEAD":
         raise ConfigError(f"--repo {options.repo}: HEAD is detached; check out a branch first")
+    if _git(top, "status", "--porcelain", "--untracked-files=no"):
+        print(
+            f"openase: note: uncommitted changes in {top} are not part of this try; it starts "
+            f"from the last commit of {base}",
+            file=sys.stderr,
+        )
     stamp = time.strftime("%Y%m%d-%H%M%S")
     ticket = TicketRef(key=f"try-{stamp}", title=options.task.splitlines()[0][:200])
     repository = RepoRef(
