@@ -301,3 +301,22 @@ def test_try_refuses_a_directory_that_is_not_a_repository(
     code = main(["try", "--repo", str(tmp_path), "--agent", "command", "--argv", "true", "x"])
     assert code == 2
     assert f"--repo {tmp_path}: git rev-parse" in capsys.readouterr().err
+
+
+def test_every_harness_and_skill_subcommand_has_a_handler() -> None:
+    import argparse
+
+    from bot.cli import build_parser
+    from bot.harness_commands import COMMANDS
+
+    parser = build_parser()
+    commands = next(
+        a for a in parser._actions if isinstance(a, argparse._SubParsersAction)
+    )  # argparse keeps its subcommands only here
+    handlers = set()
+    for group in ("harness", "skill"):
+        sub = commands.choices[group]
+        subcommands = next(a for a in sub._actions if isinstance(a, argparse._SubParsersAction))
+        handlers |= {p.get_default("handler") for p in subcommands.choices.values()}
+    assert None not in handlers
+    assert handlers <= set(COMMANDS)
