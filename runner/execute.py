@@ -286,6 +286,8 @@ async def _run_agent(
         for event in parser.feed(line):
             run.sink.emit(event)
         state = parser.state
+        if state.gave_up is not None:
+            return StopReason.CANCELED
         if limits.budget_usd is not None and (state.cost_usd or 0) >= limits.budget_usd:
             return StopReason.OVER_BUDGET
         if limits.max_tokens is not None and state.usage.total_tokens >= limits.max_tokens:
@@ -322,7 +324,14 @@ async def _run_agent(
         exit_code=process.exit_code,
         seconds=round(time.monotonic() - started, 2),
     )
-    if process.stop_reason is StopReason.EXITED:
+    if parser.state.gave_up is not None and not run.cancellation.requested:
+        outcome = Outcome(
+            RunStatus.API_ERROR,
+            summary=parser.state.final_text,
+            error=parser.state.gave_up,
+            error_class="api_unreachable",
+        )
+    elif process.stop_reason is StopReason.EXITED:
         code = process.exit_code
         if code is None or code < 0:
             signal_name = f"signal {-code}" if code is not None else "an unknown cause"

@@ -588,3 +588,21 @@ def test_real_codex_api_failure_is_an_api_error_without_retries(
     assert finished.outcome.error_class == "api_error"
     assert len(server.model_requests()) == 1  # retries are off by default
     assert finished.seconds < 10
+
+
+def test_the_parser_gives_up_on_an_api_it_keeps_failing_to_reach() -> None:
+    from runner.agents.codex import OFFLINE_LIMIT, CodexParser
+
+    offline = json.dumps(
+        {"type": "error", "message": "Reconnecting... waiting for network (Connection failed)"}
+    )
+    parser = CodexParser()
+    for _ in range(OFFLINE_LIMIT - 1):
+        parser.feed(offline)
+    parser.feed(json.dumps({"type": "turn.started"}))  # progress resets the count
+    for _ in range(OFFLINE_LIMIT - 1):
+        parser.feed(offline)
+    assert parser.state.gave_up is None
+    parser.feed(offline)
+    assert parser.state.gave_up is not None
+    assert parser.state.gave_up.startswith("the model API is unreachable: Reconnecting")

@@ -413,3 +413,28 @@ async def test_the_agent_gets_a_scrubbed_environment(
     leaked = [value for value in env.values() if "do-not-leak" in value or "pw@db" in value]
     assert leaked == []
     assert "ghs_secret_token" not in json.dumps(env)
+
+
+FAKE_OFFLINE_CODEX = """
+import json, time
+print(json.dumps({"type": "thread.started", "thread_id": "th-1"}), flush=True)
+print(json.dumps({"type": "turn.started"}), flush=True)
+for _ in range(100):  # what codex 0.169 prints, about every 10 s, when it cannot connect
+    print(json.dumps({"type": "error", "message":
+        "Reconnecting... waiting for network (Connection failed: error sending request)"}),
+        flush=True)
+    time.sleep(0.1)
+"""
+
+
+async def test_an_agent_retrying_an_unreachable_api_forever_is_stopped(tmp_path: Path) -> None:
+    remote = make_remote(tmp_path)
+    fake = script(tmp_path, "codex", FAKE_OFFLINE_CODEX)
+    spec = spec_for(remote, [], cli="codex", binary=str(fake), limits=Limits(kill_grace_seconds=1))
+    started = time.monotonic()
+    result, _ = await run(tmp_path, spec)
+    assert result.status is RunStatus.API_ERROR
+    assert result.error_class == "api_unreachable"
+    assert "waiting for network" in (result.error or "")
+    assert result.session_id == "th-1"
+    assert time.monotonic() - started < 8

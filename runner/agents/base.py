@@ -76,6 +76,9 @@ class StreamState:
     cost_usd: float | None = None
     session_id: str | None = None
     final_text: str | None = None
+    # Set when the output shows the agent cannot get anywhere (e.g. it retries an unreachable
+    # API forever); the runner then stops it and reports this as an API error.
+    gave_up: str | None = None
 
 
 class StreamParser(Protocol):

@@ -8,8 +8,9 @@ Facts this relies on (measured on 0.169.0, see AGENT-CLIS.md):
 - `turn.completed` carries the thread's token totals so far (a resumed thread includes its
   earlier runs); Codex reports no cost.
 - Model-call failures end with `turn.failed`; `error` events before it may be retries
-  ("Reconnecting... 2/5") that recover. An unreachable server is retried without end
-  ("waiting for network"), which only the runner's wall-time limit stops.
+  ("Reconnecting... 2/5") that recover. An unreachable server is retried without end,
+  one "Reconnecting... waiting for network" error about every 10 s: after OFFLINE_LIMIT of
+  them in a row the parser gives up (`state.gave_up`) and the runner stops Codex.
 
 Provider convention for `AgentConfig.env`: `OPENAI_BASE_URL` (with its `/v1`, as OpenAI's
 SDKs take it) selects an `openase` provider that POSTs to `<base>/responses`, authenticated
@@ -44,6 +45,8 @@ QUIET_CONFIG = {
 
 TOOL_RESULT_LIMIT = 4096  # characters of a command's output kept in its event
 _STDERR_LIMIT = 500
+_OFFLINE = "waiting for network"
+OFFLINE_LIMIT = 3  # about 30 s of Codex retrying a server it cannot reach
 
 # How Codex words a failed model call: "unexpected status 401 Unauthorized: ...", "exceeded
 # retry limit, last status: 429 ...", "stream disconnected before completion", "We're
@@ -142,6 +145,7 @@ class CodexParser:
         self.failure: str | None = None  # the turn.failed message
         self.last_error: str | None = None  # the latest `error` event (may be a retry)
         self._started: set[str] = set()  # items whose TOOL_CALL went out at item.started
+        self._offline = 0  # "waiting for network" errors since the last sign of progress
 
     def feed(self, line: str) -> list[AgentEvent]:
         text = line.strip()
@@ -153,6 +157,8 @@ class CodexParser:
             return [_log(line)]
         if not isinstance(data, dict):
             return [_log(line)]
+        if data.get("type") != "error":
+            self._offline = 0
         try:
             return self._event(data)
         except (AttributeError, KeyError, TypeError, ValueError):
@@ -176,6 +182,10 @@ class CodexParser:
             return [AgentEvent(kind=EventKind.RESULT, text=self.failure, is_error=True)]
         if kind == "error":
             self.last_error = str(data.get("message") or "")
+            if _OFFLINE in self.last_error:
+                self._offline += 1
+                if self._offline >= OFFLINE_LIMIT:
+                    self.state.gave_up = f"the model API is unreachable: {self.last_error}"
             return [AgentEvent(kind=EventKind.LOG, text=self.last_error, is_error=True)]
         return []  # turn.started
 
