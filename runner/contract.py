@@ -20,6 +20,8 @@ SCHEMA_VERSION = 1
 # arq queue a machine's runner listens on; the control plane enqueues `RUN_JOB` there.
 RUN_QUEUE_PREFIX = "openase:runs:"
 RUN_JOB = "execute_run"
+# arq job on the same queue: drop a ticket's worktree (the ticket is done), keep the mirror.
+REMOVE_WORKTREE_JOB = "remove_worktree"
 
 
 def run_queue(machine: str) -> str:

@@ -29,6 +29,7 @@ from redis.exceptions import RedisError
 
 from runner.contract import (
     MACHINES_SET,
+    REMOVE_WORKTREE_JOB,
     RUN_JOB,
     ContractMismatch,
     RunResult,
@@ -40,6 +41,7 @@ from runner.contract import (
 )
 from runner.events import RedisEventSink
 from runner.execute import Cancellation, execute
+from runner.git import GitError
 from runner.machine import MachineFacts, disk_free, find_clis, memory_available
 from runner.workspace import Workspace
 
@@ -132,6 +134,19 @@ async def execute_run(ctx: dict[str, Any], spec_wire: object) -> dict[str, Any]:
         await sink.close()
         log.info("run_finished", handed_back=handed_back)
         structlog.contextvars.unbind_contextvars("run_id", "machine")
+
+
+async def remove_worktree(ctx: dict[str, Any], repo_full_name: str, work_branch: str) -> str:
+    """The arq job: a ticket is finished, its worktree and local branch can go."""
+    workspace: Workspace = ctx["workspace"]
+    try:
+        await workspace.remove(repo_full_name, work_branch)
+    except (GitError, ValueError) as error:
+        log.warning(
+            "worktree_not_removed", repo=repo_full_name, branch=work_branch, error=str(error)
+        )
+        return f"not removed: {error}"
+    return "removed"
 
 
 def _refusal(run_id: str, error: str, machine: str, now: float) -> dict[str, Any]:
@@ -236,7 +251,10 @@ def make_runner(config: RunnerConfig, *, burst: bool = False) -> Worker:
                 await pipe.execute()
 
     worker = Worker(
-        functions=[func(execute_run, name=RUN_JOB, timeout=JOB_TIMEOUT_SECONDS, max_tries=3)],
+        functions=[
+            func(execute_run, name=RUN_JOB, timeout=JOB_TIMEOUT_SECONDS, max_tries=3),
+            func(remove_worktree, name=REMOVE_WORKTREE_JOB, timeout=600),
+        ],
         queue_name=run_queue(config.machine),
         redis_settings=RedisSettings.from_dsn(config.redis_url),
         on_startup=on_startup,

@@ -20,6 +20,7 @@ from arq.jobs import Job, JobStatus
 
 from runner.contract import (
     MACHINES_SET,
+    REMOVE_WORKTREE_JOB,
     RUN_JOB,
     SCHEMA_VERSION,
     AgentEvent,
@@ -271,3 +272,23 @@ async def test_aborting_the_arq_job_cancels_the_run_and_keeps_its_work(
     assert result.error == "the run's job was aborted"
     assert result.error_class == "aborted"
     assert show(remote, "openase/7-add-hello", "partial.txt") == "half done"
+
+
+async def test_a_finished_tickets_worktree_is_removed_when_asked(
+    redis: ArqRedis, runner: tuple[asyncio.Event, RunnerConfig], tmp_path: Path
+) -> None:
+    _, config = runner
+    remote = make_remote(tmp_path)
+    agent = script(tmp_path, "agent.py", "open('x.txt', 'w').write('x')\n")
+    job = await enqueue(redis, spec_for(remote, [str(agent)], run_id="w-1").to_wire(), "w-1")
+    assert RunResult.from_wire(await job.result(timeout=30)).succeeded
+    worktree = config.workspace_root / "worktrees" / "acme" / "api"
+    assert any(worktree.iterdir())
+
+    removal = await redis.enqueue_job(
+        REMOVE_WORKTREE_JOB, "acme/api", "openase/7-add-hello", _queue_name=run_queue(MACHINE)
+    )
+    assert removal is not None
+    assert await removal.result(timeout=30) == "removed"
+    assert not (worktree / "openase-7-add-hello").exists()
+    assert show(remote, "openase/7-add-hello", "x.txt") == "x"  # the pushed branch stays
