@@ -282,12 +282,18 @@ async def _run_agent(
         **invocation.env,
     }
 
+    finished = False  # the agent reported its final result: nothing left to save money on
+
     def on_line(line: str) -> StopReason | None:
+        nonlocal finished
         for event in parser.feed(line):
             run.sink.emit(event)
+            finished = finished or event.kind is EventKind.RESULT
         state = parser.state
         if state.gave_up is not None:
             return StopReason.CANCELED
+        if finished:
+            return None
         if limits.budget_usd is not None and (state.cost_usd or 0) >= limits.budget_usd:
             return StopReason.OVER_BUDGET
         if limits.max_tokens is not None and state.usage.total_tokens >= limits.max_tokens:

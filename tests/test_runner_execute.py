@@ -438,3 +438,24 @@ async def test_an_agent_retrying_an_unreachable_api_forever_is_stopped(tmp_path:
     assert "waiting for network" in (result.error or "")
     assert result.session_id == "th-1"
     assert time.monotonic() - started < 8
+
+
+FAKE_PRICEY_CLAUDE = """
+import json
+print(json.dumps({"type": "system", "subtype": "init", "session_id": "s-2"}), flush=True)
+open("work.txt", "w").write("done\\n")
+print(json.dumps({"type": "result", "subtype": "success", "is_error": False,
+    "result": "All done.", "session_id": "s-2", "total_cost_usd": 2.5}), flush=True)
+"""
+
+
+async def test_a_cost_reported_with_the_final_result_does_not_undo_a_finished_run(
+    tmp_path: Path,
+) -> None:
+    remote = make_remote(tmp_path)
+    fake = script(tmp_path, "claude", FAKE_PRICEY_CLAUDE)
+    spec = spec_for(remote, [], cli="claude_code", binary=str(fake), limits=Limits(budget_usd=1.0))
+    result, _ = await run(tmp_path, spec)
+    assert result.status is RunStatus.SUCCEEDED
+    assert result.cost_usd == 2.5
+    assert result.summary == "All done."
