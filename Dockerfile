@@ -1,9 +1,13 @@
-# One image for every process of the control plane: `serve` (the default), `worker`,
-# `migrate`, `sync` and `up`. Build: docker build -t openase .
+# One image for every process: `serve` (the default), `worker`, `migrate`, `sync`, `up`
+# and `runner`. Build: docker build -t openase .
+#   With agent CLIs for `runner` (adds Node.js and about 900 MB):
+#   docker build --build-arg AGENT_CLIS="@anthropic-ai/claude-code@2.1.330 @openai/codex@0.169.0" -t openase-runner .
 #   docker run --rm -e OPENASE_DATABASE_URL=... openase migrate
 #   docker run -p 2080:2080 -e OPENASE_DATABASE_URL=... -e OPENASE_REDIS_URL=... \
 #              -e OPENASE_GITHUB_WEBHOOK_SECRET=... openase            (serve)
 #   docker run -e ... openase worker
+#   docker run -e OPENASE_REDIS_URL=... -v /srv/openase:/work openase-runner \
+#              runner --machine build-1 --workspace-root /work
 
 # --- build: the locked environment, made by uv ------------------------------------------
 FROM python:3.11-slim AS build
@@ -31,6 +35,17 @@ RUN uv sync --locked --no-dev
 
 # --- runtime --------------------------------------------------------------------------
 FROM python:3.11-slim
+
+# The runner drives git; agent CLIs come from npm only when asked for (see the top).
+ARG AGENT_CLIS=""
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends git ca-certificates \
+ && if [ -n "$AGENT_CLIS" ]; then \
+      apt-get install -y --no-install-recommends nodejs npm \
+      && npm install --global --no-audit --no-fund $AGENT_CLIS \
+      && npm cache clean --force; \
+    fi \
+ && rm -rf /var/lib/apt/lists/*
 
 # The code stays root-owned and read-only to the service user; it writes only its data dir.
 RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin openase
