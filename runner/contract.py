@@ -33,6 +33,11 @@ def run_events_stream(run_id: str) -> str:
     return f"openase:run:{run_id}:events"
 
 
+def run_heartbeat_key(run_id: str) -> str:
+    """Redis key that exists while the run is alive (refreshed every few seconds)."""
+    return f"openase:run:{run_id}:alive"
+
+
 def run_cancel_key(run_id: str) -> str:
     """Redis key whose presence asks the runner to cancel the run."""
     return f"openase:run:{run_id}:cancel"

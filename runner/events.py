@@ -20,7 +20,7 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from runner.contract import AgentEvent, EventKind, run_events_stream
+from runner.contract import AgentEvent, EventKind, run_events_stream, run_heartbeat_key
 
 log = structlog.get_logger(__name__)
 
@@ -30,6 +30,8 @@ STREAM_MAXLEN = 10_000
 # A finished run's stream stays readable this long, then Redis drops it.
 STREAM_TTL_SECONDS = 7 * 24 * 3600
 HEARTBEAT_SECONDS = 5.0
+# The run's liveness key outlives a few missed heartbeats, then a lost run shows as gone.
+ALIVE_TTL_SECONDS = 30
 _QUEUE_LIMIT = 5_000
 _BATCH = 200
 
@@ -65,6 +67,7 @@ class RedisEventSink:
     ) -> None:
         self._redis = redis
         self._stream = run_events_stream(run_id)
+        self._alive = run_heartbeat_key(run_id)
         self._sequencer = _Sequencer(run_id)
         self._queue: asyncio.Queue[AgentEvent | None] = asyncio.Queue(_QUEUE_LIMIT)
         self._heartbeat_seconds = heartbeat_seconds
@@ -97,11 +100,17 @@ class RedisEventSink:
         await self._queue.put(None)
         await writer
         self._tasks = []
+        with contextlib.suppress(RedisError, OSError):
+            await self._redis.delete(self._alive)  # the run is over: not alive, not lost
         if self.dropped:
             log.warning("run_events_dropped", stream=self._stream, dropped=self.dropped)
 
     async def _beat(self) -> None:
         while True:
+            try:
+                await self._redis.set(self._alive, "1", ex=ALIVE_TTL_SECONDS)
+            except (RedisError, OSError) as error:
+                log.warning("run_heartbeat_failed", key=self._alive, error=str(error))
             await asyncio.sleep(self._heartbeat_seconds)
             self.emit(AgentEvent(kind=EventKind.HEARTBEAT))
 

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from runner.contract import AgentEvent, EventKind, Usage, run_events_stream
+from runner.contract import AgentEvent, EventKind, Usage, run_events_stream, run_heartbeat_key
 from runner.events import STREAM_MAXLEN, PrintEventSink, RedisEventSink, describe
 from tests.conftest import Services
 
@@ -33,8 +33,10 @@ async def test_events_arrive_in_order_with_heartbeats(redis: Redis) -> None:
     await sink.start()
     sink.emit(AgentEvent(kind=EventKind.TEXT, text="first"))
     await asyncio.sleep(0.2)
+    assert 0 < await redis.ttl(run_heartbeat_key("e-1")) <= 30  # alive while it runs
     sink.emit(AgentEvent(kind=EventKind.TEXT, text="second"))
     await sink.close()
+    assert not await redis.exists(run_heartbeat_key("e-1"))  # ended, not lost
 
     events = await stream(redis, "e-1")
     assert [event.seq for event in events] == list(range(1, len(events) + 1))
