@@ -1,0 +1,157 @@
+"""The workflow engine's tables: where each ticket is in its workflow, its runs and their
+events, the outbox of side effects, and the activity log (DESIGN §3.6 to 3.8, §4).
+
+Every decision updates `ticket_states` with an optimistic lock (`version`) and writes its
+side effects to `outbox` in the same transaction; an outbox job performs them with the
+effect's idempotency `key`, so a crash between decision and effect loses nothing and a
+redelivery duplicates nothing.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from harness_store.db import Base, Timestamped
+
+
+class TicketState(Timestamped, Base):
+    """A ticket's place in its workflow; one row per ticket the engine has seen."""
+
+    __tablename__ = "ticket_states"
+    __table_args__ = (Index("ix_ticket_states_state_next_attempt_at", "state", "next_attempt_at"),)
+
+    ticket_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("tickets.id", ondelete="CASCADE"), primary_key=True
+    )
+    # A canonical state (backlog, todo, in_progress, in_review, merging, done, canceled,
+    # failed) or a custom relay stage named in the repository's config.
+    state: Mapped[str] = mapped_column(String(64))
+    workflow: Mapped[str | None] = mapped_column(String(64))
+    attempt: Mapped[int] = mapped_column(Integer, default=0)  # attempts in this stage
+    held: Mapped[bool] = mapped_column(Boolean, default=False)  # /hold
+    needs_input: Mapped[bool] = mapped_column(Boolean, default=False)
+    approved: Mapped[bool] = mapped_column(Boolean, default=False)  # /approve or a review
+    next_attempt_at: Mapped[datetime | None]  # backoff after a failed attempt
+    run_id: Mapped[str | None] = mapped_column(String(128))  # the run in flight
+    session_id: Mapped[str | None] = mapped_column(String(200))  # to resume the agent
+    last_failure: Mapped[str | None] = mapped_column(Text)  # fed into the next prompt
+    cost_usd: Mapped[float] = mapped_column(Float, default=0.0)  # all runs so far
+    version: Mapped[int] = mapped_column(Integer, default=0)  # optimistic lock
+
+
+class RunState(enum.StrEnum):
+    QUEUED = "queued"  # sent to a machine's queue
+    RUNNING = "running"  # the runner's heartbeat was seen
+    FINISHED = "finished"  # a RunResult arrived (its status is in `result`)
+    LOST = "lost"  # no heartbeat and no result: the machine is gone
+
+
+class Run(Base):
+    """One attempt of one workflow stage on one machine."""
+
+    __tablename__ = "runs"
+    __table_args__ = (
+        Index("ix_runs_ticket_id", "ticket_id"),
+        Index("ix_runs_state", "state"),
+    )
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)  # RunSpec.run_id
+    ticket_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("tickets.id", ondelete="CASCADE")
+    )
+    workflow: Mapped[str] = mapped_column(String(64))
+    attempt: Mapped[int] = mapped_column(Integer)
+    machine: Mapped[str | None] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16), default=RunState.QUEUED)
+    status: Mapped[str | None] = mapped_column(String(32))  # RunResult.status when finished
+    spec: Mapped[dict[str, Any]] = mapped_column(JSONB)  # the RunSpec without its secrets
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    harness_version_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("harness_versions.id", ondelete="SET NULL")
+    )
+    cost_usd: Mapped[float | None] = mapped_column(Float)
+    queued_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    last_heartbeat_at: Mapped[datetime | None]
+
+
+class RunEvent(Base):
+    """An `AgentEvent` of a run, persisted from the runner's Redis stream."""
+
+    __tablename__ = "run_events"
+
+    run_id: Mapped[str] = mapped_column(
+        String(128), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    event: Mapped[dict[str, Any]] = mapped_column(JSONB)  # AgentEvent.to_wire()
+    at: Mapped[datetime]
+
+
+class EffectStatus(enum.StrEnum):
+    PENDING = "pending"
+    DONE = "done"
+    FAILED = "failed"  # gave up after retries; `last_error` says why
+
+
+class OutboxEffect(Base):
+    """A side effect on a tracker (label, comment, reaction, check run, PR, merge), decided
+    in a transaction and performed afterwards, exactly once by its idempotency key."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        Index("ix_outbox_status_not_before", "status", "not_before"),
+        Index("ix_outbox_installation_id", "installation_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(255), unique=True)  # idempotency
+    ticket_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("tickets.id", ondelete="SET NULL")
+    )
+    # Writes to one installation are performed one at a time (GitHub's secondary limits).
+    installation_id: Mapped[int | None] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    status: Mapped[str] = mapped_column(String(16), default=EffectStatus.PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    not_before: Mapped[datetime] = mapped_column(server_default=func.now())
+    last_error: Mapped[str | None] = mapped_column(Text)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSONB)  # e.g. the comment id made
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    done_at: Mapped[datetime | None]
+
+
+class Activity(Base):
+    """What happened to a ticket, in order: state changes, runs, effects, config problems."""
+
+    __tablename__ = "activity"
+    __table_args__ = (Index("ix_activity_ticket_id_id", "ticket_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    ticket_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("tickets.id", ondelete="CASCADE")
+    )
+    run_id: Mapped[str | None] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(32))  # state | run | effect | config | command
+    message: Mapped[str] = mapped_column(Text)
+    data: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+    at: Mapped[datetime] = mapped_column(server_default=func.now())
