@@ -1,0 +1,120 @@
+"""Which machine takes a run: the registry runners keep in Redis, and the choice by
+required labels, the agent CLI, heartbeat freshness and free capacity (DESIGN §3.7)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+
+from runner.contract import MACHINES_SET, SCHEMA_VERSION, machine_key
+
+# A runner heartbeats every 5 s; one that missed three is not given new work.
+FRESH_SECONDS = 15.0
+
+
+@dataclass(frozen=True)
+class Machine:
+    name: str
+    labels: frozenset[str]
+    capacity: int
+    running: int
+    clis: Mapping[str, str]  # agent cli -> version
+    heartbeat_at: float
+    schema_version: int
+
+    def fresh(self, now: float) -> bool:
+        return now - self.heartbeat_at <= FRESH_SECONDS
+
+
+def parse_machine(fields: Mapping[bytes, bytes]) -> Machine | None:
+    """A registry hash as written by `runner.machine.MachineFacts`; None when malformed."""
+    try:
+        text = {key.decode(): value.decode() for key, value in fields.items()}
+        labels: Any = json.loads(text["labels"])
+        clis: Any = json.loads(text["clis"])
+        if not isinstance(labels, list) or not isinstance(clis, dict):
+            return None
+        return Machine(
+            name=text["name"],
+            labels=frozenset(str(label) for label in labels),
+            capacity=int(text["capacity"]),
+            running=int(text["running"]),
+            clis={str(key): str(value) for key, value in clis.items()},
+            heartbeat_at=float(text["heartbeat_at"]),
+            schema_version=int(text["schema_version"]),
+        )
+    except (KeyError, ValueError, UnicodeDecodeError):
+        return None
+
+
+async def registered(redis: Redis) -> list[Machine]:
+    """Every machine whose registry entry still exists (expired ones drop out on their own)."""
+    names = sorted(name.decode() for name in await redis.smembers(MACHINES_SET))  # type: ignore[misc]  # redis-py's union return
+    if not names:
+        return []
+    async with redis.pipeline(transaction=False) as pipe:
+        for name in names:
+            pipe.hgetall(machine_key(name))
+        rows: list[dict[bytes, bytes]] = await pipe.execute()
+    machines = [parse_machine(row) for row in rows if row]
+    return [machine for machine in machines if machine is not None]
+
+
+@dataclass(frozen=True)
+class Requirements:
+    cli: str
+    labels: frozenset[str] = frozenset()
+
+
+def choose(
+    machines: Sequence[Machine],
+    needs: Requirements,
+    *,
+    in_flight: Mapping[str, int] | None = None,
+    now: float | None = None,
+) -> Machine | None:
+    """The machine with the most free slots among those that qualify; None if none does.
+
+    `in_flight` counts runs already sent to each machine that its last heartbeat may not
+    show yet, so a burst of dispatches does not overfill one machine.
+    """
+    now = time.time() if now is None else now
+    in_flight = in_flight or {}
+
+    def free(machine: Machine) -> int:
+        return machine.capacity - max(machine.running, in_flight.get(machine.name, 0))
+
+    candidates = [
+        machine
+        for machine in machines
+        if machine.fresh(now)
+        and machine.schema_version == SCHEMA_VERSION
+        and needs.cli in machine.clis
+        and needs.labels <= machine.labels
+        and free(machine) > 0
+    ]
+    if not candidates:
+        return None
+    return min(candidates, key=lambda machine: (-free(machine), machine.running, machine.name))
+
+
+def why_none(machines: Sequence[Machine], needs: Requirements, now: float | None = None) -> str:
+    """A sentence for the status comment when no machine qualifies."""
+    now = time.time() if now is None else now
+    if not machines:
+        return "no runner is registered (start one with `openase runner --machine NAME`)"
+    alive = [machine for machine in machines if machine.fresh(now)]
+    if not alive:
+        return "no runner has sent a heartbeat in the last 15 s"
+    with_cli = [machine for machine in alive if needs.cli in machine.clis]
+    if not with_cli:
+        return f"no live runner has the {needs.cli} agent CLI"
+    labelled = [machine for machine in with_cli if needs.labels <= machine.labels]
+    if not labelled:
+        return f"no live runner with {needs.cli} has the labels {', '.join(sorted(needs.labels))}"
+    return "every qualifying runner is at capacity"
