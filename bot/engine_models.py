@@ -72,9 +72,7 @@ class Run(Base):
     )
 
     id: Mapped[str] = mapped_column(String(128), primary_key=True)  # RunSpec.run_id
-    ticket_id: Mapped[int] = mapped_column(
-        BigInteger, ForeignKey("tickets.id", ondelete="CASCADE")
-    )
+    ticket_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("tickets.id", ondelete="CASCADE"))
     workflow: Mapped[str] = mapped_column(String(64))
     attempt: Mapped[int] = mapped_column(Integer)
     machine: Mapped[str | None] = mapped_column(String(64))
@@ -147,9 +145,7 @@ class Activity(Base):
     __table_args__ = (Index("ix_activity_ticket_id_id", "ticket_id", "id"),)
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
-    ticket_id: Mapped[int] = mapped_column(
-        BigInteger, ForeignKey("tickets.id", ondelete="CASCADE")
-    )
+    ticket_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("tickets.id", ondelete="CASCADE"))
     run_id: Mapped[str | None] = mapped_column(String(128))
     kind: Mapped[str] = mapped_column(String(32))  # state | run | effect | config | command
     message: Mapped[str] = mapped_column(Text)

@@ -38,6 +38,11 @@ def run_heartbeat_key(run_id: str) -> str:
     return f"openase:run:{run_id}:alive"
 
 
+def run_result_key(run_id: str) -> str:
+    """Redis key holding the run's RunResult (also there when the arq job was aborted)."""
+    return f"openase:run:{run_id}:result"
+
+
 def run_cancel_key(run_id: str) -> str:
     """Redis key whose presence asks the runner to cancel the run."""
     return f"openase:run:{run_id}:cancel"

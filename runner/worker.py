@@ -38,6 +38,7 @@ from runner.contract import (
     machine_key,
     run_cancel_key,
     run_queue,
+    run_result_key,
 )
 from runner.events import RedisEventSink
 from runner.execute import Cancellation, execute
@@ -54,10 +55,6 @@ RESULT_TTL_SECONDS = 7 * 24 * 3600
 CANCEL_POLL_SECONDS = 0.5
 # arq's own timeout is a backstop only: the runner enforces each run's wall-time limit.
 JOB_TIMEOUT_SECONDS = 2 * 24 * 3600
-
-
-def run_result_key(run_id: str) -> str:
-    return f"openase:run:{run_id}:result"
 
 
 @dataclass(frozen=True)

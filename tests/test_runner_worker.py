@@ -32,8 +32,9 @@ from runner.contract import (
     run_cancel_key,
     run_events_stream,
     run_queue,
+    run_result_key,
 )
-from runner.worker import RunnerConfig, run_result_key, serve_runner
+from runner.worker import RunnerConfig, serve_runner
 from tests.conftest import Services
 from tests.git_repos import make_remote, show
 from tests.test_runner_execute import PARTIAL_THEN, script, spec_for
