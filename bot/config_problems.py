@@ -42,8 +42,13 @@ class ConfigProblem:
         return f"{where}: {self.key}: {self.reason}" if self.key else f"{where}: {self.reason}"
 
 
+def by_line(problem: ConfigProblem) -> int:
+    """Sort key: problems in the order of the file (whole-file ones first)."""
+    return problem.line or 0
+
+
 def dotted(path: KeyPath) -> str:
-    """`("workflows", "coder", "hooks", "on_complete", 0)` -> `workflows.coder.hooks.on_complete[0]`."""
+    """A key path as users read it: `workflows.coder.hooks.on_complete[0].timeout`."""
     text = ""
     for part in path:
         if isinstance(part, int):
@@ -51,6 +56,11 @@ def dotted(path: KeyPath) -> str:
         else:
             text += f".{part}" if text else str(part)
     return text
+
+
+def without_extensions(data: dict[Any, Any]) -> dict[Any, Any]:
+    """Top-level keys starting with `x-` hold YAML anchors for reuse (as in Compose files)."""
+    return {k: v for k, v in data.items() if not (isinstance(k, str) and k.startswith("x-"))}
 
 
 @dataclass(frozen=True)
@@ -77,20 +87,19 @@ def read_yaml(text: str, file: str) -> YamlDoc | list[ConfigProblem]:
     """Parse one YAML document safely; syntax errors come back as problems with their line."""
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as error:
+        if node is None:
+            return YamlDoc(file, None, {})
+        walk = _Walk(file)
+        walk.visit(node, ())
+        if walk.problems:
+            return walk.problems
+        data = SafeConstructor().construct_document(node)
+    except yaml.MarkedYAMLError as error:  # syntax, or a tag such as !!python/object
         return [_syntax_problem(error, file)]
     except yaml.YAMLError as error:  # the reader's refusal of control characters
         return [ConfigProblem(file, "", f"is not valid YAML: {_first_line(error)}")]
-    if node is None:
-        return YamlDoc(file, None, {})
-    walk = _Walk(file)
-    walk.visit(node, ())
-    if walk.problems:
-        return walk.problems
-    try:
-        data = SafeConstructor().construct_document(node)
-    except yaml.MarkedYAMLError as error:  # e.g. an unsupported tag such as !!python/object
-        return [_syntax_problem(error, file)]
+    except RecursionError:  # PyYAML composes nested values recursively
+        return [ConfigProblem(file, "", "is nested too deeply to read")]
     return YamlDoc(file, data, walk.lines)
 
 
@@ -100,7 +109,8 @@ def _syntax_problem(error: yaml.MarkedYAMLError, file: str) -> ConfigProblem:
     mark = error.problem_mark or error.context_mark
     what = error.problem or error.context or "cannot be parsed"
     if error.context and error.problem:
-        what = f"{error.problem} ({error.context})"
+        context, problem = error.context, error.problem
+        what = f"{problem} ({context})" if context.startswith("while") else f"{context}, {problem}"
     column = f" at column {mark.column + 1}" if mark is not None else ""
     line = mark.line + 1 if mark is not None else None
     return ConfigProblem(file, "", f"is not valid YAML: {what}{column}", line)
@@ -169,7 +179,7 @@ class _Walk:
             except yaml.YAMLError:
                 return str(node.value)
             return key if isinstance(key, str | int) and not isinstance(key, bool) else str(key)
-        return f"<{node.id} key>"
+        return f"<{type(node).__name__} key>"
 
     def _add(self, path: KeyPath, reason: str, node: Node) -> None:
         self.problems.append(
@@ -222,7 +232,10 @@ def _reason(details: ErrorDetails, model: type[BaseModel], loc: KeyPath, *, hide
             "less_than": ("less than", "lt"),
             "less_than_equal": ("at most", "le"),
         }[kind]
-        return f"must be {words[0]} {ctx.get(words[1])}{got}"
+        bound = ctx.get(words[1])
+        if isinstance(bound, float) and bound.is_integer():
+            bound = int(bound)  # "more than 0", not "more than 0.0"
+        return f"must be {words[0]} {bound}{got}"
     if kind == "literal_error":
         return f"must be {ctx.get('expected')}{got}"
     if kind in ("string_type", "string_sub_type"):
@@ -296,7 +309,15 @@ def _fields_at(model: type[BaseModel], loc: KeyPath) -> list[str]:
             return []
     current = _unwrap(current)
     if isinstance(current, type) and issubclass(current, BaseModel):
-        return list(current.model_fields)
+        # Fields filled in from elsewhere (a workflow's name is its key) are not offered.
+        return [
+            name
+            for name, field in current.model_fields.items()
+            if not (
+                isinstance(field.json_schema_extra, dict)
+                and field.json_schema_extra.get("from_key")
+            )
+        ]
     return []
 
 

@@ -21,16 +21,31 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
-    Strict,
     ValidationError,
     ValidationInfo,
     field_validator,
 )
 
-from bot.config_problems import ConfigProblem, KeyPath, YamlDoc, problems_from, read_yaml
+from bot.config_problems import (
+    ConfigProblem,
+    KeyPath,
+    YamlDoc,
+    by_line,
+    problems_from,
+    read_yaml,
+    without_extensions,
+)
 from bot.errors import ConfigError
-from harness_store.errors import InvalidName
-from harness_store.models import validate_name
+from bot.workflow_config import (
+    DEFAULT_WORKFLOW,
+    Count,
+    Dollars,
+    MachineLabel,
+    ProviderName,
+    Seconds,
+    WorkflowName,
+    check_workflow_defaults,
+)
 from runner.contract import AgentCli, AgentConfig
 
 BUILTIN_PROVIDER = "claude"
@@ -42,36 +57,11 @@ ARGV_PLACEHOLDERS = ("prompt", "prompt_file", "instructions_file", "workspace", 
 
 _VARIABLE = re.compile(r"\$(\$?)\{([^}]*)\}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_MACHINE_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:=/-]{0,63}")
 _FULL_NAME = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def _named(kind: str) -> AfterValidator:
-    """The harness store's name rule (lowercase, digits, single hyphens) for `kind`."""
-
-    def check(value: str) -> str:
-        try:
-            return validate_name("skill", value).strip()
-        except InvalidName:
-            raise ValueError(
-                f"{kind} names use lowercase letters, digits and single hyphens, at most 64 "
-                f"characters (for example 'run-tests'); got {value[:64]!r}"
-            ) from None
-
-    return AfterValidator(check)
-
-
-def _machine_label(value: str) -> str:
-    if not _MACHINE_LABEL.fullmatch(value):
-        raise ValueError(
-            "machine labels are letters, digits and . _ : = / - (for example 'gpu' or "
-            f"'os=linux'), at most 64 characters; got {value[:64]!r}"
-        )
-    return value
 
 
 def _env_name(value: str) -> str:
@@ -84,14 +74,6 @@ def _full_name(value: str) -> str:
     if not _FULL_NAME.fullmatch(value):
         raise ValueError(f"must be a repository as owner/name, got {value[:100]!r}")
     return value
-
-
-ProviderName = Annotated[str, _named("provider")]
-WorkflowName = Annotated[str, _named("workflow")]
-MachineLabel = Annotated[str, AfterValidator(_machine_label)]
-Seconds = Annotated[float, Strict(), Field(gt=0, le=7 * 24 * 3600)]
-Dollars = Annotated[float, Strict(), Field(gt=0)]
-Count = Annotated[int, Strict(), Field(ge=1)]
 
 
 class ProviderLimits(_Model):
@@ -165,7 +147,7 @@ class TrackerRoute(_Model):
     """Where tickets of one Linear team or Jira project are worked on."""
 
     repo: Annotated[str, AfterValidator(_full_name)]
-    workflow: WorkflowName = "coder"
+    workflow: WorkflowName = DEFAULT_WORKFLOW
 
 
 TrackerKey = Annotated[str, Field(min_length=1, max_length=64)]
@@ -192,7 +174,9 @@ class ControlConfig(_Model):
         """The provider called `name`; KeyError when there is none."""
         return self.providers[name]
 
-    def machine_labels(self, provider: str, workflow_labels: tuple[str, ...] = ()) -> frozenset[str]:
+    def machine_labels(
+        self, provider: str, workflow_labels: tuple[str, ...] = ()
+    ) -> frozenset[str]:
         """Labels a machine needs for a run: the workflow's and the provider's, else defaults."""
         labels = set(workflow_labels) | set(self.providers[provider].machine_labels)
         return frozenset(labels or self.machines.default_labels)
@@ -221,9 +205,7 @@ def load_control_config(
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as error:
-        raise ConfigError(
-            f"OPENASE_CONFIG {path}: not UTF-8 text (byte {error.start})"
-        ) from None
+        raise ConfigError(f"OPENASE_CONFIG {path}: not UTF-8 text (byte {error.start})") from None
     result = parse_control_config(text, file=str(path), environ=environ)
     if isinstance(result, list):
         details = "\n".join(f"  {problem}" for problem in result)
@@ -242,7 +224,7 @@ def parse_control_config(
     data = {} if doc.data is None else doc.data
     if not isinstance(data, dict):
         return [doc.problem((), "must be a mapping with `providers` and `defaults`")]
-    data = dict(data)
+    data = without_extensions(data)
     if "providers" not in data:
         data["providers"] = _builtin_providers(env)
     problems = _interpolate(data, doc, env)
@@ -250,11 +232,12 @@ def parse_control_config(
     try:
         config = ControlConfig.model_validate(data)
     except ValidationError as error:
-        return problems + problems_from(error, doc, ControlConfig, secret=_is_secret)
+        problems += problems_from(error, doc, ControlConfig, secret=_is_secret)
+        return sorted(problems, key=by_line)
     if problems:
         return problems
     problems = _cross_check(config, doc)
-    return problems or config
+    return sorted(problems, key=by_line) if problems else config
 
 
 def _builtin_providers(env: Mapping[str, str]) -> dict[str, Any]:
@@ -265,9 +248,10 @@ def _builtin_providers(env: Mapping[str, str]) -> dict[str, Any]:
 def _infer_default_provider(data: dict[str, Any]) -> None:
     """With one provider, `defaults.provider` may be left out."""
     providers, defaults = data.get("providers"), data.get("defaults", {})
-    if isinstance(providers, dict) and len(providers) == 1 and isinstance(defaults, dict):
-        if "provider" not in defaults:
-            data["defaults"] = {**defaults, "provider": next(iter(providers))}
+    if not isinstance(providers, dict) or len(providers) != 1:
+        return
+    if isinstance(defaults, dict) and "provider" not in defaults:
+        data["defaults"] = {**defaults, "provider": next(iter(providers))}
 
 
 def _is_secret(path: KeyPath) -> bool:
@@ -290,8 +274,7 @@ def _interpolate(data: dict[str, Any], doc: YamlDoc, env: Mapping[str, str]) -> 
                 path = ("providers", name, "env", key)
                 problems.append(doc.problem(path, "must be text (put quotes around it)"))
                 continue
-            missing: list[str] = []
-            values[key] = _VARIABLE.sub(lambda m: _substitute(m, env, missing), value)
+            values[key], missing = _expand(value, env)
             for variable in missing:
                 reason = (
                     f"provider {name!r} passes {key} from the environment variable "
@@ -304,14 +287,20 @@ def _interpolate(data: dict[str, Any], doc: YamlDoc, env: Mapping[str, str]) -> 
     return problems
 
 
-def _substitute(match: re.Match[str], env: Mapping[str, str], missing: list[str]) -> str:
-    escaped, variable = match.group(1), match.group(2)
-    if escaped:
-        return match.group(0)[1:]
-    if not _ENV_NAME.fullmatch(variable) or variable not in env:
-        missing.append(variable)
-        return ""
-    return env[variable]
+def _expand(value: str, env: Mapping[str, str]) -> tuple[str, list[str]]:
+    """`value` with `${VAR}` replaced, and the variables that are not set."""
+    missing: list[str] = []
+
+    def substitute(match: re.Match[str]) -> str:
+        escaped, variable = match.group(1), match.group(2)
+        if escaped:
+            return match.group(0)[1:]
+        if not _ENV_NAME.fullmatch(variable) or variable not in env:
+            missing.append(variable)
+            return ""
+        return env[variable]
+
+    return _VARIABLE.sub(substitute, value), missing
 
 
 def _cross_check(config: ControlConfig, doc: YamlDoc) -> list[ConfigProblem]:
@@ -325,8 +314,4 @@ def _cross_check(config: ControlConfig, doc: YamlDoc) -> list[ConfigProblem]:
             )
         )
         return problems
-    # Imported here: workflow_config builds on this module.
-    from bot.workflow_config import check_workflow_defaults
-
-    problems += check_workflow_defaults(config, doc)
-    return problems
+    return check_workflow_defaults(config, doc)

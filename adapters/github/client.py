@@ -11,12 +11,14 @@ the queue, which should defer the job instead.
 from __future__ import annotations
 
 import asyncio
+import base64
 import re
 from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any, Generic, Protocol, TypeVar
+from urllib.parse import quote
 
 import httpx
 import jwt
@@ -62,6 +64,7 @@ JWT_LIFETIME = timedelta(minutes=9)
 SECONDARY_LIMIT_WAIT = timedelta(seconds=60)
 
 _FULL_NAME = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")  # SHA-1, or SHA-256 repositories
 
 
 def _utcnow() -> datetime:
@@ -419,6 +422,70 @@ class GitHubApp:
             convert=convert,
             etags=etags,
         )
+
+    # --- files at a commit (the workflow config; issue #4) -----------------------------
+
+    async def branch_head_sha(
+        self, full_name: str, branch: str, installation_id: int
+    ) -> str | None:
+        """The commit a branch points at; None when there is no such branch (or no commit)."""
+        path = f"/repos/{_checked(full_name)}/git/ref/heads/{quote(branch, safe='/')}"
+        try:
+            response = await self.request("GET", path, installation_id=installation_id)
+        except RequestRejected as exc:
+            if exc.status in (404, 409):  # 409: "Git Repository is empty."
+                return None
+            raise
+        target = _object(response).get("object")
+        sha = target.get("sha") if isinstance(target, dict) else None
+        if not isinstance(sha, str) or not _SHA.fullmatch(sha):
+            raise PayloadError(f"GET {path}: the ref carries no commit sha")
+        return sha
+
+    async def file_at(
+        self, full_name: str, path: str, ref: str, installation_id: int
+    ) -> RepoFile | None:
+        """A file as stored at `ref` (give a commit sha); None when nothing is at `path`."""
+        url = f"/repos/{_checked(full_name)}/contents/{quote(path.strip('/'), safe='/')}"
+        try:
+            response = await self.request(
+                "GET", url, installation_id=installation_id, params={"ref": ref}
+            )
+        except RequestRejected as exc:
+            if exc.status == 404:
+                return None
+            raise
+        body = _json(response)
+        if isinstance(body, list):
+            return RepoFile(path=path, kind="dir", size=0, sha=None, content=None)
+        if not isinstance(body, dict) or not isinstance(body.get("type"), str):
+            raise PayloadError(f"GET {url}: expected a content object")
+        size = body.get("size")
+        content = None
+        # Files over 1 MB come with encoding "none" and no content: their size says enough.
+        if body["type"] == "file" and body.get("encoding") == "base64":
+            try:
+                content = base64.b64decode(str(body.get("content", "")))
+            except ValueError:
+                raise PayloadError(f"GET {url}: content is not base64") from None
+        return RepoFile(
+            path=path,
+            kind=body["type"],
+            size=size if isinstance(size, int) else len(content or b""),
+            sha=body.get("sha") if isinstance(body.get("sha"), str) else None,
+            content=content,
+        )
+
+
+@dataclass(frozen=True)
+class RepoFile:
+    """What the contents API says is at a path: a file (with its bytes) or something else."""
+
+    path: str
+    kind: str  # "file", "dir", "symlink" (pointing outside the repository) or "submodule"
+    size: int
+    sha: str | None  # the blob's sha
+    content: bytes | None = field(repr=False)  # None unless a file of at most 1 MB
 
 
 # --- helpers ---------------------------------------------------------------------------
