@@ -22,7 +22,7 @@ from harness_store.errors import HarnessStoreError, InvalidName
 
 if TYPE_CHECKING:
     from bot.settings import Settings
-    from harness_store.models import Kind
+    from harness_store.names import Kind
 
     Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
@@ -47,7 +47,7 @@ def parse_version(value: str, what: str = "VERSION") -> int:
 
 def parse_name(kind: Kind, value: str) -> str:
     """A harness or skill name from the command line; `ConfigError` when malformed."""
-    from harness_store.models import validate_name
+    from harness_store.names import validate_name
 
     try:
         return validate_name(kind, value)

@@ -29,7 +29,8 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
     from bot.settings import Settings
-    from harness_store.models import HarnessVersion, Kind, SkillVersion
+    from harness_store.models import HarnessVersion, SkillVersion
+    from harness_store.names import Kind
 
 Handler = Callable[[argparse.Namespace, "Settings"], int]
 

@@ -15,7 +15,8 @@ if TYPE_CHECKING:
     from bot.harness_cli import Ref
     from bot.models import Ticket
     from bot.settings import Settings
-    from harness_store.models import HarnessVersion, Kind, SkillVersion
+    from harness_store.models import HarnessVersion, SkillVersion
+    from harness_store.names import Kind
     from harness_store.store import NameSummary
 
 T = TypeVar("T")

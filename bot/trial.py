@@ -22,9 +22,9 @@ from pathlib import Path
 from pydantic import SecretStr, ValidationError
 
 from bot.errors import ConfigError
+from harness_store.builtin_content import builtin_harnesses
 from harness_store.errors import HarnessStoreError
 from harness_store.render import RepositoryVars, TicketVars, render_harness
-from harness_store.seed import builtin_harnesses
 from harness_store.skills import read_skill_dir
 from runner.contract import (
     HOOK_PHASES,

@@ -6,41 +6,14 @@ They live as data files under `harness_store/builtin/` (`harnesses/<name>.md`,
 
 from __future__ import annotations
 
-from importlib.resources import files
-from importlib.resources.abc import Traversable
-
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from harness_store import store
+from harness_store.builtin_content import builtin_harnesses, builtin_skills
 from harness_store.models import HarnessVersion, SkillVersion
-from harness_store.skills import read_files
 
 AUTHOR = "openase"
 MESSAGE = "built-in"
-
-
-def _builtin() -> Traversable:
-    return files("harness_store") / "builtin"
-
-
-def builtin_harnesses() -> dict[str, str]:
-    """Built-in harness texts by name."""
-    folder = _builtin() / "harnesses"
-    return {
-        entry.name.removesuffix(".md"): entry.read_text(encoding="utf-8")
-        for entry in sorted(folder.iterdir(), key=lambda item: item.name)
-        if entry.is_file() and entry.name.endswith(".md")
-    }
-
-
-def builtin_skills() -> dict[str, dict[str, str]]:
-    """Built-in skill folders by name."""
-    folder = _builtin() / "skills"
-    return {
-        entry.name: read_files(entry)
-        for entry in sorted(folder.iterdir(), key=lambda item: item.name)
-        if entry.is_dir()
-    }
 
 
 async def seed_builtins(session: AsyncSession) -> list[HarnessVersion | SkillVersion]:

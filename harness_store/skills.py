@@ -25,7 +25,7 @@ from harness_store.errors import (
     InvalidSkillPath,
     SkillTooLarge,
 )
-from harness_store.models import validate_name
+from harness_store.names import validate_name
 
 SKILL_FILE = "SKILL.md"
 MAX_FILES = 64

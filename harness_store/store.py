@@ -30,12 +30,11 @@ from harness_store.errors import (
 )
 from harness_store.models import (
     HarnessVersion,
-    Kind,
     RunVersions,
     SkillVersion,
     TicketHarnessPin,
-    validate_name,
 )
+from harness_store.names import Kind, validate_name
 from harness_store.render import check_template
 from harness_store.skills import files_hash, validate_skill
 

@@ -19,9 +19,10 @@ from sqlalchemy import func, select
 from bot.cli import main
 from bot.deps import Deps
 from bot.models import Repository, Ticket
+from harness_store.builtin_content import builtin_harnesses
 from harness_store.db import transaction
 from harness_store.models import HarnessVersion, SkillVersion, TicketHarnessPin
-from harness_store.seed import builtin_harnesses, seed_builtins
+from harness_store.seed import seed_builtins
 from tests.conftest import Services
 
 V1 = "# {{ ticket.key }}\n\nFix it.\nKeep it small.\n"

@@ -9,10 +9,11 @@ from sqlalchemy import func, select
 
 from bot.deps import Deps
 from harness_store import store
+from harness_store.builtin_content import builtin_harnesses, builtin_skills
 from harness_store.db import transaction
 from harness_store.models import HarnessVersion, SkillVersion
 from harness_store.render import RepositoryVars, TicketVars, render_harness
-from harness_store.seed import builtin_harnesses, builtin_skills, seed_builtins
+from harness_store.seed import seed_builtins
 from harness_store.skills import parse_front_matter, validate_skill
 
 HARNESSES = ["coder", "docs", "reviewer", "tester"]
