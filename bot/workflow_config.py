@@ -38,7 +38,7 @@ from bot.config_problems import (
 )
 from bot.errors import ConfigError
 from harness_store.errors import InvalidName
-from harness_store.models import validate_name
+from harness_store.names import validate_name
 from runner.contract import HOOK_PHASES, Hooks, Limits
 
 if TYPE_CHECKING:
