@@ -69,12 +69,14 @@ async def sweep_pending(
 
 def control_functions() -> list[Any]:
     from bot.backfill import backfill_functions
+    from bot.outbox import outbox_functions
 
     return [
         # keep_result=0: a finished ingest leaves no result key, so a sweep can enqueue the
         # same job id again; ingest itself is idempotent.
         func(ingest_job, name=INGEST_JOB, keep_result=0, max_tries=MAX_TRIES),
         *backfill_functions(),
+        *outbox_functions(),
     ]
 
 

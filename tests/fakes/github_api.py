@@ -1,5 +1,6 @@
 """A respx fake of the GitHub REST API: App JWT auth, installation tokens, repositories,
-open issue and pull request lists with paging, ETags and rate-limit headers.
+open issue and pull request lists with paging, ETags and rate-limit headers; and the writes
+the outbox makes (labels, comments, reactions, issue updates, check runs, PRs, merges).
 
 Objects are GitHub's published example payloads (tests/fixtures) with the few fields the
 REST API adds over webhooks, so `githubkit_schemas` models accept every answer. The fake
@@ -9,20 +10,27 @@ token elsewhere, the Accept and X-GitHub-Api-Version headers.
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import hashlib
 import json
 import re
 import secrets
-from collections.abc import Callable, Iterator
+import typing
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote, unquote
 
 import httpx
 import jwt
+import pydantic
 import respx
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from githubkit.compat import type_validate_python
+from githubkit_schemas.latest import models as gh
 
 from bot.settings import Settings
 from tests.helpers import github_example
@@ -40,6 +48,9 @@ class FakeRepo:
     installation_id: int
     issues: list[Json] = field(default_factory=list)  # issue-shaped; PR items carry `pull_request`
     pulls: list[Json] = field(default_factory=list)
+    # Git content (see FakeGitHubAPI.commit): branch -> head sha, commit sha -> {path: bytes}.
+    branches: dict[str, str] = field(default_factory=dict)
+    trees: dict[str, dict[str, bytes]] = field(default_factory=dict)
 
     @property
     def full_name(self) -> str:
@@ -56,6 +67,7 @@ class QueuedAnswer:
     body: Any
     headers: dict[str, str]
     error: Exception | None = None  # raised instead, as a transport failure
+    method: str | None = None  # only requests of this method (any, if None)
 
 
 class FakeGitHubAPI:
@@ -97,8 +109,20 @@ class FakeGitHubAPI:
             ("GET", re.compile(r"/repositories/(?P<rid>\d+)/issues"), self._issues),
             ("GET", re.compile(r"/repos/(?P<name>[^/]+/[^/]+)/pulls"), self._pulls),
             ("GET", re.compile(r"/repositories/(?P<rid>\d+)/pulls"), self._pulls),
+            (
+                "GET",
+                re.compile(r"/repos/(?P<name>[^/]+/[^/]+)/git/ref/heads/(?P<branch>.+)"),
+                self._branch_ref,
+            ),
+            (
+                "GET",
+                re.compile(r"/repos/(?P<name>[^/]+/[^/]+)/contents/(?P<path>.*)"),
+                self._contents,
+            ),
         ]
-        router.route(host=httpx.URL(self.api_url).host).mock(side_effect=self._handle)
+        self._init_writes()
+        self._routes += self._write_routes()
+        router.route(host=httpx.URL(self.api_url).host).mock(side_effect=self._serve)
         # Only GitHub is faked: servers a test starts on loopback are reached for real.
         router.route(host__in=("127.0.0.1", "localhost", "::1")).pass_through()
 
@@ -190,6 +214,31 @@ class FakeGitHubAPI:
         }
         return pr
 
+    def commit(
+        self,
+        repo: FakeRepo,
+        files: dict[str, str | bytes | None],
+        *,
+        branch: str | None = None,
+    ) -> str:
+        """A new commit on `branch` (the default one) changing `files` (None deletes); its sha."""
+        branch = branch or str(repo.data["default_branch"])
+        parent = repo.branches.get(branch)
+        tree = dict(repo.trees.get(parent, {})) if parent else {}
+        for path, content in files.items():
+            if content is None:
+                tree.pop(path, None)
+            else:
+                tree[path] = content.encode() if isinstance(content, str) else content
+        digest = hashlib.sha1(usedforsecurity=False)
+        digest.update(f"{parent}:{len(repo.trees)}".encode())
+        for path in sorted(tree):
+            digest.update(path.encode() + b"\0" + tree[path])
+        sha = digest.hexdigest()
+        repo.trees[sha] = tree
+        repo.branches[branch] = sha
+        return sha
+
     def queue(
         self,
         status: int,
@@ -197,9 +246,10 @@ class FakeGitHubAPI:
         *,
         path_regex: str = ".*",
         headers: dict[str, str] | None = None,
+        method: str | None = None,
     ) -> None:
         """Serve this answer to the next request whose API path matches `path_regex`."""
-        self.queued.append(QueuedAnswer(path_regex, status, body, headers or {}))
+        self.queued.append(QueuedAnswer(path_regex, status, body, headers or {}, method=method))
 
     def fail(self, error: Exception, *, path_regex: str = ".*") -> None:
         """Fail the next request whose API path matches with `error` (a timeout, a refusal)."""
@@ -239,7 +289,7 @@ class FakeGitHubAPI:
         if request.headers.get("x-github-api-version") not in SUPPORTED_API_VERSIONS:
             return self._answer(400, {"message": "Unsupported 'X-GitHub-Api-Version'"})
         for index, queued in enumerate(self.queued):
-            if re.search(queued.path_regex, path):
+            if re.search(queued.path_regex, path) and queued.method in (None, request.method):
                 del self.queued[index]
                 if queued.error is not None:
                     raise queued.error
@@ -375,6 +425,11 @@ class FakeGitHubAPI:
             key=lambda i: i["number"],
             reverse=True,
         )
+        if kind == "pulls" and "head" in params:  # OWNER:BRANCH
+            owner = repo.full_name.split("/")[0]
+            items = [i for i in items if f"{owner}:{i['head']['ref']}" == params["head"]]
+        if kind == "pulls" and "base" in params:
+            items = [i for i in items if i["base"]["ref"] == params["base"]]
         body = items[(page - 1) * per_page : page * per_page]
         last = max(1, -(-len(items) // per_page))
         headers = {"etag": 'W/"' + hashlib.sha256(json.dumps(body).encode()).hexdigest() + '"'}
@@ -384,6 +439,77 @@ class FakeGitHubAPI:
         if request.headers.get("if-none-match") == headers["etag"]:
             return self._answer(304, None, headers, costs=False)  # free, as on GitHub
         return self._answer(200, body, headers)
+
+    def _branch_ref(self, request: httpx.Request, name: str, branch: str) -> httpx.Response:
+        installation_id = self._installation_of(request)
+        if installation_id is None:
+            return self._unauthorized()
+        repo = self.repos.get(name.lower())
+        if repo is None or repo.installation_id != installation_id:
+            return self._answer(404, {"message": "Not Found"})
+        if not repo.branches:
+            return self._answer(409, {"message": "Git Repository is empty."})
+        sha = repo.branches.get(branch)
+        if sha is None:
+            return self._answer(404, {"message": "Not Found"})
+        base = f"{self.api_url}/repos/{repo.full_name}/git"
+        body = {
+            "ref": f"refs/heads/{branch}",
+            "node_id": "REF_" + sha[:12],
+            "url": f"{base}/refs/heads/{branch}",
+            "object": {"type": "commit", "sha": sha, "url": f"{base}/commits/{sha}"},
+        }
+        return self._answer(200, body)
+
+    def _contents(self, request: httpx.Request, name: str, path: str) -> httpx.Response:
+        installation_id = self._installation_of(request)
+        if installation_id is None:
+            return self._unauthorized()
+        repo = self.repos.get(name.lower())
+        if repo is None or repo.installation_id != installation_id:
+            return self._answer(404, {"message": "Not Found"})
+        ref = request.url.params.get("ref") or str(repo.data["default_branch"])
+        tree = repo.trees.get(repo.branches.get(ref, ref))
+        if tree is None:
+            return self._answer(404, {"message": f"No commit found for the ref {ref}"})
+        path = path.strip("/")
+        if path in tree:
+            return self._answer(200, self._content_file(repo, path, ref, tree[path]))
+        if any(p.startswith(path + "/") for p in tree):
+            # A folder lists its entries; enough for callers that only tell it from a file.
+            entries = sorted(
+                {p[len(path) + 1 :].split("/")[0] for p in tree if p.startswith(path + "/")}
+            )
+            return self._answer(
+                200, [{"type": "file", "name": e, "path": f"{path}/{e}"} for e in entries]
+            )
+        return self._answer(404, {"message": "Not Found"})
+
+    def _content_file(self, repo: FakeRepo, path: str, ref: str, content: bytes) -> Json:
+        blob = hashlib.sha1(b"blob %d\0" % len(content) + content, usedforsecurity=False)
+        sha = blob.hexdigest()
+        api = f"{self.api_url}/repos/{repo.full_name}"
+        web = f"{WEB_URL}/{repo.full_name}"
+        large = len(content) > 1024 * 1024  # GitHub sends no content for files over 1 MB
+        encoded = base64.encodebytes(content).decode()  # wrapped lines, as GitHub sends them
+        return {
+            "type": "file",
+            "encoding": "none" if large else "base64",
+            "size": len(content),
+            "name": path.rsplit("/", 1)[-1],
+            "path": path,
+            "content": "" if large else encoded,
+            "sha": sha,
+            "url": f"{api}/contents/{path}?ref={ref}",
+            "git_url": f"{api}/git/blobs/{sha}",
+            "html_url": f"{web}/blob/{ref}/{path}",
+            "download_url": f"https://raw.ghe.example.test/{repo.full_name}/{ref}/{path}",
+            "_links": {
+                "self": f"{api}/contents/{path}?ref={ref}",
+                "git": f"{api}/git/blobs/{sha}",
+                "html": f"{web}/blob/{ref}/{path}",
+            },
+        }
 
     def _link_header(
         self, repo: FakeRepo, kind: str, state: str, per_page: int, page: int, last: int
@@ -400,6 +526,536 @@ class FakeGitHubAPI:
         if page < last:
             links += [f'<{url(page + 1)}>; rel="next"', f'<{url(last)}>; rel="last"']
         return ", ".join(links)
+
+    # --- writes (outbox effects): labels, comments, reactions, issues, check runs, PRs ------
+    # Request bodies are checked against githubkit's models of GitHub's schema (unknown
+    # top-level fields included), so a body GitHub would refuse is refused here with 422.
+
+    def _init_writes(self) -> None:
+        self.repo_labels: dict[str, dict[str, Json]] = {}  # repo (lower) -> casefold name -> label
+        self.comments: dict[int, Json] = {}  # by id, in creation order
+        self.reactions: list[Json] = []
+        self.check_runs: dict[int, Json] = {}  # by id
+        self.annotations: dict[int, list[Json]] = {}  # check run id -> every annotation sent
+        self.bot_user: Json = {
+            **github_example("issue_comment", "created")["comment"]["user"],
+            "login": "openase[bot]",
+            "id": 900_001,
+            "type": "Bot",
+        }
+        # Seconds each request takes when > 0; requests then overlap as they would on the
+        # network, and `max_in_flight` records how many of one installation's overlapped.
+        self.latency = 0.0
+        self.in_flight: dict[int, int] = {}
+        self.max_in_flight: dict[int, int] = {}
+        self.merges: list[Json] = []  # the body of each merge that went through
+        self._write_ids = iter(range(7_000_001, 8_000_000))
+
+    def _write_routes(self) -> list[tuple[str, re.Pattern[str], Handler]]:
+        repo = r"/repos/(?P<name>[^/]+/[^/]+)"
+        routes: list[tuple[str, str, Handler]] = [
+            ("GET", r"/labels/(?P<label>.+)", self._get_label),
+            ("POST", r"/labels", self._create_label),
+            ("GET", r"/issues/(?P<number>\d+)/labels", self._issue_labels),
+            ("POST", r"/issues/(?P<number>\d+)/labels", self._add_labels),
+            ("DELETE", r"/issues/(?P<number>\d+)/labels/(?P<label>.+)", self._remove_label),
+            ("GET", r"/issues/(?P<number>\d+)/comments", self._list_comments),
+            ("POST", r"/issues/(?P<number>\d+)/comments", self._create_comment),
+            ("PATCH", r"/issues/comments/(?P<cid>\d+)", self._update_comment),
+            ("POST", r"/issues/comments/(?P<cid>\d+)/reactions", self._react),
+            ("POST", r"/pulls/comments/(?P<cid>\d+)/reactions", self._react),
+            ("POST", r"/issues/(?P<number>\d+)/reactions", self._react),
+            ("PATCH", r"/issues/(?P<number>\d+)", self._update_issue),
+            ("GET", r"/commits/(?P<ref>[^/]+)/check-runs", self._list_check_runs),
+            ("POST", r"/check-runs", self._create_check_run),
+            ("PATCH", r"/check-runs/(?P<rid>\d+)", self._update_check_run),
+            ("POST", r"/pulls", self._create_pull),
+            ("GET", r"/pulls/(?P<number>\d+)", self._get_pull),
+            ("PATCH", r"/pulls/(?P<number>\d+)", self._update_pull),
+            ("PUT", r"/pulls/(?P<number>\d+)/merge", self._merge_pull),
+        ]
+        return [(method, re.compile(repo + path), handler) for method, path, handler in routes]
+
+    def calls(self, method: str, path_regex: str = ".*") -> list[tuple[str, Any]]:
+        """(API path, JSON body or None) of each request of `method` whose path matches."""
+        found = []
+        for request in self.requests:
+            path = request.url.path[len(self.base_path) :]
+            if request.method == method and re.search(path_regex, path):
+                found.append((path, json.loads(request.content) if request.content else None))
+        return found
+
+    def add_comment(
+        self, repo: FakeRepo, number: int, body: str, *, login: str = "octocat"
+    ) -> Json:
+        """A comment by a person (not the App) on issue or PR `number`."""
+        user = {**self.bot_user, "login": login, "id": 21_000 + len(login), "type": "User"}
+        return self._new_comment(repo, number, body, user, app=None)
+
+    def labels_of(self, repo: FakeRepo, number: int) -> list[str]:
+        issue = self._issue(repo, number)
+        return [] if issue is None else [label["name"] for label in issue["labels"]]
+
+    def comments_on(self, repo: FakeRepo, number: int) -> list[Json]:
+        return [c for c in self.comments.values() if c["_on"] == (repo.full_name.lower(), number)]
+
+    def _serve(
+        self, request: httpx.Request
+    ) -> httpx.Response | Coroutine[Any, Any, httpx.Response]:
+        if self.latency <= 0:
+            return self._handle(request)
+        return self._handle_slowly(request)  # respx awaits it (async clients only)
+
+    async def _handle_slowly(self, request: httpx.Request) -> httpx.Response:
+        installation_id = self._installation_of(request)
+        if installation_id is not None:
+            now = self.in_flight.get(installation_id, 0) + 1
+            self.in_flight[installation_id] = now
+            self.max_in_flight[installation_id] = max(
+                now, self.max_in_flight.get(installation_id, 0)
+            )
+        try:
+            await asyncio.sleep(self.latency)
+            return self._handle(request)
+        finally:
+            if installation_id is not None:
+                self.in_flight[installation_id] -= 1
+
+    def _writable(self, request: httpx.Request, name: str) -> FakeRepo | httpx.Response:
+        installation_id = self._installation_of(request)
+        if installation_id is None:
+            return self._unauthorized()
+        repo = self.repos.get(name.lower())
+        if repo is None or repo.installation_id != installation_id:
+            return self._answer(404, {"message": "Not Found"})
+        return repo
+
+    def _body(self, request: httpx.Request, schema: Any) -> Any:
+        """The JSON body if GitHub's schema accepts it, else the 4xx answer GitHub gives."""
+        try:
+            data = json.loads(request.content or b"null")
+        except ValueError:
+            return self._answer(400, {"message": "Problems parsing JSON"})
+        members = typing.get_args(schema) or (schema,)
+        known = {
+            name for model in members if model is not type(None) for name in model.model_fields
+        }
+        unknown = sorted(set(data) - known) if isinstance(data, dict) else []
+        try:
+            type_validate_python(schema, data)
+        except pydantic.ValidationError as exc:
+            errors = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
+            return self._answer(422, {"message": "Invalid request.", "errors": errors})
+        if unknown:
+            return self._answer(422, {"message": f"Invalid request: unknown fields {unknown}"})
+        return data
+
+    def _issue(self, repo: FakeRepo, number: int) -> Json | None:
+        return next((i for i in repo.issues if i["number"] == number), None)
+
+    def _pull(self, repo: FakeRepo, number: int) -> Json | None:
+        return next((p for p in repo.pulls if p["number"] == number), None)
+
+    def _repo_label(self, repo: FakeRepo, name: str) -> Json | None:
+        labels = self.repo_labels.setdefault(repo.full_name.lower(), {})
+        found = labels.get(name.casefold())
+        if found is None:  # labels that only exist on issues (add_issue's) count too
+            on_issues = (lb for i in repo.issues for lb in i["labels"])
+            found = next((lb for lb in on_issues if lb["name"].casefold() == name.casefold()), None)
+        return found
+
+    def _new_label(self, repo: FakeRepo, name: str, color: str, description: str | None) -> Json:
+        label = self._rewrite(github_example("label", "created")["label"], repo.full_name)
+        label.update(
+            id=next(self._write_ids),
+            name=name,
+            color=color,
+            description=description,
+            url=f"{self.api_url}/repos/{repo.full_name}/labels/{quote(name, safe='')}",
+        )
+        self.repo_labels.setdefault(repo.full_name.lower(), {})[name.casefold()] = label
+        return label
+
+    @staticmethod
+    def _segment_encoded(request: httpx.Request, name: str) -> bool:
+        """Whether the last path segment spells `name` URL-encoded ('/' as %2F), as GitHub needs."""
+        raw = request.url.raw_path.split(b"?")[0].rsplit(b"/", 1)[-1].decode()
+        return unquote(raw) == name
+
+    def _get_label(self, request: httpx.Request, name: str, label: str) -> httpx.Response:
+        repo = self._writable(request, name)
+        if isinstance(repo, httpx.Response):
+            return repo
+        found = self._repo_label(repo, label) if self._segment_encoded(request, label) else None
+        if found is None:
+            return self._answer(404, {"message": "Not Found"})
+        return self._answer(200, found)
+
+    def _create_label(self, request: httpx.Request, name: str) -> httpx.Response:
+        repo = self._writable(request, name)
+        if isinstance(repo, httpx.Response):
+            return repo
+        body = self._body(request, gh.ReposOwnerRepoLabelsPostBody)
+        if isinstance(body, httpx.Response):
+            return body
+        if self._repo_label(repo, body["name"]) is not None:
+            errors = [{"resource": "Label", "code": "already_exists", "field": "name"}]
+            return self._answer(422, {"message": "Validation Failed", "errors": errors})
+        label = self._new_label(
+            repo, body["name"], body.get("color") or "ededed", body.get("description")
+        )
+        return self._answer(201, label)
+
+    def _issue_labels(self, request: httpx.Request, name: str, number: str) -> httpx.Response:
+        repo = self._writable(request, name)
+        if isinstance(repo, httpx.Response):
+            return repo
+        issue = self._issue(repo, int(number))
+        if issue is None:
+            return self._answer(404, {"message": "Not Found"})
+        return self._answer(200, issue["labels"])
+
+    def _add_labels(self, request: httpx.Request, name: str, number: str) -> httpx.Response:
+        repo = self._writable(request, name)
+        if isinstance(repo, httpx.Response):
+            return repo
+        body = self._body(request, gh.ReposOwnerRepoIssuesIssueNumberLabelsPostBodyOneof0)
+        if isinstance(body, httpx.Response):
+            return body
+        issue = self._issue(repo, int(number))
+        if issue is None:
+            return self._answer(404, {"message": "Not Found"})
+        for wanted in body.get("labels") or []:
+            if any(lb["name"].casefold() == wanted.casefold() for lb in issue["labels"]):
+                continue
+            # GitHub creates a label that does not exist yet, in its default grey.
+            label = self._repo_label(repo, wanted) or self._new_label(repo, wanted, "ededed", None)
+            issue["labels"].append(label)
+        return self._answer(200, issue["labels"])
+
+    def _remove_label(
+        self, request: httpx.Request, name: str, number: str, label: str
+    ) -> httpx.Response:
+        repo = self._writable(request, name)
+        if isinstance(repo, httpx.Response):
+            return repo
+        issue = self._issue(repo, int(number))
+        carried = [lb for lb in (issue or {}).get("labels", []) if lb["name"] == label]
+        if issue is None or not carried or not self._segment_encoded(request, label):
+            return self._answer(404, {"message": "Label does not exist"})
+        issue["labels"] = [lb for lb in issue["labels"] if lb["name"] != label]
+        return self._answer(200, issue["labels"])
+
+    def _new_comment(
+        self, repo: FakeRepo, number: int, body: str, user: Json, app: Json | None
+    ) -> Json:
+        comment = self._rewrite(
+            github_example("issue_comment", "created")["comment"], repo.full_name
+        )
+        comment_id = next(self._write_ids)
+        now = self.clock().strftime("%Y-%m-%dT%H:%M:%SZ")
+        comment.update(
+            id=comment_id,
+            node_id=f"IC_{comment_id}",
+            body=body,
+            user=user,
+            performed_via_github_app=app,
+            created_at=now,
+            updated_at=now,
+            author_association="NONE" if app else "MEMBER",
+            url=f"{self.api_url}/repos/{repo.full_name}/issues/comments/{comment_id}",
+            html_url=f"{WEB_URL}/{repo.full_name}/issues/{number}#issuecomment-{comment_id}",
+            issue_url=f"{self.api_url}/repos/{repo.full_name}/issues/{number}",
+        )
+        comment["_on"] = (repo.full_name.lower(), number)
+        self.comments[comment_id] = comment
+        return comment
+
+    @staticmethod
+    def _public(comment: Json) -> Json:
+        return {k: v for k, v in comment.items() if not k.startswith("_")}
+
+    def _app_object(self) -> Json:
+        app: Json = json.loads(
+            json.dumps(github_example("check_run", "created")["check_run"]["app"])
+        )
+        app.update(id=self.app_id, slug="openase", name="openase")
+        return app
+
+    def _list_comments(self, request: httpx.Request, name: str, number: str) -> httpx.Response:
+        repo = self._writable(request, name)
+        if isinstance(repo, httpx.Response):
+            return repo
+        if self._issue(repo, int(number)) is None:
+            return self._answer(404, {"message": "Not Found"})
+        params = request.url.params
+        per_page = min(int(params.get("per_page", "30")), 100, self.max_per_page)
+        page = int(params.get("page", "1"))
+        items = [self._public(c) for c in self.comments_on(repo, int(number))]  # oldest first
+        last = max(1, -(-len(items) // per_page))
+        headers = {}
+        if page < last:
+            base = f"{self.api_url}/repos/{repo.full_name}/issues/{number}/comments"
+            headers["link"] = f'<{base}?per_page={per_page}&page={page + 1}>; rel="next"'
+        return self._answer(200, items[(page - 1) * per_page : page * per_page], headers)
+
+    def _create_comment(self, request: httpx.Request, name: str, number: str) -> httpx.Response:
+        repo = self._writable(request, name)
+        if isinstance(repo, httpx.Response):
+            return repo
+        body = self._body(request, gh.ReposOwnerRepoIssuesIssueNumberCommentsPostBody)
+        if isinstance(body, httpx.Response):
+            return body
+        if self._issue(repo, int(number)) is None:
+            return self._answer(404, {"message": "Not Found"})
+        comment = self._new_comment(
+            repo, int(number), body["body"], self.bot_user, self._app_object()
+        )
+        return self._answer(201, self._public(comment))
+
+    def _update_comment(self, request: httpx.Request, name: str, cid: str) -> httpx.Response:
+        repo = self._writable(request, name)
+        if isinstance(repo, httpx.Response):
+            return repo
+        body = self._body(request, gh.ReposOwnerRepoIssuesCommentsCommentIdPatchBody)
+        if isinstance(body, httpx.Response):
+            return body
+        comment = self.comments.get(int(cid))
+        if comment is None or comment["_on"][0] != repo.full_name.lower():
+            return self._answer(404, {"message": "Not Found"})
+        comment.update(body=body["body"], updated_at=self.clock().strftime("%Y-%m-%dT%H:%M:%SZ"))
+        return self._answer(200, self._public(comment))
+
+    def _react(
+        self, request: httpx.Request, name: str, cid: str | None = None, number: str | None = None
+    ) -> httpx.Response:
+        repo = self._writable(request, name)
+        if isinstance(repo, httpx.Response):
+            return repo
+        body = self._body(request, gh.ReposOwnerRepoIssuesCommentsCommentIdReactionsPostBody)
+        if isinstance(body, httpx.Response):
+            return body
+        if "/pulls/comments/" in request.url.path:
+            subject: tuple[str, int] = ("review_comment", int(cid or 0))
+        elif cid is not None:
+            if int(cid) not in self.comments:
+                return self._answer(404, {"message": "Not Found"})
+            subject = ("issue_comment", int(cid))
+        else:
+            if self._issue(repo, int(number or 0)) is None:
+                return self._answer(404, {"message": "Not Found"})
+            subject = ("issue", int(number or 0))
+        for reaction in self.reactions:
+            if reaction["_subject"] == subject and reaction["content"] == body["content"]:
+                return self._answer(200, self._public(reaction))  # GitHub: already there
+        reaction_id = next(self._write_ids)
+        reaction = {
+            "id": reaction_id,
+            "node_id": f"REA_{reaction_id}",
+            "user": self.bot_user,
+            "content": body["content"],
+            "created_at": self.clock().strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "_subject": subject,
+        }
+        self.reactions.append(reaction)
+        return self._answer(201, self._public(reaction))
+
+    def _update_issue(self, request: httpx.Request, name: str, number: str) -> httpx.Response:
+        repo = self._writable(request, name)
+        if isinstance(repo, httpx.Response):
+            return repo
+        body = self._body(request, gh.ReposOwnerRepoIssuesIssueNumberPatchBody)
+        if isinstance(body, httpx.Response):
+            return body
+        issue = self._issue(repo, int(number))
+        if issue is None:
+            return self._answer(404, {"message": "Not Found"})
+        for key in ("title", "body", "state", "state_reason"):
+            if key in body:
+                issue[key] = body[key]
+        if body.get("state") == "closed":
+            issue["closed_at"] = self.clock().strftime("%Y-%m-%dT%H:%M:%SZ")
+        return self._answer(200, issue)
+
+    def _list_check_runs(self, request: httpx.Request, name: str, ref: str) -> httpx.Response:
+        repo = self._writable(request, name)
+        if isinstance(repo, httpx.Response):
+            return repo
+        params = request.url.params
+        runs = [
+            r
+            for r in self.check_runs.values()
+            if r["_repo"] == repo.full_name.lower()
+            and r["head_sha"] == ref
+            and params.get("check_name", r["name"]) == r["name"]
+            and params.get("app_id", str(self.app_id)) == str(self.app_id)
+        ]
+        if params.get("filter", "latest") == "latest":  # the newest run of each name only
+            newest = {r["name"]: r for r in sorted(runs, key=lambda r: r["id"])}
+            runs = list(newest.values())
+        runs.sort(key=lambda r: r["id"], reverse=True)
+        per_page = min(int(params.get("per_page", "30")), 100, self.max_per_page)
+        page = int(params.get("page", "1"))
+        shown = [self._public(r) for r in runs[(page - 1) * per_page : page * per_page]]
+        return self._answer(200, {"total_count": len(runs), "check_runs": shown})
+
+    def _create_check_run(self, request: httpx.Request, name: str) -> httpx.Response:
+        repo = self._writable(request, name)
+        if isinstance(repo, httpx.Response):
+            return repo
+        schema = gh.ReposOwnerRepoCheckRunsPostBodyOneof0 | gh.ReposOwnerRepoCheckRunsPostBodyOneof1
+        body = self._body(request, schema)
+        if isinstance(body, httpx.Response):
+            return body
+        run = self._rewrite(github_example("check_run", "created")["check_run"], repo.full_name)
+        run_id = next(self._write_ids)
+        run.update(
+            id=run_id,
+            node_id=f"CR_{run_id}",
+            name=body["name"],
+            head_sha=body["head_sha"],
+            external_id=body.get("external_id", ""),
+            details_url=body.get("details_url"),
+            status=body.get("status", "queued"),
+            conclusion=None,
+            started_at=None,
+            completed_at=None,
+            app=self._app_object(),
+            pull_requests=[],
+            url=f"{self.api_url}/repos/{repo.full_name}/check-runs/{run_id}",
+            html_url=f"{WEB_URL}/{repo.full_name}/runs/{run_id}",
+            output={"title": None, "summary": None, "text": None, "annotations_count": 0},
+            _repo=repo.full_name.lower(),
+            _actions=[],
+        )
+        self.annotations[run_id] = []
+        self.check_runs[run_id] = run
+        self._apply_check_run(run, body)
+        return self._answer(201, self._public(run))
+
+    def _update_check_run(self, request: httpx.Request, name: str, rid: str) -> httpx.Response:
+        repo = self._writable(request, name)
+        if isinstance(repo, httpx.Response):
+            return repo
+        schema = (
+            gh.ReposOwnerRepoCheckRunsCheckRunIdPatchBodyAnyof0
+            | gh.ReposOwnerRepoCheckRunsCheckRunIdPatchBodyAnyof1
+        )
+        body = self._body(request, schema)
+        if isinstance(body, httpx.Response):
+            return body
+        run = self.check_runs.get(int(rid))
+        if run is None or run["_repo"] != repo.full_name.lower():
+            return self._answer(404, {"message": "Not Found"})
+        self._apply_check_run(run, body)
+        return self._answer(200, self._public(run))
+
+    def _apply_check_run(self, run: Json, body: Json) -> None:
+        for key in ("name", "external_id", "details_url", "status", "started_at", "completed_at"):
+            if key in body:
+                run[key] = body[key]
+        if body.get("conclusion"):
+            run.update(conclusion=body["conclusion"], status="completed")
+        if "actions" in body:
+            run["_actions"] = body["actions"]
+        output = body.get("output")
+        if output:
+            for key in ("title", "summary", "text"):
+                if key in output:
+                    run["output"][key] = output[key]
+            # GitHub appends annotations with every update; it never replaces them.
+            self.annotations[run["id"]].extend(output.get("annotations") or [])
+            run["output"]["annotations_count"] = len(self.annotations[run["id"]])
+            run["output"]["annotations_url"] = run["url"] + "/annotations"
+
+    def _create_pull(self, request: httpx.Request, name: str) -> httpx.Response:
+        repo = self._writable(request, name)
+        if isinstance(repo, httpx.Response):
+            return repo
+        body = self._body(request, gh.ReposOwnerRepoPullsPostBody)
+        if isinstance(body, httpx.Response):
+            return body
+        owner = repo.full_name.split("/")[0]
+        branch = body["head"].split(":", 1)[-1]
+        for pull in repo.pulls:
+            same = pull["head"]["ref"] == branch and pull["base"]["ref"] == body["base"]
+            if same and pull["state"] == "open":
+                message = f"A pull request already exists for {owner}:{branch}."
+                errors = [{"resource": "PullRequest", "code": "custom", "message": message}]
+                return self._answer(422, {"message": "Validation Failed", "errors": errors})
+        number = max((i["number"] for i in repo.issues), default=0) + 1
+        pull = self.add_pull(
+            repo,
+            number,
+            title=body.get("title") or branch,
+            body=body.get("body") or "",
+            head_ref=branch,
+        )
+        pull["head"].update(
+            sha=repo.branches.get(branch)
+            or hashlib.sha1(branch.encode(), usedforsecurity=False).hexdigest(),
+            label=f"{owner}:{branch}",
+        )
+        pull["base"].update(ref=body["base"], label=f"{owner}:{body['base']}")
+        pull.update(
+            state="open",
+            draft=bool(body.get("draft")),
+            merged=False,
+            merged_at=None,
+            merge_commit_sha=None,
+            mergeable=True,
+            mergeable_state="clean",
+        )
+        return self._answer(201, pull)
+
+    def _get_pull(self, request: httpx.Request, name: str, number: str) -> httpx.Response:
+        repo = self._writable(request, name)
+        if isinstance(repo, httpx.Response):
+            return repo
+        pull = self._pull(repo, int(number))
+        if pull is None:
+            return self._answer(404, {"message": "Not Found"})
+        return self._answer(200, pull)
+
+    def _update_pull(self, request: httpx.Request, name: str, number: str) -> httpx.Response:
+        repo = self._writable(request, name)
+        if isinstance(repo, httpx.Response):
+            return repo
+        body = self._body(request, gh.ReposOwnerRepoPullsPullNumberPatchBody)
+        if isinstance(body, httpx.Response):
+            return body
+        pull = self._pull(repo, int(number))
+        if pull is None:
+            return self._answer(404, {"message": "Not Found"})
+        for key in ("title", "body", "state"):
+            if key in body:
+                pull[key] = body[key]
+        if "base" in body:
+            pull["base"]["ref"] = body["base"]
+        return self._answer(200, pull)
+
+    def _merge_pull(self, request: httpx.Request, name: str, number: str) -> httpx.Response:
+        repo = self._writable(request, name)
+        if isinstance(repo, httpx.Response):
+            return repo
+        body = self._body(request, gh.ReposOwnerRepoPullsPullNumberMergePutBody | None)
+        if isinstance(body, httpx.Response):
+            return body
+        pull = self._pull(repo, int(number))
+        if pull is None:
+            return self._answer(404, {"message": "Not Found"})
+        if pull.get("merged") or pull["state"] != "open" or pull.get("mergeable") is False:
+            return self._answer(405, {"message": "Pull Request is not mergeable"})
+        if (body or {}).get("sha") not in (None, pull["head"]["sha"]):
+            message = "Head branch was modified. Review and try the merge again."
+            return self._answer(409, {"message": message})
+        sha = hashlib.sha1(f"merge {pull['id']}".encode(), usedforsecurity=False).hexdigest()
+        now = self.clock().strftime("%Y-%m-%dT%H:%M:%SZ")
+        pull.update(merged=True, state="closed", merged_at=now, closed_at=now, merge_commit_sha=sha)
+        self.merges.append({"number": int(number), **(body or {})})
+        return self._answer(
+            200, {"sha": sha, "merged": True, "message": "Pull Request successfully merged"}
+        )
 
 
 @contextmanager
