@@ -6,6 +6,10 @@ Routes:
     GET /api/v1/tickets/{id}        labels, comments, linked PRs, deliveries that touched it
     GET /api/v1/deliveries          ?status= &event= &source= &ticket= &limit= &cursor=
     GET /api/v1/deliveries/{id}     with the payload         (bot/api_deliveries.py)
+    GET /api/v1/tickets/{id}/activity  ?limit= &cursor=, oldest first (bot/api_activity.py)
+    GET /api/v1/runs/{id}           run, result, first events ?events_limit=
+    GET /api/v1/runs/{id}/events    ?after=SEQ &limit=; SSE with Accept: text/event-stream
+                                                             (bot/api_runs.py)
     GET /healthz, GET /metrics                               (bot/api_health.py)
     GET /                                                    (bot/home_page.py)
 
@@ -31,9 +35,11 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from bot.api_activity import ticket_activity
 from bot.api_deliveries import get_delivery, list_deliveries
 from bot.api_health import healthz, metrics_endpoint
 from bot.api_request import admin_token
+from bot.api_runs import get_run, run_events
 from bot.api_tickets import get_ticket, list_tickets
 from bot.deps import Deps
 from bot.home_page import home
@@ -49,6 +55,9 @@ def routes() -> list[BaseRoute]:
             routes=[
                 Route("/tickets", list_tickets, methods=["GET"]),
                 Route("/tickets/{id}", get_ticket, methods=["GET"]),
+                Route("/tickets/{id}/activity", ticket_activity, methods=["GET"]),
+                Route("/runs/{id}", get_run, methods=["GET"]),
+                Route("/runs/{id}/events", run_events, methods=["GET"]),
                 Route("/deliveries", list_deliveries, methods=["GET"]),
                 Route("/deliveries/{id}", get_delivery, methods=["GET"]),
             ],
