@@ -357,6 +357,8 @@ def _serve(settings: Settings, urls: ServiceUrls, *, web: bool) -> int:
 
 
 def _runner(settings: Settings, args: argparse.Namespace) -> int:
+    from redis.exceptions import RedisError
+
     from bot.embedded import EmbeddedRedis
     from bot.services import redis_dir
     from runner import worker
@@ -376,7 +378,10 @@ def _runner(settings: Settings, args: argparse.Namespace) -> int:
         max_runs=args.max_runs,
         drain_seconds=args.drain_seconds,
     )
-    return worker.run(config)
+    try:
+        return worker.run(config)
+    except (OSError, RedisError) as exc:
+        raise OpenaseError(f"cannot connect to Redis (OPENASE_REDIS_URL): {exc}") from None
 
 
 def _try(args: argparse.Namespace) -> int:

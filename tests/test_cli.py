@@ -320,3 +320,15 @@ def test_every_harness_and_skill_subcommand_has_a_handler() -> None:
         handlers |= {p.get_default("handler") for p in subcommands.choices.values()}
     assert None not in handlers
     assert handlers <= set(COMMANDS)
+
+
+def test_runner_without_a_reachable_redis_says_so(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("OPENASE_REDIS_URL", "redis://127.0.0.1:9/0")  # discard port: closed
+    monkeypatch.setenv("OPENASE_DATA_DIR", str(tmp_path))
+    code = main(["runner", "--machine", "m1", "--workspace-root", str(tmp_path / "ws")])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "openase: cannot connect to Redis (OPENASE_REDIS_URL)" in err
+    assert "Traceback" not in err
