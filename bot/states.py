@@ -8,7 +8,6 @@ a merge under way) are not theirs to set: the engine puts its own label back.
 from __future__ import annotations
 
 import enum
-import re
 from collections.abc import Iterable, Mapping
 
 
@@ -24,8 +23,6 @@ class State(enum.StrEnum):
 
 
 LABEL_PREFIX = "openase/"
-# Custom relay stages ("design", "backend-tests") are lowercase identifiers too.
-STAGE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
 
 TERMINAL: frozenset[str] = frozenset({State.DONE, State.CANCELED})
 # Only the engine enters these: each stands for something it started (a run, a merge).

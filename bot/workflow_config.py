@@ -37,6 +37,7 @@ from bot.config_problems import (
     without_extensions,
 )
 from bot.errors import ConfigError
+from bot.states import LABEL_PREFIX, State, default_label, state_of_label
 from harness_store.errors import InvalidName
 from harness_store.names import validate_name
 from runner.contract import HOOK_PHASES, Hooks, Limits
@@ -49,22 +50,14 @@ DEFAULT_WORKFLOW = "coder"
 DEFAULT_TRIGGER = "openase"
 DEFAULT_HARNESS = "coder"
 DEFAULT_SKILLS = ("run-tests", "commit-message")
-STATUS_LABEL_PREFIX = "openase/"
-
-CANONICAL_STATES = (
-    "backlog",
-    "todo",
-    "in_progress",
-    "in_review",
-    "merging",
-    "done",
-    "canceled",
-    "failed",
-)
+STATUS_LABEL_PREFIX = LABEL_PREFIX
+CANONICAL_STATES = tuple(state.value for state in State)
 # The engine alone moves tickets into these; a workflow can neither start nor end in them
 # (in_review is the one end state a workflow names: its PR then waits for review).
-ENGINE_STATES = frozenset({"in_progress", "merging", "done", "canceled", "failed"})
-INTAKE_STATES = frozenset({"backlog", "todo"})
+ENGINE_STATES = frozenset(
+    {State.IN_PROGRESS, State.MERGING, State.DONE, State.CANCELED, State.FAILED}
+)
+INTAKE_STATES = frozenset({State.BACKLOG, State.TODO})
 
 # At most 40 characters, so `openase/<state>` stays within GitHub's 50 for a label.
 _STATE = re.compile(r"[a-z][a-z0-9_]{0,39}")
@@ -144,9 +137,7 @@ Dollars = Annotated[float, Strict(), Field(gt=0)]
 Count = Annotated[int, Strict(), Field(ge=1)]
 
 
-def status_label(state: str) -> str:
-    """The default label of a state: `in_review` -> `openase/in-review`."""
-    return STATUS_LABEL_PREFIX + state.replace("_", "-")
+status_label = default_label  # `in_review` -> `openase/in-review`
 
 
 # --- the models -------------------------------------------------------------------------
@@ -305,8 +296,7 @@ class RepoConfig(_Model):
 
     def state_for_label(self, label: str) -> str | None:
         """The state a status label stands for (GitHub label names ignore case)."""
-        wanted = label.casefold()
-        return next((s for s in self.states if self.label_for(s).casefold() == wanted), None)
+        return state_of_label(label, self.status_labels)
 
     @property
     def status_labels(self) -> dict[str, str]:

@@ -1,8 +1,8 @@
 """The real agent CLIs, installed from the npm registry at pinned versions for the tests.
 
 Each is installed once per checkout under `.tools/agent-clis/` (npm's own cache makes a
-fresh clone fast). Where npm is missing or the registry is unreachable, the tests that need
-the CLI skip and say why; nothing else skips.
+fresh clone fast). Where npm is missing or no registry is reachable, the tests that need
+the CLI skip and say why; any other install failure fails them.
 """
 
 from __future__ import annotations
@@ -26,6 +26,15 @@ PACKAGES: dict[CliName, tuple[str, str]] = {
 
 ROOT = Path(__file__).resolve().parent.parent / ".tools" / "agent-clis"
 INSTALL_TIMEOUT = 900
+# npm's error codes when it cannot reach a registry at all.
+_OFFLINE_CODES = (
+    "ENOTFOUND",
+    "EAI_AGAIN",
+    "ECONNREFUSED",
+    "ECONNRESET",
+    "ETIMEDOUT",
+    "ENETUNREACH",
+)
 
 
 def agent_cli(name: CliName) -> Path:
@@ -61,8 +70,11 @@ def agent_cli(name: CliName) -> Path:
                 check=False,
             )
         except subprocess.TimeoutExpired:
-            pytest.skip(f"npm install {package}@{version} took over {INSTALL_TIMEOUT} s")
+            pytest.fail(f"npm install {package}@{version} took over {INSTALL_TIMEOUT} s")
         if done.returncode != 0 or not binary.exists():
             tail = (done.stderr or done.stdout)[-800:]
-            pytest.skip(f"npm install {package}@{version} failed (registry unreachable?): {tail}")
+            if any(code in tail for code in _OFFLINE_CODES):
+                # No registry here: as good as no npm. Any other failure is a real one.
+                pytest.skip(f"the npm registry is unreachable: cannot install {package}@{version}")
+            pytest.fail(f"npm install {package}@{version} failed: {tail}")
     return binary

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -19,6 +16,7 @@ from runner.agents.claude_code import QUIET_ENV, TOOL_RESULT_LIMIT, ClaudeCode, 
 from runner.contract import AgentConfig, AgentEvent, EventKind, Limits, RunStatus, Usage
 from tests.agent_clis import agent_cli
 from tests.fakes.model_server import ModelServer, Scenario, Step, ToolCall
+from tests.real_agents import Finished, of_kind, run_real, skill_repo
 
 # Recorded from claude 2.1.330 against the scripted server (bulky fields the parser does not
 # read, such as slash_commands, modelUsage and subagent_stats, were dropped).
@@ -411,14 +409,6 @@ SKILL_DESCRIPTION = "Run the repository's test suite with pytest and report fail
 SKILL_BODY = "SKILL-BODY-91c2: run `pytest -q` and summarise the failures."
 
 
-@dataclass
-class Finished:
-    events: list[AgentEvent]
-    outcome: Outcome
-    parser: ClaudeCodeParser
-    seconds: float
-
-
 @pytest.fixture(scope="module")
 def claude() -> str:
     return str(agent_cli("claude"))
@@ -427,18 +417,11 @@ def claude() -> str:
 @pytest.fixture
 def workspace(tmp_path: Path) -> Path:
     """A git repository with one skill where Claude Code looks for them."""
-    repo = tmp_path / "repo"
-    skill = repo / ".claude" / "skills" / "run-tests"
-    skill.mkdir(parents=True)
-    (skill / "SKILL.md").write_text(
-        f"---\nname: run-tests\ndescription: {SKILL_DESCRIPTION}\n---\n{SKILL_BODY}\n"
+    return skill_repo(
+        tmp_path,
+        ".claude/skills",
+        f"---\nname: run-tests\ndescription: {SKILL_DESCRIPTION}\n---\n{SKILL_BODY}\n",
     )
-    (repo / "README.md").write_text("# demo\n")
-    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com"]
-    subprocess.run([*git, "init", "-q", "-b", "main"], check=True)
-    subprocess.run([*git, "add", "README.md"], check=True)
-    subprocess.run([*git, "commit", "-q", "-m", "init"], check=True)
-    return repo
 
 
 def run_claude(
@@ -457,37 +440,15 @@ def run_claude(
         max_turns=max_turns,
         resume_session_id=resume_session_id,
     )
-    run = AgentRun(
-        workspace=workspace,
-        home=workspace.parent / "home",  # kept between runs, as per ticket: sessions live here
+    return run_real(
+        ClaudeCode(),
+        claude,
+        workspace,
+        agent_config,
         prompt=prompt,
         instructions=HARNESS,
-        prompt_file=workspace.parent / "prompt.md",
-        config=agent_config,
-        ticket_key="octo/hello#1",
-        limits=Limits(),
         session_id=session_id,
     )
-    invocation = ClaudeCode().invocation(run, claude)
-    parser = ClaudeCode().parser()
-    started = time.monotonic()
-    done = subprocess.run(
-        invocation.argv,
-        cwd=workspace,
-        env=invocation.env,
-        input=invocation.stdin,
-        capture_output=True,
-        timeout=60,
-        check=False,
-    )
-    seconds = time.monotonic() - started
-    events = [e for line in done.stdout.decode().splitlines() for e in parser.feed(line)]
-    outcome = parser.finish(done.returncode, done.stderr.decode()[-2000:])
-    return Finished(events, outcome, parser, seconds)
-
-
-def of_kind(finished: Finished, kind: EventKind) -> list[AgentEvent]:
-    return [event for event in finished.events if event.kind is kind]
 
 
 def test_real_claude_writes_a_file_and_sees_harness_prompt_and_skills(

@@ -4,10 +4,7 @@ CLI against the scripted model server."""
 from __future__ import annotations
 
 import json
-import subprocess
-import time
 import tomllib
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -20,6 +17,7 @@ from runner.contract import AgentConfig, AgentEvent, EventKind, Limits, RunStatu
 from tests.agent_clis import agent_cli
 from tests.fakes.model_server import ModelServer, Scenario, Step, ToolCall
 from tests.fakes.model_server.responses import turns_so_far
+from tests.real_agents import Finished, of_kind, run_real, skill_repo
 
 # Recorded from codex 0.169.0 against the scripted server (temporary paths shortened).
 THREAD = "01a20222-d9fa-77c1-8ffb-d497ee6e832d"
@@ -425,14 +423,6 @@ SKILL_DESCRIPTION = "Run the repository's test suite with pytest and report fail
 TIMEOUT = 60  # an unreachable model server makes Codex wait forever
 
 
-@dataclass
-class Finished:
-    events: list[AgentEvent]
-    outcome: Outcome
-    parser: CodexParser
-    seconds: float
-
-
 @pytest.fixture(scope="module")
 def codex() -> str:
     return str(agent_cli("codex"))
@@ -441,18 +431,11 @@ def codex() -> str:
 @pytest.fixture
 def workspace(tmp_path: Path) -> Path:
     """A git repository with one skill where Codex looks for them."""
-    repo = tmp_path / "repo"
-    skill = repo / ".codex" / "skills" / "run-tests"
-    skill.mkdir(parents=True)
-    (skill / "SKILL.md").write_text(
-        f"---\nname: run-tests\ndescription: {SKILL_DESCRIPTION}\n---\nRun `pytest -q`.\n"
+    return skill_repo(
+        tmp_path,
+        ".codex/skills",
+        f"---\nname: run-tests\ndescription: {SKILL_DESCRIPTION}\n---\nRun `pytest -q`.\n",
     )
-    (repo / "README.md").write_text("# demo\n")
-    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com"]
-    subprocess.run([*git, "init", "-q", "-b", "main"], check=True)
-    subprocess.run([*git, "add", "README.md"], check=True)
-    subprocess.run([*git, "commit", "-q", "-m", "init"], check=True)
-    return repo
 
 
 def run_codex(
@@ -469,36 +452,15 @@ def run_codex(
         env={"OPENAI_BASE_URL": SecretStr(f"{server.url}/v1"), "OPENAI_API_KEY": SecretStr("sk")},
         resume_session_id=resume_session_id,
     )
-    run = AgentRun(
-        workspace=workspace,
-        home=workspace.parent / "home",  # kept between runs, as per ticket: threads live here
+    return run_real(
+        Codex(),
+        codex,
+        workspace,
+        agent_config,
         prompt=prompt,
         instructions=HARNESS,
-        prompt_file=workspace.parent / "prompt.md",
-        config=agent_config,
-        ticket_key="octo/hello#1",
-        limits=Limits(),
-    )
-    invocation = Codex().invocation(run, codex)
-    parser = Codex().parser()
-    started = time.monotonic()
-    done = subprocess.run(
-        invocation.argv,
-        cwd=workspace,
-        env=invocation.env,
-        input=invocation.stdin,
-        capture_output=True,
         timeout=TIMEOUT,
-        check=False,
     )
-    seconds = time.monotonic() - started
-    events = [e for line in done.stdout.decode().splitlines() for e in parser.feed(line)]
-    outcome = parser.finish(done.returncode, done.stderr.decode()[-2000:])
-    return Finished(events, outcome, parser, seconds)
-
-
-def of_kind(finished: Finished, kind: EventKind) -> list[AgentEvent]:
-    return [event for event in finished.events if event.kind is kind]
 
 
 def developer_texts(body: dict[str, object]) -> list[str]:

@@ -4,10 +4,7 @@ and the real pinned CLI against the scripted model server."""
 from __future__ import annotations
 
 import json
-import subprocess
-import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -25,6 +22,7 @@ from runner.agents.gemini import (
 from runner.contract import AgentConfig, AgentEvent, EventKind, Limits, RunStatus, Usage
 from tests.agent_clis import agent_cli
 from tests.fakes.model_server import ModelServer, Scenario, Step, ToolCall
+from tests.real_agents import Finished, of_kind, run_real, skill_repo
 
 # Recorded from gemini 0.61.0 against the scripted server (temporary paths shortened).
 SESSION = "e8c1eece-f99b-4b08-a31e-7cf8099a4759"
@@ -402,14 +400,6 @@ SKILL_DESCRIPTION = "Run the repository's test suite with pytest and report fail
 TIMEOUT = 90
 
 
-@dataclass
-class Finished:
-    events: list[AgentEvent]
-    outcome: Outcome
-    parser: GeminiParser
-    seconds: float
-
-
 @pytest.fixture(scope="module")
 def gemini() -> str:
     return str(agent_cli("gemini"))
@@ -418,18 +408,11 @@ def gemini() -> str:
 @pytest.fixture
 def workspace(tmp_path: Path) -> Path:
     """A git repository with one skill where Gemini CLI looks for them."""
-    repo = tmp_path / "repo"
-    skill = repo / ".gemini" / "skills" / "run-tests"
-    skill.mkdir(parents=True)
-    (skill / "SKILL.md").write_text(
-        f"---\nname: run-tests\ndescription: {SKILL_DESCRIPTION}\n---\nRun `pytest -q`.\n"
+    return skill_repo(
+        tmp_path,
+        ".gemini/skills",
+        f"---\nname: run-tests\ndescription: {SKILL_DESCRIPTION}\n---\nRun `pytest -q`.\n",
     )
-    (repo / "README.md").write_text("# demo\n")
-    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com"]
-    subprocess.run([*git, "init", "-q", "-b", "main"], check=True)
-    subprocess.run([*git, "add", "README.md"], check=True)
-    subprocess.run([*git, "commit", "-q", "-m", "init"], check=True)
-    return repo
 
 
 def run_gemini(
@@ -451,37 +434,16 @@ def run_gemini(
         },
         resume_session_id=resume_session_id,
     )
-    run = AgentRun(
-        workspace=workspace,
-        home=workspace.parent / "home",  # kept between runs, as per ticket: sessions live here
+    return run_real(
+        Gemini(),
+        gemini,
+        workspace,
+        agent_config,
         prompt=prompt,
         instructions=HARNESS,
-        prompt_file=workspace.parent / "prompt.md",
-        config=agent_config,
-        ticket_key="octo/hello#1",
-        limits=Limits(),
         session_id=session_id,
-    )
-    invocation = Gemini().invocation(run, gemini)
-    parser = Gemini().parser()
-    started = time.monotonic()
-    done = subprocess.run(
-        invocation.argv,
-        cwd=workspace,
-        env=invocation.env,
-        input=invocation.stdin,
-        capture_output=True,
         timeout=TIMEOUT,
-        check=False,
     )
-    seconds = time.monotonic() - started
-    events = [e for line in done.stdout.decode().splitlines() for e in parser.feed(line)]
-    outcome = parser.finish(done.returncode, done.stderr.decode()[-2000:])
-    return Finished(events, outcome, parser, seconds)
-
-
-def of_kind(finished: Finished, kind: EventKind) -> list[AgentEvent]:
-    return [event for event in finished.events if event.kind is kind]
 
 
 def test_real_gemini_writes_a_file_and_sees_harness_prompt_and_skills(
