@@ -145,6 +145,8 @@ class LabelsChanged:
     added: tuple[str, ...] = ()
     removed: tuple[str, ...] = ()
     actor: str | None = None
+    # "Bot" | "User" | ...: lets the engine tell its own label changes coming back from people's.
+    actor_type: str | None = None
 
 
 @dataclass(frozen=True)
@@ -210,6 +212,87 @@ class LabelChanged:
     old_name: str | None = None
 
 
+@dataclass(frozen=True)
+class PullRequestReviewed:
+    """A review of a pull request was submitted, edited or dismissed."""
+
+    action: Literal["submitted", "edited", "dismissed"]
+    pull_request: PullRequestInfo
+    review_id: int
+    state: Literal["approved", "changes_requested", "commented", "dismissed"]
+    body: str
+    author_login: str | None
+    author_type: str | None
+    commit_id: str | None
+    submitted_at: datetime | None
+    # What the PR refers to, as PullRequestChanged has it: storing the PR keeps its links right.
+    closing_refs: tuple[IssueRef, ...] = ()
+    branch_ref: IssueRef | None = None
+
+
+@dataclass(frozen=True)
+class ReviewCommented:
+    """A comment was made on a line or file of a pull request's diff."""
+
+    pull_request: PullRequestInfo
+    comment: CommentInfo
+    path: str | None
+    line: int | None  # None when the comment is on the whole file or its line is outdated
+    review_id: int | None
+    closing_refs: tuple[IssueRef, ...] = ()
+    branch_ref: IssueRef | None = None
+
+
+@dataclass(frozen=True)
+class CheckRunRequested:
+    """Someone asked for a check again (re-run) or pressed one of a check run's buttons."""
+
+    action: Literal["requested_action", "rerequested"]
+    repo: RepoInfo
+    head_sha: str
+    app_id: int | None  # the App that owns the check run or suite: ours, or another CI's
+    check_run_id: int | None  # None when a whole suite is re-requested
+    name: str | None
+    external_id: str | None
+    identifier: str | None  # the button pressed (`requested_action` only)
+    actor_login: str | None
+    pull_numbers: tuple[int, ...] = ()  # open PRs into `repo` whose head is `head_sha`
+
+
+@dataclass(frozen=True)
+class ChecksCompleted:
+    """A check run, or a whole check suite, finished on a commit."""
+
+    repo: RepoInfo
+    head_sha: str
+    app_id: int | None
+    name: str | None  # the check run's; None for a suite
+    conclusion: str | None  # success | failure | neutral | cancelled | timed_out | ...
+    pull_numbers: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class ProjectItemChanged:
+    """An item was added to an organization's project, or one of its fields was set."""
+
+    action: Literal["created", "edited"]
+    item_node_id: str
+    project_node_id: str
+    content_node_id: str
+    content_type: Literal["Issue", "PullRequest", "DraftIssue"]
+    # Which field changed (`edited` of a field; None for `created` and draft body edits).
+    field_node_id: str | None
+    field_type: str | None
+    # The values' names (a single-select option's name, an iteration's title, the text or
+    # number itself) where the payload carries them; older payloads do not.
+    from_value: str | None
+    to_value: str | None
+    actor_login: str | None
+    actor_type: str | None
+    organization_login: str | None
+    field_name: str | None = None  # "Status", ...; newer payloads only
+
+
 NormalizedEvent = (
     InstallationChanged
     | RepositoriesChanged
@@ -222,6 +305,11 @@ NormalizedEvent = (
     | CommentDeleted
     | PullRequestChanged
     | LabelChanged
+    | PullRequestReviewed
+    | ReviewCommented
+    | CheckRunRequested
+    | ChecksCompleted
+    | ProjectItemChanged
 )
 
 

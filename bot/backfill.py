@@ -99,6 +99,12 @@ def forget_github_apps() -> None:
     _apps.clear()
 
 
+async def close_github_apps() -> None:
+    """Close the cached clients' connections at shutdown; tokens and limits stay cached."""
+    for app in list(_apps.values()):
+        await app.aclose()
+
+
 def github_app(settings: Settings) -> GitHubApp:
     """The process's GitHub App client for these settings."""
     key = settings.github_private_key_pem()

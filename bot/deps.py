@@ -10,10 +10,10 @@ from arq.connections import ArqRedis, RedisSettings, create_pool
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.settings import Settings
-from harness_store.db import make_engine, make_sessionmaker
+from runner.contract import CONTROL_QUEUE  # arq's queue for the control plane
 
-# arq's queue for the control plane; runners listen on `openase:runs:<machine>`.
-CONTROL_QUEUE = "openase:control"
+__all__ = ["CONTROL_QUEUE", "Deps", "build_deps", "make_intake_pool", "plain_url", "redis_settings"]
+from harness_store.db import make_engine, make_sessionmaker
 
 
 @dataclass
@@ -24,8 +24,16 @@ class Deps:
     redis: ArqRedis
     # A plain asyncpg pool for the webhook hot path: one prepared INSERT per delivery, no ORM.
     intake: Any  # asyncpg.Pool (asyncpg ships no type hints)
+    # The workflow engine (bot.engine.Engine) of a control worker; None where none runs
+    # (the web process, or no GitHub App configured): ingest then only mirrors.
+    workflow: Any = None
 
     async def close(self) -> None:
+        # The process's GitHub App clients are cached apart from Deps (bot.backfill, which
+        # imports this module); their pooled connections end with the process's other ones.
+        from bot.backfill import close_github_apps
+
+        await close_github_apps()
         await self.redis.aclose(close_connection_pool=True)
         await self.intake.close()
         await self.engine.dispose()

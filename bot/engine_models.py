@@ -52,6 +52,14 @@ class TicketState(Timestamped, Base):
     session_id: Mapped[str | None] = mapped_column(String(200))  # to resume the agent
     last_failure: Mapped[str | None] = mapped_column(Text)  # fed into the next prompt
     cost_usd: Mapped[float] = mapped_column(Float, default=0.0)  # all runs so far
+    # The review (or /retry guidance) the next run is asked to address; cleared on claim.
+    feedback: Mapped[str | None] = mapped_column(Text)
+    pr_number: Mapped[int | None] = mapped_column(Integer)  # the PR opened for the ticket
+    head_sha: Mapped[str | None] = mapped_column(String(64))  # the gated commit
+    # What the ticket waits for, as the status comment says it ("no runner is registered").
+    waiting: Mapped[str | None] = mapped_column(Text)
+    # The next run only re-runs the gates on the PR's head (check run "Re-run"), no agent.
+    gates_only: Mapped[bool] = mapped_column(Boolean, default=False)
     version: Mapped[int] = mapped_column(Integer, default=0)  # optimistic lock
 
 

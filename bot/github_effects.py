@@ -23,6 +23,7 @@ from urllib.parse import quote
 from adapters.errors import RequestRejected
 from bot.annotations import MAX_ANNOTATIONS, annotations_from_output
 from bot.outbox import EffectContext, EffectRefused, Performer
+from bot.projects import ProjectStatusPayload, set_project_status
 
 Json = dict[str, Any]
 
@@ -37,6 +38,7 @@ __all__ = [
     "IssueUpdatePayload",
     "MergePayload",
     "MergeRefused",
+    "ProjectStatusPayload",
     "PullRequestPayload",
     "ReactionPayload",
     "StatusCommentPayload",
@@ -56,6 +58,7 @@ class EffectKind(enum.StrEnum):
     REACTION = "add_reaction"
     COMMENT = "post_comment"
     ISSUE = "update_issue"
+    PROJECT_STATUS = "set_project_status"  # bot/projects.py: the card's Status column
 
 
 # --- payloads (what the engine writes to the outbox) ---------------------------------------
@@ -440,6 +443,7 @@ PERFORMERS: Mapping[str, Performer] = {
     EffectKind.REACTION: add_reaction,
     EffectKind.COMMENT: post_comment,
     EffectKind.ISSUE: update_issue,
+    EffectKind.PROJECT_STATUS: set_project_status,
 }
 
 

@@ -19,6 +19,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from adapters.base import ParsedDelivery
 from bot import mirror
 from bot.deps import Deps
+from bot.engine import Followups
+from bot.engine_events import react
 from bot.errors import PayloadError
 from bot.models import Delivery, DeliveryStatus, DeliveryTicket
 from bot.registry import parser_for
@@ -81,6 +83,7 @@ async def _ingest(deps: Deps, pk: int) -> str:
         )
         parsed: ParsedDelivery = parser_for(row.source)(row.event, row.payload)
         backfill: list[int] = []
+        followups: Followups | None = None
         error = parsed.ignored_reason
         if not parsed.events:
             status = DeliveryStatus.IGNORED
@@ -88,6 +91,8 @@ async def _ingest(deps: Deps, pk: int) -> str:
             applied = await mirror.apply(
                 session, parsed.events, deps=deps, installation_id=row.installation_id
             )
+            if deps.workflow is not None:
+                followups = await react(session, deps.workflow, parsed.events, row.installation_id)
             if applied.tickets:
                 await conn.execute(
                     insert(DeliveryTicket),
@@ -107,6 +112,8 @@ async def _ingest(deps: Deps, pk: int) -> str:
             )
         )
     log.info("delivery_ingested", delivery_pk=pk, status=str(status))
+    if followups is not None:
+        await followups.run(deps.workflow)
     for repo_id in backfill:
         # After commit, so the job finds the repository row. A lost enqueue is repaired by
         # `openase sync`; the mirror still fills from webhooks meanwhile.

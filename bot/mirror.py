@@ -17,6 +17,8 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from adapters.base import (
+    CheckRunRequested,
+    ChecksCompleted,
     CommentCreated,
     CommentDeleted,
     CommentEdited,
@@ -25,10 +27,13 @@ from adapters.base import (
     LabelChanged,
     LabelsChanged,
     NormalizedEvent,
+    ProjectItemChanged,
     PullRequestChanged,
+    PullRequestReviewed,
     RepoInfo,
     RepositoriesChanged,
     RepositoryChanged,
+    ReviewCommented,
     TicketInfo,
     TicketRemoved,
     TicketUpserted,
@@ -166,6 +171,13 @@ async def apply(
                 await _label_changed(session, event, installation_id)
             case LabelsChanged():
                 pass  # the engine's trigger; the ticket's labels came with its TicketUpserted
+            case PullRequestReviewed() | ReviewCommented():
+                # A review carries the PR's current state: store it like a pull_request event.
+                applied.tickets |= await upsert_pull_request(
+                    session, _reviewed_pull_request(event), installation_id
+                )
+            case CheckRunRequested() | ChecksCompleted() | ProjectItemChanged():
+                pass  # the engine's input; the mirror keeps no checks or project boards
     return applied
 
 
@@ -406,6 +418,19 @@ async def upsert_pull_request(
         select(TicketPullRequest.ticket_id).where(TicketPullRequest.pull_request_id == pr.id)
     )
     return set(linked.scalars())
+
+
+def _reviewed_pull_request(event: PullRequestReviewed | ReviewCommented) -> PullRequestChanged:
+    """The PR state a review event carries, as the event that stores PRs has it."""
+    action = (
+        f"review_{event.action}" if isinstance(event, PullRequestReviewed) else "review_comment"
+    )
+    return PullRequestChanged(
+        action=action,
+        pull_request=event.pull_request,
+        closing_refs=event.closing_refs,
+        branch_ref=event.branch_ref,
+    )
 
 
 async def _replace_refs(session: AsyncSession, event: PullRequestChanged) -> None:

@@ -141,9 +141,11 @@ class SettledEffect:
     error: str | None
 
 
+# What a SettleHook asks to be done once its transaction committed (send a run, merge).
+AfterCommit = Callable[[], Awaitable[None]]
 # Called in the transaction that marks an effect done or failed, so what the engine decides
 # in reaction (a comment on a refused merge, the PR number) commits with it or not at all.
-SettleHook = Callable[[AsyncSession, SettledEffect], Awaitable[None]]
+SettleHook = Callable[[AsyncSession, SettledEffect], Awaitable[AfterCommit | None]]
 
 
 def revision_key(scope: str, revision: int | str) -> str:
@@ -373,6 +375,7 @@ class _Worker:
     async def _settle(
         self, effect: _Claimed, status: EffectStatus, result: Json | None, error: str | None
     ) -> None:
+        after: AfterCommit | None = None
         async with transaction(self.sessions) as session:
             marked = await _mark_in(session, effect, status, result, error)
             if not marked:
@@ -391,7 +394,12 @@ class _Worker:
                     result=result,
                     error=error,
                 )
-                await self.on_settled(session, settled)
+                after = await self.on_settled(session, settled)
+        if after is not None:
+            try:
+                await after()
+            except Exception:  # the engine's cron repairs what a follow-up did not do
+                log.warning("outbox_after_settle_failed", exc_info=True)
 
 
 def backoff(attempt: int) -> timedelta:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from adapters.base import WebhookParser
-from adapters.github.client import CachedPage, GitHubApp, Page
+from adapters.github.client import CachedPage, GitHubApp, Page, graphql_url
 from adapters.github.events import parse as parse_github
 from adapters.github.verify import SIGNATURE_HEADER as GITHUB_SIGNATURE_HEADER
 from adapters.github.verify import signature_valid as github_signature_valid
@@ -15,6 +15,7 @@ __all__ = [
     "GitHubApp",
     "Page",
     "github_signature_valid",
+    "graphql_url",
     "parser_for",
 ]
 

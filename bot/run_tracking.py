@@ -10,6 +10,7 @@ conditional), so any number of control workers may run it at once.
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -37,6 +38,9 @@ log = structlog.get_logger(__name__)
 LOST_AFTER = timedelta(seconds=45)
 # A queued run whose machine vanished from the registry is lost after this long.
 QUEUED_LOST_AFTER = timedelta(seconds=60)
+# The runner stores a result with this error class when it hands a run back to its queue
+# on shutdown: the job runs again, so that is not the run's result.
+HANDED_BACK = "runner_shutdown"
 _READ_BATCH = 500
 
 
@@ -126,12 +130,33 @@ class Sweep:
     lost: list[str]
 
 
+Finisher = Callable[[str, RunResult], Awaitable[bool]]
+Loser = Callable[[str], Awaitable[bool]]
+
+
 async def sweep_runs(
-    redis: Redis, sessions: async_sessionmaker[AsyncSession], *, now: datetime | None = None
+    redis: Redis,
+    sessions: async_sessionmaker[AsyncSession],
+    *,
+    now: datetime | None = None,
+    finish: Finisher | None = None,
+    lose: Loser | None = None,
 ) -> Sweep:
     """For every unfinished run: take in a result if there is one, else declare the run
-    lost when its machine stopped showing signs of life. The engine acts on both lists."""
+    lost when its machine stopped showing signs of life.
+
+    `finish` and `lose` record that (and may decide on it in the same transaction, as the
+    engine does); each returns whether it changed the run, so only one caller acts."""
     now = now or datetime.now(UTC)
+
+    async def recorded_finish(run_id: str, result: RunResult) -> bool:
+        return await _finish(sessions, run_id, result)
+
+    async def recorded_loss(run_id: str) -> bool:
+        return await _mark_lost(sessions, run_id, now)
+
+    finish = finish or recorded_finish
+    lose = lose or recorded_loss
     async with sessions() as session:
         open_runs = (
             await session.execute(
@@ -145,8 +170,8 @@ async def sweep_runs(
     for run_id, state, machine, queued_at, heartbeat_at in open_runs:
         await collect_events(redis, sessions, run_id)
         result = await fetch_result(redis, run_id)
-        if result is not None:
-            if await _finish(sessions, run_id, result):
+        if result is not None and result.error_class != HANDED_BACK:
+            if await finish(run_id, result):
                 finished.append((run_id, result))
             continue
         if await redis.exists(run_heartbeat_key(run_id)):
@@ -157,7 +182,8 @@ async def sweep_runs(
         else:  # queued: waiting for a slot is fine while its machine is registered
             machine_gone = machine is None or not await redis.exists(machine_key(machine))
             gone = machine_gone and now - queued_at > QUEUED_LOST_AFTER
-        if gone and await _mark_lost(sessions, run_id, now):
+        if gone and await lose(run_id):
+            log.warning("run_lost", run_id=run_id)
             lost.append(run_id)
     return Sweep(finished, lost)
 
@@ -192,7 +218,4 @@ async def _mark_lost(
             .values(state=RunState.LOST, finished_at=now)
             .returning(Run.id)
         )
-        marked = changed.first() is not None
-    if marked:
-        log.warning("run_lost", run_id=run_id)
-    return marked
+        return changed.first() is not None

@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 2080
     config: Path | None = None
+    # Where people reach this deployment (links in status comments and check runs);
+    # default: http://HOST:PORT.
+    public_url: AnyHttpUrl | None = None
     admin_token: SecretStr | None = None
     # `openase up` runs a runner for this machine under this name (default: the host name).
     machine: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")] | None = None
@@ -76,6 +79,13 @@ class Settings(BaseSettings):
     def api_url(self) -> str:
         """The GitHub REST base URL without a trailing slash."""
         return str(self.github_api_url).rstrip("/")
+
+    @property
+    def base_url(self) -> str:
+        """The deployment's own URL without a trailing slash, for links we post."""
+        if self.public_url is not None:
+            return str(self.public_url).rstrip("/")
+        return f"http://{self.host}:{self.port}"
 
     def github_private_key_pem(self) -> str | None:
         """The App's private key, from the variable or the file it names."""

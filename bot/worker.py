@@ -12,8 +12,10 @@ from arq.worker import Worker, func
 from sqlalchemy import select
 
 from bot.deps import CONTROL_QUEUE, Deps, build_deps, redis_settings
+from bot.engine_jobs import ENGINE_CTX_KEY, build_engine, engine_cron_jobs, settle_hook
 from bot.ingest import ingest_delivery
 from bot.models import Delivery, DeliveryStatus
+from bot.outbox import ON_SETTLED_CTX_KEY, outbox_cron_jobs
 from bot.settings import Settings
 from bot.webhooks import INGEST_JOB, enqueue_ingest
 
@@ -69,6 +71,7 @@ async def sweep_pending(
 
 def control_functions() -> list[Any]:
     from bot.backfill import backfill_functions
+    from bot.engine_jobs import engine_functions
     from bot.outbox import outbox_functions
 
     return [
@@ -77,6 +80,7 @@ def control_functions() -> list[Any]:
         func(ingest_job, name=INGEST_JOB, keep_result=0, max_tries=MAX_TRIES),
         *backfill_functions(),
         *outbox_functions(),
+        *engine_functions(),
     ]
 
 
@@ -103,6 +107,11 @@ def make_worker(
             settings, database_url=database_url, redis_url=redis_url
         )
         ctx["owns_deps"] = deps is None
+        engine = ctx["deps"].workflow or build_engine(ctx["deps"])
+        ctx["deps"].workflow = engine
+        ctx[ENGINE_CTX_KEY] = engine
+        if engine is not None:
+            ctx[ON_SETTLED_CTX_KEY] = settle_hook(engine)
         # Deliveries stored while no worker ran (or whose job Redis lost) are picked up now.
         await sweep_pending(ctx, older_than=timedelta(0))
 
@@ -112,7 +121,11 @@ def make_worker(
 
     return Worker(
         functions=control_functions(),
-        cron_jobs=[cron(sweep_pending, second=0, run_at_startup=False, unique=True)],
+        cron_jobs=[
+            cron(sweep_pending, second=0, run_at_startup=False, unique=True),
+            *outbox_cron_jobs(),
+            *engine_cron_jobs(),
+        ],
         queue_name=CONTROL_QUEUE,
         redis_settings=redis_settings(redis_url),
         redis_pool=redis_pool,

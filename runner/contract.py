@@ -22,6 +22,10 @@ RUN_QUEUE_PREFIX = "openase:runs:"
 RUN_JOB = "execute_run"
 # arq job on the same queue: drop a ticket's worktree (the ticket is done), keep the mirror.
 REMOVE_WORKTREE_JOB = "remove_worktree"
+# The control plane's arq queue, and the job a runner puts there when a run has a result:
+# the engine takes it in at once instead of at its next sweep.
+CONTROL_QUEUE = "openase:control"
+RUN_FINISHED_JOB = "run_finished"
 
 
 def run_queue(machine: str) -> str:

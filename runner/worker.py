@@ -28,8 +28,10 @@ from arq.worker import Worker, func
 from redis.exceptions import RedisError
 
 from runner.contract import (
+    CONTROL_QUEUE,
     MACHINES_SET,
     REMOVE_WORKTREE_JOB,
+    RUN_FINISHED_JOB,
     RUN_JOB,
     ContractMismatch,
     RunResult,
@@ -120,8 +122,11 @@ async def execute_run(ctx: dict[str, Any], spec_wire: object) -> dict[str, Any]:
                 cancellation.cancel("the run's job was aborted", "aborted")
             result = await task
             await _store_result(redis, result)
+            if not handed_back:
+                await _announce(redis, result.run_id)
             raise
         await _store_result(redis, result)
+        await _announce(redis, result.run_id)
         return result.to_wire()
     finally:
         watcher.cancel()
@@ -169,6 +174,16 @@ async def _store_result(redis: ArqRedis, result: RunResult) -> None:
         )
     except (RedisError, OSError) as error:
         log.warning("run_result_unstored", error=str(error))
+
+
+async def _announce(redis: ArqRedis, run_id: str) -> None:
+    """Tell the control plane the result is there (its sweep finds it anyway, later)."""
+    try:
+        await redis.enqueue_job(
+            RUN_FINISHED_JOB, run_id, _job_id=f"run-finished:{run_id}", _queue_name=CONTROL_QUEUE
+        )
+    except (RedisError, OSError) as error:
+        log.warning("run_finish_unannounced", error=str(error))
 
 
 async def _watch_cancel(redis: ArqRedis, run_id: str, cancellation: Cancellation) -> None:

@@ -95,6 +95,7 @@ async def deps(session_deps: Deps) -> Deps:
     async with session_deps.engine.begin() as conn:
         await conn.execute(text(f"TRUNCATE {_TABLES} RESTART IDENTITY CASCADE"))
     await session_deps.redis.flushdb()
+    session_deps.workflow = None  # a test's engine (bot.engine.Engine) is its own
     return session_deps
 
 

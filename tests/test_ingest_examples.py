@@ -22,6 +22,13 @@ USED_EVENTS = {
     "issue_comment",
     "pull_request",
     "label",
+    # The workflow engine's input: reviews store their PR; checks and project items only
+    # reach the engine.
+    "pull_request_review",
+    "pull_request_review_comment",
+    "check_run",
+    "check_suite",
+    "projects_v2_item",
 }
 
 
@@ -117,6 +124,13 @@ async def _check_mirror(s: Any, event: str, p: dict[str, Any], status: str) -> N
             await s.execute(select(Ticket).where(Ticket.id == comment.ticket_id))
         ).scalar_one()
         assert ticket.number == p["issue"]["number"]
+    elif event in ("pull_request_review", "pull_request_review_comment"):
+        if status == "ignored":  # review comments edited or deleted
+            assert (event, action) != ("pull_request_review_comment", "created")
+            return
+        raw = p["pull_request"]
+        pr = (await s.execute(select(PullRequest).where(PullRequest.id == raw["id"]))).scalar_one()
+        assert (pr.number, pr.head_sha) == (raw["number"], raw["head"]["sha"])
     elif event == "pull_request":
         raw = p["pull_request"]
         pr = (await s.execute(select(PullRequest).where(PullRequest.id == raw["id"]))).scalar_one()

@@ -5,7 +5,8 @@ its typed REST methods because paging and conditional requests need the response
 (ETag, Link, rate limit) and the raw JSON the webhook parsers already understand. Its HTTP
 cache and automatic retries are off: the cache would answer our `If-None-Match` itself
 (we would never see a 304), and a retry that sleeps inside a job hides a rate limit from
-the queue, which should defer the job instead.
+the queue, which should defer the job instead. All requests of one App share a pool of
+keep-alive connections (adapters/github/pooled.py); `aclose()` closes it at shutdown.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import jwt
 import structlog
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
-from githubkit import GitHub
 from githubkit.exception import RequestError, RequestFailed
 
 from adapters.base import (
@@ -43,6 +43,7 @@ from adapters.github.events import (
     repo_from_api,
     ticket_from_issue,
 )
+from adapters.github.pooled import PooledGitHub
 
 log = structlog.get_logger(__name__)
 
@@ -139,19 +140,21 @@ class GitHubApp:
         self._key = _load_key(private_key)
         self._clock = clock
         self._origin = _origin(self.api_url)
-        # Not entered as a context manager (that binds an httpx client to one task's context),
-        # githubkit opens a client per call: safe to share across the worker's jobs.
-        self._github = GitHub(
+        # One pooled httpx client, opened lazily in the running event loop (this object may be
+        # built before there is one) and shared by every job of the process.
+        self._github = PooledGitHub(
             base_url=self.api_url + "/",
             user_agent=USER_AGENT,
             timeout=timeout,
-            http_cache=False,
-            auto_retry=False,
         )
         self._tokens: dict[int, _Token] = {}
         self._token_locks: dict[int, asyncio.Lock] = {}
         # Per credential (the App, or one installation): when its exhausted limit resets.
         self._blocked_until: dict[int | None, datetime] = {}
+
+    async def aclose(self) -> None:
+        """Close the pooled connections (at shutdown); a later request opens new ones."""
+        await self._github.aclose()
 
     # --- auth --------------------------------------------------------------------------
 

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from adapters.base import (
+    CheckRunRequested,
+    ChecksCompleted,
     CommentCreated,
     CommentDeleted,
     CommentEdited,
@@ -23,11 +25,14 @@ from adapters.base import (
     NormalizedEvent,
     ParsedDelivery,
     PayloadError,
+    ProjectItemChanged,
     PullRequestChanged,
     PullRequestInfo,
+    PullRequestReviewed,
     RepoInfo,
     RepositoriesChanged,
     RepositoryChanged,
+    ReviewCommented,
     TicketInfo,
     TicketRemoved,
     TicketUpserted,
@@ -40,10 +45,13 @@ from adapters.github.fields import (
     login,
     names,
     obj,
+    objects,
+    opt_integer,
     opt_obj,
     opt_string,
     string,
     timestamp,
+    user_type,
 )
 
 SOURCE = "github"
@@ -266,6 +274,7 @@ def _event_issues(action: str, payload: Json) -> Events:
                     added=(name,) if action == "labeled" else (),
                     removed=(name,) if action == "unlabeled" else (),
                     actor=login(payload, "sender", "payload"),
+                    actor_type=user_type(payload, "sender", "payload"),
                 )
             )
     return tuple(events)
@@ -321,6 +330,246 @@ def _event_label(action: str, payload: Json) -> Events:
     )
 
 
+# --- reviews, checks and project items: the workflow engine's input ------------------------
+
+Choice = TypeVar("Choice", bound=str)
+_REVIEW_ACTIONS: tuple[Literal["submitted", "edited", "dismissed"], ...] = (
+    "submitted",
+    "edited",
+    "dismissed",
+)
+_REVIEW_STATES: tuple[Literal["approved", "changes_requested", "commented", "dismissed"], ...] = (
+    "approved",
+    "changes_requested",
+    "commented",
+    "dismissed",
+)
+_REQUEST_ACTIONS: tuple[Literal["requested_action", "rerequested"], ...] = (
+    "requested_action",
+    "rerequested",
+)
+_ITEM_ACTIONS: tuple[Literal["created", "edited"], ...] = ("created", "edited")
+_CONTENT_TYPES: tuple[Literal["Issue", "PullRequest", "DraftIssue"], ...] = (
+    "Issue",
+    "PullRequest",
+    "DraftIssue",
+)
+
+
+def _choice(value: str, allowed: tuple[Choice, ...], path: str) -> Choice:
+    for option in allowed:
+        if value == option:
+            return option
+    raise PayloadError(f"{path}: expected one of {', '.join(allowed)}, got {value[:40]!r}")
+
+
+def _pull_request_in(payload: Json) -> PullRequestChanged:
+    """The PR a review payload carries, with its references, as a pull_request event has it."""
+    repo = repo_from_api(obj(payload, "repository", "payload"), "payload.repository")
+    pr = pull_request_from_api(
+        obj(payload, "pull_request", "payload"), repo, "payload.pull_request"
+    )
+    return pull_request_changed("", pr)
+
+
+def _event_pull_request_review(action: str, payload: Json) -> Events:
+    if action not in _REVIEW_ACTIONS:
+        return ()
+    changed = _pull_request_in(payload)
+    review = obj(payload, "review", "payload")
+    path = "payload.review"
+    # Webhooks send the state in lower case, the REST API in upper case.
+    state = string(review, "state", path).lower()
+    return (
+        PullRequestReviewed(
+            action=_choice(action, _REVIEW_ACTIONS, "payload.action"),
+            pull_request=changed.pull_request,
+            review_id=integer(review, "id", path),
+            state=_choice(state, _REVIEW_STATES, f"{path}.state"),
+            body=opt_string(review, "body", path) or "",
+            author_login=login(review, "user", path),
+            author_type=user_type(review, "user", path),
+            commit_id=opt_string(review, "commit_id", path),
+            submitted_at=timestamp(review, "submitted_at", path),
+            closing_refs=changed.closing_refs,
+            branch_ref=changed.branch_ref,
+        ),
+    )
+
+
+def _event_pull_request_review_comment(action: str, payload: Json) -> Events:
+    if action != "created":  # edits and deletions of diff comments ask nothing new of anyone
+        return ()
+    changed = _pull_request_in(payload)
+    raw = obj(payload, "comment", "payload")
+    path = "payload.comment"
+    return (
+        ReviewCommented(
+            pull_request=changed.pull_request,
+            comment=comment_from_api(raw, path),
+            path=opt_string(raw, "path", path),
+            line=opt_integer(raw, "line", path),
+            review_id=opt_integer(raw, "pull_request_review_id", path),
+            closing_refs=changed.closing_refs,
+            branch_ref=changed.branch_ref,
+        ),
+    )
+
+
+def _app_id(check: Json, path: str) -> int | None:
+    """The App that owns a check run or suite (null in the payload: unknown)."""
+    app = opt_obj(check, "app", path)
+    if app is None:
+        suite = opt_obj(check, "check_suite", path)  # a check run's suite names it too
+        app = opt_obj(suite, "app", f"{path}.check_suite") if suite else None
+        path = f"{path}.check_suite"
+    return integer(app, "id", f"{path}.app") if app else None
+
+
+def _pull_numbers(check: Json, repo: RepoInfo, path: str) -> tuple[int, ...]:
+    """The PRs into `repo` a check belongs to. A check on a fork's commit may list the
+    upstream's PRs too, whose numbers mean other PRs here: those are left out."""
+    numbers = []
+    for index, pr in enumerate(objects(check, "pull_requests", path)):
+        where = f"{path}.pull_requests[{index}]"
+        base = opt_obj(pr, "base", where)
+        base_repo = opt_obj(base, "repo", f"{where}.base") if base else None
+        if base_repo is not None and integer(base_repo, "id", f"{where}.base.repo") != repo.id:
+            continue
+        numbers.append(integer(pr, "number", where))
+    return tuple(numbers)
+
+
+def _event_check_run(action: str, payload: Json) -> Events:
+    if action not in ("completed", *_REQUEST_ACTIONS):
+        return ()  # `created`: a check started, nothing to do until it ends
+    repo = repo_from_api(obj(payload, "repository", "payload"), "payload.repository")
+    run = obj(payload, "check_run", "payload")
+    path = "payload.check_run"
+    head_sha = string(run, "head_sha", path)
+    name = string(run, "name", path)
+    pull_numbers = _pull_numbers(run, repo, path)
+    if action == "completed":
+        return (
+            ChecksCompleted(
+                repo=repo,
+                head_sha=head_sha,
+                app_id=_app_id(run, path),
+                name=name,
+                conclusion=opt_string(run, "conclusion", path),
+                pull_numbers=pull_numbers,
+            ),
+        )
+    requested = opt_obj(payload, "requested_action", "payload")
+    return (
+        CheckRunRequested(
+            action=_choice(action, _REQUEST_ACTIONS, "payload.action"),
+            repo=repo,
+            head_sha=head_sha,
+            app_id=_app_id(run, path),
+            check_run_id=integer(run, "id", path),
+            name=name,
+            external_id=opt_string(run, "external_id", path),
+            identifier=(
+                opt_string(requested, "identifier", "payload.requested_action")
+                if requested
+                else None
+            ),
+            actor_login=login(payload, "sender", "payload"),
+            pull_numbers=pull_numbers,
+        ),
+    )
+
+
+def _event_check_suite(action: str, payload: Json) -> Events:
+    if action not in ("completed", "rerequested"):
+        return ()  # `requested`: GitHub asks an App to create its runs; we run none on pushes
+    repo = repo_from_api(obj(payload, "repository", "payload"), "payload.repository")
+    suite = obj(payload, "check_suite", "payload")
+    path = "payload.check_suite"
+    head_sha = string(suite, "head_sha", path)
+    app_id = _app_id(suite, path)
+    pull_numbers = _pull_numbers(suite, repo, path)
+    if action == "completed":
+        return (
+            ChecksCompleted(
+                repo=repo,
+                head_sha=head_sha,
+                app_id=app_id,
+                name=None,
+                conclusion=opt_string(suite, "conclusion", path),
+                pull_numbers=pull_numbers,
+            ),
+        )
+    return (
+        CheckRunRequested(
+            action="rerequested",
+            repo=repo,
+            head_sha=head_sha,
+            app_id=app_id,
+            check_run_id=None,
+            name=None,
+            external_id=None,
+            identifier=None,
+            actor_login=login(payload, "sender", "payload"),
+            pull_numbers=pull_numbers,
+        ),
+    )
+
+
+def _field_value_name(data: Json, key: str, path: str) -> str | None:
+    """A project field's value as people see it: an option's name, an iteration's title, or
+    the text, date or number itself."""
+    value = data.get(key)
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, dict):
+        for label in ("name", "title"):
+            if label in value:
+                return string(value, label, f"{path}.{key}")
+        raise PayloadError(f"{path}.{key}: expected an option's name or an iteration's title")
+    raise PayloadError(
+        f"{path}.{key}: expected text, a number, an option or an iteration, "
+        f"got {type(value).__name__}"
+    )
+
+
+def _event_projects_v2_item(action: str, payload: Json) -> Events:
+    if action not in _ITEM_ACTIONS:
+        return ()  # archived, restored, converted, reordered, deleted: no field moved
+    item = obj(payload, "projects_v2_item", "payload")
+    path = "payload.projects_v2_item"
+    changes = opt_obj(payload, "changes", "payload")
+    value = opt_obj(changes, "field_value", "payload.changes") if changes else None
+    where = "payload.changes.field_value"
+    organization = opt_obj(payload, "organization", "payload")
+    return (
+        ProjectItemChanged(
+            action=_choice(action, _ITEM_ACTIONS, "payload.action"),
+            item_node_id=string(item, "node_id", path),
+            project_node_id=string(item, "project_node_id", path),
+            content_node_id=string(item, "content_node_id", path),
+            content_type=_choice(
+                string(item, "content_type", path), _CONTENT_TYPES, f"{path}.content_type"
+            ),
+            field_node_id=opt_string(value, "field_node_id", where) if value else None,
+            field_type=opt_string(value, "field_type", where) if value else None,
+            from_value=_field_value_name(value, "from", where) if value else None,
+            to_value=_field_value_name(value, "to", where) if value else None,
+            actor_login=login(payload, "sender", "payload"),
+            actor_type=user_type(payload, "sender", "payload"),
+            organization_login=(
+                opt_string(organization, "login", "payload.organization") if organization else None
+            ),
+            field_name=opt_string(value, "field_name", where) if value else None,
+        ),
+    )
+
+
 _HANDLERS: dict[str, Callable[[str, Json], Events]] = {
     "installation": _event_installation,
     "installation_repositories": _event_installation_repositories,
@@ -329,6 +578,11 @@ _HANDLERS: dict[str, Callable[[str, Json], Events]] = {
     "issue_comment": _event_issue_comment,
     "pull_request": _event_pull_request,
     "label": _event_label,
+    "pull_request_review": _event_pull_request_review,
+    "pull_request_review_comment": _event_pull_request_review_comment,
+    "check_run": _event_check_run,
+    "check_suite": _event_check_suite,
+    "projects_v2_item": _event_projects_v2_item,
 }
 
 

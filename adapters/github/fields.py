@@ -30,6 +30,12 @@ def integer(data: Json, key: str, path: str) -> int:
     return value
 
 
+def opt_integer(data: Json, key: str, path: str) -> int | None:
+    if data.get(key) is None:
+        return None
+    return integer(data, key, path)
+
+
 def string(data: Json, key: str, path: str) -> str:
     value = data.get(key)
     if not isinstance(value, str):
@@ -64,6 +70,15 @@ def array(data: Json, key: str, path: str) -> list[Any]:
     return value
 
 
+def objects(data: Json, key: str, path: str) -> list[Json]:
+    """The array under `key`, each of its items an object (missing or null: empty)."""
+    items = array(data, key, path)
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise PayloadError(f"{path}.{key}[{index}]: expected an object, got {_kind(item)}")
+    return items
+
+
 def timestamp(data: Json, key: str, path: str) -> datetime | None:
     """GitHub sends ISO 8601 strings, and epoch seconds in a few places (push payloads)."""
     value = data.get(key)
@@ -84,6 +99,12 @@ def login(data: Json, key: str, path: str) -> str | None:
     """The `login` of a user object under `key` (null for ghost users)."""
     user = opt_obj(data, key, path)
     return opt_string(user, "login", f"{path}.{key}") if user else None
+
+
+def user_type(data: Json, key: str, path: str) -> str | None:
+    """The `type` of a user object under `key`: "User", "Bot", "Organization" (null: ghost)."""
+    user = opt_obj(data, key, path)
+    return opt_string(user, "type", f"{path}.{key}") if user else None
 
 
 def names(items: list[Any], path: str, field: str = "name") -> tuple[str, ...]:

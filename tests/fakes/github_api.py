@@ -20,6 +20,7 @@ import typing
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, unquote
@@ -32,7 +33,9 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from githubkit.compat import type_validate_python
 from githubkit_schemas.latest import models as gh
 
+from adapters.github.client import graphql_url
 from bot.settings import Settings
+from tests.fakes.github_git import sync_from_git
 from tests.helpers import github_example
 
 Json = dict[str, Any]
@@ -51,6 +54,8 @@ class FakeRepo:
     # Git content (see FakeGitHubAPI.commit): branch -> head sha, commit sha -> {path: bytes}.
     branches: dict[str, str] = field(default_factory=dict)
     trees: dict[str, dict[str, bytes]] = field(default_factory=dict)
+    # A bare repository the branches and files are read from instead (see github_git.py).
+    git_dir: Path | None = None
 
     @property
     def full_name(self) -> str:
@@ -84,6 +89,10 @@ class FakeGitHubAPI:
     ) -> None:
         self.api_url = api_url.rstrip("/")
         self.base_path = httpx.URL(self.api_url).path.rstrip("/")
+        # POST {graphql_url} (GHES: /api/graphql, beside /api/v3) goes to `graphql`, which
+        # tests/fakes/github_graphql.py plugs in; queued answers match it as "/graphql".
+        self.graphql_path = httpx.URL(graphql_url(self.api_url)).path
+        self.graphql: Handler | None = None
         self.app_id = app_id
         key = load_pem_private_key(private_key_pem.encode(), password=None)
         self.public_key = key.public_key()
@@ -103,6 +112,7 @@ class FakeGitHubAPI:
         self.answers: list[tuple[httpx.Request, httpx.Response]] = []
         self._routes: list[tuple[str, re.Pattern[str], Handler]] = [
             ("POST", re.compile(r"/app/installations/(?P<inst>\d+)/access_tokens"), self._token),
+            ("POST", re.compile(r"/graphql"), self._graphql),
             ("GET", re.compile(r"/repos/(?P<name>[^/]+/[^/]+)/installation"), self._installation),
             ("GET", re.compile(r"/repos/(?P<name>[^/]+/[^/]+)"), self._repo),
             ("GET", re.compile(r"/repos/(?P<name>[^/]+/[^/]+)/issues"), self._issues),
@@ -280,10 +290,9 @@ class FakeGitHubAPI:
         return response
 
     def _dispatch(self, request: httpx.Request) -> httpx.Response:
-        path = request.url.path
-        if not path.startswith(self.base_path + "/"):
+        path = self._api_path(request)
+        if path is None:
             return self._answer(404, {"message": "Not Found"})
-        path = path[len(self.base_path) :]
         if "application/vnd.github" not in request.headers.get("accept", ""):
             return self._answer(415, {"message": "Unsupported 'Accept' header"})
         if request.headers.get("x-github-api-version") not in SUPPORTED_API_VERSIONS:
@@ -299,6 +308,19 @@ class FakeGitHubAPI:
             if match and request.method == method:
                 return handler(request, **match.groupdict())
         return self._answer(404, {"message": "Not Found"})
+
+    def _api_path(self, request: httpx.Request) -> str | None:
+        path = request.url.path
+        if path == self.graphql_path:
+            return "/graphql"
+        if not path.startswith(self.base_path + "/"):
+            return None
+        return path[len(self.base_path) :]
+
+    def _graphql(self, request: httpx.Request) -> httpx.Response:
+        if self.graphql is None:
+            return self._answer(404, {"message": "Not Found"})
+        return self.graphql(request)
 
     def _answer(
         self, status: int, body: Any, headers: dict[str, str] | None = None, *, costs: bool = True
@@ -447,6 +469,7 @@ class FakeGitHubAPI:
         repo = self.repos.get(name.lower())
         if repo is None or repo.installation_id != installation_id:
             return self._answer(404, {"message": "Not Found"})
+        sync_from_git(repo)
         if not repo.branches:
             return self._answer(409, {"message": "Git Repository is empty."})
         sha = repo.branches.get(branch)
@@ -469,6 +492,7 @@ class FakeGitHubAPI:
         if repo is None or repo.installation_id != installation_id:
             return self._answer(404, {"message": "Not Found"})
         ref = request.url.params.get("ref") or str(repo.data["default_branch"])
+        sync_from_git(repo)
         tree = repo.trees.get(repo.branches.get(ref, ref))
         if tree is None:
             return self._answer(404, {"message": f"No commit found for the ref {ref}"})
@@ -549,6 +573,11 @@ class FakeGitHubAPI:
         self.in_flight: dict[int, int] = {}
         self.max_in_flight: dict[int, int] = {}
         self.merges: list[Json] = []  # the body of each merge that went through
+        # Read by the merge gate and the review loop: who may write, other CI's commit
+        # statuses by sha, the comments each review left on the diff.
+        self.permissions: dict[str, str] = {}  # login -> admin | maintain | write | read
+        self.statuses: dict[str, list[Json]] = {}
+        self.review_comments: dict[int, list[Json]] = {}
         self._write_ids = iter(range(7_000_001, 8_000_000))
 
     def _write_routes(self) -> list[tuple[str, re.Pattern[str], Handler]]:
@@ -573,6 +602,13 @@ class FakeGitHubAPI:
             ("GET", r"/pulls/(?P<number>\d+)", self._get_pull),
             ("PATCH", r"/pulls/(?P<number>\d+)", self._update_pull),
             ("PUT", r"/pulls/(?P<number>\d+)/merge", self._merge_pull),
+            ("GET", r"/collaborators/(?P<login>[^/]+)/permission", self._permission),
+            ("GET", r"/commits/(?P<ref>[^/]+)/status", self._combined_status),
+            (
+                "GET",
+                r"/pulls/(?P<number>\d+)/reviews/(?P<rid>\d+)/comments",
+                self._review_comments,
+            ),
         ]
         return [(method, re.compile(repo + path), handler) for method, path, handler in routes]
 
@@ -580,7 +616,7 @@ class FakeGitHubAPI:
         """(API path, JSON body or None) of each request of `method` whose path matches."""
         found = []
         for request in self.requests:
-            path = request.url.path[len(self.base_path) :]
+            path = self._api_path(request) or request.url.path
             if request.method == method and re.search(path_regex, path):
                 found.append((path, json.loads(request.content) if request.content else None))
         return found
@@ -977,6 +1013,10 @@ class FakeGitHubAPI:
             return body
         owner = repo.full_name.split("/")[0]
         branch = body["head"].split(":", 1)[-1]
+        sync_from_git(repo)
+        if repo.git_dir is not None and branch not in repo.branches:
+            errors = [{"resource": "PullRequest", "field": "head", "code": "invalid"}]
+            return self._answer(422, {"message": "Validation Failed", "errors": errors})
         for pull in repo.pulls:
             same = pull["head"]["ref"] == branch and pull["base"]["ref"] == body["base"]
             if same and pull["state"] == "open":
@@ -1056,6 +1096,50 @@ class FakeGitHubAPI:
         return self._answer(
             200, {"sha": sha, "merged": True, "message": "Pull Request successfully merged"}
         )
+
+    def _permission(self, request: httpx.Request, name: str, login: str) -> httpx.Response:
+        repo = self._writable(request, name)
+        if isinstance(repo, httpx.Response):
+            return repo
+        permission = self.permissions.get(login, "read")
+        user = {**self.bot_user, "login": login, "type": "User", "id": abs(hash(login)) % 10**7}
+        return self._answer(
+            200, {"permission": permission, "role_name": permission, "user": user}
+        )
+
+    def _combined_status(self, request: httpx.Request, name: str, ref: str) -> httpx.Response:
+        repo = self._writable(request, name)
+        if isinstance(repo, httpx.Response):
+            return repo
+        statuses = self.statuses.get(ref, [])
+        states = {status["state"] for status in statuses}
+        state = (
+            "failure"
+            if states & {"failure", "error"}
+            else "pending"
+            if "pending" in states or not statuses
+            else "success"
+        )
+        return self._answer(
+            200,
+            {
+                "state": state,
+                "sha": ref,
+                "total_count": len(statuses),
+                "statuses": statuses,
+                "repository": repo.data,
+                "commit_url": f"{self.api_url}/repos/{repo.full_name}/commits/{ref}",
+                "url": f"{self.api_url}/repos/{repo.full_name}/commits/{ref}/status",
+            },
+        )
+
+    def _review_comments(
+        self, request: httpx.Request, name: str, number: str, rid: str
+    ) -> httpx.Response:
+        repo = self._writable(request, name)
+        if isinstance(repo, httpx.Response):
+            return repo
+        return self._answer(200, self.review_comments.get(int(rid), []))
 
 
 @contextmanager

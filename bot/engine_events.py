@@ -1,0 +1,592 @@
+"""The engine's reaction to what GitHub tells us (DESIGN §4): a trigger label starts a
+ticket, a human moving the status label (or the Projects card) moves it, closing the issue
+cancels it, a review sends it back or approves it, a merged PR finishes it, a check run's
+Retry or Re-run starts its gates again.
+
+`react` runs inside the ingest transaction that applied the delivery to the mirror, so a
+delivery's decisions commit with it, exactly once; the webhook's redelivery finds the
+delivery done. Echoes of the bot's own writes (its label changes, its project moves, its
+reviews) are recognised by their `Bot` actor and ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from adapters.base import (
+    CheckRunRequested,
+    ChecksCompleted,
+    LabelsChanged,
+    NormalizedEvent,
+    ProjectItemChanged,
+    PullRequestChanged,
+    PullRequestReviewed,
+    TicketInfo,
+    TicketUpserted,
+)
+from bot.engine import Engine, Followups, Loaded, load, note, transition
+from bot.engine_models import Run, TicketState
+from bot.merge_gate import can_write
+from bot.models import Repository, Ticket, TicketPullRequest
+from bot.states import TERMINAL, State, human_may_set
+from bot.workflow_config import INTAKE_STATES, RepoConfig, Workflow, stage_for
+
+log = structlog.get_logger(__name__)
+
+BOT = "Bot"
+REVIEW_COMMENTS_MAX = 50
+
+
+async def react(
+    session: AsyncSession,
+    engine: Engine,
+    events: Sequence[NormalizedEvent],
+    installation_id: int | None = None,
+) -> Followups:
+    """Decide on a delivery's events in the caller's transaction; what to do after commit."""
+    followups = Followups()
+    for event in events:
+        match event:
+            case TicketUpserted():
+                await _ticket_upserted(session, engine, event, followups)
+            case LabelsChanged():
+                await _labels_changed(session, engine, event, followups)
+            case PullRequestChanged():
+                await _pull_request_changed(session, engine, event, followups)
+            case PullRequestReviewed():
+                await _reviewed(session, engine, event, followups)
+            case CheckRunRequested():
+                await _check_requested(session, engine, event, followups)
+            case ChecksCompleted():
+                for ticket_id in await _tickets_at(session, event.repo.id, event.head_sha):
+                    followups.merge_checks.add(ticket_id)
+            case ProjectItemChanged():
+                await _project_item_changed(session, engine, event, installation_id, followups)
+            case _:
+                pass
+    return followups
+
+
+# --- issues and labels -------------------------------------------------------------------------
+
+
+async def _ticket_id(session: AsyncSession, info: TicketInfo) -> int | None:
+    found: int | None = await session.scalar(
+        select(Ticket.id).where(
+            Ticket.source == info.source, Ticket.external_id == info.external_id
+        )
+    )
+    return found
+
+
+async def _loaded(session: AsyncSession, info: TicketInfo) -> Loaded | None:
+    ticket_id = await _ticket_id(session, info)
+    if ticket_id is None:
+        return None
+    loaded = await load(session, ticket_id)
+    if loaded is None or loaded.repo is None or loaded.repo.installation_id is None:
+        return None
+    return loaded
+
+
+async def _config(engine: Engine, loaded: Loaded) -> RepoConfig | None:
+    """The repo's config, or None when it is invalid (dispatch reports its problems)."""
+    assert loaded.repo is not None  # _loaded only returns GitHub tickets
+    return (await engine.config_of(loaded.repo)).config
+
+
+async def _ticket_upserted(
+    session: AsyncSession, engine: Engine, event: TicketUpserted, followups: Followups
+) -> None:
+    if event.action not in ("opened", "reopened", "closed", "edited"):
+        return
+    loaded = await _loaded(session, event.ticket)
+    if loaded is None:
+        return
+    row = loaded.state
+    if event.action == "closed":
+        followups.dispatch_due = True  # it may have blocked others
+        if row is None or row.state in TERMINAL:
+            return
+        config = await _config(engine, loaded)
+        if row.state == State.MERGING:
+            await transition(
+                session, engine, loaded, config, followups, State.DONE, reason="issue closed"
+            )
+            return
+        if row.run_id is not None:
+            followups.cancel[row.run_id] = "the issue was closed"
+        await transition(
+            session,
+            engine,
+            loaded,
+            config,
+            followups,
+            State.CANCELED,
+            reason=f"issue closed{_by(event.ticket.author_login, None)}",
+            run_id=None,
+        )
+        return
+    if event.action == "edited":
+        if row is not None and row.state not in TERMINAL:
+            followups.dispatch.add(loaded.ticket.id)  # its blockers may have changed
+        return
+    config = await _config(engine, loaded)
+    if config is None:
+        followups.dispatch.add(loaded.ticket.id) if row is not None else None
+        return
+    triggers = {label.casefold() for label in config.trigger_labels}
+    carried = [label for label in event.ticket.labels if label.casefold() in triggers]
+    if carried and (row is None or row.state in (State.BACKLOG, State.CANCELED, State.FAILED)):
+        await _triggered(session, engine, loaded, config, carried[0], followups, None)
+
+
+async def _labels_changed(
+    session: AsyncSession, engine: Engine, event: LabelsChanged, followups: Followups
+) -> None:
+    loaded = await _loaded(session, event.ticket)
+    if loaded is None or loaded.ticket.state != "open":
+        return
+    config = await _config(engine, loaded)
+    if config is None:
+        if loaded.state is None and event.added:
+            # A trigger may be among them: dispatch reports the config's problems.
+            await _start_unconfigured(session, loaded, followups)
+        return
+    ours = event.actor_type == BOT
+    triggers = {label.casefold() for label in config.trigger_labels}
+    for label in event.added:
+        state = config.state_for_label(label)
+        if state is not None:
+            if not ours:
+                await _moved(session, engine, loaded, config, state, followups, event.actor)
+        elif label.casefold() in triggers:
+            await _triggered(session, engine, loaded, config, label, followups, event.actor)
+    for label in event.removed:
+        row = loaded.state
+        state = config.state_for_label(label)
+        if ours or state is None or row is None or state != row.state:
+            continue
+        # The bot keeps exactly one status label: a human removing it gets it back.
+        await transition(
+            session,
+            engine,
+            loaded,
+            config,
+            followups,
+            row.state,
+            reason=f"status label {label!r} restored{_by(event.actor, None)}",
+        )
+
+
+async def _start_unconfigured(session: AsyncSession, loaded: Loaded, followups: Followups) -> None:
+    from bot.engine import ensure_state
+
+    await ensure_state(session, loaded, State.TODO)
+    followups.dispatch.add(loaded.ticket.id)
+
+
+async def _triggered(
+    session: AsyncSession,
+    engine: Engine,
+    loaded: Loaded,
+    config: RepoConfig,
+    label: str,
+    followups: Followups,
+    actor: str | None,
+) -> None:
+    """A trigger label puts a new (or canceled, or failed) ticket in its workflow's pickup."""
+    row = loaded.state
+    if row is not None and row.state not in (State.BACKLOG, State.CANCELED, State.FAILED):
+        return
+    flow = _intake_workflow(config, label, loaded.ticket.labels)
+    if flow is None:
+        return
+    await transition(
+        session,
+        engine,
+        loaded,
+        config,
+        followups,
+        flow.pickup,
+        reason=f"labelled {label!r}{_by(actor, None)}: workflow {flow.name}",
+        workflow=flow.name,
+        attempt=0,
+        last_failure=None,
+        next_attempt_at=None,
+        run_id=None,
+        approved=False,
+        waiting=None,
+    )
+    followups.dispatch.add(loaded.ticket.id)
+
+
+def _intake_workflow(config: RepoConfig, label: str, labels: Sequence[str]) -> Workflow | None:
+    folded = label.casefold()
+    for flow in config.workflows.values():
+        if flow.pickup in INTAKE_STATES and folded in {t.casefold() for t in flow.trigger_labels}:
+            return flow
+    return stage_for(config, State.TODO, labels)
+
+
+async def _moved(
+    session: AsyncSession,
+    engine: Engine,
+    loaded: Loaded,
+    config: RepoConfig,
+    state: str,
+    followups: Followups,
+    actor: str | None,
+) -> None:
+    """A human moved the status label (or the card) to `state`."""
+    row = loaded.state
+    if row is not None and row.state == state:
+        return
+    if not human_may_set(state):
+        if row is not None:  # only the engine vouches for these: our label goes back
+            await transition(
+                session,
+                engine,
+                loaded,
+                config,
+                followups,
+                row.state,
+                reason=f"{state} is set by OpenASE only; label restored{_by(actor, None)}",
+            )
+        return
+    if row is not None and row.state == State.IN_PROGRESS and row.run_id is not None:
+        followups.cancel[row.run_id] = f"moved to {state}{_by(actor, None)}"
+    pickup = state not in TERMINAL and state not in (State.IN_REVIEW, State.FAILED)
+    changes: dict[str, Any] = {"run_id": None, "waiting": None}
+    if pickup:
+        flow = stage_for(config, state, loaded.ticket.labels)
+        changes.update(
+            attempt=0,
+            next_attempt_at=None,
+            last_failure=None,
+            workflow=flow.name if flow is not None else None,
+        )
+    await transition(
+        session,
+        engine,
+        loaded,
+        config,
+        followups,
+        state,
+        reason=f"moved by a human{_by(actor, None)}",
+        **changes,
+    )
+    if pickup:
+        followups.dispatch.add(loaded.ticket.id)
+    if state == State.IN_REVIEW:
+        followups.merge_checks.add(loaded.ticket.id)
+
+
+def _by(actor: str | None, default: str | None) -> str:
+    who = actor or default
+    return f" by @{who}" if who else ""
+
+
+# --- pull requests and reviews ---------------------------------------------------------------
+
+
+async def _tickets_of_pull(
+    session: AsyncSession, repo_id: int, number: int, pr_id: int
+) -> list[int]:
+    """Tickets whose PR this is: ours (by number) or linked by "Closes #N" or branch name."""
+    ours = (
+        await session.scalars(
+            select(TicketState.ticket_id)
+            .join(Ticket, Ticket.id == TicketState.ticket_id)
+            .where(Ticket.repository_id == repo_id, TicketState.pr_number == number)
+        )
+    ).all()
+    linked = (
+        await session.scalars(
+            select(TicketPullRequest.ticket_id).where(TicketPullRequest.pull_request_id == pr_id)
+        )
+    ).all()
+    return sorted(set(ours) | set(linked))
+
+
+async def _tickets_at(session: AsyncSession, repo_id: int, sha: str) -> list[int]:
+    rows = await session.scalars(
+        select(TicketState.ticket_id)
+        .join(Ticket, Ticket.id == TicketState.ticket_id)
+        .where(
+            Ticket.repository_id == repo_id,
+            TicketState.head_sha == sha,
+            TicketState.state == State.IN_REVIEW,
+        )
+    )
+    return list(rows.all())
+
+
+async def _pull_request_changed(
+    session: AsyncSession, engine: Engine, event: PullRequestChanged, followups: Followups
+) -> None:
+    pr = event.pull_request
+    if event.action not in ("closed", "synchronize"):
+        return
+    for ticket_id in await _tickets_of_pull(session, pr.repo.id, pr.number, pr.id):
+        loaded = await load(session, ticket_id)
+        if loaded is None or loaded.state is None or loaded.repo is None:
+            continue
+        row = loaded.state
+        if row.state in TERMINAL:
+            continue
+        if event.action == "closed" and pr.merged:
+            config = await _config(engine, loaded)
+            await transition(
+                session,
+                engine,
+                loaded,
+                config,
+                followups,
+                State.DONE,
+                reason=f"PR #{pr.number} merged",
+                pr_number=row.pr_number or pr.number,
+            )
+            from bot.engine_jobs import close_issue
+
+            await close_issue(session, loaded, followups)
+        elif event.action == "closed":
+            note(session, ticket_id, "state", f"PR #{pr.number} closed without merging")
+        elif (
+            row.state == State.IN_REVIEW
+            and row.pr_number == pr.number
+            and pr.head_sha
+            and pr.head_sha != row.head_sha
+        ):
+            await _rerun_gates(
+                session, engine, loaded, followups, f"new commits on PR #{pr.number}"
+            )
+
+
+async def _rerun_gates(
+    session: AsyncSession, engine: Engine, loaded: Loaded, followups: Followups, why: str
+) -> None:
+    """Run the gates (no agent) again on the work branch's head."""
+    row = loaded.state
+    assert row is not None
+    config = await _config(engine, loaded)
+    flow = config.workflow(row.workflow) if config is not None and row.workflow else None
+    if flow is None:
+        return
+    await transition(
+        session,
+        engine,
+        loaded,
+        config,
+        followups,
+        flow.pickup,
+        reason=f"{why}: re-running the gates",
+        gates_only=True,
+        attempt=0,
+        next_attempt_at=None,
+        approved=False,
+        run_id=None,
+    )
+    followups.dispatch.add(loaded.ticket.id)
+
+
+async def _reviewed(
+    session: AsyncSession, engine: Engine, event: PullRequestReviewed, followups: Followups
+) -> None:
+    pr = event.pull_request
+    if event.author_type == BOT:
+        return
+    for ticket_id in await _tickets_of_pull(session, pr.repo.id, pr.number, pr.id):
+        loaded = await load(session, ticket_id)
+        if loaded is None or loaded.state is None or loaded.repo is None:
+            continue
+        row, repo = loaded.state, loaded.repo
+        if row.state not in (State.IN_REVIEW, State.MERGING) or repo.installation_id is None:
+            continue
+        who = event.author_login or "someone"
+        if event.action == "dismissed" or event.state == "dismissed":
+            if row.approved:
+                config = await _config(engine, loaded)
+                await transition(
+                    session,
+                    engine,
+                    loaded,
+                    config,
+                    followups,
+                    row.state,
+                    reason=f"review by @{who} dismissed",
+                    approved=False,
+                )
+            continue
+        if event.action != "submitted":
+            continue
+        if not await can_write(engine, repo.full_name, who, repo.installation_id):
+            note(session, ticket_id, "review", f"review by @{who} ignored: no write access")
+            continue
+        config = await _config(engine, loaded)
+        if event.state == "approved":
+            await transition(
+                session,
+                engine,
+                loaded,
+                config,
+                followups,
+                row.state,
+                reason=f"approved by @{who}",
+                approved=True,
+            )
+            followups.merge_checks.add(ticket_id)
+            continue
+        comments = await _review_comments(engine, repo, pr.number, event.review_id)
+        if event.state != "changes_requested" and not comments and not event.body.strip():
+            continue
+        if row.state != State.IN_REVIEW:
+            continue
+        feedback = _feedback(who, event.state, event.body, comments)
+        flow = config.workflow(row.workflow) if config is not None and row.workflow else None
+        if flow is None:
+            continue
+        await transition(
+            session,
+            engine,
+            loaded,
+            config,
+            followups,
+            flow.pickup,
+            reason=f"@{who} asked for changes",
+            feedback=feedback,
+            attempt=0,
+            approved=False,
+            next_attempt_at=None,
+            last_failure=None,
+            run_id=None,
+        )
+        followups.dispatch.add(ticket_id)
+
+
+async def _review_comments(
+    engine: Engine, repo: Repository, number: int, review_id: int
+) -> list[str]:
+    """`path:line: text` for each comment the review left on the diff."""
+    assert repo.installation_id is not None
+    response = await engine.github.request(
+        "GET",
+        f"/repos/{repo.full_name}/pulls/{number}/reviews/{review_id}/comments",
+        installation_id=repo.installation_id,
+        params={"per_page": REVIEW_COMMENTS_MAX},
+    )
+    found = []
+    for item in response.json() or []:
+        where = str(item.get("path") or "")
+        line = item.get("line") or item.get("original_line")
+        if line:
+            where += f":{line}"
+        found.append(f"{where}: {str(item.get('body') or '').strip()}")
+    return found
+
+
+def _feedback(who: str, state: str, body: str, comments: list[str]) -> str:
+    parts = [f"@{who} reviewed the pull request ({state.replace('_', ' ')}):"]
+    if body.strip():
+        parts += ["", body.strip()]
+    if comments:
+        parts += ["", "Comments on the diff:", *(f"- {text}" for text in comments)]
+    return "\n".join(parts)[:20_000]
+
+
+# --- check runs and project cards -------------------------------------------------------------
+
+
+async def _check_requested(
+    session: AsyncSession, engine: Engine, event: CheckRunRequested, followups: Followups
+) -> None:
+    if event.app_id is not None and event.app_id != engine.app_id:
+        return  # another app's check: not ours to re-run
+    ticket_ids: list[int] = []
+    if event.external_id and ":" in event.external_id:
+        run_id = event.external_id.rsplit(":", 1)[0]
+        run = await session.get(Run, run_id)
+        if run is not None:
+            ticket_ids.append(run.ticket_id)
+    if not ticket_ids:
+        rows = await session.scalars(
+            select(TicketState.ticket_id)
+            .join(Ticket, Ticket.id == TicketState.ticket_id)
+            .where(Ticket.repository_id == event.repo.id, TicketState.head_sha == event.head_sha)
+        )
+        ticket_ids = list(rows.all())
+    for ticket_id in ticket_ids:
+        loaded = await load(session, ticket_id)
+        if loaded is None or loaded.state is None or loaded.repo is None:
+            continue
+        row = loaded.state
+        who = _by(event.actor_login, None)
+        if event.action == "rerequested" and row.state == State.IN_REVIEW:
+            await _rerun_gates(session, engine, loaded, followups, f"re-run requested{who}")
+        elif row.state in (State.FAILED, State.IN_REVIEW) or (
+            row.state not in TERMINAL and row.state != State.IN_PROGRESS and row.next_attempt_at
+        ):
+            await _retry(session, engine, loaded, followups, f"Retry requested{who}")
+
+
+async def _retry(
+    session: AsyncSession, engine: Engine, loaded: Loaded, followups: Followups, why: str
+) -> None:
+    row = loaded.state
+    assert row is not None
+    config = await _config(engine, loaded)
+    flow = config.workflow(row.workflow) if config is not None and row.workflow else None
+    if flow is None:
+        return
+    await transition(
+        session,
+        engine,
+        loaded,
+        config,
+        followups,
+        flow.pickup,
+        reason=why,
+        attempt=0 if row.state == State.FAILED else row.attempt,
+        next_attempt_at=None,
+        run_id=None,
+    )
+    followups.dispatch.add(loaded.ticket.id)
+
+
+async def _project_item_changed(
+    session: AsyncSession,
+    engine: Engine,
+    event: ProjectItemChanged,
+    installation: int | None,
+    followups: Followups,
+) -> None:
+    from bot.projects import resolve_item, state_for_option
+
+    if event.actor_type == BOT or event.content_type != "Issue" or event.action != "edited":
+        return
+    if installation is None:
+        return
+    item = await resolve_item(engine.github, installation, event.item_node_id)
+    if item is None or item.number is None or item.status is None:
+        return
+    ticket_id = await session.scalar(
+        select(Ticket.id)
+        .join(Repository, Repository.id == Ticket.repository_id)
+        .where(Repository.full_name.ilike(item.repo), Ticket.number == item.number)
+    )
+    if ticket_id is None:
+        return
+    loaded = await load(session, ticket_id)
+    if loaded is None or loaded.repo is None:
+        return
+    config = await _config(engine, loaded)
+    if config is None:
+        return
+    state = state_for_option(item.status, config.states)
+    if state is not None:
+        await _moved(session, engine, loaded, config, state, followups, event.actor_login)

@@ -1,0 +1,400 @@
+"""A whole OpenASE on one machine, driven the way GitHub drives it: signed webhooks in, a
+recording fake GitHub API out, the real control worker (engine, outbox, crons) in this
+process and real `openase runner` processes executing runs in git worktrees of a real
+bare repository that stands in for the GitHub remote.
+
+Webhooks are built from GitHub's published example payloads with this world's
+repository, issues and pull requests put in, so the adapter parses real shapes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+from arq.worker import Worker
+from sqlalchemy import select
+
+from bot.backfill import github_app
+from bot.control_config import ControlConfig, parse_control_config
+from bot.deps import Deps
+from bot.engine import Engine
+from bot.engine_models import Activity, Run, TicketState
+from bot.machines import registered
+from bot.models import Ticket
+from bot.settings import Settings
+from bot.worker import make_worker
+from harness_store.seed import seed_builtins
+from tests.fakes.github_api import FakeGitHubAPI, FakeRepo
+from tests.git_repos import git
+from tests.helpers import GitHubWebhookSender, github_example
+
+T = TypeVar("T")
+Json = dict[str, Any]
+
+INSTALLATION = 31_337
+REPO_ID = 5_150
+FULL_NAME = "octo/hello"
+WRITER = "alice"
+OPENASE = Path(sys.executable).parent / "openase"
+
+# The agent: a program that does what the ticket's body asks of it (markers), so one
+# script plays every scenario. The runner commits whatever it leaves in the worktree.
+AGENT = textwrap.dedent(
+    """\
+    import os, pathlib, sys, time
+    prompt = pathlib.Path(sys.argv[1]).read_text()
+    work = pathlib.Path(os.environ["OPENASE_WORKSPACE"])
+    retried = "Fix what made it fail" in prompt
+    if "[slow]" in prompt:
+        time.sleep(float(os.environ.get("AGENT_SLEEP", "30")))
+    (work / "attempts.txt").open("a").write("attempt\\n")
+    passes = not ("[never-pass]" in prompt or ("[fail-first]" in prompt and not retried))
+    if passes:
+        (work / "PASS").write_text("ok\\n")
+    if "Review feedback to address" in prompt:
+        (work / "REVIEWED").write_text(prompt.split("Review feedback to address", 1)[1])
+    print("I did the work" + (" and the gate will pass" if passes else ""))
+    """
+)
+GATE = (
+    "test -f PASS || { echo 'src/app.py:3:1: error: the PASS file is missing'; exit 1; }"
+)
+
+
+def repo_config(*, max_attempts: int = 3, approval: str = "required", extra: str = "") -> str:
+    return textwrap.dedent(
+        f"""\
+        workflows:
+          coder:
+            trigger_labels: [openase]
+            provider: script
+            skills: []
+            max_attempts: {max_attempts}
+            approval: {approval}
+            merge_method: squash
+            limits: {{backoff_seconds: 1}}
+            hooks:
+              on_complete:
+                - {{name: tests, run: "{GATE}", timeout: 60}}
+        """
+    ) + extra
+
+
+def control_config(agent: Path) -> ControlConfig:
+    parsed = parse_control_config(
+        textwrap.dedent(
+            f"""\
+            providers:
+              script:
+                cli: command
+                argv: ["{sys.executable}", "{agent}", "{{prompt_file}}"]
+                limits: {{wall_seconds: 120, stall_seconds: 60}}
+            defaults:
+              provider: script
+            """
+        ),
+        file="control.yml",
+        environ={},
+    )
+    assert isinstance(parsed, ControlConfig), parsed
+    return parsed
+
+
+@dataclass
+class Runner:
+    machine: str
+    process: asyncio.subprocess.Process
+    log: Path
+    out: Any  # the log file's handle, closed when the runner is gone
+
+    def kill(self) -> None:
+        """SIGKILL the runner and its agents: a machine gone without a word."""
+        with suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+
+
+@dataclass
+class World:
+    deps: Deps
+    settings: Settings
+    fake: FakeGitHubAPI
+    sender: GitHubWebhookSender
+    repo: FakeRepo
+    remote: Path
+    root: Path
+    redis_url: str
+    engine: Engine
+    runners: list[Runner] = field(default_factory=list)
+    worker: Worker | None = None
+    worker_task: asyncio.Task[Any] | None = None
+    _clock: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    # --- GitHub's side ---------------------------------------------------------------
+
+    def now(self) -> str:
+        """Each webhook a second later than the last: the mirror never goes backwards."""
+        at = datetime(2026, 11, 1, tzinfo=UTC) + timedelta(seconds=next(self._clock))
+        return at.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def user(self, login: str, kind: str = "User") -> Json:
+        user = dict(github_example("issues", "labeled")["sender"])
+        user.update(login=login, id=abs(hash(login)) % 10_000_000, type=kind)
+        return user
+
+    def add_issue(self, number: int, title: str, body: str = "", labels: tuple[str, ...] = ()) -> Json:
+        issue = self.fake.add_issue(self.repo, number, title=title, labels=labels, updated_at=self.now())
+        issue.update(body=body, state="open")
+        return issue
+
+    def issue(self, number: int) -> Json:
+        found = next(i for i in self.repo.issues if i["number"] == number)
+        return found
+
+    def _envelope(self, sender: str, sender_type: str = "User") -> Json:
+        return {
+            "repository": self.repo.data,
+            "sender": self.user(sender, sender_type),
+            "installation": {"id": INSTALLATION, "node_id": "MDIzOkludGVncmF0aW9uSW5zdGFsbGF0aW9u"},
+        }
+
+    async def label(self, number: int, name: str, *, by: str = WRITER, delivery: str | None = None) -> None:
+        """A human adds a label to an issue (GitHub's `issues.labeled`)."""
+        issue = self.issue(number)
+        template = issue["labels"][0] if issue["labels"] else github_example("issues", "labeled")["label"]
+        label = {**template, "id": 50_000 + len(name), "name": name}
+        names = [item["name"] for item in issue["labels"]]
+        if name not in names:
+            issue["labels"] = [*issue["labels"], label]
+        issue["updated_at"] = self.now()
+        payload = {"action": "labeled", "issue": issue, "label": label, **self._envelope(by)}
+        await self.send("issues", payload, delivery)
+
+    async def close_issue(self, number: int, *, by: str = WRITER) -> None:
+        issue = self.issue(number)
+        issue.update(state="closed", state_reason="not_planned", closed_at=self.now(), updated_at=self.now())
+        await self.send("issues", {"action": "closed", "issue": issue, **self._envelope(by)})
+
+    def pull_for(self, number: int) -> Json | None:
+        branch = f"openase/{number}"
+        return next((p for p in self.repo.pulls if p["head"]["ref"] == branch), None)
+
+    async def review(self, pull: Json, state: str, body: str = "", *, by: str = WRITER, comments: list[Json] | None = None) -> None:
+        """A human submits a review of a PR (GitHub's `pull_request_review.submitted`)."""
+        example = github_example("pull_request_review", "submitted")
+        review_id = 80_000 + next(self._clock)
+        review = {
+            **example["review"],
+            "id": review_id,
+            "state": state,
+            "body": body or None,
+            "user": self.user(by),
+            "commit_id": pull["head"]["sha"],
+            "submitted_at": self.now(),
+        }
+        self.fake.review_comments[review_id] = comments or []
+        pull["updated_at"] = self.now()
+        payload = {"action": "submitted", "review": review, "pull_request": pull, **self._envelope(by)}
+        await self.send("pull_request_review", payload)
+
+    async def send(self, event: str, payload: Json, delivery: str | None = None) -> None:
+        response = await self.sender.send(event, payload, delivery_id=delivery)
+        assert response.status_code in (200, 202), response.text
+
+    # --- our side --------------------------------------------------------------------------
+
+    async def start_worker(self) -> None:
+        self.worker = make_worker(
+            self.settings,
+            database_url="unused",
+            redis_url=self.redis_url,
+            deps=self.deps,
+        )
+        self.worker_task = asyncio.create_task(self.worker.main())
+
+    async def stop_worker(self) -> None:
+        if self.worker_task is not None:
+            self.worker_task.cancel()
+            with suppress(asyncio.CancelledError):
+                await self.worker_task
+        if self.worker is not None:
+            await self.worker.close()
+        self.worker = self.worker_task = None
+
+    async def start_runner(self, machine: str = "m1", *, max_runs: int = 2) -> Runner:
+        log = self.root / f"runner-{machine}-{len(self.runners)}.log"
+        out = log.open("wb")
+        env = {
+            "PATH": os.environ["PATH"],
+            "HOME": str(self.root / "home"),
+            "OPENASE_REDIS_URL": self.redis_url,
+            "AGENT_SLEEP": os.environ.get("AGENT_SLEEP", "30"),
+        }
+        process = await asyncio.create_subprocess_exec(
+            str(OPENASE),
+            "runner",
+            "--machine",
+            machine,
+            "--max-runs",
+            str(max_runs),
+            "--workspace-root",
+            str(self.root / f"ws-{machine}"),
+            "--drain-seconds",
+            "5",
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+        runner = Runner(machine, process, log, out)
+        self.runners.append(runner)
+
+        async def up() -> bool:
+            return any(m.name == machine for m in await registered(self.deps.redis))
+
+        await self.until(up, timeout=30, what=f"runner {machine} to register", runner=runner)
+        return runner
+
+    async def stop_runners(self) -> None:
+        for runner in self.runners:
+            if runner.process.returncode is None:
+                with suppress(ProcessLookupError):
+                    os.killpg(runner.process.pid, signal.SIGTERM)
+                try:
+                    await asyncio.wait_for(runner.process.wait(), 15)
+                except TimeoutError:
+                    runner.kill()
+                    await runner.process.wait()
+            runner.out.close()
+
+    async def until(
+        self,
+        check: Callable[[], Awaitable[T | None | bool]],
+        *,
+        timeout: float = 60,
+        what: str = "the condition",
+        runner: Runner | None = None,
+    ) -> T:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            value = await check()
+            if value:
+                return value  # type: ignore[return-value]  # truthy T (or True)
+            if asyncio.get_running_loop().time() > deadline:
+                logs = "\n".join(
+                    f"--- {r.log.name}\n{r.log.read_text()[-3000:]}"
+                    for r in ([runner] if runner else self.runners)
+                    if r.log.exists()
+                )
+                raise AssertionError(f"timed out waiting for {what}\n{await self.story()}\n{logs}")
+            await asyncio.sleep(0.1)
+
+    async def state(self, number: int) -> TicketState | None:
+        async with self.deps.sessions() as session:
+            return await session.scalar(
+                select(TicketState)
+                .join(Ticket, Ticket.id == TicketState.ticket_id)
+                .where(Ticket.number == number)
+            )
+
+    async def reach(self, number: int, state: str, *, timeout: float = 60) -> TicketState:
+        async def there() -> TicketState | None:
+            row = await self.state(number)
+            return row if row is not None and row.state == state else None
+
+        return await self.until(there, timeout=timeout, what=f"#{number} to reach {state}")
+
+    async def runs(self, number: int) -> list[Run]:
+        async with self.deps.sessions() as session:
+            return list(
+                (
+                    await session.scalars(
+                        select(Run)
+                        .join(Ticket, Ticket.id == Run.ticket_id)
+                        .where(Ticket.number == number)
+                        .order_by(Run.queued_at)
+                    )
+                ).all()
+            )
+
+    async def story(self) -> str:
+        """The activity log, for failure messages."""
+        async with self.deps.sessions() as session:
+            rows = (await session.scalars(select(Activity).order_by(Activity.id))).all()
+        return "\n".join(f"{a.ticket_id} {a.kind}: {a.message}" for a in rows)
+
+    def labels(self, number: int) -> list[str]:
+        return self.fake.labels_of(self.repo, number)
+
+    def bot_comments(self, number: int) -> list[str]:
+        return [c["body"] for c in self.fake.comments_on(self.repo, number) if c["user"]["type"] == "Bot"]
+
+    def check_runs(self, sha: str) -> dict[str, Json]:
+        return {run["name"]: run for run in self.fake.check_runs.values() if run["head_sha"] == sha}
+
+
+def make_remote(root: Path, config: str) -> Path:
+    """A bare repository with a main branch holding the code and `.github/openase.yml`."""
+    seed = root / "seed"
+    seed.mkdir()
+    git(seed, "init", "-q", "-b", "main")
+    (seed / "README.md").write_text("# hello\n")
+    (seed / "src").mkdir()
+    (seed / "src" / "app.py").write_text("print('hello')\n")
+    (seed / ".github").mkdir()
+    (seed / ".github" / "openase.yml").write_text(config)
+    git(seed, "add", "-A")
+    git(seed, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "seed")
+    remote = root / "remote.git"
+    git(root, "clone", "-q", "--bare", str(seed), str(remote))
+    return remote
+
+
+@asynccontextmanager
+async def world(
+    deps: Deps,
+    settings: Settings,
+    fake: FakeGitHubAPI,
+    sender: GitHubWebhookSender,
+    root: Path,
+    redis_url: str,
+    *,
+    config: str | None = None,
+    runners: int = 1,
+    max_runs: int = 2,
+) -> AsyncIterator[World]:
+    """The world, with its worker and runners started; everything stopped afterwards."""
+    agent = root / "agent.py"
+    agent.write_text(AGENT)
+    (root / "home").mkdir()
+    remote = make_remote(root, config or repo_config())
+    fake.add_installation(INSTALLATION, "octo")
+    repo = fake.add_repo(FULL_NAME, REPO_ID, INSTALLATION)
+    repo.data.update(clone_url=str(remote), default_branch="main")
+    repo.git_dir = remote
+    fake.permissions[WRITER] = "write"
+    async with deps.sessions() as session, session.begin():
+        await seed_builtins(session)
+    engine = Engine(deps=deps, github=github_app(settings), control=control_config(agent))
+    deps.workflow = engine
+    here = World(deps, settings, fake, sender, repo, remote, root, redis_url, engine)
+    try:
+        await here.start_worker()
+        for index in range(runners):
+            await here.start_runner(f"m{index + 1}", max_runs=max_runs)
+        yield here
+    finally:
+        await here.stop_runners()
+        await here.stop_worker()
+        deps.workflow = None
