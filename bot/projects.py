@@ -161,7 +161,7 @@ async def set_project_status(ctx: EffectContext, payload: Json) -> Json:
     variables = {"owner": owner, "name": name, "number": number, "field": field}
     what = f"the project items of {repo}#{number}"
     try:
-        data, forbidden = await _graphql(
+        data, forbidden = await graphql(
             ctx.github, ctx.installation(), ISSUE_ITEMS, {**variables, "first": MAX_BOARDS}, what
         )
     except RequestRejected as exc:
@@ -215,7 +215,7 @@ async def _move(ctx: EffectContext, item: Json, state: str, field: str) -> Json:
         "option": option_id,
     }
     try:
-        data, forbidden = await _graphql(
+        data, forbidden = await graphql(
             ctx.github, ctx.installation(), SET_OPTION, variables, f"moving card {item['id']}"
         )
     except RequestRejected as exc:
@@ -275,7 +275,7 @@ async def resolve_item(
     """
     what = f"project item {item_node_id}"
     try:
-        data, forbidden = await _graphql(
+        data, forbidden = await graphql(
             github, installation_id, ITEM_NODE, {"id": item_node_id, "field": field}, what
         )
     except RequestRejected as exc:
@@ -303,10 +303,11 @@ async def resolve_item(
 # --- GraphQL ------------------------------------------------------------------------------------
 
 
-async def _graphql(
+async def graphql(
     github: GitHubApp, installation_id: int, query: str, variables: Json, what: str
 ) -> tuple[Json, list[Json]]:
-    """The answer's data and its FORBIDDEN errors (the parts GitHub left null).
+    """One GraphQL request as an installation: its data and FORBIDDEN errors (those parts
+    are null). `what` names the request in error messages.
 
     GraphQL reports most failures inside a 200: a used-up limit raises RateLimited, what
     GitHub could not find RequestRejected (404), anything else TransientError (retried).

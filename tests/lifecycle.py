@@ -37,6 +37,7 @@ from bot.settings import Settings
 from bot.worker import make_worker
 from harness_store.seed import seed_builtins
 from tests.fakes.github_api import FakeGitHubAPI, FakeRepo
+from tests.fakes.github_graphql import FakeGitHubGraphQL
 from tests.git_repos import git
 from tests.helpers import GitHubWebhookSender, github_example
 
@@ -137,6 +138,8 @@ class World:
     redis_url: str
     engine: Engine
     runners: list[Runner] = field(default_factory=list)
+    agent_sleep: float = 30.0  # how long a "[slow]" ticket's agent works
+    boards: FakeGitHubGraphQL | None = None
     worker: Worker | None = None
     worker_task: asyncio.Task[Any] | None = None
     _clock: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
@@ -169,7 +172,15 @@ class World:
             "installation": {"id": INSTALLATION, "node_id": "MDIzOkludGVncmF0aW9uSW5zdGFsbGF0aW9u"},
         }
 
-    async def label(self, number: int, name: str, *, by: str = WRITER, delivery: str | None = None) -> None:
+    async def label(
+        self,
+        number: int,
+        name: str,
+        *,
+        by: str = WRITER,
+        bot: bool = False,
+        delivery: str | None = None,
+    ) -> None:
         """A human adds a label to an issue (GitHub's `issues.labeled`)."""
         issue = self.issue(number)
         template = issue["labels"][0] if issue["labels"] else github_example("issues", "labeled")["label"]
@@ -178,7 +189,8 @@ class World:
         if name not in names:
             issue["labels"] = [*issue["labels"], label]
         issue["updated_at"] = self.now()
-        payload = {"action": "labeled", "issue": issue, "label": label, **self._envelope(by)}
+        envelope = self._envelope(by, "Bot" if bot else "User")
+        payload = {"action": "labeled", "issue": issue, "label": label, **envelope}
         await self.send("issues", payload, delivery)
 
     async def close_issue(self, number: int, *, by: str = WRITER) -> None:
@@ -239,7 +251,7 @@ class World:
             "PATH": os.environ["PATH"],
             "HOME": str(self.root / "home"),
             "OPENASE_REDIS_URL": self.redis_url,
-            "AGENT_SLEEP": os.environ.get("AGENT_SLEEP", "30"),
+            "AGENT_SLEEP": str(self.agent_sleep),
         }
         process = await asyncio.create_subprocess_exec(
             str(OPENASE),
@@ -373,6 +385,7 @@ async def world(
     config: str | None = None,
     runners: int = 1,
     max_runs: int = 2,
+    agent_sleep: float = 30.0,
 ) -> AsyncIterator[World]:
     """The world, with its worker and runners started; everything stopped afterwards."""
     agent = root / "agent.py"
@@ -384,11 +397,14 @@ async def world(
     repo.data.update(clone_url=str(remote), default_branch="main")
     repo.git_dir = remote
     fake.permissions[WRITER] = "write"
+    boards = FakeGitHubGraphQL(fake)  # GraphQL for Projects v2; a test may add a board
     async with deps.sessions() as session, session.begin():
         await seed_builtins(session)
     engine = Engine(deps=deps, github=github_app(settings), control=control_config(agent))
     deps.workflow = engine
     here = World(deps, settings, fake, sender, repo, remote, root, redis_url, engine)
+    here.agent_sleep = agent_sleep
+    here.boards = boards
     try:
         await here.start_worker()
         for index in range(runners):

@@ -3,6 +3,7 @@ API and real runner processes executing the `command` agent (tests/lifecycle.py)
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 from bot.deps import Deps
@@ -11,7 +12,7 @@ from bot.states import State
 from tests.conftest import Services
 from tests.fakes.github_api import FakeGitHubAPI
 from tests.helpers import GitHubWebhookSender
-from tests.lifecycle import world
+from tests.lifecycle import World, repo_config, world
 
 
 async def test_a_labelled_issue_becomes_a_reviewed_merged_pr(
@@ -51,3 +52,226 @@ async def test_a_labelled_issue_becomes_a_reviewed_merged_pr(
 
 async def _async(value: object) -> object:
     return value
+
+
+async def test_a_failing_gate_is_retried_with_its_output_and_then_passes(
+    deps: Deps,
+    settings: Settings,
+    github_api: FakeGitHubAPI,
+    github: GitHubWebhookSender,
+    services: Services,
+    tmp_path: Path,
+) -> None:
+    async with world(deps, settings, github_api, github, tmp_path, services.redis_url) as w:
+        w.add_issue(2, "Flaky start", "[fail-first] add the PASS file")
+        await w.label(2, "openase")
+
+        row = await w.reach(2, State.IN_REVIEW)
+        runs = await w.runs(2)
+        assert [run.status for run in runs] == ["gates_failed", "succeeded"]
+        assert [run.attempt for run in runs] == [1, 2]
+        assert row.attempt == 2
+        # The second attempt was told what the gate said.
+        assert "the PASS file is missing" in (runs[1].spec["previous_failure"] or "")
+        failed_sha = runs[0].result["head_sha"] if runs[0].result else None
+        assert failed_sha
+        checks = await w.until(
+            lambda: _async(w.check_runs(failed_sha) if len(w.check_runs(failed_sha)) == 2 else None),
+            what="the failed attempt's check runs",
+        )
+        gate = checks["openase/tests"]
+        assert gate["conclusion"] == "failure"
+        assert gate["_actions"][0]["identifier"] == "retry"
+        annotations = w.fake.annotations[gate["id"]]
+        assert annotations[0]["path"] == "src/app.py"
+        assert annotations[0]["start_line"] == 3
+        assert checks["openase"]["conclusion"] == "failure"
+        await w.until(lambda: _async(w.pull_for(2)), what="the PR")
+        assert len(w.repo.pulls) == 1
+
+
+async def test_the_last_failed_attempt_gives_up_with_a_comment(
+    deps: Deps,
+    settings: Settings,
+    github_api: FakeGitHubAPI,
+    github: GitHubWebhookSender,
+    services: Services,
+    tmp_path: Path,
+) -> None:
+    config = repo_config(max_attempts=2)
+    async with world(
+        deps, settings, github_api, github, tmp_path, services.redis_url, config=config
+    ) as w:
+        w.add_issue(3, "Impossible", "[never-pass]")
+        await w.label(3, "openase")
+
+        row = await w.reach(3, State.FAILED)
+        assert row.attempt == 2
+        assert "the PASS file is missing" in (row.last_failure or "")
+        assert [run.status for run in await w.runs(3)] == ["gates_failed", "gates_failed"]
+        gave_up = await w.until(
+            lambda: _async([c for c in w.bot_comments(3) if "gave up" in c]),
+            what="the gave-up comment",
+        )
+        assert len(gave_up) == 1
+        assert "the PASS file is missing" in gave_up[0]
+        await w.until(lambda: _async("openase/failed" in w.labels(3)), what="failed label")
+        assert w.repo.pulls == []
+
+
+async def test_changes_requested_send_the_review_to_the_agent_and_update_the_pr(
+    deps: Deps,
+    settings: Settings,
+    github_api: FakeGitHubAPI,
+    github: GitHubWebhookSender,
+    services: Services,
+    tmp_path: Path,
+) -> None:
+    async with world(deps, settings, github_api, github, tmp_path, services.redis_url) as w:
+        w.add_issue(4, "Reviewed work", "add PASS")
+        await w.label(4, "openase")
+        first = await w.reach(4, State.IN_REVIEW)
+        pull = await w.until(lambda: _async(w.pull_for(4)), what="the PR")
+        await w.until(lambda: _pr_known(w, 4), what="the PR number to be recorded")
+
+        comment = {"path": "src/app.py", "line": 1, "body": "Say hello to the world."}
+        await w.review(pull, "changes_requested", "Please greet properly.", comments=[comment])
+
+        await w.until(
+            lambda: _moved_on(w, 4, first.head_sha), what="a second reviewed commit"
+        )
+        second = await w.reach(4, State.IN_REVIEW)
+        runs = await w.runs(4)
+        assert len(runs) == 2
+        prompt = runs[1].spec["prompt"]
+        assert "Please greet properly." in prompt
+        assert "src/app.py:1: Say hello to the world." in prompt
+        reviewed = subprocess.run(
+            ["git", "--git-dir", str(w.remote), "show", f"{second.head_sha}:REVIEWED"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert "Please greet properly." in reviewed
+        assert len(w.repo.pulls) == 1  # the same PR, updated
+
+        await w.review(w.pull_for(4) or pull, "approved")
+        await w.reach(4, State.DONE)
+        assert w.fake.merges[-1]["sha"] == second.head_sha
+
+
+async def test_redelivered_and_echoed_webhooks_change_nothing(
+    deps: Deps,
+    settings: Settings,
+    github_api: FakeGitHubAPI,
+    github: GitHubWebhookSender,
+    services: Services,
+    tmp_path: Path,
+) -> None:
+    async with world(deps, settings, github_api, github, tmp_path, services.redis_url) as w:
+        w.add_issue(5, "Once only", "add PASS")
+        await w.label(5, "openase", delivery="same-delivery")
+        await w.label(5, "openase", delivery="same-delivery")  # GitHub's redelivery
+        await w.label(5, "openase")  # the label event again, as a new delivery
+        row = await w.reach(5, State.IN_REVIEW)
+        await w.until(lambda: _async(w.pull_for(5)), what="the PR")
+
+        # The bot's own label change, echoed late by GitHub, does not move the ticket.
+        await w.label(5, "openase/todo", by="openase[bot]", bot=True)
+        # A human may not claim the agent is working: the engine puts its label back.
+        await w.label(5, "openase/in-progress")
+        await w.until(
+            lambda: _version_above(w, 5, row.version), what="the label to be restored"
+        )
+        after = await w.state(5)
+        assert after is not None
+        assert after.state == State.IN_REVIEW
+        assert len(await w.runs(5)) == 1
+        assert len(w.repo.pulls) == 1
+
+
+async def test_closing_the_issue_cancels_the_running_agent(
+    deps: Deps,
+    settings: Settings,
+    github_api: FakeGitHubAPI,
+    github: GitHubWebhookSender,
+    services: Services,
+    tmp_path: Path,
+) -> None:
+    async with world(deps, settings, github_api, github, tmp_path, services.redis_url) as w:
+        w.add_issue(6, "Never mind", "[slow] add PASS")
+        await w.label(6, "openase")
+        await w.reach(6, State.IN_PROGRESS)
+        await w.until(lambda: _run_state(w, 6, "running"), what="the agent to start")
+
+        await w.close_issue(6)
+        await w.reach(6, State.CANCELED)
+        await w.until(lambda: _run_status(w, 6, "canceled"), what="the run to stop")
+        assert w.repo.pulls == []
+
+
+async def test_two_workflows_relay_one_ticket(
+    deps: Deps,
+    settings: Settings,
+    github_api: FakeGitHubAPI,
+    github: GitHubWebhookSender,
+    services: Services,
+    tmp_path: Path,
+) -> None:
+    relay = """\
+workflows:
+  design:
+    trigger_labels: [openase]
+    provider: script
+    skills: []
+    harness: docs
+    finish: build
+    hooks:
+      on_complete:
+        - {name: notes, run: "test -f attempts.txt"}
+  build:
+    pickup: build
+    provider: script
+    skills: []
+    approval: none
+    hooks:
+      on_complete:
+        - {name: tests, run: "test -f PASS"}
+"""
+    async with world(
+        deps, settings, github_api, github, tmp_path, services.redis_url, config=relay
+    ) as w:
+        w.add_issue(7, "Design then build", "add PASS")
+        await w.label(7, "openase")
+
+        await w.reach(7, State.DONE)  # approval: none, so it merges by itself
+        runs = await w.runs(7)
+        assert [run.workflow for run in runs] == ["design", "build"]
+        assert [run.spec["harness"]["name"] for run in runs] == ["docs", "coder"]
+        assert runs[1].spec["hooks"]["on_complete"][0]["name"] == "tests"
+        story = await w.story()
+        assert "in_progress → build: design done; build next" in story
+        assert "build → in_progress: build attempt 1" in story
+
+
+async def _pr_known(w: World, number: int) -> bool:
+    row = await w.state(number)
+    return row is not None and row.pr_number is not None
+
+
+async def _moved_on(w: World, number: int, sha: str | None) -> bool:
+    row = await w.state(number)
+    return row is not None and row.state == State.IN_REVIEW and row.head_sha != sha
+
+
+async def _version_above(w: World, number: int, version: int) -> bool:
+    row = await w.state(number)
+    return row is not None and row.version > version
+
+
+async def _run_state(w: World, number: int, state: str) -> bool:
+    return any(run.state == state for run in await w.runs(number))
+
+
+async def _run_status(w: World, number: int, status: str) -> bool:
+    return any(run.status == status for run in await w.runs(number))

@@ -19,7 +19,7 @@ from bot.outbox import add_effect, perform_pending
 from bot.projects import (
     ISSUE_ITEMS,
     ProjectItem,
-    _graphql,
+    graphql,
     resolve_item,
     state_for_option,
     status_option_for,
@@ -514,15 +514,15 @@ async def test_the_fake_refuses_documents_github_would_refuse(
     misspelt = ISSUE_ITEMS.replace("fieldValueByName", "fieldValueByNam")
     variables = {"owner": "acme", "name": "widgets", "number": 7, "field": "Status", "first": 5}
     with pytest.raises(TransientError, match="Field 'fieldValueByNam' doesn't exist"):
-        await _graphql(github, INSTALLATION, misspelt, variables, "a misspelt query")
+        await graphql(github, INSTALLATION, misspelt, variables, "a misspelt query")
 
     with pytest.raises(TransientError, match=r"Variable \$number of type Int! was provided"):
-        await _graphql(github, INSTALLATION, ISSUE_ITEMS, {**variables, "number": "7"}, "it")
+        await graphql(github, INSTALLATION, ISSUE_ITEMS, {**variables, "number": "7"}, "it")
 
     wrong_type = (
         'mutation M($o: ID!) { updateProjectV2ItemFieldValue(input: {projectId: "P", '
         'itemId: "I", fieldId: "F", value: {singleSelectOptionId: $o}}) { clientMutationId } }'
     )
     with pytest.raises(TransientError, match=r"Type mismatch on variable \$o"):
-        await _graphql(github, INSTALLATION, wrong_type, {"o": "x"}, "a mutation")
+        await graphql(github, INSTALLATION, wrong_type, {"o": "x"}, "a mutation")
     assert boards.mutations == []

@@ -2,10 +2,10 @@
 
 Outside `async with`, githubkit builds an httpx client per request, so each request paid a
 new TCP and TLS handshake (about 67 ms against api.github.com) and, before that, loading
-certifi's CA bundle into a new SSL context (about 45 ms of CPU, blocking the event loop:
-`make bench-github` shows both). Entering githubkit's context
-does not help a worker: it keeps the client in a ContextVar, which only the entering task
-and tasks started after it see, not the jobs arq runs as their own tasks.
+certifi's CA bundle into a new SSL context (about 45 ms of CPU that blocks the event loop;
+`make bench-github` shows it). Entering githubkit's context does not help a worker: it
+keeps the client in a ContextVar, which only the entering task and tasks started after it
+see, not the jobs arq runs as their own tasks.
 
 An httpx client's connections belong to the event loop that opened them. So the client is
 opened lazily, inside the running loop, and a request from another loop (the CLI may call
@@ -27,8 +27,9 @@ from githubkit.auth import UnauthAuthStrategy
 log = structlog.get_logger(__name__)
 
 # A job touches GitHub a few times at once at most; 20 connections leave room for a burst
-# of effects without opening a connection per job. Idle connections stay for 30 s: GitHub's
-# load balancers keep them longer, and a label arriving within that skips the handshake.
+# of effects without opening a connection per job. An idle connection is kept 30 s (httpx's
+# default is 5 s), so requests of one ticket's steps seconds apart skip the handshake; one
+# the server closed meanwhile is noticed before reuse (httpcore checks it is not readable).
 LIMITS = httpx.Limits(max_connections=20, max_keepalive_connections=20, keepalive_expiry=30.0)
 
 

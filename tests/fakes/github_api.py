@@ -690,7 +690,12 @@ class FakeGitHubAPI:
         return next((i for i in repo.issues if i["number"] == number), None)
 
     def _pull(self, repo: FakeRepo, number: int) -> Json | None:
-        return next((p for p in repo.pulls if p["number"] == number), None)
+        pull = next((p for p in repo.pulls if p["number"] == number), None)
+        if pull is not None and repo.git_dir is not None and pull["state"] == "open":
+            # An open PR's head follows its branch, as on GitHub.
+            sync_from_git(repo)
+            pull["head"]["sha"] = repo.branches.get(pull["head"]["ref"], pull["head"]["sha"])
+        return pull
 
     def _repo_label(self, repo: FakeRepo, name: str) -> Json | None:
         labels = self.repo_labels.setdefault(repo.full_name.lower(), {})
