@@ -69,14 +69,13 @@ AGENT = textwrap.dedent(
     print("I did the work" + (" and the gate will pass" if passes else ""))
     """
 )
-GATE = (
-    "test -f PASS || { echo 'src/app.py:3:1: error: the PASS file is missing'; exit 1; }"
-)
+GATE = "test -f PASS || { echo 'src/app.py:3:1: error: the PASS file is missing'; exit 1; }"
 
 
 def repo_config(*, max_attempts: int = 3, approval: str = "required", extra: str = "") -> str:
-    return textwrap.dedent(
-        f"""\
+    return (
+        textwrap.dedent(
+            f"""\
         workflows:
           coder:
             trigger_labels: [openase]
@@ -90,7 +89,9 @@ def repo_config(*, max_attempts: int = 3, approval: str = "required", extra: str
               on_complete:
                 - {{name: tests, run: "{GATE}", timeout: 60}}
         """
-    ) + extra
+        )
+        + extra
+    )
 
 
 def control_config(agent: Path) -> ControlConfig:
@@ -156,8 +157,12 @@ class World:
         user.update(login=login, id=abs(hash(login)) % 10_000_000, type=kind)
         return user
 
-    def add_issue(self, number: int, title: str, body: str = "", labels: tuple[str, ...] = ()) -> Json:
-        issue = self.fake.add_issue(self.repo, number, title=title, labels=labels, updated_at=self.now())
+    def add_issue(
+        self, number: int, title: str, body: str = "", labels: tuple[str, ...] = ()
+    ) -> Json:
+        issue = self.fake.add_issue(
+            self.repo, number, title=title, labels=labels, updated_at=self.now()
+        )
         issue.update(body=body, state="open")
         return issue
 
@@ -183,7 +188,9 @@ class World:
     ) -> None:
         """A human adds a label to an issue (GitHub's `issues.labeled`)."""
         issue = self.issue(number)
-        template = issue["labels"][0] if issue["labels"] else github_example("issues", "labeled")["label"]
+        template = (
+            issue["labels"][0] if issue["labels"] else github_example("issues", "labeled")["label"]
+        )
         label = {**template, "id": 50_000 + len(name), "name": name}
         names = [item["name"] for item in issue["labels"]]
         if name not in names:
@@ -195,14 +202,24 @@ class World:
 
     async def close_issue(self, number: int, *, by: str = WRITER) -> None:
         issue = self.issue(number)
-        issue.update(state="closed", state_reason="not_planned", closed_at=self.now(), updated_at=self.now())
+        issue.update(
+            state="closed", state_reason="not_planned", closed_at=self.now(), updated_at=self.now()
+        )
         await self.send("issues", {"action": "closed", "issue": issue, **self._envelope(by)})
 
     def pull_for(self, number: int) -> Json | None:
         branch = f"openase/{number}"
         return next((p for p in self.repo.pulls if p["head"]["ref"] == branch), None)
 
-    async def review(self, pull: Json, state: str, body: str = "", *, by: str = WRITER, comments: list[Json] | None = None) -> None:
+    async def review(
+        self,
+        pull: Json,
+        state: str,
+        body: str = "",
+        *,
+        by: str = WRITER,
+        comments: list[Json] | None = None,
+    ) -> None:
         """A human submits a review of a PR (GitHub's `pull_request_review.submitted`)."""
         example = github_example("pull_request_review", "submitted")
         review_id = 80_000 + next(self._clock)
@@ -217,7 +234,12 @@ class World:
         }
         self.fake.review_comments[review_id] = comments or []
         pull["updated_at"] = self.now()
-        payload = {"action": "submitted", "review": review, "pull_request": pull, **self._envelope(by)}
+        payload = {
+            "action": "submitted",
+            "review": review,
+            "pull_request": pull,
+            **self._envelope(by),
+        }
         await self.send("pull_request_review", payload)
 
     async def send(self, event: str, payload: Json, delivery: str | None = None) -> None:
@@ -275,7 +297,7 @@ class World:
         async def up() -> bool:
             return any(m.name == machine for m in await registered(self.deps.redis))
 
-        await self.until(up, timeout=30, what=f"runner {machine} to register", runner=runner)
+        await self.until(up, within=30, what=f"runner {machine} to register", runner=runner)
         return runner
 
     async def stop_runners(self) -> None:
@@ -292,13 +314,13 @@ class World:
 
     async def until(
         self,
-        check: Callable[[], Awaitable[T | None | bool]],
+        check: Callable[[], Awaitable[T | bool | None]],
         *,
-        timeout: float = 60,
+        within: float = 60,
         what: str = "the condition",
         runner: Runner | None = None,
     ) -> T:
-        deadline = asyncio.get_running_loop().time() + timeout
+        deadline = asyncio.get_running_loop().time() + within
         while True:
             value = await check()
             if value:
@@ -320,12 +342,12 @@ class World:
                 .where(Ticket.number == number)
             )
 
-    async def reach(self, number: int, state: str, *, timeout: float = 60) -> TicketState:
+    async def reach(self, number: int, state: str, *, within: float = 60) -> TicketState:
         async def there() -> TicketState | None:
             row = await self.state(number)
             return row if row is not None and row.state == state else None
 
-        return await self.until(there, timeout=timeout, what=f"#{number} to reach {state}")
+        return await self.until(there, within=within, what=f"#{number} to reach {state}")
 
     async def runs(self, number: int) -> list[Run]:
         async with self.deps.sessions() as session:
@@ -350,7 +372,11 @@ class World:
         return self.fake.labels_of(self.repo, number)
 
     def bot_comments(self, number: int) -> list[str]:
-        return [c["body"] for c in self.fake.comments_on(self.repo, number) if c["user"]["type"] == "Bot"]
+        return [
+            c["body"]
+            for c in self.fake.comments_on(self.repo, number)
+            if c["user"]["type"] == "Bot"
+        ]
 
     def check_runs(self, sha: str) -> dict[str, Json]:
         return {run["name"]: run for run in self.fake.check_runs.values() if run["head_sha"] == sha}

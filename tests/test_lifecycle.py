@@ -3,16 +3,19 @@ API and real runner processes executing the `command` agent (tests/lifecycle.py)
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
+from typing import TypeVar
 
 from bot.deps import Deps
 from bot.settings import Settings
 from bot.states import State
 from tests.conftest import Services
 from tests.fakes.github_api import FakeGitHubAPI
+from tests.git_repos import show
 from tests.helpers import GitHubWebhookSender
 from tests.lifecycle import World, repo_config, world
+
+T = TypeVar("T")
 
 
 async def test_a_labelled_issue_becomes_a_reviewed_merged_pr(
@@ -33,7 +36,11 @@ async def test_a_labelled_issue_becomes_a_reviewed_merged_pr(
         assert "Closes #1" in pull["body"]
         assert row.head_sha == pull["head"]["sha"]
         checks = await w.until(
-            lambda: _async(w.check_runs(pull["head"]["sha"]) if len(w.check_runs(pull["head"]["sha"])) == 2 else None),
+            lambda: _async(
+                w.check_runs(pull["head"]["sha"])
+                if len(w.check_runs(pull["head"]["sha"])) == 2
+                else None
+            ),
             what="two check runs",
         )
         assert checks["openase/tests"]["conclusion"] == "success"
@@ -50,7 +57,7 @@ async def test_a_labelled_issue_becomes_a_reviewed_merged_pr(
         assert len(status) == 1
 
 
-async def _async(value: object) -> object:
+async def _async(value: T) -> T:
     return value
 
 
@@ -76,7 +83,9 @@ async def test_a_failing_gate_is_retried_with_its_output_and_then_passes(
         failed_sha = runs[0].result["head_sha"] if runs[0].result else None
         assert failed_sha
         checks = await w.until(
-            lambda: _async(w.check_runs(failed_sha) if len(w.check_runs(failed_sha)) == 2 else None),
+            lambda: _async(
+                w.check_runs(failed_sha) if len(w.check_runs(failed_sha)) == 2 else None
+            ),
             what="the failed attempt's check runs",
         )
         gate = checks["openase/tests"]
@@ -137,21 +146,14 @@ async def test_changes_requested_send_the_review_to_the_agent_and_update_the_pr(
         comment = {"path": "src/app.py", "line": 1, "body": "Say hello to the world."}
         await w.review(pull, "changes_requested", "Please greet properly.", comments=[comment])
 
-        await w.until(
-            lambda: _moved_on(w, 4, first.head_sha), what="a second reviewed commit"
-        )
+        await w.until(lambda: _moved_on(w, 4, first.head_sha), what="a second reviewed commit")
         second = await w.reach(4, State.IN_REVIEW)
         runs = await w.runs(4)
         assert len(runs) == 2
         prompt = runs[1].spec["prompt"]
         assert "Please greet properly." in prompt
         assert "src/app.py:1: Say hello to the world." in prompt
-        reviewed = subprocess.run(
-            ["git", "--git-dir", str(w.remote), "show", f"{second.head_sha}:REVIEWED"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
+        reviewed = show(w.remote, str(second.head_sha), "REVIEWED")
         assert "Please greet properly." in reviewed
         assert len(w.repo.pulls) == 1  # the same PR, updated
 
@@ -180,9 +182,7 @@ async def test_redelivered_and_echoed_webhooks_change_nothing(
         await w.label(5, "openase/todo", by="openase[bot]", bot=True)
         # A human may not claim the agent is working: the engine puts its label back.
         await w.label(5, "openase/in-progress")
-        await w.until(
-            lambda: _version_above(w, 5, row.version), what="the label to be restored"
-        )
+        await w.until(lambda: _version_above(w, 5, row.version), what="the label to be restored")
         after = await w.state(5)
         assert after is not None
         assert after.state == State.IN_REVIEW

@@ -20,8 +20,8 @@ import typing
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
 
@@ -1108,9 +1108,7 @@ class FakeGitHubAPI:
             return repo
         permission = self.permissions.get(login, "read")
         user = {**self.bot_user, "login": login, "type": "User", "id": abs(hash(login)) % 10**7}
-        return self._answer(
-            200, {"permission": permission, "role_name": permission, "user": user}
-        )
+        return self._answer(200, {"permission": permission, "role_name": permission, "user": user})
 
     def _combined_status(self, request: httpx.Request, name: str, ref: str) -> httpx.Response:
         repo = self._writable(request, name)

@@ -25,7 +25,9 @@ def sync_from_git(repo: GitBacked) -> None:
     """Read the bare repository's branch heads (and the files of commits not read yet)."""
     if repo.git_dir is None:
         return
-    refs = _git(repo.git_dir, "for-each-ref", "--format=%(objectname) %(refname:short)", "refs/heads")
+    refs = _git(
+        repo.git_dir, "for-each-ref", "--format=%(objectname) %(refname:short)", "refs/heads"
+    )
     branches: dict[str, str] = {}
     for line in refs.decode().splitlines():
         sha, _, name = line.partition(" ")
