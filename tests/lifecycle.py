@@ -58,8 +58,8 @@ AGENT = textwrap.dedent(
     prompt = pathlib.Path(sys.argv[1]).read_text()
     work = pathlib.Path(os.environ["OPENASE_WORKSPACE"])
     retried = "Fix what made it fail" in prompt
-    if "[slow]" in prompt:
-        time.sleep(float(os.environ.get("AGENT_SLEEP", "30")))
+    if "[slow]" in prompt or ("[slow-first]" in prompt and not retried):
+        time.sleep(SLEEP)
     (work / "attempts.txt").open("a").write("attempt\\n")
     passes = not ("[never-pass]" in prompt or ("[fail-first]" in prompt and not retried))
     if passes:
@@ -72,10 +72,13 @@ AGENT = textwrap.dedent(
 GATE = "test -f PASS || { echo 'src/app.py:3:1: error: the PASS file is missing'; exit 1; }"
 
 
-def repo_config(*, max_attempts: int = 3, approval: str = "required", extra: str = "") -> str:
-    return (
-        textwrap.dedent(
-            f"""\
+def repo_config(
+    *, max_attempts: int = 3, approval: str = "required", repo_concurrency: int | None = None
+) -> str:
+    """The repository's `.github/openase.yml`: one workflow whose gate wants a PASS file."""
+    concurrency = f", concurrency: {{repo: {repo_concurrency}}}" if repo_concurrency else ""
+    return textwrap.dedent(
+        f"""\
         workflows:
           coder:
             trigger_labels: [openase]
@@ -84,13 +87,11 @@ def repo_config(*, max_attempts: int = 3, approval: str = "required", extra: str
             max_attempts: {max_attempts}
             approval: {approval}
             merge_method: squash
-            limits: {{backoff_seconds: 1}}
+            limits: {{backoff_seconds: 1{concurrency}}}
             hooks:
               on_complete:
                 - {{name: tests, run: "{GATE}", timeout: 60}}
         """
-        )
-        + extra
     )
 
 
@@ -139,7 +140,6 @@ class World:
     redis_url: str
     engine: Engine
     runners: list[Runner] = field(default_factory=list)
-    agent_sleep: float = 30.0  # how long a "[slow]" ticket's agent works
     boards: FakeGitHubGraphQL | None = None
     worker: Worker | None = None
     worker_task: asyncio.Task[Any] | None = None
@@ -273,7 +273,6 @@ class World:
             "PATH": os.environ["PATH"],
             "HOME": str(self.root / "home"),
             "OPENASE_REDIS_URL": self.redis_url,
-            "AGENT_SLEEP": str(self.agent_sleep),
         }
         process = await asyncio.create_subprocess_exec(
             str(OPENASE),
@@ -415,7 +414,8 @@ async def world(
 ) -> AsyncIterator[World]:
     """The world, with its worker and runners started; everything stopped afterwards."""
     agent = root / "agent.py"
-    agent.write_text(AGENT)
+    # The agent's environment is scrubbed: how long it sleeps is written into it.
+    agent.write_text(AGENT.replace("SLEEP", repr(float(agent_sleep))))
     (root / "home").mkdir()
     remote = make_remote(root, config or repo_config())
     fake.add_installation(INSTALLATION, "octo")
@@ -429,7 +429,6 @@ async def world(
     engine = Engine(deps=deps, github=github_app(settings), control=control_config(agent))
     deps.workflow = engine
     here = World(deps, settings, fake, sender, repo, remote, root, redis_url, engine)
-    here.agent_sleep = agent_sleep
     here.boards = boards
     try:
         await here.start_worker()

@@ -3,10 +3,17 @@ API and real runner processes executing the `command` agent (tests/lifecycle.py)
 
 from __future__ import annotations
 
+import asyncio
+from datetime import timedelta
 from pathlib import Path
 from typing import TypeVar
 
+import pytest
+from sqlalchemy import select
+
+from bot import run_tracking
 from bot.deps import Deps
+from bot.engine_models import Run, TicketState
 from bot.settings import Settings
 from bot.states import State
 from tests.conftest import Services
@@ -275,3 +282,83 @@ async def _run_state(w: World, number: int, state: str) -> bool:
 
 async def _run_status(w: World, number: int, status: str) -> bool:
     return any(run.status == status for run in await w.runs(number))
+
+
+# Stopping the worker mid-job is the point: arq's half-used Redis pipelines of the jobs it
+# was running are then collected unclosed, which Python reports as an unraisable warning.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+async def test_a_killed_worker_and_runner_lose_nothing(
+    deps: Deps,
+    settings: Settings,
+    github_api: FakeGitHubAPI,
+    github: GitHubWebhookSender,
+    services: Services,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Declared lost as soon as its liveness key (30 s) is gone, not 45 s after that.
+    monkeypatch.setattr(run_tracking, "LOST_AFTER", timedelta(seconds=2))
+    async with world(deps, settings, github_api, github, tmp_path, services.redis_url) as w:
+        w.add_issue(8, "Survive", "[slow-first] add PASS")
+        await w.label(8, "openase")
+        await w.until(lambda: _run_state(w, 8, "running"), what="the agent to start")
+
+        await w.stop_worker()  # the control plane goes down mid-run ...
+        first = w.runners[0]
+        first.kill()  # ... and so does the machine, agent and all
+        await first.process.wait()
+        await w.start_runner("m2")
+        await w.start_worker()
+
+        row = await w.reach(8, State.IN_REVIEW, within=90)
+        runs = await w.runs(8)
+        assert [(run.machine, run.state) for run in runs] == [
+            ("m1", "lost"),
+            ("m2", "finished"),
+        ]
+        assert row.attempt == 2
+        assert "stopped sending heartbeats" in (runs[1].spec["previous_failure"] or "")
+        await w.until(lambda: _async(w.pull_for(8)), what="the PR")
+
+
+async def test_twenty_issues_at_once_respect_the_concurrency_limit(
+    deps: Deps,
+    settings: Settings,
+    github_api: FakeGitHubAPI,
+    github: GitHubWebhookSender,
+    services: Services,
+    tmp_path: Path,
+) -> None:
+    config = repo_config(repo_concurrency=3)
+    async with world(
+        deps,
+        settings,
+        github_api,
+        github,
+        tmp_path,
+        services.redis_url,
+        config=config,
+        runners=2,
+        agent_sleep=1.0,
+    ) as w:
+        for number in range(1, 21):
+            w.add_issue(number, f"Ticket {number}", "[slow] add PASS")
+        await asyncio.gather(*(w.label(number, "openase") for number in range(1, 21)))
+
+        most = 0
+
+        async def all_in_review() -> bool:
+            nonlocal most
+            async with deps.sessions() as session:
+                states = (await session.scalars(select(TicketState.state))).all()
+            most = max(most, sum(state == State.IN_PROGRESS for state in states))
+            return len(states) == 20 and all(state == State.IN_REVIEW for state in states)
+
+        await w.until(all_in_review, within=120, what="all twenty in review")
+        assert most == 3
+        async with deps.sessions() as session:
+            machines = set((await session.scalars(select(Run.machine))).all())
+            runs = (await session.scalars(select(Run))).all()
+        assert machines == {"m1", "m2"}
+        assert len(runs) == 20
+        assert all(run.status == "succeeded" for run in runs)
