@@ -141,6 +141,7 @@ class World:
     engine: Engine
     runners: list[Runner] = field(default_factory=list)
     boards: FakeGitHubGraphQL | None = None
+    path_prefix: Path | None = None
     worker: Worker | None = None
     worker_task: asyncio.Task[Any] | None = None
     _clock: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
@@ -270,7 +271,9 @@ class World:
         log = self.root / f"runner-{machine}-{len(self.runners)}.log"
         out = log.open("wb")
         env = {
-            "PATH": os.environ["PATH"],
+            "PATH": os.pathsep.join(
+                [str(self.path_prefix)] * (self.path_prefix is not None) + [os.environ["PATH"]]
+            ),
             "HOME": str(self.root / "home"),
             "OPENASE_REDIS_URL": self.redis_url,
         }
@@ -411,7 +414,11 @@ async def world(
     runners: int = 1,
     max_runs: int = 2,
     agent_sleep: float = 30.0,
+    control: str | None = None,
+    path_prefix: Path | None = None,
 ) -> AsyncIterator[World]:
+    """`control` replaces the control-plane YAML (its default drives tests/lifecycle's
+    script agent); `path_prefix` goes in front of the runners' PATH (an agent CLI's home)."""
     """The world, with its worker and runners started; everything stopped afterwards."""
     agent = root / "agent.py"
     # The agent's environment is scrubbed: how long it sleeps is written into it.
@@ -426,9 +433,16 @@ async def world(
     boards = FakeGitHubGraphQL(fake)  # GraphQL for Projects v2; a test may add a board
     async with deps.sessions() as session, session.begin():
         await seed_builtins(session)
-    engine = Engine(deps=deps, github=github_app(settings), control=control_config(agent))
+    controls = (
+        control_config(agent)
+        if control is None
+        else parse_control_config(control, file="control.yml", environ={})
+    )
+    assert isinstance(controls, ControlConfig), controls
+    engine = Engine(deps=deps, github=github_app(settings), control=controls)
     deps.workflow = engine
     here = World(deps, settings, fake, sender, repo, remote, root, redis_url, engine)
+    here.path_prefix = path_prefix
     here.boards = boards
     try:
         await here.start_worker()

@@ -16,8 +16,10 @@ from bot.deps import Deps
 from bot.engine_models import Run, TicketState
 from bot.settings import Settings
 from bot.states import State
+from tests.agent_clis import agent_cli
 from tests.conftest import Services
 from tests.fakes.github_api import FakeGitHubAPI
+from tests.fakes.model_server import ModelServer, Scenario, Step, ToolCall
 from tests.git_repos import show
 from tests.helpers import GitHubWebhookSender
 from tests.lifecycle import World, repo_config, world
@@ -362,3 +364,54 @@ async def test_twenty_issues_at_once_respect_the_concurrency_limit(
         assert machines == {"m1", "m2"}
         assert len(runs) == 20
         assert all(run.status == "succeeded" for run in runs)
+
+
+async def test_claude_code_takes_a_labelled_issue_to_a_merged_pr(
+    deps: Deps,
+    settings: Settings,
+    github_api: FakeGitHubAPI,
+    github: GitHubWebhookSender,
+    services: Services,
+    tmp_path: Path,
+) -> None:
+    claude = agent_cli("claude")  # the pinned real CLI from npm
+    write = ToolCall("Bash", {"command": "printf 'ok\\n' > PASS", "description": "add PASS"})
+    scenario = Scenario(steps=[Step(tool_calls=(write,)), Step(text="Added the PASS file.")])
+    with ModelServer(scenario) as model:
+        control = f"""\
+providers:
+  claude:
+    cli: claude_code
+    model: claude-sonnet-4-5
+    env: {{ANTHROPIC_BASE_URL: "{model.url}", ANTHROPIC_API_KEY: sk-test}}
+    limits: {{wall_seconds: 180, stall_seconds: 120}}
+defaults:
+  provider: claude
+"""
+        config = repo_config(approval="none").replace("provider: script", "provider: claude")
+        config = config.replace("skills: []", "skills: [run-tests]")
+        async with world(
+            deps,
+            settings,
+            github_api,
+            github,
+            tmp_path,
+            services.redis_url,
+            config=config,
+            control=control,
+            path_prefix=claude.parent,
+        ) as w:
+            w.add_issue(9, "Add a PASS file", "The gate wants a PASS file at the root.")
+            await w.label(9, "openase")
+
+            row = await w.reach(9, State.DONE, within=180)
+            (run,) = await w.runs(9)
+            assert run.status == "succeeded"
+            assert run.result is not None
+            assert run.result["summary"] == "Added the PASS file."
+            assert show(w.remote, str(row.head_sha), "PASS") == "ok"
+            # The rendered harness and the ticket reached the model.
+            request = model.model_requests()[0].text
+            assert "Add a PASS file" in request
+            assert "run-tests" in request
+            await w.until(lambda: _async(w.fake.merges), what="the merge")
