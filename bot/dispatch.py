@@ -364,7 +364,7 @@ async def _build_spec(
         default_branch=repo.default_branch or "main",
         clone_url=repo.clone_url or "",
     )
-    previous = row.last_failure if row.attempt > 1 else None
+    previous = row.last_failure  # a retry, or a Retry after giving up, learns why
     text = render_harness(
         harness.content,
         ticket=ticket_vars,

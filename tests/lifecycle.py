@@ -171,7 +171,7 @@ class World:
         found = next(i for i in self.repo.issues if i["number"] == number)
         return found
 
-    def _envelope(self, sender: str, sender_type: str = "User") -> Json:
+    def envelope(self, sender: str, sender_type: str = "User") -> Json:
         return {
             "repository": self.repo.data,
             "sender": self.user(sender, sender_type),
@@ -197,7 +197,7 @@ class World:
         if name not in names:
             issue["labels"] = [*issue["labels"], label]
         issue["updated_at"] = self.now()
-        envelope = self._envelope(by, "Bot" if bot else "User")
+        envelope = self.envelope(by, "Bot" if bot else "User")
         payload = {"action": "labeled", "issue": issue, "label": label, **envelope}
         await self.send("issues", payload, delivery)
 
@@ -206,7 +206,7 @@ class World:
         issue.update(
             state="closed", state_reason="not_planned", closed_at=self.now(), updated_at=self.now()
         )
-        await self.send("issues", {"action": "closed", "issue": issue, **self._envelope(by)})
+        await self.send("issues", {"action": "closed", "issue": issue, **self.envelope(by)})
 
     def pull_for(self, number: int) -> Json | None:
         branch = f"openase/{number}"
@@ -239,7 +239,7 @@ class World:
             "action": "submitted",
             "review": review,
             "pull_request": pull,
-            **self._envelope(by),
+            **self.envelope(by),
         }
         await self.send("pull_request_review", payload)
 

@@ -21,8 +21,8 @@ from tests.conftest import Services
 from tests.fakes.github_api import FakeGitHubAPI
 from tests.fakes.model_server import ModelServer, Scenario, Step, ToolCall
 from tests.git_repos import show
-from tests.helpers import GitHubWebhookSender
-from tests.lifecycle import World, repo_config, world
+from tests.helpers import GitHubWebhookSender, github_example
+from tests.lifecycle import WRITER, World, repo_config, world
 
 T = TypeVar("T")
 
@@ -415,3 +415,88 @@ defaults:
             assert "Add a PASS file" in request
             assert "run-tests" in request
             await w.until(lambda: _async(w.fake.merges), what="the merge")
+
+
+async def test_retry_on_a_failed_check_run_starts_the_ticket_again(
+    deps: Deps,
+    settings: Settings,
+    github_api: FakeGitHubAPI,
+    github: GitHubWebhookSender,
+    services: Services,
+    tmp_path: Path,
+) -> None:
+    config = repo_config(max_attempts=1)
+    async with world(
+        deps, settings, github_api, github, tmp_path, services.redis_url, config=config
+    ) as w:
+        w.add_issue(10, "Second chance", "[fail-first] add PASS")
+        await w.label(10, "openase")
+        await w.reach(10, State.FAILED)
+        (failed,) = await w.runs(10)
+        assert failed.result is not None
+        sha = failed.result["head_sha"]
+        gate = await w.until(
+            lambda: _async(w.check_runs(sha).get("openase/tests")), what="the failed check run"
+        )
+
+        example = github_example("check_run", "requested_action")
+        check = {
+            **example["check_run"],
+            "id": gate["id"],
+            "name": gate["name"],
+            "external_id": gate["external_id"],
+            "head_sha": sha,
+            "app": {**example["check_run"]["app"], "id": settings.github_app_id},
+        }
+        await w.send(
+            "check_run",
+            {
+                "action": "requested_action",
+                "check_run": check,
+                "requested_action": {"identifier": "retry"},
+                **w.envelope(WRITER),
+            },
+        )
+        await w.reach(10, State.IN_REVIEW)
+        runs = await w.runs(10)
+        assert [run.status for run in runs] == ["gates_failed", "succeeded"]
+        assert "Retry requested by @alice" in await w.story()
+
+
+async def test_the_projects_board_follows_the_ticket(
+    deps: Deps,
+    settings: Settings,
+    github_api: FakeGitHubAPI,
+    github: GitHubWebhookSender,
+    services: Services,
+    tmp_path: Path,
+) -> None:
+    async with world(deps, settings, github_api, github, tmp_path, services.redis_url) as w:
+        assert w.boards is not None
+        board = w.boards.add_board("Roadmap", ("Todo", "In Progress", "In Review", "Done"))
+        w.add_issue(11, "On the board", "add PASS")
+        card = w.boards.add_card(board, w.repo, 11, status="Todo")
+        await w.label(11, "openase")
+        await w.reach(11, State.IN_REVIEW)
+        boards = w.boards
+        await w.until(
+            lambda: _async(boards.status_of(card) == "In Review"), what="the card to move"
+        )
+        moved_to = [m["value"]["singleSelectOptionId"] for m in boards.mutations]
+        assert board.option_id("In Review") in moved_to
+
+        # A human drags the card to Done: the ticket follows.
+        card.option_id = board.option_id("Done")
+        example = github_example("projects_v2_item", "edited")
+        item = {
+            **example["projects_v2_item"],
+            "node_id": card.id,
+            "project_node_id": board.id,
+            "content_type": "Issue",
+            "content_node_id": "I_kwDOtest11",
+        }
+        await w.send(
+            "projects_v2_item",
+            {**example, "projects_v2_item": item, **w.envelope(WRITER)},
+        )
+        await w.reach(11, State.DONE)
