@@ -201,6 +201,11 @@ class World:
         payload = {"action": "labeled", "issue": issue, "label": label, **envelope}
         await self.send("issues", payload, delivery)
 
+    async def open_issue(self, number: int, *, by: str = WRITER) -> None:
+        """GitHub's `issues.opened` for an issue added with `add_issue`."""
+        issue = self.issue(number)
+        await self.send("issues", {"action": "opened", "issue": issue, **self.envelope(by)})
+
     async def close_issue(self, number: int, *, by: str = WRITER) -> None:
         issue = self.issue(number)
         issue.update(
@@ -392,8 +397,9 @@ def make_remote(root: Path, config: str) -> Path:
     (seed / "README.md").write_text("# hello\n")
     (seed / "src").mkdir()
     (seed / "src" / "app.py").write_text("print('hello')\n")
-    (seed / ".github").mkdir()
-    (seed / ".github" / "openase.yml").write_text(config)
+    if config:  # "" stands for a repository without the file
+        (seed / ".github").mkdir()
+        (seed / ".github" / "openase.yml").write_text(config)
     git(seed, "add", "-A")
     git(seed, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "seed")
     remote = root / "remote.git"
@@ -424,7 +430,7 @@ async def world(
     # The agent's environment is scrubbed: how long it sleeps is written into it.
     agent.write_text(AGENT.replace("SLEEP", repr(float(agent_sleep))))
     (root / "home").mkdir()
-    remote = make_remote(root, config or repo_config())
+    remote = make_remote(root, repo_config() if config is None else config)
     fake.add_installation(INSTALLATION, "octo")
     repo = fake.add_repo(FULL_NAME, REPO_ID, INSTALLATION)
     repo.data.update(clone_url=str(remote), default_branch="main")

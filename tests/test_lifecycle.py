@@ -500,3 +500,73 @@ async def test_the_projects_board_follows_the_ticket(
             {**example, "projects_v2_item": item, **w.envelope(WRITER)},
         )
         await w.reach(11, State.DONE)
+
+
+async def test_an_invalid_config_is_explained_on_the_issue_and_nothing_runs(
+    deps: Deps,
+    settings: Settings,
+    github_api: FakeGitHubAPI,
+    github: GitHubWebhookSender,
+    services: Services,
+    tmp_path: Path,
+) -> None:
+    broken = repo_config().replace("max_attempts: 3", "max_attempts: lots")
+    async with world(
+        deps, settings, github_api, github, tmp_path, services.redis_url, config=broken
+    ) as w:
+        w.add_issue(12, "Misconfigured", "add PASS")
+        await w.label(12, "openase")
+        said = await w.until(
+            lambda: _async([c for c in w.bot_comments(12) if "openase.yml" in c]),
+            what="the config comment",
+        )
+        assert len(said) == 1
+        assert "workflows.coder.max_attempts" in said[0]
+        assert ".github/openase.yml" in said[0]
+        assert await w.runs(12) == []
+
+
+async def test_a_repository_without_config_gets_the_default_workflow(
+    deps: Deps,
+    settings: Settings,
+    github_api: FakeGitHubAPI,
+    github: GitHubWebhookSender,
+    services: Services,
+    tmp_path: Path,
+) -> None:
+    async with world(
+        deps, settings, github_api, github, tmp_path, services.redis_url, config=""
+    ) as w:
+        w.add_issue(13, "Defaults", "add PASS")
+        await w.label(13, "openase")
+        await w.reach(13, State.IN_REVIEW)
+        (run,) = await w.runs(13)
+        assert run.workflow == "coder"
+        assert run.spec["harness"]["name"] == "coder"
+        assert [skill["name"] for skill in run.spec["skills"]] == ["run-tests", "commit-message"]
+
+
+async def test_a_blocked_ticket_waits_for_its_blocker_to_close(
+    deps: Deps,
+    settings: Settings,
+    github_api: FakeGitHubAPI,
+    github: GitHubWebhookSender,
+    services: Services,
+    tmp_path: Path,
+) -> None:
+    async with world(deps, settings, github_api, github, tmp_path, services.redis_url) as w:
+        w.add_issue(14, "Foundation", "comes first")
+        await w.open_issue(14)
+        w.add_issue(15, "Building on it", "Blocked by #14. add PASS")
+        await w.label(15, "openase")
+        row = await w.until(lambda: _waiting(w, 15), what="#15 to wait")
+        assert "octo/hello#14" in (row.waiting or "")
+        assert await w.runs(15) == []
+
+        await w.close_issue(14)
+        await w.reach(15, State.IN_REVIEW)
+
+
+async def _waiting(w: World, number: int) -> TicketState | None:
+    row = await w.state(number)
+    return row if row is not None and row.waiting else None
