@@ -7,7 +7,7 @@ UV     := $(TOOLS)/bin/uv
 VENV   := .venv
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: run test lint typecheck check bench bench-workspace bench-runner bench-github sync clean
+.PHONY: run test lint typecheck check bench bench-workspace bench-runner bench-github bench-engine sync clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -42,6 +42,9 @@ bench-workspace: sync
 
 bench-runner: sync
 	$(VENV)/bin/python -m bench.runner_overhead $(BENCH_ARGS)
+
+bench-engine: sync
+	$(VENV)/bin/python -m bench.engine $(BENCH_ARGS)
 
 bench-github: sync
 	$(VENV)/bin/python -m bench.github_client $(BENCH_ARGS)

@@ -119,7 +119,8 @@ async def _prepare(engine: Engine, ticket_id: int) -> Prepared | str:
         return "blocked"
     provider = engine.control.providers[workflow.provider]
     needs = Requirements(
-        cli=provider.cli,
+        # A gates-only run needs no agent CLI: every runner has `command`.
+        cli=GATES_ONLY_AGENT.cli if row.gates_only else provider.cli,
         labels=frozenset(
             (
                 *engine.control.machines.default_labels,
@@ -349,7 +350,7 @@ async def _build_spec(
 ) -> tuple[RunSpec, int, list[int]]:
     row, ticket = loaded.state, loaded.ticket
     assert row is not None
-    harness = await _harness(session, ticket.id, workflow)
+    harness = await _harness(session, ticket.id, workflow, row.attempt)
     skills = await current_skills(session, workflow.skills)
     ticket_vars = TicketVars(
         key=ticket.key,
@@ -409,11 +410,29 @@ async def _build_spec(
     return spec, harness.id, [skill.id for skill in skills]
 
 
-async def _harness(session: AsyncSession, ticket_id: int, workflow: Workflow) -> HarnessVersion:
-    """A `/harness` pin of the same harness wins; else the workflow's pinned or current one."""
+async def _harness(
+    session: AsyncSession, ticket_id: int, workflow: Workflow, attempt: int
+) -> HarnessVersion:
+    """A `/harness` pin of the same harness wins; then, on a retry, the version the stage's
+    first attempt was given (a publish meanwhile does not change the contract mid-stage);
+    else the workflow's pinned version or the current one."""
     pinned = await pinned_harness(session, ticket_id)
     if pinned is not None and pinned.name == workflow.harness.name:
         return pinned
+    if attempt > 1:
+        earlier = await session.scalar(
+            select(HarnessVersion)
+            .join(Run, Run.harness_version_id == HarnessVersion.id)
+            .where(
+                Run.ticket_id == ticket_id,
+                Run.workflow == workflow.name,
+                HarnessVersion.name == workflow.harness.name,
+            )
+            .order_by(Run.queued_at.desc())
+            .limit(1)
+        )
+        if earlier is not None:
+            return earlier
     if workflow.harness.version is not None:
         return await get_version(
             session, HarnessVersion, workflow.harness.name, workflow.harness.version

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.annotations import annotations_from_output
 from bot.blockers import backoff
-from bot.dispatch import work_branch
+from bot.dispatch import GATES_ONLY_AGENT, work_branch
 from bot.engine import Engine, Followups, Loaded, comment, load, note, transition
 from bot.engine_models import Run, RunState
 from bot.github_effects import EffectKind
@@ -34,6 +34,10 @@ LOST_MESSAGE = (
     "lost and the ticket goes back to the queue."
 )
 MAX_FAILURE = 12_000
+NO_CHANGES = (
+    "The agent finished without changing anything, so there is nothing to review. Make the "
+    "change the ticket asks for; the work is only done when it is committed."
+)
 
 
 async def take_result(engine: Engine, run_id: str) -> bool:
@@ -129,10 +133,22 @@ async def _decide(
         return
     workflow = config.workflow(run.workflow) if config is not None else None
     followups.dispatch_due = True  # a slot is free
-    if result is not None and result.succeeded and workflow is not None and config is not None:
+    gates_only = (run.spec or {}).get("agent", {}).get("argv") == list(GATES_ONLY_AGENT.argv)
+    if (
+        result is not None
+        and result.succeeded
+        and not result.pushed
+        and not gates_only
+        and row.pr_number is None
+        and workflow is not None
+        and workflow.finish == State.IN_REVIEW
+    ):
+        failure = NO_CHANGES
+    elif result is not None and result.succeeded and workflow is not None and config is not None:
         await _succeeded(session, engine, loaded, config, workflow, run, result, followups)
         return
-    failure = LOST_MESSAGE if result is None else describe(result)
+    else:
+        failure = LOST_MESSAGE if result is None else describe(result)
     await _failed(session, engine, loaded, config, workflow, run, failure, result, followups)
 
 
@@ -324,7 +340,9 @@ async def _report_checks(
 ) -> None:
     """One check run per blocking gate on the pushed commit, and `openase` for the ticket."""
     repo = loaded.repo
-    if repo is None or not result.head_sha or not result.pushed:
+    known = loaded.state is not None and result.head_sha == loaded.state.head_sha
+    # GitHub only takes check runs for commits it has: pushed now, or the PR's head already.
+    if repo is None or not result.head_sha or not (result.pushed or known):
         return
     details = engine.run_url(run.id)
     gates = [

@@ -142,8 +142,7 @@ class World:
     runners: list[Runner] = field(default_factory=list)
     boards: FakeGitHubGraphQL | None = None
     path_prefix: Path | None = None
-    worker: Worker | None = None
-    worker_task: asyncio.Task[Any] | None = None
+    workers: list[tuple[Worker, asyncio.Task[Any]]] = field(default_factory=list)
     _clock: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     # --- GitHub's side ---------------------------------------------------------------
@@ -186,6 +185,7 @@ class World:
         by: str = WRITER,
         bot: bool = False,
         delivery: str | None = None,
+        at: str | None = None,
     ) -> None:
         """A human adds a label to an issue (GitHub's `issues.labeled`)."""
         issue = self.issue(number)
@@ -196,7 +196,7 @@ class World:
         names = [item["name"] for item in issue["labels"]]
         if name not in names:
             issue["labels"] = [*issue["labels"], label]
-        issue["updated_at"] = self.now()
+        issue["updated_at"] = at or self.now()
         envelope = self.envelope(by, "Bot" if bot else "User")
         payload = {"action": "labeled", "issue": issue, "label": label, **envelope}
         await self.send("issues", payload, delivery)
@@ -212,6 +212,40 @@ class World:
             state="closed", state_reason="not_planned", closed_at=self.now(), updated_at=self.now()
         )
         await self.send("issues", {"action": "closed", "issue": issue, **self.envelope(by)})
+
+    async def merge_by_hand(self, pull: Json, *, by: str = WRITER) -> None:
+        """A human merges the PR on GitHub (`pull_request.closed` with `merged`)."""
+        now = self.now()
+        pull.update(state="closed", merged=True, merged_at=now, closed_at=now, updated_at=now)
+        await self.send(
+            "pull_request",
+            {
+                "action": "closed",
+                "number": pull["number"],
+                "pull_request": pull,
+                **self.envelope(by),
+            },
+        )
+
+    async def rerequest(self, sha: str, *, by: str = WRITER) -> None:
+        """A human presses "Re-run" on the `openase` check run of a commit."""
+        run = next(
+            r
+            for r in self.fake.check_runs.values()
+            if r["head_sha"] == sha and r["name"] == "openase"
+        )
+        example = github_example("check_run", "rerequested")
+        check = {
+            **example["check_run"],
+            "id": run["id"],
+            "name": run["name"],
+            "external_id": run["external_id"],
+            "head_sha": sha,
+            "app": {**example["check_run"]["app"], "id": self.settings.github_app_id},
+        }
+        await self.send(
+            "check_run", {"action": "rerequested", "check_run": check, **self.envelope(by)}
+        )
 
     def pull_for(self, number: int) -> Json | None:
         branch = f"openase/{number}"
@@ -255,22 +289,23 @@ class World:
     # --- our side --------------------------------------------------------------------------
 
     async def start_worker(self) -> None:
-        self.worker = make_worker(
+        """One more control worker (arq), sharing the queue with the others."""
+        worker = make_worker(
             self.settings,
             database_url="unused",
             redis_url=self.redis_url,
             deps=self.deps,
         )
-        self.worker_task = asyncio.create_task(self.worker.main())
+        self.workers.append((worker, asyncio.create_task(worker.main())))
 
     async def stop_worker(self) -> None:
-        if self.worker_task is not None:
-            self.worker_task.cancel()
+        """Stop every control worker, mid-job if need be."""
+        for worker, task in self.workers:
+            task.cancel()
             with suppress(asyncio.CancelledError):
-                await self.worker_task
-        if self.worker is not None:
-            await self.worker.close()
-        self.worker = self.worker_task = None
+                await task
+            await worker.close()
+        self.workers.clear()
 
     async def start_runner(self, machine: str = "m1", *, max_runs: int = 2) -> Runner:
         log = self.root / f"runner-{machine}-{len(self.runners)}.log"
@@ -418,6 +453,7 @@ async def world(
     *,
     config: str | None = None,
     runners: int = 1,
+    workers: int = 1,
     max_runs: int = 2,
     agent_sleep: float = 30.0,
     control: str | None = None,
@@ -451,7 +487,8 @@ async def world(
     here.path_prefix = path_prefix
     here.boards = boards
     try:
-        await here.start_worker()
+        for _ in range(workers):
+            await here.start_worker()
         for index in range(runners):
             await here.start_runner(f"m{index + 1}", max_runs=max_runs)
         yield here

@@ -323,7 +323,7 @@ async def test_a_killed_worker_and_runner_lose_nothing(
         await w.until(lambda: _async(w.pull_for(8)), what="the PR")
 
 
-async def test_twenty_issues_at_once_respect_the_concurrency_limit(
+async def test_twenty_issues_at_once_respect_the_concurrency_limit_with_two_workers(
     deps: Deps,
     settings: Settings,
     github_api: FakeGitHubAPI,
@@ -341,6 +341,7 @@ async def test_twenty_issues_at_once_respect_the_concurrency_limit(
         services.redis_url,
         config=config,
         runners=2,
+        workers=2,  # two control workers deciding at once
         agent_sleep=1.0,
     ) as w:
         for number in range(1, 21):
@@ -570,3 +571,68 @@ async def test_a_blocked_ticket_waits_for_its_blocker_to_close(
 async def _waiting(w: World, number: int) -> TicketState | None:
     row = await w.state(number)
     return row if row is not None and row.waiting else None
+
+
+async def test_rerun_requested_on_the_check_reruns_only_the_gates(
+    deps: Deps,
+    settings: Settings,
+    github_api: FakeGitHubAPI,
+    github: GitHubWebhookSender,
+    services: Services,
+    tmp_path: Path,
+) -> None:
+    async with world(deps, settings, github_api, github, tmp_path, services.redis_url) as w:
+        w.add_issue(16, "Check again", "add PASS")
+        await w.label(16, "openase")
+        row = await w.reach(16, State.IN_REVIEW)
+        sha = str(row.head_sha)
+        await w.until(lambda: _async(len(w.check_runs(sha)) == 2), what="the check runs")
+
+        await w.rerequest(sha)
+        await w.until(lambda: _two_runs(w, 16), what="a second run")
+        again = await w.reach(16, State.IN_REVIEW)
+        runs = await w.runs(16)
+        assert runs[1].spec["agent"]["argv"] == ["true"]  # no agent: the gates only
+        assert runs[1].status == "succeeded"
+        assert again.head_sha == sha  # nothing new was committed
+        assert len(w.repo.pulls) == 1
+
+
+async def test_a_human_merge_means_done_and_late_events_change_nothing(
+    deps: Deps,
+    settings: Settings,
+    github_api: FakeGitHubAPI,
+    github: GitHubWebhookSender,
+    services: Services,
+    tmp_path: Path,
+) -> None:
+    async with world(deps, settings, github_api, github, tmp_path, services.redis_url) as w:
+        w.add_issue(17, "Merged by hand", "add PASS")
+        await w.label(17, "openase")
+        await w.reach(17, State.IN_REVIEW)
+        pull = await w.until(lambda: _async(w.pull_for(17)), what="the PR")
+        await w.until(lambda: _pr_known(w, 17), what="the PR number to be recorded")
+
+        await w.merge_by_hand(pull)
+        await w.reach(17, State.DONE)
+        # An approval that GitHub delivers late moves nothing and merges nothing.
+        await w.review(pull, "approved")
+        await w.label(17, "openase")
+
+        # Out of order: an issue closed at t2, then its `labeled` of t1 arrives.
+        w.add_issue(18, "Closed first", "add PASS")
+        issue = w.issue(18)
+        labelled_at = w.now()
+        await w.close_issue(18)
+        issue.update(state="open", updated_at=labelled_at)
+        await w.label(18, "openase", at=labelled_at)
+
+        await asyncio.sleep(2)  # let anything that would (wrongly) start, start
+        assert (await w.state(17)).state == State.DONE  # type: ignore[union-attr]
+        assert w.fake.merges == []
+        assert len(await w.runs(17)) == 1
+        assert await w.runs(18) == []
+
+
+async def _two_runs(w: World, number: int) -> bool:
+    return len(await w.runs(number)) == 2

@@ -1,0 +1,375 @@
+"""Benchmark: the workflow engine end to end, label to agent start and tickets per minute.
+
+    make bench-engine                                  # 20 tickets one by one, then 20 at once
+    make bench-engine BENCH_ARGS="--tickets 50 --burst 40"
+
+Stands the whole system up in this process with the lifecycle tests' harness
+(tests/lifecycle.py): real PostgreSQL and Redis (embedded, or the throwaway servers in
+OPENASE_BENCH_DATABASE_URL / OPENASE_BENCH_REDIS_URL: every table is emptied), the web app
+behind an in-process ASGI client, the control worker (ingest, engine, dispatch, outbox),
+the recording fake GitHub API, and real `openase runner` processes running the `command`
+agent in git worktrees of a local bare repository. Then:
+
+1. Latency, one runner (max_runs 2): `--tickets` issues one after another (after one
+   warm-up ticket that clones the runner's mirror), each labelled `openase` with a signed
+   `issues.labeled` webhook; the next one is labelled once this one is in review, so the
+   machine is never busy. "Started" is read from the run's Redis event stream: its first
+   event (the runner took the run) and its "agent" phase (the agent process is spawned),
+   both stamped by the runner with this machine's clock, like the send time. Prints
+   p50 / p90 / max and the split by stage (target: label -> agent start p50 <= 1 s).
+2. Throughput, two runners (max_runs 2 each): `--burst` issues labelled at once; seconds
+   until all are in review, tickets per minute, and label -> agent start under that load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, MutableMapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import structlog
+from sqlalchemy import select, text
+
+from bot.app import create_app
+from bot.backfill import forget_github_apps
+from bot.deps import Deps, build_deps
+from bot.embedded import EmbeddedPostgres, EmbeddedRedis
+from bot.engine_models import Activity, Run, TicketState
+from bot.migrate import upgrade
+from bot.models import Delivery, Ticket
+from bot.settings import Settings
+from bot.states import State
+from harness_store.db import Base
+from runner.contract import AgentEvent, EventKind, run_events_stream
+from tests.fakes.github_api import fake_github_api
+from tests.helpers import TEST_API_URL, TEST_WEBHOOK_SECRET, GitHubWebhookSender, test_private_key
+from tests.lifecycle import World, world
+
+TARGET_MS = 1000.0
+_TABLES = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+# run id -> when dispatch had put the run on the machine's queue (its "dispatched" log line).
+_enqueued: dict[str, float] = {}
+
+
+def _quiet_logs_but_mark_dispatch(
+    _: Any, method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: note when each run was enqueued; let warnings and errors through."""
+    if event_dict.get("event") == "dispatched" and event_dict.get("run_id"):
+        _enqueued[str(event_dict["run_id"])] = time.time()
+    if method in ("debug", "info"):
+        raise structlog.DropEvent
+    return event_dict
+
+
+def _configure_logging() -> None:
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            _quiet_logs_but_mark_dispatch,
+            structlog.processors.add_log_level,
+            structlog.dev.ConsoleRenderer(colors=False),
+        ],
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+    )
+    logging.basicConfig(level=logging.WARNING)
+
+
+@dataclass
+class Timeline:
+    """One ticket's way from the webhook to its agent, in epoch seconds of this machine."""
+
+    sent: float  # the bench sends the signed webhook
+    accepted: float  # the app answered 202 (stored and queued)
+    ingested: float  # the control worker applied the delivery and the engine reacted
+    claimed: float  # the claiming transaction began (ticket_states -> in_progress)
+    enqueued: float  # the RunSpec is on the machine's queue
+    first_event: float  # the runner's first event for the run (it took the run)
+    agent: float  # the runner's "agent" phase event (the agent process is spawned)
+
+    @property
+    def to_agent(self) -> float:
+        return self.agent - self.sent
+
+    @property
+    def to_first_event(self) -> float:
+        return self.first_event - self.sent
+
+
+STAGES: tuple[tuple[str, str, str], ...] = (
+    ("webhook sent -> 202 accepted", "sent", "accepted"),
+    ("accepted -> delivery ingested (engine reacted)", "accepted", "ingested"),
+    ("ingested -> ticket claimed", "ingested", "claimed"),
+    ("claimed -> run enqueued", "claimed", "enqueued"),
+    ("enqueued -> runner's first event", "enqueued", "first_event"),
+    ("first event -> agent started", "first_event", "agent"),
+)
+
+
+# --- the system under test ----------------------------------------------------------------
+
+
+def _settings(data_dir: Path) -> Settings:
+    return Settings(
+        _env_file=None,
+        data_dir=data_dir,
+        github_app_id=4242,
+        github_private_key=test_private_key(),
+        github_webhook_secret=TEST_WEBHOOK_SECRET,
+        github_api_url=TEST_API_URL,
+    )
+
+
+@asynccontextmanager
+async def system(
+    deps: Deps, settings: Settings, database_url: str, redis_url: str, root: Path, runners: int
+) -> AsyncIterator[World]:
+    """A fresh world (empty database and Redis, a new fake GitHub) with `runners` machines."""
+    async with deps.engine.begin() as conn:
+        await conn.execute(text(f"TRUNCATE {_TABLES} RESTART IDENTITY CASCADE"))
+    await deps.redis.flushdb()
+    deps.workflow = None
+    forget_github_apps()
+    app = create_app(settings, database_url=database_url, redis_url=redis_url, deps=deps)
+    transport = httpx.ASGITransport(app=app)
+    try:
+        with fake_github_api(settings) as fake:
+            async with (
+                httpx.AsyncClient(transport=transport, base_url="http://openase.test") as http,
+                world(
+                    deps,
+                    settings,
+                    fake,
+                    GitHubWebhookSender(http),
+                    root,
+                    redis_url,
+                    runners=runners,
+                    max_runs=2,
+                ) as w,
+            ):
+                yield w
+    finally:
+        forget_github_apps()
+
+
+async def label(w: World, number: int) -> tuple[str, float, float]:
+    """Label the issue `openase`: its delivery id, when sent, when the app answered."""
+    delivery = str(uuid.uuid4())
+    sent = time.time()
+    await w.label(number, "openase", delivery=delivery)
+    return delivery, sent, time.time()
+
+
+async def all_in_review(w: World, count: int, within: float) -> None:
+    async def done() -> bool:
+        async with w.deps.sessions() as session:
+            states = (await session.scalars(select(TicketState.state))).all()
+        return len(states) == count and all(state == State.IN_REVIEW for state in states)
+
+    await w.until(done, within=within, what=f"all {count} tickets in review")
+
+
+# --- reading what happened (after the fact: every moment is stamped where it happened) -------
+
+
+def _epoch(at: datetime) -> float:
+    return at.timestamp()
+
+
+async def timeline(w: World, number: int, delivery: str, sent: float, accepted: float) -> Timeline:
+    async with w.deps.sessions() as session:
+        processed = await session.scalar(
+            select(Delivery.processed_at).where(Delivery.delivery_id == delivery)
+        )
+        ticket_id = await session.scalar(select(Ticket.id).where(Ticket.number == number))
+        claims = (
+            await session.execute(
+                select(Activity.at, Activity.run_id)
+                .where(
+                    Activity.ticket_id == ticket_id,
+                    Activity.kind == "state",
+                    Activity.data["new"].astext == State.IN_PROGRESS,
+                )
+                .order_by(Activity.id)
+            )
+        ).all()
+        run_ids = (
+            await session.scalars(
+                select(Run.id).where(Run.ticket_id == ticket_id).order_by(Run.queued_at)
+            )
+        ).all()
+    if processed is None or not claims or not run_ids:
+        raise SystemExit(f"#{number}: no ingested delivery, claim or run: {await w.story()}")
+    run_id = run_ids[0]
+    claimed_at = claims[0][0]
+    events = [
+        AgentEvent.from_wire(json.loads(fields[b"event"]))
+        for _id, fields in await w.deps.redis.xrange(run_events_stream(run_id))
+    ]
+    first = events[0] if events else None
+    agent = next((e for e in events if e.kind is EventKind.PHASE and e.text == "agent"), None)
+    if first is None or agent is None or run_id not in _enqueued:
+        raise SystemExit(f"#{number}: run {run_id} has no first event or agent phase or send")
+    return Timeline(
+        sent=sent,
+        accepted=accepted,
+        ingested=_epoch(processed),
+        claimed=_epoch(claimed_at),
+        enqueued=_enqueued[run_id],
+        first_event=_epoch(first.at),
+        agent=_epoch(agent.at),
+    )
+
+
+async def check_runs(w: World, count: int) -> str:
+    async with w.deps.sessions() as session:
+        statuses = (await session.scalars(select(Run.status))).all()
+    if len(statuses) == count and all(status == "succeeded" for status in statuses):
+        return f"{count} runs, all succeeded"
+    listed = ", ".join(sorted(map(str, statuses)))
+    return f"MISMATCH: {len(statuses)} runs for {count} tickets, statuses {listed}"
+
+
+# --- the two measurements --------------------------------------------------------------------
+
+
+async def sequential(w: World, tickets: int, warmup: int) -> tuple[list[Timeline], list[float]]:
+    """Label one ticket at a time, each once the previous one is in review."""
+    measured: list[Timeline] = []
+    cold: list[float] = []
+    for number in range(1, warmup + tickets + 1):
+        w.add_issue(number, f"Ticket {number}", "Please add the PASS file.")
+        delivery, sent, accepted = await label(w, number)
+        await w.reach(number, State.IN_REVIEW, within=120)
+        line = await timeline(w, number, delivery, sent, accepted)
+        if number <= warmup:
+            cold.append(line.to_agent)
+        else:
+            measured.append(line)
+    return measured, cold
+
+
+async def burst(w: World, tickets: int) -> tuple[float, list[Timeline]]:
+    """Label `tickets` issues at once; seconds until all are in review, and their lines."""
+    for number in range(1, tickets + 1):
+        w.add_issue(number, f"Ticket {number}", "Please add the PASS file.")
+    started = time.time()
+    sends = await asyncio.gather(*(label(w, number) for number in range(1, tickets + 1)))
+    await all_in_review(w, tickets, within=60 + 30 * tickets)
+    elapsed = time.time() - started
+    lines = [
+        await timeline(w, number, delivery, sent, accepted)
+        for number, (delivery, sent, accepted) in enumerate(sends, start=1)
+    ]
+    return elapsed, lines
+
+
+# --- printing --------------------------------------------------------------------------------
+
+
+def _q(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _stats(values: list[float]) -> str:
+    ms = [1000 * v for v in values]
+    return f"p50 {statistics.median(ms):6.0f}   p90 {_q(ms, 0.9):6.0f}   max {max(ms):6.0f} ms"
+
+
+def report_latency(lines: list[Timeline], cold: list[float]) -> None:
+    p50 = 1000 * statistics.median(line.to_agent for line in lines)
+    verdict = "met" if p50 <= TARGET_MS else "NOT met"
+    print(
+        f"  label -> runner took the run (first event)  {_stats([x.to_first_event for x in lines])}"
+    )
+    print(f"  label -> agent started ('agent' phase)      {_stats([x.to_agent for x in lines])}")
+    print(f"  target: label -> agent start p50 <= {TARGET_MS:.0f} ms: {verdict}")
+    if cold:
+        print(
+            "  warm-up (cold mirror clone, not counted): "
+            + ", ".join(f"{1000 * c:.0f} ms" for c in cold)
+        )
+    print("  split by stage:")
+    for name, start, end in STAGES:
+        values = [getattr(line, end) - getattr(line, start) for line in lines]
+        print(f"    {name:<46} {_stats(values)}")
+
+
+async def run(args: argparse.Namespace, database_url: str, redis_url: str, root: Path) -> int:
+    settings = _settings(root / "data")
+    deps = await build_deps(settings, database_url=database_url, redis_url=redis_url)
+    ok = True
+    try:
+        print(
+            f"label -> agent start: 1 runner (max_runs 2), {args.tickets} tickets one at a "
+            f"time, each labelled once the previous one is in review"
+        )
+        async with system(deps, settings, database_url, redis_url, root / "seq", 1) as w:
+            lines, cold = await sequential(w, args.tickets, args.warmup)
+            verdict = await check_runs(w, args.tickets + args.warmup)
+        report_latency(lines, cold)
+        print(f"  {verdict}")
+        ok = ok and verdict.startswith(f"{args.tickets + args.warmup} runs")
+
+        print(f"\nthroughput: 2 runners (max_runs 2 each), {args.burst} tickets labelled at once")
+        async with system(deps, settings, database_url, redis_url, root / "burst", 2) as w:
+            elapsed, burst_lines = await burst(w, args.burst)
+            verdict = await check_runs(w, args.burst)
+        print(
+            f"  all in review after {elapsed:.1f} s: {60 * args.burst / elapsed:.1f} tickets/minute"
+        )
+        under_load = _stats([x.to_agent for x in burst_lines])
+        print(f"  label -> agent started under load           {under_load}")
+        print(f"  {verdict}")
+        ok = ok and verdict.startswith(f"{args.burst} runs")
+    finally:
+        await deps.close()
+    return 0 if ok else 1
+
+
+def main() -> int:
+    _configure_logging()
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--tickets", type=int, default=20, help="tickets measured one by one")
+    parser.add_argument("--warmup", type=int, default=1, help="tickets before, not counted")
+    parser.add_argument("--burst", type=int, default=20, help="tickets labelled at once")
+    args = parser.parse_args()
+    database_url = os.environ.get("OPENASE_BENCH_DATABASE_URL")
+    redis_url = os.environ.get("OPENASE_BENCH_REDIS_URL")
+    # Short path: unix socket paths must stay under ~100 bytes.
+    root = Path(tempfile.mkdtemp(prefix="oa-bench-"))
+    pg = EmbeddedPostgres(root / "pg") if not database_url else None
+    redis = EmbeddedRedis(root / "redis", persist=False) if not redis_url else None
+    try:
+        database_url = database_url or pg.start()  # type: ignore[union-attr]
+        redis_url = redis_url or redis.start()  # type: ignore[union-attr]
+        upgrade(database_url)
+        return asyncio.run(run(args, database_url, redis_url, root))
+    finally:
+        if redis is not None:
+            redis.stop()
+        if pg is not None:
+            pg.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
