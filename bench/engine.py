@@ -144,6 +144,7 @@ async def system(
         await conn.execute(text(f"TRUNCATE {_TABLES} RESTART IDENTITY CASCADE"))
     await deps.redis.flushdb()
     deps.workflow = None
+    root.mkdir()
     forget_github_apps()
     app = create_app(settings, database_url=database_url, redis_url=redis_url, deps=deps)
     transport = httpx.ASGITransport(app=app)
@@ -252,12 +253,14 @@ async def sequential(w: World, tickets: int, warmup: int) -> tuple[list[Timeline
     """Label one ticket at a time, each once the previous one is in review."""
     measured: list[Timeline] = []
     cold: list[float] = []
-    for number in range(1, warmup + tickets + 1):
+    for index in range(warmup + tickets):
+        # Issues and pull requests share one sequence of numbers, as on GitHub.
+        number = max((issue["number"] for issue in w.repo.issues), default=0) + 1
         w.add_issue(number, f"Ticket {number}", "Please add the PASS file.")
         delivery, sent, accepted = await label(w, number)
         await w.reach(number, State.IN_REVIEW, within=120)
         line = await timeline(w, number, delivery, sent, accepted)
-        if number <= warmup:
+        if index < warmup:
             cold.append(line.to_agent)
         else:
             measured.append(line)

@@ -30,6 +30,7 @@ from bot.dispatch import NOT_PICKUP, dispatch_ticket, resend_queued, work_branch
 from bot.engine import Engine, Followups, comment, load, note, transition
 from bot.engine_models import EffectStatus, Run, TicketState
 from bot.errors import ConfigError
+from bot.gate_progress import report_gating
 from bot.github_effects import EffectKind
 from bot.merge_gate import consider_merge
 from bot.models import Ticket
@@ -99,12 +100,14 @@ async def engine_tick(ctx: dict[str, Any]) -> dict[str, int]:
         return await finish_run(engine, run_id, None)
 
     sweep = await sweep_runs(engine.deps.redis, engine.deps.sessions, finish=finish, lose=lose)
+    gating = await report_gating(engine)
     resent = await resend_queued(engine)
     started = await dispatch_due(engine)
     merges = await recheck_merges(engine) if ticks % MERGE_CHECK_EVERY == 0 else 0
     counts = {
         "finished": len(sweep.finished),
         "lost": len(sweep.lost),
+        "gating": gating,
         "resent": resent,
         "dispatched": started,
         "merge_checks": merges,

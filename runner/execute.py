@@ -395,14 +395,8 @@ async def _finish(
     except GitError as git_error:
         status, error, error_class = RunStatus.INFRA_ERROR, str(git_error), "git_commit_failed"
 
-    if status is RunStatus.SUCCEEDED:
-        gates = await run.hooks("on_complete", worktree)
-        failed = [hook.name for hook in gates if hook.blocks]
-        if failed:
-            status = RunStatus.GATES_FAILED
-            error = "blocking on_complete hook failed: " + ", ".join(failed)
-            error_class = "gates_failed"
-
+    # Pushed before the gates run, so the control plane can show them in progress on
+    # the commit they judge (GitHub only takes check runs for commits it has).
     if spec.push and head_sha is not None and head_sha != worktree.start_sha:
         run.phase("pushing", branch=spec.work_branch)
         try:
@@ -414,6 +408,16 @@ async def _finish(
             error = f"{error}; " if error else ""
             error += f"push failed: {git_error}"
             error_class = error_class or "git_push_failed"
+
+    if status is RunStatus.SUCCEEDED:
+        blocking = [hook.name for hook in spec.hooks.on_complete if hook.on_failure == "block"]
+        run.phase("gating", head_sha=head_sha, pushed=pushed, hooks=blocking)
+        gates = await run.hooks("on_complete", worktree)
+        failed = [hook.name for hook in gates if hook.blocks]
+        if failed:
+            status = RunStatus.GATES_FAILED
+            error = "blocking on_complete hook failed: " + ", ".join(failed)
+            error_class = "gates_failed"
 
     closing: HookPhase = (
         "on_done"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 from sqlalchemy import select
@@ -25,6 +25,7 @@ from tests.helpers import GitHubWebhookSender, github_example
 from tests.lifecycle import WRITER, World, repo_config, world
 
 T = TypeVar("T")
+Json = dict[str, Any]
 
 
 async def test_a_labelled_issue_becomes_a_reviewed_merged_pr(
@@ -636,3 +637,35 @@ async def test_a_human_merge_means_done_and_late_events_change_nothing(
 
 async def _two_runs(w: World, number: int) -> bool:
     return len(await w.runs(number)) == 2
+
+
+async def test_gates_show_in_progress_on_the_commit_while_they_run(
+    deps: Deps,
+    settings: Settings,
+    github_api: FakeGitHubAPI,
+    github: GitHubWebhookSender,
+    services: Services,
+    tmp_path: Path,
+) -> None:
+    slow_gate = repo_config().replace('run: "test -f PASS', 'run: "sleep 5; test -f PASS')
+    async with world(
+        deps, settings, github_api, github, tmp_path, services.redis_url, config=slow_gate
+    ) as w:
+        w.add_issue(19, "Slow tests", "add PASS")
+        await w.label(19, "openase")
+
+        def in_progress() -> dict[str, Json] | None:
+            runs = [r for r in w.fake.check_runs.values() if r["status"] == "in_progress"]
+            return {r["name"]: r for r in runs} if len(runs) == 2 else None
+
+        running = await w.until(lambda: _async(in_progress()), what="in-progress check runs")
+        assert set(running) == {"openase/tests", "openase"}
+        row = await w.reach(19, State.IN_REVIEW)
+        done = w.check_runs(str(row.head_sha))
+        await w.until(
+            lambda: _async(all(r["status"] == "completed" for r in done.values())),
+            what="the check runs to complete",
+        )
+        # The same two check runs, completed in place.
+        assert {r["id"] for r in done.values()} == {r["id"] for r in running.values()}
+        assert {r["conclusion"] for r in done.values()} == {"success"}

@@ -144,7 +144,7 @@ async def test_a_run_pushes_the_agents_work_and_keeps_skills_out_of_the_commit(
     assert message.startswith("acme/api#7: Add hello")
     assert [event.seq for event in events] == list(range(1, len(events) + 1))
     phases = [event.text for event in events if event.kind is EventKind.PHASE]
-    assert phases == ["preparing", "agent", "committing", "hooks", "pushing", "done"]
+    assert phases == ["preparing", "agent", "committing", "pushing", "gating", "hooks", "done"]
 
 
 async def test_a_blocking_gate_failure_fails_the_run_but_keeps_the_work(tmp_path: Path) -> None:
