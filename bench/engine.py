@@ -61,6 +61,7 @@ from tests.helpers import TEST_API_URL, TEST_WEBHOOK_SECRET, GitHubWebhookSender
 from tests.lifecycle import World, world
 
 TARGET_MS = 1000.0
+SLOTS = 4  # the throughput run's 2 runners x max_runs 2
 _TABLES = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
 # run id -> when dispatch had put the run on the machine's queue (its "dispatched" log line).
 _enqueued: dict[str, float] = {}
@@ -101,6 +102,7 @@ class Timeline:
     enqueued: float  # the RunSpec is on the machine's queue
     first_event: float  # the runner's first event for the run (it took the run)
     agent: float  # the runner's "agent" phase event (the agent process is spawned)
+    done: float  # the runner's "done" phase event (the run is over, its slot free)
 
     @property
     def to_agent(self) -> float:
@@ -144,7 +146,6 @@ async def system(
         await conn.execute(text(f"TRUNCATE {_TABLES} RESTART IDENTITY CASCADE"))
     await deps.redis.flushdb()
     deps.workflow = None
-    root.mkdir()
     forget_github_apps()
     app = create_app(settings, database_url=database_url, redis_url=redis_url, deps=deps)
     transport = httpx.ASGITransport(app=app)
@@ -223,9 +224,10 @@ async def timeline(w: World, number: int, delivery: str, sent: float, accepted: 
         for _id, fields in await w.deps.redis.xrange(run_events_stream(run_id))
     ]
     first = events[0] if events else None
-    agent = next((e for e in events if e.kind is EventKind.PHASE and e.text == "agent"), None)
-    if first is None or agent is None or run_id not in _enqueued:
-        raise SystemExit(f"#{number}: run {run_id} has no first event or agent phase or send")
+    phases = {e.text: e for e in events if e.kind is EventKind.PHASE}
+    agent, done = phases.get("agent"), phases.get("done")
+    if first is None or agent is None or done is None or run_id not in _enqueued:
+        raise SystemExit(f"#{number}: run {run_id} lacks a first event, a phase or its send")
     return Timeline(
         sent=sent,
         accepted=accepted,
@@ -234,6 +236,7 @@ async def timeline(w: World, number: int, delivery: str, sent: float, accepted: 
         enqueued=_enqueued[run_id],
         first_event=_epoch(first.at),
         agent=_epoch(agent.at),
+        done=_epoch(done.at),
     )
 
 
@@ -337,8 +340,13 @@ async def run(args: argparse.Namespace, database_url: str, redis_url: str, root:
         print(
             f"  all in review after {elapsed:.1f} s: {60 * args.burst / elapsed:.1f} tickets/minute"
         )
+        busy = sum(line.done - line.first_event for line in burst_lines)
+        print(
+            f"  runner slots busy {100 * busy / (SLOTS * elapsed):.0f}% of that time "
+            f"({SLOTS} slots; a run holds one from the runner's first event to its end)"
+        )
         under_load = _stats([x.to_agent for x in burst_lines])
-        print(f"  label -> agent started under load           {under_load}")
+        print(f"  label -> agent started (queued for a slot)  {under_load}")
         print(f"  {verdict}")
         ok = ok and verdict.startswith(f"{args.burst} runs")
     finally:
@@ -359,6 +367,8 @@ def main() -> int:
     redis_url = os.environ.get("OPENASE_BENCH_REDIS_URL")
     # Short path: unix socket paths must stay under ~100 bytes.
     root = Path(tempfile.mkdtemp(prefix="oa-bench-"))
+    for world_root in ("seq", "burst"):  # one world each, started afresh
+        (root / world_root).mkdir()
     pg = EmbeddedPostgres(root / "pg") if not database_url else None
     redis = EmbeddedRedis(root / "redis", persist=False) if not redis_url else None
     try:

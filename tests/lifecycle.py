@@ -247,6 +247,14 @@ class World:
             "check_run", {"action": "rerequested", "check_run": check, **self.envelope(by)}
         )
 
+    async def checks_completed(self, run: Json) -> None:
+        """GitHub's `check_run.completed` for a check run of the fake."""
+        public = {k: v for k, v in run.items() if not k.startswith("_")}
+        await self.send(
+            "check_run",
+            {"action": "completed", "check_run": public, **self.envelope("ci[bot]", "Bot")},
+        )
+
     def pull_for(self, number: int) -> Json | None:
         branch = f"openase/{number}"
         return next((p for p in self.repo.pulls if p["head"]["ref"] == branch), None)

@@ -669,3 +669,41 @@ async def test_gates_show_in_progress_on_the_commit_while_they_run(
         # The same two check runs, completed in place.
         assert {r["id"] for r in done.values()} == {r["id"] for r in running.values()}
         assert {r["conclusion"] for r in done.values()} == {"success"}
+
+
+async def test_the_merge_waits_for_other_ci_to_go_green(
+    deps: Deps,
+    settings: Settings,
+    github_api: FakeGitHubAPI,
+    github: GitHubWebhookSender,
+    services: Services,
+    tmp_path: Path,
+) -> None:
+    async with world(deps, settings, github_api, github, tmp_path, services.redis_url) as w:
+        w.add_issue(20, "Other CI too", "add PASS")
+        await w.label(20, "openase")
+        row = await w.reach(20, State.IN_REVIEW)
+        sha = str(row.head_sha)
+        pull = await w.until(lambda: _async(w.pull_for(20)), what="the PR")
+        await w.until(lambda: _pr_known(w, 20), what="the PR number to be recorded")
+        ci = w.fake.add_foreign_check_run(w.repo, sha, "ci/build")
+
+        await w.review(pull, "approved")
+        waiting = await w.until(lambda: _waiting(w, 20), what="the wait for CI")
+        assert "ci/build" in (waiting.waiting or "")
+
+        ci.update(status="completed", conclusion="failure")
+        await w.checks_completed(ci)
+        failed = await w.until(lambda: _waiting_for(w, 20, "did not pass"), what="CI failed")
+        assert failed.state == State.IN_REVIEW
+        assert w.fake.merges == []
+
+        ci.update(conclusion="success")  # CI re-ran green
+        await w.checks_completed(ci)
+        await w.reach(20, State.DONE)
+        assert w.fake.merges[0]["sha"] == sha
+
+
+async def _waiting_for(w: World, number: int, text: str) -> TicketState | None:
+    row = await w.state(number)
+    return row if row is not None and text in (row.waiting or "") else None

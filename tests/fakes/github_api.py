@@ -929,7 +929,7 @@ class FakeGitHubAPI:
             if r["_repo"] == repo.full_name.lower()
             and r["head_sha"] == ref
             and params.get("check_name", r["name"]) == r["name"]
-            and params.get("app_id", str(self.app_id)) == str(self.app_id)
+            and params.get("app_id", str(r["app"]["id"])) == str(r["app"]["id"])
         ]
         if params.get("filter", "latest") == "latest":  # the newest run of each name only
             newest = {r["name"]: r for r in sorted(runs, key=lambda r: r["id"])}
@@ -973,6 +973,26 @@ class FakeGitHubAPI:
         self.check_runs[run_id] = run
         self._apply_check_run(run, body)
         return self._answer(201, self._public(run))
+
+    def add_foreign_check_run(
+        self, repo: FakeRepo, head_sha: str, name: str, *, app_id: int = 15368
+    ) -> Json:
+        """Another App's check run on a commit (CI), in progress until a test completes it."""
+        run = self._rewrite(github_example("check_run", "created")["check_run"], repo.full_name)
+        run_id = next(self._write_ids)
+        run.update(
+            id=run_id,
+            name=name,
+            head_sha=head_sha,
+            status="in_progress",
+            conclusion=None,
+            app={**run["app"], "id": app_id, "slug": "ci"},
+            _repo=repo.full_name.lower(),
+            _actions=[],
+        )
+        self.annotations[run_id] = []
+        self.check_runs[run_id] = run
+        return run
 
     def _update_check_run(self, request: httpx.Request, name: str, rid: str) -> httpx.Response:
         repo = self._writable(request, name)
