@@ -18,7 +18,8 @@ agent in git worktrees of a local bare repository. Then:
    both stamped by the runner with this machine's clock, like the send time. Prints
    p50 / p90 / max and the split by stage (target: label -> agent start p50 <= 1 s).
 2. Throughput, two runners (max_runs 2 each): `--burst` issues labelled at once; seconds
-   until all are in review, tickets per minute, and label -> agent start under that load.
+   until all are in review, tickets per minute, how busy the four runner slots were, how
+   the runs spread over the machines, and label -> agent start under that load.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from typing import Any
 
 import httpx
 import structlog
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 
 from bot.app import create_app
 from bot.backfill import forget_github_apps
@@ -98,7 +99,9 @@ class Timeline:
     sent: float  # the bench sends the signed webhook
     accepted: float  # the app answered 202 (stored and queued)
     ingested: float  # the control worker applied the delivery and the engine reacted
-    claimed: float  # the claiming transaction began (ticket_states -> in_progress)
+    # The claiming transaction began (its activity row's `at` is Postgres's now(): the
+    # transaction's start), so waiting for the repository's claim lock counts as the next stage.
+    claimed: float
     enqueued: float  # the RunSpec is on the machine's queue
     first_event: float  # the runner's first event for the run (it took the run)
     agent: float  # the runner's "agent" phase event (the agent process is spawned)
@@ -240,6 +243,16 @@ async def timeline(w: World, number: int, delivery: str, sent: float, accepted: 
     )
 
 
+async def runs_per_machine(w: World) -> str:
+    async with w.deps.sessions() as session:
+        rows = (
+            await session.execute(
+                select(Run.machine, func.count()).group_by(Run.machine).order_by(Run.machine)
+            )
+        ).all()
+    return ", ".join(f"{machine} {count}" for machine, count in rows)
+
+
 async def check_runs(w: World, count: int) -> str:
     async with w.deps.sessions() as session:
         statuses = (await session.scalars(select(Run.status))).all()
@@ -308,7 +321,7 @@ def report_latency(lines: list[Timeline], cold: list[float]) -> None:
     print(f"  target: label -> agent start p50 <= {TARGET_MS:.0f} ms: {verdict}")
     if cold:
         print(
-            "  warm-up (cold mirror clone, not counted): "
+            "  warm-up, not counted (clones the runner's mirror): "
             + ", ".join(f"{1000 * c:.0f} ms" for c in cold)
         )
     print("  split by stage:")
@@ -337,6 +350,7 @@ async def run(args: argparse.Namespace, database_url: str, redis_url: str, root:
         async with system(deps, settings, database_url, redis_url, root / "burst", 2) as w:
             elapsed, burst_lines = await burst(w, args.burst)
             verdict = await check_runs(w, args.burst)
+            spread = await runs_per_machine(w)
         print(
             f"  all in review after {elapsed:.1f} s: {60 * args.burst / elapsed:.1f} tickets/minute"
         )
@@ -345,6 +359,7 @@ async def run(args: argparse.Namespace, database_url: str, redis_url: str, root:
             f"  runner slots busy {100 * busy / (SLOTS * elapsed):.0f}% of that time "
             f"({SLOTS} slots; a run holds one from the runner's first event to its end)"
         )
+        print(f"  runs per machine: {spread}")
         under_load = _stats([x.to_agent for x in burst_lines])
         print(f"  label -> agent started (queued for a slot)  {under_load}")
         print(f"  {verdict}")

@@ -216,10 +216,13 @@ async def transition(
     *,
     reason: str,
     run_id: str | None = None,
+    relabel: bool | None = None,
     **changes: Any,
 ) -> TicketState:
     """Move the ticket to `new_state` (or just change fields), log it, and publish it:
-    its status label, its status comment, and its Projects card."""
+    its status comment, and (when the state changed, or `relabel`) its status label and
+    its Projects card."""
+    created = loaded.state is None
     row = await ensure_state(session, loaded, new_state)
     old = row.state
     row.state = new_state
@@ -230,7 +233,8 @@ async def transition(
     message = reason if old == new_state else f"{old} → {new_state}: {reason}"
     note(session, loaded.ticket.id, "state", message, run_id=run_id, old=old, new=new_state)
     log.info("ticket_state", ticket_id=loaded.ticket.id, old=old, new=new_state, reason=reason)
-    await publish(session, engine, loaded, config, followups)
+    label = (created or old != new_state) if relabel is None else relabel
+    await publish(session, engine, loaded, config, followups, label=label)
     return row
 
 

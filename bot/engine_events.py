@@ -181,6 +181,7 @@ async def _labels_changed(
             followups,
             row.state,
             reason=f"status label {label!r} restored{_by(event.actor, None)}",
+            relabel=True,
         )
 
 
@@ -257,6 +258,7 @@ async def _moved(
                 followups,
                 row.state,
                 reason=f"{state} is set by OpenASE only; label restored{_by(actor, None)}",
+                relabel=True,
             )
         return
     if row is not None and row.state == State.IN_PROGRESS and row.run_id is not None:

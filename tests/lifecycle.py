@@ -306,9 +306,15 @@ class World:
         )
         self.workers.append((worker, asyncio.create_task(worker.main())))
 
-    async def stop_worker(self) -> None:
-        """Stop every control worker, mid-job if need be."""
+    async def stop_worker(self, *, graceful: bool = True) -> None:
+        """Stop every control worker: after its jobs finish, or (not graceful) mid-job."""
         for worker, task in self.workers:
+            if graceful:
+                worker.allow_pick_jobs = False
+                with suppress(TimeoutError):
+                    async with asyncio.timeout(15):
+                        while worker.tasks:
+                            await asyncio.sleep(0.05)
             task.cancel()
             with suppress(asyncio.CancelledError):
                 await task

@@ -14,6 +14,7 @@ from sqlalchemy import select
 from bot import run_tracking
 from bot.deps import Deps
 from bot.engine_models import Run, TicketState
+from bot.models import Ticket
 from bot.settings import Settings
 from bot.states import State
 from tests.agent_clis import agent_cli
@@ -306,7 +307,7 @@ async def test_a_killed_worker_and_runner_lose_nothing(
         await w.label(8, "openase")
         await w.until(lambda: _run_state(w, 8, "running"), what="the agent to start")
 
-        await w.stop_worker()  # the control plane goes down mid-run ...
+        await w.stop_worker(graceful=False)  # the control plane goes down mid-run ...
         first = w.runners[0]
         first.kill()  # ... and so does the machine, agent and all
         await first.process.wait()
@@ -559,6 +560,7 @@ async def test_a_blocked_ticket_waits_for_its_blocker_to_close(
     async with world(deps, settings, github_api, github, tmp_path, services.redis_url) as w:
         w.add_issue(14, "Foundation", "comes first")
         await w.open_issue(14)
+        await w.until(lambda: _mirrored(w, 14), what="#14 in the mirror")
         w.add_issue(15, "Building on it", "Blocked by #14. add PASS")
         await w.label(15, "openase")
         row = await w.until(lambda: _waiting(w, 15), what="#15 to wait")
@@ -707,3 +709,9 @@ async def test_the_merge_waits_for_other_ci_to_go_green(
 async def _waiting_for(w: World, number: int, text: str) -> TicketState | None:
     row = await w.state(number)
     return row if row is not None and text in (row.waiting or "") else None
+
+
+async def _mirrored(w: World, number: int) -> bool:
+    async with w.deps.sessions() as session:
+        found = await session.scalar(select(Ticket.id).where(Ticket.number == number))
+    return found is not None
