@@ -311,10 +311,10 @@ class World:
         for worker, task in self.workers:
             if graceful:
                 worker.allow_pick_jobs = False
-                with suppress(TimeoutError):
-                    async with asyncio.timeout(15):
-                        while worker.tasks:
-                            await asyncio.sleep(0.05)
+                for _ in range(300):  # up to 15 s for the jobs in hand
+                    if not worker.tasks:
+                        break
+                    await asyncio.sleep(0.05)
             task.cancel()
             with suppress(asyncio.CancelledError):
                 await task
