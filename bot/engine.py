@@ -190,6 +190,21 @@ async def ensure_state(session: AsyncSession, loaded: Loaded, state: str) -> Tic
     return fresh.state
 
 
+# Who GitHub says did something, when it was an App: the bot's own echoes are ignored.
+BOT = "Bot"
+
+
+def by(actor: str | None) -> str:
+    """` by @alice` for a log line, or nothing."""
+    return f" by @{actor}" if actor else ""
+
+
+async def config_or_none(engine: Engine, loaded: Loaded) -> RepoConfig | None:
+    """The repo's config, or None when it is invalid (dispatch reports its problems)."""
+    assert loaded.repo is not None  # only GitHub tickets reach the engine's reactions
+    return (await engine.config_of(loaded.repo)).config
+
+
 # --- deciding --------------------------------------------------------------------------------
 
 

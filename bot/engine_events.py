@@ -29,17 +29,14 @@ from adapters.base import (
     TicketInfo,
     TicketUpserted,
 )
-from bot.engine import Engine, Followups, Loaded, load, note, transition
+from bot.engine import BOT, Engine, Followups, Loaded, by, config_or_none, load, transition
 from bot.engine_models import Run, TicketState
-from bot.merge_gate import can_write
-from bot.models import Repository, Ticket, TicketPullRequest
+from bot.engine_reviews import pull_request_changed, rerun_gates, reviewed, tickets_at
+from bot.models import Repository, Ticket
 from bot.states import TERMINAL, State, human_may_set
 from bot.workflow_config import INTAKE_STATES, RepoConfig, Workflow, stage_for
 
 log = structlog.get_logger(__name__)
-
-BOT = "Bot"
-REVIEW_COMMENTS_MAX = 50
 
 
 async def react(
@@ -57,13 +54,13 @@ async def react(
             case LabelsChanged():
                 await _labels_changed(session, engine, event, followups)
             case PullRequestChanged():
-                await _pull_request_changed(session, engine, event, followups)
+                await pull_request_changed(session, engine, event, followups)
             case PullRequestReviewed():
-                await _reviewed(session, engine, event, followups)
+                await reviewed(session, engine, event, followups)
             case CheckRunRequested():
                 await _check_requested(session, engine, event, followups)
             case ChecksCompleted():
-                for ticket_id in await _tickets_at(session, event.repo.id, event.head_sha):
+                for ticket_id in await tickets_at(session, event.repo.id, event.head_sha):
                     followups.merge_checks.add(ticket_id)
             case ProjectItemChanged():
                 await _project_item_changed(session, engine, event, installation_id, followups)
@@ -94,12 +91,6 @@ async def _loaded(session: AsyncSession, info: TicketInfo) -> Loaded | None:
     return loaded
 
 
-async def _config(engine: Engine, loaded: Loaded) -> RepoConfig | None:
-    """The repo's config, or None when it is invalid (dispatch reports its problems)."""
-    assert loaded.repo is not None  # _loaded only returns GitHub tickets
-    return (await engine.config_of(loaded.repo)).config
-
-
 async def _ticket_upserted(
     session: AsyncSession, engine: Engine, event: TicketUpserted, followups: Followups
 ) -> None:
@@ -113,7 +104,7 @@ async def _ticket_upserted(
         followups.dispatch_due = True  # it may have blocked others
         if row is None or row.state in TERMINAL:
             return
-        config = await _config(engine, loaded)
+        config = await config_or_none(engine, loaded)
         if row.state == State.MERGING:
             await transition(
                 session, engine, loaded, config, followups, State.DONE, reason="issue closed"
@@ -128,7 +119,7 @@ async def _ticket_upserted(
             config,
             followups,
             State.CANCELED,
-            reason=f"issue closed{_by(event.ticket.author_login, None)}",
+            reason="issue closed",
             run_id=None,
         )
         return
@@ -136,7 +127,7 @@ async def _ticket_upserted(
         if row is not None and row.state not in TERMINAL:
             followups.dispatch.add(loaded.ticket.id)  # its blockers may have changed
         return
-    config = await _config(engine, loaded)
+    config = await config_or_none(engine, loaded)
     if config is None:
         followups.dispatch.add(loaded.ticket.id) if row is not None else None
         return
@@ -152,7 +143,7 @@ async def _labels_changed(
     loaded = await _loaded(session, event.ticket)
     if loaded is None or loaded.ticket.state != "open":
         return
-    config = await _config(engine, loaded)
+    config = await config_or_none(engine, loaded)
     if config is None:
         if loaded.state is None and event.added:
             # A trigger may be among them: dispatch reports the config's problems.
@@ -180,7 +171,7 @@ async def _labels_changed(
             config,
             followups,
             row.state,
-            reason=f"status label {label!r} restored{_by(event.actor, None)}",
+            reason=f"status label {label!r} restored{by(event.actor)}",
             relabel=True,
         )
 
@@ -215,7 +206,7 @@ async def _triggered(
         config,
         followups,
         flow.pickup,
-        reason=f"labelled {label!r}{_by(actor, None)}: workflow {flow.name}",
+        reason=f"labelled {label!r}{by(actor)}: workflow {flow.name}",
         workflow=flow.name,
         attempt=0,
         last_failure=None,
@@ -257,12 +248,12 @@ async def _moved(
                 config,
                 followups,
                 row.state,
-                reason=f"{state} is set by OpenASE only; label restored{_by(actor, None)}",
+                reason=f"{state} is set by OpenASE only; label restored{by(actor)}",
                 relabel=True,
             )
         return
     if row is not None and row.state == State.IN_PROGRESS and row.run_id is not None:
-        followups.cancel[row.run_id] = f"moved to {state}{_by(actor, None)}"
+        followups.cancel[row.run_id] = f"moved to {state}{by(actor)}"
     pickup = state not in TERMINAL and state not in (State.IN_REVIEW, State.FAILED)
     changes: dict[str, Any] = {"run_id": None, "waiting": None}
     if pickup:
@@ -280,225 +271,13 @@ async def _moved(
         config,
         followups,
         state,
-        reason=f"moved by a human{_by(actor, None)}",
+        reason=f"moved by a human{by(actor)}",
         **changes,
     )
     if pickup:
         followups.dispatch.add(loaded.ticket.id)
     if state == State.IN_REVIEW:
         followups.merge_checks.add(loaded.ticket.id)
-
-
-def _by(actor: str | None, default: str | None) -> str:
-    who = actor or default
-    return f" by @{who}" if who else ""
-
-
-# --- pull requests and reviews ---------------------------------------------------------------
-
-
-async def _tickets_of_pull(
-    session: AsyncSession, repo_id: int, number: int, pr_id: int
-) -> list[int]:
-    """Tickets whose PR this is: ours (by number) or linked by "Closes #N" or branch name."""
-    ours = (
-        await session.scalars(
-            select(TicketState.ticket_id)
-            .join(Ticket, Ticket.id == TicketState.ticket_id)
-            .where(Ticket.repository_id == repo_id, TicketState.pr_number == number)
-        )
-    ).all()
-    linked = (
-        await session.scalars(
-            select(TicketPullRequest.ticket_id).where(TicketPullRequest.pull_request_id == pr_id)
-        )
-    ).all()
-    return sorted(set(ours) | set(linked))
-
-
-async def _tickets_at(session: AsyncSession, repo_id: int, sha: str) -> list[int]:
-    rows = await session.scalars(
-        select(TicketState.ticket_id)
-        .join(Ticket, Ticket.id == TicketState.ticket_id)
-        .where(
-            Ticket.repository_id == repo_id,
-            TicketState.head_sha == sha,
-            TicketState.state == State.IN_REVIEW,
-        )
-    )
-    return list(rows.all())
-
-
-async def _pull_request_changed(
-    session: AsyncSession, engine: Engine, event: PullRequestChanged, followups: Followups
-) -> None:
-    pr = event.pull_request
-    if event.action not in ("closed", "synchronize"):
-        return
-    for ticket_id in await _tickets_of_pull(session, pr.repo.id, pr.number, pr.id):
-        loaded = await load(session, ticket_id)
-        if loaded is None or loaded.state is None or loaded.repo is None:
-            continue
-        row = loaded.state
-        if row.state in TERMINAL:
-            continue
-        if event.action == "closed" and pr.merged:
-            config = await _config(engine, loaded)
-            await transition(
-                session,
-                engine,
-                loaded,
-                config,
-                followups,
-                State.DONE,
-                reason=f"PR #{pr.number} merged",
-                pr_number=row.pr_number or pr.number,
-            )
-            from bot.engine_jobs import close_issue
-
-            await close_issue(session, loaded, followups)
-        elif event.action == "closed":
-            note(session, ticket_id, "state", f"PR #{pr.number} closed without merging")
-        elif (
-            row.state == State.IN_REVIEW
-            and row.pr_number == pr.number
-            and pr.head_sha
-            and pr.head_sha != row.head_sha
-        ):
-            await _rerun_gates(
-                session, engine, loaded, followups, f"new commits on PR #{pr.number}"
-            )
-
-
-async def _rerun_gates(
-    session: AsyncSession, engine: Engine, loaded: Loaded, followups: Followups, why: str
-) -> None:
-    """Run the gates (no agent) again on the work branch's head."""
-    row = loaded.state
-    assert row is not None
-    config = await _config(engine, loaded)
-    flow = config.workflow(row.workflow) if config is not None and row.workflow else None
-    if flow is None:
-        return
-    await transition(
-        session,
-        engine,
-        loaded,
-        config,
-        followups,
-        flow.pickup,
-        reason=f"{why}: re-running the gates",
-        gates_only=True,
-        attempt=0,
-        next_attempt_at=None,
-        approved=False,
-        run_id=None,
-    )
-    followups.dispatch.add(loaded.ticket.id)
-
-
-async def _reviewed(
-    session: AsyncSession, engine: Engine, event: PullRequestReviewed, followups: Followups
-) -> None:
-    pr = event.pull_request
-    if event.author_type == BOT:
-        return
-    for ticket_id in await _tickets_of_pull(session, pr.repo.id, pr.number, pr.id):
-        loaded = await load(session, ticket_id)
-        if loaded is None or loaded.state is None or loaded.repo is None:
-            continue
-        row, repo = loaded.state, loaded.repo
-        if row.state not in (State.IN_REVIEW, State.MERGING) or repo.installation_id is None:
-            continue
-        who = event.author_login or "someone"
-        if event.action == "dismissed" or event.state == "dismissed":
-            if row.approved:
-                config = await _config(engine, loaded)
-                await transition(
-                    session,
-                    engine,
-                    loaded,
-                    config,
-                    followups,
-                    row.state,
-                    reason=f"review by @{who} dismissed",
-                    approved=False,
-                )
-            continue
-        if event.action != "submitted":
-            continue
-        if not await can_write(engine, repo.full_name, who, repo.installation_id):
-            note(session, ticket_id, "review", f"review by @{who} ignored: no write access")
-            continue
-        config = await _config(engine, loaded)
-        if event.state == "approved":
-            await transition(
-                session,
-                engine,
-                loaded,
-                config,
-                followups,
-                row.state,
-                reason=f"approved by @{who}",
-                approved=True,
-            )
-            followups.merge_checks.add(ticket_id)
-            continue
-        comments = await _review_comments(engine, repo, pr.number, event.review_id)
-        if event.state != "changes_requested" and not comments and not event.body.strip():
-            continue
-        if row.state != State.IN_REVIEW:
-            continue
-        feedback = _feedback(who, event.state, event.body, comments)
-        flow = config.workflow(row.workflow) if config is not None and row.workflow else None
-        if flow is None:
-            continue
-        await transition(
-            session,
-            engine,
-            loaded,
-            config,
-            followups,
-            flow.pickup,
-            reason=f"@{who} asked for changes",
-            feedback=feedback,
-            attempt=0,
-            approved=False,
-            next_attempt_at=None,
-            last_failure=None,
-            run_id=None,
-        )
-        followups.dispatch.add(ticket_id)
-
-
-async def _review_comments(
-    engine: Engine, repo: Repository, number: int, review_id: int
-) -> list[str]:
-    """`path:line: text` for each comment the review left on the diff."""
-    assert repo.installation_id is not None
-    response = await engine.github.request(
-        "GET",
-        f"/repos/{repo.full_name}/pulls/{number}/reviews/{review_id}/comments",
-        installation_id=repo.installation_id,
-        params={"per_page": REVIEW_COMMENTS_MAX},
-    )
-    found = []
-    for item in response.json() or []:
-        where = str(item.get("path") or "")
-        line = item.get("line") or item.get("original_line")
-        if line:
-            where += f":{line}"
-        found.append(f"{where}: {str(item.get('body') or '').strip()}")
-    return found
-
-
-def _feedback(who: str, state: str, body: str, comments: list[str]) -> str:
-    parts = [f"@{who} reviewed the pull request ({state.replace('_', ' ')}):"]
-    if body.strip():
-        parts += ["", body.strip()]
-    if comments:
-        parts += ["", "Comments on the diff:", *(f"- {text}" for text in comments)]
-    return "\n".join(parts)[:20_000]
 
 
 # --- check runs and project cards -------------------------------------------------------------
@@ -527,9 +306,9 @@ async def _check_requested(
         if loaded is None or loaded.state is None or loaded.repo is None:
             continue
         row = loaded.state
-        who = _by(event.actor_login, None)
+        who = by(event.actor_login)
         if event.action == "rerequested" and row.state == State.IN_REVIEW:
-            await _rerun_gates(session, engine, loaded, followups, f"re-run requested{who}")
+            await rerun_gates(session, engine, loaded, followups, f"re-run requested{who}")
         elif row.state in (State.FAILED, State.IN_REVIEW) or (
             row.state not in TERMINAL and row.state != State.IN_PROGRESS and row.next_attempt_at
         ):
@@ -541,7 +320,7 @@ async def _retry(
 ) -> None:
     row = loaded.state
     assert row is not None
-    config = await _config(engine, loaded)
+    config = await config_or_none(engine, loaded)
     flow = config.workflow(row.workflow) if config is not None and row.workflow else None
     if flow is None:
         return
@@ -586,7 +365,7 @@ async def _project_item_changed(
     loaded = await load(session, ticket_id)
     if loaded is None or loaded.repo is None:
         return
-    config = await _config(engine, loaded)
+    config = await config_or_none(engine, loaded)
     if config is None:
         return
     state = state_for_option(item.status, config.states)

@@ -26,7 +26,7 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.deps import Deps
-from bot.dispatch import NOT_PICKUP, dispatch_ticket, resend_queued, work_branch
+from bot.dispatch import NOT_PICKUP, dispatch_ticket, resend_queued
 from bot.engine import Engine, Followups, comment, load, note, transition
 from bot.engine_models import EffectStatus, Run, TicketState
 from bot.errors import ConfigError
@@ -36,6 +36,7 @@ from bot.merge_gate import consider_merge
 from bot.models import Ticket
 from bot.outbox import SettledEffect, add_effect
 from bot.run_results import finish_run, take_result
+from bot.run_spec import work_branch
 from bot.run_tracking import sweep_runs
 from bot.states import State
 from runner.contract import REMOVE_WORKTREE_JOB, RUN_FINISHED_JOB, RunResult, run_queue

@@ -17,11 +17,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.annotations import annotations_from_output
 from bot.blockers import backoff
-from bot.dispatch import GATES_ONLY_AGENT, work_branch
 from bot.engine import Engine, Followups, Loaded, comment, load, note, transition
 from bot.engine_models import Run, RunState
 from bot.github_effects import EffectKind
 from bot.outbox import add_effect, revision_key
+from bot.run_spec import GATES_ONLY_AGENT, work_branch
 from bot.run_tracking import HANDED_BACK, collect_events, fetch_result
 from bot.states import State
 from bot.workflow_config import RepoConfig, Workflow, stage_for
