@@ -229,8 +229,10 @@ async def timeline(w: World, number: int, delivery: str, sent: float, accepted: 
     first = events[0] if events else None
     phases = {e.text: e for e in events if e.kind is EventKind.PHASE}
     agent, done = phases.get("agent"), phases.get("done")
-    if first is None or agent is None or done is None or run_id not in _enqueued:
-        raise SystemExit(f"#{number}: run {run_id} lacks a first event, a phase or its send")
+    if first is None or agent is None or done is None:
+        raise SystemExit(f"#{number}: run {run_id} lacks its first event or a phase")
+    if run_id not in _enqueued:
+        raise SystemExit(f"#{number}: no 'dispatched' log line (bot.dispatch) for run {run_id}")
     return Timeline(
         sent=sent,
         accepted=accepted,

@@ -84,3 +84,19 @@ def configure_logging(*, json: bool | None = None, level: int = logging.INFO) ->
     root.setLevel(level)
     # uvicorn's access log would print every webhook line twice; our own line carries more.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    arq = logging.getLogger("arq.worker")
+    if not any(isinstance(f, QuietCrons) for f in arq.filters):
+        arq.addFilter(QuietCrons())
+
+
+class QuietCrons(logging.Filter):
+    """arq logs every job's start and end; the crons that tick every few seconds would
+    drown the log. Their failures (warnings and errors) still come through."""
+
+    NAMES = ("engine_tick", "perform_outbox_cron", "cron:sweep_pending")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING:
+            return True
+        message = record.getMessage()
+        return not any(name in message for name in self.NAMES)

@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from bot.deps import CONTROL_QUEUE, Deps, build_deps, redis_settings
 from bot.engine_jobs import ENGINE_CTX_KEY, build_engine, engine_cron_jobs, settle_hook
+from bot.errors import ConfigError
 from bot.ingest import ingest_delivery
 from bot.models import Delivery, DeliveryStatus
 from bot.outbox import ON_SETTLED_CTX_KEY, outbox_cron_jobs
@@ -87,6 +88,13 @@ def control_functions() -> list[Any]:
 MAX_TRIES = 8
 
 
+def _has_github_app(settings: Settings) -> bool:
+    try:
+        return settings.github_app_id is not None and bool(settings.github_private_key_pem())
+    except ConfigError:
+        return False  # an unreadable key: the engine says why when it starts
+
+
 def make_worker(
     settings: Settings,
     *,
@@ -123,8 +131,8 @@ def make_worker(
         functions=control_functions(),
         cron_jobs=[
             cron(sweep_pending, second=0, run_at_startup=False, unique=True),
-            *outbox_cron_jobs(),
-            *engine_cron_jobs(),
+            # Without a GitHub App there is nothing to perform and no engine to tick.
+            *(outbox_cron_jobs() + engine_cron_jobs() if _has_github_app(settings) else []),
         ],
         queue_name=CONTROL_QUEUE,
         redis_settings=redis_settings(redis_url),

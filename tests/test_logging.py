@@ -9,7 +9,7 @@ import logging
 import pytest
 import structlog
 
-from bot.logging import configure_logging, redact
+from bot.logging import QuietCrons, configure_logging, redact
 
 
 @pytest.mark.parametrize(
@@ -63,3 +63,15 @@ def test_json_lines_carry_context_and_no_secret() -> None:
     assert line["repository"] == "acme/api"
     assert line["token"] == "[redacted]"
     assert "ghs_" not in stream.getvalue()
+
+
+def test_the_frequent_crons_are_not_logged_but_their_failures_are() -> None:
+    quiet = QuietCrons()
+
+    def record(level: int, message: str) -> logging.LogRecord:
+        return logging.LogRecord("arq.worker", level, __file__, 1, message, None, None)
+
+    assert not quiet.filter(record(logging.INFO, "  0.02s → engine_tick()"))
+    assert not quiet.filter(record(logging.INFO, "  0.00s ← perform_outbox_cron ● 0"))
+    assert quiet.filter(record(logging.ERROR, "  0.02s ! engine_tick failed, NameError: x"))
+    assert quiet.filter(record(logging.INFO, "  0.01s → 12:ingest_delivery(3)"))
