@@ -48,6 +48,10 @@ log = structlog.get_logger(__name__)
 NOT_PICKUP = frozenset(
     {State.IN_PROGRESS, State.IN_REVIEW, State.MERGING, State.DONE, State.CANCELED, State.FAILED}
 )
+CONFIG_WAIT = (
+    "⚠️ Waiting for a valid `.github/openase.yml` on the default branch (the comment below "
+    "says what is wrong with it)."
+)
 # A queued run not seen by its runner this long after it was sent is sent again.
 RESEND_AFTER = timedelta(seconds=20)
 
@@ -200,15 +204,25 @@ async def _report_config(
         fresh = await load(session, loaded.ticket.id)
         if fresh is None:
             return
-        await comment(session, fresh, followups, key=f"config:{loaded.ticket.id}:{sha}", body=body)
-        if fresh.state is not None and fresh.state.waiting != "config":
+        key = f"config:{loaded.ticket.id}:{sha}"
+        if await comment(session, fresh, followups, key=key, body=body):
             note(
                 session,
                 loaded.ticket.id,
                 "config",
                 "invalid config: " + "; ".join(map(str, problems)),
             )
-            fresh.state.waiting = "config"
+        if fresh.state is not None and fresh.state.waiting != CONFIG_WAIT:
+            await transition(
+                session,
+                engine,
+                fresh,
+                None,
+                followups,
+                fresh.state.state,
+                reason="waiting for a valid .github/openase.yml",
+                waiting=CONFIG_WAIT,
+            )
     await followups.run(engine)
 
 

@@ -366,11 +366,11 @@ async def comment(
     *,
     key: str,
     body: str,
-) -> None:
-    """A one-off reply on the ticket (idempotent by `key`)."""
+) -> bool:
+    """A one-off reply on the ticket (idempotent by `key`); whether it is a new one."""
     if loaded.repo is None or loaded.ticket.number is None:
-        return
-    await add_effect(
+        return False
+    added = await add_effect(
         session,
         key=key,
         kind=EffectKind.COMMENT,
@@ -379,3 +379,4 @@ async def comment(
         installation_id=loaded.repo.installation_id,
     )
     followups.outbox.add(loaded.repo.installation_id)
+    return added

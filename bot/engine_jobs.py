@@ -132,7 +132,6 @@ async def dispatch_due(engine: Engine, *, limit: int = DUE_BATCH) -> int:
                     TicketState.held.is_(False),
                     or_(TicketState.next_attempt_at.is_(None), TicketState.next_attempt_at <= now),
                     Ticket.state == "open",
-                    or_(TicketState.waiting.is_(None), TicketState.waiting != "config"),
                 )
                 .order_by(TicketState.next_attempt_at.nulls_first(), TicketState.ticket_id)
                 .limit(limit)

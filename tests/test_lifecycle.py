@@ -21,7 +21,7 @@ from tests.agent_clis import agent_cli
 from tests.conftest import Services
 from tests.fakes.github_api import FakeGitHubAPI
 from tests.fakes.model_server import ModelServer, Scenario, Step, ToolCall
-from tests.git_repos import show
+from tests.git_repos import git, show
 from tests.helpers import GitHubWebhookSender, github_example
 from tests.lifecycle import WRITER, World, repo_config, world
 
@@ -527,6 +527,17 @@ async def test_an_invalid_config_is_explained_on_the_issue_and_nothing_runs(
         assert "workflows.coder.max_attempts" in said[0]
         assert ".github/openase.yml" in said[0]
         assert await w.runs(12) == []
+        waiting = await w.until(lambda: _waiting(w, 12), what="the config wait")
+        assert "openase.yml" in (waiting.waiting or "")
+
+        # Someone fixes the file on the default branch: the ticket starts by itself.
+        fix = tmp_path / "fix"
+        git(tmp_path, "clone", "-q", str(w.remote), str(fix))
+        (fix / ".github" / "openase.yml").write_text(repo_config())
+        git(fix, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "fix config")
+        git(fix, "push", "-q", "origin", "main")
+        await w.reach(12, State.IN_REVIEW)
+        assert len([c for c in w.bot_comments(12) if "openase.yml" in c]) == 1
 
 
 async def test_a_repository_without_config_gets_the_default_workflow(
