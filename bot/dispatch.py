@@ -18,7 +18,7 @@ import structlog
 from arq.jobs import Job
 from pydantic import SecretStr
 from redis.exceptions import RedisError
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.blockers import blockers, open_blockers
@@ -48,6 +48,7 @@ log = structlog.get_logger(__name__)
 NOT_PICKUP = frozenset(
     {State.IN_PROGRESS, State.IN_REVIEW, State.MERGING, State.DONE, State.CANCELED, State.FAILED}
 )
+MACHINES_LOCK = 0x0A5E0003  # advisory lock namespace of the machine choice (bot.claims' are 1, 2)
 CONFIG_WAIT = (
     "⚠️ Waiting for a valid `.github/openase.yml` on the default branch (the comment below "
     "says what is wrong with it)."
@@ -63,7 +64,8 @@ class Prepared:
     config: RepoConfig
     workflow: Workflow
     provider: Provider
-    machine: Machine
+    candidates: list[Machine]  # qualifying runners; the choice is made under the lock
+    needs: Requirements
 
 
 async def dispatch_ticket(engine: Engine, ticket_id: int) -> str:
@@ -129,7 +131,7 @@ async def _prepare(engine: Engine, ticket_id: int) -> Prepared | str:
         reason = why_none(candidates, needs)
         await _wait(engine, ticket_id, config, f"⏳ Waiting for a runner: {reason}.")
         return "no_machine"
-    return Prepared(loaded, repo, config, workflow, provider, machine)
+    return Prepared(loaded, repo, config, workflow, provider, candidates, needs)
 
 
 def _workflow_for(config: RepoConfig, row: TicketState, ticket: Ticket) -> Workflow | None:
@@ -240,6 +242,15 @@ async def _claim_and_send(engine: Engine, prepared: Prepared) -> str:
     run_id = f"t{loaded.ticket.id}-{workflow.name}-{secrets.token_hex(4)}"
     followups = Followups(decision=f"claim:{run_id}")
     async with engine.deps.sessions() as session, session.begin():
+        # The machine is chosen again under one lock for all claims, from the runs committed
+        # so far: a burst of dispatches would otherwise all see the same free slots and pile
+        # onto one machine's queue while another stands idle.
+        await session.execute(
+            text("SELECT pg_advisory_xact_lock(:space, 0)"), {"space": MACHINES_LOCK}
+        )
+        machine = choose(prepared.candidates, prepared.needs, in_flight=await _in_flight(session))
+        if machine is None:
+            return "no_machine"
         claimed = await claim(
             session,
             ticket_id=loaded.ticket.id,
@@ -271,7 +282,7 @@ async def _claim_and_send(engine: Engine, prepared: Prepared) -> str:
                 ticket_id=fresh.ticket.id,
                 workflow=workflow.name,
                 attempt=claimed.attempt,
-                machine=prepared.machine.name,
+                machine=machine.name,
                 state=RunState.QUEUED,
                 # Secrets come out as '**********'; a resend fills them in from the provider.
                 spec={**spec.model_dump(mode="json"), PROVIDER_KEY: workflow.provider},
@@ -294,14 +305,14 @@ async def _claim_and_send(engine: Engine, prepared: Prepared) -> str:
             config,
             followups,
             State.IN_PROGRESS,
-            reason=f"{pickup} → in_progress: {workflow.name} {what} on {prepared.machine.name}",
+            reason=f"{pickup} → in_progress: {workflow.name} {what} on {machine.name}",
             run_id=run_id,
             feedback=None,
             waiting=None,
             gates_only=False,
         )
-    sent = await send(engine, spec, prepared.machine.name)
-    log.info("dispatched", run_id=run_id, machine=prepared.machine.name, sent=sent)
+    sent = await send(engine, spec, machine.name)
+    log.info("dispatched", run_id=run_id, machine=machine.name, sent=sent)
     await followups.run(engine)
     return "dispatched"
 
