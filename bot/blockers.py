@@ -36,9 +36,14 @@ class IssueRef:
     number: int
 
 
+def prose(body: str | None) -> str:
+    """Markdown without fenced code, inline code and HTML comments: what a person said."""
+    return _HTML_COMMENT.sub("", _INLINE_CODE.sub("", _FENCE.sub("", body or "")))
+
+
 def blockers(body: str, own_repo: str) -> list[IssueRef]:
     """Issues this body says it waits for, in order, without duplicates or itself."""
-    text = _HTML_COMMENT.sub("", _INLINE_CODE.sub("", _FENCE.sub("", body or "")))
+    text = prose(body)
     found: list[IssueRef] = []
     for match in _BLOCKED.finditer(text):
         for ref in _ONE_REF.finditer(match["refs"]):

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from adapters.base import (
     CheckRunRequested,
     ChecksCompleted,
+    CommentCreated,
     LabelsChanged,
     NormalizedEvent,
     ProjectItemChanged,
@@ -29,6 +30,7 @@ from adapters.base import (
     TicketInfo,
     TicketUpserted,
 )
+from bot.approval import approve_command
 from bot.engine import BOT, Engine, Followups, Loaded, by, config_or_none, load, transition
 from bot.engine_models import Run, TicketState
 from bot.engine_reviews import pull_request_changed, rerun_gates, reviewed, tickets_at
@@ -62,6 +64,8 @@ async def react(
             case ChecksCompleted():
                 for ticket_id in await tickets_at(session, event.repo.id, event.head_sha):
                     followups.merge_checks.add(ticket_id)
+            case CommentCreated():
+                await approve_command(session, engine, event, followups)
             case ProjectItemChanged():
                 await _project_item_changed(session, engine, event, installation_id, followups)
             case _:

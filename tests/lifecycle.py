@@ -247,6 +247,22 @@ class World:
             "check_run", {"action": "rerequested", "check_run": check, **self.envelope(by)}
         )
 
+    async def comment(self, number: int, body: str, *, by: str = WRITER) -> None:
+        """A human comments on an issue (GitHub's `issue_comment.created`)."""
+        example = github_example("issue_comment", "created")
+        comment = {
+            **example["comment"],
+            "id": 60_000 + next(self._clock),
+            "body": body,
+            "user": self.user(by),
+            "created_at": self.now(),
+            "updated_at": self.now(),
+        }
+        issue = self.issue(number)
+        issue["updated_at"] = self.now()
+        payload = {"action": "created", "issue": issue, "comment": comment, **self.envelope(by)}
+        await self.send("issue_comment", payload)
+
     async def checks_completed(self, run: Json) -> None:
         """GitHub's `check_run.completed` for a check run of the fake."""
         public = {k: v for k, v in run.items() if not k.startswith("_")}

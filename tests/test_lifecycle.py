@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from bot import run_tracking
+from bot.approval import says_approve
 from bot.deps import Deps
 from bot.engine_models import Run, TicketState
 from bot.models import Ticket
@@ -726,3 +727,39 @@ async def _mirrored(w: World, number: int) -> bool:
     async with w.deps.sessions() as session:
         found = await session.scalar(select(Ticket.id).where(Ticket.number == number))
     return found is not None
+
+
+async def test_approve_from_a_writer_merges_and_from_others_does_not(
+    deps: Deps,
+    settings: Settings,
+    github_api: FakeGitHubAPI,
+    github: GitHubWebhookSender,
+    services: Services,
+    tmp_path: Path,
+) -> None:
+    async with world(deps, settings, github_api, github, tmp_path, services.redis_url) as w:
+        w.add_issue(21, "Approve me", "add PASS")
+        await w.label(21, "openase")
+        row = await w.reach(21, State.IN_REVIEW)
+        await w.until(lambda: _pr_known(w, 21), what="the PR number to be recorded")
+
+        await w.comment(21, "/approve", by="mallory")  # no write access
+        await w.comment(21, "Try this:\n```\n/approve\n```\n> /approve")  # code and quotes
+        await asyncio.sleep(1.5)  # time for anything (wrong) to happen
+        assert (await w.state(21)).approved is False  # type: ignore[union-attr]
+        assert "/approve by @mallory ignored: no write access" in await w.story()
+
+        await w.comment(21, "Looks good.\n/approve")
+        await w.reach(21, State.DONE)
+        assert w.fake.merges[0]["sha"] == row.head_sha
+
+
+def test_approve_is_a_line_of_its_own_outside_code_and_quotes() -> None:
+    assert says_approve("/approve")
+    assert says_approve("LGTM\n  /approve please\n")
+    assert not says_approve("/approved")
+    assert not says_approve("please /approve")
+    assert not says_approve("```\n/approve\n```")
+    assert not says_approve("`/approve`")
+    assert not says_approve("> /approve")
+    assert not says_approve("<!-- /approve -->")
