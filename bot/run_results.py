@@ -122,8 +122,10 @@ async def _decide(
     row.cost_usd = (row.cost_usd or 0.0) + cost
     if result is not None and result.session_id:
         row.session_id = result.session_id
+    # A gates-only run starts from the work branch on the remote and adds nothing to it.
+    gates_only = (run.spec or {}).get("agent", {}).get("argv") == list(GATES_ONLY_AGENT.argv)
     if result is not None:
-        await _report_checks(session, engine, loaded, run, result, followups)
+        await _report_checks(session, engine, loaded, run, result, followups, gates_only)
     else:
         # Should the lost run's job ever run again (its runner comes back), it stops at once.
         followups.cancel[run.id] = "the run was declared lost and retried elsewhere"
@@ -133,7 +135,6 @@ async def _decide(
         return
     workflow = config.workflow(run.workflow) if config is not None else None
     followups.dispatch_due = True  # a slot is free
-    gates_only = (run.spec or {}).get("agent", {}).get("argv") == list(GATES_ONLY_AGENT.argv)
     if (
         result is not None
         and result.succeeded
@@ -337,10 +338,11 @@ async def _report_checks(
     run: Run,
     result: RunResult,
     followups: Followups,
+    gates_only: bool,
 ) -> None:
     """One check run per blocking gate on the pushed commit, and `openase` for the ticket."""
     repo = loaded.repo
-    known = loaded.state is not None and result.head_sha == loaded.state.head_sha
+    known = gates_only or (loaded.state is not None and result.head_sha == loaded.state.head_sha)
     # GitHub only takes check runs for commits it has: pushed now, or the PR's head already.
     if repo is None or not result.head_sha or not (result.pushed or known):
         return

@@ -763,3 +763,51 @@ def test_approve_is_a_line_of_its_own_outside_code_and_quotes() -> None:
     assert not says_approve("`/approve`")
     assert not says_approve("> /approve")
     assert not says_approve("<!-- /approve -->")
+
+
+async def test_a_human_push_to_the_pr_reruns_the_gates_on_it(
+    deps: Deps,
+    settings: Settings,
+    github_api: FakeGitHubAPI,
+    github: GitHubWebhookSender,
+    services: Services,
+    tmp_path: Path,
+) -> None:
+    async with world(deps, settings, github_api, github, tmp_path, services.redis_url) as w:
+        w.add_issue(22, "Touched up by hand", "add PASS")
+        await w.label(22, "openase")
+        first = await w.reach(22, State.IN_REVIEW)
+        pull = await w.until(lambda: _async(w.pull_for(22)), what="the PR")
+        await w.until(lambda: _pr_known(w, 22), what="the PR number to be recorded")
+
+        hand = tmp_path / "hand"
+        git(tmp_path, "clone", "-q", "-b", "openase/22", str(w.remote), str(hand))
+        (hand / "NOTES.md").write_text("a human was here\n")
+        git(hand, "add", "NOTES.md")
+        git(hand, "-c", "user.name=h", "-c", "user.email=h@h", "commit", "-qm", "notes")
+        git(hand, "push", "-q", "origin", "openase/22")
+        pushed = git(hand, "rev-parse", "HEAD").strip()
+        pull["head"]["sha"] = pushed
+        pull["updated_at"] = w.now()
+        await w.send(
+            "pull_request",
+            {
+                "action": "synchronize",
+                "number": pull["number"],
+                "pull_request": pull,
+                "before": first.head_sha,
+                "after": pushed,
+                **w.envelope(WRITER),
+            },
+        )
+
+        await w.until(lambda: _two_runs(w, 22), what="the gates to run again")
+        again = await w.reach(22, State.IN_REVIEW)
+        assert again.head_sha == pushed
+        runs = await w.runs(22)
+        assert runs[1].spec["agent"]["argv"] == ["true"]
+        checks = await w.until(
+            lambda: _async(w.check_runs(pushed) if len(w.check_runs(pushed)) == 2 else None),
+            what="check runs on the pushed commit",
+        )
+        assert {run["conclusion"] for run in checks.values()} == {"success"}
