@@ -92,6 +92,7 @@ class Followups:
     outbox: set[int | None] = field(default_factory=set)  # installations with new effects
     later: dict[int, datetime] = field(default_factory=dict)  # ticket -> dispatch at (backoff)
     dispatch_due: bool = False  # a slot freed up: start the tickets waiting for one
+    sends: list[tuple[Any, str]] = field(default_factory=list)  # (RunSpec, machine) to send
     decision: str = ""  # names the enqueued outbox job
 
     def merge(self, other: Followups) -> None:
@@ -101,11 +102,12 @@ class Followups:
         self.outbox |= other.outbox
         self.later.update(other.later)
         self.dispatch_due = self.dispatch_due or other.dispatch_due
+        self.sends += other.sends
         self.decision = self.decision or other.decision
 
     async def run(self, engine: Engine) -> None:
         """Carry them out; a failure is logged, the cron repairs it within seconds."""
-        from bot.dispatch import dispatch_ticket
+        from bot.dispatch import dispatch_ticket, send
         from bot.engine_jobs import dispatch_due, dispatch_later  # it imports us
         from bot.merge_gate import consider_merge
 
@@ -115,6 +117,8 @@ class Followups:
                 await redis.set(run_cancel_key(run_id), reason[:500], ex=CANCEL_TTL_SECONDS)
             except (RedisError, OSError) as exc:
                 log.warning("cancel_not_sent", run_id=run_id, error=type(exc).__name__)
+        for spec, machine in self.sends:
+            await send(engine, spec, machine)
         stamp = self.decision or f"{time.time_ns()}"
         for installation_id in self.outbox:
             await enqueue_perform(
@@ -230,16 +234,18 @@ async def transition(
     new_state: str,
     *,
     reason: str,
-    run_id: str | None = None,
     relabel: bool | None = None,
     **changes: Any,
 ) -> TicketState:
-    """Move the ticket to `new_state` (or just change fields), log it, and publish it:
-    its status comment, and (when the state changed, or `relabel`) its status label and
-    its Projects card."""
+    """Move the ticket to `new_state` and set the columns in `changes` (`run_id=None`
+    clears the run in flight), log it, and publish it: its status comment, and (when the
+    state changed, or `relabel`) its status label and its Projects card."""
     created = loaded.state is None
     row = await ensure_state(session, loaded, new_state)
     old = row.state
+    run_id = changes.get("run_id", row.run_id)  # the run the change is about, for the log
+    if run_id is None:
+        run_id = row.run_id
     row.state = new_state
     for name, value in changes.items():
         setattr(row, name, value)

@@ -30,7 +30,7 @@ from adapters.base import (
     TicketInfo,
     TicketUpserted,
 )
-from bot.approval import approve_command
+from bot.command_access import Actor
 from bot.engine import BOT, Engine, Followups, Loaded, by, config_or_none, load, transition
 from bot.engine_models import Run, TicketState
 from bot.engine_reviews import pull_request_changed, rerun_gates, reviewed, tickets_at
@@ -65,7 +65,7 @@ async def react(
                 for ticket_id in await tickets_at(session, event.repo.id, event.head_sha):
                     followups.merge_checks.add(ticket_id)
             case CommentCreated():
-                await approve_command(session, engine, event, followups)
+                await _commented(session, engine, event, followups)
             case ProjectItemChanged():
                 await _project_item_changed(session, engine, event, installation_id, followups)
             case _:
@@ -131,6 +131,9 @@ async def _ticket_upserted(
         if row is not None and row.state not in TERMINAL:
             followups.dispatch.add(loaded.ticket.id)  # its blockers may have changed
         return
+    if event.action == "opened":
+        await _body_commands(session, engine, loaded, event.ticket, followups)
+        row = loaded.state
     config = await config_or_none(engine, loaded)
     if config is None:
         followups.dispatch.add(loaded.ticket.id) if row is not None else None
@@ -375,3 +378,60 @@ async def _project_item_changed(
     state = state_for_option(item.status, config.states)
     if state is not None:
         await _moved(session, engine, loaded, config, state, followups, event.actor_login)
+
+
+# --- slash commands -----------------------------------------------------------------------------
+
+
+async def _commented(
+    session: AsyncSession, engine: Engine, event: CommentCreated, followups: Followups
+) -> None:
+    """A new comment's commands, on the issue itself or on its PR's conversation."""
+    from bot.commands import Source, run_commands
+
+    comment = event.comment
+    if not comment.body or "/" not in comment.body:
+        return
+    ticket_ids = await _tickets_commented(session, event.ticket)
+    author = Actor(comment.author_login or "ghost", comment.author_type)
+    for ticket_id in ticket_ids:
+        loaded = await load(session, ticket_id)
+        if loaded is None or loaded.repo is None:
+            continue
+        source = Source(comment.body, author, _int(comment.external_id), f"c{comment.external_id}")
+        await run_commands(session, engine, loaded, source, followups)
+
+
+async def _body_commands(
+    session: AsyncSession, engine: Engine, loaded: Loaded, info: TicketInfo, followups: Followups
+) -> None:
+    """A new issue's body may carry commands too (`/run` in an issue template)."""
+    from bot.commands import Source, run_commands
+
+    if not info.body or "/" not in info.body:
+        return
+    login = info.author_login or "ghost"
+    author = Actor(login, BOT if login.endswith("[bot]") else "User")
+    source = Source(info.body, author, None, f"i{loaded.ticket.id}")
+    await run_commands(session, engine, loaded, source, followups)
+
+
+async def _tickets_commented(session: AsyncSession, info: TicketInfo) -> list[int]:
+    """The ticket commented on, or the tickets whose PR the conversation is."""
+    own = await _ticket_id(session, info)
+    if info.repo is None or info.number is None:
+        return [own] if own is not None else []
+    prs = (
+        await session.scalars(
+            select(TicketState.ticket_id)
+            .join(Ticket, Ticket.id == TicketState.ticket_id)
+            .where(Ticket.repository_id == info.repo.id, TicketState.pr_number == info.number)
+        )
+    ).all()
+    if prs:
+        return list(prs)
+    return [own] if own is not None else []
+
+
+def _int(text: str) -> int | None:
+    return int(text) if text.isdigit() else None

@@ -60,6 +60,7 @@ class TicketState(Timestamped, Base):
     waiting: Mapped[str | None] = mapped_column(Text)
     # The next run only re-runs the gates on the PR's head (check run "Re-run"), no agent.
     gates_only: Mapped[bool] = mapped_column(Boolean, default=False)
+    ask_session_id: Mapped[str | None] = mapped_column(String(200))  # `/ask` resumes it
     version: Mapped[int] = mapped_column(Integer, default=0)  # optimistic lock
 
 

@@ -16,6 +16,7 @@ from sqlalchemy import func, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.annotations import annotations_from_output
+from bot.ask import ASK, answer
 from bot.blockers import backoff
 from bot.engine import Engine, Followups, Loaded, comment, load, note, transition
 from bot.engine_models import Run, RunState
@@ -117,6 +118,12 @@ async def _decide(
     cost = (result.cost_usd or 0.0) if result is not None else 0.0
     summary = f"run {run.id} {status}" + (f" (${cost:.2f})" if cost else "")
     note(session, loaded.ticket.id, "run", summary, run_id=run.id, status=status, cost_usd=cost)
+    if run.workflow == ASK:  # a question, not a stage: answered, nothing moves
+        await answer(session, engine, loaded, run, result, followups)
+        if loaded.state is not None:
+            loaded.state.cost_usd = (loaded.state.cost_usd or 0.0) + cost
+        followups.dispatch_due = True
+        return
     if row is None:
         return
     row.cost_usd = (row.cost_usd or 0.0) + cost

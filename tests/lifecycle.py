@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import os
 import signal
 import subprocess
@@ -142,6 +143,7 @@ class World:
     runners: list[Runner] = field(default_factory=list)
     boards: FakeGitHubGraphQL | None = None
     path_prefix: Path | None = None
+    sent: dict[str, tuple[str, Json]] = field(default_factory=dict)  # by delivery id
     workers: list[tuple[Worker, asyncio.Task[Any]]] = field(default_factory=list)
     _clock: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -247,21 +249,48 @@ class World:
             "check_run", {"action": "rerequested", "check_run": check, **self.envelope(by)}
         )
 
-    async def comment(self, number: int, body: str, *, by: str = WRITER) -> None:
-        """A human comments on an issue (GitHub's `issue_comment.created`)."""
-        example = github_example("issue_comment", "created")
-        comment = {
-            **example["comment"],
-            "id": 60_000 + next(self._clock),
-            "body": body,
-            "user": self.user(by),
-            "created_at": self.now(),
-            "updated_at": self.now(),
-        }
+    async def comment(
+        self,
+        number: int,
+        body: str,
+        *,
+        by: str = WRITER,
+        kind: str = "User",
+        delivery: str | None = None,
+    ) -> Json:
+        """A comment on an issue or PR (GitHub's `issue_comment.created`); the comment."""
+        made = self.fake.add_comment(self.repo, number, body, login=by)
+        made["user"] = self.user(by, kind)
+        public = {k: v for k, v in made.items() if not k.startswith("_")}
         issue = self.issue(number)
         issue["updated_at"] = self.now()
-        payload = {"action": "created", "issue": issue, "comment": comment, **self.envelope(by)}
+        payload = {
+            "action": "created",
+            "issue": issue,
+            "comment": public,
+            **self.envelope(by, kind),
+        }
+        await self.send("issue_comment", payload, delivery)
+        return made
+
+    async def edit_comment(self, number: int, made: Json, body: str, *, by: str = WRITER) -> None:
+        """GitHub's `issue_comment.edited`: edits never run commands again."""
+        made["body"] = body
+        made["updated_at"] = self.now()
+        public = {k: v for k, v in made.items() if not k.startswith("_")}
+        issue = self.issue(number)
+        payload = {
+            "action": "edited",
+            "changes": {"body": {"from": "before"}},
+            "issue": issue,
+            "comment": public,
+            **self.envelope(by),
+        }
         await self.send("issue_comment", payload)
+
+    def reactions_on(self, comment: Json) -> list[str]:
+        subject = ("issue_comment", comment["id"])
+        return [r["content"] for r in self.fake.reactions if r["_subject"] == subject]
 
     async def checks_completed(self, run: Json) -> None:
         """GitHub's `check_run.completed` for a check run of the fake."""
@@ -307,6 +336,14 @@ class World:
         await self.send("pull_request_review", payload)
 
     async def send(self, event: str, payload: Json, delivery: str | None = None) -> None:
+        response = await self.sender.send(event, payload, delivery_id=delivery)
+        assert response.status_code in (200, 202), response.text
+        if delivery is not None:
+            self.sent[delivery] = (event, json.loads(json.dumps(payload)))
+
+    async def send_again(self, delivery: str) -> None:
+        """GitHub's redelivery: the same delivery id and payload once more."""
+        event, payload = self.sent[delivery]
         response = await self.sender.send(event, payload, delivery_id=delivery)
         assert response.status_code in (200, 202), response.text
 

@@ -12,7 +12,6 @@ import pytest
 from sqlalchemy import select
 
 from bot import run_tracking
-from bot.approval import says_approve
 from bot.deps import Deps
 from bot.engine_models import Run, TicketState
 from bot.models import Ticket
@@ -752,17 +751,6 @@ async def test_approve_from_a_writer_merges_and_from_others_does_not(
         await w.comment(21, "Looks good.\n/approve")
         await w.reach(21, State.DONE)
         assert w.fake.merges[0]["sha"] == row.head_sha
-
-
-def test_approve_is_a_line_of_its_own_outside_code_and_quotes() -> None:
-    assert says_approve("/approve")
-    assert says_approve("LGTM\n  /approve please\n")
-    assert not says_approve("/approved")
-    assert not says_approve("please /approve")
-    assert not says_approve("```\n/approve\n```")
-    assert not says_approve("`/approve`")
-    assert not says_approve("> /approve")
-    assert not says_approve("<!-- /approve -->")
 
 
 async def test_a_human_push_to_the_pr_reruns_the_gates_on_it(

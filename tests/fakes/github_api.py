@@ -129,6 +129,13 @@ class FakeGitHubAPI:
                 re.compile(r"/repos/(?P<name>[^/]+/[^/]+)/contents/(?P<path>.*)"),
                 self._contents,
             ),
+            (
+                "GET",
+                re.compile(
+                    r"/orgs/(?P<org>[^/]+)/teams/(?P<slug>[^/]+)/memberships/(?P<login>[^/]+)"
+                ),
+                self._team_membership,
+            ),
         ]
         self._init_writes()
         self._routes += self._write_routes()
@@ -576,6 +583,7 @@ class FakeGitHubAPI:
         # Read by the merge gate and the review loop: who may write, other CI's commit
         # statuses by sha, the comments each review left on the diff.
         self.permissions: dict[str, str] = {}  # login -> admin | maintain | write | read
+        self.team_members: dict[str, set[str]] = {}  # "org/team-slug" -> logins (active)
         self.statuses: dict[str, list[Json]] = {}
         self.review_comments: dict[int, list[Json]] = {}
         self._write_ids = iter(range(7_000_001, 8_000_000))
@@ -1129,6 +1137,23 @@ class FakeGitHubAPI:
         permission = self.permissions.get(login, "read")
         user = {**self.bot_user, "login": login, "type": "User", "id": abs(hash(login)) % 10**7}
         return self._answer(200, {"permission": permission, "role_name": permission, "user": user})
+
+    def _team_membership(
+        self, request: httpx.Request, org: str, slug: str, login: str
+    ) -> httpx.Response:
+        installation_id = self._installation_of(request)
+        if installation_id is None:
+            return self._unauthorized()
+        # An installation token sees the teams of its own account only.
+        if self.installations[installation_id]["account"]["login"].lower() != org.lower():
+            return self._answer(404, {"message": "Not Found"})
+        key = f"{org}/{slug}".lower()
+        members = next((m for k, m in self.team_members.items() if k.lower() == key), set())
+        if login.lower() not in {member.lower() for member in members}:
+            return self._answer(404, {"message": "Not Found"})
+        team_id = abs(hash(key)) % 10**7
+        url = f"{self.api_url}/teams/{team_id}/memberships/{login}"
+        return self._answer(200, {"url": url, "role": "member", "state": "active"})
 
     def _combined_status(self, request: httpx.Request, name: str, ref: str) -> httpx.Response:
         repo = self._writable(request, name)
