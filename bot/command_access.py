@@ -175,7 +175,7 @@ class GitHubPermissions:
         try:
             response = await self.github.request("GET", path, installation_id=self.installation_id)
         except RequestRejected as exc:
-            if exc.status in (403, 404):
+            if exc.status == 404:
                 return None
             raise
         answer = response.json()

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.command_access import Actor, GitHubPermissions, Level, decide
 from bot.command_parse import ParsedCommand, parse_commands, quote
-from bot.engine import Engine, Followups, Loaded
+from bot.engine import BOT, Engine, Followups, Loaded
 from bot.github_effects import EffectKind
 from bot.outbox import add_effect
 from bot.workflow_config import RepoConfig
@@ -115,6 +115,12 @@ async def run_commands(
         return 0
     repo, installation = loaded.repo, loaded.repo.installation_id
     config = (await engine.config_of(repo)).config
+    if source.author.kind == BOT:
+        # Bots (ours included) are not answered at all, so two bots never talk in circles;
+        # one listed under `commands.<name>.users` may use that command.
+        found = [parsed for parsed in found if _listed(config, parsed.name, source.author)]
+        if not found:
+            return 0
     permissions = GitHubPermissions(engine.github, repo.full_name, installation)
     await _react(session, loaded, source, "eyes", followups)
     for parsed in found:
@@ -128,6 +134,11 @@ async def run_commands(
             await _reply(session, loaded, source, parsed, outcome.reply, followups)
         log.info("command", name=parsed.name, done=outcome.done, actor=source.author.login)
     return len(found)
+
+
+def _listed(config: RepoConfig | None, name: str, actor: Actor) -> bool:
+    access = config.commands.get(name) if config is not None else None
+    return access is not None and actor.login.casefold() in {u.casefold() for u in access.users}
 
 
 async def _one(

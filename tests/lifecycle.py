@@ -74,12 +74,17 @@ GATE = "test -f PASS || { echo 'src/app.py:3:1: error: the PASS file is missing'
 
 
 def repo_config(
-    *, max_attempts: int = 3, approval: str = "required", repo_concurrency: int | None = None
+    *,
+    max_attempts: int = 3,
+    approval: str = "required",
+    repo_concurrency: int | None = None,
+    extra: str = "",
 ) -> str:
     """The repository's `.github/openase.yml`: one workflow whose gate wants a PASS file."""
     concurrency = f", concurrency: {{repo: {repo_concurrency}}}" if repo_concurrency else ""
-    return textwrap.dedent(
-        f"""\
+    return (
+        textwrap.dedent(
+            f"""\
         workflows:
           coder:
             trigger_labels: [openase]
@@ -93,6 +98,8 @@ def repo_config(
               on_complete:
                 - {{name: tests, run: "{GATE}", timeout: 60}}
         """
+        )
+        + extra
     )
 
 

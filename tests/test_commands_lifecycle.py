@@ -14,8 +14,10 @@ import pytest
 from bot.deps import Deps
 from bot.settings import Settings
 from bot.states import State
+from tests.agent_clis import agent_cli
 from tests.conftest import Services
 from tests.fakes.github_api import FakeGitHubAPI
+from tests.fakes.model_server import ModelServer, Scenario, Step
 from tests.helpers import GitHubWebhookSender
 from tests.lifecycle import WRITER, World, repo_config, world
 
@@ -206,3 +208,77 @@ async def test_ask_answers_without_changing_anything(w: World) -> None:
     assert row is None or row.state == State.BACKLOG
     assert w.repo.pulls == []
     assert "openase/ask-12" not in w.repo.branches
+
+
+async def test_bots_are_not_answered_unless_listed(w: World) -> None:
+    w.add_issue(13, "Bots talking", "add PASS")
+    ignored = await w.comment(13, "/run", by="renovate[bot]", kind="Bot")
+    await asyncio.sleep(1.5)
+    assert w.reactions_on(ignored) == []
+    assert await w.runs(13) == []
+
+
+async def test_a_listed_bot_may_use_its_command(
+    deps: Deps,
+    settings: Settings,
+    github_api: FakeGitHubAPI,
+    github: GitHubWebhookSender,
+    services: Services,
+    tmp_path: Path,
+) -> None:
+    config = repo_config(extra='commands:\n  run: {users: ["renovate[bot]"]}\n')
+    async with world(
+        deps, settings, github_api, github, tmp_path, services.redis_url, config=config
+    ) as here:
+        here.add_issue(14, "Started by a bot", "add PASS")
+        comment = await here.comment(14, "/run", by="renovate[bot]", kind="Bot")
+        await here.reach(14, State.IN_REVIEW)
+        assert await reacted(here, comment, "eyes", "rocket")
+
+
+async def test_ask_with_claude_code_answers_and_resumes_its_session(
+    deps: Deps,
+    settings: Settings,
+    github_api: FakeGitHubAPI,
+    github: GitHubWebhookSender,
+    services: Services,
+    tmp_path: Path,
+) -> None:
+    claude = agent_cli("claude")
+    scenario = Scenario(steps=[Step(text="It prints hello."), Step(text="Yes, only that line.")])
+    with ModelServer(scenario) as model:
+        control = f"""\
+providers:
+  claude:
+    cli: claude_code
+    env: {{ANTHROPIC_BASE_URL: "{model.url}", ANTHROPIC_API_KEY: sk-test}}
+defaults:
+  provider: claude
+"""
+        async with world(
+            deps,
+            settings,
+            github_api,
+            github,
+            tmp_path,
+            services.redis_url,
+            config="",
+            control=control,
+            path_prefix=claude.parent,
+        ) as here:
+            here.add_issue(15, "Questions", "about app.py")
+            await here.comment(15, "/ask What does src/app.py print?")
+            first = await replied(here, 15, "It prints hello.")
+            assert "> /ask What does src/app.py print?" in first
+            await here.comment(15, "/ask Only that?")
+            await replied(here, 15, "Yes, only that line.")
+            runs = await here.runs(15)
+            assert [run.workflow for run in runs] == ["ask", "ask"]
+            assert runs[0].result is not None
+            session = runs[0].result["session_id"]
+            assert session
+            assert runs[1].spec["agent"]["resume_session_id"] == session
+            assert runs[1].spec["limits"]["budget_usd"] == 1.0
+            # The second request carried the first exchange: the session was resumed.
+            assert "It prints hello." in model.model_requests()[-1].text
+            assert here.repo.pulls == []
