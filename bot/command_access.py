@@ -17,11 +17,15 @@ from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import quote
 
+import structlog
+
 from adapters.errors import RequestRejected
 from bot.registry import GitHubApp
 from bot.workflow_config import REPO_CONFIG_PATH, CommandAccess
 
 WRITE_PERMISSIONS = frozenset({"admin", "maintain", "write"})
+
+log = structlog.get_logger(__name__)
 
 
 class Level(enum.StrEnum):
@@ -158,7 +162,16 @@ class GitHubPermissions:
             f"/orgs/{quote(org, safe='')}/teams/{quote(slug, safe='')}"
             f"/memberships/{quote(login, safe='')}"
         )
-        answer = await self._get(path)
+        try:
+            answer = await self._get(path)
+        except RequestRejected as exc:
+            if exc.status != 403:
+                raise
+            # The installation has not granted `members: read`: nobody can be shown to be
+            # a member, so the command is refused (with its reason) rather than the
+            # delivery failing on every retry. Not cached: granting it takes effect at once.
+            log.warning("team_membership_unreadable", team=f"{org}/{slug}", error=str(exc))
+            return False
         # An invited user's membership is `pending` until accepted: not a member yet.
         member = answer is not None and answer.get("state") == "active"
         self.cache.remember_membership(org, slug, login, member)

@@ -121,7 +121,9 @@ async def run_commands(
         found = [parsed for parsed in found if _listed(config, parsed.name, source.author)]
         if not found:
             return 0
-    permissions = GitHubPermissions(engine.github, repo.full_name, installation)
+    permissions = GitHubPermissions(
+        engine.github, repo.full_name, installation, cache=engine.permissions
+    )
     await _react(session, loaded, source, "eyes", followups)
     for parsed in found:
         spec = specs[parsed.name]

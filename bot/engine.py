@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.command_access import PermissionCache
 from bot.config_loader import ConfigCache, RepoConfigResult, repo_config
 from bot.control_config import ControlConfig
 from bot.deps import Deps
@@ -49,6 +50,8 @@ class Engine:
     github: GitHubApp
     control: ControlConfig
     configs: ConfigCache = field(default_factory=ConfigCache)
+    # Who may use slash commands, asked of GitHub at most once a minute per person.
+    permissions: PermissionCache = field(default_factory=PermissionCache)
     _heads: dict[tuple[str, str], tuple[float, RepoConfigResult]] = field(default_factory=dict)
 
     @property

@@ -179,15 +179,29 @@ async def test_not_found_from_the_permission_endpoint_means_none(
     assert len(github_api.calls("GET", PERMISSION_PATH)) == 1
 
 
+async def test_an_unreadable_team_refuses_instead_of_failing(
+    source: GitHubPermissions, github_api: FakeGitHubAPI
+) -> None:
+    access = CommandAccess(teams=("core",))
+    github_api.queue(
+        403, {"message": "Resource not accessible by integration"}, path_regex=TEAM_PATH
+    )
+    assert not (await check(source, user(), access=access)).allowed
+    before = len(github_api.calls("GET", TEAM_PATH))
+    await check(source, user(), access=access)  # not cached: asked again
+    assert len(github_api.calls("GET", TEAM_PATH)) == before + 1
+
+
 @pytest.mark.parametrize("path", [PERMISSION_PATH, TEAM_PATH])
 async def test_other_github_errors_propagate(
     source: GitHubPermissions, github_api: FakeGitHubAPI, path: str
 ) -> None:
     access = CommandAccess(teams=("core",))
-    github_api.queue(403, {"message": "Resource not accessible by integration"}, path_regex=path)
-    with pytest.raises(RequestRejected) as refused:
-        await check(source, user(), access=access)
-    assert refused.value.status == 403
+    if path == PERMISSION_PATH:
+        github_api.queue(403, {"message": "Resource not accessible"}, path_regex=path)
+        with pytest.raises(RequestRejected) as refused:
+            await check(source, user(), access=access)
+        assert refused.value.status == 403
     github_api.queue(502, {"message": "Bad Gateway"}, path_regex=path)
     with pytest.raises(TransientError):
         await check(source, user(), access=access)
