@@ -106,11 +106,11 @@ async def build_spec(
 async def _harness(
     session: AsyncSession, ticket_id: int, workflow: Workflow, attempt: int
 ) -> HarnessVersion:
-    """A `/harness` pin of the same harness wins; then, on a retry, the version the stage's
-    first attempt was given (a publish meanwhile does not change the contract mid-stage);
-    else the workflow's pinned version or the current one."""
+    """A `/harness` pin wins (a person chose it for this ticket, for every stage); then, on
+    a retry, the version the stage's first attempt was given (a publish meanwhile does not
+    change the contract mid-stage); else the workflow's pinned version or the current one."""
     pinned = await pinned_harness(session, ticket_id)
-    if pinned is not None and pinned.name == workflow.harness.name:
+    if pinned is not None:
         return pinned
     if attempt > 1:
         earlier = await session.scalar(

@@ -166,8 +166,8 @@ async def test_harness_pins_the_next_runs(w: World) -> None:
     await w.comment(9, "/run coder")
     await w.reach(9, State.IN_REVIEW)
     (run,) = await w.runs(9)
-    # The pin is of another harness than the workflow's: the workflow's own is used.
-    assert run.spec["harness"]["name"] == "coder"
+    # The ticket's pin wins over the workflow's harness.
+    assert (run.spec["harness"]["name"], run.spec["harness"]["version"]) == ("reviewer", 1)
 
 
 async def test_approve_merges_what_a_writer_approves(w: World) -> None:
