@@ -728,31 +728,6 @@ async def _mirrored(w: World, number: int) -> bool:
     return found is not None
 
 
-async def test_approve_from_a_writer_merges_and_from_others_does_not(
-    deps: Deps,
-    settings: Settings,
-    github_api: FakeGitHubAPI,
-    github: GitHubWebhookSender,
-    services: Services,
-    tmp_path: Path,
-) -> None:
-    async with world(deps, settings, github_api, github, tmp_path, services.redis_url) as w:
-        w.add_issue(21, "Approve me", "add PASS")
-        await w.label(21, "openase")
-        row = await w.reach(21, State.IN_REVIEW)
-        await w.until(lambda: _pr_known(w, 21), what="the PR number to be recorded")
-
-        await w.comment(21, "/approve", by="mallory")  # no write access
-        await w.comment(21, "Try this:\n```\n/approve\n```\n> /approve")  # code and quotes
-        await asyncio.sleep(1.5)  # time for anything (wrong) to happen
-        assert (await w.state(21)).approved is False  # type: ignore[union-attr]
-        assert "/approve by @mallory ignored: no write access" in await w.story()
-
-        await w.comment(21, "Looks good.\n/approve")
-        await w.reach(21, State.DONE)
-        assert w.fake.merges[0]["sha"] == row.head_sha
-
-
 async def test_a_human_push_to_the_pr_reruns_the_gates_on_it(
     deps: Deps,
     settings: Settings,
