@@ -293,6 +293,17 @@ class ProjectItemChanged:
     field_name: str | None = None  # "Status", ...; newer payloads only
 
 
+@dataclass(frozen=True)
+class StatusChanged:
+    """A ticket moved in its tracker's own workflow (Jira's changelog, Linear's state): the
+    engine maps the status name onto a workflow state, as it does a status label."""
+
+    ticket: TicketInfo
+    from_status: str | None
+    to_status: str
+    actor: str | None = None
+
+
 NormalizedEvent = (
     InstallationChanged
     | RepositoriesChanged
@@ -310,6 +321,7 @@ NormalizedEvent = (
     | CheckRunRequested
     | ChecksCompleted
     | ProjectItemChanged
+    | StatusChanged
 )
 
 

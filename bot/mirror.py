@@ -34,6 +34,7 @@ from adapters.base import (
     RepositoriesChanged,
     RepositoryChanged,
     ReviewCommented,
+    StatusChanged,
     TicketInfo,
     TicketRemoved,
     TicketUpserted,
@@ -169,6 +170,8 @@ async def apply(
                 applied.tickets |= await upsert_pull_request(session, event, installation_id)
             case LabelChanged():
                 await _label_changed(session, event, installation_id)
+            case StatusChanged():
+                pass  # the engine's input; the ticket's state came with its TicketUpserted
             case LabelsChanged():
                 pass  # the engine's trigger; the ticket's labels came with its TicketUpserted
             case PullRequestReviewed() | ReviewCommented():
