@@ -14,7 +14,7 @@ from starlette.routing import BaseRoute, Route
 
 from bot.deps import Deps, build_deps
 from bot.settings import Settings
-from bot.webhooks import github_webhook
+from bot.webhooks import github_webhook, jira_webhook, linear_webhook
 
 
 def routes() -> list[BaseRoute]:
@@ -22,6 +22,8 @@ def routes() -> list[BaseRoute]:
 
     return [
         Route("/webhooks/github", github_webhook, methods=["POST"]),
+        Route("/webhooks/linear", linear_webhook, methods=["POST"]),
+        Route("/webhooks/jira", jira_webhook, methods=["POST"]),
         *api.routes(),
     ]
 

@@ -7,22 +7,48 @@ from adapters.github.client import CachedPage, GitHubApp, Page, graphql_url
 from adapters.github.events import parse as parse_github
 from adapters.github.verify import SIGNATURE_HEADER as GITHUB_SIGNATURE_HEADER
 from adapters.github.verify import signature_valid as github_signature_valid
+from adapters.jira.events import parse as parse_jira
+from adapters.jira.verify import DELIVERY_HEADER as JIRA_DELIVERY_HEADER
+from adapters.jira.verify import SIGNATURE_HEADER as JIRA_SIGNATURE_HEADER
+from adapters.jira.verify import signature_valid as jira_signature_valid
+from adapters.jira.verify import token_valid as jira_token_valid
+from adapters.linear.events import parse as parse_linear
+from adapters.linear.verify import DELIVERY_HEADER as LINEAR_DELIVERY_HEADER
+from adapters.linear.verify import EVENT_HEADER as LINEAR_EVENT_HEADER
+from adapters.linear.verify import SIGNATURE_HEADER as LINEAR_SIGNATURE_HEADER
+from adapters.linear.verify import TIMESTAMP_FIELD as LINEAR_TIMESTAMP_FIELD
+from adapters.linear.verify import signature_valid as linear_signature_valid
+from adapters.linear.verify import timestamp_fresh as linear_timestamp_fresh
 
 # The GitHub App client and its paging types, for the GitHub-only parts of bot (backfill).
 __all__ = [
     "GITHUB_SIGNATURE_HEADER",
+    "JIRA_DELIVERY_HEADER",
+    "JIRA_SIGNATURE_HEADER",
+    "LINEAR_DELIVERY_HEADER",
+    "LINEAR_EVENT_HEADER",
+    "LINEAR_SIGNATURE_HEADER",
+    "LINEAR_TIMESTAMP_FIELD",
     "CachedPage",
     "GitHubApp",
     "Page",
     "github_signature_valid",
     "graphql_url",
+    "jira_signature_valid",
+    "jira_token_valid",
+    "linear_signature_valid",
+    "linear_timestamp_fresh",
     "parser_for",
 ]
 
 
 def parser_for(source: str) -> WebhookParser:
     """The webhook parser of a tracker, by the `source` a delivery was stored under."""
-    parsers: dict[str, WebhookParser] = {"github": parse_github}
+    parsers: dict[str, WebhookParser] = {
+        "github": parse_github,
+        "linear": parse_linear,
+        "jira": parse_jira,
+    }
     try:
         return parsers[source]
     except KeyError:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -16,7 +18,20 @@ from starlette.responses import JSONResponse
 from bot.deps import Deps
 from bot.metrics import WEBHOOK_ACK_SECONDS, WEBHOOK_DELIVERIES
 from bot.models import DeliveryStatus
-from bot.registry import GITHUB_SIGNATURE_HEADER, github_signature_valid
+from bot.registry import (
+    GITHUB_SIGNATURE_HEADER,
+    JIRA_DELIVERY_HEADER,
+    JIRA_SIGNATURE_HEADER,
+    LINEAR_DELIVERY_HEADER,
+    LINEAR_EVENT_HEADER,
+    LINEAR_SIGNATURE_HEADER,
+    LINEAR_TIMESTAMP_FIELD,
+    github_signature_valid,
+    jira_signature_valid,
+    jira_token_valid,
+    linear_signature_valid,
+    linear_timestamp_fresh,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -24,6 +39,7 @@ MAX_BODY_BYTES = 25 * 1024 * 1024  # GitHub caps payloads at 25 MB
 INGEST_JOB = "ingest_delivery"
 _DELIVERY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$")
 _EVENT_NAME = re.compile(r"^[a-z][a-z0-9_]{0,99}$")
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 
 
 class Rejected(Exception):
@@ -148,27 +164,95 @@ async def enqueue_ingest(deps: Deps, source: str, pk: int) -> bool:
     return True
 
 
-async def github_webhook(request: Request) -> JSONResponse:
-    """`POST /webhooks/github`."""
+Handler = Callable[[Request, Deps], Awaitable[tuple[JSONResponse, str]]]
+
+
+async def _answer(request: Request, source: str, event: str, handler: Handler) -> JSONResponse:
+    """Run a source's handler: a `Rejected` becomes its 4xx, every delivery is counted."""
     started = time.perf_counter()
     deps: Deps = request.app.state.deps
-    event = request.headers.get("x-github-event", "")
     outcome = "error"
     structlog.contextvars.clear_contextvars()
     try:
-        response, outcome = await _github_webhook(request, deps, event)
+        response, outcome = await handler(request, deps)
         return response
     except Rejected as rejected:
         outcome = rejected.outcome
-        log.info("webhook_rejected", status=rejected.status, reason=rejected.message)
+        log.info("webhook_rejected", source=source, status=rejected.status, reason=rejected.message)
         return JSONResponse({"error": rejected.message}, status_code=rejected.status)
     except ClientDisconnect:
         outcome = "client_disconnected"
         return JSONResponse({"error": "client disconnected"}, status_code=400)
     finally:
         label = event if _EVENT_NAME.match(event) else "invalid"
-        WEBHOOK_DELIVERIES.labels("github", label, outcome).inc()
-        WEBHOOK_ACK_SECONDS.labels("github").observe(time.perf_counter() - started)
+        WEBHOOK_DELIVERIES.labels(source, label, outcome).inc()
+        WEBHOOK_ACK_SECONDS.labels(source).observe(time.perf_counter() - started)
+
+
+def _json_object(body: bytes) -> tuple[dict[str, Any], str | None]:
+    """The body as a JSON object, and its text when it can be stored as received."""
+    try:
+        payload = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise Rejected(400, f"body is not valid JSON: {exc}", "bad_request") from None
+    if not isinstance(payload, dict):
+        raise Rejected(400, "body must be a JSON object", "bad_request")
+    if b"\\u0000" in body:
+        return _strip_nul(payload), None
+    return payload, body.decode()
+
+
+async def _store(
+    deps: Deps,
+    *,
+    source: str,
+    delivery_id: str,
+    event: str,
+    payload: dict[str, Any],
+    raw: str | None,
+    status: DeliveryStatus = DeliveryStatus.PENDING,
+) -> tuple[JSONResponse, str] | int:
+    """Store the delivery: its key, or the answer when there is nothing more to do
+    (it could not be stored, or it is a redelivery of one already stored)."""
+    try:
+        pk = await store_delivery(
+            deps,
+            source=source,
+            delivery_id=delivery_id,
+            event=event,
+            payload=payload,
+            raw=raw,
+            status=status,
+        )
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+        log.error("delivery_not_stored", error=type(exc).__name__)
+        return (
+            JSONResponse({"error": "delivery could not be stored; retry later"}, status_code=503),
+            "unavailable",
+        )
+    if pk is None:
+        log.info("delivery_duplicate")
+        return JSONResponse({"status": "duplicate"}, status_code=200), "duplicate"
+    return pk
+
+
+async def _accepted(deps: Deps, source: str, pk: int) -> tuple[JSONResponse, str]:
+    queued = await enqueue_ingest(deps, source, pk)
+    log.info("delivery_accepted", delivery_pk=pk, queued=queued)
+    return JSONResponse({"status": "accepted", "delivery": pk}, status_code=202), "accepted"
+
+
+# --- GitHub -------------------------------------------------------------------------------
+
+
+async def github_webhook(request: Request) -> JSONResponse:
+    """`POST /webhooks/github`."""
+    event = request.headers.get("x-github-event", "")
+
+    async def handle(request: Request, deps: Deps) -> tuple[JSONResponse, str]:
+        return await _github_webhook(request, deps, event)
+
+    return await _answer(request, "github", event, handle)
 
 
 async def _github_webhook(request: Request, deps: Deps, event: str) -> tuple[JSONResponse, str]:
@@ -192,45 +276,113 @@ async def _github_webhook(request: Request, deps: Deps, event: str) -> tuple[JSO
     ):
         raise Rejected(401, "missing or invalid X-Hub-Signature-256", "bad_signature")
 
-    try:
-        payload = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise Rejected(400, f"body is not valid JSON: {exc}", "bad_request") from None
-    if not isinstance(payload, dict):
-        raise Rejected(400, "body must be a JSON object", "bad_request")
-    raw: str | None = body.decode()
-    if b"\\u0000" in body:
-        payload = _strip_nul(payload)
-        raw = None
-
+    payload, raw = _json_object(body)
     action, installation_id, repository = _summary(payload)
     structlog.contextvars.bind_contextvars(
         action=action, installation_id=installation_id, repository=repository
     )
     is_ping = event == "ping"
-    try:
-        pk = await store_delivery(
-            deps,
-            source="github",
-            delivery_id=delivery_id,
-            event=event,
-            payload=payload,
-            raw=raw,
-            status=DeliveryStatus.IGNORED if is_ping else DeliveryStatus.PENDING,
-        )
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
-        log.error("delivery_not_stored", error=type(exc).__name__)
-        return (
-            JSONResponse({"error": "delivery could not be stored; retry later"}, status_code=503),
-            "unavailable",
-        )
-
-    if pk is None:
-        log.info("delivery_duplicate")
-        return JSONResponse({"status": "duplicate"}, status_code=200), "duplicate"
+    stored = await _store(
+        deps,
+        source="github",
+        delivery_id=delivery_id,
+        event=event,
+        payload=payload,
+        raw=raw,
+        status=DeliveryStatus.IGNORED if is_ping else DeliveryStatus.PENDING,
+    )
+    if not isinstance(stored, int):
+        return stored
     if is_ping:
         log.info("ping", zen=payload.get("zen"))
-        return JSONResponse({"status": "pong", "delivery": pk}, status_code=200), "pong"
-    queued = await enqueue_ingest(deps, "github", pk)
-    log.info("delivery_accepted", delivery_pk=pk, queued=queued)
-    return JSONResponse({"status": "accepted", "delivery": pk}, status_code=202), "accepted"
+        return JSONResponse({"status": "pong", "delivery": stored}, status_code=200), "pong"
+    return await _accepted(deps, "github", stored)
+
+
+# --- Linear -------------------------------------------------------------------------------
+
+
+async def linear_webhook(request: Request) -> JSONResponse:
+    """`POST /webhooks/linear`."""
+    # The metric's event label; the stored event is the payload's `type`, which it mirrors.
+    event = request.headers.get(LINEAR_EVENT_HEADER, "").lower()
+    return await _answer(request, "linear", event, _linear_webhook)
+
+
+async def _linear_webhook(request: Request, deps: Deps) -> tuple[JSONResponse, str]:
+    body = await read_body(request)
+    _require_json(request)
+    secret = deps.settings.linear_webhook_secret
+    if secret is None:
+        raise Rejected(
+            503, "Linear webhooks are not configured (set LINEAR_WEBHOOK_SECRET)", "unconfigured"
+        )
+    if not linear_signature_valid(
+        secret.get_secret_value().encode(), body, request.headers.get(LINEAR_SIGNATURE_HEADER)
+    ):
+        raise Rejected(401, "missing or invalid Linear-Signature", "bad_signature")
+
+    payload, raw = _json_object(body)
+    if not linear_timestamp_fresh(payload.get(LINEAR_TIMESTAMP_FIELD)):
+        raise Rejected(401, "stale or missing webhookTimestamp (replayed?)", "stale")
+    delivery_id = request.headers.get(LINEAR_DELIVERY_HEADER, "")
+    if not delivery_id:
+        raise Rejected(400, "missing Linear-Delivery header", "bad_request")
+    if not _UUID.match(delivery_id):
+        raise Rejected(400, "malformed Linear-Delivery header", "bad_request")
+    kind = payload.get("type")
+    event = kind.lower() if isinstance(kind, str) else ""
+    if not _EVENT_NAME.match(event):
+        raise Rejected(400, "missing or malformed payload type", "bad_request")
+    action, _, _ = _summary(payload)
+    structlog.contextvars.bind_contextvars(delivery_id=delivery_id, event=event, action=action)
+
+    stored = await _store(
+        deps, source="linear", delivery_id=delivery_id, event=event, payload=payload, raw=raw
+    )
+    if not isinstance(stored, int):
+        return stored
+    return await _accepted(deps, "linear", stored)
+
+
+async def jira_webhook(request: Request) -> JSONResponse:
+    """`POST /webhooks/jira` (`?token=SECRET` for setups that cannot sign)."""
+    return await _answer(request, "jira", "jira", _jira_webhook)
+
+
+async def _jira_webhook(request: Request, deps: Deps) -> tuple[JSONResponse, str]:
+    body = await read_body(request)
+    _require_json(request)
+    secret = deps.settings.jira_webhook_secret
+    if secret is None:
+        raise Rejected(
+            503, "Jira webhooks are not configured (set JIRA_WEBHOOK_SECRET)", "unconfigured"
+        )
+    key = secret.get_secret_value().encode()
+    signature = request.headers.get(JIRA_SIGNATURE_HEADER)
+    if signature is not None:
+        if not jira_signature_valid(key, body, signature):
+            raise Rejected(401, "invalid X-Hub-Signature", "bad_signature")
+    elif not jira_token_valid(key, request.query_params.get("token")):
+        raise Rejected(
+            401, "missing X-Hub-Signature (or the URL's ?token=) for this webhook", "bad_signature"
+        )
+    payload, raw = _json_object(body)
+    name = payload.get("webhookEvent")
+    event = name.replace(":", "_").lower() if isinstance(name, str) else ""
+    if not _EVENT_NAME.match(event):
+        raise Rejected(400, "missing or malformed webhookEvent", "bad_request")
+    # Jira Cloud names each delivery; where a setup does not, the body itself does (a
+    # replay of the same body is then the same delivery).
+    delivery_id = request.headers.get(JIRA_DELIVERY_HEADER) or (
+        "sha256-" + hashlib.sha256(body).hexdigest()[:64]
+    )
+    if not _DELIVERY_ID.match(delivery_id):
+        raise Rejected(400, "malformed X-Atlassian-Webhook-Identifier header", "bad_request")
+    structlog.contextvars.bind_contextvars(delivery_id=delivery_id, event=event)
+    stored = await _store(
+        deps, source="jira", delivery_id=delivery_id, event=event, payload=payload, raw=raw
+    )
+    if not isinstance(stored, int):
+        return stored
+    return await _accepted(deps, "jira", stored)

@@ -1,0 +1,1 @@
+"""Linear: webhook verification and payloads -> normalized events."""
