@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bot.command_access import Level
 from bot.commands import Context, Outcome, command, registry
-from bot.engine import transition
+from bot.engine import send_back, transition, workflow_of
 from bot.states import TERMINAL, State
 from bot.status_comment import render
 from bot.workflow_config import INTAKE_STATES, HarnessPin, Workflow
@@ -15,10 +15,7 @@ BUSY = frozenset({State.IN_PROGRESS, State.MERGING})
 
 
 def _flow(context: Context) -> Workflow | None:
-    row, config = context.loaded.state, context.config
-    if row is None or config is None or row.workflow is None:
-        return None
-    return config.workflow(row.workflow)
+    return workflow_of(context.config, context.loaded.state)
 
 
 @command(
@@ -52,24 +49,17 @@ async def run(context: Context) -> Outcome:
         )
     ):
         return Outcome(False, f"the ticket is already `{row.state}`.")
-    await transition(
+    await send_back(
         context.session,
         context.engine,
         context.loaded,
         config,
         context.followups,
-        flow.pickup,
+        flow,
         reason=f"/run by @{context.actor.login}: workflow {flow.name}",
-        workflow=flow.name,
-        attempt=0,
         last_failure=None,
-        next_attempt_at=None,
-        run_id=None,
-        approved=False,
-        waiting=None,
         held=False,
     )
-    context.followups.dispatch.add(context.loaded.ticket.id)
     return Outcome(True)
 
 
@@ -89,22 +79,16 @@ async def retry(context: Context) -> Outcome:
     if row.state == State.DONE:
         return Outcome(False, "the ticket is done; reopen it and `/run` it to start over.")
     guidance = context.command.args
-    await transition(
+    await send_back(
         context.session,
         context.engine,
         context.loaded,
         context.config,
         context.followups,
-        flow.pickup,
+        flow,
         reason=f"/retry by @{context.actor.login}",
         feedback=f"@{context.actor.login} asked for a retry:\n\n{guidance}" if guidance else None,
-        attempt=0,
-        next_attempt_at=None,
-        run_id=None,
-        approved=False,
-        waiting=None,
     )
-    context.followups.dispatch.add(context.loaded.ticket.id)
     return Outcome(True)
 
 

@@ -262,6 +262,40 @@ async def transition(
     return row
 
 
+def workflow_of(config: RepoConfig | None, row: TicketState | None) -> Workflow | None:
+    """The workflow the ticket is in, as the repo's config has it (None without one)."""
+    if config is None or row is None or row.workflow is None:
+        return None
+    return config.workflow(row.workflow)
+
+
+async def send_back(
+    session: AsyncSession,
+    engine: Engine,
+    loaded: Loaded,
+    config: RepoConfig | None,
+    followups: Followups,
+    flow: Workflow,
+    *,
+    reason: str,
+    **changes: Any,
+) -> None:
+    """Put the ticket in `flow`'s pickup state for a fresh run and ask for its dispatch:
+    a trigger, a retry, a review asking for changes, a re-run of the gates all do this."""
+    fresh: dict[str, Any] = {
+        "workflow": flow.name,
+        "attempt": 0,
+        "next_attempt_at": None,
+        "run_id": None,
+        "approved": False,
+        "waiting": None,
+    }
+    await transition(
+        session, engine, loaded, config, followups, flow.pickup, reason=reason, **(fresh | changes)
+    )
+    followups.dispatch.add(loaded.ticket.id)
+
+
 async def publish(
     session: AsyncSession,
     engine: Engine,
@@ -330,9 +364,7 @@ async def status_view(
 ) -> StatusView:
     row = loaded.state
     assert row is not None  # callers publish a ticket the engine tracks
-    flow: Workflow | None = None
-    if config is not None and row.workflow is not None:
-        flow = config.workflow(row.workflow)
+    flow = workflow_of(config, row)
     run = None
     if row.run_id is not None:
         run = await session.get(Run, row.run_id)

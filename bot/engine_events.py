@@ -31,7 +31,18 @@ from adapters.base import (
     TicketUpserted,
 )
 from bot.command_access import Actor
-from bot.engine import BOT, Engine, Followups, Loaded, by, config_or_none, load, transition
+from bot.engine import (
+    BOT,
+    Engine,
+    Followups,
+    Loaded,
+    by,
+    config_or_none,
+    load,
+    send_back,
+    transition,
+    workflow_of,
+)
 from bot.engine_models import Run, TicketState
 from bot.engine_reviews import pull_request_changed, rerun_gates, reviewed, tickets_at
 from bot.models import Repository, Ticket
@@ -206,23 +217,16 @@ async def _triggered(
     flow = _intake_workflow(config, label, loaded.ticket.labels)
     if flow is None:
         return
-    await transition(
+    await send_back(
         session,
         engine,
         loaded,
         config,
         followups,
-        flow.pickup,
+        flow,
         reason=f"labelled {label!r}{by(actor)}: workflow {flow.name}",
-        workflow=flow.name,
-        attempt=0,
         last_failure=None,
-        next_attempt_at=None,
-        run_id=None,
-        approved=False,
-        waiting=None,
     )
-    followups.dispatch.add(loaded.ticket.id)
 
 
 def _intake_workflow(config: RepoConfig, label: str, labels: Sequence[str]) -> Workflow | None:
@@ -326,24 +330,13 @@ async def _retry(
     session: AsyncSession, engine: Engine, loaded: Loaded, followups: Followups, why: str
 ) -> None:
     row = loaded.state
-    assert row is not None
     config = await config_or_none(engine, loaded)
-    flow = config.workflow(row.workflow) if config is not None and row.workflow else None
-    if flow is None:
+    flow = workflow_of(config, row)
+    if row is None or flow is None:
         return
-    await transition(
-        session,
-        engine,
-        loaded,
-        config,
-        followups,
-        flow.pickup,
-        reason=why,
-        attempt=0 if row.state == State.FAILED else row.attempt,
-        next_attempt_at=None,
-        run_id=None,
-    )
-    followups.dispatch.add(loaded.ticket.id)
+    # A ticket that gave up starts its attempts over; one waiting out a backoff keeps count.
+    attempt = 0 if row.state == State.FAILED else row.attempt
+    await send_back(session, engine, loaded, config, followups, flow, reason=why, attempt=attempt)
 
 
 async def _project_item_changed(

@@ -8,9 +8,20 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from adapters.base import PullRequestChanged, PullRequestReviewed
-from bot.engine import BOT, Engine, Followups, Loaded, config_or_none, load, note, transition
+from bot.command_access import WRITE_PERMISSIONS, GitHubPermissions
+from bot.engine import (
+    BOT,
+    Engine,
+    Followups,
+    Loaded,
+    config_or_none,
+    load,
+    note,
+    send_back,
+    transition,
+    workflow_of,
+)
 from bot.engine_models import TicketState
-from bot.merge_gate import can_write
 from bot.models import Repository, Ticket, TicketPullRequest
 from bot.states import TERMINAL, State
 
@@ -92,27 +103,14 @@ async def rerun_gates(
     session: AsyncSession, engine: Engine, loaded: Loaded, followups: Followups, why: str
 ) -> None:
     """Run the gates (no agent) again on the work branch's head."""
-    row = loaded.state
-    assert row is not None
     config = await config_or_none(engine, loaded)
-    flow = config.workflow(row.workflow) if config is not None and row.workflow else None
+    flow = workflow_of(config, loaded.state)
     if flow is None:
         return
-    await transition(
-        session,
-        engine,
-        loaded,
-        config,
-        followups,
-        flow.pickup,
-        reason=f"{why}: re-running the gates",
-        gates_only=True,
-        attempt=0,
-        next_attempt_at=None,
-        approved=False,
-        run_id=None,
+    reason = f"{why}: re-running the gates"
+    await send_back(
+        session, engine, loaded, config, followups, flow, reason=reason, gates_only=True
     )
-    followups.dispatch.add(loaded.ticket.id)
 
 
 async def reviewed(
@@ -145,7 +143,11 @@ async def reviewed(
             continue
         if event.action != "submitted":
             continue
-        if not await can_write(engine, repo.full_name, who, repo.installation_id):
+        # The same answer (and cache) the slash commands use: reviews approve or spend too.
+        access = GitHubPermissions(
+            engine.github, repo.full_name, repo.installation_id, cache=engine.permissions
+        )
+        if await access.permission(who) not in WRITE_PERMISSIONS:
             note(session, ticket_id, "review", f"review by @{who} ignored: no write access")
             continue
         config = await config_or_none(engine, loaded)
@@ -168,25 +170,20 @@ async def reviewed(
         if row.state != State.IN_REVIEW:
             continue
         feedback = _feedback(who, event.state, event.body, comments)
-        flow = config.workflow(row.workflow) if config is not None and row.workflow else None
+        flow = workflow_of(config, row)
         if flow is None:
             continue
-        await transition(
+        await send_back(
             session,
             engine,
             loaded,
             config,
             followups,
-            flow.pickup,
+            flow,
             reason=f"@{who} asked for changes",
             feedback=feedback,
-            attempt=0,
-            approved=False,
-            next_attempt_at=None,
             last_failure=None,
-            run_id=None,
         )
-        followups.dispatch.add(ticket_id)
 
 
 async def _review_comments(

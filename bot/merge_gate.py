@@ -15,7 +15,7 @@ from typing import Any
 import structlog
 from sqlalchemy import select
 
-from bot.engine import Engine, Followups, load, transition
+from bot.engine import Engine, Followups, load, transition, workflow_of
 from bot.engine_models import EffectStatus, OutboxEffect
 from bot.github_effects import EffectKind
 from bot.outbox import add_effect
@@ -24,7 +24,6 @@ from bot.states import State
 log = structlog.get_logger(__name__)
 
 GREEN = frozenset({"success", "neutral", "skipped"})
-WRITE_PERMISSIONS = frozenset({"admin", "maintain", "write"})
 
 
 async def consider_merge(engine: Engine, ticket_id: int) -> str:
@@ -48,7 +47,7 @@ async def consider_merge(engine: Engine, ticket_id: int) -> str:
     if row.pr_number is None or row.head_sha is None or repo.installation_id is None:
         return "no_pull_request"
     config = (await engine.config_of(repo)).config
-    flow = config.workflow(row.workflow) if config is not None and row.workflow else None
+    flow = workflow_of(config, row)
     if flow is None or config is None:
         return "no_workflow"
     if flow.approval_required and not row.approved:
@@ -150,21 +149,3 @@ async def _wait(engine: Engine, ticket_id: int, sha: str, why: str) -> None:
             session, engine, loaded, config, followups, row.state, reason=why, waiting=why
         )
     await followups.run(engine)
-
-
-async def can_write(engine: Engine, repo: str, login: str, installation_id: int) -> bool:
-    """Whether `login` has write access to `repo` (reviews from others do not approve)."""
-    from adapters.errors import RequestRejected
-
-    try:
-        response = await engine.github.request(
-            "GET",
-            f"/repos/{repo}/collaborators/{login}/permission",
-            installation_id=installation_id,
-        )
-    except RequestRejected as exc:
-        if exc.status == 404:
-            return False
-        raise
-    permission = response.json().get("permission")
-    return permission in WRITE_PERMISSIONS

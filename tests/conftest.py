@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -29,6 +31,7 @@ from harness_store.db import Base
 from tests import network_guard
 from tests.fakes.github_api import FakeGitHubAPI, fake_github_api
 from tests.helpers import TEST_API_URL, TEST_WEBHOOK_SECRET, GitHubWebhookSender, test_private_key
+from tests.lifecycle import World, world
 
 network_guard.install()
 
@@ -125,6 +128,27 @@ def github_api(settings: Settings) -> Iterator[FakeGitHubAPI]:
     with fake_github_api(settings) as fake:
         yield fake
     forget_github_apps()
+
+
+OpenWorld = Callable[..., AbstractAsyncContextManager[World]]
+
+
+@pytest.fixture
+def open_world(
+    deps: Deps,
+    settings: Settings,
+    github_api: FakeGitHubAPI,
+    github: GitHubWebhookSender,
+    services: Services,
+    tmp_path: Path,
+) -> OpenWorld:
+    """Opens tests/lifecycle.py's whole OpenASE over this test's services (options as
+    `world` takes them: config, control, runners, workers, ...)."""
+
+    def opened(**options: Any) -> AbstractAsyncContextManager[World]:
+        return world(deps, settings, github_api, github, tmp_path, services.redis_url, **options)
+
+    return opened
 
 
 @pytest.fixture

@@ -6,38 +6,23 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
-from bot.deps import Deps
-from bot.settings import Settings
 from bot.states import State
 from tests.agent_clis import agent_cli
-from tests.conftest import Services
-from tests.fakes.github_api import FakeGitHubAPI
+from tests.conftest import OpenWorld
 from tests.fakes.model_server import ModelServer, Scenario, Step
-from tests.helpers import GitHubWebhookSender
-from tests.lifecycle import WRITER, World, repo_config, world
+from tests.lifecycle import WRITER, World, repo_config
 
 T = TypeVar("T")
 Json = dict[str, Any]
 
 
 @pytest.fixture
-async def w(
-    deps: Deps,
-    settings: Settings,
-    github_api: FakeGitHubAPI,
-    github: GitHubWebhookSender,
-    services: Services,
-    tmp_path: Path,
-) -> AsyncIterator[World]:
-    config = repo_config(max_attempts=1)
-    async with world(
-        deps, settings, github_api, github, tmp_path, services.redis_url, config=config
-    ) as here:
+async def w(open_world: OpenWorld) -> AsyncIterator[World]:
+    async with open_world(config=repo_config(max_attempts=1)) as here:
         yield here
 
 
@@ -218,32 +203,16 @@ async def test_bots_are_not_answered_unless_listed(w: World) -> None:
     assert await w.runs(13) == []
 
 
-async def test_a_listed_bot_may_use_its_command(
-    deps: Deps,
-    settings: Settings,
-    github_api: FakeGitHubAPI,
-    github: GitHubWebhookSender,
-    services: Services,
-    tmp_path: Path,
-) -> None:
+async def test_a_listed_bot_may_use_its_command(open_world: OpenWorld) -> None:
     config = repo_config(extra='commands:\n  run: {users: ["renovate[bot]"]}\n')
-    async with world(
-        deps, settings, github_api, github, tmp_path, services.redis_url, config=config
-    ) as here:
+    async with open_world(config=config) as here:
         here.add_issue(14, "Started by a bot", "add PASS")
         comment = await here.comment(14, "/run", by="renovate[bot]", kind="Bot")
         await here.reach(14, State.IN_REVIEW)
         assert await reacted(here, comment, "eyes", "rocket")
 
 
-async def test_ask_with_claude_code_answers_and_resumes_its_session(
-    deps: Deps,
-    settings: Settings,
-    github_api: FakeGitHubAPI,
-    github: GitHubWebhookSender,
-    services: Services,
-    tmp_path: Path,
-) -> None:
+async def test_ask_with_claude_code_answers_and_resumes_its_session(open_world: OpenWorld) -> None:
     claude = agent_cli("claude")
     scenario = Scenario(steps=[Step(text="It prints hello."), Step(text="Yes, only that line.")])
     with ModelServer(scenario) as model:
@@ -255,17 +224,7 @@ providers:
 defaults:
   provider: claude
 """
-        async with world(
-            deps,
-            settings,
-            github_api,
-            github,
-            tmp_path,
-            services.redis_url,
-            config="",
-            control=control,
-            path_prefix=claude.parent,
-        ) as here:
+        async with open_world(config="", control=control, path_prefix=claude.parent) as here:
             here.add_issue(15, "Questions", "about app.py")
             await here.comment(15, "/ask What does src/app.py print?")
             first = await replied(here, 15, "It prints hello.")

@@ -18,26 +18,18 @@ from bot.models import Ticket
 from bot.settings import Settings
 from bot.states import State
 from tests.agent_clis import agent_cli
-from tests.conftest import Services
-from tests.fakes.github_api import FakeGitHubAPI
+from tests.conftest import OpenWorld
 from tests.fakes.model_server import ModelServer, Scenario, Step, ToolCall
 from tests.git_repos import git, show
-from tests.helpers import GitHubWebhookSender, github_example
-from tests.lifecycle import WRITER, World, repo_config, world
+from tests.helpers import github_example
+from tests.lifecycle import WRITER, World, repo_config
 
 T = TypeVar("T")
 Json = dict[str, Any]
 
 
-async def test_a_labelled_issue_becomes_a_reviewed_merged_pr(
-    deps: Deps,
-    settings: Settings,
-    github_api: FakeGitHubAPI,
-    github: GitHubWebhookSender,
-    services: Services,
-    tmp_path: Path,
-) -> None:
-    async with world(deps, settings, github_api, github, tmp_path, services.redis_url) as w:
+async def test_a_labelled_issue_becomes_a_reviewed_merged_pr(open_world: OpenWorld) -> None:
+    async with open_world() as w:
         w.add_issue(1, "Add a PASS file", "Please add it.")
         await w.label(1, "openase")
 
@@ -73,14 +65,9 @@ async def _async(value: T) -> T:
 
 
 async def test_a_failing_gate_is_retried_with_its_output_and_then_passes(
-    deps: Deps,
-    settings: Settings,
-    github_api: FakeGitHubAPI,
-    github: GitHubWebhookSender,
-    services: Services,
-    tmp_path: Path,
+    open_world: OpenWorld,
 ) -> None:
-    async with world(deps, settings, github_api, github, tmp_path, services.redis_url) as w:
+    async with open_world() as w:
         w.add_issue(2, "Flaky start", "[fail-first] add the PASS file")
         await w.label(2, "openase")
 
@@ -110,18 +97,9 @@ async def test_a_failing_gate_is_retried_with_its_output_and_then_passes(
         assert len(w.repo.pulls) == 1
 
 
-async def test_the_last_failed_attempt_gives_up_with_a_comment(
-    deps: Deps,
-    settings: Settings,
-    github_api: FakeGitHubAPI,
-    github: GitHubWebhookSender,
-    services: Services,
-    tmp_path: Path,
-) -> None:
+async def test_the_last_failed_attempt_gives_up_with_a_comment(open_world: OpenWorld) -> None:
     config = repo_config(max_attempts=2)
-    async with world(
-        deps, settings, github_api, github, tmp_path, services.redis_url, config=config
-    ) as w:
+    async with open_world(config=config) as w:
         w.add_issue(3, "Impossible", "[never-pass]")
         await w.label(3, "openase")
 
@@ -140,14 +118,9 @@ async def test_the_last_failed_attempt_gives_up_with_a_comment(
 
 
 async def test_changes_requested_send_the_review_to_the_agent_and_update_the_pr(
-    deps: Deps,
-    settings: Settings,
-    github_api: FakeGitHubAPI,
-    github: GitHubWebhookSender,
-    services: Services,
-    tmp_path: Path,
+    open_world: OpenWorld,
 ) -> None:
-    async with world(deps, settings, github_api, github, tmp_path, services.redis_url) as w:
+    async with open_world() as w:
         w.add_issue(4, "Reviewed work", "add PASS")
         await w.label(4, "openase")
         first = await w.reach(4, State.IN_REVIEW)
@@ -173,15 +146,8 @@ async def test_changes_requested_send_the_review_to_the_agent_and_update_the_pr(
         assert w.fake.merges[-1]["sha"] == second.head_sha
 
 
-async def test_redelivered_and_echoed_webhooks_change_nothing(
-    deps: Deps,
-    settings: Settings,
-    github_api: FakeGitHubAPI,
-    github: GitHubWebhookSender,
-    services: Services,
-    tmp_path: Path,
-) -> None:
-    async with world(deps, settings, github_api, github, tmp_path, services.redis_url) as w:
+async def test_redelivered_and_echoed_webhooks_change_nothing(open_world: OpenWorld) -> None:
+    async with open_world() as w:
         w.add_issue(5, "Once only", "add PASS")
         await w.label(5, "openase", delivery="same-delivery")
         await w.label(5, "openase", delivery="same-delivery")  # GitHub's redelivery
@@ -201,15 +167,8 @@ async def test_redelivered_and_echoed_webhooks_change_nothing(
         assert len(w.repo.pulls) == 1
 
 
-async def test_closing_the_issue_cancels_the_running_agent(
-    deps: Deps,
-    settings: Settings,
-    github_api: FakeGitHubAPI,
-    github: GitHubWebhookSender,
-    services: Services,
-    tmp_path: Path,
-) -> None:
-    async with world(deps, settings, github_api, github, tmp_path, services.redis_url) as w:
+async def test_closing_the_issue_cancels_the_running_agent(open_world: OpenWorld) -> None:
+    async with open_world() as w:
         w.add_issue(6, "Never mind", "[slow] add PASS")
         await w.label(6, "openase")
         await w.reach(6, State.IN_PROGRESS)
@@ -221,14 +180,7 @@ async def test_closing_the_issue_cancels_the_running_agent(
         assert w.repo.pulls == []
 
 
-async def test_two_workflows_relay_one_ticket(
-    deps: Deps,
-    settings: Settings,
-    github_api: FakeGitHubAPI,
-    github: GitHubWebhookSender,
-    services: Services,
-    tmp_path: Path,
-) -> None:
+async def test_two_workflows_relay_one_ticket(open_world: OpenWorld) -> None:
     relay = """\
 workflows:
   design:
@@ -249,9 +201,7 @@ workflows:
       on_complete:
         - {name: tests, run: "test -f PASS"}
 """
-    async with world(
-        deps, settings, github_api, github, tmp_path, services.redis_url, config=relay
-    ) as w:
+    async with open_world(config=relay) as w:
         w.add_issue(7, "Design then build", "add PASS")
         await w.label(7, "openase")
 
@@ -292,17 +242,11 @@ async def _run_status(w: World, number: int, status: str) -> bool:
 # was running are then collected unclosed, which Python reports as an unraisable warning.
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 async def test_a_killed_worker_and_runner_lose_nothing(
-    deps: Deps,
-    settings: Settings,
-    github_api: FakeGitHubAPI,
-    github: GitHubWebhookSender,
-    services: Services,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    open_world: OpenWorld, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Declared lost as soon as its liveness key (30 s) is gone, not 45 s after that.
     monkeypatch.setattr(run_tracking, "LOST_AFTER", timedelta(seconds=2))
-    async with world(deps, settings, github_api, github, tmp_path, services.redis_url) as w:
+    async with open_world() as w:
         w.add_issue(8, "Survive", "[slow-first] add PASS")
         await w.label(8, "openase")
         await w.until(lambda: _run_state(w, 8, "running"), what="the agent to start")
@@ -326,26 +270,11 @@ async def test_a_killed_worker_and_runner_lose_nothing(
 
 
 async def test_twenty_issues_at_once_respect_the_concurrency_limit_with_two_workers(
-    deps: Deps,
-    settings: Settings,
-    github_api: FakeGitHubAPI,
-    github: GitHubWebhookSender,
-    services: Services,
-    tmp_path: Path,
+    open_world: OpenWorld, deps: Deps
 ) -> None:
     config = repo_config(repo_concurrency=3)
-    async with world(
-        deps,
-        settings,
-        github_api,
-        github,
-        tmp_path,
-        services.redis_url,
-        config=config,
-        runners=2,
-        workers=2,  # two control workers deciding at once
-        agent_sleep=1.0,
-    ) as w:
+    # Two runners, and two control workers deciding at once.
+    async with open_world(config=config, runners=2, workers=2, agent_sleep=1.0) as w:
         for number in range(1, 21):
             w.add_issue(number, f"Ticket {number}", "[slow] add PASS")
         await asyncio.gather(*(w.label(number, "openase") for number in range(1, 21)))
@@ -369,14 +298,7 @@ async def test_twenty_issues_at_once_respect_the_concurrency_limit_with_two_work
         assert all(run.status == "succeeded" for run in runs)
 
 
-async def test_claude_code_takes_a_labelled_issue_to_a_merged_pr(
-    deps: Deps,
-    settings: Settings,
-    github_api: FakeGitHubAPI,
-    github: GitHubWebhookSender,
-    services: Services,
-    tmp_path: Path,
-) -> None:
+async def test_claude_code_takes_a_labelled_issue_to_a_merged_pr(open_world: OpenWorld) -> None:
     claude = agent_cli("claude")  # the pinned real CLI from npm
     write = ToolCall("Bash", {"command": "printf 'ok\\n' > PASS", "description": "add PASS"})
     scenario = Scenario(steps=[Step(tool_calls=(write,)), Step(text="Added the PASS file.")])
@@ -393,17 +315,7 @@ defaults:
 """
         config = repo_config(approval="none").replace("provider: script", "provider: claude")
         config = config.replace("skills: []", "skills: [run-tests]")
-        async with world(
-            deps,
-            settings,
-            github_api,
-            github,
-            tmp_path,
-            services.redis_url,
-            config=config,
-            control=control,
-            path_prefix=claude.parent,
-        ) as w:
+        async with open_world(config=config, control=control, path_prefix=claude.parent) as w:
             w.add_issue(9, "Add a PASS file", "The gate wants a PASS file at the root.")
             await w.label(9, "openase")
 
@@ -421,17 +333,10 @@ defaults:
 
 
 async def test_retry_on_a_failed_check_run_starts_the_ticket_again(
-    deps: Deps,
-    settings: Settings,
-    github_api: FakeGitHubAPI,
-    github: GitHubWebhookSender,
-    services: Services,
-    tmp_path: Path,
+    open_world: OpenWorld, settings: Settings
 ) -> None:
     config = repo_config(max_attempts=1)
-    async with world(
-        deps, settings, github_api, github, tmp_path, services.redis_url, config=config
-    ) as w:
+    async with open_world(config=config) as w:
         w.add_issue(10, "Second chance", "[fail-first] add PASS")
         await w.label(10, "openase")
         await w.reach(10, State.FAILED)
@@ -466,15 +371,8 @@ async def test_retry_on_a_failed_check_run_starts_the_ticket_again(
         assert "Retry requested by @alice" in await w.story()
 
 
-async def test_the_projects_board_follows_the_ticket(
-    deps: Deps,
-    settings: Settings,
-    github_api: FakeGitHubAPI,
-    github: GitHubWebhookSender,
-    services: Services,
-    tmp_path: Path,
-) -> None:
-    async with world(deps, settings, github_api, github, tmp_path, services.redis_url) as w:
+async def test_the_projects_board_follows_the_ticket(open_world: OpenWorld) -> None:
+    async with open_world() as w:
         assert w.boards is not None
         board = w.boards.add_board("Roadmap", ("Todo", "In Progress", "In Review", "Done"))
         w.add_issue(11, "On the board", "add PASS")
@@ -506,17 +404,10 @@ async def test_the_projects_board_follows_the_ticket(
 
 
 async def test_an_invalid_config_is_explained_on_the_issue_and_nothing_runs(
-    deps: Deps,
-    settings: Settings,
-    github_api: FakeGitHubAPI,
-    github: GitHubWebhookSender,
-    services: Services,
-    tmp_path: Path,
+    open_world: OpenWorld, tmp_path: Path
 ) -> None:
     broken = repo_config().replace("max_attempts: 3", "max_attempts: lots")
-    async with world(
-        deps, settings, github_api, github, tmp_path, services.redis_url, config=broken
-    ) as w:
+    async with open_world(config=broken) as w:
         w.add_issue(12, "Misconfigured", "add PASS")
         await w.label(12, "openase")
         said = await w.until(
@@ -540,17 +431,8 @@ async def test_an_invalid_config_is_explained_on_the_issue_and_nothing_runs(
         assert len([c for c in w.bot_comments(12) if "cannot run this ticket" in c]) == 1
 
 
-async def test_a_repository_without_config_gets_the_default_workflow(
-    deps: Deps,
-    settings: Settings,
-    github_api: FakeGitHubAPI,
-    github: GitHubWebhookSender,
-    services: Services,
-    tmp_path: Path,
-) -> None:
-    async with world(
-        deps, settings, github_api, github, tmp_path, services.redis_url, config=""
-    ) as w:
+async def test_a_repository_without_config_gets_the_default_workflow(open_world: OpenWorld) -> None:
+    async with open_world(config="") as w:
         w.add_issue(13, "Defaults", "add PASS")
         await w.label(13, "openase")
         await w.reach(13, State.IN_REVIEW)
@@ -560,15 +442,8 @@ async def test_a_repository_without_config_gets_the_default_workflow(
         assert [skill["name"] for skill in run.spec["skills"]] == ["run-tests", "commit-message"]
 
 
-async def test_a_blocked_ticket_waits_for_its_blocker_to_close(
-    deps: Deps,
-    settings: Settings,
-    github_api: FakeGitHubAPI,
-    github: GitHubWebhookSender,
-    services: Services,
-    tmp_path: Path,
-) -> None:
-    async with world(deps, settings, github_api, github, tmp_path, services.redis_url) as w:
+async def test_a_blocked_ticket_waits_for_its_blocker_to_close(open_world: OpenWorld) -> None:
+    async with open_world() as w:
         w.add_issue(14, "Foundation", "comes first")
         await w.open_issue(14)
         await w.until(lambda: _mirrored(w, 14), what="#14 in the mirror")
@@ -587,15 +462,8 @@ async def _waiting(w: World, number: int) -> TicketState | None:
     return row if row is not None and row.waiting else None
 
 
-async def test_rerun_requested_on_the_check_reruns_only_the_gates(
-    deps: Deps,
-    settings: Settings,
-    github_api: FakeGitHubAPI,
-    github: GitHubWebhookSender,
-    services: Services,
-    tmp_path: Path,
-) -> None:
-    async with world(deps, settings, github_api, github, tmp_path, services.redis_url) as w:
+async def test_rerun_requested_on_the_check_reruns_only_the_gates(open_world: OpenWorld) -> None:
+    async with open_world() as w:
         w.add_issue(16, "Check again", "add PASS")
         await w.label(16, "openase")
         row = await w.reach(16, State.IN_REVIEW)
@@ -613,14 +481,9 @@ async def test_rerun_requested_on_the_check_reruns_only_the_gates(
 
 
 async def test_a_human_merge_means_done_and_late_events_change_nothing(
-    deps: Deps,
-    settings: Settings,
-    github_api: FakeGitHubAPI,
-    github: GitHubWebhookSender,
-    services: Services,
-    tmp_path: Path,
+    open_world: OpenWorld,
 ) -> None:
-    async with world(deps, settings, github_api, github, tmp_path, services.redis_url) as w:
+    async with open_world() as w:
         w.add_issue(17, "Merged by hand", "add PASS")
         await w.label(17, "openase")
         await w.reach(17, State.IN_REVIEW)
@@ -652,18 +515,9 @@ async def _two_runs(w: World, number: int) -> bool:
     return len(await w.runs(number)) == 2
 
 
-async def test_gates_show_in_progress_on_the_commit_while_they_run(
-    deps: Deps,
-    settings: Settings,
-    github_api: FakeGitHubAPI,
-    github: GitHubWebhookSender,
-    services: Services,
-    tmp_path: Path,
-) -> None:
+async def test_gates_show_in_progress_on_the_commit_while_they_run(open_world: OpenWorld) -> None:
     slow_gate = repo_config().replace('run: "test -f PASS', 'run: "sleep 5; test -f PASS')
-    async with world(
-        deps, settings, github_api, github, tmp_path, services.redis_url, config=slow_gate
-    ) as w:
+    async with open_world(config=slow_gate) as w:
         w.add_issue(19, "Slow tests", "add PASS")
         await w.label(19, "openase")
 
@@ -684,15 +538,8 @@ async def test_gates_show_in_progress_on_the_commit_while_they_run(
         assert {r["conclusion"] for r in done.values()} == {"success"}
 
 
-async def test_the_merge_waits_for_other_ci_to_go_green(
-    deps: Deps,
-    settings: Settings,
-    github_api: FakeGitHubAPI,
-    github: GitHubWebhookSender,
-    services: Services,
-    tmp_path: Path,
-) -> None:
-    async with world(deps, settings, github_api, github, tmp_path, services.redis_url) as w:
+async def test_the_merge_waits_for_other_ci_to_go_green(open_world: OpenWorld) -> None:
+    async with open_world() as w:
         w.add_issue(20, "Other CI too", "add PASS")
         await w.label(20, "openase")
         row = await w.reach(20, State.IN_REVIEW)
@@ -729,14 +576,9 @@ async def _mirrored(w: World, number: int) -> bool:
 
 
 async def test_a_human_push_to_the_pr_reruns_the_gates_on_it(
-    deps: Deps,
-    settings: Settings,
-    github_api: FakeGitHubAPI,
-    github: GitHubWebhookSender,
-    services: Services,
-    tmp_path: Path,
+    open_world: OpenWorld, tmp_path: Path
 ) -> None:
-    async with world(deps, settings, github_api, github, tmp_path, services.redis_url) as w:
+    async with open_world() as w:
         w.add_issue(22, "Touched up by hand", "add PASS")
         await w.label(22, "openase")
         first = await w.reach(22, State.IN_REVIEW)
