@@ -7,9 +7,10 @@ from moving backwards when deliveries arrive out of order.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 
 class PayloadError(ValueError):
@@ -52,6 +53,9 @@ class TicketInfo:
     # The trackers' ids of `labels`, in the same order, where the tracker has them: a label
     # renamed or deleted after this state was captured is then known by its current name.
     label_ids: tuple[int, ...] = ()
+    # What Linear and Jira say besides the common fields, for routing a ticket to a
+    # repository and for moving it: team/project, workflow state or status, components.
+    tracker: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,10 @@ class CommentInfo:
     html_url: str | None
     created_at: datetime | None
     updated_at: datetime | None
+    # Linear and Jira know people by an id and (where the site shows it) an email, which is
+    # how config maps them to GitHub users for slash commands.
+    author_id: str | None = None
+    author_email: str | None = None
 
 
 @dataclass(frozen=True)
@@ -147,6 +155,9 @@ class LabelsChanged:
     actor: str | None = None
     # "Bot" | "User" | ...: lets the engine tell its own label changes coming back from people's.
     actor_type: str | None = None
+    # The tracker's id of whoever did it (Linear user id, Jira accountId): the engine knows
+    # its own changes coming back by it where the tracker cannot say "bot".
+    actor_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -302,6 +313,7 @@ class StatusChanged:
     from_status: str | None
     to_status: str
     actor: str | None = None
+    actor_id: str | None = None
 
 
 NormalizedEvent = (

@@ -14,11 +14,9 @@ from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.commands import Context, Outcome
-from bot.engine import Engine, Followups, Loaded, ensure_state, note
+from bot.engine import Engine, Followups, Loaded, comment, ensure_state, note
 from bot.engine_models import Run, RunState
-from bot.github_effects import EffectKind
 from bot.machines import Requirements, choose, registered, why_none
-from bot.outbox import add_effect
 from bot.states import State
 from harness_store.models import HarnessVersion
 from harness_store.render import RepositoryVars, TicketVars, render_harness
@@ -148,19 +146,10 @@ async def answer(
             f"I could not answer ({result.status.value}): {result.error or 'no answer came back'}"
         )
     cost = f"\n\n<sub>cost ${result.cost_usd:.2f}</sub>" if result and result.cost_usd else ""
-    repo = loaded.repo
-    if repo is None or loaded.ticket.number is None:
-        return
-    await add_effect(
+    await comment(
         session,
+        loaded,
+        followups,
         key=f"ask:{run.id}",
-        kind=EffectKind.COMMENT,
-        payload={
-            "repo": repo.full_name,
-            "number": loaded.ticket.number,
-            "body": f"{quote(line)}\n\n@{who} {text[:60_000]}{cost}",
-        },
-        ticket_id=loaded.ticket.id,
-        installation_id=repo.installation_id,
+        body=f"{quote(line)}\n\n@{who} {text[:60_000]}{cost}",
     )
-    followups.outbox.add(repo.installation_id)

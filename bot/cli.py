@@ -16,7 +16,7 @@ import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bot.errors import ConfigError, OpenaseError
 from bot.services import ServiceUrls, configured_urls, require_database_url, running_urls
@@ -44,7 +44,12 @@ production:  openase migrate; openase serve; openase worker
 
 
 def repository(value: str) -> str:
-    """argparse type for OWNER/REPO."""
+    """argparse type for OWNER/REPO (or `linear:TEAM` / `jira:PROJECT` for `sync`)."""
+    tracker, colon, key = value.partition(":")
+    if colon and tracker in ("linear", "jira"):
+        if not re.fullmatch(r"[A-Za-z0-9_]{1,64}", key):
+            raise argparse.ArgumentTypeError(f"expected {tracker}:KEY (e.g. {tracker}:ENG)")
+        return value
     match = _REPO.match(value)
     if match is None or match["name"] in (".", ".."):
         raise argparse.ArgumentTypeError(
@@ -92,15 +97,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sync = commands.add_parser(
         "sync",
-        help="backfill one repository's open issues and pull requests into the mirror",
+        help="backfill a repository's open issues and PRs, or a Linear team's or Jira "
+        "project's issues, into the mirror",
         description=(
             "Page through a repository's open issues and pull requests with the GitHub API "
             "(needs the App's OPENASE_GITHUB_APP_ID and private key, and the App installed on "
             "the repository). Uses OPENASE_DATABASE_URL / OPENASE_REDIS_URL, or else the "
-            "embedded services of an `openase up` running with the same OPENASE_DATA_DIR."
+            "embedded services of an `openase up` running with the same OPENASE_DATA_DIR. "
+            "`linear:TEAM` pages through a Linear team's issues (OPENASE_LINEAR_API_KEY), "
+            "`jira:PROJECT` through a Jira project's with JQL (OPENASE_JIRA_URL, _EMAIL, "
+            "_API_TOKEN)."
         ),
     )
-    sync.add_argument("repo", metavar="OWNER/REPO", type=repository)
+    sync.add_argument("repo", metavar="OWNER/REPO|linear:TEAM|jira:PROJECT", type=repository)
     _add_runner_parser(commands)
     _add_try_parser(commands)
     from bot import harness_cli
@@ -431,11 +440,38 @@ async def _sync(settings: Settings, urls: ServiceUrls, full_name: str) -> int:
     from bot.deps import build_deps
 
     deps = await build_deps(settings, database_url=urls.database_url, redis_url=urls.redis_url)
+    tracker, colon, key = full_name.partition(":")
+    if colon:
+        return await _sync_tracker(settings, deps, tracker, key)
     try:
         report = await backfill.sync_repository(settings, deps, full_name)
     finally:
         await deps.close()
     print(format_report(report))
+    return 0
+
+
+async def _sync_tracker(settings: Settings, deps: Any, source: str, key: str) -> int:
+    from adapters.errors import AdapterError, RateLimited
+    from bot.control_config import load_control_config
+    from bot.tracker_backfill import sync_tracker
+    from bot.trackers import tracker_clients
+
+    clients = tracker_clients(settings)
+    try:
+        report = await sync_tracker(
+            deps, clients, load_control_config(settings.config), source, key
+        )
+    except RateLimited as exc:
+        print(f"openase: {source} is rate-limiting us: {exc}", file=sys.stderr)
+        return 1
+    except AdapterError as exc:
+        print(f"openase: {source} sync failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await clients.aclose()
+        await deps.close()
+    print(f"openase: synced {source}:{key}: {report.issues} issues ({report.pages} pages)")
     return 0
 
 

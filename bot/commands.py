@@ -18,11 +18,19 @@ from typing import Literal
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.command_access import Actor, GitHubPermissions, Level, decide
+from bot.command_access import Actor, GitHubPermissions, Level, PermissionSource, decide
 from bot.command_parse import ParsedCommand, parse_commands, quote
 from bot.engine import BOT, Engine, Followups, Loaded
 from bot.github_effects import EffectKind
 from bot.outbox import add_effect
+from bot.tracker_tickets import (
+    TrackerPermissions,
+    access_hint,
+    is_tracker,
+    lane,
+    tracker_comment,
+    tracker_reaction,
+)
 from bot.workflow_config import RepoConfig
 
 log = structlog.get_logger(__name__)
@@ -97,8 +105,13 @@ class Source:
 
     body: str
     author: Actor
-    comment_id: int | None  # None: the issue's own body
+    comment_id: int | None  # None: the issue's own body (or a Linear or Jira comment)
     key: str  # names the comment in effect keys: f"c{id}" or f"i{ticket}"
+    # A Linear or Jira comment: its id, and whether config maps its author to a GitHub
+    # login (whose permission then decides) or allows them every command.
+    tracker_comment_id: str | None = None
+    mapped: bool = True
+    allow_all: bool = False
 
 
 async def run_commands(
@@ -121,9 +134,13 @@ async def run_commands(
         found = [parsed for parsed in found if _listed(config, parsed.name, source.author)]
         if not found:
             return 0
-    permissions = GitHubPermissions(
+    permissions: PermissionSource = GitHubPermissions(
         engine.github, repo.full_name, installation, cache=engine.permissions
     )
+    if is_tracker(loaded.ticket):
+        permissions = TrackerPermissions(
+            permissions, mapped=source.mapped, allow_all=source.allow_all
+        )
     await _react(session, loaded, source, "eyes", followups)
     for parsed in found:
         spec = specs[parsed.name]
@@ -151,7 +168,7 @@ async def _one(
     source: Source,
     parsed: ParsedCommand,
     spec: Spec,
-    permissions: GitHubPermissions,
+    permissions: PermissionSource,
     followups: Followups,
 ) -> tuple[Outcome, str]:
     assert loaded.repo is not None  # checked by the caller
@@ -165,7 +182,10 @@ async def _one(
         repo=loaded.repo.full_name,
     )
     if not decision.allowed:
-        return Outcome(False, f"🚫 {decision.reason}"), "-1"
+        hint = ""
+        if is_tracker(loaded.ticket) and not (source.mapped or source.allow_all):
+            hint = access_hint(loaded.ticket.source)
+        return Outcome(False, f"🚫 {decision.reason}{hint}"), "-1"
     if spec.bad_args(parsed.args):
         return Outcome(False, f"Usage: `{spec.usage}` — {spec.summary}"), "confused"
     context = Context(session, engine, loaded, config, followups, source.author, parsed)
@@ -178,6 +198,17 @@ async def _react(
 ) -> None:
     repo = loaded.repo
     assert repo is not None
+    if is_tracker(loaded.ticket):
+        if source.tracker_comment_id is not None:
+            await tracker_reaction(
+                session,
+                loaded.ticket,
+                key=f"reaction:{loaded.ticket.id}:{source.key}:{content}"[:255],
+                comment_id=source.tracker_comment_id,
+                content=content,
+            )
+            followups.outbox.add(lane(loaded.ticket))
+        return
     payload: dict[str, object] = {"repo": repo.full_name, "content": content}
     if source.comment_id is not None:
         payload["comment_id"] = source.comment_id
@@ -204,6 +235,15 @@ async def _reply(
 ) -> None:
     repo = loaded.repo
     assert repo is not None
+    if is_tracker(loaded.ticket):
+        await tracker_comment(
+            session,
+            loaded.ticket,
+            key=f"reply:{loaded.ticket.id}:{source.key}:{parsed.line_number}"[:255],
+            body=f"{quote(parsed.line)}\n\n@{source.author.login} {text}",
+        )
+        followups.outbox.add(lane(loaded.ticket))
+        return
     await add_effect(
         session,
         key=f"reply:{source.key}:{parsed.line_number}",

@@ -31,8 +31,16 @@ from bot.outbox import add_effect, enqueue_perform, revision_key
 from bot.registry import GitHubApp
 from bot.states import State, label_color
 from bot.status_comment import StatusView, render
+from bot.tracker_tickets import (
+    is_tracker,
+    lane,
+    link_pull_request,
+    publish_tracker,
+    tracker_comment,
+)
+from bot.trackers import TrackerClients
 from bot.workflow_config import RepoConfig, Workflow
-from runner.contract import run_cancel_key
+from runner.contract import HookResult, run_cancel_key
 
 log = structlog.get_logger(__name__)
 
@@ -52,6 +60,8 @@ class Engine:
     configs: ConfigCache = field(default_factory=ConfigCache)
     # Who may use slash commands, asked of GitHub at most once a minute per person.
     permissions: PermissionCache = field(default_factory=PermissionCache)
+    # Linear's and Jira's clients, for their tickets (each None when not configured).
+    trackers: TrackerClients = field(default_factory=TrackerClients)
     _heads: dict[tuple[str, str], tuple[float, RepoConfigResult]] = field(default_factory=dict)
 
     @property
@@ -305,8 +315,26 @@ async def publish(
     *,
     label: bool = True,
 ) -> None:
-    """Outbox effects that show the ticket's current state on GitHub."""
+    """Outbox effects that show the ticket's current state on GitHub (or on the Linear or
+    Jira issue the ticket is)."""
     row, repo = loaded.state, loaded.repo
+    if row is not None and repo is not None and is_tracker(loaded.ticket):
+        view = await status_view(session, engine, loaded, config)
+        lane = await publish_tracker(
+            session,
+            engine.control,
+            loaded.ticket,
+            row.state,
+            row.version,
+            config.status_labels if config is not None else None,
+            render(view),
+            moved=label,
+        )
+        if view.pull_request_url and row.pr_number is not None:
+            title = f"{repo.full_name}#{row.pr_number}: {loaded.ticket.title}"[:250]
+            await link_pull_request(session, loaded.ticket, view.pull_request_url, title)
+        followups.outbox.add(lane)
+        return
     if row is None or repo is None or loaded.ticket.number is None:
         return
     number, ticket_id = loaded.ticket.number, loaded.ticket.id
@@ -353,6 +381,21 @@ async def publish(
     followups.outbox.add(inst)
 
 
+def _checks(run: Run | None) -> tuple[tuple[str, str], ...]:
+    """The blocking gates of the latest finished run and how each ended."""
+    if run is None or not run.result:
+        return ()
+    checks = []
+    for raw in run.result.get("hook_results") or []:
+        try:
+            hook = HookResult.model_validate(raw)
+        except ValueError:
+            continue  # a result of an older runner: no checks to show
+        if hook.phase == "on_complete" and hook.on_failure == "block":
+            checks.append((f"openase/{hook.name}", "passed" if hook.passed else "failed"))
+    return tuple(checks)
+
+
 def _performers() -> Any:
     from bot.github_effects import PERFORMERS
 
@@ -397,6 +440,7 @@ async def status_view(
         last_failure=row.last_failure if row.state != State.DONE else None,
         held=row.held,
         note=row.waiting,
+        checks=_checks(run),
     )
 
 
@@ -409,6 +453,10 @@ async def comment(
     body: str,
 ) -> bool:
     """A one-off reply on the ticket (idempotent by `key`); whether it is a new one."""
+    if is_tracker(loaded.ticket):
+        added = await tracker_comment(session, loaded.ticket, key=key, body=body)
+        followups.outbox.add(lane(loaded.ticket))
+        return added
     if loaded.repo is None or loaded.ticket.number is None:
         return False
     added = await add_effect(

@@ -27,6 +27,7 @@ from adapters.base import (
     ProjectItemChanged,
     PullRequestChanged,
     PullRequestReviewed,
+    StatusChanged,
     TicketInfo,
     TicketUpserted,
 )
@@ -47,7 +48,15 @@ from bot.engine_models import Run, TicketState
 from bot.engine_reviews import pull_request_changed, rerun_gates, reviewed, tickets_at
 from bot.models import Repository, Ticket
 from bot.states import TERMINAL, State, human_may_set
-from bot.workflow_config import INTAKE_STATES, RepoConfig, Workflow, stage_for
+from bot.tracker_routes import route_of, state_of_tracker, tracker_identities
+from bot.tracker_tickets import is_tracker, route_ticket, tracker_actor
+from bot.workflow_config import (
+    DEFAULT_WORKFLOW,
+    INTAKE_STATES,
+    RepoConfig,
+    Workflow,
+    stage_for,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -77,6 +86,8 @@ async def react(
                     followups.merge_checks.add(ticket_id)
             case CommentCreated():
                 await _commented(session, engine, event, followups)
+            case StatusChanged():
+                await _status_changed(session, engine, event, followups)
             case ProjectItemChanged():
                 await _project_item_changed(session, engine, event, installation_id, followups)
             case _:
@@ -96,14 +107,42 @@ async def _ticket_id(session: AsyncSession, info: TicketInfo) -> int | None:
     return found
 
 
-async def _loaded(session: AsyncSession, info: TicketInfo) -> Loaded | None:
+async def _loaded(session: AsyncSession, engine: Engine, info: TicketInfo) -> Loaded | None:
     ticket_id = await _ticket_id(session, info)
     if ticket_id is None:
         return None
+    return await load_routed(session, engine, ticket_id)
+
+
+async def load_routed(session: AsyncSession, engine: Engine, ticket_id: int) -> Loaded | None:
+    """The ticket with its repository: a Linear or Jira ticket's is where config routes it
+    (None: not routed, so not the engine's)."""
     loaded = await load(session, ticket_id)
+    if loaded is None:
+        return None
+    if is_tracker(loaded.ticket):
+        current = loaded.state.state if loaded.state is not None else None
+        if (
+            await route_ticket(session, engine.control, engine.github, loaded.ticket, current)
+            is None
+        ):
+            return None
+        loaded = await load(session, ticket_id)
     if loaded is None or loaded.repo is None or loaded.repo.installation_id is None:
         return None
     return loaded
+
+
+async def _own_change(
+    engine: Engine, loaded: Loaded, actor_type: str | None, actor_id: str | None
+) -> bool:
+    """Whether a change coming back is the bot's own (GitHub says Bot; Linear and Jira
+    name the API key's user, which the engine compares with its own)."""
+    if actor_type == BOT:
+        return True
+    return is_tracker(loaded.ticket) and await engine.trackers.is_self(
+        loaded.ticket.source, actor_id
+    )
 
 
 async def _ticket_upserted(
@@ -111,7 +150,7 @@ async def _ticket_upserted(
 ) -> None:
     if event.action not in ("opened", "reopened", "closed", "edited"):
         return
-    loaded = await _loaded(session, event.ticket)
+    loaded = await _loaded(session, engine, event.ticket)
     if loaded is None:
         return
     row = loaded.state
@@ -158,7 +197,7 @@ async def _ticket_upserted(
 async def _labels_changed(
     session: AsyncSession, engine: Engine, event: LabelsChanged, followups: Followups
 ) -> None:
-    loaded = await _loaded(session, event.ticket)
+    loaded = await _loaded(session, engine, event.ticket)
     if loaded is None or loaded.ticket.state != "open":
         return
     config = await config_or_none(engine, loaded)
@@ -167,7 +206,7 @@ async def _labels_changed(
             # A trigger may be among them: dispatch reports the config's problems.
             await _start_unconfigured(session, loaded, followups)
         return
-    ours = event.actor_type == BOT
+    ours = await _own_change(engine, loaded, event.actor_type, event.actor_id)
     triggers = {label.casefold() for label in config.trigger_labels}
     for label in event.added:
         state = config.state_for_label(label)
@@ -214,7 +253,7 @@ async def _triggered(
     row = loaded.state
     if row is not None and row.state not in (State.BACKLOG, State.CANCELED, State.FAILED):
         return
-    flow = _intake_workflow(config, label, loaded.ticket.labels)
+    flow = _intake_workflow(config, label, loaded.ticket.labels, _routed_workflow(engine, loaded))
     if flow is None:
         return
     await send_back(
@@ -229,12 +268,54 @@ async def _triggered(
     )
 
 
-def _intake_workflow(config: RepoConfig, label: str, labels: Sequence[str]) -> Workflow | None:
+def _intake_workflow(
+    config: RepoConfig, label: str, labels: Sequence[str], routed: str | None = None
+) -> Workflow | None:
     folded = label.casefold()
+    if routed is not None and routed in config.workflows:
+        # A Linear or Jira route names the workflow its tickets' plain trigger label means.
+        flow = config.workflows[routed]
+        base = config.workflow(DEFAULT_WORKFLOW)
+        default = {t.casefold() for t in (base.trigger_labels if base else ("openase",))}
+        if folded in default or folded in {t.casefold() for t in flow.trigger_labels}:
+            return flow
     for flow in config.workflows.values():
         if flow.pickup in INTAKE_STATES and folded in {t.casefold() for t in flow.trigger_labels}:
             return flow
     return stage_for(config, State.TODO, labels)
+
+
+def _routed_workflow(engine: Engine, loaded: Loaded) -> str | None:
+    ticket = loaded.ticket
+    if not is_tracker(ticket):
+        return None
+    route = route_of(engine.control, ticket.source, ticket.tracker, ticket.labels)
+    return route.workflow if route is not None else None
+
+
+async def _status_changed(
+    session: AsyncSession, engine: Engine, event: StatusChanged, followups: Followups
+) -> None:
+    """A human moved a Linear or Jira issue the engine works on: as moving its status label.
+    Tickets the engine has not met start only by a trigger label or `/run`, never by a
+    move (teams move issues to Todo all day without meaning the agent)."""
+    loaded = await _loaded(session, engine, event.ticket)
+    if loaded is None or loaded.state is None or loaded.ticket.state != "open":
+        return
+    if await _own_change(engine, loaded, None, event.actor_id):
+        return
+    tracker = loaded.ticket.tracker or {}
+    kind = tracker.get("state_type") or tracker.get("status_category")
+    state = state_of_tracker(engine.control, loaded.ticket.source, event.to_status, kind)
+    row = loaded.state
+    if state is None or state == row.state:
+        return
+    if row.state == State.MERGING and state == State.IN_REVIEW:
+        return  # merging shows as review on the tracker
+    config = await config_or_none(engine, loaded)
+    if config is None:
+        return
+    await _moved(session, engine, loaded, config, state, followups, event.actor)
 
 
 async def _moved(
@@ -388,11 +469,56 @@ async def _commented(
     ticket_ids = await _tickets_commented(session, event.ticket)
     author = Actor(comment.author_login or "ghost", comment.author_type)
     for ticket_id in ticket_ids:
-        loaded = await load(session, ticket_id)
+        loaded = await load_routed(session, engine, ticket_id)
         if loaded is None or loaded.repo is None:
             continue
-        source = Source(comment.body, author, _int(comment.external_id), f"c{comment.external_id}")
+        if is_tracker(loaded.ticket):
+            if await _own_change(engine, loaded, None, comment.author_id):
+                continue  # the bot's own status comment and replies
+            source = _tracker_source(
+                engine,
+                loaded,
+                comment.body,
+                name=comment.author_login,
+                kind=comment.author_type,
+                identities=tracker_identities(
+                    loaded.ticket.source, comment.author_id, comment.author_email
+                ),
+                comment_id=comment.external_id,
+                key=f"c{comment.external_id}",
+            )
+        else:
+            source = Source(
+                comment.body, author, _int(comment.external_id), f"c{comment.external_id}"
+            )
         await run_commands(session, engine, loaded, source, followups)
+
+
+def _tracker_source(
+    engine: Engine,
+    loaded: Loaded,
+    body: str,
+    *,
+    name: str | None,
+    kind: str | None,
+    identities: list[str],
+    comment_id: str | None,
+    key: str,
+) -> Any:
+    from bot.commands import Source
+
+    actor, mapped, allow_all = tracker_actor(
+        engine.control, loaded.ticket.source, name=name, kind=kind, identities=identities
+    )
+    return Source(
+        body,
+        actor,
+        None,
+        key,
+        tracker_comment_id=comment_id,
+        mapped=mapped,
+        allow_all=allow_all,
+    )
 
 
 async def _body_commands(
@@ -402,6 +528,24 @@ async def _body_commands(
     from bot.commands import Source, run_commands
 
     if not info.body or "/" not in info.body:
+        return
+    if is_tracker(loaded.ticket):
+        tracker = loaded.ticket.tracker or {}
+        creator_id = tracker.get("creator_id") or tracker.get("reporter_id")
+        creator_email = tracker.get("creator_email") or tracker.get("reporter_email")
+        if await _own_change(engine, loaded, None, creator_id):
+            return
+        source = _tracker_source(
+            engine,
+            loaded,
+            info.body,
+            name=info.author_login,
+            kind="User",
+            identities=tracker_identities(loaded.ticket.source, creator_id, creator_email),
+            comment_id=None,
+            key=f"i{loaded.ticket.id}",
+        )
+        await run_commands(session, engine, loaded, source, followups)
         return
     login = info.author_login or "ghost"
     author = Actor(login, BOT if login.endswith("[bot]") else "User")

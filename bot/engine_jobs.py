@@ -60,7 +60,14 @@ def build_engine(deps: Deps) -> Engine | None:
     except ConfigError as exc:
         log.warning("engine_disabled", reason=str(exc))
         return None
-    return Engine(deps=deps, github=github, control=load_control_config(deps.settings.config))
+    from bot.trackers import tracker_clients
+
+    return Engine(
+        deps=deps,
+        github=github,
+        control=load_control_config(deps.settings.config),
+        trackers=tracker_clients(deps.settings),
+    )
 
 
 def _engine(ctx: dict[str, Any]) -> Engine | None:

@@ -111,6 +111,9 @@ _UPSERT_INSTALLATION = upsert(
 _UPSERT_TICKET = upsert(
     Ticket,
     ["source", "external_id"],
+    # Linear and Jira tickets name no repository: the engine routes them, and their own
+    # events (and comment stubs, which carry no tracker fields) must not undo that.
+    keep_when_null=["repository_id", "tracker"],
     guard=lambda t, ex: and_(t.c.state.not_in(TOMBSTONES), not_older("external_updated_at")(t, ex)),
 ).returning(
     Ticket.__table__.c.id,
@@ -324,6 +327,7 @@ async def upsert_ticket(
         "external_created_at": ticket.created_at,
         "external_updated_at": ticket.updated_at,
         "closed_at": ticket.closed_at,
+        "tracker": dict(ticket.tracker) if ticket.tracker is not None else None,
     }
     conn = await session.connection()
     # A removal is final whatever its timestamp; otherwise only a newer state is applied.

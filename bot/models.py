@@ -126,6 +126,10 @@ class Ticket(Timestamped, Base):
     external_created_at: Mapped[datetime | None]
     external_updated_at: Mapped[datetime | None]
     closed_at: Mapped[datetime | None]
+    # Linear's team, state and label ids, Jira's project, status and components (the
+    # adapters' `TicketInfo.tracker`); `repository_id` of such a ticket is where its code
+    # lives, as the control-plane config routes it.
+    tracker: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
 
 
 class Comment(Timestamped, Base):

@@ -105,6 +105,8 @@ class EffectContext:
     previous: Json | None  # the result of the newest done effect of the same scope
     github: GitHubApp
     sessions: async_sessionmaker[AsyncSession]
+    # Linear's and Jira's clients (bot.trackers.TrackerClients), for their tickets' effects.
+    trackers: Any = None
 
     def installation(self) -> int:
         """The installation to act as; effects without one cannot reach GitHub."""
@@ -215,10 +217,11 @@ class _Drained:
 
 
 def _default_performers() -> Mapping[str, Performer]:
-    # Imported here: github_effects builds on this module's EffectContext and EffectRefused.
+    # Imported here: the performers build on this module's EffectContext and EffectRefused.
     from bot.github_effects import PERFORMERS
+    from bot.tracker_effects import PERFORMERS as TRACKER_PERFORMERS
 
-    return PERFORMERS
+    return {**PERFORMERS, **TRACKER_PERFORMERS}
 
 
 async def perform_pending(
@@ -239,9 +242,15 @@ async def perform_pending(
         except ConfigError as exc:
             log.error("outbox_no_github_app", error=str(exc))
             return 0  # effects stay pending until the App is configured
+    from bot.trackers import tracker_clients
+
+    # The engine's clients where this process runs one (they hold the bot's identity).
+    engine = getattr(deps, "workflow", None)
+    trackers = engine.trackers if engine is not None else tracker_clients(deps.settings)
     worker = _Worker(
         engine=deps.engine,
         sessions=deps.sessions,
+        trackers=trackers,
         github=github,
         performers=performers if performers is not None else _default_performers(),
         on_settled=on_settled,
@@ -272,6 +281,7 @@ async def perform_pending(
 class _Worker:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
+    trackers: Any
     github: GitHubApp
     performers: Mapping[str, Performer]
     on_settled: SettleHook | None
@@ -331,6 +341,7 @@ class _Worker:
             previous=None if scope is None else await _previous(self.sessions, scope, effect.id),
             github=self.github,
             sessions=self.sessions,
+            trackers=self.trackers,
         )
         try:
             result = await performer(context, effect.payload)

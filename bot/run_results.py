@@ -21,6 +21,7 @@ from bot.blockers import backoff
 from bot.engine import Engine, Followups, Loaded, comment, load, note, transition
 from bot.engine_models import Run, RunState
 from bot.github_effects import EffectKind
+from bot.models import Ticket
 from bot.outbox import add_effect, revision_key
 from bot.run_spec import GATES_ONLY_AGENT, work_branch
 from bot.run_tracking import HANDED_BACK, collect_events, fetch_result
@@ -196,7 +197,7 @@ async def _succeeded(
     harness = (run.spec or {}).get("harness") or {}
     body = "\n".join(
         [
-            f"Closes #{ticket.number}" if ticket.number is not None else ticket.key,
+            _ticket_line(ticket),
             "",
             (result.summary or "").strip()[:20_000] or "(the agent left no summary)",
             "",
@@ -217,7 +218,7 @@ async def _succeeded(
             "repo": repo.full_name,
             "head": work_branch(ticket),
             "base": repo.default_branch or "main",
-            "title": ticket.title or ticket.key,
+            "title": _pr_title(ticket),
             "body": body,
             "ticket": ticket.id,
         },
@@ -429,3 +430,19 @@ async def _check_effect(
         installation_id=repo.installation_id,
     )
     followups.outbox.add(repo.installation_id)
+
+
+def _ticket_line(ticket: Ticket) -> str:
+    """How the PR names its ticket: GitHub's closing keyword, or a link to the Linear or
+    Jira issue (whose own GitHub integrations also pick up the key)."""
+    if ticket.number is not None:
+        return f"Closes #{ticket.number}"
+    tracker = {"linear": "Linear", "jira": "Jira"}.get(ticket.source, ticket.source)
+    link = f"[{ticket.key}]({ticket.html_url})" if ticket.html_url else ticket.key
+    return f"{tracker}: {link}"
+
+
+def _pr_title(ticket: Ticket) -> str:
+    if ticket.number is not None:
+        return ticket.title or ticket.key
+    return f"{ticket.key}: {ticket.title}" if ticket.title else ticket.key

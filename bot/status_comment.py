@@ -37,6 +37,7 @@ class StatusView:
     held: bool = False
     waiting_for: tuple[str, ...] = ()  # "acme/api#12": open blockers
     note: str | None = None  # e.g. why no machine took it
+    checks: tuple[tuple[str, str], ...] = ()  # (check name, "passed" | "failed"), last run
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -84,6 +85,11 @@ def render(view: StatusView) -> str:
         rows.append(("Cost so far", f"${view.cost_usd:,.2f}"))
     if view.pull_request_url:
         rows.append(("Pull request", view.pull_request_url))
+    if view.checks:
+        marks = {"passed": "✅", "failed": "❌"}
+        rows.append(
+            ("Checks", " · ".join(f"{marks.get(how, '•')} `{name}`" for name, how in view.checks))
+        )
     if view.run_url:
         rows.append(("Live run", f"[follow the agent]({view.run_url})"))
     rows.extend(view.extra.items())

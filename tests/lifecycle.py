@@ -35,6 +35,7 @@ from bot.engine_models import Activity, Run, TicketState
 from bot.machines import registered
 from bot.models import Ticket
 from bot.settings import Settings
+from bot.trackers import TrackerClients
 from bot.worker import make_worker
 from harness_store.seed import seed_builtins
 from tests.fakes.github_api import FakeGitHubAPI, FakeRepo
@@ -103,7 +104,9 @@ def repo_config(
     )
 
 
-def control_config(agent: Path) -> ControlConfig:
+def control_config(agent: Path, extra: str = "") -> ControlConfig:
+    """The control-plane config driving the script agent; `extra` is YAML appended to it
+    (Linear and Jira routes)."""
     parsed = parse_control_config(
         textwrap.dedent(
             f"""\
@@ -115,7 +118,8 @@ def control_config(agent: Path) -> ControlConfig:
             defaults:
               provider: script
             """
-        ),
+        )
+        + textwrap.dedent(extra),
         file="control.yml",
         environ={},
     )
@@ -531,6 +535,8 @@ async def world(
     max_runs: int = 2,
     agent_sleep: float = 30.0,
     control: str | None = None,
+    control_extra: str = "",
+    trackers: TrackerClients | None = None,
     path_prefix: Path | None = None,
 ) -> AsyncIterator[World]:
     """`control` replaces the control-plane YAML (its default drives tests/lifecycle's
@@ -550,12 +556,17 @@ async def world(
     async with deps.sessions() as session, session.begin():
         await seed_builtins(session)
     controls = (
-        control_config(agent)
+        control_config(agent, control_extra)
         if control is None
         else parse_control_config(control, file="control.yml", environ={})
     )
     assert isinstance(controls, ControlConfig), controls
-    engine = Engine(deps=deps, github=github_app(settings), control=controls)
+    engine = Engine(
+        deps=deps,
+        github=github_app(settings),
+        control=controls,
+        trackers=trackers if trackers is not None else TrackerClients(),
+    )
     deps.workflow = engine
     here = World(deps, settings, fake, sender, repo, remote, root, redis_url, engine)
     here.path_prefix = path_prefix

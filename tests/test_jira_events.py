@@ -50,7 +50,7 @@ def test_a_status_move_is_read_from_the_changelog() -> None:
     assert isinstance(upserted, TicketUpserted)
     assert isinstance(moved, StatusChanged)
     assert (moved.from_status, moved.to_status) == ("To Do", "In Progress")
-    assert moved.actor == "5b10a2844c20165700ede21g"
+    assert (moved.actor, moved.actor_id) == ("Alice Lee", "5b10a2844c20165700ede21g")
     assert moved.ticket.key == "PROJ-7"
 
 

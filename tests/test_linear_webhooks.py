@@ -20,7 +20,9 @@ from adapters.base import (
     CommentDeleted,
     CommentEdited,
     CommentInfo,
+    LabelsChanged,
     PayloadError,
+    StatusChanged,
     TicketInfo,
     TicketRemoved,
     TicketUpserted,
@@ -259,6 +261,12 @@ def _at(text: str) -> datetime:
 def test_issue_create_is_the_ticket_open() -> None:
     parsed = parse("issue", fixture("issue_create"))
     assert parsed.ignored_reason is None
+    [event] = parsed.events
+    assert isinstance(event, TicketUpserted)
+    tracker = dict(event.ticket.tracker or {})
+    assert tracker["team_key"] == "ENG"
+    assert tracker["state_type"] is not None
+    assert "openase" in tracker["label_ids"].values()
     assert parsed.events == (
         TicketUpserted(
             TicketInfo(
@@ -280,16 +288,20 @@ def test_issue_create_is_the_ticket_open() -> None:
                 closed_at=None,
                 repo=None,
                 number=None,
+                tracker=tracker,
             ),
-            action="create",
+            action="opened",
         ),
     )
 
 
 def test_issue_update_to_a_completed_state_closes_the_ticket() -> None:
-    [event] = parse("issue", fixture("issue_update")).events
+    event, moved = parse("issue", fixture("issue_update")).events
     assert isinstance(event, TicketUpserted)
-    assert event.action == "update"
+    assert event.action == "closed"
+    assert isinstance(moved, StatusChanged)
+    assert (moved.to_status, moved.actor) == ("Done", "Ada Lovelace")
+    assert moved.actor_id == "1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d"
     ticket = event.ticket
     assert (ticket.state, ticket.state_reason) == ("closed", "completed")
     assert ticket.updated_at == _at("2026-11-21T16:40:11.905")
@@ -297,10 +309,29 @@ def test_issue_update_to_a_completed_state_closes_the_ticket() -> None:
     assert ticket.key == "ENG-123"
 
 
+def test_an_update_adding_a_label_says_which_and_who() -> None:
+    payload = fixture("issue_update")
+    payload["updatedFrom"] = {
+        "updatedAt": "2026-11-20T09:15:02.311Z",
+        "labelIds": ["9e8d7c6b-5a4f-4e3d-9c2b-1a0f9e8d7c6b"],
+    }
+    payload["data"]["completedAt"] = None
+    payload["data"]["state"] = {"id": "s1", "name": "Todo", "type": "unstarted"}
+    upserted, labelled = parse("issue", payload).events
+    assert isinstance(upserted, TicketUpserted)
+    assert upserted.action == "edited"
+    assert isinstance(labelled, LabelsChanged)
+    assert labelled.added == ("openase",)
+    assert (labelled.actor_id, labelled.actor_type) == (
+        "1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d",
+        "User",
+    )
+
+
 def test_a_canceled_issue_is_closed_and_without_a_state_its_timestamps_decide() -> None:
     payload = fixture("issue_update")
     payload["data"]["state"] |= {"type": "canceled"}
-    [event] = parse("issue", payload).events
+    event, _ = parse("issue", payload).events
     assert isinstance(event, TicketUpserted)
     assert (event.ticket.state, event.ticket.state_reason) == ("closed", "canceled")
     del payload["data"]["state"]
@@ -331,6 +362,8 @@ COMMENT = CommentInfo(
     html_url=ISSUE_URL + "#comment-c4d5e6f7",
     created_at=_at("2026-11-20T10:02:37.004"),
     updated_at=_at("2026-11-20T10:02:37.004"),
+    author_id="1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d",
+    author_email="ada@example.com",
 )
 COMMENT_TICKET = TicketInfo(
     source="linear",

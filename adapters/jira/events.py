@@ -18,6 +18,7 @@ from adapters.base import (
     CommentDeleted,
     CommentEdited,
     CommentInfo,
+    LabelsChanged,
     NormalizedEvent,
     ParsedDelivery,
     PayloadError,
@@ -50,25 +51,57 @@ def parse(event: str, payload: Json) -> ParsedDelivery:
 
 def _issue_upserted(name: str, payload: Json) -> tuple[NormalizedEvent, ...]:
     ticket = ticket_from_issue(_obj(payload, "issue", "payload"), "payload.issue")
+    user = payload.get("user")
+    actor, actor_id = _display(user), _account(user)
+    items = _changelog(payload)
+    status_items = [item for item in items if item.get("field") == "status"]
     action = "opened" if name == "jira:issue_created" else "edited"
+    if status_items and ticket.state == "closed":
+        action = "closed"
     events: list[NormalizedEvent] = [TicketUpserted(ticket=ticket, action=action)]
-    changelog = payload.get("changelog")
-    if isinstance(changelog, dict):
-        for index, item in enumerate(changelog.get("items") or []):
-            if not isinstance(item, dict):
-                raise PayloadError(f"payload.changelog.items[{index}]: expected an object")
-            if item.get("field") == "status" and isinstance(item.get("toString"), str):
+    for index, item in enumerate(items):
+        path = f"payload.changelog.items[{index}]"
+        if item.get("field") == "status" and isinstance(item.get("toString"), str):
+            events.append(
+                StatusChanged(
+                    ticket=ticket,
+                    from_status=_opt_str(item, "fromString", path),
+                    to_status=item["toString"],
+                    actor=actor,
+                    actor_id=actor_id,
+                )
+            )
+        elif item.get("field") == "labels":
+            # Jira writes a label change as the whole list before and after, space-separated.
+            before = set((_opt_str(item, "fromString", path) or "").split())
+            after = (_opt_str(item, "toString", path) or "").split()
+            added = tuple(label for label in after if label not in before)
+            removed = tuple(sorted(before - set(after)))
+            if added or removed:
                 events.append(
-                    StatusChanged(
+                    LabelsChanged(
                         ticket=ticket,
-                        from_status=_opt_str(
-                            item, "fromString", f"payload.changelog.items[{index}]"
-                        ),
-                        to_status=item["toString"],
-                        actor=_account(payload.get("user")),
+                        added=added,
+                        removed=removed,
+                        actor=actor,
+                        actor_type=_account_type(user),
+                        actor_id=actor_id,
                     )
                 )
     return tuple(events)
+
+
+def _changelog(payload: Json) -> list[Json]:
+    changelog = payload.get("changelog")
+    if not isinstance(changelog, dict):
+        return []
+    items = changelog.get("items") or []
+    if not isinstance(items, list):
+        raise PayloadError("payload.changelog.items: expected a list")
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise PayloadError(f"payload.changelog.items[{index}]: expected an object")
+    return items
 
 
 def _comment(name: str, payload: Json) -> tuple[NormalizedEvent, ...]:
@@ -79,11 +112,13 @@ def _comment(name: str, payload: Json) -> tuple[NormalizedEvent, ...]:
         source=SOURCE,
         external_id=_str(raw, "id", "payload.comment"),
         author_login=_account(author),
-        author_type="User" if author is None or author.get("accountType") != "app" else "Bot",
-        body=_opt_str(raw, "body", "payload.comment") or "",
+        author_type=_account_type(author),
+        body=_text(raw.get("body")),
         html_url=None,
         created_at=_time(raw, "created", "payload.comment"),
         updated_at=_time(raw, "updated", "payload.comment"),
+        author_id=_account(author),
+        author_email=_email(author),
     )
     if name == "comment_created":
         return (CommentCreated(ticket=ticket, comment=comment),)
@@ -121,7 +156,26 @@ def ticket_from_issue(issue: Json, path: str) -> TicketInfo:
         created_at=_time(fields, "created", f"{path}.fields"),
         updated_at=updated,
         closed_at=_time(fields, "resolutiondate", f"{path}.fields") if closed else None,
+        tracker={
+            "project_key": _project_key(fields, key),
+            "status": status.get("name"),
+            "status_category": category,
+            "components": [
+                c["name"]
+                for c in fields.get("components") or []
+                if isinstance(c, dict) and isinstance(c.get("name"), str)
+            ],
+            "reporter_id": _account(fields.get("reporter")),
+            "reporter_email": _email(fields.get("reporter")),
+        },
     )
+
+
+def _project_key(fields: Json, key: str) -> str:
+    project = fields.get("project")
+    if isinstance(project, dict) and isinstance(project.get("key"), str):
+        return str(project["key"])
+    return key.rsplit("-", 1)[0]
 
 
 def _browse_url(issue: Json, key: str) -> str | None:
@@ -166,6 +220,26 @@ def _account(user: object) -> str | None:
             found: str = user[key]
             return found
     return None
+
+
+def _display(user: object) -> str | None:
+    if isinstance(user, dict) and isinstance(user.get("displayName"), str):
+        return str(user["displayName"])
+    return _account(user)
+
+
+def _email(user: object) -> str | None:
+    """Cloud hides it unless the person's profile shows it."""
+    if isinstance(user, dict) and isinstance(user.get("emailAddress"), str):
+        return str(user["emailAddress"]) or None
+    return None
+
+
+def _account_type(user: object) -> str:
+    # Apps and Forge/Connect integrations are `accountType: app` on Cloud.
+    if isinstance(user, dict) and user.get("accountType") == "app":
+        return "Bot"
+    return "User"
 
 
 def _obj(data: Json, key: str, path: str) -> Json:

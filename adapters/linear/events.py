@@ -16,7 +16,10 @@ from adapters.base import (
     CommentDeleted,
     CommentEdited,
     CommentInfo,
+    LabelsChanged,
+    NormalizedEvent,
     ParsedDelivery,
+    StatusChanged,
     TicketInfo,
     TicketRemoved,
     TicketUpserted,
@@ -58,6 +61,7 @@ def ticket_from_issue(issue: Json, url: str | None = None, path: str = "data") -
         state_type = "completed" if completed_at else "canceled" if canceled_at else None
     assignee = opt_obj(issue, "assignee", path)
     creator = opt_obj(issue, "creator", path)
+    labels = objects(issue, "labels", path)
     return TicketInfo(
         source=SOURCE,
         external_id=string(issue, "id", path),
@@ -69,15 +73,36 @@ def ticket_from_issue(issue: Json, url: str | None = None, path: str = "data") -
         author_login=opt_string(creator, "name", f"{path}.creator") if creator else None,
         assignees=(string(assignee, "name", f"{path}.assignee"),) if assignee else (),
         labels=tuple(
-            string(label, "name", f"{path}.labels[{i}]")
-            for i, label in enumerate(objects(issue, "labels", path))
+            string(label, "name", f"{path}.labels[{i}]") for i, label in enumerate(labels)
         ),
         milestone=None,
         html_url=opt_string(issue, "url", path) or url,
         created_at=timestamp(issue, "createdAt", path),
         updated_at=timestamp(issue, "updatedAt", path),
         closed_at=completed_at or canceled_at,
+        tracker=_tracker_fields(issue, state, creator, path),
     )
+
+
+def _tracker_fields(issue: Json, state: Json | None, creator: Json | None, path: str) -> Json:
+    """What routing (team, project, labels) and moving (team, state) the issue need."""
+    team = opt_obj(issue, "team", path)
+    project = opt_obj(issue, "project", path)
+    return {
+        "team_id": (team or {}).get("id") or opt_string(issue, "teamId", path),
+        "team_key": (team or {}).get("key") or string(issue, "identifier", path).split("-")[0],
+        "project": (project or {}).get("name"),
+        "state_id": (state or {}).get("id") or opt_string(issue, "stateId", path),
+        "state_name": (state or {}).get("name"),
+        "state_type": (state or {}).get("type"),
+        "label_ids": {
+            str(label.get("id")): label.get("name")
+            for label in objects(issue, "labels", path)
+            if label.get("id")
+        },
+        "creator_id": (creator or {}).get("id"),
+        "creator_email": (creator or {}).get("email"),
+    }
 
 
 def stub_ticket(issue: Json, path: str) -> TicketInfo:
@@ -119,6 +144,8 @@ def comment_from_api(comment: Json, url: str | None = None, path: str = "data") 
         html_url=opt_string(comment, "url", path) or url,
         created_at=timestamp(comment, "createdAt", path),
         updated_at=timestamp(comment, "updatedAt", path),
+        author_id=(user or {}).get("id") or opt_string(comment, "userId", path),
+        author_email=(user or {}).get("email"),
     )
 
 
@@ -126,14 +153,52 @@ def comment_from_api(comment: Json, url: str | None = None, path: str = "data") 
 
 
 def _event_issue(action: str, payload: Json) -> ParsedDelivery:
-    ticket = ticket_from_issue(
-        obj(payload, "data", "payload"), opt_string(payload, "url", "payload")
-    )
-    if action in ("create", "update"):
-        return ParsedDelivery((TicketUpserted(ticket, action),))
+    data = obj(payload, "data", "payload")
+    ticket = ticket_from_issue(data, opt_string(payload, "url", "payload"))
+    if action == "create":
+        return ParsedDelivery((TicketUpserted(ticket, "opened"),))
+    if action == "update":
+        return ParsedDelivery(_issue_updated(ticket, data, payload))
     if action == "remove":
         return ParsedDelivery((TicketRemoved(ticket, reason="deleted"),))
     return ParsedDelivery((), ignored_reason=f"issue action {action[:40]!r} is not used")
+
+
+def _issue_updated(ticket: TicketInfo, data: Json, payload: Json) -> tuple[NormalizedEvent, ...]:
+    """An update, and what `updatedFrom` says changed: the workflow state, the labels."""
+    before = opt_obj(payload, "updatedFrom", "payload") or {}
+    actor = opt_obj(payload, "actor", "payload") or {}
+    actor_id, actor_name = actor.get("id"), actor.get("name")
+    actor_type = "Bot" if str(actor.get("type", "")).casefold() in ("bot", "app") else "User"
+    state_moved = "stateId" in before and before.get("stateId") != data.get("stateId")
+    closed = state_moved and ticket.state == "closed"
+    events: list[NormalizedEvent] = [TicketUpserted(ticket, "closed" if closed else "edited")]
+    state = opt_obj(data, "state", "data")
+    if state_moved and state is not None:
+        events.append(
+            StatusChanged(
+                ticket,
+                from_status=None,  # Linear names only the old state's id
+                to_status=string(state, "name", "data.state"),
+                actor=actor_name if isinstance(actor_name, str) else None,
+                actor_id=actor_id if isinstance(actor_id, str) else None,
+            )
+        )
+    old_ids = before.get("labelIds")
+    if isinstance(old_ids, list):
+        names = (ticket.tracker or {}).get("label_ids") or {}
+        added = tuple(name for label_id, name in names.items() if label_id not in old_ids)
+        if added:
+            events.append(
+                LabelsChanged(
+                    ticket,
+                    added=added,
+                    actor=actor_name if isinstance(actor_name, str) else None,
+                    actor_type=actor_type,
+                    actor_id=actor_id if isinstance(actor_id, str) else None,
+                )
+            )
+    return tuple(events)
 
 
 def _event_comment(action: str, payload: Json) -> ParsedDelivery:

@@ -87,6 +87,7 @@ class FakeGitHubAPI:
         private_key_pem: str,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        self.router = router  # other fakes (Linear) mount on it too
         self.api_url = api_url.rstrip("/")
         self.base_path = httpx.URL(self.api_url).path.rstrip("/")
         # POST {graphql_url} (GHES: /api/graphql, beside /api/v3) goes to `graphql`, which

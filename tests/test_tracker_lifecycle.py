@@ -1,0 +1,303 @@
+"""The whole lifecycle once with a Linear ticket and once with a Jira ticket: a signed
+webhook from the tracker in, the agent's PR on GitHub (the recording fake), the tracker
+issue moved, labelled, commented and linked through its own API (the recording fakes of
+tests/fakes), `/approve` from a tracker user config maps to a GitHub writer, merged, done.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+from pydantic import AnyHttpUrl, SecretStr
+from sqlalchemy import select
+
+from adapters.jira.client import JiraClient
+from adapters.jira.verify import sign as jira_sign
+from adapters.linear.client import LinearClient
+from adapters.linear.verify import sign as linear_sign
+from bot.app import create_app
+from bot.deps import Deps
+from bot.engine_models import TicketState
+from bot.models import Ticket
+from bot.settings import Settings
+from bot.states import State
+from bot.trackers import TrackerClients
+from tests.conftest import OpenWorld, Services
+from tests.fakes.github_api import FakeGitHubAPI
+from tests.fakes.jira_server import FakeJira
+from tests.fakes.linear_api import FakeLinear
+from tests.lifecycle import FULL_NAME, WRITER, World
+
+T = TypeVar("T")
+Json = dict[str, Any]
+LINEAR_SECRET = "linear-webhook-secret"
+JIRA_SECRET = "jira-webhook-secret"
+
+
+@dataclass
+class Trackers:
+    linear: FakeLinear
+    jira: FakeJira
+    clients: TrackerClients
+    http: httpx.AsyncClient  # the app, with the trackers' webhook secrets set
+
+    async def linear_event(self, payload: Json) -> None:
+        payload = payload | {"webhookTimestamp": int(time.time() * 1000)}
+        body = json.dumps(payload).encode()
+        response = await self.http.post(
+            "/webhooks/linear",
+            content=body,
+            headers={
+                "Content-Type": "application/json; charset=utf-8",
+                "Linear-Delivery": str(uuid.uuid4()),
+                "Linear-Event": payload["type"],
+                "Linear-Signature": linear_sign(LINEAR_SECRET.encode(), body),
+            },
+        )
+        assert response.status_code in (200, 202), response.text
+
+    async def jira_event(self, payload: Json) -> None:
+        body = json.dumps(payload).encode()
+        response = await self.http.post(
+            "/webhooks/jira",
+            content=body,
+            headers={
+                "Content-Type": "application/json",
+                "X-Atlassian-Webhook-Identifier": str(uuid.uuid4().int % 10**9),
+                "X-Hub-Signature": jira_sign(JIRA_SECRET.encode(), body),
+            },
+        )
+        assert response.status_code in (200, 202), response.text
+
+
+@pytest.fixture
+async def trackers(
+    settings: Settings,
+    github_api: FakeGitHubAPI,
+    deps: Deps,
+    services: Services,
+    monkeypatch: pytest.MonkeyPatch,
+) -> AsyncIterator[Trackers]:
+    linear = FakeLinear()
+    linear.mount(github_api.router)
+    with FakeJira() as jira:
+        tracker_settings = settings.model_copy(
+            update={
+                "linear_api_key": SecretStr(linear.api_key),
+                "linear_webhook_secret": SecretStr(LINEAR_SECRET),
+                "linear_api_url": AnyHttpUrl(linear.url),
+                "jira_url": AnyHttpUrl(jira.url),
+                "jira_email": "openase-bot@example.com",
+                "jira_api_token": SecretStr(jira.token),
+                "jira_webhook_secret": SecretStr(JIRA_SECRET),
+            }
+        )
+        monkeypatch.setattr(deps, "settings", tracker_settings)  # the webhooks read it there
+        clients = TrackerClients(
+            linear=LinearClient(linear.api_key, url=linear.url),
+            jira=JiraClient(jira.url, "openase-bot@example.com", jira.token, cloud=True),
+        )
+        app = create_app(
+            tracker_settings,
+            database_url=services.database_url,
+            redis_url=services.redis_url,
+            deps=deps,
+        )
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://openase.test") as http:
+            yield Trackers(linear, jira, clients, http)
+        await clients.aclose()
+        assert jira.crashes == []
+    assert linear.invalid == [], "a query Linear's schema refuses"
+
+
+CONTROL = f"""\
+linear:
+  users: {{"ada@example.com": {WRITER}}}
+  teams:
+    ENG: {{repo: {FULL_NAME}, workflow: coder}}
+jira:
+  users: {{"5b10a2844c20165700ede21g": {WRITER}}}
+  projects:
+    PROJ: {{repo: {FULL_NAME}}}
+"""
+
+
+async def _async(value: T) -> T:
+    return value
+
+
+async def row_of(w: World, key: str) -> TicketState | None:
+    async with w.deps.sessions() as session:
+        found: TicketState | None = await session.scalar(
+            select(TicketState)
+            .join(Ticket, Ticket.id == TicketState.ticket_id)
+            .where(Ticket.key == key)
+        )
+        return found
+
+
+async def reach(w: World, key: str, state: str, within: float = 60) -> TicketState:
+    async def there() -> TicketState | None:
+        row = await row_of(w, key)
+        return row if row is not None and row.state == state else None
+
+    return await w.until(there, what=f"{key} {state}", within=within)
+
+
+def pull_of(w: World, branch: str) -> Json | None:
+    return next((p for p in w.repo.pulls if p["head"]["ref"] == branch), None)
+
+
+async def settled(w: World, check: Callable[[], bool], what: str) -> None:
+    await w.until(lambda: _async(True if check() else None), what=what)
+
+
+async def test_a_linear_issue_goes_through_the_whole_lifecycle(
+    open_world: OpenWorld, trackers: Trackers
+) -> None:
+    linear = trackers.linear
+    team = linear.add_team("ENG", "Engineering")
+    async with open_world(control_extra=CONTROL, trackers=trackers.clients) as w:
+        # A Linear rate limit on the first write: honoured, then the writes go through.
+        linear.rate_limit(times=1, reset_in=1.0)
+        issue = linear.add_issue("ENG", "Add a PASS file", "Please add it.", labels=["openase"])
+        await trackers.linear_event(linear.issue_webhook(issue["id"], action="create"))
+
+        row = await reach(w, "ENG-1", State.IN_REVIEW)
+        pull = await w.until(lambda: _async(pull_of(w, "openase/eng-1")), what="the PR")
+        assert pull["title"] == "ENG-1: Add a PASS file"
+        assert f"Linear: [ENG-1]({issue['url']})" in pull["body"]
+        assert row.head_sha == pull["head"]["sha"]
+
+        in_review = linear.state("ENG", "In Review")["id"]
+        await settled(w, lambda: issue["stateId"] == in_review, "Linear issue In Review")
+        names = {linear.labels[i]["name"] for i in issue["labelIds"]}
+        await settled(
+            w,
+            lambda: "openase/in-review" in {linear.labels[i]["name"] for i in issue["labelIds"]},
+            f"the in-review label (labels: {names})",
+        )
+        pr_url = pull["html_url"]
+        await settled(
+            w, lambda: any(a["url"] == pr_url for a in linear.attachments), "the PR attached"
+        )
+
+        def status_comments() -> list[Json]:
+            return [
+                c
+                for c in linear.comments
+                if c["userId"] == linear.viewer["id"] and "**OpenASE**" in c["body"]
+            ]
+
+        await settled(w, lambda: "Ready for review" in status_comments()[-1]["body"], "status")
+        status = status_comments()
+        assert len(status) == 1, "one status comment, edited in place"
+        assert "✅ `openase/tests`" in status[0]["body"]
+        assert any(name == "MoveIssue" for name, _ in linear.calls)
+
+        # Linear sends our own changes back: the engine knows them by the API key's user.
+        for echo in list(linear.outbound):
+            await trackers.linear_event(echo)
+
+        # Someone config does not map may not approve; the reply says how to be allowed.
+        stranger = linear.add_user("Mallory", "mallory@example.com")
+        refused = linear.add_comment(issue["id"], "/approve", user=stranger)
+        await trackers.linear_event(linear.comment_webhook(refused["id"]))
+        await settled(
+            w,
+            lambda: any("linear.users" in c["body"] for c in linear.comments),
+            "the refusal",
+        )
+        assert (await row_of(w, "ENG-1")).state == State.IN_REVIEW  # type: ignore[union-attr]
+
+        approve = linear.add_comment(issue["id"], "/approve")  # Ada: mapped to a writer
+        await trackers.linear_event(linear.comment_webhook(approve["id"]))
+        await reach(w, "ENG-1", State.DONE)
+        await w.until(lambda: _async(w.fake.merges), what="the merge")
+        done = linear.state("ENG", "Done")["id"]
+        await settled(w, lambda: issue["stateId"] == done, "Linear issue Done")
+        reactions = {r["emoji"] for r in linear.reactions if r["commentId"] == approve["id"]}
+        assert {"eyes", "rocket"} <= reactions
+        assert team["id"] == issue["teamId"]
+
+
+async def test_a_jira_issue_goes_through_the_whole_lifecycle(
+    open_world: OpenWorld, trackers: Trackers
+) -> None:
+    jira = trackers.jira
+    jira.add_project("PROJ", "Project")
+    async with open_world(control_extra=CONTROL, trackers=trackers.clients) as w:
+        issue = jira.add_issue("PROJ", "Add a PASS file", "Please add it.", labels=["openase"])
+        key = issue["key"]
+        await trackers.jira_event(jira.issue_webhook(key, event="jira:issue_created"))
+
+        await reach(w, key, State.IN_REVIEW)
+        pull = await w.until(lambda: _async(pull_of(w, "openase/proj-1")), what="the PR")
+        assert pull["title"] == f"{key}: Add a PASS file"
+        assert f"Jira: [{key}]({jira.url}/browse/{key})" in pull["body"]
+
+        def status() -> str:
+            return str(jira.issues[key]["fields"]["status"]["name"])
+
+        await settled(w, lambda: status() == "In Review", "Jira issue In Review")
+        await settled(
+            w, lambda: "openase/in-review" in jira.issues[key]["fields"]["labels"], "label"
+        )
+        await settled(
+            w,
+            lambda: any(
+                link["object"]["url"] == pull["html_url"] for link in jira.remote_links[key]
+            ),
+            "the PR linked",
+        )
+        ours = [c for c in jira.comments[key] if "*OpenASE*" in c["body"]]
+        assert len(ours) == 1
+        assert "{{openase/tests}}" in ours[0]["body"]  # wiki markup, not Markdown
+
+        # The site's workflow has no way from In Review to Done: the bot says so.
+        jira.transitions["In Review"] = [("61", "Back to work", "In Progress")]
+        for echo in list(jira.outbound):
+            await trackers.jira_event(echo)
+        approve = _comment(jira, key, "/approve")
+        await trackers.jira_event(jira.comment_webhook(key, approve))
+        await reach(w, key, State.DONE)
+        await w.until(lambda: _async(w.fake.merges), what="the merge")
+        await settled(
+            w,
+            lambda: any("could not move" in c["body"] for c in jira.comments[key]),
+            "the no-transition comment",
+        )
+        assert status() == "In Review"
+        no_way = next(c["body"] for c in jira.comments[key] if "could not move" in c["body"])
+        assert "Back to work → In Progress" in no_way
+
+
+def _comment(jira: FakeJira, key: str, body: str) -> str:
+    """Alice writes a comment in Jira's UI; its id."""
+    with jira.lock:
+        comment_id = str(next(jira._ids))
+        stamp = jira._stamp()
+        jira.comments[key].append(
+            {
+                "self": f"{jira.url}/rest/api/2/issue/{jira.issues[key]['id']}/comment/{comment_id}",
+                "id": comment_id,
+                "author": jira.human,
+                "body": body,
+                "updateAuthor": jira.human,
+                "created": stamp,
+                "updated": stamp,
+                "jsdPublic": True,
+            }
+        )
+    return comment_id
+
+
+_ = Awaitable  # typing only
