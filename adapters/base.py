@@ -316,6 +316,16 @@ class StatusChanged:
     actor_id: str | None = None
 
 
+@dataclass(frozen=True)
+class TrackerLabelChanged:
+    """A Linear label was renamed or deleted: the tickets carrying it (by id) follow."""
+
+    source: str
+    label_id: str
+    name: str
+    action: Literal["edited", "deleted"]
+
+
 NormalizedEvent = (
     InstallationChanged
     | RepositoriesChanged
@@ -334,6 +344,7 @@ NormalizedEvent = (
     | ChecksCompleted
     | ProjectItemChanged
     | StatusChanged
+    | TrackerLabelChanged
 )
 
 

@@ -306,6 +306,8 @@ async def _claim_and_send(engine: Engine, prepared: Prepared) -> str:
             followups,
             State.IN_PROGRESS,
             reason=f"{pickup} → in_progress: {workflow.name} {what} on {machine.name}",
+            # The claim already moved the row; the label (tracker state, card) follows here.
+            relabel=True,
             run_id=run_id,
             feedback=None,
             waiting=None,

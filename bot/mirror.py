@@ -38,6 +38,7 @@ from adapters.base import (
     TicketInfo,
     TicketRemoved,
     TicketUpserted,
+    TrackerLabelChanged,
 )
 from bot.models import (
     Comment,
@@ -175,6 +176,8 @@ async def apply(
                 await _label_changed(session, event, installation_id)
             case StatusChanged():
                 pass  # the engine's input; the ticket's state came with its TicketUpserted
+            case TrackerLabelChanged():
+                await _tracker_label_changed(session, event)
             case LabelsChanged():
                 pass  # the engine's trigger; the ticket's labels came with its TicketUpserted
             case PullRequestReviewed() | ReviewCommented():
@@ -494,6 +497,28 @@ async def _materialise_links(session: AsyncSession, which_refs: Any) -> None:
 
 
 # --- labels ---------------------------------------------------------------------------------
+
+
+async def _tracker_label_changed(session: AsyncSession, event: TrackerLabelChanged) -> None:
+    """Rename (or drop) a Linear label on the tickets that carry it, found by its id."""
+    carrying = await session.scalars(
+        select(Ticket).where(
+            Ticket.source == event.source,
+            Ticket.tracker["label_ids"].has_key(event.label_id),
+        )
+    )
+    for ticket in carrying:
+        tracker = dict(ticket.tracker or {})
+        names = dict(tracker.get("label_ids") or {})
+        old = names.pop(event.label_id, None)
+        if event.action == "edited":
+            names[event.label_id] = event.name
+        tracker["label_ids"] = names
+        labels = [label for label in ticket.labels if label != old]
+        if event.action == "edited":
+            labels.append(event.name)
+        ticket.tracker, ticket.labels = tracker, labels
+    await session.flush()
 
 
 async def _label_changed(

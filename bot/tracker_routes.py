@@ -131,7 +131,9 @@ def _narrowed(route: TrackerRoute, rule: TrackerRule, reason: str) -> Route:
 
 def target_names(control: ControlConfig, source: str, state: str) -> list[str]:
     """The tracker state names `state` is shown as, best first (empty: leave it where it is)."""
-    configured = access_of(control, source).states.get(state)
+    states = access_of(control, source).states
+    review = State.IN_REVIEW if state == State.MERGING else state  # merging shows as review
+    configured = states.get(state) or states.get(review)
     defaults = (LINEAR_NAMES if source == LINEAR else JIRA_NAMES).get(state, ())
     names = [configured] if configured else []
     return names + [name for name in defaults if name.casefold() != (configured or "").casefold()]
@@ -148,7 +150,7 @@ def state_of_tracker(
     know). `kind` is Linear's state type or Jira's status category, used last."""
     folded = name.casefold()
     for state, configured in access_of(control, source).states.items():
-        if configured.casefold() == folded:
+        if configured.casefold() == folded and state != State.MERGING:
             return state
     for state, names in (LINEAR_NAMES if source == LINEAR else JIRA_NAMES).items():
         if state == State.MERGING:

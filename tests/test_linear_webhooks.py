@@ -26,6 +26,7 @@ from adapters.base import (
     TicketInfo,
     TicketRemoved,
     TicketUpserted,
+    TrackerLabelChanged,
 )
 from adapters.linear.events import STUB_UPDATED_AT, parse
 from adapters.linear.verify import sign, signature_valid, timestamp_fresh
@@ -415,6 +416,11 @@ def test_unused_types_and_actions_are_ignored_with_a_reason() -> None:
     assert labels.events == ()
     assert labels.ignored_reason is not None
     assert "label" in labels.ignored_reason
+    renamed = fixture("issuelabel_create") | {"action": "update"}
+    renamed["data"] = renamed["data"] | {"name": "agent"}
+    assert parse("issuelabel", renamed).events == (
+        TrackerLabelChanged("linear", "0f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0", "agent", "edited"),
+    )
     project = parse("project", {"action": "create", "type": "Project", "data": {}})
     assert project.events == ()
     assert project.ignored_reason == "linear project events are not used"
@@ -462,6 +468,14 @@ async def _post(linear: httpx.AsyncClient, name: str, delivery: str) -> None:
     assert response.status_code == 202, response.text
 
 
+async def _post_payload(linear: httpx.AsyncClient, payload: dict[str, Any], delivery: str) -> None:
+    body = json.dumps(payload | {"webhookTimestamp": int(time.time() * 1000)}).encode()
+    response = await linear.post(
+        "/webhooks/linear", content=body, headers=headers(body, **{"Linear-Delivery": delivery})
+    )
+    assert response.status_code == 202, response.text
+
+
 async def test_issue_and_comment_deliveries_reach_the_mirror(
     linear: httpx.AsyncClient, deps: Deps, ingest_all: IngestAll
 ) -> None:
@@ -498,3 +512,23 @@ async def test_issue_and_comment_deliveries_reach_the_mirror(
     assert (ticket.state, ticket.state_reason) == ("closed", "completed")
     assert comment.deleted is True
     assert sorted(statuses) == ["done"] * 5 + ["ignored"]
+    assert "openase" in ticket.labels
+
+    # A rename in Linear's settings reaches the ticket by the label's id; a removal drops it.
+    renamed = fixture("issuelabel_create") | {"action": "update"}
+    renamed["data"] = renamed["data"] | {"name": "agent"}
+    await _post_payload(linear, renamed, "77777777-7777-4777-8777-777777777777")
+    removed = fixture("issuelabel_create") | {"action": "remove"}
+    removed["data"] = renamed["data"]
+    assert await ingest_all() == ["done"]
+    async with deps.sessions() as s:
+        ticket = (await s.execute(select(Ticket))).scalar_one()
+    assert "agent" in ticket.labels
+    assert "openase" not in ticket.labels
+    assert "agent" in (ticket.tracker or {})["label_ids"].values()
+    await _post_payload(linear, removed, "88888888-8888-4888-8888-888888888888")
+    assert await ingest_all() == ["done"]
+    async with deps.sessions() as s:
+        ticket = (await s.execute(select(Ticket))).scalar_one()
+    assert "agent" not in ticket.labels
+    assert "Bug" in ticket.labels

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -24,7 +24,7 @@ from adapters.linear.client import LinearClient
 from adapters.linear.verify import sign as linear_sign
 from bot.app import create_app
 from bot.deps import Deps
-from bot.engine_models import TicketState
+from bot.engine_models import Run, TicketState
 from bot.models import Ticket
 from bot.settings import Settings
 from bot.states import State
@@ -235,6 +235,7 @@ async def test_a_jira_issue_goes_through_the_whole_lifecycle(
     jira = trackers.jira
     jira.add_project("PROJ", "Project")
     async with open_world(control_extra=CONTROL, trackers=trackers.clients) as w:
+        jira.rate_limit(times=1, retry_after=1)  # honoured: the write comes a second later
         issue = jira.add_issue("PROJ", "Add a PASS file", "Please add it.", labels=["openase"])
         key = issue["key"]
         await trackers.jira_event(jira.issue_webhook(key, event="jira:issue_created"))
@@ -266,8 +267,8 @@ async def test_a_jira_issue_goes_through_the_whole_lifecycle(
         jira.transitions["In Review"] = [("61", "Back to work", "In Progress")]
         for echo in list(jira.outbound):
             await trackers.jira_event(echo)
-        approve = _comment(jira, key, "/approve")
-        await trackers.jira_event(jira.comment_webhook(key, approve))
+        approve = jira.add_comment(key, "/approve")  # Alice: mapped to a writer
+        await trackers.jira_event(jira.comment_webhook(key, approve["id"]))
         await reach(w, key, State.DONE)
         await w.until(lambda: _async(w.fake.merges), what="the merge")
         await settled(
@@ -280,24 +281,35 @@ async def test_a_jira_issue_goes_through_the_whole_lifecycle(
         assert "Back to work → In Progress" in no_way
 
 
-def _comment(jira: FakeJira, key: str, body: str) -> str:
-    """Alice writes a comment in Jira's UI; its id."""
-    with jira.lock:
-        comment_id = str(next(jira._ids))
-        stamp = jira._stamp()
-        jira.comments[key].append(
-            {
-                "self": f"{jira.url}/rest/api/2/issue/{jira.issues[key]['id']}/comment/{comment_id}",
-                "id": comment_id,
-                "author": jira.human,
-                "body": body,
-                "updateAuthor": jira.human,
-                "created": stamp,
-                "updated": stamp,
-                "jsdPublic": True,
-            }
-        )
-    return comment_id
+async def test_linear_run_command_and_a_human_cancel_by_moving_the_issue(
+    open_world: OpenWorld, trackers: Trackers
+) -> None:
+    linear = trackers.linear
+    linear.add_team("ENG", "Engineering")
+    async with open_world(control_extra=CONTROL, trackers=trackers.clients) as w:
+        issue = linear.add_issue("ENG", "Take your time", "[slow] then add the PASS file")
+        await trackers.linear_event(linear.issue_webhook(issue["id"], action="create"))
+        run = linear.add_comment(issue["id"], "/run")
+        await trackers.linear_event(linear.comment_webhook(run["id"]))
+        row = await reach(w, "ENG-1", State.IN_PROGRESS)
+        assert row.run_id is not None
+        started = linear.state("ENG", "In Progress")["id"]
+        await settled(w, lambda: issue["stateId"] == started, "Linear issue In Progress")
+        # Our own move came back as a webhook: not a human's, so nothing changes.
+        for echo in list(linear.outbound):
+            await trackers.linear_event(echo)
+        assert (await row_of(w, "ENG-1")).state == State.IN_PROGRESS  # type: ignore[union-attr]
+
+        await trackers.linear_event(linear.move_by_hand(issue["id"], "Canceled"))
+        await reach(w, "ENG-1", State.CANCELED)
+        await w.until(lambda: run_status(w, "ENG-1", "canceled"), what="the run to stop")
 
 
-_ = Awaitable  # typing only
+async def run_status(w: World, key: str, status: str) -> bool:
+    async with w.deps.sessions() as session:
+        statuses = (
+            await session.scalars(
+                select(Run.status).join(Ticket, Ticket.id == Run.ticket_id).where(Ticket.key == key)
+            )
+        ).all()
+    return status in statuses

@@ -23,6 +23,7 @@ from adapters.base import (
     TicketInfo,
     TicketRemoved,
     TicketUpserted,
+    TrackerLabelChanged,
 )
 from adapters.github.fields import Json, obj, objects, opt_obj, opt_string, string, timestamp
 
@@ -218,10 +219,15 @@ def _event_comment(action: str, payload: Json) -> ParsedDelivery:
 
 
 def _event_issuelabel(action: str, payload: Json) -> ParsedDelivery:
-    del action, payload
-    return ParsedDelivery(
-        (), ignored_reason="label definitions are not mirrored; issues carry their label names"
-    )
+    """Issues carry their labels' names as of their last event: a rename or a deletion
+    reaches the tickets carrying the label through its id."""
+    data = obj(payload, "data", "payload")
+    label_id, name = string(data, "id", "data"), string(data, "name", "data")
+    if action == "update":
+        return ParsedDelivery((TrackerLabelChanged(SOURCE, label_id, name, "edited"),))
+    if action == "remove":
+        return ParsedDelivery((TrackerLabelChanged(SOURCE, label_id, name, "deleted"),))
+    return ParsedDelivery((), ignored_reason=f"a label {action[:40]}d is on no issue yet")
 
 
 _HANDLERS: dict[str, Callable[[str, Any], ParsedDelivery]] = {

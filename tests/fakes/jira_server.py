@@ -274,6 +274,27 @@ class FakeJira:
             }
             return copy.deepcopy(self.issues[key])
 
+    def add_comment(self, key: str, body: str, author: Json | None = None) -> Json:
+        """A comment written in Jira's UI (by `human` unless `author` says who)."""
+        with self.lock:
+            issue = self.issues[key]
+            comment_id = str(next(self._ids))
+            stamp = self._stamp()
+            who = copy.deepcopy(author or self.human)
+            comment: Json = {
+                "self": f"{self.url}/rest/api/2/issue/{issue['id']}/comment/{comment_id}",
+                "id": comment_id,
+                "author": who,
+                "body": body,
+                "updateAuthor": who,
+                "created": stamp,
+                "updated": stamp,
+            }
+            if self.cloud:
+                comment["jsdPublic"] = True
+            self.comments[key].append(comment)
+            return copy.deepcopy(comment)
+
     def remove_comment(self, key: str, comment_id: str) -> None:
         """Someone deleted the comment in Jira's UI."""
         with self.lock:

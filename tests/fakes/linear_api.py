@@ -325,6 +325,17 @@ class FakeLinear:
 
     # --- webhooks -----------------------------------------------------------------------------
 
+    def move_by_hand(self, issue_id: str, state_name: str, actor: Json | None = None) -> Json:
+        """A person drags the issue to another state in Linear's UI; the webhook it sends."""
+        issue = self.issues[issue_id]
+        team = self.teams[issue["teamId"]]
+        state = next(s for s in team["states"] if s["name"] == state_name)
+        before = {"stateId": issue["stateId"], "updatedAt": issue["updatedAt"]}
+        stamp = self._stamp()
+        issue |= {"stateId": state["id"], "updatedAt": stamp}
+        self._stamp_state_change(issue, state, stamp)
+        return self.issue_webhook(issue_id, "update", before, actor or self.human)
+
     def issue_webhook(
         self,
         issue_id: str,
