@@ -32,8 +32,10 @@ class Deps:
         # The process's GitHub App clients are cached apart from Deps (bot.backfill, which
         # imports this module); their pooled connections end with the process's other ones.
         from bot.backfill import close_github_apps
+        from bot.trackers import close_tracker_clients
 
         await close_github_apps()
+        await close_tracker_clients()
         await self.redis.aclose(close_connection_pool=True)
         await self.intake.close()
         await self.engine.dispose()

@@ -41,7 +41,7 @@ def to_wiki(markdown: str) -> str:
             continue
         if _SEPARATOR.match(line) or line.replace(" ", "") == "|||":
             continue  # Jira tables need no separator row, and ours have empty headers
-        if line.startswith("> "):
+        if line.startswith("> ") or line == ">":  # quote() writes a blank line as ">"
             out.append("bq. " + _inline(line[2:]))
             continue
         if line.startswith("|"):
