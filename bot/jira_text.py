@@ -26,7 +26,8 @@ def to_wiki(markdown: str) -> str:
                 out.append("{noformat}")
                 fence = None
             else:
-                out.append(line)
+                # The only thing a noformat block cannot hold is its own closing tag.
+                out.append(re.sub(r"\{noformat\}", r"\\{noformat}", line, flags=re.IGNORECASE))
             continue
         opened = _FENCE.match(line)
         if opened:

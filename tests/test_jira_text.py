@@ -121,3 +121,12 @@ def test_an_unclosed_fence_is_closed() -> None:
 def test_plain_text_is_unchanged() -> None:
     text = "Nothing to convert here: a/b, 3 > 2, x_y and #12."
     assert to_wiki(text) == text
+
+
+def test_a_noformat_tag_inside_output_cannot_close_the_block_early() -> None:
+    wiki = to_wiki("```\nlog: {noformat} and {NOFORMAT}\n```")
+    assert wiki.splitlines() == [
+        "{noformat}",
+        "log: \\{noformat} and \\{noformat}",
+        "{noformat}",
+    ]
