@@ -29,7 +29,7 @@ from bot.github_effects import EffectKind
 from bot.models import Repository, Ticket
 from bot.outbox import add_effect, enqueue_perform, revision_key
 from bot.registry import GitHubApp
-from bot.states import State, label_color
+from bot.states import TERMINAL, State, label_color
 from bot.status_comment import StatusView, render
 from bot.tracker_tickets import (
     is_tracker,
@@ -328,7 +328,9 @@ async def publish(
             row.version,
             config.status_labels if config is not None else None,
             render(view),
-            moved=label,
+            relabel=label,
+            # An issue a human closed in its tracker stays in the state they chose.
+            move=label and not (loaded.ticket.state == "closed" and row.state in TERMINAL),
         )
         if view.pull_request_url and row.pr_number is not None:
             title = f"{repo.full_name}#{row.pr_number}: {loaded.ticket.title}"[:250]

@@ -29,6 +29,7 @@ from adapters.base import (
     PullRequestReviewed,
     StatusChanged,
     TicketInfo,
+    TicketRemoved,
     TicketUpserted,
 )
 from bot.command_access import Actor
@@ -40,6 +41,7 @@ from bot.engine import (
     by,
     config_or_none,
     load,
+    note,
     send_back,
     transition,
     workflow_of,
@@ -49,7 +51,7 @@ from bot.engine_reviews import pull_request_changed, rerun_gates, reviewed, tick
 from bot.models import Repository, Ticket
 from bot.states import TERMINAL, State, human_may_set
 from bot.tracker_routes import route_of, state_of_tracker, tracker_identities
-from bot.tracker_tickets import is_tracker, route_ticket, tracker_actor
+from bot.tracker_tickets import is_tracker, route_ticket, tracker_actor, unreachable_route
 from bot.workflow_config import (
     DEFAULT_WORKFLOW,
     INTAKE_STATES,
@@ -88,6 +90,8 @@ async def react(
                 await _commented(session, engine, event, followups)
             case StatusChanged():
                 await _status_changed(session, engine, event, followups)
+            case TicketRemoved():
+                await _ticket_removed(session, engine, event, followups)
             case ProjectItemChanged():
                 await _project_item_changed(session, engine, event, installation_id, followups)
             case _:
@@ -114,23 +118,44 @@ async def _loaded(session: AsyncSession, engine: Engine, info: TicketInfo) -> Lo
     return await load_routed(session, engine, ticket_id)
 
 
-async def load_routed(session: AsyncSession, engine: Engine, ticket_id: int) -> Loaded | None:
+async def load_routed(
+    session: AsyncSession, engine: Engine, ticket_id: int, *, wanted: bool = False
+) -> Loaded | None:
     """The ticket with its repository: a Linear or Jira ticket's is where config routes it
-    (None: not routed, so not the engine's)."""
+    (None: not routed, so not the engine's). `wanted`: someone asked for the agent (`/run`),
+    so a route to a repository the App cannot reach is worth telling them about."""
     loaded = await load(session, ticket_id)
     if loaded is None:
         return None
     if is_tracker(loaded.ticket):
         current = loaded.state.state if loaded.state is not None else None
-        if (
-            await route_ticket(session, engine.control, engine.github, loaded.ticket, current)
-            is None
-        ):
+        route = await route_ticket(session, engine.control, engine.github, loaded.ticket, current)
+        if route is None:
+            await unreachable_route(session, engine, loaded, wanted=wanted)
             return None
         loaded = await load(session, ticket_id)
     if loaded is None or loaded.repo is None or loaded.repo.installation_id is None:
         return None
     return loaded
+
+
+async def _ticket_removed(
+    session: AsyncSession, engine: Engine, event: TicketRemoved, followups: Followups
+) -> None:
+    """A deleted (or transferred) issue: its agent stops. Nothing is published: the issue
+    it would go to is gone (a transferred GitHub issue arrives anew in its new home)."""
+    ticket_id = await _ticket_id(session, event.ticket)
+    loaded = await load(session, ticket_id) if ticket_id is not None else None
+    if loaded is None or loaded.state is None or loaded.state.state in TERMINAL:
+        return
+    row = loaded.state
+    if row.run_id is not None:
+        followups.cancel[row.run_id] = f"the issue was {event.reason}"
+    old = row.state
+    row.state, row.run_id, row.next_attempt_at = State.CANCELED, None, None
+    row.version += 1
+    note(session, loaded.ticket.id, "state", f"{old} → canceled: issue {event.reason}")
+    followups.dispatch_due = True
 
 
 async def _own_change(
@@ -468,8 +493,9 @@ async def _commented(
         return
     ticket_ids = await _tickets_commented(session, event.ticket)
     author = Actor(comment.author_login or "ghost", comment.author_type)
+    wanted = any(line.strip().startswith("/run") for line in comment.body.splitlines())
     for ticket_id in ticket_ids:
-        loaded = await load_routed(session, engine, ticket_id)
+        loaded = await load_routed(session, engine, ticket_id, wanted=wanted)
         if loaded is None or loaded.repo is None:
             continue
         if is_tracker(loaded.ticket):

@@ -103,6 +103,32 @@ async def _discover(session: AsyncSession, github: GitHubApp, route: Route) -> i
     return await _known_repo(session, route.repo)
 
 
+async def unreachable_route(
+    session: AsyncSession, engine: Any, loaded: Any, *, wanted: bool
+) -> None:
+    """Tell a ticket that asks for the agent (its trigger label, or `/run`) once per route
+    why nothing happens: its team or project is routed to a repository the App cannot
+    reach. Tickets that ask for nothing are left alone (a whole team may be routed)."""
+    ticket = loaded.ticket
+    route = route_of(engine.control, ticket.source, ticket.tracker, ticket.labels)
+    if route is None:
+        return
+    asked = wanted or any(
+        label.casefold() == "openase" or label.casefold().startswith("openase:")
+        for label in ticket.labels
+    )
+    if not asked:
+        return
+    key = f"route-missing:{ticket.id}:{route.repo.lower()}"[:255]
+    body = (
+        f"⚠️ OpenASE cannot work on {ticket.key}: it is routed ({route.reason}) to "
+        f"{route.repo}, which is not a repository the GitHub App is installed on. Install the "
+        "App there, or fix the route in the control-plane config, then ask again."
+    )
+    # Performed by the outbox's sweep within seconds (this runs before the commit).
+    await tracker_comment(session, ticket, key=key, body=body)
+
+
 # --- publishing ----------------------------------------------------------------------------------
 
 
@@ -127,12 +153,14 @@ async def publish_tracker(
     status_labels: dict[str, str] | None,
     body: str,
     *,
-    moved: bool,
+    relabel: bool,
+    move: bool,
 ) -> int:
-    """Outbox effects that show the ticket's state on its tracker; returns the lane."""
+    """Outbox effects that show the ticket's state on its tracker (`move`: the issue's own
+    state too, `relabel`: its status label); returns the lane."""
     linear = ticket.source == LINEAR
     fields = _issue_fields(ticket)
-    if moved:
+    if move:
         names = target_names(control, ticket.source, state)
         if names or linear:
             await add_effect(
@@ -144,21 +172,21 @@ async def publish_tracker(
                 ticket_id=ticket.id,
                 installation_id=lane(ticket),
             )
-        if status_labels is not None:
-            wanted = status_labels.get(state)
-            await add_effect(
-                session,
-                key=revision_key(f"tlabel:{ticket.id}", version),
-                kind=TrackerEffect.LINEAR_LABELS if linear else TrackerEffect.JIRA_LABELS,
-                payload=fields
-                | {
-                    "add": wanted,
-                    "remove": sorted({name for name in status_labels.values() if name != wanted}),
-                    "color": label_color(state),
-                },
-                ticket_id=ticket.id,
-                installation_id=lane(ticket),
-            )
+    if relabel and status_labels is not None:
+        wanted = status_labels.get(state)
+        await add_effect(
+            session,
+            key=revision_key(f"tlabel:{ticket.id}", version),
+            kind=TrackerEffect.LINEAR_LABELS if linear else TrackerEffect.JIRA_LABELS,
+            payload=fields
+            | {
+                "add": wanted,
+                "remove": sorted({name for name in status_labels.values() if name != wanted}),
+                "color": label_color(state),
+            },
+            ticket_id=ticket.id,
+            installation_id=lane(ticket),
+        )
     await add_effect(
         session,
         key=revision_key(f"tstatus:{ticket.id}", version),

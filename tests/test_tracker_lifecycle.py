@@ -313,3 +313,53 @@ async def run_status(w: World, key: str, status: str) -> bool:
             )
         ).all()
     return status in statuses
+
+
+async def test_linear_issues_deleted_closed_or_misrouted(
+    open_world: OpenWorld, trackers: Trackers
+) -> None:
+    linear = trackers.linear
+    linear.add_team("ENG", "Engineering")
+    linear.add_team("OPS", "Operations")
+    misrouted = CONTROL.replace(
+        "    ENG: {repo: octo/hello, workflow: coder}",
+        "    ENG: {repo: octo/hello, workflow: coder}\n    OPS: {repo: octo/missing}",
+    )
+    async with open_world(control_extra=misrouted, trackers=trackers.clients) as w:
+        # Deleted while the agent works: the agent stops, nothing is sent to the gone issue.
+        slow = linear.add_issue("ENG", "Slow", "[slow]", labels=["openase"])
+        await trackers.linear_event(linear.issue_webhook(slow["id"], action="create"))
+        await reach(w, "ENG-1", State.IN_PROGRESS)
+        await trackers.linear_event(linear.issue_webhook(slow["id"], action="remove"))
+        await reach(w, "ENG-1", State.CANCELED)
+        await w.until(lambda: run_status(w, "ENG-1", "canceled"), what="the run to stop")
+
+        # Closed by a human in review: canceled here, and left in the state they chose.
+        fast = linear.add_issue("ENG", "Fast", "add the PASS file", labels=["openase"])
+        await trackers.linear_event(linear.issue_webhook(fast["id"], action="create"))
+        await reach(w, "ENG-2", State.IN_REVIEW)
+        in_review = linear.state("ENG", "In Review")["id"]
+        await settled(w, lambda: fast["stateId"] == in_review, "ENG-2 In Review")
+        await trackers.linear_event(linear.move_by_hand(fast["id"], "Done"))
+        await reach(w, "ENG-2", State.CANCELED)
+        canceled_label = "openase/canceled"
+        await settled(
+            w,
+            lambda: canceled_label in {linear.labels[i]["name"] for i in fast["labelIds"]},
+            "the canceled label",
+        )
+        assert fast["stateId"] == linear.state("ENG", "Done")["id"]
+
+        # A team routed to a repository the App is not installed on: told once, on asking.
+        lost = linear.add_issue("OPS", "Rotate keys", "", labels=["openase"])
+        await trackers.linear_event(linear.issue_webhook(lost["id"], action="create"))
+        await trackers.linear_event(linear.issue_webhook(lost["id"], action="update"))
+        await settled(
+            w,
+            lambda: any("octo/missing" in c["body"] for c in linear.comments),
+            "the misrouting comment",
+        )
+        told = [c for c in linear.comments if "octo/missing" in c["body"]]
+        assert len(told) == 1
+        assert "not a repository the GitHub App is installed on" in told[0]["body"]
+        assert await row_of(w, "OPS-1") is None
