@@ -128,6 +128,8 @@ async def load_routed(
     if loaded is None:
         return None
     if is_tracker(loaded.ticket):
+        if not engine.trackers.writable(loaded.ticket.source):
+            return None  # mirrored only; the worker warned at start (engine_jobs)
         current = loaded.state.state if loaded.state is not None else None
         route = await route_ticket(session, engine.control, engine.github, loaded.ticket, current)
         if route is None:

@@ -62,12 +62,30 @@ def build_engine(deps: Deps) -> Engine | None:
         return None
     from bot.trackers import tracker_clients
 
-    return Engine(
+    engine = Engine(
         deps=deps,
         github=github,
         control=load_control_config(deps.settings.config),
         trackers=tracker_clients(deps.settings),
     )
+    _warn_unwritable_trackers(engine)
+    return engine
+
+
+def _warn_unwritable_trackers(engine: Engine) -> None:
+    """Routes without the credentials to write back: their tickets are only mirrored."""
+    if engine.control.linear.teams and engine.trackers.linear is None:
+        log.warning(
+            "linear_unwritable",
+            reason="linear.teams is configured but OPENASE_LINEAR_API_KEY is not set: "
+            "Linear tickets are mirrored, not worked on",
+        )
+    if engine.control.jira.projects and engine.trackers.jira is None:
+        log.warning(
+            "jira_unwritable",
+            reason="jira.projects is configured but OPENASE_JIRA_URL / OPENASE_JIRA_API_TOKEN "
+            "are not set: Jira tickets are mirrored, not worked on",
+        )
 
 
 def _engine(ctx: dict[str, Any]) -> Engine | None:

@@ -42,6 +42,12 @@ class TrackerClients:
             )
         return self.jira
 
+    def writable(self, source: str) -> bool:
+        """Whether the bot can write to that tracker (its tickets are worked on only then)."""
+        return (
+            self.linear if source == LINEAR else self.jira if source == JIRA else None
+        ) is not None
+
     async def is_self(self, source: str, actor_id: str | None) -> bool:
         """Whether the tracker says the bot itself did it (False when it cannot tell)."""
         if not actor_id:

@@ -25,7 +25,7 @@ from adapters.linear.verify import sign as linear_sign
 from bot.app import create_app
 from bot.deps import Deps
 from bot.engine_models import Run, TicketState
-from bot.models import Ticket
+from bot.models import Delivery, Ticket
 from bot.settings import Settings
 from bot.states import State
 from bot.trackers import TrackerClients
@@ -363,3 +363,26 @@ async def test_linear_issues_deleted_closed_or_misrouted(
         assert len(told) == 1
         assert "not a repository the GitHub App is installed on" in told[0]["body"]
         assert await row_of(w, "OPS-1") is None
+
+
+async def test_without_linear_credentials_linear_tickets_are_only_mirrored(
+    open_world: OpenWorld, trackers: Trackers
+) -> None:
+    linear = trackers.linear
+    linear.add_team("ENG", "Engineering")
+    async with open_world(control_extra=CONTROL, trackers=TrackerClients()) as w:
+        issue = linear.add_issue("ENG", "Add a PASS file", "", labels=["openase"])
+        await trackers.linear_event(linear.issue_webhook(issue["id"], action="create"))
+
+        async def ingested() -> bool:
+            async with w.deps.sessions() as session:
+                statuses = (await session.scalars(select(Delivery.status))).all()
+            return statuses == ["done"]
+
+        await w.until(ingested, what="the delivery ingested")
+        async with w.deps.sessions() as session:
+            ticket = await session.scalar(select(Ticket).where(Ticket.key == "ENG-1"))
+        assert ticket is not None  # mirrored
+        assert ticket.repository_id is None  # not routed: nothing could be written back
+        assert await row_of(w, "ENG-1") is None
+        assert linear.calls == []
