@@ -18,6 +18,8 @@ import pytest
 from arq.worker import Worker
 from sqlalchemy import select, text
 
+from adapters.jira.client import JiraClient
+from adapters.linear.client import LinearClient
 from bot.app import create_app
 from bot.backfill import forget_github_apps
 from bot.deps import Deps, build_deps
@@ -26,10 +28,13 @@ from bot.ingest import ingest_delivery
 from bot.migrate import upgrade
 from bot.models import Delivery
 from bot.settings import Settings
+from bot.trackers import TrackerClients
 from bot.worker import make_worker
 from harness_store.db import Base
 from tests import network_guard
 from tests.fakes.github_api import FakeGitHubAPI, fake_github_api
+from tests.fakes.jira_server import FakeJira
+from tests.fakes.linear_api import FakeLinear
 from tests.helpers import TEST_API_URL, TEST_WEBHOOK_SECRET, GitHubWebhookSender, test_private_key
 from tests.lifecycle import World, world
 
@@ -187,3 +192,37 @@ def run_worker(deps: Deps, services: Services, settings: Settings):  # type: ign
         return worker
 
     return run
+
+
+JIRA_EMAIL = "openase-bot@example.com"  # the fake Jira's API user
+
+
+@pytest.fixture
+def linear_fake(github_api: FakeGitHubAPI) -> Iterator[FakeLinear]:
+    """The recording fake Linear on the test's respx router (nothing else leaves); every
+    request is checked against Linear's real schema."""
+    fake = FakeLinear()
+    fake.mount(github_api.router)
+    yield fake
+    assert fake.invalid == [], "a request Linear's schema refuses"
+
+
+@pytest.fixture
+def jira_fake() -> Iterator[FakeJira]:
+    """The recording fake Jira Cloud site, served on 127.0.0.1."""
+    with FakeJira() as fake:
+        yield fake
+    assert fake.crashes == []
+
+
+@pytest.fixture
+async def tracker_clients(
+    linear_fake: FakeLinear, jira_fake: FakeJira
+) -> AsyncIterator[TrackerClients]:
+    """Real Linear and Jira clients, talking to the fakes."""
+    both = TrackerClients(
+        linear=LinearClient(linear_fake.api_key, url=linear_fake.url, timeout=5.0),
+        jira=JiraClient(jira_fake.url, JIRA_EMAIL, jira_fake.token, cloud=True, timeout=5),
+    )
+    yield both
+    await both.aclose()

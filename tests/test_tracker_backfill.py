@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import argparse
 import copy
-from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from sqlalchemy import select
 
 from adapters.base import TicketUpserted
-from adapters.jira.client import JiraClient
-from adapters.linear.client import LinearClient
 from bot import mirror, tracker_backfill
 from bot.cli import build_parser, repository
 from bot.control_config import ControlConfig, parse_control_config
@@ -23,40 +20,27 @@ from bot.registry import linear_ticket_from_issue
 from bot.tracker_backfill import TrackerSyncReport, sync_tracker
 from bot.trackers import TrackerClients
 from harness_store.db import transaction
-from tests.fakes.github_api import FakeGitHubAPI
 from tests.fakes.jira_server import FakeJira
 from tests.fakes.linear_api import FakeLinear
 
-JIRA_EMAIL = "openase-bot@example.com"
+
+@pytest.fixture
+def linear_fake(linear_fake: FakeLinear) -> FakeLinear:
+    linear_fake.add_team("ENG", "Engineering")
+    linear_fake.add_team("OPS", "Operations")
+    return linear_fake
 
 
 @pytest.fixture
-def linear_fake(github_api: FakeGitHubAPI) -> Iterator[FakeLinear]:
-    fake = FakeLinear()
-    fake.mount(github_api.router)
-    fake.add_team("ENG", "Engineering")
-    fake.add_team("OPS", "Operations")
-    yield fake
-    assert fake.invalid == [], "a request Linear's schema refuses"
+def jira_fake(jira_fake: FakeJira) -> FakeJira:
+    jira_fake.add_project("PROJ", "Project")
+    jira_fake.add_project("OTHER", "Other")
+    return jira_fake
 
 
 @pytest.fixture
-def jira_fake() -> Iterator[FakeJira]:
-    with FakeJira() as fake:
-        fake.add_project("PROJ", "Project")
-        fake.add_project("OTHER", "Other")
-        yield fake
-    assert fake.crashes == []
-
-
-@pytest.fixture
-async def clients(linear_fake: FakeLinear, jira_fake: FakeJira) -> AsyncIterator[TrackerClients]:
-    both = TrackerClients(
-        linear=LinearClient(linear_fake.api_key, url=linear_fake.url, timeout=5.0),
-        jira=JiraClient(jira_fake.url, JIRA_EMAIL, jira_fake.token, cloud=True, timeout=5),
-    )
-    yield both
-    await both.aclose()
+def clients(tracker_clients: TrackerClients) -> TrackerClients:
+    return tracker_clients
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ the tracker, that doing it again duplicates nothing, and how each failure surfac
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -14,8 +13,6 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from adapters.errors import RateLimited, RequestRejected
-from adapters.jira.client import JiraClient
-from adapters.linear.client import LinearClient
 from bot.deps import Deps
 from bot.engine_models import EffectStatus, OutboxEffect
 from bot.errors import ConfigError
@@ -45,40 +42,28 @@ from bot.trackers import (
     forget_tracker_clients,
 )
 from harness_store.db import transaction
-from tests.fakes.github_api import FakeGitHubAPI
 from tests.fakes.jira_server import FakeJira
 from tests.fakes.linear_api import FakeLinear
 
 Json = dict[str, Any]
-JIRA_EMAIL = "openase-bot@example.com"
 STATUS_LABELS = ["openase/todo", "openase/in-progress", "openase/in-review", "openase/done"]
 
 
 @pytest.fixture
-def linear_fake(github_api: FakeGitHubAPI) -> Iterator[FakeLinear]:
-    fake = FakeLinear()
-    fake.mount(github_api.router)  # the test's respx router: nothing else leaves
-    fake.add_team("ENG", "Engineering")
-    yield fake
-    assert fake.invalid == [], "a request Linear's schema refuses"
+def linear_fake(linear_fake: FakeLinear) -> FakeLinear:
+    linear_fake.add_team("ENG", "Engineering")
+    return linear_fake
 
 
 @pytest.fixture
-def jira_fake() -> Iterator[FakeJira]:
-    with FakeJira() as fake:
-        fake.add_project("PROJ", "Project")
-        yield fake
-    assert fake.crashes == []
+def jira_fake(jira_fake: FakeJira) -> FakeJira:
+    jira_fake.add_project("PROJ", "Project")
+    return jira_fake
 
 
 @pytest.fixture
-async def clients(linear_fake: FakeLinear, jira_fake: FakeJira) -> AsyncIterator[TrackerClients]:
-    both = TrackerClients(
-        linear=LinearClient(linear_fake.api_key, url=linear_fake.url, timeout=5.0),
-        jira=JiraClient(jira_fake.url, JIRA_EMAIL, jira_fake.token, cloud=True, timeout=5),
-    )
-    yield both
-    await both.aclose()
+def clients(tracker_clients: TrackerClients) -> TrackerClients:
+    return tracker_clients
 
 
 class Perform:

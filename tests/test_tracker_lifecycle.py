@@ -18,9 +18,7 @@ import pytest
 from pydantic import AnyHttpUrl, SecretStr
 from sqlalchemy import select
 
-from adapters.jira.client import JiraClient
 from adapters.jira.verify import sign as jira_sign
-from adapters.linear.client import LinearClient
 from adapters.linear.verify import sign as linear_sign
 from bot.app import create_app
 from bot.deps import Deps
@@ -29,8 +27,7 @@ from bot.models import Delivery, Ticket
 from bot.settings import Settings
 from bot.states import State
 from bot.trackers import TrackerClients
-from tests.conftest import OpenWorld, Services
-from tests.fakes.github_api import FakeGitHubAPI
+from tests.conftest import JIRA_EMAIL, OpenWorld, Services
 from tests.fakes.jira_server import FakeJira
 from tests.fakes.linear_api import FakeLinear
 from tests.lifecycle import FULL_NAME, WRITER, World
@@ -80,42 +77,34 @@ class Trackers:
 @pytest.fixture
 async def trackers(
     settings: Settings,
-    github_api: FakeGitHubAPI,
+    linear_fake: FakeLinear,
+    jira_fake: FakeJira,
+    tracker_clients: TrackerClients,
     deps: Deps,
     services: Services,
     monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[Trackers]:
-    linear = FakeLinear()
-    linear.mount(github_api.router)
-    with FakeJira() as jira:
-        tracker_settings = settings.model_copy(
-            update={
-                "linear_api_key": SecretStr(linear.api_key),
-                "linear_webhook_secret": SecretStr(LINEAR_SECRET),
-                "linear_api_url": AnyHttpUrl(linear.url),
-                "jira_url": AnyHttpUrl(jira.url),
-                "jira_email": "openase-bot@example.com",
-                "jira_api_token": SecretStr(jira.token),
-                "jira_webhook_secret": SecretStr(JIRA_SECRET),
-            }
-        )
-        monkeypatch.setattr(deps, "settings", tracker_settings)  # the webhooks read it there
-        clients = TrackerClients(
-            linear=LinearClient(linear.api_key, url=linear.url),
-            jira=JiraClient(jira.url, "openase-bot@example.com", jira.token, cloud=True),
-        )
-        app = create_app(
-            tracker_settings,
-            database_url=services.database_url,
-            redis_url=services.redis_url,
-            deps=deps,
-        )
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://openase.test") as http:
-            yield Trackers(linear, jira, clients, http)
-        await clients.aclose()
-        assert jira.crashes == []
-    assert linear.invalid == [], "a query Linear's schema refuses"
+    tracker_settings = settings.model_copy(
+        update={
+            "linear_api_key": SecretStr(linear_fake.api_key),
+            "linear_webhook_secret": SecretStr(LINEAR_SECRET),
+            "linear_api_url": AnyHttpUrl(linear_fake.url),
+            "jira_url": AnyHttpUrl(jira_fake.url),
+            "jira_email": JIRA_EMAIL,
+            "jira_api_token": SecretStr(jira_fake.token),
+            "jira_webhook_secret": SecretStr(JIRA_SECRET),
+        }
+    )
+    monkeypatch.setattr(deps, "settings", tracker_settings)  # the webhooks read it there
+    app = create_app(
+        tracker_settings,
+        database_url=services.database_url,
+        redis_url=services.redis_url,
+        deps=deps,
+    )
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://openase.test") as http:
+        yield Trackers(linear_fake, jira_fake, tracker_clients, http)
 
 
 CONTROL = f"""\
