@@ -3,6 +3,7 @@ signed delivery mirrored as a ticket with its comment."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -130,3 +131,25 @@ async def test_a_jira_issue_and_its_comment_are_mirrored(
     assert ticket.body == "The gate wants a PASS file at the root."
     assert comment.body == "/run"
     assert comment.ticket_id == ticket.id
+
+
+async def test_a_comments_slim_issue_never_overwrites_the_mirrored_one(
+    jira: httpx.AsyncClient, deps: Deps, ingest_all: IngestAll
+) -> None:
+    # The comment's copy of the issue has no description and no labels, and it is newer.
+    comment = json.loads(body_of("comment_created.json"))
+    comment["issue"]["fields"].pop("labels")
+    comment["issue"]["fields"]["updated"] = "2026-11-01T10:00:00.000+0000"
+    for index, body in enumerate((body_of("issue_created.json"), json.dumps(comment).encode())):
+        sent = await jira.post(
+            "/webhooks/jira",
+            content=body,
+            headers=headers(body, **{"X-Atlassian-Webhook-Identifier": f"s{index}"}),
+        )
+        assert sent.status_code == 202
+    assert await ingest_all() == ["done", "done"]
+    async with deps.sessions() as session:
+        (ticket,) = (await session.scalars(select(Ticket))).all()
+    assert ticket.body == "The gate wants a PASS file at the root."
+    assert ticket.labels == ["openase"]
+    assert (ticket.tracker or {})["project_key"] == "PROJ"

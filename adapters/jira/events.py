@@ -9,7 +9,8 @@ is the item whose `field` is `status`), `user` is who did it. Timestamps look li
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -30,6 +31,8 @@ from adapters.base import (
 
 Json = dict[str, Any]
 SOURCE = "jira"
+# The clock of the ticket a comment's slim issue stands for (see `_comment`).
+STUB_UPDATED_AT = datetime(1970, 1, 1, tzinfo=UTC)
 # Jira's status categories; `done` holds every status that closes an issue.
 DONE_CATEGORY = "done"
 
@@ -105,7 +108,10 @@ def _changelog(payload: Json) -> list[Json]:
 
 
 def _comment(name: str, payload: Json) -> tuple[NormalizedEvent, ...]:
-    ticket = ticket_from_issue(_obj(payload, "issue", "payload"), "payload.issue")
+    # A comment's delivery carries a slim copy of its issue (no description, often no
+    # labels): stamped this old, it only creates the ticket if it is new, never overwrites.
+    slim = ticket_from_issue(_obj(payload, "issue", "payload"), "payload.issue")
+    ticket = replace(slim, updated_at=STUB_UPDATED_AT)
     raw = _obj(payload, "comment", "payload")
     author = raw.get("author") if isinstance(raw.get("author"), dict) else None
     comment = CommentInfo(
