@@ -382,6 +382,11 @@ COMMENT_TICKET = TicketInfo(
     created_at=None,
     updated_at=STUB_UPDATED_AT,
     closed_at=None,
+    tracker={
+        "team_id": "5c6d7e8f-9a0b-4c1d-8e2f-3a4b5c6d7e8f",
+        "team_key": "ENG",
+        "label_ids": {},
+    },
 )
 
 

@@ -276,8 +276,8 @@ async def test_linear_run_command_and_a_human_cancel_by_moving_the_issue(
     linear = trackers.linear
     linear.add_team("ENG", "Engineering")
     async with open_world(control_extra=CONTROL, trackers=trackers.clients) as w:
-        issue = linear.add_issue("ENG", "Take your time", "[slow] then add the PASS file")
-        await trackers.linear_event(linear.issue_webhook(issue["id"], action="create"))
+        # Made before the webhook was set up: `/run` is the first we hear of the issue.
+        issue = linear.add_issue("ENG", "Take your time [slow]", "then add the PASS file")
         run = linear.add_comment(issue["id"], "/run")
         await trackers.linear_event(linear.comment_webhook(run["id"]))
         row = await reach(w, "ENG-1", State.IN_PROGRESS)

@@ -124,6 +124,13 @@ def stub_ticket(issue: Json, path: str) -> TicketInfo:
         created_at=None,
         updated_at=STUB_UPDATED_AT,
         closed_at=None,
+        # Enough to route the ticket by its team and move it, should the comment (a `/run`)
+        # be the first we hear of the issue; its own next event fills in the rest.
+        tracker={
+            "team_id": opt_string(issue, "teamId", path),
+            "team_key": string(issue, "identifier", path).split("-")[0],
+            "label_ids": {},
+        },
     )
 
 
