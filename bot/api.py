@@ -46,8 +46,11 @@ from bot.home_page import home
 
 
 def routes() -> list[BaseRoute]:
+    from bot.web.routes import web_routes
+
     return [
         Route("/", home, methods=["GET"]),
+        *web_routes(),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         Mount(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -33,6 +33,16 @@ class Settings(BaseSettings):
     # default: http://HOST:PORT.
     public_url: AnyHttpUrl | None = None
     admin_token: SecretStr | None = None
+    # Who may read the web pages: "public", or "login" (signed-in people only). Default:
+    # "login" when OPENASE_ADMIN_TOKEN is set (the API needs it then), else "public".
+    web_reads: Literal["public", "login"] | None = None
+    # Signs the web page's session cookies. Default: derived from OPENASE_ADMIN_TOKEN, else
+    # random per process (sessions then end with a restart).
+    session_secret: SecretStr | None = None
+    # GitHub sign-in for the web page (the App's OAuth client id and secret): people with
+    # write access to a repository of the installation may then write.
+    github_client_id: str | None = None
+    github_client_secret: SecretStr | None = None
     # `openase up` runs a runner for this machine under this name (default: the host name).
     machine: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")] | None = None
     runner_max_runs: Annotated[int, Field(ge=1, le=64)] = 2

@@ -1,0 +1,109 @@
+"""What every page shares: the Jinja2 environment, who is asking, and the answers a page
+gives when it may not be seen (login) or may not be written (403), or was forged (CSRF).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+
+from bot.api_request import deps_of
+from bot.settings import Settings
+from bot.web.session import Session, csrf_token, csrf_valid, current, remember_csrf
+
+_env = Environment(
+    loader=PackageLoader("bot.web", "templates"),
+    autoescape=select_autoescape(default=True, default_for_string=True),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+class Refused(Exception):
+    """A page request answered with `response` instead (login, 403, 404, bad CSRF)."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(response.status_code)
+        self.response = response
+
+
+def settings_of(request: Request) -> Settings:
+    return deps_of(request).settings
+
+
+def reads_public(settings: Settings) -> bool:
+    if settings.web_reads is not None:
+        return settings.web_reads == "public"
+    return settings.admin_token is None
+
+
+def reader(request: Request) -> Session | None:
+    """Who is reading; sends signed-out people to the login page when reads need one."""
+    settings = settings_of(request)
+    session = current(request, settings)
+    if session is None and not reads_public(settings):
+        raise Refused(login_redirect(request))
+    return session
+
+
+def writer(request: Request) -> Session:
+    """Who is writing; signed-out people go to the login page."""
+    session = current(request, settings_of(request))
+    if session is None:
+        raise Refused(login_redirect(request))
+    return session
+
+
+def login_redirect(request: Request) -> Response:
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)
+
+
+async def form_of(request: Request) -> dict[str, str]:
+    """The POSTed form, after its CSRF token and origin are checked (403 otherwise)."""
+    form = await request.form()
+    values = {key: value for key, value in form.items() if isinstance(value, str)}
+    if not csrf_valid(request, settings_of(request), values.get("csrf")):
+        raise Refused(
+            page(request, "error.html", {"title": "Forbidden", "message": CSRF_MESSAGE}, 403)
+        )
+    return values
+
+
+CSRF_MESSAGE = (
+    "The form's security token is missing or stale (or it came from another site). "
+    "Reload the page and try again."
+)
+
+
+def page(
+    request: Request, template: str, context: dict[str, Any], status: int = 200
+) -> HTMLResponse:
+    settings = settings_of(request)
+    session = current(request, settings)
+    body = _env.get_template(template).render(
+        request=request,
+        user=session,
+        csrf=csrf_token(request, settings),
+        can_sign_in=True,
+        **context,
+    )
+    response = HTMLResponse(body, status_code=status)
+    remember_csrf(request, response, settings)
+    # Pages show tickets and harnesses: no framing, no sniffing, no referrer leaks.
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "same-origin"
+    response.headers["Content-Security-Policy"] = (
+        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
+    )
+    return response
+
+
+def not_found(request: Request, what: str) -> Refused:
+    return Refused(page(request, "error.html", {"title": "Not found", "message": what}, 404))

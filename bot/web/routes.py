@@ -1,0 +1,21 @@
+"""Every route of the web page, collected for bot.api.routes()."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from bot.web.auth import login, login_form, logout
+
+
+def web_routes() -> list[BaseRoute]:
+    return [
+        Route("/login", login_form, methods=["GET"]),
+        Route("/login", login, methods=["POST"]),
+        Route("/logout", logout, methods=["POST"]),
+        Mount(
+            "/static", app=StaticFiles(directory=Path(__file__).parent / "static"), name="static"
+        ),
+    ]

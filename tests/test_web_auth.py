@@ -1,0 +1,134 @@
+"""Signing in to the web page: the admin token for a session cookie, CSRF on every form,
+no open redirects, forged or expired cookies ignored, reads public or behind the login."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from bot.app import create_app
+from bot.deps import Deps
+from bot.web.session import SESSION_COOKIE, Session, decode, encode
+from tests.conftest import Services
+
+TOKEN = "admin-token-for-tests"
+
+
+@pytest.fixture
+async def web(
+    deps: Deps, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The app with an admin token set (reads then need a login by default)."""
+    settings = deps.settings.model_copy(update={"admin_token": SecretStr(TOKEN)})
+    monkeypatch.setattr(deps, "settings", settings)
+    app = create_app(
+        settings, database_url=services.database_url, redis_url=services.redis_url, deps=deps
+    )
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://openase.test") as http:
+        yield http
+
+
+def csrf_of(html: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert found, html
+    return found.group(1)
+
+
+async def sign_in(
+    web: httpx.AsyncClient, token: str = TOKEN, next_path: str = "/x"
+) -> httpx.Response:
+    form = await web.get("/login")
+    return await web.post(
+        "/login", data={"csrf": csrf_of(form.text), "token": token, "next": next_path}
+    )
+
+
+async def test_the_admin_token_signs_in_and_out(web: httpx.AsyncClient, deps: Deps) -> None:
+    page = await web.get("/login?next=/harnesses")
+    assert page.status_code == 200
+    assert 'label for="token"' in page.text
+    assert page.headers["x-frame-options"] == "DENY"
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+
+    signed = await sign_in(web, next_path="/harnesses/coder")
+    assert signed.status_code == 303
+    assert signed.headers["location"] == "/harnesses/coder"
+    cookie = signed.headers["set-cookie"]
+    assert cookie.startswith(f"{SESSION_COOKIE}=")
+    assert "HttpOnly" in cookie
+    assert "SameSite=lax" in cookie
+    assert TOKEN not in cookie
+    session = decode(deps.settings, web.cookies[SESSION_COOKIE])
+    assert session is not None
+    assert session.kind == "admin"
+
+    home = await web.get("/login")
+    assert "Signed in as admin" in home.text
+    out = await web.post("/logout", data={"csrf": csrf_of(home.text)})
+    assert out.status_code == 303
+    assert SESSION_COOKIE not in web.cookies
+
+
+async def test_a_wrong_token_is_refused_and_not_echoed(web: httpx.AsyncClient) -> None:
+    refused = await sign_in(web, token="guess<script>")
+    assert refused.status_code == 401
+    assert "not the admin token" in refused.text
+    assert "guess<script>" not in refused.text
+    assert SESSION_COOKIE not in web.cookies
+
+
+async def test_forms_need_their_csrf_token_and_our_origin(web: httpx.AsyncClient) -> None:
+    await web.get("/login")
+    missing = await web.post("/login", data={"token": TOKEN})
+    assert missing.status_code == 403
+    forged = await web.post("/login", data={"csrf": "x" * 32, "token": TOKEN})
+    assert forged.status_code == 403
+    form = await web.get("/login")
+    elsewhere = await web.post(
+        "/login",
+        data={"csrf": csrf_of(form.text), "token": TOKEN},
+        headers={"Origin": "https://evil.example"},
+    )
+    assert elsewhere.status_code == 403
+    assert SESSION_COOKIE not in web.cookies
+    signed = await sign_in(web)
+    assert signed.status_code == 303
+    logout = await web.post("/logout", data={})
+    assert logout.status_code == 403  # signing out needs the token too
+    assert SESSION_COOKIE in web.cookies
+
+
+@pytest.mark.parametrize(
+    "target", ["//evil.example/x", "https://evil.example/", "/\\evil.example", "javascript:x"]
+)
+async def test_next_never_leaves_the_site(web: httpx.AsyncClient, target: str) -> None:
+    signed = await sign_in(web, next_path=target)
+    assert signed.status_code == 303
+    assert signed.headers["location"] == "/harnesses"
+
+
+async def test_forged_tampered_and_expired_cookies_are_nobody(deps: Deps) -> None:
+    settings = deps.settings.model_copy(update={"admin_token": SecretStr(TOKEN)})
+    good = Session("admin", "admin", "c" * 32, int(time.time()) + 60)
+    value = encode(settings, good)
+    assert decode(settings, value) == good
+    payload, _, signature = value.rpartition(".")
+    assert decode(settings, payload + "." + signature[:-2] + "AA") is None
+    other = settings.model_copy(update={"admin_token": SecretStr("another")})
+    assert decode(other, value) is None  # rotating the token ends every session
+    expired = Session("admin", "admin", "c" * 32, int(time.time()) - 1)
+    assert decode(settings, encode(settings, expired)) is None
+    for junk in ("", "x", "a.b", "%%%.%%%", "." * 5000):
+        assert decode(settings, junk) is None
+
+
+async def test_the_stylesheet_is_served(web: httpx.AsyncClient) -> None:
+    css = await web.get("/static/app.css")
+    assert css.status_code == 200
+    assert ".board" in css.text
