@@ -13,8 +13,10 @@ from pydantic import SecretStr
 
 from bot.app import create_app
 from bot.deps import Deps
+from bot.models import Installation, Repository
 from bot.web.session import SESSION_COOKIE, Session, decode, encode
 from tests.conftest import Services
+from tests.fakes.github_api import FakeGitHubAPI
 
 TOKEN = "admin-token-for-tests"
 
@@ -132,3 +134,99 @@ async def test_the_stylesheet_is_served(web: httpx.AsyncClient) -> None:
     css = await web.get("/static/app.css")
     assert css.status_code == 200
     assert ".board" in css.text
+
+
+# --- GitHub sign-in ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def oauth_web(
+    deps: Deps, services: Services, monkeypatch: pytest.MonkeyPatch, github_api: FakeGitHubAPI
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The app with GitHub sign-in configured, and a repository of an installation."""
+    settings = deps.settings.model_copy(
+        update={
+            "github_client_id": github_api.oauth_client_id,
+            "github_client_secret": SecretStr(github_api.oauth_client_secret),
+            "public_url": "http://openase.test",
+        }
+    )
+    monkeypatch.setattr(deps, "settings", settings)
+    github_api.add_installation(77, "octo")
+    github_api.add_repo("octo/hello", 501, 77)
+    github_api.permissions["alice"] = "write"
+    github_api.permissions["mallory"] = "read"
+    async with deps.sessions() as session, session.begin():
+        session.add(Installation(id=77, account_login="octo", account_type="Organization"))
+        session.add(Repository(id=501, installation_id=77, full_name="octo/hello"))
+    app = create_app(
+        settings, database_url=services.database_url, redis_url=services.redis_url, deps=deps
+    )
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://openase.test") as http:
+        yield http
+
+
+async def _authorize(web: httpx.AsyncClient, next_path: str = "/tickets") -> tuple[str, str]:
+    """Start the sign-in; the authorize URL's state and redirect_uri."""
+    started = await web.get("/login/github", params={"next": next_path})
+    assert started.status_code == 303
+    target = httpx.URL(started.headers["location"])
+    assert target.host == "ghe.example.test"  # Enterprise Server: its own web host
+    assert target.path == "/login/oauth/authorize"
+    assert target.params["client_id"] == "Iv1.testclient"
+    return target.params["state"], target.params["redirect_uri"]
+
+
+async def test_a_writer_signs_in_with_github(
+    oauth_web: httpx.AsyncClient, github_api: FakeGitHubAPI, deps: Deps
+) -> None:
+    login_page = await oauth_web.get("/login")
+    assert "Sign in with GitHub" in login_page.text
+    state, redirect_uri = await _authorize(oauth_web, "/tickets")
+    assert redirect_uri == "http://openase.test/login/github/callback"
+    back = await oauth_web.get(
+        "/login/github/callback", params={"code": github_api.oauth_code("alice"), "state": state}
+    )
+    assert back.status_code == 303
+    assert back.headers["location"] == "/tickets"
+    session = decode(deps.settings, oauth_web.cookies[SESSION_COOKIE])
+    assert session is not None
+    assert (session.user, session.kind) == ("alice", "github")
+    assert not any(token in back.headers.get("set-cookie", "") for token in github_api.user_tokens)
+
+
+async def test_github_sign_in_refuses_readers_and_forged_or_replayed_states(
+    oauth_web: httpx.AsyncClient, github_api: FakeGitHubAPI
+) -> None:
+    state, _ = await _authorize(oauth_web)
+    reader = await oauth_web.get(
+        "/login/github/callback", params={"code": github_api.oauth_code("mallory"), "state": state}
+    )
+    assert reader.status_code == 403
+    assert "no write access" in reader.text
+    assert SESSION_COOKIE not in oauth_web.cookies
+
+    state, _ = await _authorize(oauth_web)
+    forged = await oauth_web.get(
+        "/login/github/callback",
+        params={"code": github_api.oauth_code("alice"), "state": state[:-4] + "0000"},
+    )
+    assert forged.status_code == 400
+    # Another browser (without this one's nonce cookie) cannot use the state.
+    oauth_web.cookies.delete("openase_oauth")
+    stolen = await oauth_web.get(
+        "/login/github/callback", params={"code": github_api.oauth_code("alice"), "state": state}
+    )
+    assert stolen.status_code == 400
+    state, _ = await _authorize(oauth_web)
+    bad_code = await oauth_web.get(
+        "/login/github/callback", params={"code": "nope", "state": state}
+    )
+    assert bad_code.status_code == 401
+    assert SESSION_COOKIE not in oauth_web.cookies
+
+
+async def test_without_a_client_id_github_sign_in_is_absent(web: httpx.AsyncClient) -> None:
+    assert "Sign in with GitHub" not in (await web.get("/login")).text
+    assert (await web.get("/login/github")).status_code == 404

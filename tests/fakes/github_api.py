@@ -88,6 +88,11 @@ class FakeGitHubAPI:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.router = router  # other fakes (Linear) mount on it too
+        # The OAuth app of the web page's GitHub sign-in.
+        self.oauth_client_id = "Iv1.testclient"
+        self.oauth_client_secret = "oauth-secret"
+        self.oauth_codes: dict[str, str] = {}
+        self.user_tokens: dict[str, str] = {}
         self.api_url = api_url.rstrip("/")
         self.base_path = httpx.URL(self.api_url).path.rstrip("/")
         # POST {graphql_url} (GHES: /api/graphql, beside /api/v3) goes to `graphql`, which
@@ -298,9 +303,13 @@ class FakeGitHubAPI:
         return response
 
     def _dispatch(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/login/oauth/access_token":
+            return self._oauth_token(request)
         path = self._api_path(request)
         if path is None:
             return self._answer(404, {"message": "Not Found"})
+        if path == "/user" and request.method == "GET":
+            return self._oauth_user(request)
         if "application/vnd.github" not in request.headers.get("accept", ""):
             return self._answer(415, {"message": "Unsupported 'Accept' header"})
         if request.headers.get("x-github-api-version") not in SUPPORTED_API_VERSIONS:
@@ -316,6 +325,37 @@ class FakeGitHubAPI:
             if match and request.method == method:
                 return handler(request, **match.groupdict())
         return self._answer(404, {"message": "Not Found"})
+
+    # --- OAuth web flow (sign-in to the web page) ---------------------------------------
+
+    def oauth_code(self, login: str) -> str:
+        """The code GitHub hands the browser after `login` authorised the OAuth app."""
+        code = secrets.token_hex(10)
+        self.oauth_codes[code] = login
+        return code
+
+    def _oauth_token(self, request: httpx.Request) -> httpx.Response:
+        # GitHub answers a bad code with 200 and an `error` field, as here.
+        form = dict(httpx.QueryParams(request.content.decode()))
+        login = self.oauth_codes.pop(form.get("code", ""), None)
+        if (
+            login is None
+            or form.get("client_id") != self.oauth_client_id
+            or form.get("client_secret") != self.oauth_client_secret
+        ):
+            return httpx.Response(200, json={"error": "bad_verification_code"})
+        token = f"ghu_{secrets.token_hex(16)}"
+        self.user_tokens[token] = login
+        return httpx.Response(
+            200, json={"access_token": token, "token_type": "bearer", "scope": ""}
+        )
+
+    def _oauth_user(self, request: httpx.Request) -> httpx.Response:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        login = self.user_tokens.get(token) if scheme.lower() in ("bearer", "token") else None
+        if login is None:
+            return self._answer(401, {"message": "Bad credentials"})
+        return self._answer(200, {"login": login, "id": abs(hash(login)) % 10**8, "type": "User"})
 
     def _api_path(self, request: httpx.Request) -> str | None:
         path = request.url.path
