@@ -25,6 +25,9 @@ log = structlog.get_logger(__name__)
 
 COUNTS_TIMEOUT_SECONDS = 2.0
 LINKS = (
+    ("/tickets", "tickets board"),
+    ("/harnesses", "harnesses"),
+    ("/skills", "skills"),
     ("/api/v1/tickets", "tickets (JSON)"),
     ("/api/v1/deliveries?status=failed", "failed deliveries (JSON)"),
     ("/api/v1/deliveries", "all deliveries (JSON)"),
