@@ -10,6 +10,11 @@ Routes:
     GET /api/v1/runs/{id}           run, result, first events ?events_limit=
     GET /api/v1/runs/{id}/events    ?after=SEQ &limit=; SSE with Accept: text/event-stream
                                                              (bot/api_runs.py)
+    GET /api/v1/harnesses           names, current versions, who uses them
+    GET /api/v1/harnesses/{name}    the current version; .../versions, .../versions/{n},
+                                    .../diff?from=A&to=B
+    POST /api/v1/harnesses/{name}/versions, POST .../rollback   (admin token required)
+    The same under /api/v1/skills                            (bot/api_harnesses.py)
     GET /healthz, GET /metrics                               (bot/api_health.py)
     GET /                                                    (bot/home_page.py)
 
@@ -17,8 +22,10 @@ Authentication: when OPENASE_ADMIN_TOKEN is set, every `/api/v1/` request must c
 `Authorization: Bearer <token>` (compared in constant time); otherwise it gets 401 with
 `WWW-Authenticate: Bearer`. When it is unset the API is open to anyone who can reach the
 port, which is why the server binds 127.0.0.1 unless told otherwise: set a token before
-binding a public address. `/healthz`, `/metrics` and `/` stay open either way (probes and
-Prometheus do not carry tokens, and they show no ticket content).
+binding a public address. Writes (the harness store's POSTs) are refused with 403 while no
+token is set: reads may be open, changing what agents are told may not. `/healthz`,
+`/metrics` and `/` stay open either way (probes and Prometheus do not carry tokens, and
+they show no ticket content).
 
 Listings are paged with keysets: `limit` (default 50, at most 200) and the opaque
 `next_cursor` of the previous page, null on the last one. Every malformed parameter,
@@ -37,6 +44,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bot.api_activity import ticket_activity
 from bot.api_deliveries import get_delivery, list_deliveries
+from bot.api_harnesses import store_routes
 from bot.api_health import healthz, metrics_endpoint
 from bot.api_request import admin_token
 from bot.api_runs import get_run, run_events
@@ -63,6 +71,7 @@ def routes() -> list[BaseRoute]:
                 Route("/runs/{id}/events", run_events, methods=["GET"]),
                 Route("/deliveries", list_deliveries, methods=["GET"]),
                 Route("/deliveries/{id}", get_delivery, methods=["GET"]),
+                *store_routes(),
             ],
             # On the mount, not per route: an unknown /api/v1 path is refused before it
             # reveals which paths exist.

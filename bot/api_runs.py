@@ -25,7 +25,9 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -53,6 +55,8 @@ KEEPALIVE_SECONDS = 15.0
 _BATCH = 500
 _OVER = (RunState.FINISHED, RunState.LOST)
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+SSE_KEEPALIVE = ": keepalive\n\n"
+SSE_INTERRUPTED = 'event: error\ndata: {"error":"stream interrupted; reconnect"}\n\n'
 
 
 @json_endpoint
@@ -95,6 +99,37 @@ async def run_events(request: Request) -> Response:
     return JSONResponse({"run_id": run_id, "events": events, "next_after": next_after})
 
 
+@dataclass(frozen=True)
+class TailedEvent:
+    """One of the run's events, in wire form."""
+
+    seq: int
+    kind: str
+    event: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RunOver:
+    """The run is finished or lost (or gone, state "deleted") and nothing more will come."""
+
+    run_id: str
+    state: str
+    status: str | None
+
+
+@dataclass(frozen=True)
+class Quiet:
+    """Nothing was said for `keepalive_seconds`: time for a keepalive."""
+
+
+@dataclass(frozen=True)
+class Interrupted:
+    """Postgres or Redis failed; the tail ends here and a reconnect resumes it."""
+
+
+Tailed = TailedEvent | RunOver | Quiet | Interrupted
+
+
 async def event_stream(
     deps: Deps,
     run_id: str,
@@ -104,9 +139,41 @@ async def event_stream(
     block_ms: int = BLOCK_MS,
     keepalive_seconds: float = KEEPALIVE_SECONDS,
 ) -> AsyncIterator[str]:
-    """SSE messages: persisted events after `after`, then the Redis stream, then `end`.
+    """SSE messages: persisted events after `after`, then the Redis stream, then `end`."""
+    tail = tail_run(
+        deps,
+        run_id,
+        after,
+        disconnected=disconnected,
+        block_ms=block_ms,
+        keepalive_seconds=keepalive_seconds,
+    )
+    async with aclosing(tail):
+        async for item in tail:
+            match item:
+                case TailedEvent(seq, kind, event):
+                    yield sse_message(seq, kind, event)
+                case RunOver(over_id, state, status):
+                    yield sse_end(over_id, state, status)
+                case Quiet():
+                    yield SSE_KEEPALIVE
+                case Interrupted():
+                    yield SSE_INTERRUPTED
 
-    Sessions are opened per query and closed before any wait, so an idle stream holds no
+
+async def tail_run(
+    deps: Deps,
+    run_id: str,
+    after: int,
+    *,
+    disconnected: Callable[[], Awaitable[bool]] | None = None,
+    block_ms: int = BLOCK_MS,
+    keepalive_seconds: float = KEEPALIVE_SECONDS,
+) -> AsyncGenerator[Tailed, None]:
+    """The run's events after `after`: persisted ones, then its Redis stream live, then
+    `RunOver` (or `Interrupted`). Ends quietly when `disconnected()` says the client left.
+
+    Sessions are opened per query and closed before any wait, so an idle tail holds no
     database connection, only a Redis one during each short XREAD BLOCK.
     """
     try:
@@ -122,7 +189,7 @@ async def event_stream(
                     )
                 ).all()
             for seq, kind, event in rows:
-                yield sse_message(seq, kind, event)
+                yield TailedEvent(seq, kind, event)
                 last = seq
             if len(rows) < _BATCH:
                 break
@@ -142,11 +209,11 @@ async def event_stream(
             fresh = 0
             for entry_id, fields in entries:
                 position = entry_id
-                event = _decode(fields)
-                if event is None or event.seq <= last:
+                decoded = _decode(fields)
+                if decoded is None or decoded.seq <= last:
                     continue
-                yield sse_message(event.seq, event.kind.value, event.to_wire())
-                last = event.seq
+                yield TailedEvent(decoded.seq, decoded.kind.value, decoded.to_wire())
+                last = decoded.seq
                 fresh += 1
             if fresh:
                 sent_at = time.monotonic()
@@ -154,12 +221,12 @@ async def event_stream(
                 continue  # more may be waiting right now
             if over:
                 state, status = over
-                yield sse_end(run_id, state, status)
+                yield RunOver(run_id, state, status)
                 return
             if disconnected is not None and await disconnected():
                 return
             if time.monotonic() - sent_at >= keepalive_seconds:
-                yield ": keepalive\n\n"
+                yield Quiet()
                 sent_at = time.monotonic()
             # Caught up: is the run over? Asked after every quiet read, and at most once per
             # block interval while events keep coming (a chatty run is not over yet).
@@ -168,7 +235,7 @@ async def event_stream(
                 over = await _run_over(deps, run_id)
     except (RedisError, SQLAlchemyError, OSError) as error:
         log.warning("run_event_stream_failed", run_id=run_id, error=type(error).__name__)
-        yield f"event: error\ndata: {_json({'error': 'stream interrupted; reconnect'})}\n\n"
+        yield Interrupted()
 
 
 def sse_message(seq: int, kind: str, event: dict[str, Any]) -> str:

@@ -89,7 +89,7 @@ class Engine:
         return result
 
     def run_url(self, run_id: str) -> str:
-        return f"{self.deps.settings.base_url}/api/v1/runs/{run_id}"
+        return f"{self.deps.settings.base_url}/runs/{run_id}"
 
 
 # --- after the commit ------------------------------------------------------------------------

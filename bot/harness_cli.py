@@ -1,12 +1,16 @@
-"""`openase harness …` and `openase skill …`: publish, inspect, diff, roll back and pin the
+"""`openase harness …` and `openase skill …`: push, inspect, diff, roll back and pin the
 versions in the harness store.
 
-Each command is one transaction on the database of OPENASE_DATABASE_URL (or of a running
-`openase up`), and prints only after it committed. A refusal is one line on stderr: exit
-status 2 for a malformed argument, 1 for something not found or content the store refuses.
-Heavy imports (SQLAlchemy, Jinja) wait until a command runs, so `openase --help` stays quick:
-this module holds the parsers and the argument checks, `bot.harness_commands` the commands
-and `bot.harness_db` their database access, both imported only when a command runs.
+Like `gh`, the commands are clients of the server's JSON API (`/api/v1/harnesses`,
+`/api/v1/skills`): OPENASE_URL, else this machine's own server, with OPENASE_ADMIN_TOKEN as
+the bearer token. `render` stays on this machine and `pin`/`unpin` work on the database of
+OPENASE_DATABASE_URL (or of a running `openase up`) directly. A refusal is one line on
+stderr: exit status 2 for a malformed argument or a missing or wrong token, 1 for something
+not found, content the server refuses, or a server or database out of reach.
+Heavy imports (httpx, SQLAlchemy, Jinja) wait until a command runs, so `openase --help`
+stays quick: this module holds the parsers and the argument checks, `bot.harness_commands`
+the commands, `bot.harness_client` the API client and `bot.harness_db` the database access,
+all imported only when a command runs.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from bot.errors import ConfigError, OpenaseError
 from harness_store.errors import HarnessStoreError, InvalidName
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from bot.settings import Settings
     from harness_store.names import Kind
 
@@ -106,9 +112,14 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         raise OpenaseError(str(error)) from None
 
 
+_SERVER = (
+    "Talks to the server at OPENASE_URL (default: this machine's `openase up` or `openase "
+    "serve`), sending OPENASE_ADMIN_TOKEN as the bearer token; the server needs that token "
+    "for every change."
+)
 _DATABASE = (
-    "Uses OPENASE_DATABASE_URL, or else the database of an `openase up` running with the same "
-    "OPENASE_DATA_DIR."
+    "`render`, `pin` and `unpin` need no server: they use OPENASE_DATABASE_URL, or else the "
+    "database of an `openase up` running with the same OPENASE_DATA_DIR."
 )
 
 
@@ -116,17 +127,18 @@ def _add_harness(commands: Subparsers) -> None:
     group = _group(
         commands,
         "harness",
-        f"Harnesses are the versioned Jinja templates of an agent's instructions. {_DATABASE}",
+        f"Harnesses are the versioned Jinja templates of an agent's instructions. {_SERVER} "
+        f"{_DATABASE}",
     )
     _command(group, "list", "every harness with its current version")
     show = _command(group, "show", "print a harness (its current version by default)")
     show.add_argument("ref", metavar="NAME[@VERSION]")
     show.add_argument("--meta", action="store_true", help="print version, hash, author instead")
     _add_history_and_diff(group)
-    publish = _command(group, "publish", "check a template and publish it")
-    publish.add_argument("name", metavar="NAME")
-    publish.add_argument("file", metavar="FILE", help="the template ('-' reads standard input)")
-    _add_authoring(publish)
+    push = _command(group, "push", "publish a template as NAME's next version", ["publish"])
+    push.add_argument("name", metavar="NAME")
+    push.add_argument("file", metavar="FILE", help="the template ('-' reads standard input)")
+    _add_authoring(push)
     _add_rollback(group)
     render = _command(group, "render", "render with sample variables (stores nothing)")
     render.add_argument("ref", metavar="NAME[@VERSION]")
@@ -154,9 +166,11 @@ def _add_skill(commands: Subparsers) -> None:
     show.add_argument("--file", metavar="PATH", help="print this file instead")
     show.add_argument("--meta", action="store_true", help="print version, hash, author instead")
     _add_history_and_diff(group)
-    publish = _command(group, "publish", "check a skill folder and publish it")
-    publish.add_argument("dir", metavar="DIR", help="the folder; its name is the skill's name")
-    _add_authoring(publish)
+    push = _command(group, "push", "publish a skill folder as NAME's next version", ["publish"])
+    push.usage = "%(prog)s [-h] [--message M] [--author A] [NAME] DIR"
+    push.add_argument("name", metavar="NAME", help="the skill's name (default: DIR's name)")
+    push.add_argument("dir", metavar="DIR", nargs="?", help="the folder")
+    _add_authoring(push)
     _add_rollback(group)
     export = _command(group, "export", "write a version into a new or empty folder")
     export.add_argument("ref", metavar="NAME[@VERSION]")
@@ -164,14 +178,18 @@ def _add_skill(commands: Subparsers) -> None:
 
 
 def _group(commands: Subparsers, kind: Kind, description: str) -> Subparsers:
-    help_ = f"list, show, diff, publish and roll back {kind} versions"
+    help_ = f"list, show, diff, push and roll back {kind} versions"
     parser = commands.add_parser(kind, help=help_, description=description)
     return parser.add_subparsers(dest=f"{kind}_command", metavar="COMMAND", required=True)
 
 
-def _command(group: Subparsers, name: str, help_: str) -> argparse.ArgumentParser:
+def _command(
+    group: Subparsers, name: str, help_: str, aliases: Sequence[str] = ()
+) -> argparse.ArgumentParser:
     """A subcommand; `run` finds its handler by `name`, so building parsers imports none."""
-    parser = group.add_parser(name, help=help_, description=help_[0].upper() + help_[1:] + ".")
+    parser = group.add_parser(
+        name, help=help_, description=help_[0].upper() + help_[1:] + ".", aliases=aliases
+    )
     parser.set_defaults(handler=name)
     return parser
 

@@ -1,35 +1,27 @@
-"""The commands of `openase harness|skill`: each parses its arguments, runs one transaction
-and prints what it found or did."""
+"""The commands of `openase harness|skill`: each parses its arguments, makes one request to
+the server's API (`render`, `pin` and `unpin`: one database transaction) and prints what it
+found or did."""
 
 from __future__ import annotations
 
 import argparse
 import shutil
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bot.errors import ConfigError, OpenaseError
 from bot.harness_cli import Ref, default_author, parse_name, parse_ref, parse_ticket, parse_version
-from bot.harness_db import (
-    current_of,
-    diff_of,
-    fetch,
-    fetch_harness,
-    fetch_skill,
-    find_ticket,
-    in_transaction,
-    names_of,
-    versions_of,
-)
+from bot.harness_client import StoreClient, api_path
+from bot.harness_db import fetch_harness, find_ticket, in_transaction
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
     from bot.settings import Settings
-    from harness_store.models import HarnessVersion, SkillVersion
+    from harness_store.models import HarnessVersion
     from harness_store.names import Kind
 
 Handler = Callable[[argparse.Namespace, "Settings"], int]
@@ -42,9 +34,9 @@ _STDIN = "-"
 # --- output --------------------------------------------------------------------------------
 
 
-def when(moment: datetime) -> str:
-    """A timestamp as listings show it (UTC, to the minute)."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+def when(moment: str) -> str:
+    """An ISO timestamp from the API as listings show it (UTC, to the minute)."""
+    return datetime.fromisoformat(moment).astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def first_line(message: str, width: int = 72) -> str:
@@ -64,13 +56,13 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     )
 
 
-def metadata(version: HarnessVersion | SkillVersion) -> str:
-    """The version's facts, one `key: value` a line."""
-    message = version.message.replace("\n", "\n  ")
+def metadata(version: Mapping[str, Any]) -> str:
+    """A version's facts as the API gives them, one `key: value` a line."""
+    message = version["message"].replace("\n", "\n  ")
     return (
-        f"name: {version.name}\nversion: {version.version}\nhash: {version.content_hash}\n"
-        f"author: {version.author}\ncreated_at: {version.created_at.isoformat()}\n"
-        f"message: {message}"
+        f"name: {version['name']}\nversion: {version['version']}\n"
+        f"hash: {version['content_hash']}\nauthor: {version['author']}\n"
+        f"created_at: {version['created_at']}\nmessage: {message}"
     )
 
 
@@ -80,56 +72,56 @@ def _write(text: str) -> None:
     sys.stdout.flush()
 
 
-# --- commands for both kinds -----------------------------------------------------------------
+# --- commands for both kinds (through the server's API) ---------------------------------------
+
+
+def _plural(kind: Kind) -> str:
+    return "harnesses" if kind == "harness" else "skills"
+
+
+def _version_path(kind: Kind, ref: Ref) -> str:
+    if ref.version is None:
+        return api_path(_plural(kind), ref.name)
+    return api_path(_plural(kind), ref.name, "versions", ref.version)
 
 
 def _list(args: argparse.Namespace, settings: Settings) -> int:
     kind: Kind = args.command
-
-    async def work(session: AsyncSession) -> list[list[str]]:
-        rows = []
-        for summary in await names_of(session, kind):
-            latest = await fetch(session, kind, Ref(summary.name))
-            rows.append(
-                [
-                    summary.name,
-                    str(latest.version),
-                    str(summary.versions),
-                    latest.author,
-                    when(latest.created_at),
-                ]
-            )
-        return rows
-
-    rows = in_transaction(settings, work)
-    if not rows:
-        print(f"no {'harnesses' if kind == 'harness' else 'skills'} in the store")
-    else:
-        print(table(["NAME", "CURRENT", "VERSIONS", "AUTHOR", "UPDATED"], rows))
+    with StoreClient(settings) as client:
+        items = client.get(_plural(kind))[_plural(kind)]
+    if not items:
+        print(f"no {_plural(kind)} in the store")
+        return 0
+    rows = [
+        [
+            item["name"],
+            str(item["current_version"]),
+            str(item["versions"]),
+            item["author"],
+            when(item["updated_at"]),
+        ]
+        for item in items
+    ]
+    print(table(["NAME", "CURRENT", "VERSIONS", "AUTHOR", "UPDATED"], rows))
     return 0
 
 
 def _history(args: argparse.Namespace, settings: Settings) -> int:
     kind: Kind = args.command
     name = parse_name(kind, args.name)
-    from harness_store.errors import NameNotFound
-
-    async def work(session: AsyncSession) -> list[list[str]]:
-        versions = await versions_of(session, kind, name)
-        if not versions:
-            raise NameNotFound(f"no {kind} named {name!r}")
-        return [
-            [
-                str(v.version),
-                v.content_hash[:12],
-                v.author,
-                when(v.created_at),
-                first_line(v.message),
-            ]
-            for v in versions
+    with StoreClient(settings) as client:
+        versions = client.get(api_path(_plural(kind), name, "versions"))["versions"]
+    rows = [
+        [
+            str(v["version"]),
+            v["content_hash"][:12],
+            v["author"],
+            when(v["created_at"]),
+            first_line(v["message"]),
         ]
-
-    print(table(["VERSION", "HASH", "AUTHOR", "DATE", "MESSAGE"], in_transaction(settings, work)))
+        for v in versions
+    ]
+    print(table(["VERSION", "HASH", "AUTHOR", "DATE", "MESSAGE"], rows))
     return 0
 
 
@@ -137,11 +129,8 @@ def _diff(args: argparse.Namespace, settings: Settings) -> int:
     kind: Kind = args.command
     name = parse_name(kind, args.name)
     old, new = parse_version(args.old, "V1"), parse_version(args.new, "V2")
-
-    async def work(session: AsyncSession) -> str:
-        return await diff_of(session, kind, name, old, new)
-
-    diff = in_transaction(settings, work)
+    with StoreClient(settings) as client:
+        diff = client.get(api_path(_plural(kind), name, "diff"), {"from": old, "to": new})["diff"]
     _write(diff or "no differences\n")
     return 0
 
@@ -150,50 +139,30 @@ def _rollback(args: argparse.Namespace, settings: Settings) -> int:
     kind: Kind = args.command
     name = parse_name(kind, args.name)
     version = parse_version(args.version)
-    author = args.author or default_author()
-    message = args.message or f"roll back to version {version}"
-    from harness_store import store
-    from harness_store.models import HarnessVersion
-
-    async def work(session: AsyncSession) -> tuple[str, bool]:
-        target = await fetch(session, kind, Ref(name, version))
-        before = await fetch(session, kind, Ref(name))
-        # Published through the public path (not store.rollback) so --message is kept.
-        row: HarnessVersion | SkillVersion
-        if isinstance(target, HarnessVersion):
-            row = await store.publish_harness(
-                session, name, target.content, author=author, message=message
-            )
-        else:
-            row = await store.publish_skill(
-                session, name, target.files, author=author, message=message
-            )
-        return row.label, row.id == before.id
-
-    label, unchanged = in_transaction(settings, work)
-    if unchanged:
-        print(f"unchanged: {label} already equals version {version}")
-    else:
+    body = {"version": version, "author": args.author or default_author()}
+    if args.message:
+        body["message"] = args.message
+    with StoreClient(settings) as client:
+        done = client.post(api_path(_plural(kind), name, "rollback"), body)
+    label = f"{done['name']}@{done['version']}"
+    if done["created"]:
         print(f"published {label} (equal to {name}@{version})")
+    else:
+        print(f"unchanged: {label} already equals version {version}")
     return 0
 
 
 def _show(args: argparse.Namespace, settings: Settings) -> int:
     kind: Kind = args.command
     ref = parse_ref(kind, args.ref)
-
-    async def work(session: AsyncSession) -> HarnessVersion | SkillVersion:
-        return await fetch(session, kind, ref)
-
-    from harness_store.models import HarnessVersion
-
-    found = in_transaction(settings, work)
+    with StoreClient(settings) as client:
+        found = client.get(_version_path(kind, ref))
     if args.meta:
         print(metadata(found))
-    elif isinstance(found, HarnessVersion):
-        _write(found.content)
+    elif kind == "harness":
+        _write(found["content"])
     else:
-        _show_files(found.label, found.files, args.file)
+        _show_files(f"{found['name']}@{found['version']}", found["files"], args.file)
     return 0
 
 
@@ -210,33 +179,25 @@ def _show_files(label: str, files: dict[str, str], wanted: str | None) -> None:
     _write(files[wanted])
 
 
-def _publish(args: argparse.Namespace, settings: Settings) -> int:
+def _push(args: argparse.Namespace, settings: Settings) -> int:
     kind: Kind = args.command
-    author = args.author or default_author()
-    message = args.message or ""
-    from harness_store import store
-
-    # Read and checked before connecting: a broken template or folder is reported even
-    # when no database is reachable.
+    body: dict[str, object]
+    # Read before connecting: a missing file is reported even when no server is up.
     if kind == "harness":
         name = parse_name(kind, args.name)
-        content: str | dict[str, str] = store.normalize_harness(name, _read_text(args.file))
+        body = {"content": _read_text(args.file)}
     else:
-        name, content = _read_skill(args.dir)
-
-    async def work(session: AsyncSession) -> tuple[str, bool]:
-        before = await current_of(session, kind, name)
-        row: HarnessVersion | SkillVersion
-        if isinstance(content, str):
-            row = await store.publish_harness(
-                session, name, content, author=author, message=message
-            )
-        else:
-            row = await store.publish_skill(session, name, content, author=author, message=message)
-        return row.label, before is not None and row.id == before.id
-
-    label, unchanged = in_transaction(settings, work)
-    print(f"unchanged: {label} already has this content" if unchanged else f"published {label}")
+        name, files = _read_skill(args.name, args.dir)
+        body = {"files": files}
+    body["author"] = args.author or default_author()
+    if args.message:
+        body["message"] = args.message
+    with StoreClient(settings) as client:
+        done = client.post(api_path(_plural(kind), name, "versions"), body)
+    label = f"{done['name']}@{done['version']}"
+    print(
+        f"published {label}" if done["created"] else f"unchanged: {label} already has this content"
+    )
     return 0
 
 
@@ -253,14 +214,23 @@ def _read_text(file: str) -> str:
         raise OpenaseError(f"{file}: not UTF-8 text; a harness is a text template") from None
 
 
-def _read_skill(folder: str) -> tuple[str, dict[str, str]]:
-    from harness_store.skills import read_skill_dir
+def _read_skill(name: str | None, folder: str | None) -> tuple[str, dict[str, str]]:
+    """(name, files) of `[NAME] DIR`: with DIR alone, the folder's name is the skill's."""
+    from harness_store.names import validate_name
+    from harness_store.skills import read_files
 
+    if folder is None:
+        folder, name = name, None
+    assert folder is not None  # argparse requires the first positional
     path = Path(folder)
     if not path.is_dir():
-        raise ConfigError(f"{folder}: not a folder (give the skill's folder, named after it)")
+        raise ConfigError(f"{folder}: not a folder (give the skill's folder)")
+    # A name given is an argument (exit 2 when malformed); a folder's is content (exit 1).
+    name = (
+        validate_name("skill", path.resolve().name) if name is None else parse_name("skill", name)
+    )
     try:
-        return read_skill_dir(path)
+        return name, read_files(path)
     except OSError as error:
         raise ConfigError(f"{folder}: {error.strerror or error}") from None
 
@@ -350,18 +320,16 @@ def _export(args: argparse.Namespace, settings: Settings) -> int:
     ref = parse_ref("skill", args.ref)
     folder = Path(args.dir)
     _check_empty(folder)
-
-    async def work(session: AsyncSession) -> SkillVersion:
-        return await fetch_skill(session, ref)
-
-    found = in_transaction(settings, work)
+    with StoreClient(settings) as client:
+        found = client.get(_version_path("skill", ref))
+    label = f"{found['name']}@{found['version']}"
     try:
-        written = write_new_folder(found.files, folder)
+        written = write_new_folder(found["files"], folder)
     except FileExistsError as error:
         raise OpenaseError(f"{error.filename}: already exists; export never overwrites") from None
     except OSError as error:
         raise OpenaseError(f"{args.dir}: {error.strerror or error}") from None
-    print(f"exported {found.label} to {folder} ({written} files)")
+    print(f"exported {label} to {folder} ({written} files)")
     return 0
 
 
@@ -404,7 +372,7 @@ COMMANDS: dict[str, Handler] = {
     "diff": _diff,
     "rollback": _rollback,
     "show": _show,
-    "publish": _publish,
+    "push": _push,
     "render": _render,
     "pin": _pin,
     "unpin": _unpin,

@@ -1,10 +1,10 @@
-"""The database side of `openase harness|skill`: one transaction per command, and the
-lookups the commands share."""
+"""The database side of `openase harness render|pin|unpin` (the other commands go through
+the server's API): one transaction per command, and the lookups they share."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
 
 from bot.errors import ConfigError, OpenaseError
@@ -15,9 +15,7 @@ if TYPE_CHECKING:
     from bot.harness_cli import Ref
     from bot.models import Ticket
     from bot.settings import Settings
-    from harness_store.models import HarnessVersion, SkillVersion
-    from harness_store.names import Kind
-    from harness_store.store import NameSummary
+    from harness_store.models import HarnessVersion
 
 T = TypeVar("T")
 
@@ -70,84 +68,14 @@ def _database_problem(error: BaseException) -> str:
     return f"database: {detail}"
 
 
-# The store's functions take the model class; a `kind` picks it here once, so the commands
-# never hold the class in a variable of union type mypy cannot resolve.
-
-
-async def current_of(
-    session: AsyncSession, kind: Kind, name: str
-) -> HarnessVersion | SkillVersion | None:
-    """The newest version of `name`, or None."""
-    from harness_store import store
-    from harness_store.models import HarnessVersion, SkillVersion
-
-    if kind == "harness":
-        return await store.current(session, HarnessVersion, name)
-    return await store.current(session, SkillVersion, name)
-
-
-async def fetch(session: AsyncSession, kind: Kind, ref: Ref) -> HarnessVersion | SkillVersion:
-    """The version `ref` names: the current one when it names no version."""
-    from harness_store import store
-    from harness_store.errors import NameNotFound
-    from harness_store.models import HarnessVersion, SkillVersion
-
-    if ref.version is None:
-        found = await current_of(session, kind, ref.name)
-        if found is None:
-            raise NameNotFound(f"no {kind} named {ref.name!r}")
-        return found
-    if kind == "harness":
-        return await store.get_version(session, HarnessVersion, ref.name, ref.version)
-    return await store.get_version(session, SkillVersion, ref.name, ref.version)
-
-
-async def names_of(session: AsyncSession, kind: Kind) -> list[NameSummary]:
-    """Every name of this kind, sorted."""
-    from harness_store import store
-    from harness_store.models import HarnessVersion, SkillVersion
-
-    if kind == "harness":
-        return await store.list_names(session, HarnessVersion)
-    return await store.list_names(session, SkillVersion)
-
-
-async def versions_of(
-    session: AsyncSession, kind: Kind, name: str
-) -> Sequence[HarnessVersion | SkillVersion]:
-    """Every version of `name`, newest first."""
-    from harness_store import store
-    from harness_store.models import HarnessVersion, SkillVersion
-
-    if kind == "harness":
-        return await store.list_versions(session, HarnessVersion, name)
-    return await store.list_versions(session, SkillVersion, name)
-
-
-async def diff_of(session: AsyncSession, kind: Kind, name: str, old: int, new: int) -> str:
-    """Unified diff from version `old` to version `new` of `name`."""
-    from harness_store import store
-    from harness_store.models import HarnessVersion, SkillVersion
-
-    if kind == "harness":
-        return await store.diff_versions(session, HarnessVersion, name, old, new)
-    return await store.diff_versions(session, SkillVersion, name, old, new)
-
-
 async def fetch_harness(session: AsyncSession, ref: Ref) -> HarnessVersion:
+    """The harness version `ref` names: the current one when it names no version."""
+    from harness_store import store
     from harness_store.models import HarnessVersion
 
-    found = await fetch(session, "harness", ref)
-    assert isinstance(found, HarnessVersion)  # fetch("harness") returns one
-    return found
-
-
-async def fetch_skill(session: AsyncSession, ref: Ref) -> SkillVersion:
-    from harness_store.models import SkillVersion
-
-    found = await fetch(session, "skill", ref)
-    assert isinstance(found, SkillVersion)  # fetch("skill") returns one
-    return found
+    if ref.version is None:
+        return await store.require_current(session, HarnessVersion, ref.name)
+    return await store.get_version(session, HarnessVersion, ref.name, ref.version)
 
 
 async def find_ticket(session: AsyncSession, full_name: str, number: int) -> Ticket:

@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     # Where people reach this deployment (links in status comments and check runs);
     # default: http://HOST:PORT.
     public_url: AnyHttpUrl | None = None
+    # The server the `openase harness|skill` commands talk to; default: this machine's own
+    # (base_url).
+    url: AnyHttpUrl | None = None
     admin_token: SecretStr | None = None
     # Who may read the web pages: "public", or "login" (signed-in people only). Default:
     # "login" when OPENASE_ADMIN_TOKEN is set (the API needs it then), else "public".
@@ -79,6 +82,11 @@ class Settings(BaseSettings):
         if not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must be a redis://, rediss:// or unix:// URL")
         return value
+
+    @field_validator("url", mode="before")
+    @classmethod
+    def _blank_url_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
 
     @field_validator("data_dir")
     @classmethod

@@ -37,7 +37,9 @@ def chromium_path() -> str | None:
 async def served(deps: Deps) -> AsyncIterator[str]:
     """The app (with `deps.settings`) on 127.0.0.1; its base URL."""
     app = create_app(deps.settings, database_url="unused", redis_url="unused", deps=deps)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    # Live pages keep their event streams open: shutting down must not wait for them.
+    config = uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=2)
+    server = uvicorn.Server(config)
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
     task = asyncio.create_task(server.serve(sockets=[listener]))

@@ -1,7 +1,9 @@
-"""`openase harness …` and `openase skill …` end to end: `bot.cli.main` over a real Postgres.
+"""`openase harness …` and `openase skill …` end to end: `bot.cli.main` as a client of the
+real app, served by uvicorn on 127.0.0.1 over a real Postgres (`render`, `pin` and `unpin`
+use the database directly).
 
-`main` runs its own event loop (`asyncio.run`), so each call runs in a worker thread while
-the session's loop stays with pytest-asyncio.
+`main` blocks (and `render`/`pin` run their own event loop), so each call runs in a worker
+thread while the test's loop serves the app.
 """
 
 from __future__ import annotations
@@ -9,25 +11,33 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import logging
 import os
+from collections.abc import AsyncIterator, Iterator, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import func, select
+from structlog.testing import capture_logs
 
 from bot.cli import main
 from bot.deps import Deps
 from bot.models import Repository, Ticket
+from bot.settings import Settings
 from harness_store.builtin_content import builtin_harnesses
 from harness_store.db import transaction
 from harness_store.models import HarnessVersion, SkillVersion, TicketHarnessPin
 from harness_store.seed import seed_builtins
+from tests.browser import served
 from tests.conftest import Services
 
 V1 = "# {{ ticket.key }}\n\nFix it.\nKeep it small.\n"
 V2 = "# {{ ticket.key }}\n\nFix it well.\nKeep it small.\n"
 SKILL_MD = "---\nname: lint\ndescription: Run the linters.\n---\n\nRun `scripts/run.sh`.\n"
+TOKEN = "admin-token-for-tests"
 
 
 @dataclass(frozen=True)
@@ -66,24 +76,58 @@ class Openase:
 
 
 @pytest.fixture
-def environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     """No OPENASE_* from the caller; a data dir nobody runs `up` in; a known $USER."""
     for name in list(os.environ):
         if name.startswith("OPENASE_"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("OPENASE_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("USER", "tester")
+    # Tests of `up` or `serve` earlier in the process leave logging configured as those
+    # commands do; a harness command's own process never configures it, so httpx's
+    # per-request INFO lines never reach its stderr.
+    httpx_log = logging.getLogger("httpx")
+    level = httpx_log.level
+    httpx_log.setLevel(logging.WARNING)
+    yield
+    httpx_log.setLevel(level)
+
+
+def _with_token(deps: Deps, monkeypatch: pytest.MonkeyPatch, token: str | None) -> None:
+    """The served app's settings: `served` reads them from `deps`."""
+    settings: Settings = deps.settings.model_copy(
+        update={"admin_token": None if token is None else SecretStr(token)}
+    )
+    monkeypatch.setattr(deps, "settings", settings)
+
+
+@dataclass(frozen=True)
+class Server:
+    url: str
+    logs: list[MutableMapping[str, Any]]  # what the app logged (kept off the CLI's stdout)
+
+
+@pytest.fixture
+async def server(
+    environment: None, deps: Deps, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Server]:
+    """The app with an admin token, on 127.0.0.1 over the test database."""
+    _with_token(deps, monkeypatch, TOKEN)
+    with capture_logs() as logs:
+        async with served(deps) as url:
+            yield Server(url, logs)
 
 
 @pytest.fixture
 def openase(
-    environment: None,
-    deps: Deps,
+    server: Server,
     services: Services,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> Openase:
-    """The CLI over the test database, emptied for this test."""
+    """The CLI talking to `server` with its token (and to the test database)."""
+    monkeypatch.setenv("OPENASE_URL", server.url)
+    monkeypatch.setenv("OPENASE_ADMIN_TOKEN", TOKEN)
     monkeypatch.setenv("OPENASE_DATABASE_URL", services.database_url)
     return Openase(capsys)
 
@@ -110,11 +154,12 @@ def _skill_dir(root: Path, script: str, name: str = "lint", skill_md: str = SKIL
 async def test_publish_list_show_history_diff_and_rollback(
     openase: Openase, tmp_path: Path
 ) -> None:
+    # `publish` is the older name of `push`.
     first = await openase("harness", "publish", "coder", _file(tmp_path, "a.md", V1), "-m", "new")
     assert (first.code, first.out, first.err) == (0, "published coder@1\n", "")
-    second = await openase("harness", "publish", "coder", _file(tmp_path, "b.md", V2))
+    second = await openase("harness", "push", "coder", _file(tmp_path, "b.md", V2))
     assert second.out == "published coder@2\n"
-    again = await openase("harness", "publish", "coder", tmp_path / "b.md", "--author", "bob")
+    again = await openase("harness", "push", "coder", tmp_path / "b.md", "--author", "bob")
     assert (again.code, again.out) == (0, "unchanged: coder@2 already has this content\n")
 
     listing = (await openase("harness", "list")).out.splitlines()
@@ -151,10 +196,10 @@ async def test_publish_list_show_history_diff_and_rollback(
 
 async def test_show_then_publish_is_unchanged(openase: Openase, tmp_path: Path) -> None:
     no_newline = "{{ ticket.key }} without a final newline"
-    await openase("harness", "publish", "docs", _file(tmp_path, "d.md", no_newline))
+    await openase("harness", "push", "docs", _file(tmp_path, "d.md", no_newline))
     shown = (await openase("harness", "show", "docs")).out
     assert shown == no_newline
-    again = await openase("harness", "publish", "docs", _file(tmp_path, "e.md", shown))
+    again = await openase("harness", "push", "docs", _file(tmp_path, "e.md", shown))
     assert again.out == "unchanged: docs@1 already has this content\n"
 
 
@@ -162,7 +207,7 @@ async def test_publish_reads_standard_input(
     openase: Openase, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("sys.stdin", io.StringIO(V1))
-    assert (await openase("harness", "publish", "coder", "-")).out == "published coder@1\n"
+    assert (await openase("harness", "push", "coder", "-")).out == "published coder@1\n"
     assert (await openase("harness", "show", "coder")).out == V1
 
 
@@ -182,7 +227,7 @@ async def test_render_uses_sample_variables_and_reports_the_failing_line(
         "{{ ticket.title }} in {{ repository.full_name }}, attempt {{ attempt }}\n"
         "{% if previous_failure %}Last time: {{ previous_failure }}{% endif %}\n"
     )
-    await openase("harness", "publish", "coder", _file(tmp_path, "t.md", template))
+    await openase("harness", "push", "coder", _file(tmp_path, "t.md", template))
     plain = await openase("harness", "render", "coder")
     assert (plain.code, plain.out) == (0, "Example ticket in example/project, attempt 1\n")
     retry = await openase(
@@ -194,7 +239,7 @@ async def test_render_uses_sample_variables_and_reports_the_failing_line(
     assert third.out.startswith("Example ticket in example/project, attempt 3\n")
 
     broken = "Fine first line.\nThen {{ ticket.nope }}.\n"
-    await openase("harness", "publish", "coder", _file(tmp_path, "u.md", broken))
+    await openase("harness", "push", "coder", _file(tmp_path, "u.md", broken))
     error = await openase.refused(1, "harness", "render", "coder")
     assert error.startswith("coder@2 does not render: line 2:")
     assert "ticket.nope" in error
@@ -205,19 +250,19 @@ async def test_an_invalid_template_is_refused_with_its_line_and_nothing_stored(
     openase: Openase, tmp_path: Path, deps: Deps
 ) -> None:
     broken = _file(tmp_path, "broken.md", "line one\n{{ ticket.key \n")
-    error = await openase.refused(1, "harness", "publish", "coder", broken)
+    error = await openase.refused(1, "harness", "push", "coder", broken)
     assert error.startswith("harness 'coder' is not a valid template: line 2:")
     assert await _count(deps, HarnessVersion) == 0
 
-    await openase("harness", "publish", "coder", _file(tmp_path, "ok.md", V1))
-    await openase.refused(1, "harness", "publish", "coder", broken)
+    await openase("harness", "push", "coder", _file(tmp_path, "ok.md", V1))
+    await openase.refused(1, "harness", "push", "coder", broken)
     unsafe = _file(tmp_path, "unsafe.md", "ok\n{% include 'x' %}\n")
-    error = await openase.refused(1, "harness", "publish", "coder", unsafe)
+    error = await openase.refused(1, "harness", "push", "coder", unsafe)
     assert "line 2: harness templates cannot extend, include or import" in error
     assert await _count(deps, HarnessVersion) == 1
     assert (await openase("harness", "show", "coder")).out == V1
 
-    error = await openase.refused(2, "harness", "publish", "coder", tmp_path / "missing.md")
+    error = await openase.refused(2, "harness", "push", "coder", tmp_path / "missing.md")
     assert error.startswith(f"{tmp_path / 'missing.md'}: ")
 
 
@@ -225,10 +270,12 @@ async def test_skill_publish_show_diff_rollback_and_export(
     openase: Openase, tmp_path: Path
 ) -> None:
     folder = _skill_dir(tmp_path / "src", "ruff check .\n")
-    assert (await openase("skill", "publish", folder, "-m", "first")).out == "published lint@1\n"
+    first = await openase("skill", "push", "lint", folder, "-m", "first")
+    assert (first.code, first.out) == (0, "published lint@1\n")
     (folder / "scripts" / "run.sh").write_text("ruff check .\nmypy .\n")
     (folder / "notes.md").write_text("Runs in CI too.\n")
-    assert (await openase("skill", "publish", folder)).out == "published lint@2\n"
+    assert (await openase("skill", "push", "lint", folder)).out == "published lint@2\n"
+    # With DIR alone (and as `publish`) the folder's name is the skill's.
     same = await openase("skill", "publish", folder)
     assert same.out == "unchanged: lint@2 already has this content\n"
 
@@ -258,7 +305,7 @@ async def test_skill_publish_show_diff_rollback_and_export(
     assert (
         tmp_path / "out" / "lint" / "scripts" / "run.sh"
     ).read_text() == "ruff check .\nmypy .\n"
-    again = await openase("skill", "publish", tmp_path / "out" / "lint")
+    again = await openase("skill", "push", tmp_path / "out" / "lint")
     assert again.out == "unchanged: lint@2 already has this content\n"  # a faithful round trip
     error = await openase.refused(2, "skill", "export", "lint@1", tmp_path / "out" / "lint")
     assert "not empty" in error
@@ -319,8 +366,8 @@ async def test_pin_and_unpin_a_mirrored_ticket(
     openase: Openase, tmp_path: Path, deps: Deps
 ) -> None:
     ticket_id = await _mirrored_ticket(deps)
-    await openase("harness", "publish", "coder", _file(tmp_path, "a.md", V1))
-    await openase("harness", "publish", "coder", _file(tmp_path, "b.md", V2))
+    await openase("harness", "push", "coder", _file(tmp_path, "a.md", V1))
+    await openase("harness", "push", "coder", _file(tmp_path, "b.md", V2))
 
     pinned = await openase("harness", "pin", "octo/hello#12", "coder@1")
     assert (pinned.code, pinned.out) == (0, "pinned Octo/Hello#12 to coder@1\n")
@@ -362,7 +409,7 @@ async def test_pin_and_unpin_a_mirrored_ticket(
 async def test_unknown_names_and_versions_exit_1(
     openase: Openase, tmp_path: Path, argv: list[str], message: str
 ) -> None:
-    await openase("harness", "publish", "coder", _file(tmp_path, "a.md", V1))
+    await openase("harness", "push", "coder", _file(tmp_path, "a.md", V1))
     error = await openase.refused(1, *(arg.format(tmp=tmp_path) for arg in argv))
     assert error.startswith(message)
     assert not (tmp_path / "x").exists()
@@ -389,24 +436,28 @@ async def test_an_empty_store_lists_nothing(openase: Openase) -> None:
         (["harness", "pin", "octo/hello", "coder"], "expected OWNER/REPO#NUMBER"),
         (["harness", "pin", "octo/hello#x", "coder"], "expected OWNER/REPO#NUMBER"),
         (["harness", "unpin", "octo#12"], "expected OWNER/REPO#NUMBER"),
-        (["harness", "publish", "Coder", "-"], "invalid harness name 'Coder'"),
+        (["harness", "push", "Coder", "-"], "invalid harness name 'Coder'"),
+        (["skill", "push", "Lint", "."], "invalid skill name 'Lint'"),
+        (["skill", "push", "lint", "{tmp}/nowhere"], "not a folder"),
+        (["skill", "export", "lint@x", "{tmp}/out"], "expected NAME or NAME@VERSION"),
     ],
 )
-async def test_malformed_arguments_exit_2_before_touching_the_database(
+async def test_malformed_arguments_exit_2_before_reaching_the_server(
     environment: None,
     capsys: pytest.CaptureFixture[str],
     argv: list[str],
     message: str,
+    tmp_path: Path,
 ) -> None:
-    # No database configured: reaching for one would fail with another message.
-    error = await Openase(capsys).refused(2, *argv)
+    # No server (nor database) configured: reaching for one would fail with exit status 1.
+    error = await Openase(capsys).refused(2, *(arg.format(tmp=tmp_path) for arg in argv))
     assert message in error
 
 
-async def test_without_a_database_says_what_to_do(
+async def test_without_a_database_pin_says_what_to_do(
     environment: None, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    error = await Openase(capsys).refused(2, "harness", "list")
+    error = await Openase(capsys).refused(2, "harness", "pin", "octo/hello#1", "coder")
     assert error.startswith("OPENASE_DATABASE_URL is not set, and no `openase up` is running")
     assert str(tmp_path / "data") in error
 
@@ -416,7 +467,7 @@ async def test_an_unreachable_database_is_one_line(
 ) -> None:
     # Port 9 (discard) on loopback: nothing listens, so the connection is refused at once.
     monkeypatch.setenv("OPENASE_DATABASE_URL", "postgresql://u:secret-pw@127.0.0.1:9/db")
-    error = await Openase(capsys).refused(1, "skill", "list")
+    error = await Openase(capsys).refused(1, "harness", "render", "coder")
     assert error.startswith("cannot reach the database: ")
     assert "secret-pw" not in error
 
@@ -434,7 +485,7 @@ async def test_a_failed_export_leaves_no_folder_behind(openase: Openase, tmp_pat
     long_file = "r" * 100
     folder = _skill_dir(tmp_path / "src", "x\n")
     (folder / "scripts" / long_file).write_text("too deep to export\n")
-    assert (await openase("skill", "publish", folder)).out == "published lint@1\n"
+    assert (await openase("skill", "push", "lint", folder)).out == "published lint@1\n"
     outer = tmp_path / "deep"
     target = outer
     while len(str(target)) < 3990:
@@ -460,10 +511,119 @@ async def test_an_unmigrated_database_says_to_migrate(
             await connection.execute(text("CREATE DATABASE openase_bare"))
         bare = make_url(services.database_url).set(database="openase_bare")
         monkeypatch.setenv("OPENASE_DATABASE_URL", bare.render_as_string(hide_password=False))
-        error = await openase.refused(1, "harness", "list")
+        error = await openase.refused(1, "harness", "render", "coder")
         assert error.startswith("the database has no harness store yet (")
         assert error.endswith("): run `openase migrate` first")
     finally:
         async with engine.connect() as connection:
             await connection.execute(text("DROP DATABASE IF EXISTS openase_bare"))
         await engine.dispose()
+
+
+# --- the CLI as a client: where the server is, tokens, and the server's refusals ------------
+
+
+async def test_the_default_server_is_this_machines_own(
+    server: Server, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # No OPENASE_URL: the server `openase up` would run with this OPENASE_HOST/PORT; one
+    # bound to every address is reached on loopback.
+    port = server.url.rsplit(":", 1)[1]
+    monkeypatch.setenv("OPENASE_PORT", port)
+    monkeypatch.setenv("OPENASE_HOST", "0.0.0.0")  # noqa: S104  # the setting, nothing binds it
+    monkeypatch.setenv("OPENASE_ADMIN_TOKEN", TOKEN)
+    done = await Openase(capsys)("harness", "list")
+    assert (done.code, done.out) == (0, "no harnesses in the store\n")
+
+
+async def test_an_unreachable_server_is_named_with_what_to_do(
+    environment: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("OPENASE_URL", "http://127.0.0.1:9/")  # discard port: refused at once
+    openase = Openase(capsys)
+    for argv in (
+        ["harness", "list"],
+        ["skill", "show", "lint"],
+        ["harness", "diff", "a", "1", "2"],
+    ):
+        error = await openase.refused(1, *argv)
+        assert error.startswith("cannot reach the openase server at http://127.0.0.1:9 (")
+        assert error.endswith("start it with `openase up`, or set OPENASE_URL to a running server")
+
+
+async def test_a_missing_or_wrong_token_says_to_set_it(
+    server: Server,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    deps: Deps,
+) -> None:
+    monkeypatch.setenv("OPENASE_URL", server.url)
+    openase = Openase(capsys)
+    error = await openase.refused(2, "harness", "push", "coder", _file(tmp_path, "a.md", V1))
+    assert error == (
+        f"the server at {server.url} needs a token (Authorization: missing bearer token): "
+        "set OPENASE_ADMIN_TOKEN to the server's admin token"
+    )
+    monkeypatch.setenv("OPENASE_ADMIN_TOKEN", "not-the-token")
+    error = await openase.refused(2, "harness", "list")
+    assert error.startswith(f"the server at {server.url} refused OPENASE_ADMIN_TOKEN (")
+    assert "not-the-token" not in error
+    assert await _count(deps, HarnessVersion) == 0
+
+
+async def test_a_server_without_a_token_serves_reads_and_refuses_writes(
+    environment: None,
+    deps: Deps,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    _with_token(deps, monkeypatch, None)
+    async with served(deps) as url:
+        monkeypatch.setenv("OPENASE_URL", url)
+        openase = Openase(capsys)
+        assert (await openase("harness", "list")).out == "no harnesses in the store\n"
+        error = await openase.refused(2, "harness", "push", "coder", _file(tmp_path, "a.md", V1))
+        assert error.startswith(f"the server at {url} refused: writes need an admin token: set ")
+        assert "OPENASE_ADMIN_TOKEN on the server" in error
+    assert await _count(deps, HarnessVersion) == 0
+
+
+async def test_the_servers_refusals_are_printed_as_it_says_them(
+    openase: Openase, server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    template = _file(tmp_path, "a.md", V1)
+    error = await openase.refused(1, "harness", "push", "coder", template, "-m", "m" * 4001)
+    assert error == "message: longer than 4000 characters"
+    huge = _file(tmp_path, "huge.md", "x" * (256 * 1024 + 1))
+    error = await openase.refused(1, "harness", "push", "coder", huge)
+    assert error == "content: larger than 262144 bytes"
+    error = await openase.refused(1, "harness", "push", "coder", template, "--author", "a\tb")
+    assert error.startswith("author: at most 200 characters, no control characters")
+
+    monkeypatch.setenv("OPENASE_URL", server.url + "/not-openase")
+    error = await openase.refused(1, "harness", "list")
+    assert error == (
+        f"{server.url}/not-openase answered 404 Not Found without an openase error: is "
+        "OPENASE_URL an openase server?"
+    )
+
+
+async def test_push_names_a_skill_apart_from_its_folder_and_is_logged(
+    openase: Openase, server: Server, tmp_path: Path
+) -> None:
+    folder = _skill_dir(tmp_path, "ruff check .\n", name="checked-out-copy")
+    done = await openase(
+        "skill", "push", "lint", folder, "-m", "from a checkout", "--author", "ann"
+    )
+    assert (done.code, done.out) == (0, "published lint@1\n")
+    meta = (await openase("skill", "show", "lint", "--meta")).out
+    assert "author: ann\n" in meta
+    assert "message: from a checkout" in meta
+    error = await openase.refused(1, "skill", "push", "format", folder)
+    assert error.startswith("SKILL.md: front matter name 'lint' must equal the skill's name")
+
+    published = [entry for entry in server.logs if entry["event"] == "store_version_published"]
+    assert [(e["kind"], e["label"], e["author"]) for e in published] == [("skill", "lint@1", "ann")]
+    assert TOKEN not in repr(server.logs)

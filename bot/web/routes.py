@@ -9,6 +9,10 @@ from starlette.staticfiles import StaticFiles
 
 from bot.web import github_login
 from bot.web.auth import login, login_form, logout
+from bot.web.harness_pages import harness_routes
+from bot.web.live_events import run_events, tickets_events
+from bot.web.run_pages import run_page
+from bot.web.ticket_pages import ticket_page, tickets_board
 
 
 def web_routes() -> list[BaseRoute]:
@@ -18,6 +22,12 @@ def web_routes() -> list[BaseRoute]:
         Route("/logout", logout, methods=["POST"]),
         Route("/login/github", github_login.start, methods=["GET"]),
         Route("/login/github/callback", github_login.callback, methods=["GET"]),
+        *harness_routes(),
+        Route("/tickets", tickets_board, methods=["GET"]),
+        Route("/tickets/events", tickets_events, methods=["GET"]),
+        Route("/tickets/{id}", ticket_page, methods=["GET"]),
+        Route("/runs/{id}", run_page, methods=["GET"]),
+        Route("/runs/{id}/events", run_events, methods=["GET"]),
         Mount(
             "/static", app=StaticFiles(directory=Path(__file__).parent / "static"), name="static"
         ),

@@ -1,0 +1,166 @@
+"""`/runs/{id}`: one run — its state, machine, cost and times, the exact harness and skill
+versions it was given, its hook results, and the agent's output so far (followed live by
+live.js through bot.web.live_events)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.requests import Request
+from starlette.responses import Response
+
+from bot.api_request import ApiError, deps_of
+from bot.api_runs import parse_run_id
+from bot.engine_models import Run, RunEvent, RunState
+from bot.models import Ticket
+from bot.web.pages import Refused, not_found, page, reader
+from bot.web.ticket_pages import bad_request
+from harness_store.models import HarnessVersion, RunVersions, SkillVersion
+from runner.contract import HookResult
+
+# The page shows the newest OUTPUT_LIMIT lines; the JSON API has every event.
+OUTPUT_LIMIT = 1000
+TEXT_LIMIT = 4000
+HIDDEN_KINDS = frozenset({"heartbeat"})  # liveness only: nothing for a reader
+LIVE_STATES = frozenset({RunState.QUEUED, RunState.RUNNING})
+
+
+def _clip(text: str, limit: int = TEXT_LIMIT) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def output_line(kind: str, event: dict[str, Any]) -> str:
+    """One event of a run (AgentEvent wire form) as the line the run page shows."""
+    text = str(event.get("text") or "")
+    if kind == "tool_call":
+        arguments = json.dumps(event.get("input") or {}, ensure_ascii=False)
+        message = f"{event.get('tool') or '?'}({_clip(arguments, 500)})"
+    elif kind == "tool_result":
+        message = ("error: " if event.get("is_error") else "") + _clip(text)
+    elif kind == "usage":
+        usage = event.get("usage") or {}
+        tokens = sum(int(usage.get(name) or 0) for name in ("input_tokens", "output_tokens"))
+        cost = event.get("cost_usd")
+        message = f"{tokens} tokens" + (f", ${float(cost):.4f}" if cost is not None else "")
+    elif kind == "session":
+        message = str(event.get("session_id") or "")
+    elif kind == "phase":
+        data = event.get("data") or {}
+        message = text + (" " + json.dumps(data, ensure_ascii=False) if data else "")
+    else:
+        message = _clip(text)
+    return f"{kind}: {message}"
+
+
+@dataclass(frozen=True)
+class VersionLink:
+    kind: str  # harness | skill
+    name: str
+    version: int
+
+    @property
+    def url(self) -> str:
+        folder = "harnesses" if self.kind == "harness" else "skills"
+        return f"/{folder}/{quote(self.name, safe='')}/versions/{self.version}"
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}@{self.version}"
+
+
+async def run_versions(
+    session: AsyncSession, run: Run
+) -> tuple[VersionLink | None, list[VersionLink]]:
+    """The harness and skill versions the run was given: recorded ids, else its spec."""
+    recorded = await session.scalar(select(RunVersions).where(RunVersions.run_id == run.id))
+    harness_id = recorded.harness_version_id if recorded is not None else run.harness_version_id
+    harness = None
+    if harness_id is not None:
+        row = await session.get(HarnessVersion, harness_id)
+        if row is not None:
+            harness = VersionLink("harness", row.name, row.version)
+    skills: list[VersionLink] = []
+    if recorded is not None and recorded.skill_version_ids:
+        rows = await session.scalars(
+            select(SkillVersion)
+            .where(SkillVersion.id.in_(recorded.skill_version_ids))
+            .order_by(SkillVersion.name)
+        )
+        skills = [VersionLink("skill", row.name, row.version) for row in rows]
+    spec = run.spec or {}
+    if harness is None:
+        harness = _spec_link("harness", spec.get("harness"))
+    if recorded is None and not skills:
+        found = (_spec_link("skill", item) for item in spec.get("skills") or [])
+        skills = [link for link in found if link is not None]
+    return harness, skills
+
+
+def _spec_link(kind: str, value: object) -> VersionLink | None:
+    if not isinstance(value, dict):
+        return None
+    name, version = value.get("name"), value.get("version")
+    if not isinstance(name, str) or not isinstance(version, int):
+        return None
+    return VersionLink(kind, name, version)
+
+
+def hook_results(run: Run) -> list[HookResult]:
+    hooks = []
+    for raw in (run.result or {}).get("hook_results") or []:
+        try:
+            hooks.append(HookResult.model_validate(raw))
+        except ValueError:
+            continue  # a result of an older runner
+    return hooks
+
+
+async def run_page(request: Request) -> Response:
+    try:
+        reader(request)
+        try:
+            run_id = parse_run_id(request.path_params["id"])
+        except ApiError:
+            raise bad_request(request, "That is not a run id.") from None
+        async with deps_of(request).sessions() as session:
+            context = await _run_context(request, session, run_id)
+    except Refused as refused:
+        return refused.response
+    return page(request, "run.html", context)
+
+
+async def _run_context(request: Request, session: AsyncSession, run_id: str) -> dict[str, Any]:
+    run = await session.get(Run, run_id)
+    if run is None:
+        raise not_found(request, f"There is no run {run_id}.")
+    ticket = await session.get(Ticket, run.ticket_id)
+    harness, skills = await run_versions(session, run)
+    shown = (
+        await session.execute(
+            select(RunEvent.seq, RunEvent.kind, RunEvent.event)
+            .where(RunEvent.run_id == run_id, RunEvent.kind.not_in(HIDDEN_KINDS))
+            .order_by(RunEvent.seq.desc())
+            .limit(OUTPUT_LIMIT + 1)
+        )
+    ).all()
+    last_seq = await session.scalar(select(func.max(RunEvent.seq)).where(RunEvent.run_id == run_id))
+    result = run.result or {}
+    return {
+        "title": f"Run {run.id}",
+        "run": run,
+        "ticket": ticket,
+        "harness": harness,
+        "skills": skills,
+        "hooks": hook_results(run),
+        "error": result.get("error"),
+        "summary": result.get("summary"),
+        "lines": [output_line(kind, event) for _, kind, event in reversed(shown[:OUTPUT_LIMIT])],
+        "output_cut": len(shown) > OUTPUT_LIMIT,
+        "live": run.state in LIVE_STATES,
+        "events_url": f"/runs/{quote(run.id, safe='')}/events?after={last_seq or 0}",
+    }

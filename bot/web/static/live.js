@@ -1,0 +1,151 @@
+// Live updates for the ticket board and the run page (Server-Sent Events).
+// The pages are complete without this file; it only keeps them current. Everything from
+// the server is set as text (textContent), never as HTML.
+"use strict";
+
+(function () {
+  function status(text) {
+    var element = document.getElementById("live-status");
+    if (element) element.textContent = text;
+  }
+
+  // -- the board ------------------------------------------------------------------------
+
+  function column(board, state) {
+    var found = board.querySelector('section.column[data-state="' + CSS.escape(state) + '"]');
+    if (found) return found;
+    // A custom stage the page did not have a column for yet.
+    var section = document.createElement("section");
+    section.className = "column";
+    section.dataset.state = state;
+    section.setAttribute("aria-labelledby", "col-" + state);
+    var heading = document.createElement("h2");
+    heading.id = "col-" + state;
+    var label = state.replace(/_/g, " ");
+    heading.append(label.charAt(0).toUpperCase() + label.slice(1) + " ");
+    var count = document.createElement("span");
+    count.className = "count muted";
+    count.textContent = "0";
+    heading.append(count);
+    var list = document.createElement("ol");
+    list.className = "cards";
+    section.append(heading, list);
+    board.append(section);
+    return section;
+  }
+
+  function bump(section, by) {
+    var count = section && section.querySelector(".count");
+    if (count) count.textContent = String(Math.max(0, (parseInt(count.textContent, 10) || 0) + by));
+  }
+
+  function newCard(ticket) {
+    var card = document.createElement("li");
+    card.className = "card";
+    card.id = "ticket-" + ticket.id;
+    var key = document.createElement("a");
+    key.className = "key";
+    var title = document.createElement("span");
+    title.className = "title";
+    var meta = document.createElement("span");
+    meta.className = "meta muted";
+    var repo = document.createElement("span");
+    repo.className = "repo";
+    var attempt = document.createElement("span");
+    attempt.className = "attempt";
+    meta.append(repo, " · attempt ", attempt);
+    var held = document.createElement("span");
+    held.className = "flag held";
+    held.textContent = "held";
+    var needsInput = document.createElement("span");
+    needsInput.className = "flag needs-input";
+    needsInput.textContent = "needs input";
+    card.append(key, " ", title, " ", meta, " ", held, " ", needsInput);
+    return card;
+  }
+
+  function showTicket(board, ticket) {
+    var card = document.getElementById("ticket-" + ticket.id);
+    var from = card ? card.closest("section.column") : null;
+    if (!card) card = newCard(ticket);
+    var key = card.querySelector(".key");
+    key.textContent = ticket.key;
+    key.href = ticket.url;
+    card.querySelector(".title").textContent = ticket.title;
+    card.querySelector(".repo").textContent = ticket.repo || ticket.source;
+    card.querySelector(".attempt").textContent = String(ticket.attempt);
+    card.querySelector(".held").hidden = !ticket.held;
+    card.querySelector(".needs-input").hidden = !ticket.needs_input;
+    card.dataset.state = ticket.state;
+    var to = column(board, ticket.state);
+    // Newest change first, as the server orders a column.
+    to.querySelector("ol.cards").prepend(card);
+    if (from !== to) {
+      bump(from, -1);
+      bump(to, 1);
+    }
+  }
+
+  function followBoard(board) {
+    var source = new EventSource(board.dataset.events);
+    source.addEventListener("open", function () {
+      status("Live: changes appear as they happen.");
+    });
+    source.addEventListener("ticket", function (event) {
+      showTicket(board, JSON.parse(event.data));
+    });
+    source.addEventListener("error", function () {
+      if (source.readyState === EventSource.CLOSED) {
+        status("Live updates stopped. Reload the page to see changes.");
+      } else {
+        status("Reconnecting…");
+      }
+    });
+  }
+
+  // -- a run's output -------------------------------------------------------------------
+
+  function followRun(output) {
+    var source = new EventSource(output.dataset.events);
+    var state = document.getElementById("run-state");
+    source.addEventListener("open", function () {
+      status("Live: new output appears as it arrives.");
+    });
+    source.addEventListener("output", function (event) {
+      var line = JSON.parse(event.data).line;
+      // Follow the end only when the reader is already there (not while they scroll back).
+      var atEnd = output.scrollHeight - output.scrollTop - output.clientHeight < 40;
+      output.append(line + "\n");
+      if (atEnd) output.scrollTop = output.scrollHeight;
+    });
+    source.addEventListener("end", function (event) {
+      source.close();
+      var over = JSON.parse(event.data);
+      var text = over.state + (over.status ? " (" + over.status + ")" : "");
+      if (state) state.textContent = text;
+      status("The run is over: " + text + ". Reload the page for its hook results and cost.");
+    });
+    source.addEventListener("interrupted", function () {
+      status("Reconnecting…");
+    });
+    source.addEventListener("error", function () {
+      if (source.readyState === EventSource.CLOSED) {
+        status("Live output stopped. Reload the page to see new output.");
+      }
+    });
+  }
+
+  function start() {
+    if (typeof EventSource === "undefined") return;
+    var board = document.querySelector("[data-live-board]");
+    if (board) followBoard(board);
+    var output = document.querySelector("[data-live-run]");
+    if (output) followRun(output);
+  }
+
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", start);
+  } else {
+    start();
+  }
+})();

@@ -1,0 +1,340 @@
+"""`/tickets` (the board by workflow state) and `/tickets/{id}` (one ticket: its state, PR,
+checks, runs, activity log and pinned harness).
+
+The board shows tickets the engine tracks (a `ticket_states` row), newest change first in
+each column, at most COLUMN_LIMIT per column; `?repo=OWNER/NAME&source=` filter it. The
+cards are built by `Card.of` for the page and for the live stream alike (bot.web.live_events),
+so a card moved by live.js looks like one the server rendered.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+from sqlalchemy import ColumnElement, Select, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.requests import Request
+from starlette.responses import Response
+
+from bot.api_request import MAX_ID, deps_of
+from bot.api_tickets import REPO_NAME, SOURCES
+from bot.engine_models import Activity, Run, TicketState
+from bot.models import PullRequest, Repository, Ticket
+from bot.states import State
+from bot.web.pages import Refused, not_found, page, reader
+from harness_store.store import pinned_harness
+from runner.contract import HookResult
+
+COLUMN_LIMIT = 100
+ACTIVITY_PAGE = 200
+RUNS_LIMIT = 50
+BOARD_STATES: tuple[str, ...] = tuple(state.value for state in State)
+
+
+def bad_request(request: Request, message: str) -> Refused:
+    return Refused(page(request, "error.html", {"title": "Bad request", "message": message}, 400))
+
+
+def http_url(value: str | None) -> str | None:
+    """`value` when it is an http(s) URL: a tracker's link must not become `javascript:`."""
+    if not value:
+        return None
+    try:
+        scheme = urlsplit(value).scheme
+    except ValueError:
+        return None
+    return value if scheme in ("http", "https") else None
+
+
+def positive_id(request: Request, name: str, value: str) -> int:
+    if not re.fullmatch(r"[0-9]{1,19}", value) or not 1 <= int(value) <= MAX_ID:
+        raise bad_request(request, f"{name} must be a positive integer.")
+    return int(value)
+
+
+# -- the board ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BoardFilters:
+    repo: str | None = None
+    source: str | None = None
+
+    @classmethod
+    def of(cls, request: Request) -> BoardFilters:
+        """The filters in the query string; a malformed one is a 400 page."""
+        repo = request.query_params.get("repo", "").strip() or None
+        source = request.query_params.get("source", "").strip() or None
+        if repo is not None and not REPO_NAME.fullmatch(repo):
+            raise bad_request(request, "repo must look like OWNER/NAME, e.g. octo-org/octo-repo.")
+        if source is not None and source not in SOURCES:
+            raise bad_request(request, f"source must be one of: {', '.join(SOURCES)}.")
+        return cls(repo, source)
+
+    def conditions(self) -> list[ColumnElement[bool]]:
+        where = []
+        if self.repo is not None:
+            # Matches the functional index on lower(full_name): GitHub names are case-insensitive.
+            where.append(func.lower(Repository.full_name) == self.repo.lower())
+        if self.source is not None:
+            where.append(Ticket.source == self.source)
+        return where
+
+    def query(self, **extra: str) -> str:
+        values = {"repo": self.repo or "", "source": self.source or "", **extra}
+        return urlencode({name: value for name, value in values.items() if value})
+
+
+@dataclass(frozen=True)
+class Card:
+    id: int
+    key: str
+    title: str
+    repo: str | None
+    source: str
+    state: str
+    attempt: int
+    held: bool
+    needs_input: bool
+
+    @classmethod
+    def of(cls, ticket: Ticket, state: TicketState, repo: str | None) -> Card:
+        return cls(
+            id=ticket.id,
+            key=ticket.key,
+            title=ticket.title,
+            repo=repo,
+            source=ticket.source,
+            state=state.state,
+            attempt=state.attempt,
+            held=state.held,
+            needs_input=state.needs_input,
+        )
+
+    @property
+    def url(self) -> str:
+        return f"/tickets/{self.id}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.__dict__, "url": self.url}
+
+
+@dataclass(frozen=True)
+class Column:
+    state: str
+    cards: list[Card]
+    total: int
+
+    @property
+    def label(self) -> str:
+        return state_label(self.state)
+
+
+async def database_now(session: AsyncSession) -> datetime:
+    now: datetime = (await session.execute(select(func.now()))).scalar_one()
+    return now
+
+
+def state_label(state: str) -> str:
+    return state.replace("_", " ").capitalize()
+
+
+def cards_query(filters: BoardFilters) -> Select[Ticket, TicketState, str]:
+    """Tickets with their workflow state and repository name, filtered."""
+    return (
+        select(Ticket, TicketState, Repository.full_name)
+        .join(TicketState, TicketState.ticket_id == Ticket.id)
+        .outerjoin(Repository, Repository.id == Ticket.repository_id)
+        .where(*filters.conditions())
+    )
+
+
+async def board_columns(session: AsyncSession, filters: BoardFilters) -> list[Column]:
+    """Every canonical state's column (empty ones too), then custom stages in use."""
+    ranked = (
+        select(
+            TicketState.ticket_id.label("ticket_id"),
+            func.row_number()
+            .over(
+                partition_by=TicketState.state,
+                order_by=(TicketState.updated_at.desc(), TicketState.ticket_id.desc()),
+            )
+            .label("rank"),
+            func.count().over(partition_by=TicketState.state).label("total"),
+        )
+        .join(Ticket, Ticket.id == TicketState.ticket_id)
+        .outerjoin(Repository, Repository.id == Ticket.repository_id)
+        .where(*filters.conditions())
+        .subquery()
+    )
+    statement = (
+        select(Ticket, TicketState, Repository.full_name, ranked.c.total)
+        .join(ranked, ranked.c.ticket_id == Ticket.id)
+        .join(TicketState, TicketState.ticket_id == Ticket.id)
+        .outerjoin(Repository, Repository.id == Ticket.repository_id)
+        .where(ranked.c.rank <= COLUMN_LIMIT)
+        .order_by(ranked.c.rank)
+    )
+    cards: dict[str, list[Card]] = {state: [] for state in BOARD_STATES}
+    totals: dict[str, int] = {}
+    for ticket, state, repo, total in (await session.execute(statement)).all():
+        cards.setdefault(state.state, []).append(Card.of(ticket, state, repo))
+        totals[state.state] = total
+    return [Column(state, found, totals.get(state, 0)) for state, found in cards.items()]
+
+
+async def tickets_board(request: Request) -> Response:
+    try:
+        reader(request)
+        filters = BoardFilters.of(request)
+    except Refused as refused:
+        return refused.response
+    async with deps_of(request).sessions() as session:
+        # The stream continues from the database's clock at this read (see live_events).
+        since = await database_now(session)
+        columns = await board_columns(session, filters)
+        repos = (
+            await session.scalars(
+                select(Repository.full_name)
+                .where(Repository.active.is_(True))
+                .order_by(func.lower(Repository.full_name))
+                .limit(500)
+            )
+        ).all()
+    context = {
+        "title": "Tickets",
+        "columns": columns,
+        "filters": filters,
+        "sources": SOURCES,
+        "repos": repos,
+        "column_limit": COLUMN_LIMIT,
+        "events_url": "/tickets/events?" + filters.query(since=since.isoformat()),
+        "empty": not any(column.total for column in columns),
+    }
+    return page(request, "tickets.html", context)
+
+
+# -- one ticket --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    passed: bool
+    gate: str  # block | warn | ignore
+
+
+def run_checks(run: Run | None) -> list[Check]:
+    """The on_complete hooks of a run's result: the gates GitHub shows as check runs."""
+    if run is None or not run.result:
+        return []
+    checks = []
+    for raw in run.result.get("hook_results") or []:
+        try:
+            hook = HookResult.model_validate(raw)
+        except ValueError:
+            continue  # a result of an older runner: nothing to show
+        if hook.phase == "on_complete":
+            checks.append(Check(f"openase/{hook.name}", hook.passed, hook.on_failure))
+    return checks
+
+
+async def ticket_page(request: Request) -> Response:
+    try:
+        reader(request)
+        ticket_id = positive_id(request, "The ticket id", request.path_params["id"])
+        after_text = request.query_params.get("after")
+        after = positive_id(request, "after", after_text) if after_text else 0
+        async with deps_of(request).sessions() as session:
+            context = await _ticket_context(request, session, ticket_id, after)
+    except Refused as refused:
+        return refused.response
+    return page(request, "ticket.html", context)
+
+
+async def _ticket_context(
+    request: Request, session: AsyncSession, ticket_id: int, after: int
+) -> dict[str, Any]:
+    row = (
+        await session.execute(
+            select(Ticket, Repository)
+            .outerjoin(Repository, Repository.id == Ticket.repository_id)
+            .where(Ticket.id == ticket_id)
+        )
+    ).one_or_none()
+    if row is None:
+        raise not_found(request, f"There is no ticket {ticket_id}.")
+    ticket, repo = row
+    state = await session.get(TicketState, ticket_id)
+    runs = list(
+        (
+            await session.scalars(
+                select(Run)
+                .where(Run.ticket_id == ticket_id)
+                .order_by(Run.queued_at.desc(), Run.id.desc())
+                .limit(RUNS_LIMIT + 1)
+            )
+        ).all()
+    )
+    checked = next((run for run in runs if run.result), None)
+    activity = list(
+        (
+            await session.scalars(
+                select(Activity)
+                .where(Activity.ticket_id == ticket_id, Activity.id > after)
+                .order_by(Activity.id)
+                .limit(ACTIVITY_PAGE + 1)
+            )
+        ).all()
+    )
+    more_activity = len(activity) > ACTIVITY_PAGE
+    activity = activity[:ACTIVITY_PAGE]
+    return {
+        "title": f"{ticket.key} {ticket.title}".strip(),
+        "ticket": ticket,
+        "tracker_url": http_url(ticket.html_url),
+        "repo": repo,
+        "repo_url": http_url(repo.html_url) if repo is not None else None,
+        "state": state,
+        "state_label": state_label(state.state) if state is not None else None,
+        "pull_request": await _pull_request(session, repo, state),
+        "harness": await pinned_harness(session, ticket_id),
+        "runs": runs[:RUNS_LIMIT],
+        "more_runs": len(runs) > RUNS_LIMIT,
+        "checked_run": checked,
+        "checks": run_checks(checked),
+        "activity": activity,
+        "activity_after": after,
+        "more_activity_url": (
+            f"/tickets/{ticket_id}?after={activity[-1].id}#activity" if more_activity else None
+        ),
+    }
+
+
+async def _pull_request(
+    session: AsyncSession, repo: Repository | None, state: TicketState | None
+) -> dict[str, Any] | None:
+    """The PR opened for the ticket: its link, and its title and state when mirrored."""
+    if state is None or state.pr_number is None or repo is None:
+        return None
+    mirrored = await session.scalar(
+        select(PullRequest).where(
+            PullRequest.repository_id == repo.id, PullRequest.number == state.pr_number
+        )
+    )
+    base = http_url(repo.html_url)
+    url = http_url(mirrored.html_url if mirrored is not None else None) or (
+        f"{base}/pull/{state.pr_number}" if base else None
+    )
+    return {
+        "number": state.pr_number,
+        "url": url,
+        "title": mirrored.title if mirrored is not None else None,
+        "state": (
+            ("merged" if mirrored.merged else mirrored.state) if mirrored is not None else None
+        ),
+    }
