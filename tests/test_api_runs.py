@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -19,13 +18,11 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from pydantic import SecretStr
 from sqlalchemy import update
 
 from bot.api_request import encode_cursor
 from bot.api_runs import event_stream
-from bot.app import create_app
 from bot.deps import Deps
 from bot.engine_models import Activity, Run, RunState
 from bot.models import Ticket
@@ -33,6 +30,7 @@ from bot.run_tracking import collect_events
 from harness_store.db import transaction
 from runner.contract import AgentEvent, EventKind, HookResult, RunResult, RunStatus, Usage
 from runner.events import RedisEventSink
+from tests.browser import served
 from tests.test_healthz import client_for, redis_down
 
 API = "/api/v1"
@@ -451,24 +449,6 @@ async def test_event_stream_over_http(client: httpx.AsyncClient, deps: Deps) -> 
     assert [m.get("id") for m in parse_sse(resumed.text)] == ["3", None]
     after = await client.get(f"{API}/runs/r8/events", params={"after": 1}, headers=SSE)
     assert [m.get("id") for m in parse_sse(after.text)] == ["2", "3", None]
-
-
-@asynccontextmanager
-async def served(deps: Deps) -> AsyncIterator[str]:
-    """The app on a real HTTP server on 127.0.0.1 (ASGITransport cannot stream); its URL."""
-    app = create_app(deps.settings, database_url="unused", redis_url="unused", deps=deps)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    # Bound and listening before the server starts, so no wait for it: the first request
-    # waits in the backlog until it is accepted.
-    listener = socket.create_server(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-    task = asyncio.create_task(server.serve(sockets=[listener]))
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
-        listener.close()
 
 
 async def test_event_stream_is_live_over_a_real_connection(deps: Deps) -> None:

@@ -23,7 +23,8 @@ from bot.web.ticket_pages import ACTIVITY_PAGE, BoardFilters, database_now
 from harness_store.db import transaction
 from harness_store.store import pin_harness, publish_harness, publish_skill, record_run_versions
 from runner.contract import HookResult, RunResult, RunStatus
-from tests.test_api_runs import Received, emit, finish, parse_sse, runner_sink, served
+from tests.browser import served
+from tests.test_api_runs import Received, emit, finish, parse_sse, runner_sink
 from tests.test_healthz import redis_down
 from tests.test_web_auth import sign_in, web
 
