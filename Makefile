@@ -7,7 +7,7 @@ UV     := $(TOOLS)/bin/uv
 VENV   := .venv
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: run test lint typecheck check bench bench-workspace bench-runner bench-github bench-engine sync clean
+.PHONY: run test lint typecheck check bench bench-workspace bench-runner bench-github bench-engine bench-web sync clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -48,6 +48,9 @@ bench-engine: sync
 
 bench-github: sync
 	$(VENV)/bin/python -m bench.github_client $(BENCH_ARGS)
+
+bench-web: sync
+	$(VENV)/bin/python -m bench.web_pages $(BENCH_ARGS)
 
 clean:
 	rm -rf $(TOOLS) $(VENV) .mypy_cache .ruff_cache .pytest_cache
