@@ -62,6 +62,10 @@ AGENT = textwrap.dedent(
     retried = "Fix what made it fail" in prompt
     if "[slow]" in prompt or ("[slow-first]" in prompt and not retried):
         time.sleep(SLEEP)
+    if "[talk]" in prompt:  # output arriving over a few seconds, for live pages
+        for step in range(1, 7):
+            print(f"step {step} of 6", flush=True)
+            time.sleep(0.7)
     (work / "attempts.txt").open("a").write("attempt\\n")
     passes = not ("[never-pass]" in prompt or ("[fail-first]" in prompt and not retried))
     if passes:

@@ -18,6 +18,7 @@ from harness_store.db import transaction
 from harness_store.models import HarnessVersion
 from harness_store.store import list_versions, publish_harness
 from tests.browser import chromium, screenshot, served
+from tests.conftest import OpenWorld
 from tests.test_api_runs import emit, finish, runner_sink
 from tests.test_web_tickets import a_result, add_repo, add_run, add_ticket, move
 
@@ -142,4 +143,34 @@ async def test_the_board_moves_and_a_running_agents_output_appears_live(
         await screenshot(phone, "board-phone")
         for opened in (page, phone):
             await opened.close()  # their event streams end with them
+    assert problems == []
+
+
+async def test_a_real_agents_output_appears_live_on_its_run_page(
+    open_world: OpenWorld, browser: Any
+) -> None:
+    """The whole way: a labelled issue, a real runner running the agent, the run page."""
+    problems: list[str] = []
+    async with open_world() as w:
+        w.add_issue(1, "Talk while working", "[talk] then add the PASS file")
+        await w.label(1, "openase")
+        row = await w.reach(1, "in_progress")
+        run_id = row.run_id
+        assert run_id is not None
+        async with served(w.deps) as url:
+            page = await _page(browser, LAPTOP, problems)
+            await page.goto(f"{url}/runs/{run_id}")
+            output = page.locator("#output")
+            await output.filter(has_text="step 2 of 6").wait_for(timeout=20_000)
+            seen_early = await output.inner_text()
+            assert "step 6 of 6" not in seen_early  # it arrived while we watched
+            await output.filter(has_text="step 6 of 6").wait_for(timeout=20_000)
+            await (
+                page.locator("#live-status")
+                .filter(has_text=re.compile("over"))
+                .wait_for(timeout=30_000)
+            )
+            await screenshot(page, "run-real-agent")
+            await page.close()
+        await w.reach(1, "in_review")
     assert problems == []
