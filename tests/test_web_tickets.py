@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import update
 
 from bot.deps import Deps
@@ -20,7 +21,7 @@ from bot.engine_models import Activity, Run, RunEvent, RunState, TicketState
 from bot.models import PullRequest, Repository, Ticket
 from bot.web.live_events import board_changes, run_output
 from bot.web.ticket_pages import ACTIVITY_PAGE, BoardFilters, database_now
-from harness_store.db import transaction
+from harness_store.db import make_engine, make_sessionmaker, transaction
 from harness_store.store import pin_harness, publish_harness, publish_skill, record_run_versions
 from runner.contract import HookResult, RunResult, RunStatus
 from tests.browser import served
@@ -570,3 +571,17 @@ async def test_the_run_stream_says_when_redis_is_lost(deps: Deps) -> None:
     [kept, interrupted] = received.messages
     assert json.loads(kept["data"])["line"] == "log: kept"
     assert interrupted["event"] == "interrupted"  # not "error": EventSource's own event name
+
+
+async def test_a_database_outage_is_a_503_page(
+    deps: Deps, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    nowhere = make_engine("postgresql://openase@127.0.0.1:1/openase")
+    monkeypatch.setattr(deps, "sessions", make_sessionmaker(nowhere))
+    try:
+        for path in ("/tickets", "/tickets/1", "/runs/r1"):
+            answer = await client.get(path)
+            assert answer.status_code == 503, path
+            assert "The database is unavailable" in answer.text
+    finally:
+        await nowhere.dispose()

@@ -25,14 +25,13 @@ from starlette.responses import RedirectResponse, Response
 from bot.api_request import deps_of
 from bot.web.harness_kinds import (
     Shelf,
-    bad_request,
     context,
     current_or_404,
     name_of,
     version_number,
     version_or_404,
 )
-from bot.web.pages import Refused, form_of, page, writer
+from bot.web.pages import Refused, bad_request, form_of, page, writer
 from bot.web.session import Session
 from harness_store import store
 from harness_store.db import transaction

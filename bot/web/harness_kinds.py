@@ -3,7 +3,6 @@ uses, how a page handler answers refusals and outages, and the path parts they p
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -12,13 +11,12 @@ from typing import Any, Generic
 
 import structlog
 from markupsafe import Markup, escape
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import Response
 
 from bot.harness_usage import Usage, harness_usage, skill_usage
-from bot.web.pages import Refused, not_found, page
+from bot.web.pages import not_found
 from harness_store import store
 from harness_store.errors import InvalidName, NotFound
 from harness_store.models import HarnessVersion, SkillVersion
@@ -52,30 +50,6 @@ class Shelf(Generic[V]):
 
 HARNESSES = Shelf("harness", HarnessVersion, "/harnesses", "Harnesses", "harness", harness_usage)
 SKILLS = Shelf("skill", SkillVersion, "/skills", "Skills", "skill", skill_usage)
-
-
-def html_endpoint(handler: Handler) -> Handler:
-    """Answer `Refused` with its response, and a database outage with a 503 page."""
-
-    @functools.wraps(handler)
-    async def endpoint(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except Refused as refused:
-            return refused.response
-        except (SQLAlchemyError, OSError, TimeoutError) as error:
-            log.warning(
-                "web_database_unavailable", path=request.url.path, error=type(error).__name__
-            )
-            message = "The database is unavailable; try again in a moment."
-            return page(request, "error.html", {"title": "Unavailable", "message": message}, 503)
-
-    return endpoint
-
-
-def bad_request(request: Request, message: str) -> Refused:
-    """A 400 page; `message` starts with the parameter at fault."""
-    return Refused(page(request, "error.html", {"title": "Bad request", "message": message}, 400))
 
 
 def name_of(request: Request, shelf: Shelf[Any]) -> str:

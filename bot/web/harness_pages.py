@@ -26,18 +26,15 @@ from bot.web.diff_view import FileDiff, diff_file, diff_files
 from bot.web.harness_kinds import (
     HARNESSES,
     SKILLS,
-    Handler,
     Shelf,
-    bad_request,
     context,
     current_or_404,
-    html_endpoint,
     name_of,
     version_number,
     version_or_404,
 )
 from bot.web.markdown import render_markdown
-from bot.web.pages import not_found, page, reader
+from bot.web.pages import Handler, bad_request, html_endpoint, not_found, page, reader
 from harness_store.models import HarnessVersion, SkillVersion
 from harness_store.skills import SKILL_FILE
 from harness_store.store import V

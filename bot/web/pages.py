@@ -4,10 +4,14 @@ gives when it may not be seen (login) or may not be written (403), or was forged
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import quote
 
+import structlog
 from jinja2 import Environment, PackageLoader, select_autoescape
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
@@ -107,3 +111,31 @@ def page(
 
 def not_found(request: Request, what: str) -> Refused:
     return Refused(page(request, "error.html", {"title": "Not found", "message": what}, 404))
+
+
+log = structlog.get_logger(__name__)
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def html_endpoint(handler: Handler) -> Handler:
+    """Answer `Refused` with its response, and a database outage with a 503 page."""
+
+    @functools.wraps(handler)
+    async def endpoint(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except Refused as refused:
+            return refused.response
+        except (SQLAlchemyError, OSError, TimeoutError) as error:
+            log.warning(
+                "web_database_unavailable", path=request.url.path, error=type(error).__name__
+            )
+            message = "The database is unavailable; try again in a moment."
+            return page(request, "error.html", {"title": "Unavailable", "message": message}, 503)
+
+    return endpoint
+
+
+def bad_request(request: Request, message: str) -> Refused:
+    """A 400 page; `message` starts with the parameter at fault."""
+    return Refused(page(request, "error.html", {"title": "Bad request", "message": message}, 400))

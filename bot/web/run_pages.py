@@ -18,8 +18,7 @@ from bot.api_request import ApiError, deps_of
 from bot.api_runs import parse_run_id
 from bot.engine_models import Run, RunEvent, RunState
 from bot.models import Ticket
-from bot.web.pages import Refused, not_found, page, reader
-from bot.web.ticket_pages import bad_request
+from bot.web.pages import Refused, bad_request, html_endpoint, not_found, page, reader
 from harness_store.models import HarnessVersion, RunVersions, SkillVersion
 from runner.contract import HookResult
 
@@ -120,6 +119,7 @@ def hook_results(run: Run) -> list[HookResult]:
     return hooks
 
 
+@html_endpoint
 async def run_page(request: Request) -> Response:
     try:
         reader(request)

@@ -25,7 +25,7 @@ from bot.api_tickets import REPO_NAME, SOURCES
 from bot.engine_models import Activity, Run, TicketState
 from bot.models import PullRequest, Repository, Ticket
 from bot.states import State
-from bot.web.pages import Refused, not_found, page, reader
+from bot.web.pages import Refused, bad_request, html_endpoint, not_found, page, reader
 from harness_store.store import pinned_harness
 from runner.contract import HookResult
 
@@ -33,10 +33,6 @@ COLUMN_LIMIT = 100
 ACTIVITY_PAGE = 200
 RUNS_LIMIT = 50
 BOARD_STATES: tuple[str, ...] = tuple(state.value for state in State)
-
-
-def bad_request(request: Request, message: str) -> Refused:
-    return Refused(page(request, "error.html", {"title": "Bad request", "message": message}, 400))
 
 
 def http_url(value: str | None) -> str | None:
@@ -187,6 +183,7 @@ async def board_columns(session: AsyncSession, filters: BoardFilters) -> list[Co
     return [Column(state, found, totals.get(state, 0)) for state, found in cards.items()]
 
 
+@html_endpoint
 async def tickets_board(request: Request) -> Response:
     try:
         reader(request)
@@ -243,6 +240,7 @@ def run_checks(run: Run | None) -> list[Check]:
     return checks
 
 
+@html_endpoint
 async def ticket_page(request: Request) -> Response:
     try:
         reader(request)
