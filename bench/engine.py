@@ -28,11 +28,8 @@ import argparse
 import asyncio
 import json
 import logging
-import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, MutableMapping
@@ -44,18 +41,16 @@ from typing import Any
 
 import httpx
 import structlog
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 
+from bench.services import bench_services, empty_tables
 from bot.app import create_app
 from bot.backfill import forget_github_apps
 from bot.deps import Deps, build_deps
-from bot.embedded import EmbeddedPostgres, EmbeddedRedis
 from bot.engine_models import Activity, Run, TicketState
-from bot.migrate import upgrade
 from bot.models import Delivery, Ticket
 from bot.settings import Settings
 from bot.states import State
-from harness_store.db import Base
 from runner.contract import AgentEvent, EventKind, run_events_stream
 from tests.fakes.github_api import fake_github_api
 from tests.helpers import TEST_API_URL, TEST_WEBHOOK_SECRET, GitHubWebhookSender, test_private_key
@@ -63,7 +58,6 @@ from tests.lifecycle import World, world
 
 TARGET_MS = 1000.0
 SLOTS = 4  # the throughput run's 2 runners x max_runs 2
-_TABLES = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
 # run id -> when dispatch had put the run on the machine's queue (its "dispatched" log line).
 _enqueued: dict[str, float] = {}
 
@@ -145,8 +139,7 @@ async def system(
     deps: Deps, settings: Settings, database_url: str, redis_url: str, root: Path, runners: int
 ) -> AsyncIterator[World]:
     """A fresh world (empty database and Redis, a new fake GitHub) with `runners` machines."""
-    async with deps.engine.begin() as conn:
-        await conn.execute(text(f"TRUNCATE {_TABLES} RESTART IDENTITY CASCADE"))
+    await empty_tables(deps.engine)
     await deps.redis.flushdb()
     deps.workflow = None
     forget_github_apps()
@@ -380,25 +373,10 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=1, help="tickets before, not counted")
     parser.add_argument("--burst", type=int, default=20, help="tickets labelled at once")
     args = parser.parse_args()
-    database_url = os.environ.get("OPENASE_BENCH_DATABASE_URL")
-    redis_url = os.environ.get("OPENASE_BENCH_REDIS_URL")
-    # Short path: unix socket paths must stay under ~100 bytes.
-    root = Path(tempfile.mkdtemp(prefix="oa-bench-"))
-    for world_root in ("seq", "burst"):  # one world each, started afresh
-        (root / world_root).mkdir()
-    pg = EmbeddedPostgres(root / "pg") if not database_url else None
-    redis = EmbeddedRedis(root / "redis", persist=False) if not redis_url else None
-    try:
-        database_url = database_url or pg.start()  # type: ignore[union-attr]
-        redis_url = redis_url or redis.start()  # type: ignore[union-attr]
-        upgrade(database_url)
-        return asyncio.run(run(args, database_url, redis_url, root))
-    finally:
-        if redis is not None:
-            redis.stop()
-        if pg is not None:
-            pg.stop()
-        shutil.rmtree(root, ignore_errors=True)
+    with bench_services() as services:
+        for world_root in ("seq", "burst"):  # one world each, started afresh
+            (services.root / world_root).mkdir()
+        return asyncio.run(run(args, services.database_url, services.redis_url, services.root))
 
 
 if __name__ == "__main__":

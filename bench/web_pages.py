@@ -27,12 +27,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import os
 import random
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -44,22 +41,20 @@ import httpx
 from sqlalchemy import event, insert, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bench.services import bench_services, empty_tables
 from bot.app import create_app
 from bot.deps import Deps, build_deps
-from bot.embedded import EmbeddedPostgres, EmbeddedRedis
 from bot.engine_models import Activity, Run, RunEvent, RunState, TicketState
-from bot.migrate import upgrade
 from bot.models import PullRequest, Repository, Ticket
 from bot.settings import Settings
 from bot.web.run_pages import OUTPUT_LIMIT
 from bot.web.ticket_pages import ACTIVITY_PAGE, RUNS_LIMIT
 from harness_store.builtin_content import builtin_harnesses, builtin_skills
-from harness_store.db import Base, transaction
+from harness_store.db import transaction
 from harness_store.models import RunVersions
 from harness_store.store import pin_harness, publish_harness, publish_skill
 from runner.contract import AgentEvent, EventKind, HookResult, RunResult, RunStatus, Usage
 
-_TABLES = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
 REPO_NAMES = ("acme/api", "acme/web", "acme/mobile", "acme/infra", "acme/billing", "acme/docs")
 HARNESS_NAMES = (
     "coder",
@@ -559,8 +554,7 @@ async def run(args: argparse.Namespace, database_url: str, redis_url: str, root:
     )
     deps = await build_deps(settings, database_url=database_url, redis_url=redis_url)
     try:
-        async with deps.engine.begin() as conn:
-            await conn.execute(text(f"TRUNCATE {_TABLES} RESTART IDENTITY CASCADE"))
+        await empty_tables(deps.engine)
         started = time.perf_counter()
         seeded = await seed(deps, args)
         async with deps.engine.begin() as conn:
@@ -629,23 +623,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.tickets < BUSY_TICKETS or args.versions < 2 or args.repeat < 1:
         parser.error(f"needs --tickets >= {BUSY_TICKETS}, --versions >= 2 and --repeat >= 1")
-    database_url = os.environ.get("OPENASE_BENCH_DATABASE_URL")
-    redis_url = os.environ.get("OPENASE_BENCH_REDIS_URL")
-    # Short path: unix socket paths must stay under ~100 bytes.
-    root = Path(tempfile.mkdtemp(prefix="oa-bench-"))
-    pg = EmbeddedPostgres(root / "pg") if not database_url else None
-    redis = EmbeddedRedis(root / "redis", persist=False) if not redis_url else None
-    try:
-        database_url = database_url or pg.start()  # type: ignore[union-attr]
-        redis_url = redis_url or redis.start()  # type: ignore[union-attr]
-        upgrade(database_url)
-        return asyncio.run(run(args, database_url, redis_url, root))
-    finally:
-        if redis is not None:
-            redis.stop()
-        if pg is not None:
-            pg.stop()
-        shutil.rmtree(root, ignore_errors=True)
+    with bench_services() as services:
+        return asyncio.run(run(args, services.database_url, services.redis_url, services.root))
 
 
 if __name__ == "__main__":

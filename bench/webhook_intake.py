@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
 import socket
 import statistics
 import subprocess
@@ -31,8 +30,7 @@ from typing import Any
 import asyncpg
 
 from adapters.github.verify import sign
-from bot.embedded import EmbeddedPostgres, EmbeddedRedis
-from bot.migrate import upgrade
+from bench.services import bench_services
 
 FIXTURE = Path(__file__).parent.parent / "tests/fixtures/github/webhooks/issues.json"
 SECRET = "bench-webhook-secret"
@@ -201,22 +199,8 @@ def main() -> int:
     )
     parser.add_argument("--log", default=os.path.join(tempfile.gettempdir(), "openase-bench.log"))
     args = parser.parse_args()
-    database_url = os.environ.get("OPENASE_BENCH_DATABASE_URL")
-    redis_url = os.environ.get("OPENASE_BENCH_REDIS_URL")
-    root = Path(tempfile.mkdtemp(prefix="oa-bench-"))
-    pg = EmbeddedPostgres(root / "pg") if not database_url else None
-    redis = EmbeddedRedis(root / "redis", persist=False) if not redis_url else None
-    try:
-        database_url = database_url or pg.start()  # type: ignore[union-attr]
-        redis_url = redis_url or redis.start()  # type: ignore[union-attr]
-        upgrade(database_url)
-        return asyncio.run(run(args, database_url, redis_url))
-    finally:
-        if redis is not None:
-            redis.stop()
-        if pg is not None:
-            pg.stop()
-        shutil.rmtree(root, ignore_errors=True)
+    with bench_services() as services:
+        return asyncio.run(run(args, services.database_url, services.redis_url))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +133,35 @@ def github_api(settings: Settings) -> Iterator[FakeGitHubAPI]:
     with fake_github_api(settings) as fake:
         yield fake
     forget_github_apps()
+
+
+AppWith = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
+
+
+@pytest.fixture
+def app_with(deps: Deps, services: Services, monkeypatch: pytest.MonkeyPatch) -> AppWith:
+    """Opens a client of an app whose settings carry `changes` (also put on `deps`, where
+    handlers and jobs read them; restored after the test). `base_url` and `headers` go to
+    the client."""
+
+    @asynccontextmanager
+    async def opened(
+        base_url: str = "http://openase.test",
+        headers: dict[str, str] | None = None,
+        **changes: Any,
+    ) -> AsyncIterator[httpx.AsyncClient]:
+        changed = deps.settings.model_copy(update=changes)
+        monkeypatch.setattr(deps, "settings", changed)
+        app = create_app(
+            changed, database_url=services.database_url, redis_url=services.redis_url, deps=deps
+        )
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(
+            transport=transport, base_url=base_url, headers=headers
+        ) as http:
+            yield http
+
+    return opened
 
 
 OpenWorld = Callable[..., AbstractAsyncContextManager[World]]

@@ -16,7 +16,6 @@ from pydantic import SecretStr
 from sqlalchemy import event, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.app import create_app
 from bot.deps import Deps
 from bot.engine_models import Run
 from bot.harness_usage import harness_usage, run_counts, skill_usage, version_runs
@@ -24,7 +23,7 @@ from bot.models import Repository, Ticket
 from harness_store import store
 from harness_store.db import transaction
 from harness_store.models import HarnessVersion, RunVersions, SkillVersion
-from tests.conftest import Services
+from tests.conftest import AppWith
 
 V1 = "# {{ ticket.key }}\n\nFix it.\n"
 V2 = "# {{ ticket.key }}\n\nFix it well.\n"
@@ -156,18 +155,10 @@ BEARER = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture
-async def api(
-    deps: Deps, services: Services, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[httpx.AsyncClient]:
+async def api(app_with: AppWith) -> AsyncIterator[httpx.AsyncClient]:
     """The app with an admin token set, and a client that sends it."""
-    settings = deps.settings.model_copy(update={"admin_token": SecretStr(TOKEN)})
-    monkeypatch.setattr(deps, "settings", settings)
-    app = create_app(
-        settings, database_url=services.database_url, redis_url=services.redis_url, deps=deps
-    )
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(
-        transport=transport, base_url="http://openase.test/api/v1/", headers=BEARER
+    async with app_with(
+        base_url="http://openase.test/api/v1/", headers=BEARER, admin_token=SecretStr(TOKEN)
     ) as http:
         yield http
 

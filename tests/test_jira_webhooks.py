@@ -13,10 +13,9 @@ from pydantic import SecretStr
 from sqlalchemy import select
 
 from adapters.jira.verify import sign
-from bot.app import create_app
 from bot.deps import Deps
 from bot.models import Comment, Delivery, Ticket
-from tests.conftest import Services
+from tests.conftest import AppWith
 
 SECRET = "jira-s3cret"
 FIXTURES = Path(__file__).parent / "fixtures" / "jira"
@@ -38,17 +37,9 @@ def headers(body: bytes, **overrides: str | None) -> dict[str, str]:
 
 
 @pytest.fixture
-async def jira(
-    deps: Deps, services: Services, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[httpx.AsyncClient]:
+async def jira(app_with: AppWith) -> AsyncIterator[httpx.AsyncClient]:
     """A client of an app whose settings have a Jira webhook secret."""
-    settings = deps.settings.model_copy(update={"jira_webhook_secret": SecretStr(SECRET)})
-    monkeypatch.setattr(deps, "settings", settings)
-    app = create_app(
-        settings, database_url=services.database_url, redis_url=services.redis_url, deps=deps
-    )
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://openase.test") as http:
+    async with app_with(jira_webhook_secret=SecretStr(SECRET)) as http:
         yield http
 
 

@@ -30,10 +30,9 @@ from adapters.base import (
 )
 from adapters.linear.events import STUB_UPDATED_AT, parse
 from adapters.linear.verify import sign, signature_valid, timestamp_fresh
-from bot.app import create_app
 from bot.deps import Deps
 from bot.models import Comment, Delivery, Ticket
-from tests.conftest import Services
+from tests.conftest import AppWith
 from tests.helpers import FIXTURES
 
 SECRET = "linear-test-secret-not-real"
@@ -64,17 +63,9 @@ def headers(body: bytes, **overrides: str | None) -> dict[str, str]:
 
 
 @pytest.fixture
-async def linear(
-    deps: Deps, services: Services, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[httpx.AsyncClient]:
+async def linear(app_with: AppWith) -> AsyncIterator[httpx.AsyncClient]:
     """A client of an app whose settings have a Linear signing secret."""
-    settings = deps.settings.model_copy(update={"linear_webhook_secret": SecretStr(SECRET)})
-    monkeypatch.setattr(deps, "settings", settings)
-    app = create_app(
-        settings, database_url=services.database_url, redis_url=services.redis_url, deps=deps
-    )
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://openase.test") as http:
+    async with app_with(linear_webhook_secret=SecretStr(SECRET)) as http:
         yield http
 
 

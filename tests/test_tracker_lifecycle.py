@@ -20,14 +20,11 @@ from sqlalchemy import select
 
 from adapters.jira.verify import sign as jira_sign
 from adapters.linear.verify import sign as linear_sign
-from bot.app import create_app
-from bot.deps import Deps
 from bot.engine_models import Run, TicketState
 from bot.models import Delivery, Ticket
-from bot.settings import Settings
 from bot.states import State
 from bot.trackers import TrackerClients
-from tests.conftest import JIRA_EMAIL, OpenWorld, Services
+from tests.conftest import JIRA_EMAIL, AppWith, OpenWorld
 from tests.fakes.jira_server import FakeJira
 from tests.fakes.linear_api import FakeLinear
 from tests.lifecycle import FULL_NAME, WRITER, World
@@ -76,34 +73,20 @@ class Trackers:
 
 @pytest.fixture
 async def trackers(
-    settings: Settings,
+    app_with: AppWith,
     linear_fake: FakeLinear,
     jira_fake: FakeJira,
     tracker_clients: TrackerClients,
-    deps: Deps,
-    services: Services,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[Trackers]:
-    tracker_settings = settings.model_copy(
-        update={
-            "linear_api_key": SecretStr(linear_fake.api_key),
-            "linear_webhook_secret": SecretStr(LINEAR_SECRET),
-            "linear_api_url": AnyHttpUrl(linear_fake.url),
-            "jira_url": AnyHttpUrl(jira_fake.url),
-            "jira_email": JIRA_EMAIL,
-            "jira_api_token": SecretStr(jira_fake.token),
-            "jira_webhook_secret": SecretStr(JIRA_SECRET),
-        }
-    )
-    monkeypatch.setattr(deps, "settings", tracker_settings)  # the webhooks read it there
-    app = create_app(
-        tracker_settings,
-        database_url=services.database_url,
-        redis_url=services.redis_url,
-        deps=deps,
-    )
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://openase.test") as http:
+    async with app_with(
+        linear_api_key=SecretStr(linear_fake.api_key),
+        linear_webhook_secret=SecretStr(LINEAR_SECRET),
+        linear_api_url=AnyHttpUrl(linear_fake.url),
+        jira_url=AnyHttpUrl(jira_fake.url),
+        jira_email=JIRA_EMAIL,
+        jira_api_token=SecretStr(jira_fake.token),
+        jira_webhook_secret=SecretStr(JIRA_SECRET),
+    ) as http:
         yield Trackers(linear_fake, jira_fake, tracker_clients, http)
 
 

@@ -11,28 +11,19 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from bot.app import create_app
 from bot.deps import Deps
 from bot.models import Installation, Repository
 from bot.web.session import SESSION_COOKIE, Session, decode, encode
-from tests.conftest import Services
+from tests.conftest import AppWith
 from tests.fakes.github_api import FakeGitHubAPI
 
 TOKEN = "admin-token-for-tests"
 
 
 @pytest.fixture
-async def web(
-    deps: Deps, services: Services, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[httpx.AsyncClient]:
+async def web(app_with: AppWith) -> AsyncIterator[httpx.AsyncClient]:
     """The app with an admin token set (reads then need a login by default)."""
-    settings = deps.settings.model_copy(update={"admin_token": SecretStr(TOKEN)})
-    monkeypatch.setattr(deps, "settings", settings)
-    app = create_app(
-        settings, database_url=services.database_url, redis_url=services.redis_url, deps=deps
-    )
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://openase.test") as http:
+    async with app_with(admin_token=SecretStr(TOKEN)) as http:
         yield http
 
 
@@ -141,17 +132,9 @@ async def test_the_stylesheet_is_served(web: httpx.AsyncClient) -> None:
 
 @pytest.fixture
 async def oauth_web(
-    deps: Deps, services: Services, monkeypatch: pytest.MonkeyPatch, github_api: FakeGitHubAPI
+    app_with: AppWith, deps: Deps, github_api: FakeGitHubAPI
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The app with GitHub sign-in configured, and a repository of an installation."""
-    settings = deps.settings.model_copy(
-        update={
-            "github_client_id": github_api.oauth_client_id,
-            "github_client_secret": SecretStr(github_api.oauth_client_secret),
-            "public_url": "http://openase.test",
-        }
-    )
-    monkeypatch.setattr(deps, "settings", settings)
     github_api.add_installation(77, "octo")
     github_api.add_repo("octo/hello", 501, 77)
     github_api.permissions["alice"] = "write"
@@ -159,11 +142,11 @@ async def oauth_web(
     async with deps.sessions() as session, session.begin():
         session.add(Installation(id=77, account_login="octo", account_type="Organization"))
         session.add(Repository(id=501, installation_id=77, full_name="octo/hello"))
-    app = create_app(
-        settings, database_url=services.database_url, redis_url=services.redis_url, deps=deps
-    )
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://openase.test") as http:
+    async with app_with(
+        github_client_id=github_api.oauth_client_id,
+        github_client_secret=SecretStr(github_api.oauth_client_secret),
+        public_url="http://openase.test",
+    ) as http:
         yield http
 
 

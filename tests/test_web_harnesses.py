@@ -7,7 +7,7 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import httpx
@@ -16,7 +16,6 @@ from markupsafe import escape
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.app import create_app
 from bot.deps import Deps
 from bot.engine_models import Run
 from bot.models import Repository, Ticket
@@ -25,7 +24,7 @@ from bot.web.markdown import render_markdown
 from harness_store import store
 from harness_store.db import make_engine, make_sessionmaker, transaction
 from harness_store.models import HarnessVersion, SkillVersion
-from tests.conftest import Services
+from tests.conftest import AppWith
 from tests.test_web_auth import TOKEN, csrf_of, sign_in
 
 V1 = "# Coder\n\nFix {{ ticket.key }}.\nKeep it small.\nRun the tests.\n"
@@ -45,19 +44,11 @@ Client = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
 
 
 @pytest.fixture
-def open_client(deps: Deps, services: Services, monkeypatch: pytest.MonkeyPatch) -> Client:
+def open_client(app_with: AppWith) -> Client:
     """An app client with the admin token set; `web_reads` as given (default: login)."""
 
-    @asynccontextmanager
-    async def opened(**settings: Any) -> AsyncIterator[httpx.AsyncClient]:
-        changed = deps.settings.model_copy(update={"admin_token": SecretStr(TOKEN), **settings})
-        monkeypatch.setattr(deps, "settings", changed)
-        app = create_app(
-            changed, database_url=services.database_url, redis_url=services.redis_url, deps=deps
-        )
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://openase.test") as http:
-            yield http
+    def opened(**settings: Any) -> AbstractAsyncContextManager[httpx.AsyncClient]:
+        return app_with(admin_token=SecretStr(TOKEN), **settings)
 
     return opened
 
