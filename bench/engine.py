@@ -44,13 +44,13 @@ import structlog
 from sqlalchemy import func, select
 
 from bench.services import bench_services, empty_tables
-from bot.app import create_app
-from bot.backfill import forget_github_apps
+from bot.config.states import State
 from bot.deps import Deps, build_deps
-from bot.engine_models import Activity, Run, TicketState
-from bot.models import Delivery, Ticket
+from bot.intake.backfill import forget_github_apps
+from bot.processes.app import create_app
 from bot.settings import Settings
-from bot.states import State
+from bot.tables.mirror import Delivery, Ticket
+from bot.tables.workflow import Activity, Run, TicketState
 from runner.contract import AgentEvent, EventKind, run_events_stream
 from tests.fakes.github_api import fake_github_api
 from tests.helpers import TEST_API_URL, TEST_WEBHOOK_SECRET, GitHubWebhookSender, test_private_key
@@ -225,7 +225,9 @@ async def timeline(w: World, number: int, delivery: str, sent: float, accepted: 
     if first is None or agent is None or done is None:
         raise SystemExit(f"#{number}: run {run_id} lacks its first event or a phase")
     if run_id not in _enqueued:
-        raise SystemExit(f"#{number}: no 'dispatched' log line (bot.dispatch) for run {run_id}")
+        raise SystemExit(
+            f"#{number}: no 'dispatched' log line (bot.engine.runs.dispatch) for run {run_id}"
+        )
     return Timeline(
         sent=sent,
         accepted=accepted,

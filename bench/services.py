@@ -18,9 +18,9 @@ from pathlib import Path
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-import bot.models  # noqa: F401  # every table (mirror, engine, harness store) on Base
-from bot.embedded import EmbeddedPostgres, EmbeddedRedis
-from bot.migrate import upgrade
+import bot.tables.mirror  # noqa: F401  # every table (mirror, engine, harness store) on Base
+from bot.processes.embedded import EmbeddedPostgres, EmbeddedRedis
+from bot.processes.migrate import upgrade
 from harness_store.db import Base
 
 

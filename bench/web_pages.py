@@ -13,7 +13,7 @@ through the harness store, as the editor does). One ticket is the busiest: more 
 activity than its page shows, a pinned harness and an open PR; its newest run has
 `--events` agent events, more than the run page shows.
 
-Every page is then read through the real app (bot.app.create_app) over an in-process ASGI
+Every page is then read through the real app (bot.processes.app.create_app) over an in-process ASGI
 client, one request at a time, reads public (no admin token, no sign-in): `--warmup`
 requests first, then `--repeat` timed ones. Prints per page: p50 / p90 / max ms; the SQL
 statements the app sent per request (counted on the engine; BEGIN, ROLLBACK and pool pings
@@ -42,11 +42,11 @@ from sqlalchemy import event, insert, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bench.services import bench_services, empty_tables
-from bot.app import create_app
 from bot.deps import Deps, build_deps
-from bot.engine_models import Activity, Run, RunEvent, RunState, TicketState
-from bot.models import PullRequest, Repository, Ticket
+from bot.processes.app import create_app
 from bot.settings import Settings
+from bot.tables.mirror import PullRequest, Repository, Ticket
+from bot.tables.workflow import Activity, Run, RunEvent, RunState, TicketState
 from bot.web.run_pages import OUTPUT_LIMIT
 from bot.web.ticket_pages import ACTIVITY_PAGE, RUNS_LIMIT
 from harness_store.builtin_content import builtin_harnesses, builtin_skills
@@ -585,7 +585,7 @@ async def run(args: argparse.Namespace, database_url: str, redis_url: str, root:
         probe = Probe(deps)
         app = create_app(settings, database_url=database_url, redis_url=redis_url, deps=deps)
         if not args.no_freeze:
-            gc.freeze()  # as `openase serve` does once started (bot/app.py), unless asked not to
+            gc.freeze()  # as `openase serve` does (bot/processes/app.py), unless asked not to
         transport = httpx.ASGITransport(app=app)
         print(
             f"\n{args.repeat} requests per page after {args.warmup} warm-up ones, one at a time, "

@@ -124,7 +124,7 @@ async def run(args: argparse.Namespace, database_url: str, redis_url: str) -> in
         "OPENASE_PORT": str(port),
         "OPENASE_HOST": "127.0.0.1",
     }
-    cli = [sys.executable, "-m", "bot.cli"]
+    cli = [sys.executable, "-m", "bot.processes.cli"]
     log = open(args.log, "w")  # noqa: SIM115, ASYNC230  # lives as long as the subprocesses
     serve = subprocess.Popen([*cli, "serve"], env=env, stdout=log, stderr=log)
     worker = None

@@ -24,14 +24,14 @@ class Deps:
     redis: ArqRedis
     # A plain asyncpg pool for the webhook hot path: one prepared INSERT per delivery, no ORM.
     intake: Any  # asyncpg.Pool (asyncpg ships no type hints)
-    # The workflow engine (bot.engine.Engine) of a control worker; None where none runs
+    # The workflow engine (bot.engine.core.Engine) of a control worker; None where none runs
     # (the web process, or no GitHub App configured): ingest then only mirrors.
     workflow: Any = None
 
     async def close(self) -> None:
-        # The process's GitHub App clients are cached apart from Deps (bot.backfill, which
+        # The process's GitHub App clients are cached apart from Deps (bot.intake.backfill, which
         # imports this module); their pooled connections end with the process's other ones.
-        from bot.backfill import close_github_apps
+        from bot.intake.backfill import close_github_apps
         from bot.trackers import close_tracker_clients
 
         await close_github_apps()

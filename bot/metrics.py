@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from bot.models import Delivery, DeliveryStatus
+from bot.tables.mirror import Delivery, DeliveryStatus
 from bot.worker_metrics import IngestSnapshot, ingest_families, read_ingest
 
 if TYPE_CHECKING:

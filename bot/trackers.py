@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from adapters.errors import AdapterError
+from bot.config.routes import JIRA, LINEAR
 from bot.errors import ConfigError
 from bot.registry import JiraClient, LinearClient
 from bot.settings import Settings
-from bot.tracker_routes import JIRA, LINEAR
 
 # Outbox lanes of the trackers' effects: writes to one tracker run one at a time like a
 # GitHub installation's, and a rate-limited tracker does not hold up the other one.

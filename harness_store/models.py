@@ -2,7 +2,7 @@
 
 A version row is never updated or deleted: a change is a new row with the next number,
 and a rollback is a new row whose content equals an old one. `tickets` belongs to the
-control plane (bot.models); it is referred to by name only, so this package never imports
+control plane (bot.tables.mirror); it is referred to by name only, so this package never imports
 `bot`.
 """
 

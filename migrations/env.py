@@ -8,7 +8,7 @@ import os
 from alembic import context
 from sqlalchemy.engine import Connection
 
-import bot.models  # noqa: F401  # registers the control plane's tables on Base.metadata
+import bot.tables.mirror  # noqa: F401  # registers the control plane's tables on Base.metadata
 from harness_store.db import Base, make_engine
 
 config = context.config

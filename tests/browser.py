@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 import uvicorn
 
-from bot.app import create_app
 from bot.deps import Deps
+from bot.processes.app import create_app
 
 SCREENSHOTS = Path(__file__).parent / "artifacts" / "screenshots"
 CHROMIUM_PATHS = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")

@@ -20,16 +20,16 @@ from sqlalchemy import select, text
 
 from adapters.jira.client import JiraClient
 from adapters.linear.client import LinearClient
-from bot.app import create_app
-from bot.backfill import forget_github_apps
 from bot.deps import Deps, build_deps
-from bot.embedded import EmbeddedPostgres, EmbeddedRedis
-from bot.ingest import ingest_delivery
-from bot.migrate import upgrade
-from bot.models import Delivery
+from bot.intake.backfill import forget_github_apps
+from bot.intake.ingest import ingest_delivery
+from bot.processes.app import create_app
+from bot.processes.embedded import EmbeddedPostgres, EmbeddedRedis
+from bot.processes.migrate import upgrade
+from bot.processes.worker import make_worker
 from bot.settings import Settings
+from bot.tables.mirror import Delivery
 from bot.trackers import TrackerClients
-from bot.worker import make_worker
 from harness_store.db import Base
 from tests import network_guard
 from tests.fakes.github_api import FakeGitHubAPI, fake_github_api
@@ -103,7 +103,7 @@ async def deps(session_deps: Deps) -> Deps:
     async with session_deps.engine.begin() as conn:
         await conn.execute(text(f"TRUNCATE {_TABLES} RESTART IDENTITY CASCADE"))
     await session_deps.redis.flushdb()
-    session_deps.workflow = None  # a test's engine (bot.engine.Engine) is its own
+    session_deps.workflow = None  # a test's engine (bot.engine.core.Engine) is its own
     return session_deps
 
 

@@ -27,16 +27,16 @@ from typing import Any, TypeVar
 from arq.worker import Worker
 from sqlalchemy import select
 
-from bot.backfill import github_app
-from bot.control_config import ControlConfig, parse_control_config
+from bot.config.control import ControlConfig, parse_control_config
 from bot.deps import Deps
-from bot.engine import Engine
-from bot.engine_models import Activity, Run, TicketState
-from bot.machines import registered
-from bot.models import Ticket
+from bot.engine.core import Engine
+from bot.engine.runs.machines import registered
+from bot.intake.backfill import github_app
+from bot.processes.worker import make_worker
 from bot.settings import Settings
+from bot.tables.mirror import Ticket
+from bot.tables.workflow import Activity, Run, TicketState
 from bot.trackers import TrackerClients
-from bot.worker import make_worker
 from harness_store.seed import seed_builtins
 from tests.fakes.github_api import FakeGitHubAPI, FakeRepo
 from tests.fakes.github_graphql import FakeGitHubGraphQL

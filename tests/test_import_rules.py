@@ -48,7 +48,7 @@ def test_only_the_registry_imports_concrete_adapters() -> None:
 
 
 # The processes that start the runner's own code in the control plane's process.
-RUNNER_STARTERS = {"bot/cli.py", "bot/up.py", "bot/trial.py"}
+RUNNER_STARTERS = {"bot/processes/cli.py", "bot/processes/up.py", "bot/processes/trial.py"}
 
 
 def test_bot_reaches_the_runner_only_through_its_contract() -> None:

@@ -14,7 +14,7 @@ import structlog
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from bot.api_request import admin_token
+from bot.api.request import admin_token
 from bot.web.pages import Refused, form_of, page, settings_of
 from bot.web.session import clear_session, new_session, set_session
 

@@ -26,10 +26,10 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from adapters.errors import AdapterError
-from bot.api_request import deps_of
-from bot.command_access import WRITE_PERMISSIONS, GitHubPermissions, PermissionCache
-from bot.models import Repository
+from bot.api.request import deps_of
+from bot.engine.commands.access import WRITE_PERMISSIONS, GitHubPermissions, PermissionCache
 from bot.settings import Settings
+from bot.tables.mirror import Repository
 from bot.web.auth import safe_next
 from bot.web.pages import page, settings_of
 from bot.web.session import new_session, session_key, set_session
@@ -170,8 +170,8 @@ async def _github_user(settings: Settings, code: str) -> str | None:
 
 async def _may_write(request: Request, login: str) -> bool:
     """Write access to any repository the App is installed on, asked as the App."""
-    from bot.backfill import github_app  # the process's shared App client
     from bot.errors import ConfigError
+    from bot.intake.backfill import github_app  # the process's shared App client
 
     deps = deps_of(request)
     try:

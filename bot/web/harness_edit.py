@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from bot.api_request import deps_of
+from bot.api.request import deps_of
 from bot.web.harness_kinds import (
     Shelf,
     context,

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import Response
 
-from bot.harness_usage import Usage, harness_usage, skill_usage
+from bot.api.harness_usage import Usage, harness_usage, skill_usage
 from bot.web.pages import not_found
 from harness_store import store
 from harness_store.errors import InvalidName, NotFound

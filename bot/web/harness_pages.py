@@ -19,8 +19,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from bot.api_request import ApiError, Query, deps_of
-from bot.harness_usage import run_counts, version_runs
+from bot.api.harness_usage import run_counts, version_runs
+from bot.api.request import ApiError, Query, deps_of
 from bot.web import harness_edit
 from bot.web.diff_view import FileDiff, diff_file, diff_files
 from bot.web.harness_kinds import (

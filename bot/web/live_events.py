@@ -6,7 +6,7 @@ for `ticket_states` and `tickets` rows changed since the last poll; `id:` is the
 clock of the poll that found the change, so a reconnecting EventSource (Last-Event-ID)
 resumes where it left off.
 
-`GET /runs/{id}/events?after=SEQ`: the run's output from bot.api_runs.tail_run, each event
+`GET /runs/{id}/events?after=SEQ`: the run's output from bot.api.runs.tail_run, each event
 as `event: output` with `{"seq", "kind", "line"}` (the line the run page shows), then
 `event: end` with `{"state", "status"}` once the run is over. `event: interrupted` means
 the server lost Postgres or Redis and closed the stream; the browser reconnects on its
@@ -31,8 +31,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 
-from bot.api_request import ApiError, Query, deps_of
-from bot.api_runs import (
+from bot.api.request import ApiError, Query, deps_of
+from bot.api.runs import (
     BLOCK_MS,
     KEEPALIVE_SECONDS,
     SSE_HEADERS,
@@ -47,8 +47,8 @@ from bot.api_runs import (
     tail_run,
 )
 from bot.deps import Deps
-from bot.engine_models import Run, TicketState
-from bot.models import Ticket
+from bot.tables.mirror import Ticket
+from bot.tables.workflow import Run, TicketState
 from bot.web.pages import Refused, reader
 from bot.web.run_pages import HIDDEN_KINDS, output_line
 from bot.web.ticket_pages import BoardFilters, Card, cards_query, database_now

@@ -15,7 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from bot.api_request import deps_of
+from bot.api.request import deps_of
 from bot.settings import Settings
 from bot.web.session import Session, csrf_token, csrf_valid, current, remember_csrf
 

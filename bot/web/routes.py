@@ -1,4 +1,4 @@
-"""Every route of the web page, collected for bot.api.routes()."""
+"""Every route of the web page, collected for bot.api.routes.routes()."""
 
 from __future__ import annotations
 

@@ -14,10 +14,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import Response
 
-from bot.api_request import ApiError, deps_of
-from bot.api_runs import parse_run_id
-from bot.engine_models import Run, RunEvent, RunState
-from bot.models import Ticket
+from bot.api.request import ApiError, deps_of
+from bot.api.runs import parse_run_id
+from bot.tables.mirror import Ticket
+from bot.tables.workflow import Run, RunEvent, RunState
 from bot.web.pages import Refused, bad_request, html_endpoint, not_found, page, reader
 from harness_store.models import HarnessVersion, RunVersions, SkillVersion
 from runner.contract import HookResult

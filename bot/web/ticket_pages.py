@@ -20,11 +20,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import Response
 
-from bot.api_request import MAX_ID, deps_of
-from bot.api_tickets import REPO_NAME, SOURCES
-from bot.engine_models import Activity, Run, TicketState
-from bot.models import PullRequest, Repository, Ticket
-from bot.states import State
+from bot.api.request import MAX_ID, deps_of
+from bot.api.tickets import REPO_NAME, SOURCES
+from bot.config.states import State
+from bot.tables.mirror import PullRequest, Repository, Ticket
+from bot.tables.workflow import Activity, Run, TicketState
 from bot.web.pages import Refused, bad_request, html_endpoint, not_found, page, reader
 from harness_store.store import pinned_harness
 from runner.contract import HookResult

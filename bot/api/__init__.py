@@ -1,0 +1,1 @@
+"""The JSON API, health, metrics and the home page."""

@@ -1,0 +1,676 @@
+"""The outbox's GitHub performers: status label, status comment, check runs, PRs, merges,
+reactions, replies and issue updates (DESIGN §4-5).
+
+Any of them may run again after a crash or a timeout whose request did reach GitHub, so
+each is idempotent by design: labels are compared before they are changed; comments carry
+a hidden `<!-- openase:... -->` marker and are searched for before one is posted (as
+CPython's bedevere does); check runs are found again by their deterministic external id;
+a PR is looked up by its head branch before one is opened; a refused merge looks whether
+the PR is merged already. The outbox serialises them per installation, so two performs
+never race each other into duplicates.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import AsyncGenerator, Mapping
+from contextlib import aclosing
+from datetime import UTC, datetime
+from typing import Any, NotRequired, TypedDict
+from urllib.parse import quote
+
+from adapters.errors import RequestRejected
+from bot.effects.annotations import MAX_ANNOTATIONS, annotations_from_output
+from bot.effects.outbox import EffectContext, EffectRefused, Performer
+from bot.effects.projects import ProjectStatusPayload, set_project_status
+
+Json = dict[str, Any]
+
+__all__ = [
+    "ANNOTATIONS_PER_REQUEST",
+    "PERFORMERS",
+    "RETRY_ACTION",
+    "STATUS_MARKER",
+    "CheckRunPayload",
+    "CommentPayload",
+    "EffectKind",
+    "IssueUpdatePayload",
+    "MergePayload",
+    "MergeRefused",
+    "ProjectStatusPayload",
+    "PullRequestPayload",
+    "ReactionPayload",
+    "StatusCommentPayload",
+    "StatusLabelPayload",
+    "annotations_from_output",
+    "comment_marker",
+    "pr_marker",
+]
+
+
+class EffectKind(enum.StrEnum):
+    STATUS_LABEL = "set_status_label"
+    STATUS_COMMENT = "upsert_status_comment"
+    CHECK_RUN = "check_run"
+    PULL_REQUEST = "open_or_update_pr"
+    MERGE = "merge_pr"
+    REACTION = "add_reaction"
+    COMMENT = "post_comment"
+    ISSUE = "update_issue"
+    PROJECT_STATUS = "set_project_status"  # bot/effects/projects.py: the card's Status column
+
+
+# --- payloads (what the engine writes to the outbox) ---------------------------------------
+
+
+class StatusLabelPayload(TypedDict):
+    repo: str  # OWNER/NAME
+    number: int
+    add: str | None  # the status label to carry; created in the repo if missing
+    remove: list[str]  # the other status labels, removed where present
+    color: NotRequired[str]  # hex without '#', for a label we create
+    description: NotRequired[str]
+
+
+class StatusCommentPayload(TypedDict):
+    repo: str
+    number: int
+    body: str  # Markdown; STATUS_MARKER is added when absent
+
+
+class CheckRunPayload(TypedDict):
+    repo: str
+    head_sha: str
+    name: str  # "openase/<hook>" or "openase"
+    external_id: str  # deterministic, e.g. f"{run_id}:{hook}"
+    status: str  # queued | in_progress | completed
+    conclusion: NotRequired[str]  # success | failure | neutral | cancelled | timed_out | ...
+    title: str
+    summary: str
+    text: NotRequired[str]  # the output tail; its last 65535 characters are kept
+    annotations: NotRequired[list[Json]]  # see annotations_from_output; sent 50 a request
+    actions: NotRequired[list[Json]]  # default for a failure: [RETRY_ACTION]
+    details_url: NotRequired[str]  # the live run page
+    started_at: NotRequired[str]  # ISO 8601; now, when in_progress and absent
+    completed_at: NotRequired[str]  # ISO 8601; now, when completed and absent
+
+
+class PullRequestPayload(TypedDict):
+    repo: str
+    head: str  # the work branch (or OWNER:BRANCH for a fork)
+    base: str
+    title: str
+    body: str  # with "Closes #N", summary, harness version, cost
+    ticket: NotRequired[int]  # adds pr_marker(ticket) to the body when absent
+    draft: NotRequired[bool]
+
+
+class MergePayload(TypedDict):
+    repo: str
+    number: int
+    method: str  # merge | squash | rebase
+    sha: str  # the head the gates passed on; GitHub refuses (409) if it moved
+    commit_title: NotRequired[str]
+    commit_message: NotRequired[str]
+
+
+class ReactionPayload(TypedDict):
+    repo: str
+    content: str  # +1 -1 laugh confused heart hooray rocket eyes (or the emoji)
+    comment_id: NotRequired[int]  # an issue or PR conversation comment
+    review_comment: NotRequired[bool]  # comment_id is a PR review (diff) comment
+    number: NotRequired[int]  # else: the issue itself
+
+
+class CommentPayload(TypedDict):
+    repo: str
+    number: int
+    body: str
+    marker: NotRequired[str]  # names the reply; default: the effect's key
+
+
+class IssueUpdatePayload(TypedDict):
+    repo: str
+    number: int
+    state: NotRequired[str]  # open | closed
+    state_reason: NotRequired[str]  # completed | not_planned | reopened
+    title: NotRequired[str]
+    body: NotRequired[str]
+
+
+# --- markers and limits -------------------------------------------------------------------------
+
+STATUS_MARKER = "<!-- openase:status -->"
+MAX_TEXT = 65535  # GitHub's limit for a check run's summary and text
+ANNOTATIONS_PER_REQUEST = 50  # GitHub's limit per create/update request
+RETRY_ACTION: Json = {
+    "label": "Retry",  # at most 20 characters
+    "identifier": "retry",  # at most 20; comes back in check_run.requested_action
+    "description": "Run this ticket's gates again",  # at most 40
+}
+MERGE_METHODS = frozenset({"merge", "squash", "rebase"})
+REACTIONS: Mapping[str, str] = {
+    **{name: name for name in ("+1", "-1", "laugh", "confused", "heart", "hooray", "rocket")},
+    "eyes": "eyes",
+    "👍": "+1",
+    "👎": "-1",
+    "😄": "laugh",
+    "😕": "confused",
+    "❤️": "heart",
+    "🎉": "hooray",
+    "🚀": "rocket",
+    "👀": "eyes",
+}
+_REPO = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+_MARKER_TEXT = re.compile(r"[^A-Za-z0-9:_./#=+-]")
+
+
+def pr_marker(ticket: int | str) -> str:
+    """The hidden marker of the PR made for a ticket."""
+    return f"<!-- openase:pr ticket={_marker_text(str(ticket))} -->"
+
+
+def comment_marker(name: str) -> str:
+    """The hidden marker of one reply, so a retry finds it instead of posting it again."""
+    return f"<!-- openase:comment {_marker_text(name)} -->"
+
+
+def _marker_text(text: str) -> str:
+    # "--" would end the HTML comment early; anything unusual is replaced.
+    return _MARKER_TEXT.sub("_", text).replace("--", "-_")
+
+
+class MergeRefused(EffectRefused):
+    """GitHub would not merge (not mergeable, head moved, checks or review missing)."""
+
+
+# --- performers ---------------------------------------------------------------------------------
+
+
+async def set_status_label(ctx: EffectContext, payload: Json) -> Json:
+    """Carry exactly the wanted status label: create it if missing, add it, drop the others."""
+    repo, number = _repo(payload), _int(payload, "number")
+    add = payload.get("add")
+    if add is not None and not isinstance(add, str):
+        raise EffectRefused("payload field 'add' must be a label name or null")
+    remove = [name for name in payload.get("remove") or [] if isinstance(name, str)]
+    current = [
+        label["name"] async for label in _paged(ctx, f"/repos/{repo}/issues/{number}/labels")
+    ]
+    carried = {name.casefold(): name for name in current}
+    created = added = False
+    if add is not None and add.casefold() not in carried:
+        created = await _ensure_repo_label(ctx, repo, add, payload)
+        await _call(ctx, "POST", f"/repos/{repo}/issues/{number}/labels", json={"labels": [add]})
+        added = True
+    removed = []
+    for name in remove:
+        present = carried.get(name.casefold())
+        if present is None or (add is not None and present.casefold() == add.casefold()):
+            continue
+        try:
+            await _call(ctx, "DELETE", f"/repos/{repo}/issues/{number}/labels/{_segment(present)}")
+        except RequestRejected as exc:
+            if exc.status != 404:  # already gone: what we wanted
+                raise
+        removed.append(present)
+    return {
+        "label": add,
+        "added": added,
+        "created": created,
+        "removed": removed,
+        "summary": f"status label {add}" if add else "status labels removed",
+    }
+
+
+async def _ensure_repo_label(ctx: EffectContext, repo: str, name: str, payload: Json) -> bool:
+    """Create the label with our colour unless the repository has it; whether we did."""
+    try:
+        await _call(ctx, "GET", f"/repos/{repo}/labels/{_segment(name)}")
+        return False
+    except RequestRejected as exc:
+        if exc.status != 404:
+            raise
+    body: Json = {"name": name}
+    if isinstance(payload.get("color"), str):
+        body["color"] = payload["color"].lstrip("#")
+    if isinstance(payload.get("description"), str):
+        body["description"] = payload["description"][:100]  # GitHub's limit
+    try:
+        await _call(ctx, "POST", f"/repos/{repo}/labels", json=body)
+    except RequestRejected as exc:
+        if exc.status != 422:  # already_exists: someone made it meanwhile
+            raise
+        return False
+    return True
+
+
+async def upsert_status_comment(ctx: EffectContext, payload: Json) -> Json:
+    """Edit the ticket's one status comment in place, posting it the first time."""
+    repo, number = _repo(payload), _int(payload, "number")
+    body = _with_marker(_str(payload, "body"), STATUS_MARKER)
+    known = _comment_id(ctx.previous, repo, number)
+    if known is not None:
+        try:
+            comment = await _call(
+                ctx, "PATCH", f"/repos/{repo}/issues/comments/{known}", json={"body": body}
+            )
+            return _comment_result(repo, number, comment, created=False, what="status comment")
+        except RequestRejected as exc:
+            if exc.status != 404:
+                raise
+            # Deleted by a human: find another or post anew.
+    found = await _find_comment(ctx, repo, number, STATUS_MARKER)
+    if found is not None:
+        comment = found
+        if found.get("body") != body:
+            comment = await _call(
+                ctx, "PATCH", f"/repos/{repo}/issues/comments/{found['id']}", json={"body": body}
+            )
+        return _comment_result(repo, number, comment, created=False, what="status comment")
+    comment = await _call(
+        ctx, "POST", f"/repos/{repo}/issues/{number}/comments", json={"body": body}
+    )
+    return _comment_result(repo, number, comment, created=True, what="status comment")
+
+
+async def post_comment(ctx: EffectContext, payload: Json) -> Json:
+    """Post a reply once: a retry finds the one an earlier try posted by its marker."""
+    repo, number = _repo(payload), _int(payload, "number")
+    marker = comment_marker(str(payload.get("marker") or ctx.key))
+    body = _with_marker(_str(payload, "body"), marker)
+    found = await _find_comment(ctx, repo, number, marker)
+    if found is not None:
+        return _comment_result(repo, number, found, created=False, what="comment")
+    comment = await _call(
+        ctx, "POST", f"/repos/{repo}/issues/{number}/comments", json={"body": body}
+    )
+    return _comment_result(repo, number, comment, created=True, what="comment")
+
+
+async def check_run(ctx: EffectContext, payload: Json) -> Json:
+    """Create or update the check run with this external id on this head sha."""
+    repo = _repo(payload)
+    head_sha, name = _str(payload, "head_sha"), _str(payload, "name")
+    external_id = _str(payload, "external_id")
+    annotations = [_annotation(a) for a in payload.get("annotations") or []][:MAX_ANNOTATIONS]
+    output: Json = {
+        "title": _str(payload, "title")[:255],
+        "summary": _head(_str(payload, "summary"), MAX_TEXT),
+    }
+    if isinstance(payload.get("text"), str) and payload["text"]:
+        output["text"] = _tail(payload["text"], MAX_TEXT)
+    # GitHub appends annotations on every update, so sending a batch twice would show it
+    # twice: progress is saved after each request, and a retry resumes after it.
+    progress = _same_run(ctx.progress, head_sha, external_id)
+    if progress is None:
+        known = _same_run(ctx.previous, head_sha, external_id)
+        run_id = (
+            int(known["check_run_id"])
+            if known
+            else await _find_check_run(ctx, repo, head_sha, name, external_id)
+        )
+        body = _check_run_body(payload, output, annotations[:ANNOTATIONS_PER_REQUEST])
+        if run_id is None:
+            path, body = f"/repos/{repo}/check-runs", {"head_sha": head_sha, **body}
+            answer = await _call(ctx, "POST", path, json=body)
+        else:
+            answer = await _call(ctx, "PATCH", f"/repos/{repo}/check-runs/{run_id}", json=body)
+        progress = {
+            "check_run_id": int(answer["id"]),
+            "html_url": answer.get("html_url"),
+            "head_sha": head_sha,
+            "external_id": external_id,
+            "annotations_sent": min(len(annotations), ANNOTATIONS_PER_REQUEST),
+            "created": run_id is None,
+        }
+        if annotations:
+            await ctx.checkpoint(progress)
+    sent = int(progress["annotations_sent"])
+    while sent < len(annotations):
+        batch = annotations[sent : sent + ANNOTATIONS_PER_REQUEST]
+        await _call(
+            ctx,
+            "PATCH",
+            f"/repos/{repo}/check-runs/{progress['check_run_id']}",
+            json={"output": {**output, "annotations": batch}},
+        )
+        sent += len(batch)
+        progress = {**progress, "annotations_sent": sent}
+        await ctx.checkpoint(progress)
+    state = payload.get("conclusion") or payload.get("status")
+    return {**progress, "summary": f"check run {name}: {state}"}
+
+
+async def open_or_update_pr(ctx: EffectContext, payload: Json) -> Json:
+    """Open the work branch's PR, or bring the open one's title and body up to date."""
+    repo = _repo(payload)
+    head, base, title = _str(payload, "head"), _str(payload, "base"), _str(payload, "title")
+    body = _str(payload, "body")
+    if "ticket" in payload:
+        body = _with_marker(body, pr_marker(payload["ticket"]), at_end=True)
+    existing = await _open_pull(ctx, repo, head, base)
+    if existing is None:
+        request: Json = {"title": title, "head": head, "base": base, "body": body}
+        if isinstance(payload.get("draft"), bool):
+            request["draft"] = payload["draft"]
+        try:
+            pull = await _call(ctx, "POST", f"/repos/{repo}/pulls", json=request)
+            return _pull_result(pull, created=True)
+        except RequestRejected as exc:
+            if exc.status != 422:
+                raise
+            # "A pull request already exists" (opened meanwhile) is fine; anything else
+            # (no commits between the branches, no such branch) the engine must hear.
+            existing = await _open_pull(ctx, repo, head, base)
+            if existing is None:
+                raise EffectRefused(str(exc), {"opened": False, "reason": str(exc)}) from exc
+    if existing.get("title") == title and existing.get("body") == body:
+        return _pull_result(existing, created=False)
+    pull = await _call(
+        ctx,
+        "PATCH",
+        f"/repos/{repo}/pulls/{existing['number']}",
+        json={"title": title, "body": body},
+    )
+    return _pull_result(pull, created=False)
+
+
+async def merge_pr(ctx: EffectContext, payload: Json) -> Json:
+    """Merge at the gated head sha; a refusal raises MergeRefused with the reason."""
+    repo, number = _repo(payload), _int(payload, "number")
+    method = _str(payload, "method")
+    if method not in MERGE_METHODS:
+        raise EffectRefused(f"merge method {method!r} is not one of {sorted(MERGE_METHODS)}")
+    request: Json = {"merge_method": method, "sha": _str(payload, "sha")}
+    for field in ("commit_title", "commit_message"):
+        if isinstance(payload.get(field), str):
+            request[field] = payload[field]
+    try:
+        answer = await _call(ctx, "PUT", f"/repos/{repo}/pulls/{number}/merge", json=request)
+    except RequestRejected as exc:
+        if exc.status not in (405, 409, 422):
+            raise
+        # A retry of a merge that went through is refused too: look before saying no.
+        pull = await _call(ctx, "GET", f"/repos/{repo}/pulls/{number}")
+        if pull.get("merged"):
+            return _merged(number, pull.get("merge_commit_sha"), already=True)
+        reason = _refusal(exc.status, str(exc))
+        result = {
+            "merged": False,
+            "status": exc.status,
+            "reason": reason,
+            "mergeable_state": pull.get("mergeable_state"),
+            "head_sha": (pull.get("head") or {}).get("sha"),
+        }
+        raise MergeRefused(f"PR #{number} was not merged: {reason}", result) from exc
+    return _merged(number, answer.get("sha"), already=False)
+
+
+async def add_reaction(ctx: EffectContext, payload: Json) -> Json:
+    """React to a comment or an issue (GitHub answers an existing reaction with 200)."""
+    repo = _repo(payload)
+    content = REACTIONS.get(_str(payload, "content"))
+    if content is None:
+        raise EffectRefused(f"unknown reaction {payload['content']!r}")
+    if "comment_id" in payload:
+        kind = "pulls" if payload.get("review_comment") else "issues"
+        path = f"/repos/{repo}/{kind}/comments/{_int(payload, 'comment_id')}/reactions"
+    else:
+        path = f"/repos/{repo}/issues/{_int(payload, 'number')}/reactions"
+    answer = await _call(ctx, "POST", path, json={"content": content})
+    return {"reaction_id": answer.get("id"), "content": content, "summary": f"reacted {content}"}
+
+
+async def update_issue(ctx: EffectContext, payload: Json) -> Json:
+    """Set an issue's state, title or body (setting a value twice changes nothing)."""
+    repo, number = _repo(payload), _int(payload, "number")
+    fields = ("state", "state_reason", "title", "body")
+    request = {key: payload[key] for key in fields if isinstance(payload.get(key), str)}
+    if not request:
+        raise EffectRefused("update_issue names nothing to change")
+    answer = await _call(ctx, "PATCH", f"/repos/{repo}/issues/{number}", json=request)
+    return {"state": answer.get("state"), "summary": f"issue #{number} updated"}
+
+
+PERFORMERS: Mapping[str, Performer] = {
+    EffectKind.STATUS_LABEL: set_status_label,
+    EffectKind.STATUS_COMMENT: upsert_status_comment,
+    EffectKind.CHECK_RUN: check_run,
+    EffectKind.PULL_REQUEST: open_or_update_pr,
+    EffectKind.MERGE: merge_pr,
+    EffectKind.REACTION: add_reaction,
+    EffectKind.COMMENT: post_comment,
+    EffectKind.ISSUE: update_issue,
+    EffectKind.PROJECT_STATUS: set_project_status,
+}
+
+
+# --- requests -----------------------------------------------------------------------------------
+
+
+async def _call(ctx: EffectContext, method: str, path: str, **kwargs: Any) -> Any:
+    response = await ctx.github.request(method, path, installation_id=ctx.installation(), **kwargs)
+    if response.status_code == 204 or not response.content:
+        return None
+    return response.json()
+
+
+async def _paged(ctx: EffectContext, path: str) -> AsyncGenerator[Json, None]:
+    """Every item of a list endpoint, following its Link pages."""
+    pages = ctx.github.pages(
+        path, installation_id=ctx.installation(), params={}, convert=lambda item: item
+    )
+    async with aclosing(pages):
+        async for page in pages:
+            for item in page.items:
+                yield item
+
+
+async def _find_comment(ctx: EffectContext, repo: str, number: int, marker: str) -> Json | None:
+    """The App's own comment carrying `marker` (a human's copy of it is not ours to edit)."""
+    comments = _paged(ctx, f"/repos/{repo}/issues/{number}/comments")
+    async with aclosing(comments):
+        async for comment in comments:
+            if marker in (comment.get("body") or "") and _ours(comment, ctx.github.app_id):
+                found: Json = comment
+                return found
+    return None
+
+
+def _ours(comment: Json, app_id: int) -> bool:
+    app = comment.get("performed_via_github_app")
+    if isinstance(app, dict):
+        return app.get("id") == app_id
+    # GitHub Enterprise Server before 3.x leaves the field out; the author is our bot.
+    return (comment.get("user") or {}).get("type") == "Bot"
+
+
+async def _find_check_run(
+    ctx: EffectContext, repo: str, head_sha: str, name: str, external_id: str
+) -> int | None:
+    """Our check run of that name and external id on the commit, if there is one."""
+    params = {"check_name": name, "filter": "all", "app_id": ctx.github.app_id, "per_page": 100}
+    page = 1
+    while True:
+        answer = await _call(
+            ctx,
+            "GET",
+            f"/repos/{repo}/commits/{head_sha}/check-runs",
+            params={**params, "page": page},
+        )
+        runs = answer.get("check_runs") or []
+        for run in runs:
+            if run.get("external_id") == external_id:
+                return int(run["id"])
+        if len(runs) < 100 or page * 100 >= int(answer.get("total_count", 0)):
+            return None
+        page += 1
+
+
+async def _open_pull(ctx: EffectContext, repo: str, head: str, base: str) -> Json | None:
+    owner = repo.split("/")[0]
+    label = head if ":" in head else f"{owner}:{head}"
+    pulls = await _call(
+        ctx,
+        "GET",
+        f"/repos/{repo}/pulls",
+        params={"head": label, "base": base, "state": "open", "per_page": 100},
+    )
+    for pull in pulls or []:
+        if (pull.get("base") or {}).get("ref") == base:
+            found: Json = pull
+            return found
+    return None
+
+
+# --- shapes ------------------------------------------------------------------------------------
+
+
+def _check_run_body(payload: Json, output: Json, annotations: list[Json]) -> Json:
+    status = _str(payload, "status")
+    conclusion = payload.get("conclusion")
+    if status == "completed" and not conclusion:
+        raise EffectRefused("a completed check run needs a conclusion")
+    body: Json = {
+        "name": _str(payload, "name"),
+        "external_id": _str(payload, "external_id"),
+        "status": "completed" if conclusion else status,
+        "output": {**output, "annotations": annotations} if annotations else output,
+    }
+    if isinstance(payload.get("details_url"), str):
+        body["details_url"] = payload["details_url"]
+    now = _iso_now()
+    if status == "in_progress" or isinstance(payload.get("started_at"), str):
+        body["started_at"] = payload.get("started_at") or now
+    if conclusion:
+        body["conclusion"] = conclusion
+        body["completed_at"] = payload.get("completed_at") or now
+    actions = payload.get("actions")
+    if actions is None and conclusion == "failure":
+        actions = [RETRY_ACTION]
+    if actions:
+        body["actions"] = [_action(action) for action in actions[:3]]  # GitHub allows three
+    return body
+
+
+def _annotation(raw: Json) -> Json:
+    annotation: Json = {
+        "path": str(raw["path"]),
+        "start_line": int(raw["start_line"]),
+        "end_line": int(raw.get("end_line") or raw["start_line"]),
+        "annotation_level": raw.get("annotation_level", "failure"),
+        "message": _head(str(raw.get("message") or ""), 4000) or "(no message)",
+    }
+    # Columns only on a single line, per GitHub.
+    if annotation["start_line"] == annotation["end_line"]:
+        for key in ("start_column", "end_column"):
+            if isinstance(raw.get(key), int):
+                annotation[key] = raw[key]
+    if isinstance(raw.get("title"), str):
+        annotation["title"] = raw["title"][:255]
+    return annotation
+
+
+def _action(raw: Json) -> Json:
+    return {
+        "label": str(raw["label"])[:20],
+        "identifier": str(raw["identifier"])[:20],
+        "description": str(raw.get("description") or raw["label"])[:40],
+    }
+
+
+def _same_run(result: Json | None, head_sha: str, external_id: str) -> Json | None:
+    if not result or not isinstance(result.get("check_run_id"), int):
+        return None
+    if result.get("head_sha") != head_sha or result.get("external_id") != external_id:
+        return None
+    return result
+
+
+def _comment_id(result: Json | None, repo: str, number: int) -> int | None:
+    if not result or result.get("repo") != repo or result.get("number") != number:
+        return None
+    found = result.get("comment_id")
+    return found if isinstance(found, int) else None
+
+
+def _comment_result(repo: str, number: int, comment: Json, *, created: bool, what: str) -> Json:
+    return {
+        "repo": repo,
+        "number": number,
+        "comment_id": comment["id"],
+        "html_url": comment.get("html_url"),
+        "created": created,
+        "summary": f"{what} {'posted' if created else 'updated'} on #{number}",
+    }
+
+
+def _pull_result(pull: Json, *, created: bool) -> Json:
+    return {
+        "number": pull["number"],
+        "html_url": pull.get("html_url"),
+        "head_sha": (pull.get("head") or {}).get("sha"),
+        "created": created,
+        "summary": f"PR #{pull['number']} {'opened' if created else 'updated'}",
+    }
+
+
+def _merged(number: int, sha: Any, *, already: bool) -> Json:
+    return {"merged": True, "sha": sha, "already": already, "summary": f"PR #{number} merged"}
+
+
+def _refusal(status: int, message: str) -> str:
+    if status == 409:
+        return f"the head branch moved since the gates passed ({message})"
+    if status == 405:
+        return (
+            f"GitHub says it is not mergeable: conflicts, or required reviews or checks ({message})"
+        )
+    return message
+
+
+def _with_marker(body: str, marker: str, *, at_end: bool = False) -> str:
+    if marker in body:
+        return body
+    return f"{body}\n\n{marker}" if at_end else f"{marker}\n{body}"
+
+
+def _head(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 20] + "\n… (truncated)"
+
+
+def _tail(text: str, limit: int) -> str:
+    """The end of an output: where the failure usually is."""
+    return text if len(text) <= limit else "… (truncated)\n" + text[-(limit - 20) :]
+
+
+def _iso_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _segment(name: str) -> str:
+    """A label name as one URL path segment (status labels contain '/')."""
+    return quote(name, safe="")
+
+
+def _repo(payload: Json) -> str:
+    repo = _str(payload, "repo")
+    if not _REPO.match(repo):
+        raise EffectRefused(f"payload field 'repo' is not OWNER/NAME: {repo!r}")
+    return repo
+
+
+def _str(payload: Json, key: str) -> str:
+    value = payload.get(key)
+    if not isinstance(value, str):
+        raise EffectRefused(f"payload field {key!r} must be a string")
+    return value
+
+
+def _int(payload: Json, key: str) -> int:
+    value = payload.get(key)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise EffectRefused(f"payload field {key!r} must be an integer")
+    return value

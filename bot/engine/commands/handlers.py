@@ -1,0 +1,249 @@
+"""What each slash command does (registered in `bot.engine.commands.registry` on import)."""
+
+from __future__ import annotations
+
+from bot.config.repo import INTAKE_STATES, HarnessPin, Workflow
+from bot.config.states import TERMINAL, State
+from bot.engine.commands.access import Level
+from bot.engine.commands.registry import Context, Outcome, command, registry
+from bot.engine.core import send_back, transition, workflow_of
+from bot.engine.status_comment import render
+from harness_store.errors import NotFound
+from harness_store.store import pin_harness
+
+BUSY = frozenset({State.IN_PROGRESS, State.MERGING})
+
+
+def _flow(context: Context) -> Workflow | None:
+    return workflow_of(context.config, context.loaded.state)
+
+
+@command(
+    "run",
+    "/run [workflow]",
+    "assign the agent (as the trigger label does)",
+    Level.WRITE,
+    "optional",
+)
+async def run(context: Context) -> Outcome:
+    config, row = context.config, context.loaded.state
+    if config is None:
+        return Outcome(False, "the repository's `.github/openase.yml` is invalid; see its comment.")
+    name = context.command.args.split()[0] if context.command.args else None
+    if name is not None:
+        flow = config.workflow(name)
+        if flow is None:
+            known = ", ".join(f"`{n}`" for n in config.workflows)
+            return Outcome(False, f"there is no workflow `{name}` (workflows: {known}).")
+    else:
+        intake = [f for f in config.workflows.values() if f.pickup in INTAKE_STATES]
+        flow = intake[0] if intake else next(iter(config.workflows.values()))
+    if (
+        row is not None
+        and row.state not in TERMINAL
+        and row.state
+        not in (
+            State.FAILED,
+            State.BACKLOG,
+            *INTAKE_STATES,
+        )
+    ):
+        return Outcome(False, f"the ticket is already `{row.state}`.")
+    await send_back(
+        context.session,
+        context.engine,
+        context.loaded,
+        config,
+        context.followups,
+        flow,
+        reason=f"/run by @{context.actor.login}: workflow {flow.name}",
+        last_failure=None,
+        held=False,
+    )
+    return Outcome(True)
+
+
+@command(
+    "retry",
+    "/retry [guidance…]",
+    "run the agent again, with your guidance in its prompt",
+    Level.WRITE,
+    "optional",
+)
+async def retry(context: Context) -> Outcome:
+    row, flow = context.loaded.state, _flow(context)
+    if row is None or flow is None:
+        return Outcome(False, "this ticket has not run yet; use `/run`.")
+    if row.state in BUSY:
+        return Outcome(False, f"the ticket is `{row.state}` right now; `/cancel` it first.")
+    if row.state == State.DONE:
+        return Outcome(False, "the ticket is done; reopen it and `/run` it to start over.")
+    guidance = context.command.args
+    await send_back(
+        context.session,
+        context.engine,
+        context.loaded,
+        context.config,
+        context.followups,
+        flow,
+        reason=f"/retry by @{context.actor.login}",
+        feedback=f"@{context.actor.login} asked for a retry:\n\n{guidance}" if guidance else None,
+    )
+    return Outcome(True)
+
+
+@command("cancel", "/cancel", "stop the running agent and cancel the ticket", Level.WRITE, "none")
+async def cancel(context: Context) -> Outcome:
+    row = context.loaded.state
+    if row is None or row.state in TERMINAL or row.state == State.FAILED:
+        return Outcome(False, "there is nothing to cancel.")
+    if row.run_id is not None:
+        context.followups.cancel[row.run_id] = f"/cancel by @{context.actor.login}"
+    await transition(
+        context.session,
+        context.engine,
+        context.loaded,
+        context.config,
+        context.followups,
+        State.CANCELED,
+        reason=f"/cancel by @{context.actor.login}",
+        run_id=None,
+    )
+    return Outcome(True)
+
+
+@command(
+    "status",
+    "/status",
+    "reply with the ticket's state, machine, harness, attempts and cost",
+    Level.ANYONE,
+    "none",
+)
+async def status(context: Context) -> Outcome:
+    from bot.engine.core import status_view
+
+    if context.loaded.state is None:
+        return Outcome(True, "OpenASE has not picked this ticket up (label it or `/run`).")
+    view = await status_view(context.session, context.engine, context.loaded, context.config)
+    return Outcome(True, "\n\n" + render(view))
+
+
+@command(
+    "approve",
+    "/approve",
+    "approve the pull request (the human gate before merging)",
+    Level.WRITE,
+    "none",
+)
+async def approve(context: Context) -> Outcome:
+    row = context.loaded.state
+    if row is None or row.state != State.IN_REVIEW:
+        state = row.state if row is not None else "not started"
+        return Outcome(False, f"there is nothing to approve: the ticket is `{state}`.")
+    await transition(
+        context.session,
+        context.engine,
+        context.loaded,
+        context.config,
+        context.followups,
+        row.state,
+        reason=f"approved by @{context.actor.login} (/approve)",
+        approved=True,
+    )
+    context.followups.merge_checks.add(context.loaded.ticket.id)
+    return Outcome(True)
+
+
+@command(
+    "hold", "/hold", "keep the ticket from starting or merging until /unhold", Level.WRITE, "none"
+)
+async def hold(context: Context) -> Outcome:
+    return await _set_hold(context, True)
+
+
+@command("unhold", "/unhold", "let a held ticket start and merge again", Level.WRITE, "none")
+async def unhold(context: Context) -> Outcome:
+    return await _set_hold(context, False)
+
+
+async def _set_hold(context: Context, held: bool) -> Outcome:
+    row = context.loaded.state
+    if row is None:
+        return Outcome(False, "this ticket has not been picked up; nothing to hold.")
+    if row.held == held:
+        return Outcome(True, "it already is." if held else "it was not on hold.")
+    await transition(
+        context.session,
+        context.engine,
+        context.loaded,
+        context.config,
+        context.followups,
+        row.state,
+        reason=f"/{'hold' if held else 'unhold'} by @{context.actor.login}",
+        held=held,
+    )
+    if not held:
+        context.followups.dispatch.add(context.loaded.ticket.id)
+        context.followups.merge_checks.add(context.loaded.ticket.id)
+    return Outcome(True)
+
+
+@command(
+    "harness",
+    "/harness NAME[@VERSION]",
+    "pin this ticket's harness (the current version without @)",
+    Level.WRITE,
+    "required",
+)
+async def harness(context: Context) -> Outcome:
+    try:
+        pin = HarnessPin.parse(context.command.args.split()[0])
+    except ValueError as error:
+        return Outcome(False, f"{error}. Usage: `/harness NAME[@VERSION]`.")
+    try:
+        target = await pin_harness(
+            context.session,
+            context.loaded.ticket.id,
+            pin.name,
+            pin.version,
+            pinned_by=context.actor.login,
+        )
+    except NotFound as error:
+        return Outcome(False, f"{error}.")
+    await transition(
+        context.session,
+        context.engine,
+        context.loaded,
+        context.config,
+        context.followups,
+        context.loaded.state.state if context.loaded.state else State.BACKLOG,
+        reason=f"harness pinned to {target.name}@{target.version} by @{context.actor.login}",
+    )
+    return Outcome(True, f"the next runs use harness `{target.name}@{target.version}`.")
+
+
+@command(
+    "ask",
+    "/ask QUESTION",
+    "ask the agent about the code (read-only; no branch, no state change)",
+    Level.WRITE,
+    "required",
+)
+async def ask(context: Context) -> Outcome:
+    from bot.engine.commands.ask import start_ask
+
+    return await start_ask(context)
+
+
+@command("help", "/help", "list the commands and who may use them", Level.ANYONE, "none")
+async def help_(context: Context) -> Outcome:
+    rows = ["| command | what it does | who |", "|---|---|---|"]
+    for spec in registry().values():
+        who = "anyone" if spec.needs == Level.ANYONE else "write access"
+        rows.append(f"| `{spec.usage}` | {spec.summary} | {who} |")
+    note = (
+        "\n\nCommands go one per line, anywhere in a new comment; code, quotes and edits "
+        "are ignored. `.github/openase.yml` may allow more users or teams per command "
+        "under `commands:`."
+    )
+    return Outcome(True, "these are the commands:\n\n" + "\n".join(rows) + note)

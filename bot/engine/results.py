@@ -1,0 +1,448 @@
+"""What the engine does with a finished or lost run (DESIGN §4): report every gate as a
+check run, then open the PR and wait for review, hand over to the next relay stage, retry
+with backoff and the failure in the next prompt, or give up after the last attempt.
+
+Taking a result in (`runs.state` to finished) and deciding on it happen in one
+transaction, so a result is acted on exactly once however many workers see it.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import func, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.config.repo import RepoConfig, Workflow, stage_for
+from bot.config.states import State
+from bot.effects.annotations import annotations_from_output
+from bot.effects.github import EffectKind
+from bot.effects.outbox import add_effect, revision_key
+from bot.engine.blockers import backoff
+from bot.engine.commands.ask import ASK, answer
+from bot.engine.core import Engine, Followups, Loaded, comment, load, note, transition
+from bot.engine.runs.spec import GATES_ONLY_AGENT, work_branch
+from bot.engine.runs.tracking import HANDED_BACK, collect_events, fetch_result
+from bot.tables.mirror import Ticket
+from bot.tables.workflow import Run, RunState
+from runner.contract import HookResult, RunResult, RunStatus
+
+log = structlog.get_logger(__name__)
+
+LOST_MESSAGE = (
+    "The runner stopped sending heartbeats (its machine or process went away); the run is "
+    "lost and the ticket goes back to the queue."
+)
+MAX_FAILURE = 12_000
+NO_CHANGES = (
+    "The agent finished without changing anything, so there is nothing to review. Make the "
+    "change the ticket asks for; the work is only done when it is committed."
+)
+
+
+async def take_result(engine: Engine, run_id: str) -> bool:
+    """Persist the run's events and act on its result, if it has one; whether it did."""
+    await collect_events(engine.deps.redis, engine.deps.sessions, run_id)
+    result = await fetch_result(engine.deps.redis, run_id)
+    if result is None or result.error_class == HANDED_BACK:
+        return False
+    return await finish_run(engine, run_id, result)
+
+
+async def finish_run(engine: Engine, run_id: str, result: RunResult | None) -> bool:
+    """Record the run as finished (`result`) or lost (None) and decide; False when it was
+    already finished or lost (someone else acted on it)."""
+    async with engine.deps.sessions() as session:
+        run = await session.get(Run, run_id)
+        if run is None:
+            return False
+        loaded = await load(session, run.ticket_id, lock=False)
+    config = None
+    if loaded is not None and loaded.repo is not None and loaded.repo.installation_id:
+        try:
+            config = (await engine.config_of(loaded.repo)).config
+        except Exception:  # config is for labels and the next stage; the result counts more
+            log.warning("result_without_config", run_id=run_id, exc_info=True)
+    followups = Followups(decision=f"result:{run_id}")
+    async with engine.deps.sessions() as session, session.begin():
+        if not await _mark(session, run_id, result):
+            return False
+        fresh = await load(session, run.ticket_id)
+        if fresh is not None:
+            await _decide(session, engine, fresh, config, run, result, followups)
+    log.info(
+        "run_taken",
+        run_id=run_id,
+        status=result.status.value if result else "lost",
+        ticket_id=run.ticket_id,
+    )
+    await followups.run(engine)
+    return True
+
+
+async def _mark(session: AsyncSession, run_id: str, result: RunResult | None) -> bool:
+    open_states = (RunState.QUEUED, RunState.RUNNING)
+    if result is None:
+        values: dict[str, Any] = {"state": RunState.LOST, "finished_at": func.now()}
+    else:
+        values = {
+            "state": RunState.FINISHED,
+            "status": result.status.value,
+            "result": result.to_wire(),
+            "cost_usd": result.cost_usd,
+            "finished_at": result.finished_at,
+            "started_at": func.coalesce(Run.started_at, result.started_at),
+        }
+    changed = await session.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.state.in_(open_states))
+        .values(**values)
+        .returning(Run.id)
+        .execution_options(synchronize_session=False)
+    )
+    return changed.first() is not None
+
+
+async def _decide(
+    session: AsyncSession,
+    engine: Engine,
+    loaded: Loaded,
+    config: RepoConfig | None,
+    run: Run,
+    result: RunResult | None,
+    followups: Followups,
+) -> None:
+    row = loaded.state
+    status = result.status.value if result is not None else "lost"
+    cost = (result.cost_usd or 0.0) if result is not None else 0.0
+    summary = f"run {run.id} {status}" + (f" (${cost:.2f})" if cost else "")
+    note(session, loaded.ticket.id, "run", summary, run_id=run.id, status=status, cost_usd=cost)
+    if run.workflow == ASK:  # a question, not a stage: answered, nothing moves
+        await answer(session, engine, loaded, run, result, followups)
+        if loaded.state is not None:
+            loaded.state.cost_usd = (loaded.state.cost_usd or 0.0) + cost
+        followups.dispatch_due = True
+        return
+    if row is None:
+        return
+    row.cost_usd = (row.cost_usd or 0.0) + cost
+    if result is not None and result.session_id:
+        row.session_id = result.session_id
+    # A gates-only run starts from the work branch on the remote and adds nothing to it.
+    gates_only = (run.spec or {}).get("agent", {}).get("argv") == list(GATES_ONLY_AGENT.argv)
+    if result is not None:
+        await _report_checks(session, engine, loaded, run, result, followups, gates_only)
+    else:
+        # Should the lost run's job ever run again (its runner comes back), it stops at once.
+        followups.cancel[run.id] = "the run was declared lost and retried elsewhere"
+    if row.run_id != run.id or row.state != State.IN_PROGRESS:
+        note(session, loaded.ticket.id, "run", "the ticket had moved on; result not acted on")
+        followups.dispatch_due = True
+        return
+    workflow = config.workflow(run.workflow) if config is not None else None
+    followups.dispatch_due = True  # a slot is free
+    if (
+        result is not None
+        and result.succeeded
+        and not result.pushed
+        and not gates_only
+        and row.pr_number is None
+        and workflow is not None
+        and workflow.finish == State.IN_REVIEW
+    ):
+        failure = NO_CHANGES
+    elif result is not None and result.succeeded and workflow is not None and config is not None:
+        await _succeeded(session, engine, loaded, config, workflow, run, result, followups)
+        return
+    else:
+        failure = LOST_MESSAGE if result is None else describe(result)
+    await _failed(session, engine, loaded, config, workflow, run, failure, result, followups)
+
+
+async def _succeeded(
+    session: AsyncSession,
+    engine: Engine,
+    loaded: Loaded,
+    config: RepoConfig,
+    workflow: Workflow,
+    run: Run,
+    result: RunResult,
+    followups: Followups,
+) -> None:
+    ticket, repo = loaded.ticket, loaded.repo
+    assert repo is not None
+    assert loaded.state is not None
+    if workflow.finish != State.IN_REVIEW:
+        following = stage_for(config, workflow.finish, ticket.labels)
+        await transition(
+            session,
+            engine,
+            loaded,
+            config,
+            followups,
+            workflow.finish,
+            reason=f"{workflow.name} done; {following.name if following else 'no workflow'} next",
+            run_id=None,
+            workflow=following.name if following else None,
+            attempt=0,
+            last_failure=None,
+            session_id=None,  # the next stage's agent starts its own session
+            head_sha=result.head_sha,
+            next_attempt_at=None,
+        )
+        followups.dispatch.add(ticket.id)
+        return
+    harness = (run.spec or {}).get("harness") or {}
+    body = "\n".join(
+        [
+            _ticket_line(ticket),
+            "",
+            (result.summary or "").strip()[:20_000] or "(the agent left no summary)",
+            "",
+            "| | |",
+            "|---|---|",
+            f"| Workflow | `{workflow.name}` |",
+            f"| Harness | `{harness.get('name')}@{harness.get('version')}` |",
+            f"| Attempt | {loaded.state.attempt} of {workflow.max_attempts} |",
+            f"| Cost | ${loaded.state.cost_usd:,.2f} |",
+            f"| Run | {engine.run_url(run.id)} |",
+        ]
+    )
+    await add_effect(
+        session,
+        key=f"pr:{ticket.id}:{run.id}",
+        kind=EffectKind.PULL_REQUEST,
+        payload={
+            "repo": repo.full_name,
+            "head": work_branch(ticket),
+            "base": repo.default_branch or "main",
+            "title": _pr_title(ticket),
+            "body": body,
+            "ticket": ticket.id,
+        },
+        ticket_id=ticket.id,
+        installation_id=repo.installation_id,
+    )
+    await transition(
+        session,
+        engine,
+        loaded,
+        config,
+        followups,
+        State.IN_REVIEW,
+        reason=f"{workflow.name} succeeded and its gates passed",
+        run_id=None,
+        head_sha=result.head_sha,
+        approved=loaded.state.approved and loaded.state.head_sha == result.head_sha,
+        last_failure=None,
+        next_attempt_at=None,
+        waiting=None,
+    )
+    if loaded.state.pr_number is not None:
+        followups.merge_checks.add(ticket.id)
+
+
+async def _failed(
+    session: AsyncSession,
+    engine: Engine,
+    loaded: Loaded,
+    config: RepoConfig | None,
+    workflow: Workflow | None,
+    run: Run,
+    failure: str,
+    result: RunResult | None,
+    followups: Followups,
+) -> None:
+    row = loaded.state
+    assert row is not None
+    max_attempts = workflow.max_attempts if workflow is not None else row.attempt
+    if row.attempt < max_attempts and workflow is not None:
+        lost = result is None
+        delay = (
+            timedelta(0)
+            if lost
+            else backoff(row.attempt, timedelta(seconds=workflow.limits.backoff_seconds))
+        )
+        when = datetime.now(UTC) + delay
+        await transition(
+            session,
+            engine,
+            loaded,
+            config,
+            followups,
+            workflow.pickup,
+            reason=f"attempt {row.attempt} {'lost' if lost else 'failed'}; "
+            f"next in {int(delay.total_seconds())} s",
+            run_id=None,
+            last_failure=failure,
+            next_attempt_at=when,
+            workflow=workflow.name,
+        )
+        followups.later[loaded.ticket.id] = when
+        return
+    await transition(
+        session,
+        engine,
+        loaded,
+        config,
+        followups,
+        State.FAILED,
+        reason=f"attempt {row.attempt} of {max_attempts} failed; giving up",
+        run_id=None,
+        last_failure=failure,
+    )
+    fence = "`" * max(3, _longest_backticks(failure) + 1)
+    await comment(
+        session,
+        loaded,
+        followups,
+        key=f"comment:{loaded.ticket.id}:gave-up:{run.id}",
+        body=(
+            f"❌ **OpenASE gave up** after {row.attempt} attempt(s) of the "
+            f"`{run.workflow}` workflow. The last one failed with:\n\n"
+            f"{fence}\n{failure[-6000:]}\n{fence}\n\n"
+            "Move the ticket back to `todo` (or comment `/retry`) to try again."
+        ),
+    )
+
+
+def describe(result: RunResult) -> str:
+    """The failure as the next attempt's prompt and the status comment show it."""
+    if result.status == RunStatus.GATES_FAILED and result.gate_failures:
+        parts = [_gate_text(hook) for hook in result.gate_failures]
+        return "\n\n".join(parts)[-MAX_FAILURE:]
+    text = f"The run ended with {result.status.value}"
+    if result.error_class:
+        text += f" ({result.error_class})"
+    if result.error:
+        text += f": {result.error}"
+    if result.summary:
+        text += f"\n\nThe agent's last message:\n{result.summary.strip()[-4000:]}"
+    return text[-MAX_FAILURE:]
+
+
+def _gate_text(hook: HookResult) -> str:
+    how = "timed out" if hook.timed_out else f"exited with {hook.exit_code}"
+    return (
+        f"The gate `{hook.name}` ({hook.phase}) {how} after {hook.duration_s:.1f} s. "
+        f"Its output ends with:\n{hook.output_tail.strip()[-4000:]}"
+    )
+
+
+def _longest_backticks(text: str) -> int:
+    run = best = 0
+    for char in text:
+        run = run + 1 if char == "`" else 0
+        best = max(best, run)
+    return best
+
+
+async def _report_checks(
+    session: AsyncSession,
+    engine: Engine,
+    loaded: Loaded,
+    run: Run,
+    result: RunResult,
+    followups: Followups,
+    gates_only: bool,
+) -> None:
+    """One check run per blocking gate on the pushed commit, and `openase` for the ticket."""
+    repo = loaded.repo
+    known = gates_only or (loaded.state is not None and result.head_sha == loaded.state.head_sha)
+    # GitHub only takes check runs for commits it has: pushed now, or the PR's head already.
+    if repo is None or not result.head_sha or not (result.pushed or known):
+        return
+    details = engine.run_url(run.id)
+    gates = [
+        hook
+        for hook in result.hook_results
+        if hook.phase == "on_complete" and hook.on_failure == "block"
+    ]
+    for hook in gates:
+        name = f"openase/{hook.name}"
+        conclusion = "success" if hook.passed else ("timed_out" if hook.timed_out else "failure")
+        await _check_effect(
+            session,
+            loaded,
+            followups,
+            run_id=run.id,
+            sha=result.head_sha,
+            name=name,
+            payload={
+                "repo": repo.full_name,
+                "head_sha": result.head_sha,
+                "name": name,
+                "external_id": f"{run.id}:{hook.name}",
+                "status": "completed",
+                "conclusion": conclusion,
+                "title": f"{hook.name}: {'passed' if hook.passed else 'failed'}",
+                "summary": f"`{hook.name}` exited with {hook.exit_code} after "
+                f"{hook.duration_s:.1f} s (attempt {run.attempt}).",
+                "text": f"```\n{hook.output_tail}\n```" if hook.output_tail else "",
+                "annotations": annotations_from_output(hook.output_tail) if not hook.passed else [],
+                "details_url": details,
+            },
+        )
+    ok = result.succeeded
+    await _check_effect(
+        session,
+        loaded,
+        followups,
+        run_id=run.id,
+        sha=result.head_sha,
+        name="openase",
+        payload={
+            "repo": repo.full_name,
+            "head_sha": result.head_sha,
+            "name": "openase",
+            "external_id": f"{run.id}:openase",
+            "status": "completed",
+            "conclusion": "success" if ok else "failure",
+            "title": "Gates passed" if ok else f"Run {result.status.value}",
+            "summary": describe(result)[:60_000]
+            if not ok
+            else (result.summary or "")[:60_000] or "The agent finished and every gate passed.",
+            "details_url": details,
+        },
+    )
+
+
+async def _check_effect(
+    session: AsyncSession,
+    loaded: Loaded,
+    followups: Followups,
+    *,
+    run_id: str,
+    sha: str,
+    name: str,
+    payload: dict[str, Any],
+) -> None:
+    repo = loaded.repo
+    assert repo is not None
+    await add_effect(
+        session,
+        key=revision_key(f"check:{sha}:{name}", run_id),
+        kind=EffectKind.CHECK_RUN,
+        payload=payload,
+        ticket_id=loaded.ticket.id,
+        installation_id=repo.installation_id,
+    )
+    followups.outbox.add(repo.installation_id)
+
+
+def _ticket_line(ticket: Ticket) -> str:
+    """How the PR names its ticket: GitHub's closing keyword, or a link to the Linear or
+    Jira issue (whose own GitHub integrations also pick up the key)."""
+    if ticket.number is not None:
+        return f"Closes #{ticket.number}"
+    tracker = {"linear": "Linear", "jira": "Jira"}.get(ticket.source, ticket.source)
+    link = f"[{ticket.key}]({ticket.html_url})" if ticket.html_url else ticket.key
+    return f"{tracker}: {link}"
+
+
+def _pr_title(ticket: Ticket) -> str:
+    if ticket.number is not None:
+        return ticket.title or ticket.key
+    return f"{ticket.key}: {ticket.title}" if ticket.title else ticket.key

@@ -1,0 +1,216 @@
+"""The engine's side of pull requests (DESIGN §4): a merged PR finishes its ticket, new
+commits pushed by a human re-run the gates, a writer's review approves it or sends it
+back to the agent with the review's text and diff comments in the prompt."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from adapters.base import PullRequestChanged, PullRequestReviewed
+from bot.config.states import TERMINAL, State
+from bot.engine.commands.access import WRITE_PERMISSIONS, GitHubPermissions
+from bot.engine.core import (
+    BOT,
+    Engine,
+    Followups,
+    Loaded,
+    config_or_none,
+    load,
+    note,
+    send_back,
+    transition,
+    workflow_of,
+)
+from bot.tables.mirror import Repository, Ticket, TicketPullRequest
+from bot.tables.workflow import TicketState
+
+REVIEW_COMMENTS_MAX = 50
+
+
+async def tickets_of_pull(
+    session: AsyncSession, repo_id: int, number: int, pr_id: int
+) -> list[int]:
+    """Tickets whose PR this is: ours (by number) or linked by "Closes #N" or branch name."""
+    ours = (
+        await session.scalars(
+            select(TicketState.ticket_id)
+            .join(Ticket, Ticket.id == TicketState.ticket_id)
+            .where(Ticket.repository_id == repo_id, TicketState.pr_number == number)
+        )
+    ).all()
+    linked = (
+        await session.scalars(
+            select(TicketPullRequest.ticket_id).where(TicketPullRequest.pull_request_id == pr_id)
+        )
+    ).all()
+    return sorted(set(ours) | set(linked))
+
+
+async def tickets_at(session: AsyncSession, repo_id: int, sha: str) -> list[int]:
+    rows = await session.scalars(
+        select(TicketState.ticket_id)
+        .join(Ticket, Ticket.id == TicketState.ticket_id)
+        .where(
+            Ticket.repository_id == repo_id,
+            TicketState.head_sha == sha,
+            TicketState.state == State.IN_REVIEW,
+        )
+    )
+    return list(rows.all())
+
+
+async def pull_request_changed(
+    session: AsyncSession, engine: Engine, event: PullRequestChanged, followups: Followups
+) -> None:
+    pr = event.pull_request
+    if event.action not in ("closed", "synchronize"):
+        return
+    for ticket_id in await tickets_of_pull(session, pr.repo.id, pr.number, pr.id):
+        loaded = await load(session, ticket_id)
+        if loaded is None or loaded.state is None or loaded.repo is None:
+            continue
+        row = loaded.state
+        if row.state in TERMINAL:
+            continue
+        if event.action == "closed" and pr.merged:
+            config = await config_or_none(engine, loaded)
+            await transition(
+                session,
+                engine,
+                loaded,
+                config,
+                followups,
+                State.DONE,
+                reason=f"PR #{pr.number} merged",
+                pr_number=row.pr_number or pr.number,
+            )
+            from bot.engine.jobs import close_issue
+
+            await close_issue(session, loaded, followups)
+        elif event.action == "closed":
+            note(session, ticket_id, "state", f"PR #{pr.number} closed without merging")
+        elif (
+            row.state == State.IN_REVIEW
+            and row.pr_number == pr.number
+            and pr.head_sha
+            and pr.head_sha != row.head_sha
+        ):
+            await rerun_gates(session, engine, loaded, followups, f"new commits on PR #{pr.number}")
+
+
+async def rerun_gates(
+    session: AsyncSession, engine: Engine, loaded: Loaded, followups: Followups, why: str
+) -> None:
+    """Run the gates (no agent) again on the work branch's head."""
+    config = await config_or_none(engine, loaded)
+    flow = workflow_of(config, loaded.state)
+    if flow is None:
+        return
+    reason = f"{why}: re-running the gates"
+    await send_back(
+        session, engine, loaded, config, followups, flow, reason=reason, gates_only=True
+    )
+
+
+async def reviewed(
+    session: AsyncSession, engine: Engine, event: PullRequestReviewed, followups: Followups
+) -> None:
+    pr = event.pull_request
+    if event.author_type == BOT:
+        return
+    for ticket_id in await tickets_of_pull(session, pr.repo.id, pr.number, pr.id):
+        loaded = await load(session, ticket_id)
+        if loaded is None or loaded.state is None or loaded.repo is None:
+            continue
+        row, repo = loaded.state, loaded.repo
+        if row.state not in (State.IN_REVIEW, State.MERGING) or repo.installation_id is None:
+            continue
+        who = event.author_login or "someone"
+        if event.action == "dismissed" or event.state == "dismissed":
+            if row.approved:
+                config = await config_or_none(engine, loaded)
+                await transition(
+                    session,
+                    engine,
+                    loaded,
+                    config,
+                    followups,
+                    row.state,
+                    reason=f"review by @{who} dismissed",
+                    approved=False,
+                )
+            continue
+        if event.action != "submitted":
+            continue
+        # The same answer (and cache) the slash commands use: reviews approve or spend too.
+        access = GitHubPermissions(
+            engine.github, repo.full_name, repo.installation_id, cache=engine.permissions
+        )
+        if await access.permission(who) not in WRITE_PERMISSIONS:
+            note(session, ticket_id, "review", f"review by @{who} ignored: no write access")
+            continue
+        config = await config_or_none(engine, loaded)
+        if event.state == "approved":
+            await transition(
+                session,
+                engine,
+                loaded,
+                config,
+                followups,
+                row.state,
+                reason=f"approved by @{who}",
+                approved=True,
+            )
+            followups.merge_checks.add(ticket_id)
+            continue
+        comments = await _review_comments(engine, repo, pr.number, event.review_id)
+        if event.state != "changes_requested" and not comments and not event.body.strip():
+            continue
+        if row.state != State.IN_REVIEW:
+            continue
+        feedback = _feedback(who, event.state, event.body, comments)
+        flow = workflow_of(config, row)
+        if flow is None:
+            continue
+        await send_back(
+            session,
+            engine,
+            loaded,
+            config,
+            followups,
+            flow,
+            reason=f"@{who} asked for changes",
+            feedback=feedback,
+            last_failure=None,
+        )
+
+
+async def _review_comments(
+    engine: Engine, repo: Repository, number: int, review_id: int
+) -> list[str]:
+    """`path:line: text` for each comment the review left on the diff."""
+    assert repo.installation_id is not None
+    response = await engine.github.request(
+        "GET",
+        f"/repos/{repo.full_name}/pulls/{number}/reviews/{review_id}/comments",
+        installation_id=repo.installation_id,
+        params={"per_page": REVIEW_COMMENTS_MAX},
+    )
+    found = []
+    for item in response.json() or []:
+        where = str(item.get("path") or "")
+        line = item.get("line") or item.get("original_line")
+        if line:
+            where += f":{line}"
+        found.append(f"{where}: {str(item.get('body') or '').strip()}")
+    return found
+
+
+def _feedback(who: str, state: str, body: str, comments: list[str]) -> str:
+    parts = [f"@{who} reviewed the pull request ({state.replace('_', ' ')}):"]
+    if body.strip():
+        parts += ["", body.strip()]
+    if comments:
+        parts += ["", "Comments on the diff:", *(f"- {text}" for text in comments)]
+    return "\n".join(parts)[:20_000]

@@ -1,0 +1,401 @@
+"""Dispatch: a ticket in a pickup state becomes a run on a machine (DESIGN §3.7).
+
+Everything slow or remote (the repo's config, the machine registry, an installation token
+for git) is read before the claiming transaction; the claim itself is one conditional
+UPDATE under the repository's claim lock (`bot.engine.runs.claims`), so several workers dispatching
+at once never exceed a limit or start one ticket twice. The RunSpec is sent to the chosen
+machine's queue only after the claim commits; a send lost to a crash is repeated by the
+engine's cron from the run row (`resend_queued`).
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import structlog
+from arq.jobs import Job
+from pydantic import SecretStr
+from redis.exceptions import RedisError
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.config.control import Provider
+from bot.config.repo import RepoConfig, Workflow, stage_for
+from bot.config.states import State
+from bot.engine.blockers import blockers, open_blockers
+from bot.engine.core import Engine, Followups, Loaded, comment, load, note, transition
+from bot.engine.runs.claims import Limits as ClaimLimits
+from bot.engine.runs.claims import claim
+from bot.engine.runs.machines import Machine, Requirements, choose, registered, why_none
+from bot.engine.runs.spec import GATES_ONLY_AGENT, PROVIDER_KEY, build_spec
+from bot.tables.mirror import Repository, Ticket
+from bot.tables.workflow import Run, RunState, TicketState
+from harness_store.errors import NotFound, RenderError
+from harness_store.store import (
+    record_run_versions,
+)
+from runner.contract import (
+    RUN_JOB,
+    RunSpec,
+    run_queue,
+)
+
+log = structlog.get_logger(__name__)
+
+# States a ticket is never picked up from, whatever the config says.
+NOT_PICKUP = frozenset(
+    {State.IN_PROGRESS, State.IN_REVIEW, State.MERGING, State.DONE, State.CANCELED, State.FAILED}
+)
+MACHINES_LOCK = (
+    0x0A5E0003  # advisory lock namespace of the machine choice (bot.engine.runs.claims' are 1, 2)
+)
+CONFIG_WAIT = (
+    "⚠️ Waiting for a valid `.github/openase.yml` on the default branch (the comment below "
+    "says what is wrong with it)."
+)
+# A queued run not seen by its runner this long after it was sent is sent again.
+RESEND_AFTER = timedelta(seconds=20)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    loaded: Loaded
+    repo: Repository
+    config: RepoConfig
+    workflow: Workflow
+    provider: Provider
+    candidates: list[Machine]  # qualifying runners; the choice is made under the lock
+    needs: Requirements
+
+
+async def dispatch_ticket(engine: Engine, ticket_id: int) -> str:
+    """Try to start the ticket's next run; what happened, as one word (for logs and tests)."""
+    with structlog.contextvars.bound_contextvars(ticket_id=ticket_id):
+        prepared = await _prepare(engine, ticket_id)
+        if isinstance(prepared, str):
+            if prepared not in ("untracked", "not_pickup", "backoff", "held", "closed"):
+                log.info("dispatch_waits", outcome=prepared)
+            return prepared
+        return await _claim_and_send(engine, prepared)
+
+
+async def _prepare(engine: Engine, ticket_id: int) -> Prepared | str:
+    async with engine.deps.sessions() as session:
+        loaded = await load(session, ticket_id, lock=False)
+    if loaded is None or loaded.state is None or loaded.repo is None:
+        return "untracked"
+    row, ticket, repo = loaded.state, loaded.ticket, loaded.repo
+    if row.state in NOT_PICKUP:
+        return "not_pickup"
+    if row.held:
+        return "held"
+    if ticket.state != "open":
+        return "closed"
+    if row.next_attempt_at is not None and row.next_attempt_at > datetime.now(UTC):
+        return "backoff"
+    result = await engine.config_of(repo)
+    if result.config is None:
+        await _report_config(engine, loaded, result.sha, result.problems)
+        return "config_invalid"
+    config = result.config
+    workflow = _workflow_for(config, row, ticket)
+    if workflow is None:
+        return "no_workflow"
+    async with engine.deps.sessions() as session:
+        waiting = await open_blockers(
+            session, blockers(ticket.body, repo.full_name), exclude_ticket_id=ticket.id
+        )
+    if waiting:
+        refs = ", ".join(f"{ref.full_name}#{ref.number}" for ref in waiting)
+        await _wait(engine, ticket_id, config, f"⏳ Waiting for {refs} to close first.")
+        return "blocked"
+    provider = engine.control.providers[workflow.provider]
+    needs = Requirements(
+        # A gates-only run needs no agent CLI: every runner has `command`.
+        cli=GATES_ONLY_AGENT.cli if row.gates_only else provider.cli,
+        labels=frozenset(
+            (
+                *engine.control.machines.default_labels,
+                *provider.machine_labels,
+                *workflow.machine_labels,
+            )
+        ),
+    )
+    machines = await registered(engine.deps.redis)
+    async with engine.deps.sessions() as session:
+        in_flight = await _in_flight(session)
+        crowded = await _crowded(session, workflow)
+    candidates = [machine for machine in machines if machine.name not in crowded]
+    machine = choose(candidates, needs, in_flight=in_flight)
+    if machine is None:
+        reason = why_none(candidates, needs)
+        await _wait(engine, ticket_id, config, f"⏳ Waiting for a runner: {reason}.")
+        return "no_machine"
+    return Prepared(loaded, repo, config, workflow, provider, candidates, needs)
+
+
+def _workflow_for(config: RepoConfig, row: TicketState, ticket: Ticket) -> Workflow | None:
+    if row.workflow is not None:
+        named = config.workflow(row.workflow)
+        if named is not None and named.pickup == row.state:
+            return named
+    return stage_for(config, row.state, ticket.labels)
+
+
+async def _in_flight(session: AsyncSession) -> dict[str, int]:
+    """Runs sent to each machine and not finished (its heartbeat may not count them yet)."""
+    rows = await session.execute(
+        select(Run.machine, func.count())
+        .where(Run.state.in_((RunState.QUEUED, RunState.RUNNING)), Run.machine.is_not(None))
+        .group_by(Run.machine)
+    )
+    return {str(machine): int(count) for machine, count in rows.all()}
+
+
+async def _crowded(session: AsyncSession, workflow: Workflow) -> set[str]:
+    """Machines already running as many of this workflow's tickets as it allows on one."""
+    limit = workflow.limits.concurrency.machine
+    if limit is None:
+        return set()
+    rows = await session.execute(
+        select(Run.machine, func.count())
+        .where(
+            Run.state.in_((RunState.QUEUED, RunState.RUNNING)),
+            Run.workflow == workflow.name,
+            Run.machine.is_not(None),
+        )
+        .group_by(Run.machine)
+    )
+    return {str(machine) for machine, count in rows.all() if count >= limit}
+
+
+async def _wait(engine: Engine, ticket_id: int, config: RepoConfig, why: str) -> None:
+    """Say on the status comment what the ticket waits for (once per new reason)."""
+    followups = Followups()
+    async with engine.deps.sessions() as session, session.begin():
+        loaded = await load(session, ticket_id)
+        if loaded is None or loaded.state is None or loaded.state.waiting == why:
+            return
+        if loaded.state.state in NOT_PICKUP:
+            return
+        await transition(
+            session,
+            engine,
+            loaded,
+            config,
+            followups,
+            loaded.state.state,
+            reason=why,
+            waiting=why,
+        )
+    await followups.run(engine)
+
+
+async def _report_config(
+    engine: Engine, loaded: Loaded, sha: str | None, problems: tuple[object, ...]
+) -> None:
+    """Comment once per config commit on what is wrong with it; the ticket does not run."""
+    listed = "\n".join(f"- {problem}" for problem in problems)
+    body = (
+        "⚠️ **OpenASE cannot run this ticket:** the repository's `.github/openase.yml` "
+        f"(at `{(sha or '')[:12]}`) has problems:\n\n{listed}\n\n"
+        "Fix the file on the default branch; the ticket starts once it is valid."
+    )
+    followups = Followups()
+    async with engine.deps.sessions() as session, session.begin():
+        fresh = await load(session, loaded.ticket.id)
+        if fresh is None:
+            return
+        key = f"config:{loaded.ticket.id}:{sha}"
+        if await comment(session, fresh, followups, key=key, body=body):
+            note(
+                session,
+                loaded.ticket.id,
+                "config",
+                "invalid config: " + "; ".join(map(str, problems)),
+            )
+        if fresh.state is not None and fresh.state.waiting != CONFIG_WAIT:
+            await transition(
+                session,
+                engine,
+                fresh,
+                None,
+                followups,
+                fresh.state.state,
+                reason="waiting for a valid .github/openase.yml",
+                waiting=CONFIG_WAIT,
+            )
+    await followups.run(engine)
+
+
+async def _claim_and_send(engine: Engine, prepared: Prepared) -> str:
+    loaded, repo, config, workflow = (
+        prepared.loaded,
+        prepared.repo,
+        prepared.config,
+        prepared.workflow,
+    )
+    assert loaded.state is not None
+    assert repo.installation_id is not None
+    pickup = loaded.state.state
+    token = await engine.github.installation_token(repo.installation_id)
+    run_id = f"t{loaded.ticket.id}-{workflow.name}-{secrets.token_hex(4)}"
+    followups = Followups(decision=f"claim:{run_id}")
+    async with engine.deps.sessions() as session, session.begin():
+        # The machine is chosen again under one lock for all claims, from the runs committed
+        # so far: a burst of dispatches would otherwise all see the same free slots and pile
+        # onto one machine's queue while another stands idle.
+        await session.execute(
+            text("SELECT pg_advisory_xact_lock(:space, 0)"), {"space": MACHINES_LOCK}
+        )
+        machine = choose(prepared.candidates, prepared.needs, in_flight=await _in_flight(session))
+        if machine is None:
+            return "no_machine"
+        claimed = await claim(
+            session,
+            ticket_id=loaded.ticket.id,
+            repository_id=repo.id,
+            workflow=workflow.name,
+            pickup=pickup,
+            run_id=run_id,
+            limits=ClaimLimits(
+                workflow=workflow.limits.concurrency.workflow,
+                repo=workflow.limits.concurrency.repo,
+            ),
+            now=datetime.now(UTC),
+        )
+        if claimed is None:
+            return "not_claimed"
+        fresh = await load(session, loaded.ticket.id)
+        assert fresh is not None
+        assert fresh.state is not None
+        try:
+            spec, harness_id, skill_ids = await build_spec(
+                session, fresh, repo, workflow, prepared.provider, run_id, token
+            )
+        except (RenderError, NotFound) as error:
+            await _refuse(session, engine, fresh, config, followups, pickup, workflow, str(error))
+            return "harness_error"
+        session.add(
+            Run(
+                id=run_id,
+                ticket_id=fresh.ticket.id,
+                workflow=workflow.name,
+                attempt=claimed.attempt,
+                machine=machine.name,
+                state=RunState.QUEUED,
+                # Secrets come out as '**********'; a resend fills them in from the provider.
+                spec={**spec.model_dump(mode="json"), PROVIDER_KEY: workflow.provider},
+                harness_version_id=harness_id,
+            )
+        )
+        await session.flush()
+        await record_run_versions(
+            session,
+            run_id,
+            harness_version_id=harness_id,
+            skill_version_ids=skill_ids,
+            ticket_id=fresh.ticket.id,
+        )
+        what = "gates only" if fresh.state.gates_only else f"attempt {claimed.attempt}"
+        await transition(
+            session,
+            engine,
+            fresh,
+            config,
+            followups,
+            State.IN_PROGRESS,
+            reason=f"{pickup} → in_progress: {workflow.name} {what} on {machine.name}",
+            # The claim already moved the row; the label (tracker state, card) follows here.
+            relabel=True,
+            run_id=run_id,
+            feedback=None,
+            waiting=None,
+            gates_only=False,
+        )
+    sent = await send(engine, spec, machine.name)
+    log.info("dispatched", run_id=run_id, machine=machine.name, sent=sent)
+    await followups.run(engine)
+    return "dispatched"
+
+
+async def _refuse(
+    session: AsyncSession,
+    engine: Engine,
+    loaded: Loaded,
+    config: RepoConfig,
+    followups: Followups,
+    pickup: str,
+    workflow: Workflow,
+    error: str,
+) -> None:
+    """The harness or a skill cannot be given to the agent: no run, the ticket fails."""
+    message = f"the {workflow.name} workflow cannot start: {error}"
+    await transition(
+        session,
+        engine,
+        loaded,
+        config,
+        followups,
+        State.FAILED,
+        reason=message,
+        run_id=None,
+        last_failure=message,
+    )
+    await comment(
+        session,
+        loaded,
+        followups,
+        key=f"comment:{loaded.ticket.id}:refused:{loaded.state.version if loaded.state else 0}",
+        body=f"❌ {message[0].upper()}{message[1:]}.\n\nFix it, then move the ticket back to "
+        f"`{pickup}`.",
+    )
+
+
+async def send(engine: Engine, spec: RunSpec, machine: str) -> bool:
+    """Put the run on the machine's queue (job id = run id: sending twice queues it once)."""
+    try:
+        job: Job | None = await engine.deps.redis.enqueue_job(
+            RUN_JOB, spec.to_wire(), _job_id=spec.run_id, _queue_name=run_queue(machine)
+        )
+    except (RedisError, OSError) as exc:
+        log.warning("run_not_sent", run_id=spec.run_id, error=type(exc).__name__)
+        return False
+    return job is not None
+
+
+async def resend_queued(engine: Engine, *, older_than: timedelta = RESEND_AFTER) -> int:
+    """Send again the runs committed as queued that no runner has picked up (the send was
+    lost, or Redis forgot it); the secrets a stored spec lacks are filled in anew."""
+    now = datetime.now(UTC)
+    async with engine.deps.sessions() as session:
+        rows = (
+            await session.execute(
+                select(Run, Repository.installation_id)
+                .join(Ticket, Ticket.id == Run.ticket_id)
+                .join(Repository, Repository.id == Ticket.repository_id)
+                .where(
+                    Run.state == RunState.QUEUED,
+                    Run.queued_at < now - older_than,
+                    Run.started_at.is_(None),
+                )
+            )
+        ).all()
+    sent = 0
+    for run, installation_id in rows:
+        if run.machine is None or installation_id is None:
+            continue
+        stored = dict(run.spec)
+        provider = engine.control.providers.get(str(stored.pop(PROVIDER_KEY, "")))
+        spec = RunSpec.model_validate(stored)
+        if provider is not None and spec.agent.argv != GATES_ONLY_AGENT.argv:
+            agent = spec.agent.model_copy(update={"env": dict(provider.env)})
+            spec = spec.model_copy(update={"agent": agent})
+        token = await engine.github.installation_token(installation_id)
+        spec = spec.model_copy(update={"git_token": SecretStr(token)})
+        if await send(engine, spec, run.machine):
+            sent += 1
+            log.info("run_resent", run_id=run.id, machine=run.machine)
+    return sent

@@ -1,0 +1,154 @@
+"""The RunSpec of a claimed ticket (DESIGN §6): its harness rendered for this attempt
+(a `/harness` pin first; a retry keeps the version its stage started with), its skills,
+the provider's agent, the workflow's hooks and limits, the ticket's one work branch, and
+a prompt that carries what a reviewer asked for."""
+
+from __future__ import annotations
+
+from pydantic import SecretStr
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.config.control import Provider
+from bot.config.repo import Workflow, run_limits
+from bot.engine.core import Loaded
+from bot.tables.mirror import Repository, Ticket
+from bot.tables.workflow import Run
+from harness_store.models import HarnessVersion, SkillVersion
+from harness_store.render import RepositoryVars, TicketVars, render_harness
+from harness_store.store import current_skills, get_version, pinned_harness, require_current
+from runner.contract import (
+    AgentConfig,
+    HarnessRef,
+    RepoRef,
+    RunSpec,
+    SkillFile,
+    SkillSpec,
+    TicketRef,
+)
+
+# The no-op agent of a gates-only run: the runner commits nothing and runs the gates.
+GATES_ONLY_AGENT = AgentConfig(cli="command", argv=("true",))
+PROVIDER_KEY = "_provider"  # beside the stored spec: whose env a resend fills in
+
+
+async def build_spec(
+    session: AsyncSession,
+    loaded: Loaded,
+    repo: Repository,
+    workflow: Workflow,
+    provider: Provider,
+    run_id: str,
+    token: str,
+) -> tuple[RunSpec, int, list[int]]:
+    row, ticket = loaded.state, loaded.ticket
+    assert row is not None
+    harness = await _harness(session, ticket.id, workflow, row.attempt)
+    skills = await current_skills(session, workflow.skills)
+    ticket_vars = TicketVars(
+        key=ticket.key,
+        title=ticket.title,
+        body=ticket.body,
+        number=ticket.number,
+        url=ticket.html_url,
+        labels=tuple(ticket.labels),
+    )
+    repo_vars = RepositoryVars(
+        full_name=repo.full_name,
+        default_branch=repo.default_branch or "main",
+        clone_url=repo.clone_url or "",
+    )
+    previous = row.last_failure  # a retry, or a Retry after giving up, learns why
+    text = render_harness(
+        harness.content,
+        ticket=ticket_vars,
+        repository=repo_vars,
+        attempt=row.attempt,
+        previous_failure=previous,
+    )
+    agent = provider.agent_config()
+    if row.gates_only:
+        agent = GATES_ONLY_AGENT
+    elif row.feedback and row.session_id:
+        agent = agent.model_copy(update={"resume_session_id": row.session_id})
+    spec = RunSpec(
+        run_id=run_id,
+        ticket=TicketRef(
+            key=ticket.key,
+            number=ticket.number,
+            title=ticket.title,
+            body=ticket.body,
+            url=ticket.html_url,
+            labels=tuple(ticket.labels),
+        ),
+        repo=RepoRef(
+            full_name=repo.full_name,
+            clone_url=repo.clone_url or f"https://github.com/{repo.full_name}.git",
+            default_branch=repo.default_branch or "main",
+        ),
+        base_branch=repo.default_branch or "main",
+        work_branch=work_branch(ticket),
+        prompt=prompt_for(ticket, row.feedback),
+        harness=HarnessRef(
+            name=harness.name, version=harness.version, version_id=harness.id, text=text
+        ),
+        skills=tuple(_skill_spec(skill) for skill in skills),
+        agent=agent,
+        hooks=workflow.hooks,
+        limits=run_limits(workflow, provider),
+        attempt=row.attempt,
+        previous_failure=previous,
+        git_token=SecretStr(token),
+    )
+    return spec, harness.id, [skill.id for skill in skills]
+
+
+async def _harness(
+    session: AsyncSession, ticket_id: int, workflow: Workflow, attempt: int
+) -> HarnessVersion:
+    """A `/harness` pin wins (a person chose it for this ticket, for every stage); then, on
+    a retry, the version the stage's first attempt was given (a publish meanwhile does not
+    change the contract mid-stage); else the workflow's pinned version or the current one."""
+    pinned = await pinned_harness(session, ticket_id)
+    if pinned is not None:
+        return pinned
+    if attempt > 1:
+        earlier = await session.scalar(
+            select(HarnessVersion)
+            .join(Run, Run.harness_version_id == HarnessVersion.id)
+            .where(
+                Run.ticket_id == ticket_id,
+                Run.workflow == workflow.name,
+                HarnessVersion.name == workflow.harness.name,
+            )
+            .order_by(Run.queued_at.desc())
+            .limit(1)
+        )
+        if earlier is not None:
+            return earlier
+    if workflow.harness.version is not None:
+        return await get_version(
+            session, HarnessVersion, workflow.harness.name, workflow.harness.version
+        )
+    return await require_current(session, HarnessVersion, workflow.harness.name)
+
+
+def _skill_spec(skill: SkillVersion) -> SkillSpec:
+    files = tuple(SkillFile(path=path, content=text) for path, text in sorted(skill.files.items()))
+    return SkillSpec(name=skill.name, version=skill.version, version_id=skill.id, files=files)
+
+
+def work_branch(ticket: Ticket) -> str:
+    """One branch per ticket, kept across attempts and relay stages."""
+    if ticket.number is not None:
+        return f"openase/{ticket.number}"
+    slug = "".join(c if c.isalnum() else "-" for c in ticket.key.lower()).strip("-")
+    return f"openase/{slug[:60]}"
+
+
+def prompt_for(ticket: Ticket, feedback: str | None) -> str:
+    """The task of this run: the ticket, and what a reviewer asked for, if anything."""
+    parts = [f"Work on {ticket.key}: {ticket.title}", "", ticket.body or "(no description)"]
+    if feedback:
+        parts += ["", "## Review feedback to address", "", feedback]
+    return "\n".join(parts)

@@ -1,0 +1,221 @@
+"""Following runs from the control plane: persist each run's events from its Redis stream,
+keep its heartbeat, take in its result, and declare it lost when its machine went quiet.
+
+Only Redis connects the two sides (DESIGN §2): the runner writes `openase:run:<id>:events`,
+`…:alive` and `…:result`; this module reads them into the `runs` and `run_events` tables.
+Every step is idempotent (event rows are keyed by sequence number, state changes are
+conditional), so any number of control workers may run it at once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import structlog
+from redis.asyncio import Redis
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.tables.workflow import Run, RunEvent, RunState
+from runner.contract import (
+    AgentEvent,
+    ContractMismatch,
+    RunResult,
+    machine_key,
+    run_events_stream,
+    run_heartbeat_key,
+    run_result_key,
+)
+
+log = structlog.get_logger(__name__)
+
+# A run is lost when neither its liveness key nor a result exists this long after its
+# last sign of life: the liveness key lives 30 s, so a live run is never mistaken.
+LOST_AFTER = timedelta(seconds=45)
+# A queued run whose machine vanished from the registry is lost after this long.
+QUEUED_LOST_AFTER = timedelta(seconds=60)
+# The runner stores a result with this error class when it hands a run back to its queue
+# on shutdown: the job runs again, so that is not the run's result.
+HANDED_BACK = "runner_shutdown"
+_READ_BATCH = 500
+
+
+async def collect_events(
+    redis: Redis, sessions: async_sessionmaker[AsyncSession], run_id: str
+) -> int:
+    """Copy the run's new stream entries into `run_events`; how many were new."""
+    async with sessions() as session:
+        last = await session.scalar(
+            select(func.coalesce(func.max(RunEvent.seq), 0)).where(RunEvent.run_id == run_id)
+        )
+    stored = 0
+    cursor = "-"
+    while True:
+        entries = await redis.xrange(run_events_stream(run_id), min=cursor, count=_READ_BATCH)
+        events = _decode(entries, after=int(last or 0))
+        if events:
+            stored += await _store(sessions, run_id, events)
+        if len(entries) < _READ_BATCH:
+            return stored
+        cursor = "(" + entries[-1][0].decode()
+
+
+def _decode(entries: list[tuple[bytes, dict[bytes, bytes]]], after: int) -> list[AgentEvent]:
+    events = []
+    for _, fields in entries:
+        try:
+            event = AgentEvent.from_wire(json.loads(fields[b"event"]))
+        except (KeyError, ValueError, ContractMismatch) as error:
+            log.warning("run_event_unreadable", error=str(error))
+            continue
+        if event.seq > after:
+            events.append(event)
+    return events
+
+
+async def _store(
+    sessions: async_sessionmaker[AsyncSession], run_id: str, events: list[AgentEvent]
+) -> int:
+    async with sessions() as session, session.begin():
+        inserted = await session.execute(
+            insert(RunEvent)
+            .values(
+                [
+                    {
+                        "run_id": run_id,
+                        "seq": event.seq,
+                        "kind": event.kind.value,
+                        "event": event.to_wire(),
+                        "at": event.at,
+                    }
+                    for event in events
+                ]
+            )
+            .on_conflict_do_nothing()
+            .returning(RunEvent.seq)
+        )
+        count = len(inserted.all())
+        latest = max(event.at for event in events)
+        await session.execute(
+            update(Run)
+            .where(Run.id == run_id, Run.state.in_((RunState.QUEUED, RunState.RUNNING)))
+            .values(
+                state=RunState.RUNNING,
+                started_at=func.coalesce(Run.started_at, min(event.at for event in events)),
+                last_heartbeat_at=latest,
+            )
+        )
+        return count
+
+
+async def fetch_result(redis: Redis, run_id: str) -> RunResult | None:
+    """The run's result, once its runner has stored one (an unreadable one is logged)."""
+    raw = await redis.get(run_result_key(run_id))
+    if raw is None:
+        return None
+    try:
+        return RunResult.from_wire(json.loads(raw))
+    except (ValueError, ContractMismatch) as error:
+        log.error("run_result_unreadable", run_id=run_id, error=str(error))
+        return None
+
+
+@dataclass(frozen=True)
+class Sweep:
+    finished: list[tuple[str, RunResult]]
+    lost: list[str]
+
+
+Finisher = Callable[[str, RunResult], Awaitable[bool]]
+Loser = Callable[[str], Awaitable[bool]]
+
+
+async def sweep_runs(
+    redis: Redis,
+    sessions: async_sessionmaker[AsyncSession],
+    *,
+    now: datetime | None = None,
+    finish: Finisher | None = None,
+    lose: Loser | None = None,
+) -> Sweep:
+    """For every unfinished run: take in a result if there is one, else declare the run
+    lost when its machine stopped showing signs of life.
+
+    `finish` and `lose` record that (and may decide on it in the same transaction, as the
+    engine does); each returns whether it changed the run, so only one caller acts."""
+    now = now or datetime.now(UTC)
+
+    async def recorded_finish(run_id: str, result: RunResult) -> bool:
+        return await _finish(sessions, run_id, result)
+
+    async def recorded_loss(run_id: str) -> bool:
+        return await _mark_lost(sessions, run_id, now)
+
+    finish = finish or recorded_finish
+    lose = lose or recorded_loss
+    async with sessions() as session:
+        open_runs = (
+            await session.execute(
+                select(Run.id, Run.state, Run.machine, Run.queued_at, Run.last_heartbeat_at).where(
+                    Run.state.in_((RunState.QUEUED, RunState.RUNNING))
+                )
+            )
+        ).all()
+    finished: list[tuple[str, RunResult]] = []
+    lost: list[str] = []
+    for run_id, state, machine, queued_at, heartbeat_at in open_runs:
+        await collect_events(redis, sessions, run_id)
+        result = await fetch_result(redis, run_id)
+        if result is not None and result.error_class != HANDED_BACK:
+            if await finish(run_id, result):
+                finished.append((run_id, result))
+            continue
+        if await redis.exists(run_heartbeat_key(run_id)):
+            continue
+        if state == RunState.RUNNING:
+            seen = heartbeat_at or queued_at
+            gone = now - seen > LOST_AFTER
+        else:  # queued: waiting for a slot is fine while its machine is registered
+            machine_gone = machine is None or not await redis.exists(machine_key(machine))
+            gone = machine_gone and now - queued_at > QUEUED_LOST_AFTER
+        if gone and await lose(run_id):
+            log.warning("run_lost", run_id=run_id)
+            lost.append(run_id)
+    return Sweep(finished, lost)
+
+
+async def _finish(
+    sessions: async_sessionmaker[AsyncSession], run_id: str, result: RunResult
+) -> bool:
+    async with sessions() as session, session.begin():
+        changed = await session.execute(
+            update(Run)
+            .where(Run.id == run_id, Run.state.in_((RunState.QUEUED, RunState.RUNNING)))
+            .values(
+                state=RunState.FINISHED,
+                status=result.status.value,
+                result=result.to_wire(),
+                cost_usd=result.cost_usd,
+                finished_at=result.finished_at,
+                started_at=func.coalesce(Run.started_at, result.started_at),
+            )
+            .returning(Run.id)
+        )
+        return changed.first() is not None
+
+
+async def _mark_lost(
+    sessions: async_sessionmaker[AsyncSession], run_id: str, now: datetime
+) -> bool:
+    async with sessions() as session, session.begin():
+        changed = await session.execute(
+            update(Run)
+            .where(Run.id == run_id, Run.state.in_((RunState.QUEUED, RunState.RUNNING)))
+            .values(state=RunState.LOST, finished_at=now)
+            .returning(Run.id)
+        )
+        return changed.first() is not None

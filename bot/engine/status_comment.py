@@ -1,0 +1,107 @@
+"""The one status comment per ticket (DESIGN §5): what it says, rendered from the engine's
+view of the ticket. `bot.effects.github` adds the hidden marker and edits it in place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from bot.config.states import State
+
+_HEADLINES: dict[str, str] = {
+    State.BACKLOG: "📋 In the backlog: not picked up yet.",
+    State.TODO: "⏳ Queued: waiting for a machine.",
+    State.IN_PROGRESS: "🛠️ The agent is working on it.",
+    State.IN_REVIEW: "👀 Ready for review.",
+    State.MERGING: "🔀 Approved and green: merging.",
+    State.DONE: "✅ Done.",
+    State.CANCELED: "🚫 Canceled.",
+    State.FAILED: "❌ Failed: every attempt is used up. A human decides what next (`/retry`).",
+}
+# GitHub renders at most 65536 characters of a comment; the failure gets what is left.
+MAX_BODY = 60_000
+FAILURE_TAIL = 6_000
+
+
+@dataclass(frozen=True)
+class StatusView:
+    state: str
+    workflow: str | None = None
+    attempt: int = 0
+    max_attempts: int | None = None
+    machine: str | None = None
+    harness: str | None = None  # "coder@3"
+    cost_usd: float = 0.0
+    run_url: str | None = None  # the live run page
+    pull_request_url: str | None = None
+    last_failure: str | None = None
+    held: bool = False
+    waiting_for: tuple[str, ...] = ()  # "acme/api#12": open blockers
+    note: str | None = None  # e.g. why no machine took it
+    checks: tuple[tuple[str, str], ...] = ()  # (check name, "passed" | "failed"), last run
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def _fence(text: str) -> str:
+    """A code fence longer than any backtick run inside `text`."""
+    run = current = 0
+    for char in text:
+        current = current + 1 if char == "`" else 0
+        run = max(run, current)
+    return "`" * max(3, run + 1)
+
+
+def _tail(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    cut = text[-limit:]
+    newline = cut.find("\n")
+    return "… (earlier output omitted)\n" + (cut[newline + 1 :] if newline >= 0 else cut)
+
+
+def render(view: StatusView) -> str:
+    """Markdown for the status comment (without its marker)."""
+    headline = _HEADLINES.get(view.state, f"➡️ In stage `{view.state}`.")
+    lines = [f"**OpenASE** · {headline}"]
+    if view.held:
+        lines.append("")
+        lines.append("⏸️ **On hold** (`/unhold` to continue).")
+    if view.waiting_for:
+        lines.append("")
+        lines.append("Waiting for " + ", ".join(view.waiting_for) + " to close.")
+    if view.note:
+        lines.append("")
+        lines.append(view.note)
+    rows = []
+    if view.workflow:
+        rows.append(("Workflow", f"`{view.workflow}`"))
+    if view.attempt:
+        limit = f" of {view.max_attempts}" if view.max_attempts else ""
+        rows.append(("Attempt", f"{view.attempt}{limit}"))
+    if view.machine:
+        rows.append(("Machine", f"`{view.machine}`"))
+    if view.harness:
+        rows.append(("Harness", f"`{view.harness}`"))
+    if view.cost_usd:
+        rows.append(("Cost so far", f"${view.cost_usd:,.2f}"))
+    if view.pull_request_url:
+        rows.append(("Pull request", view.pull_request_url))
+    if view.checks:
+        marks = {"passed": "✅", "failed": "❌"}
+        rows.append(
+            ("Checks", " · ".join(f"{marks.get(how, '•')} `{name}`" for name, how in view.checks))
+        )
+    if view.run_url:
+        rows.append(("Live run", f"[follow the agent]({view.run_url})"))
+    rows.extend(view.extra.items())
+    if rows:
+        lines += ["", "| | |", "|---|---|", *(f"| {name} | {value} |" for name, value in rows)]
+    body = "\n".join(lines)
+    if view.last_failure:
+        room = max(0, min(FAILURE_TAIL, MAX_BODY - len(body) - 200))
+        failure = _tail(view.last_failure.strip(), room)
+        fence = _fence(failure)
+        body += (
+            "\n\n<details><summary>Last failure</summary>\n\n"
+            f"{fence}\n{failure}\n{fence}\n\n</details>"
+        )
+    return body

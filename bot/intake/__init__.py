@@ -1,0 +1,1 @@
+"""What comes in: webhooks (GitHub, Linear, Jira), ingest, the mirror, backfill."""

@@ -1,0 +1,170 @@
+"""Ingest one stored delivery: parse it at the adapter edge, apply it to the mirror.
+
+Exactly-once in effect: the delivery row is locked and its status checked inside the
+transaction that applies it, so a redelivered job, a second worker or a sweep re-enqueue
+finds it done and does nothing.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from arq import Retry
+from redis.exceptions import RedisError
+from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.exc import SQLAlchemyError
+
+from adapters.base import ParsedDelivery
+from bot.deps import Deps
+from bot.engine.core import Followups
+from bot.engine.events import react
+from bot.errors import PayloadError
+from bot.intake import mirror
+from bot.registry import parser_for
+from bot.tables.mirror import Delivery, DeliveryStatus, DeliveryTicket
+from harness_store.db import transaction
+
+log = structlog.get_logger(__name__)
+
+MAX_ATTEMPTS = 5
+BACKFILL_JOB = "backfill_repository"
+
+
+async def ingest_delivery(deps: Deps, pk: int) -> str:
+    """Apply delivery `pk`; returns its resulting status (for logs and tests)."""
+    try:
+        return await _ingest(deps, pk)
+    except PayloadError as exc:
+        await _finish(deps, pk, DeliveryStatus.FAILED, error=str(exc))
+        log.warning("delivery_failed", delivery_pk=pk, error=str(exc))
+        return DeliveryStatus.FAILED
+    except Exception as exc:  # any failure is recorded on the delivery, never lost
+        # Transient (database restarting, connection lost) or a bug in applying: count it,
+        # retry with backoff, and after MAX_ATTEMPTS keep it as failed with the error.
+        attempts = await _count_attempt(deps, pk, f"{type(exc).__name__}: {exc}")
+        if attempts is not None and attempts < MAX_ATTEMPTS:
+            log.warning("delivery_retry", delivery_pk=pk, attempts=attempts, exc_info=True)
+            raise Retry(defer=2**attempts) from exc
+        log.error("delivery_failed", delivery_pk=pk, attempts=attempts, exc_info=True)
+        return DeliveryStatus.FAILED
+
+
+_LOCK = (
+    select(
+        Delivery.source,
+        Delivery.delivery_id,
+        Delivery.event,
+        Delivery.status,
+        Delivery.installation_id,
+        Delivery.repository,
+        Delivery.payload,
+        Delivery.received_at,
+    )
+    .where(Delivery.id == bindparam("pk"))
+    .with_for_update(skip_locked=True)
+)
+
+
+async def _ingest(deps: Deps, pk: int) -> str:
+    async with transaction(deps.sessions) as session:
+        conn = await session.connection()
+        row = (await conn.execute(_LOCK, {"pk": pk})).one_or_none()
+        if row is None:
+            return "absent_or_locked"
+        if row.status != DeliveryStatus.PENDING:
+            return str(row.status)
+        structlog.contextvars.bind_contextvars(
+            delivery_id=row.delivery_id,
+            event=row.event,
+            installation_id=row.installation_id,
+            repository=row.repository,
+        )
+        parsed: ParsedDelivery = parser_for(row.source)(row.event, row.payload)
+        backfill: list[int] = []
+        followups: Followups | None = None
+        error = parsed.ignored_reason
+        if not parsed.events:
+            status = DeliveryStatus.IGNORED
+        else:
+            applied = await mirror.apply(
+                session, parsed.events, deps=deps, installation_id=row.installation_id
+            )
+            if deps.workflow is not None:
+                followups = await react(session, deps.workflow, parsed.events, row.installation_id)
+            if applied.tickets:
+                await conn.execute(
+                    insert(DeliveryTicket),
+                    [{"delivery_id": pk, "ticket_id": t} for t in sorted(applied.tickets)],
+                )
+            backfill = sorted(applied.backfill)
+            status = DeliveryStatus.DONE
+        processed_at = datetime.now(UTC)
+        await conn.execute(
+            update(Delivery)
+            .where(Delivery.id == pk)
+            .values(
+                status=status,
+                error=error,
+                processed_at=processed_at,
+                attempts=Delivery.attempts + 1,
+            )
+        )
+    log.info("delivery_ingested", delivery_pk=pk, status=str(status))
+    if followups is not None:
+        await followups.run(deps.workflow)
+    for repo_id in backfill:
+        # After commit, so the job finds the repository row. A lost enqueue is repaired by
+        # `openase sync`; the mirror still fills from webhooks meanwhile.
+        await enqueue_backfill(deps, repo_id)
+    latency = (processed_at - row.received_at).total_seconds()
+    await _record_metrics(deps, row.event, str(status), latency)
+    return str(status)
+
+
+async def enqueue_backfill(deps: Deps, repo_id: int) -> None:
+    try:
+        await deps.redis.enqueue_job(BACKFILL_JOB, repo_id, _job_id=f"backfill:{repo_id}")
+    except (RedisError, OSError) as exc:
+        log.warning("backfill_not_enqueued", repository_id=repo_id, error=type(exc).__name__)
+
+
+async def _finish(deps: Deps, pk: int, status: DeliveryStatus, *, error: str) -> None:
+    values: dict[str, Any] = {
+        "status": status,
+        "error": error[:4000],
+        "processed_at": datetime.now(UTC),
+        "attempts": Delivery.attempts + 1,
+    }
+    async with transaction(deps.sessions) as session:
+        await session.execute(update(Delivery).where(Delivery.id == pk).values(**values))
+
+
+async def _count_attempt(deps: Deps, pk: int, error: str) -> int | None:
+    """Record a failed attempt; at MAX_ATTEMPTS the delivery is marked failed for good."""
+    try:
+        async with transaction(deps.sessions) as session:
+            attempts = (
+                await session.execute(
+                    update(Delivery)
+                    .where(Delivery.id == pk, Delivery.status == DeliveryStatus.PENDING)
+                    .values(attempts=Delivery.attempts + 1, error=error[:4000])
+                    .returning(Delivery.attempts)
+                )
+            ).scalar_one_or_none()
+            if attempts is not None and attempts >= MAX_ATTEMPTS:
+                await session.execute(
+                    update(Delivery)
+                    .where(Delivery.id == pk)
+                    .values(status=DeliveryStatus.FAILED, processed_at=datetime.now(UTC))
+                )
+            return attempts
+    except (SQLAlchemyError, OSError):
+        return None  # the database is down: arq retries the job later
+
+
+async def _record_metrics(deps: Deps, event: str, status: str, latency: float) -> None:
+    from bot.worker_metrics import record_ingest
+
+    await record_ingest(deps.redis, event=event, outcome=status, latency_seconds=latency)

@@ -1,0 +1,487 @@
+"""The `openase` command line: one entry point for every process of the control plane.
+
+Each command imports what it runs only when chosen, so `--help` and `app manifest` answer
+at once. Every check that can refuse a start (settings, URLs, webhook secret) runs before
+logging is configured and before anything is started: a refusal is one line on stderr and
+exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bot.errors import ConfigError, OpenaseError
+from bot.processes.services import ServiceUrls, configured_urls, require_database_url, running_urls
+from bot.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from bot.intake.backfill import SyncReport
+
+# GitHub's rules: owner 1-39 alphanumerics or single hyphens, repository name up to 100
+# characters of letters, digits, '.', '-', '_'.
+_REPO = re.compile(
+    r"^(?P<owner>[A-Za-z0-9](?:-?[A-Za-z0-9]){0,38})/(?P<name>[A-Za-z0-9._-]{1,100})$"
+)
+
+DESCRIPTION = """\
+OpenASE: a GitHub App that mirrors issues into Postgres and drives them through a workflow.
+
+Settings come from OPENASE_* environment variables (see README.md); a malformed one stops
+the command with a message naming it (exit status 2)."""
+
+EPILOG = """\
+local use:   openase up                 (embedded Postgres and Redis unless URLs are set)
+production:  openase migrate; openase serve; openase worker
+             (need OPENASE_DATABASE_URL and OPENASE_REDIS_URL)"""
+
+
+def repository(value: str) -> str:
+    """argparse type for OWNER/REPO (or `linear:TEAM` / `jira:PROJECT` for `sync`)."""
+    tracker, colon, key = value.partition(":")
+    if colon and tracker in ("linear", "jira"):
+        if not re.fullmatch(r"[A-Za-z0-9_]{1,64}", key):
+            raise argparse.ArgumentTypeError(f"expected {tracker}:KEY (e.g. {tracker}:ENG)")
+        return value
+    match = _REPO.match(value)
+    if match is None or match["name"] in (".", ".."):
+        raise argparse.ArgumentTypeError(
+            f"expected OWNER/REPO (for example octocat/hello-world), got {value!r}"
+        )
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="openase",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    commands.add_parser(
+        "up",
+        help="web app and control worker in one process, for one machine",
+        description=(
+            "Run the web app and the control worker in one process. Without "
+            "OPENASE_DATABASE_URL / OPENASE_REDIS_URL, start embedded PostgreSQL and Redis "
+            "under OPENASE_DATA_DIR (default ~/.local/share/openase). Migrates, then serves on "
+            "OPENASE_HOST:OPENASE_PORT (default 127.0.0.1:2080). Without "
+            "OPENASE_GITHUB_WEBHOOK_SECRET, generates one, keeps it in the data dir and prints it."
+        ),
+    )
+    commands.add_parser(
+        "serve",
+        help="web app only: webhooks, JSON API, /healthz, /metrics",
+        description=(
+            "Serve the web app (stateless; run as many as you like). Needs OPENASE_DATABASE_URL, "
+            "OPENASE_REDIS_URL and OPENASE_GITHUB_WEBHOOK_SECRET."
+        ),
+    )
+    commands.add_parser(
+        "worker",
+        help="control worker only: ingest deliveries, backfill, sweeps",
+        description="Run the arq control worker. Needs OPENASE_DATABASE_URL and OPENASE_REDIS_URL.",
+    )
+    commands.add_parser(
+        "migrate",
+        help="apply database migrations (alembic upgrade head)",
+        description="Migrate the database to the newest schema. Needs OPENASE_DATABASE_URL.",
+    )
+    sync = commands.add_parser(
+        "sync",
+        help="backfill a repository's open issues and PRs, or a Linear team's or Jira "
+        "project's issues, into the mirror",
+        description=(
+            "Page through a repository's open issues and pull requests with the GitHub API "
+            "(needs the App's OPENASE_GITHUB_APP_ID and private key, and the App installed on "
+            "the repository). Uses OPENASE_DATABASE_URL / OPENASE_REDIS_URL, or else the "
+            "embedded services of an `openase up` running with the same OPENASE_DATA_DIR. "
+            "`linear:TEAM` pages through a Linear team's issues (OPENASE_LINEAR_API_KEY), "
+            "`jira:PROJECT` through a Jira project's with JQL (OPENASE_JIRA_URL, _EMAIL, "
+            "_API_TOKEN)."
+        ),
+    )
+    sync.add_argument("repo", metavar="OWNER/REPO|linear:TEAM|jira:PROJECT", type=repository)
+    _add_runner_parser(commands)
+    _add_try_parser(commands)
+    from bot.harness import cli as harness_cli
+
+    harness_cli.add_parsers(commands)
+    app = commands.add_parser("app", help="GitHub App helpers", description="GitHub App helpers.")
+    app_commands = app.add_subparsers(dest="app_command", metavar="COMMAND", required=True)
+    manifest = app_commands.add_parser(
+        "manifest",
+        help="print app.yml as the JSON of GitHub's App manifest flow",
+        description=(
+            "Print the GitHub App manifest (app.yml) as JSON for GitHub's manifest flow. With "
+            "--url, the homepage is URL/ and the webhook URL/webhooks/github."
+        ),
+    )
+    manifest.add_argument("--url", metavar="BASE_URL", help="public base URL of the bot")
+    return parser
+
+
+def machine_name(value: str) -> str:
+    """argparse type for a machine name: it becomes part of a Redis key and a queue name."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", value):
+        raise argparse.ArgumentTypeError(
+            f"expected 1-63 letters, digits, '.', '-' or '_' (starting with a letter or digit), "
+            f"got {value!r}"
+        )
+    return value
+
+
+def labels(value: str) -> tuple[str, ...]:
+    """argparse type for --labels a,b."""
+    items = tuple(item.strip() for item in value.split(",") if item.strip())
+    for item in items:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,62}", item):
+            raise argparse.ArgumentTypeError(f"label {item!r}: letters, digits and ._:/- only")
+    return items
+
+
+def positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {value!r}")
+    return number
+
+
+def positive_float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = 0.0
+    if not number > 0 or number != number or number == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value!r}")
+    return number
+
+
+def _add_runner_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    runner = commands.add_parser(
+        "runner",
+        help="execute agent runs on this machine (Redis only, no database)",
+        description=(
+            "Run this machine's runner: an arq worker on queue openase:runs:NAME that executes "
+            "agent runs in git worktrees under --workspace-root. Needs only OPENASE_REDIS_URL "
+            "(or a running `openase up` with the same OPENASE_DATA_DIR) and the git remotes; "
+            "no database and no tracker credentials. SIGTERM lets runs finish for "
+            "--drain-seconds, then stops them, keeps their work and hands them back."
+        ),
+    )
+    runner.add_argument("--machine", required=True, type=machine_name, metavar="NAME")
+    runner.add_argument(
+        "--labels", type=labels, default=(), metavar="A,B", help="labels runs may require"
+    )
+    runner.add_argument(
+        "--max-runs", type=positive_int, default=2, metavar="N", help="runs at once (2)"
+    )
+    runner.add_argument(
+        "--workspace-root",
+        type=Path,
+        metavar="DIR",
+        help="mirrors and worktrees (default OPENASE_DATA_DIR/workspaces/NAME)",
+    )
+    runner.add_argument(
+        "--drain-seconds",
+        type=positive_float,
+        default=60.0,
+        metavar="S",
+        help="on SIGTERM, how long running runs may finish before being handed back (60)",
+    )
+
+
+TRY_AGENTS = ("claude_code", "codex", "gemini", "command")
+
+
+def _add_try_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    trial = commands.add_parser(
+        "try",
+        help="one agent run on a local repository, to try a harness before publishing it",
+        description=(
+            "Run one agent on a local git repository without the queue or a database: the "
+            "harness (default: the built-in `coder`) is rendered, skills and hooks applied, the "
+            "agent's work committed on a new branch openase/try-<time> pushed into the "
+            "repository (your checked-out branch is never touched). Live events go to stderr; "
+            "the RunResult to stdout. Exit status 0 only when the run succeeded and every "
+            "blocking hook passed."
+        ),
+        epilog=(
+            "examples:\n"
+            "  openase try --repo . --agent claude_code --env ANTHROPIC_API_KEY=$KEY \\\n"
+            "      'fix the typo in README.md'\n"
+            "  openase try --repo . --agent command --argv 'python3 agent.py {prompt_file}' \\\n"
+            "      --hook on_complete='pytest -q' 'add a test for parse()'"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    trial.add_argument("--repo", required=True, type=Path, metavar="PATH")
+    trial.add_argument("--agent", required=True, choices=TRY_AGENTS)
+    trial.add_argument("--model", metavar="M")
+    trial.add_argument(
+        "--argv",
+        metavar="'PROGRAM ARGS…'",
+        help="command agent: its command line, split like a shell would; {prompt}, "
+        "{prompt_file}, {instructions_file}, {workspace}, {ticket} expand",
+    )
+    trial.add_argument("--agent-bin", metavar="PATH", help="the agent CLI, if not on PATH")
+    trial.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="provider setting for the agent (API key, base URL); the only variables it gets "
+        "beyond PATH/HOME",
+    )
+    trial.add_argument("--harness", type=Path, metavar="FILE", help="a Jinja harness template")
+    trial.add_argument(
+        "--skill", action="append", default=[], type=Path, metavar="DIR", help="a skill folder"
+    )
+    trial.add_argument(
+        "--hook",
+        action="append",
+        default=[],
+        metavar="PHASE=CMD",
+        help="e.g. on_complete='pytest -q' (blocking)",
+    )
+    trial.add_argument("--wall-seconds", type=positive_float, default=3600.0, metavar="S")
+    trial.add_argument("--stall-seconds", type=positive_float, default=300.0, metavar="S")
+    trial.add_argument("--budget-usd", type=positive_float, metavar="USD")
+    trial.add_argument("--max-turns", type=positive_int, metavar="N")
+    trial.add_argument(
+        "--no-push", action="store_true", help="keep the branch in the throwaway workspace"
+    )
+    trial.add_argument("--workspace-root", type=Path, metavar="DIR")
+    trial.add_argument("--json", action="store_true", help="print the RunResult as JSON")
+    trial.add_argument("task", help="what the agent should do")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except ConfigError as exc:
+        print(f"openase: {exc}", file=sys.stderr)
+        return 2
+    except OpenaseError as exc:
+        print(f"openase: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # Ctrl-C in `migrate` or `sync`; `up`/`serve`/`worker` handle it
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "app":
+        return _app_manifest(args.url)
+
+    if args.command == "try":
+        # The run's own events are the output; only trouble is worth a log line.
+        _configure_logging(level=logging.WARNING)
+        return _try(args)
+    settings = load_settings()
+    if args.command in ("harness", "skill"):
+        from bot.harness import cli as harness_cli
+
+        return harness_cli.run(args, settings)
+    if args.command == "runner":
+        _configure_logging()
+        return _runner(settings, args)
+    if args.command == "up":
+        _configure_logging()
+        return _up(settings)
+    if args.command == "serve" and settings.github_webhook_secret is None:
+        raise ConfigError(
+            "OPENASE_GITHUB_WEBHOOK_SECRET is not set: `serve` accepts only signed webhooks. Set "
+            "it to the webhook secret of your GitHub App (`openase up` generates one for you)."
+        )
+    if args.command in ("serve", "worker"):
+        urls = configured_urls(settings)
+        _configure_logging()
+        return _serve(settings, urls, web=args.command == "serve")
+    if args.command == "migrate":
+        database_url = require_database_url(settings)
+        _configure_logging()
+        return _migrate(database_url)
+    if args.command == "sync":
+        urls = running_urls(settings)
+        _configure_logging()
+        return asyncio.run(_sync(settings, urls, args.repo))
+    raise AssertionError(f"unhandled command {args.command!r}")  # argparse allows no other
+
+
+def _configure_logging(level: int = logging.INFO) -> None:
+    from bot.logging import configure_logging
+
+    configure_logging(level=level)
+    # pgserver narrates every pg_ctl call and alembic every plugin it loads at INFO; their
+    # warnings and errors are what matter.
+    for chatty in ("pgserver", "alembic.runtime.plugins"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
+
+
+def _app_manifest(url: str | None) -> int:
+    from bot.processes.manifest import github_manifest, load_app_yml
+
+    manifest = github_manifest(load_app_yml(), url)
+    print(json.dumps(manifest, indent=2))
+    if url is None:
+        print(
+            "openase: no --url given: homepage and webhook stay as in app.yml; pass the bot's "
+            "public URL to point the App's webhook at it",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _up(settings: Settings) -> int:
+    from bot.processes import up
+
+    return up.run(lambda shutdown: up.up(settings, shutdown))
+
+
+def _serve(settings: Settings, urls: ServiceUrls, *, web: bool) -> int:
+    """`serve` (web app only) or `worker` (control worker only)."""
+    from bot.processes import up
+
+    def announce(port: int | None) -> None:
+        if port is not None:
+            up.log.info("listening", url=up.base_url(settings.host, port))
+
+    return up.run(
+        lambda shutdown: up.run_control_plane(
+            settings, urls, shutdown, web=web, worker=not web, announce=announce
+        )
+    )
+
+
+def _runner(settings: Settings, args: argparse.Namespace) -> int:
+    from redis.exceptions import RedisError
+
+    from bot.processes.embedded import EmbeddedRedis
+    from bot.processes.services import redis_dir
+    from runner import worker
+
+    redis_url = settings.redis_url or EmbeddedRedis.running_url(redis_dir(settings))
+    if redis_url is None:
+        raise ConfigError(
+            "OPENASE_REDIS_URL is not set, and no `openase up` is running with data dir "
+            f"{settings.data_dir} (OPENASE_DATA_DIR): the runner needs the control plane's Redis"
+        )
+    root = args.workspace_root or settings.data_dir.expanduser() / "workspaces" / args.machine
+    config = worker.RunnerConfig(
+        machine=args.machine,
+        redis_url=redis_url,
+        workspace_root=root.expanduser().resolve(),
+        labels=args.labels,
+        max_runs=args.max_runs,
+        drain_seconds=args.drain_seconds,
+    )
+    try:
+        return worker.run(config)
+    except (OSError, RedisError) as exc:
+        raise OpenaseError(f"cannot connect to Redis (OPENASE_REDIS_URL): {exc}") from None
+
+
+def _try(args: argparse.Namespace) -> int:
+    import shlex
+
+    from bot.processes import trial
+
+    options = trial.TrialOptions(
+        repo=args.repo,
+        agent=args.agent,
+        task=args.task,
+        model=args.model,
+        argv=shlex.split(args.argv) if args.argv else [],
+        agent_bin=args.agent_bin,
+        env=args.env,
+        harness=args.harness,
+        skills=args.skill,
+        hooks=args.hook,
+        wall_seconds=args.wall_seconds,
+        stall_seconds=args.stall_seconds,
+        budget_usd=args.budget_usd,
+        max_turns=args.max_turns,
+        push=not args.no_push,
+        workspace_root=args.workspace_root,
+        json=args.json,
+    )
+    result = asyncio.run(trial.run_trial(options))
+    if args.json:
+        print(json.dumps(result.to_wire(), indent=2))
+    else:
+        print(trial.summary(result))
+    return 0 if result.succeeded else 1
+
+
+def _migrate(database_url: str) -> int:
+    from bot.processes.migrate import prepare_database
+
+    seeded = asyncio.run(prepare_database(database_url))
+    print("openase: database migrated to the newest schema")
+    if seeded:
+        print(f"openase: harness store seeded with {seeded} built-in harnesses and skills")
+    return 0
+
+
+async def _sync(settings: Settings, urls: ServiceUrls, full_name: str) -> int:
+    from bot.deps import build_deps
+    from bot.intake import backfill
+
+    deps = await build_deps(settings, database_url=urls.database_url, redis_url=urls.redis_url)
+    tracker, colon, key = full_name.partition(":")
+    if colon:
+        return await _sync_tracker(settings, deps, tracker, key)
+    try:
+        report = await backfill.sync_repository(settings, deps, full_name)
+    finally:
+        await deps.close()
+    print(format_report(report))
+    return 0
+
+
+async def _sync_tracker(settings: Settings, deps: Any, source: str, key: str) -> int:
+    from adapters.errors import AdapterError, RateLimited
+    from bot.config.control import load_control_config
+    from bot.intake.tracker_backfill import sync_tracker
+    from bot.trackers import tracker_clients
+
+    clients = tracker_clients(settings)
+    try:
+        report = await sync_tracker(
+            deps, clients, load_control_config(settings.config), source, key
+        )
+    except RateLimited as exc:
+        print(f"openase: {source} is rate-limiting us: {exc}", file=sys.stderr)
+        return 1
+    except AdapterError as exc:
+        print(f"openase: {source} sync failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await clients.aclose()
+        await deps.close()
+    print(f"openase: synced {source}:{key}: {report.issues} issues ({report.pages} pages)")
+    return 0
+
+
+def format_report(report: SyncReport) -> str:
+    return (
+        f"openase: synced {report.repository}: {report.issues} issues, "
+        f"{report.pull_requests} pull requests ({report.pages_fetched} pages fetched, "
+        f"{report.pages_unchanged} unchanged since the last sync)"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,337 @@
+"""Running the control plane in this process: the web app, the control worker, or both.
+
+`openase serve` and `openase worker` run one of them against configured services;
+`openase up` starts the embedded services it needs, migrates, and runs both in one event
+loop. One supervisor owns SIGINT/SIGTERM for all of it, so a stop is always in order:
+web (no new deliveries), worker (finish or requeue jobs), clients, then the servers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import socket
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+import redis.exceptions
+import structlog
+import uvicorn
+from arq.worker import Worker
+from pydantic import SecretStr
+
+from bot.deps import CONTROL_QUEUE, Deps, build_deps
+from bot.errors import ConfigError, OpenaseError
+from bot.processes.app import create_app
+from bot.processes.migrate import prepare_database
+from bot.processes.services import SECRET_FILE, EmbeddedServices, ServiceUrls, webhook_secret
+from bot.processes.worker import make_worker
+from bot.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+# Seconds in-flight requests and jobs get to finish after a stop is asked for.
+SHUTDOWN_GRACE = 10.0
+LISTEN_BACKLOG = 2048
+
+
+class Shutdown:
+    """SIGINT/SIGTERM: the first asks for a graceful stop, the second cuts the waits short."""
+
+    def __init__(self) -> None:
+        self.requested = asyncio.Event()
+        self.forced = asyncio.Event()
+
+    def install(self, loop: asyncio.AbstractEventLoop) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        if self.requested.is_set():
+            log.warning("shutdown_forced", signal=sig.name)
+            self.forced.set()
+        else:
+            log.info("shutdown_requested", signal=sig.name)
+            self.requested.set()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling.
+
+    uvicorn would take SIGINT/SIGTERM for itself and re-raise them after its own shutdown,
+    killing the worker and the embedded servers halfway through theirs.
+    """
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.startup_done = asyncio.Event()
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        try:
+            await super().startup(sockets)
+        finally:
+            self.startup_done.set()  # `started` tells whether it worked
+
+
+def run(main: Callable[[Shutdown], Awaitable[int]]) -> int:
+    """Run `main` on a fresh event loop (uvloop when installed) with signals wired up."""
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+
+    async def supervised() -> int:
+        shutdown = Shutdown()
+        shutdown.install(asyncio.get_running_loop())
+        return await main(shutdown)
+
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(supervised())
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """Bind before anything else starts, so a taken port fails fast with a clear message."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=LISTEN_BACKLOG)
+    except OSError as exc:
+        # getaddrinfo errors (an unknown host name) carry negative codes os.strerror lacks.
+        reason = os.strerror(exc.errno) if exc.errno and exc.errno > 0 else exc.strerror or exc
+        raise ConfigError(
+            f"cannot listen on {host}:{port} (OPENASE_HOST, OPENASE_PORT): {reason}"
+        ) from None
+
+
+def base_url(host: str, port: int) -> str:
+    """A URL for this machine's browser: a wildcard bind is reached through loopback."""
+    shown = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # noqa: S104  # compared, not bound
+    if ":" in shown:
+        shown = f"[{shown}]"
+    return f"http://{shown}:{port}"
+
+
+async def connect(settings: Settings, urls: ServiceUrls) -> Deps:
+    try:
+        return await build_deps(settings, database_url=urls.database_url, redis_url=urls.redis_url)
+    except (OSError, redis.exceptions.ConnectionError) as exc:
+        raise OpenaseError(f"cannot connect to Redis (OPENASE_REDIS_URL): {exc}") from None
+
+
+async def run_control_plane(
+    settings: Settings,
+    urls: ServiceUrls,
+    shutdown: Shutdown,
+    *,
+    web: bool,
+    worker: bool,
+    announce: Callable[[int | None], None] = lambda port: None,
+    sock: socket.socket | None = None,
+) -> int:
+    """Serve the web app and/or run the control worker until a signal; 0 on a clean stop.
+
+    `announce` gets the bound port once the web app listens (None without one); `sock` is
+    a listening socket bound earlier by the caller.
+    """
+    if web and sock is None:
+        sock = listen(settings.host, settings.port)
+    deps = await connect(settings, urls)
+    try:
+        return await _supervise(settings, urls, deps, shutdown, sock, worker, announce)
+    finally:
+        await deps.close()
+
+
+async def _supervise(
+    settings: Settings,
+    urls: ServiceUrls,
+    deps: Deps,
+    shutdown: Shutdown,
+    sock: socket.socket | None,
+    with_worker: bool,
+    announce: Callable[[int | None], None],
+) -> int:
+    tasks: dict[str, asyncio.Task[Any]] = {}
+    server: _Server | None = None
+    worker: Worker | None = None
+    if sock is not None:
+        app = create_app(
+            settings, database_url=urls.database_url, redis_url=urls.redis_url, deps=deps
+        )
+        config = uvicorn.Config(
+            app,
+            log_config=None,  # keep our structlog pipeline
+            lifespan="on",
+            timeout_graceful_shutdown=int(SHUTDOWN_GRACE),
+            server_header=False,
+        )
+        server = _Server(config)
+        tasks["web"] = asyncio.create_task(server.serve(sockets=[sock]), name="web")
+    if with_worker:
+        worker = make_worker(
+            settings,
+            database_url=urls.database_url,
+            redis_url=urls.redis_url,
+            deps=deps,
+        )
+        tasks["worker"] = asyncio.create_task(worker.async_run(), name="worker")
+
+    if server is not None and sock is not None:
+        await _first(
+            server.startup_done.wait(), shutdown.requested.wait(), asyncio.wait({tasks["web"]})
+        )
+        if server.started:
+            announce(sock.getsockname()[1])
+    else:
+        log.info("worker_running", queue=CONTROL_QUEUE)
+        announce(None)
+
+    stop = asyncio.create_task(shutdown.requested.wait())
+    done, _ = await asyncio.wait({stop, *tasks.values()}, return_when=asyncio.FIRST_COMPLETED)
+    stop.cancel()
+    crashed = [name for name, task in tasks.items() if task in done]
+    for name in crashed:
+        task = tasks[name]
+        error = None if task.cancelled() else task.exception()
+        log.error("stopped_unexpectedly", component=name, error=repr(error))
+
+    # Web first, so no delivery arrives that the worker would not see; then the worker.
+    if server is not None:
+        await _stop_web(server, tasks["web"], shutdown)
+    if worker is not None:
+        await _stop_worker(worker, tasks["worker"], shutdown)
+    log.info("stopped")
+    return 1 if crashed else 0
+
+
+async def _first(*waits: Awaitable[Any], within: float | None = None) -> None:
+    """Wait until the first of `waits` finishes (or `within` seconds pass); drop the others."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(tasks, timeout=within, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
+async def _stop_web(server: _Server, task: asyncio.Task[Any], shutdown: Shutdown) -> None:
+    server.should_exit = True
+    await _first(asyncio.wait({task}), shutdown.forced.wait())
+    if not task.done():
+        server.force_exit = True  # a second signal: drop open connections, do not wait
+        await asyncio.wait({task})
+
+
+async def _stop_worker(worker: Worker, task: asyncio.Task[Any], shutdown: Shutdown) -> None:
+    worker.allow_pick_jobs = False
+    running = [job for job in worker.tasks.values() if not job.done()]
+    if running:
+        log.info("waiting_for_jobs", count=len(running))
+        await _first(asyncio.wait(running), shutdown.forced.wait(), within=SHUTDOWN_GRACE)
+    try:
+        # Cancels what is still running (arq queues it again) and closes the shared pool.
+        await worker.close()
+    except (OSError, redis.exceptions.RedisError) as exc:
+        log.warning("worker_close_failed", error=repr(exc))
+    await asyncio.wait({task})
+
+
+def resolve_webhook_secret(settings: Settings) -> tuple[Settings, str | None]:
+    """Settings carrying a webhook secret, and the generated one to show (None if configured)."""
+    if settings.github_webhook_secret is not None:
+        return settings, None
+    secret, path = webhook_secret(settings.data_dir)
+    log.info("webhook_secret_loaded", path=str(path))
+    return settings.model_copy(update={"github_webhook_secret": SecretStr(secret)}), secret
+
+
+async def up(settings: Settings, shutdown: Shutdown) -> int:
+    """`openase up`: embedded services as needed, migrations, web and worker together."""
+    # Bound first: a taken port should not cost a database start and a migration.
+    sock = listen(settings.host, settings.port)
+    services = EmbeddedServices(settings)
+    try:
+        settings, generated_secret = resolve_webhook_secret(settings)
+        urls = await asyncio.to_thread(services.start)
+        if shutdown.requested.is_set():
+            return 0
+        log.info("migrating")
+        seeded = await prepare_database(urls.database_url)
+        if seeded:
+            log.info("harness_store_seeded", versions=seeded)
+
+        def banner(port: int | None) -> None:
+            assert port is not None
+            print(
+                startup_banner(settings, base_url(settings.host, port), generated_secret),
+                flush=True,
+            )
+
+        runner_stop = asyncio.Event()
+        runner = asyncio.create_task(_local_runner(settings, urls.redis_url, runner_stop))
+        try:
+            return await run_control_plane(
+                settings, urls, shutdown, web=True, worker=True, announce=banner, sock=sock
+            )
+        finally:
+            runner_stop.set()
+            await asyncio.wait({runner})
+    finally:
+        sock.close()
+        await asyncio.to_thread(services.stop)
+
+
+async def _local_runner(settings: Settings, redis_url: str, stop: asyncio.Event) -> None:
+    """This machine's runner, as `openase runner --machine NAME` would run it."""
+    from runner.worker import RunnerConfig, serve_runner
+
+    machine = settings.machine or local_machine_name()
+    config = RunnerConfig(
+        machine=machine,
+        redis_url=redis_url,
+        workspace_root=settings.data_dir / "workspaces" / machine,
+        max_runs=settings.runner_max_runs,
+        drain_seconds=SHUTDOWN_GRACE,
+    )
+    try:
+        await serve_runner(config, stop)
+    except Exception as error:  # the web app and worker go on without a local runner
+        log.error("local_runner_stopped", error=repr(error))
+
+
+def local_machine_name() -> str:
+    """The host name, made safe for a queue name."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", socket.gethostname()).strip("-._")
+    return name[:63] or "local"
+
+
+def startup_banner(settings: Settings, url: str, generated_secret: str | None) -> str:
+    secret = (
+        f"{generated_secret}\n{'':18}(generated; kept in {settings.data_dir / SECRET_FILE})"
+        if generated_secret is not None
+        else "from OPENASE_GITHUB_WEBHOOK_SECRET"
+    )
+    lines = [
+        "",
+        "OpenASE is up.",
+        f"  web page        {url}/",
+        f"  webhook URL     {url}/webhooks/github",
+        f"  health          {url}/healthz",
+        f"  webhook secret  {secret}",
+        f"  data dir        {settings.data_dir}",
+        f"  local runner    {settings.machine or local_machine_name()} "
+        f"(queue openase:runs:{settings.machine or local_machine_name()})",
+        "",
+        "Register the GitHub App with `openase app manifest --url <public URL>`, point its",
+        "webhook at the URL above (GitHub must be able to reach it) and paste the secret.",
+        "Ctrl-C stops everything.",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""The control plane's tables: the mirror of trackers and the workflow engine's state."""

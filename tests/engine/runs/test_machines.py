@@ -1,0 +1,120 @@
+"""Choosing a machine for a run, from the registry a real runner writes to Redis."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+
+from bot.engine.runs.machines import (
+    FRESH_SECONDS,
+    Machine,
+    Requirements,
+    choose,
+    registered,
+    why_none,
+)
+from runner.contract import MACHINES_SET, SCHEMA_VERSION, machine_key
+from runner.machine import MachineFacts
+from tests.conftest import Services
+
+NOW = 1_800_000_000.0
+
+
+def machine(
+    name: str,
+    *,
+    labels: tuple[str, ...] = (),
+    capacity: int = 2,
+    running: int = 0,
+    clis: tuple[str, ...] = ("command", "claude_code"),
+    age: float = 1.0,
+    schema_version: int = SCHEMA_VERSION,
+) -> Machine:
+    return Machine(
+        name=name,
+        labels=frozenset(labels),
+        capacity=capacity,
+        running=running,
+        clis=dict.fromkeys(clis, "1.0"),
+        heartbeat_at=NOW - age,
+        schema_version=schema_version,
+    )
+
+
+@pytest.mark.parametrize(
+    ("machines", "needs", "in_flight", "chosen"),
+    [
+        ([machine("a"), machine("b", running=1)], Requirements("command"), {}, "a"),
+        ([machine("a", running=2), machine("b", running=1)], Requirements("command"), {}, "b"),
+        ([machine("a"), machine("b")], Requirements("command"), {"a": 1}, "b"),
+        (
+            [machine("a"), machine("b", labels=("gpu",))],
+            Requirements("command", frozenset({"gpu"})),
+            {},
+            "b",
+        ),
+        ([machine("a", clis=("command",)), machine("b")], Requirements("claude_code"), {}, "b"),
+        (
+            [machine("a", age=FRESH_SECONDS + 1), machine("b", running=1)],
+            Requirements("command"),
+            {},
+            "b",
+        ),
+        ([machine("a", schema_version=SCHEMA_VERSION + 1)], Requirements("command"), {}, None),
+        ([machine("a", running=2)], Requirements("command"), {}, None),
+        (
+            [machine("a", capacity=4, running=1), machine("b", capacity=2)],
+            Requirements("command"),
+            {},
+            "a",
+        ),
+        ([], Requirements("command"), {}, None),
+    ],
+)
+def test_choose(
+    machines: list[Machine], needs: Requirements, in_flight: dict[str, int], chosen: str | None
+) -> None:
+    picked = choose(machines, needs, in_flight=in_flight, now=NOW)
+    assert (picked.name if picked else None) == chosen
+
+
+@pytest.mark.parametrize(
+    ("machines", "needs", "reason"),
+    [
+        ([], Requirements("command"), "no runner is registered"),
+        ([machine("a", age=60)], Requirements("command"), "no runner has sent a heartbeat"),
+        ([machine("a", clis=("command",))], Requirements("codex"), "no live runner has the codex"),
+        ([machine("a")], Requirements("command", frozenset({"gpu"})), "has the labels gpu"),
+        ([machine("a", running=2)], Requirements("command"), "at capacity"),
+    ],
+)
+def test_why_no_machine_qualifies(
+    machines: list[Machine], needs: Requirements, reason: str
+) -> None:
+    assert reason in why_none(machines, needs, now=NOW)
+
+
+@pytest.fixture
+async def redis(services: Services) -> AsyncIterator[Redis]:
+    client = Redis.from_url(services.redis_url)
+    await client.flushdb()
+    yield client
+    await client.aclose()
+
+
+async def test_the_registry_reads_what_runners_write(redis: Redis) -> None:
+    facts = MachineFacts(name="m1", labels=["gpu"], capacity=3, clis={"command": "any"})
+    await redis.hset(machine_key("m1"), mapping=facts.to_redis())  # type: ignore[misc]  # redis-py's union return
+    await redis.sadd(MACHINES_SET, "m1", "gone")  # type: ignore[misc]  # "gone" expired already
+    await redis.hset(machine_key("broken"), mapping={"name": "broken"})  # type: ignore[misc]
+    await redis.sadd(MACHINES_SET, "broken")  # type: ignore[misc]
+
+    machines = await registered(redis)
+
+    assert [m.name for m in machines] == ["m1"]
+    assert machines[0].labels == {"gpu"}
+    assert machines[0].capacity == 3
+    assert machines[0].fresh(time.time())

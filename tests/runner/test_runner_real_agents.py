@@ -1,0 +1,230 @@
+"""The whole runner with the real agent CLIs (pinned, from npm) against the scripted model
+server: the agent edits files in a worktree, the branch is pushed to a local bare remote,
+the harness and skills reached the model, and the skills stay out of the commit. Claude Code
+also through `openase try`, end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from runner.contract import (
+    AgentConfig,
+    EventKind,
+    Hooks,
+    HookSpec,
+    Limits,
+    RunStatus,
+    SkillFile,
+    SkillSpec,
+)
+from tests.agent_clis import agent_cli
+from tests.fakes.model_server import ModelServer, Scenario, Step, ToolCall
+from tests.git_repos import branch_files, git, make_remote, show
+from tests.runner.test_runner_execute import HARNESS, run, spec_for
+
+SKILL_DESCRIPTION = "Run the repository's tests the way its CI does (xyzzy-marker)"
+SKILL = SkillSpec(
+    name="run-tests",
+    version=3,
+    files=(
+        SkillFile(
+            path="SKILL.md",
+            content=(
+                f"---\nname: run-tests\ndescription: {SKILL_DESCRIPTION}\n---\nRun make test.\n"
+            ),
+        ),
+    ),
+)
+
+
+@pytest.fixture(scope="module")
+def claude() -> str:
+    return str(agent_cli("claude"))
+
+
+def write_then_done() -> Scenario:
+    bash = ToolCall(
+        "Bash", {"command": "printf 'hello\\n' > hello.txt", "description": "write hello.txt"}
+    )
+    return Scenario(steps=[Step(tool_calls=(bash,)), Step(text="Created hello.txt as asked.")])
+
+
+async def test_claude_code_run_pushes_its_work_with_harness_and_skills(
+    claude: str, tmp_path: Path
+) -> None:
+    remote = make_remote(tmp_path, {"README.md": "# api\n", ".gitignore": "*.log\n"})
+    with ModelServer(write_then_done()) as server:
+        agent = AgentConfig.model_validate(
+            {
+                "cli": "claude_code",
+                "binary": claude,
+                "env": {"ANTHROPIC_BASE_URL": server.url, "ANTHROPIC_API_KEY": "sk-test"},
+                "max_turns": 5,
+            }
+        )
+        spec = spec_for(
+            remote,
+            [],
+            agent=agent,
+            skills=(SKILL,),
+            hooks=Hooks(on_complete=(HookSpec(name="hello", run="grep -q hello hello.txt"),)),
+            limits=Limits(wall_seconds=120, stall_seconds=60),
+        )
+        result, events = await run(tmp_path, spec)
+        requests = server.model_requests()
+
+    assert result.status is RunStatus.SUCCEEDED, result.error
+    assert result.summary == "Created hello.txt as asked."
+    assert result.pushed
+    assert result.session_id
+    assert result.cost_usd is not None
+    assert result.usage.total_tokens > 0
+    assert show(remote, "openase/7-add-hello", "hello.txt") == "hello"
+    assert branch_files(remote, "openase/7-add-hello") == [".gitignore", "README.md", "hello.txt"]
+    # What the model was told: the harness as system prompt, the task, the skill.
+    first = requests[0].text
+    assert HARNESS in first
+    assert "Create hello.txt" in first
+    assert SKILL_DESCRIPTION in first
+    kinds = {event.kind for event in events}
+    assert {
+        EventKind.SESSION,
+        EventKind.TOOL_CALL,
+        EventKind.TOOL_RESULT,
+        EventKind.RESULT,
+    } <= kinds
+    # The skill was removed from the worktree after the run.
+    worktree = tmp_path / "ws" / "worktrees" / "acme" / "api"
+    assert not list(worktree.rglob("SKILL.md"))
+
+
+async def test_claude_code_api_failure_is_reported_as_such(claude: str, tmp_path: Path) -> None:
+    remote = make_remote(tmp_path)
+    with ModelServer(Scenario(fail_status=500)) as server:
+        agent = AgentConfig.model_validate(
+            {
+                "cli": "claude_code",
+                "binary": claude,
+                "env": {"ANTHROPIC_BASE_URL": server.url, "ANTHROPIC_API_KEY": "sk-test"},
+            }
+        )
+        result, _ = await run(tmp_path, spec_for(remote, [], agent=agent))
+    assert result.status is RunStatus.API_ERROR
+    assert result.error_class == "api_error"
+    assert not result.pushed
+
+
+@pytest.mark.slow
+def test_openase_try_with_claude_code(claude: str, tmp_path: Path) -> None:
+    repo = tmp_path / "checkout"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    (repo / "README.md").write_text("# demo\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "initial")
+    skill = tmp_path / "run-tests"
+    skill.mkdir()
+    (skill / "SKILL.md").write_text(SKILL.files[0].content)
+    harness = tmp_path / "careful.md.j2"
+    harness.write_text("Careful harness for {{ repository.full_name }}: ticket {{ ticket.key }}.")
+
+    with ModelServer(write_then_done()) as server:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bot.processes.cli",
+                "try",
+                "--repo",
+                str(repo),
+                "--agent",
+                "claude_code",
+                "--agent-bin",
+                claude,
+                "--env",
+                f"ANTHROPIC_BASE_URL={server.url}",
+                "--env",
+                "ANTHROPIC_API_KEY=sk-test",
+                "--harness",
+                str(harness),
+                "--skill",
+                str(skill),
+                "--hook",
+                "on_complete=test -f hello.txt",
+                "--json",
+                "Create hello.txt",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "OPENASE_GITHUB_WEBHOOK_SECRET": "whsec-not-for-agents"},
+            check=False,
+        )
+        requests = server.model_requests()
+
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["status"] == "succeeded"
+    assert result["pushed"] is True
+    assert "[tool] Bash(" in done.stderr  # live events on stderr
+    branch = result["branch"]
+    assert git(repo, "show", f"{branch}:hello.txt") == "hello"
+    assert git(repo, "status", "--porcelain") == ""  # the checkout itself is untouched
+    assert "Careful harness for local/checkout: ticket try-" in requests[0].text
+    assert SKILL_DESCRIPTION in requests[0].text
+    assert "whsec-not-for-agents" not in "".join(request.text for request in requests)
+
+
+@pytest.mark.parametrize("cli", ["codex", "gemini"])
+async def test_codex_and_gemini_runs_push_their_work_with_the_harness(
+    cli: str, tmp_path: Path
+) -> None:
+    binary = str(agent_cli("codex" if cli == "codex" else "gemini"))
+    remote = make_remote(tmp_path)
+    if cli == "codex":
+        tool = ToolCall("exec_command", {"cmd": "printf 'hello\\n' > hello.txt"})
+    else:
+        tool = ToolCall("write_file", {"file_path": "hello.txt", "content": "hello\n"})
+    scenario = Scenario(steps=[Step(tool_calls=(tool,)), Step(text="Created hello.txt.")])
+    with ModelServer(scenario) as server:
+        env = (
+            {"OPENAI_BASE_URL": f"{server.url}/v1", "OPENAI_API_KEY": "sk-test"}
+            if cli == "codex"
+            else {
+                "GOOGLE_GEMINI_BASE_URL": server.url,
+                "GEMINI_API_KEY": "test",
+                "GEMINI_CLI_NO_RELAUNCH": "true",  # halves its start-up; tests only
+            }
+        )
+        agent = AgentConfig.model_validate(
+            {
+                "cli": cli,
+                "binary": binary,
+                "env": env,
+                "model": None if cli == "gemini" else "gpt-5.5",
+            }
+        )
+        spec = spec_for(
+            remote,
+            [],
+            agent=agent,
+            skills=(SKILL,),
+            limits=Limits(wall_seconds=120, stall_seconds=60),
+        )
+        result, _ = await run(tmp_path, spec)
+        requests = server.model_requests()
+
+    assert result.status is RunStatus.SUCCEEDED, result.error
+    assert result.summary == "Created hello.txt."
+    assert result.session_id
+    assert show(remote, "openase/7-add-hello", "hello.txt") == "hello"
+    assert branch_files(remote, "openase/7-add-hello") == ["README.md", "hello.txt"]
+    assert HARNESS in requests[0].text
+    assert "Create hello.txt" in requests[0].text
+    assert SKILL_DESCRIPTION in requests[0].text

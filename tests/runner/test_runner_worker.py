@@ -1,0 +1,304 @@
+"""The machine side through arq and a real Redis: registration, runs in, results and events
+out, cancellation through Redis, refusing another contract version, and SIGTERM hand-back."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+from arq.connections import ArqRedis, RedisSettings, create_pool
+from arq.jobs import Job, JobStatus
+
+from runner.contract import (
+    MACHINES_SET,
+    REMOVE_WORKTREE_JOB,
+    RUN_JOB,
+    SCHEMA_VERSION,
+    AgentEvent,
+    EventKind,
+    Limits,
+    RunResult,
+    RunStatus,
+    machine_key,
+    run_cancel_key,
+    run_events_stream,
+    run_queue,
+    run_result_key,
+)
+from runner.worker import RunnerConfig, serve_runner
+from tests.conftest import Services
+from tests.git_repos import make_remote, show
+from tests.runner.test_runner_execute import PARTIAL_THEN, script, spec_for
+
+MACHINE = "m-test"
+
+
+@pytest.fixture
+async def redis(services: Services) -> AsyncIterator[ArqRedis]:
+    """The runner needs Redis only: an empty one, no database."""
+    pool = await create_pool(RedisSettings.from_dsn(services.redis_url))
+    await pool.flushdb()
+    yield pool
+    await pool.aclose(close_connection_pool=True)
+
+
+@pytest.fixture
+async def runner(
+    redis: ArqRedis, services: Services, tmp_path: Path
+) -> AsyncIterator[tuple[asyncio.Event, RunnerConfig]]:
+    """A runner serving `openase:runs:m-test` until the test ends (or sets the event)."""
+    config = RunnerConfig(
+        machine=MACHINE,
+        redis_url=services.redis_url,
+        workspace_root=tmp_path / "ws",
+        labels=("linux", "gpu"),
+        max_runs=2,
+        drain_seconds=0.3,
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve_runner(config, stop))
+    await wait_for(lambda: redis.exists(machine_key(MACHINE)))
+    yield stop, config
+    stop.set()
+    await asyncio.wait_for(task, 30)
+
+
+async def wait_for(check: Any, seconds: float = 15) -> Any:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = await check()
+        if value:
+            return value
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+async def enqueue(redis: ArqRedis, wire: Any, run_id: str) -> Job:
+    job = await redis.enqueue_job(
+        RUN_JOB, wire, _queue_name=run_queue(MACHINE), _job_id=f"run:{run_id}"
+    )
+    assert job is not None
+    return job
+
+
+async def events_of(redis: ArqRedis, run_id: str) -> list[AgentEvent]:
+    entries = await redis.xrange(run_events_stream(run_id))
+    return [AgentEvent.from_wire(json.loads(fields[b"event"])) for _, fields in entries]
+
+
+async def test_the_runner_registers_its_machine(
+    redis: ArqRedis, runner: tuple[asyncio.Event, RunnerConfig]
+) -> None:
+    facts = await cast(Awaitable[dict[bytes, bytes]], redis.hgetall(machine_key(MACHINE)))
+    assert facts[b"name"] == MACHINE.encode()
+    assert json.loads(facts[b"labels"]) == ["linux", "gpu"]
+    assert facts[b"capacity"] == b"2"
+    assert facts[b"running"] == b"0"
+    assert json.loads(facts[b"clis"])["command"] == "any"
+    assert int(facts[b"disk_free_bytes"]) > 0
+    assert int(facts[b"memory_available_bytes"]) > 0
+    assert int(facts[b"schema_version"]) == SCHEMA_VERSION
+    assert 0 < await redis.ttl(machine_key(MACHINE)) <= 30
+    assert await cast(Awaitable[int], redis.sismember(MACHINES_SET, MACHINE))
+
+
+async def test_a_run_goes_through_the_queue_and_streams_its_events(
+    redis: ArqRedis, runner: tuple[asyncio.Event, RunnerConfig], tmp_path: Path
+) -> None:
+    remote = make_remote(tmp_path)
+    agent = script(tmp_path, "agent.py", "print('working'); open('x.txt', 'w').write('x')\n")
+    spec = spec_for(remote, [str(agent)], run_id="q-1")
+    job = await enqueue(redis, spec.to_wire(), "q-1")
+
+    result = RunResult.from_wire(await job.result(timeout=30))
+
+    assert result.status is RunStatus.SUCCEEDED
+    assert result.machine == MACHINE
+    assert show(remote, "openase/7-add-hello", "x.txt") == "x"
+    events = await events_of(redis, "q-1")
+    assert [event.seq for event in events] == list(range(1, len(events) + 1))
+    assert {"working"} <= {event.text for event in events if event.kind is EventKind.LOG}
+    assert events[-1].kind is EventKind.PHASE
+    assert events[-1].data["status"] == "succeeded"
+    stored = json.loads(await redis.get(run_result_key("q-1")))
+    assert RunResult.from_wire(stored) == result
+
+
+async def test_a_cancel_signal_in_redis_stops_the_run(
+    redis: ArqRedis, runner: tuple[asyncio.Event, RunnerConfig], tmp_path: Path
+) -> None:
+    remote = make_remote(tmp_path)
+    agent = script(tmp_path, "agent.py", PARTIAL_THEN)
+    spec = spec_for(
+        remote, [str(agent), "stubborn"], run_id="c-1", limits=Limits(kill_grace_seconds=0.5)
+    )
+    job = await enqueue(redis, spec.to_wire(), "c-1")
+
+    async def agent_started() -> bool:
+        return any(event.text == "wrote partial" for event in await events_of(redis, "c-1"))
+
+    await wait_for(agent_started)
+    started = time.monotonic()
+    await redis.set(run_cancel_key("c-1"), "canceled by @hubot via /cancel")
+    result = RunResult.from_wire(await job.result(timeout=30))
+
+    assert result.status is RunStatus.CANCELED
+    assert result.error == "canceled by @hubot via /cancel"
+    assert time.monotonic() - started < 8
+    assert show(remote, "openase/7-add-hello", "partial.txt") == "half done"
+
+
+async def test_a_spec_of_another_schema_version_is_refused(
+    redis: ArqRedis, runner: tuple[asyncio.Event, RunnerConfig], tmp_path: Path
+) -> None:
+    wire = spec_for(tmp_path / "r.git", ["true"], run_id="v-9").to_wire()
+    wire["schema_version"] = SCHEMA_VERSION + 1
+    job = await enqueue(redis, wire, "v-9")
+    result = RunResult.from_wire(await job.result(timeout=30))
+    assert result.status is RunStatus.REFUSED
+    assert result.error_class == "contract_mismatch"
+    assert "upgrade" in (result.error or "")
+    assert result.run_id == "v-9"
+
+
+async def test_stopping_the_runner_hands_running_runs_back(
+    redis: ArqRedis, runner: tuple[asyncio.Event, RunnerConfig], tmp_path: Path
+) -> None:
+    stop, _ = runner
+    remote = make_remote(tmp_path)
+    agent = script(tmp_path, "agent.py", PARTIAL_THEN)
+    spec = spec_for(
+        remote, [str(agent), "sleep"], run_id="h-1", limits=Limits(kill_grace_seconds=0.5)
+    )
+    job = await enqueue(redis, spec.to_wire(), "h-1")
+
+    async def agent_started() -> bool:
+        return any(event.text == "wrote partial" for event in await events_of(redis, "h-1"))
+
+    await wait_for(agent_started)
+    stop.set()
+
+    async def stored() -> bytes | None:
+        value: bytes | None = await redis.get(run_result_key("h-1"))
+        return value
+
+    result = RunResult.from_wire(json.loads(await wait_for(stored)))
+    assert result.status is RunStatus.CANCELED
+    assert "goes back to the queue" in (result.error or "")
+    assert result.error_class == "runner_shutdown"  # not final: the job runs again
+    assert show(remote, "openase/7-add-hello", "partial.txt") == "half done"
+    await wait_for(lambda: _gone(redis))
+    # arq put the job back on the machine's queue for the next runner.
+    assert await job.status() in (JobStatus.queued, JobStatus.deferred)
+
+
+async def _gone(redis: ArqRedis) -> bool:
+    return not await redis.exists(machine_key(MACHINE))
+
+
+@pytest.mark.slow
+def test_openase_runner_starts_registers_and_stops_on_sigterm(
+    services: Services, tmp_path: Path
+) -> None:
+    env = {
+        **os.environ,
+        "OPENASE_REDIS_URL": services.redis_url,
+        "OPENASE_DATA_DIR": str(tmp_path / "data"),
+    }
+    env.pop("OPENASE_DATABASE_URL", None)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bot.processes.cli",
+            "runner",
+            "--machine",
+            "cli-m",
+            "--labels",
+            "a,b",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        redis_cli = _sync_redis(services.redis_url)
+        deadline = time.monotonic() + 30
+        while not redis_cli.exists(machine_key("cli-m")):
+            assert process.poll() is None, process.stdout.read() if process.stdout else ""
+            assert time.monotonic() < deadline, "runner never registered"
+            time.sleep(0.1)
+        assert json.loads(redis_cli.hget(machine_key("cli-m"), "labels") or b"[]") == ["a", "b"]
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+        assert not redis_cli.exists(machine_key("cli-m"))
+        assert (tmp_path / "data" / "workspaces" / "cli-m").is_dir()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+def _sync_redis(url: str) -> Any:
+    import redis as sync_redis
+
+    return sync_redis.Redis.from_url(url)
+
+
+async def test_aborting_the_arq_job_cancels_the_run_and_keeps_its_work(
+    redis: ArqRedis, runner: tuple[asyncio.Event, RunnerConfig], tmp_path: Path
+) -> None:
+    remote = make_remote(tmp_path)
+    agent = script(tmp_path, "agent.py", PARTIAL_THEN)
+    spec = spec_for(
+        remote, [str(agent), "sleep"], run_id="a-1", limits=Limits(kill_grace_seconds=0.5)
+    )
+    job = await enqueue(redis, spec.to_wire(), "a-1")
+
+    async def agent_started() -> bool:
+        return any(event.text == "wrote partial" for event in await events_of(redis, "a-1"))
+
+    await wait_for(agent_started)
+    assert await job.abort(timeout=20)
+
+    async def stored() -> bytes | None:
+        value: bytes | None = await redis.get(run_result_key("a-1"))
+        return value
+
+    result = RunResult.from_wire(json.loads(await wait_for(stored)))
+    assert result.status is RunStatus.CANCELED
+    assert result.error == "the run's job was aborted"
+    assert result.error_class == "aborted"
+    assert show(remote, "openase/7-add-hello", "partial.txt") == "half done"
+
+
+async def test_a_finished_tickets_worktree_is_removed_when_asked(
+    redis: ArqRedis, runner: tuple[asyncio.Event, RunnerConfig], tmp_path: Path
+) -> None:
+    _, config = runner
+    remote = make_remote(tmp_path)
+    agent = script(tmp_path, "agent.py", "open('x.txt', 'w').write('x')\n")
+    job = await enqueue(redis, spec_for(remote, [str(agent)], run_id="w-1").to_wire(), "w-1")
+    assert RunResult.from_wire(await job.result(timeout=30)).succeeded
+    worktree = config.workspace_root / "worktrees" / "acme" / "api"
+    assert any(worktree.iterdir())
+
+    removal = await redis.enqueue_job(
+        REMOVE_WORKTREE_JOB, "acme/api", "openase/7-add-hello", _queue_name=run_queue(MACHINE)
+    )
+    assert removal is not None
+    assert await removal.result(timeout=30) == "removed"
+    assert not (worktree / "openase-7-add-hello").exists()
+    assert show(remote, "openase/7-add-hello", "x.txt") == "x"  # the pushed branch stays
