@@ -28,6 +28,7 @@ test: sync
 lint: sync
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports --no-cache
 
 typecheck: sync
 	$(VENV)/bin/mypy

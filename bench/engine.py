@@ -46,8 +46,8 @@ from sqlalchemy import func, select
 from bench.services import bench_services, empty_tables
 from bot.config.states import State
 from bot.deps import Deps, build_deps
-from bot.intake.backfill import forget_github_apps
 from bot.processes.app import create_app
+from bot.registry import Clients
 from bot.settings import Settings
 from bot.tables.mirror import Delivery, Ticket
 from bot.tables.workflow import Activity, Run, TicketState
@@ -142,7 +142,8 @@ async def system(
     await empty_tables(deps.engine)
     await deps.redis.flushdb()
     deps.workflow = None
-    forget_github_apps()
+    await deps.clients.aclose()
+    deps.clients = Clients()  # no tokens or rate-limit state of an earlier world
     app = create_app(settings, database_url=database_url, redis_url=redis_url, deps=deps)
     transport = httpx.ASGITransport(app=app)
     try:
@@ -162,7 +163,7 @@ async def system(
             ):
                 yield w
     finally:
-        forget_github_apps()
+        await deps.clients.aclose()
 
 
 async def label(w: World, number: int) -> tuple[str, float, float]:

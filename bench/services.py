@@ -19,8 +19,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import bot.tables.mirror  # noqa: F401  # every table (mirror, engine, harness store) on Base
-from bot.processes.embedded import EmbeddedPostgres, EmbeddedRedis
 from bot.processes.migrate import upgrade
+from bot.servers.embedded import EmbeddedPostgres, EmbeddedRedis
 from harness_store.db import Base
 
 

@@ -2,18 +2,46 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import asyncpg
 from arq.connections import ArqRedis, RedisSettings, create_pool
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from adapters.base import NormalizedEvent
+from bot.jobs import CONTROL_QUEUE
+from bot.registry import Clients, GitHubApp, TrackerClients
 from bot.settings import Settings
-from runner.contract import CONTROL_QUEUE  # arq's queue for the control plane
-
-__all__ = ["CONTROL_QUEUE", "Deps", "build_deps", "make_intake_pool", "plain_url", "redis_settings"]
 from harness_store.db import make_engine, make_sessionmaker
+
+__all__ = [
+    "AfterCommit",
+    "Deps",
+    "EventReactor",
+    "build_deps",
+    "make_intake_pool",
+    "plain_url",
+    "redis_settings",
+]
+
+# What a decision asks to be done once its transaction committed.
+AfterCommit = Callable[[], Awaitable[None]]
+
+
+class EventReactor(Protocol):
+    """What the control worker does with a delivery's events besides mirroring them (the
+    workflow engine, wired in by the composition root; ingest knows only this much)."""
+
+    async def react(
+        self,
+        session: AsyncSession,
+        events: Sequence[NormalizedEvent],
+        installation_id: int | None,
+    ) -> AfterCommit:
+        """Decide in the caller's transaction; the returned call runs after its commit."""
+        ...
 
 
 @dataclass
@@ -24,18 +52,22 @@ class Deps:
     redis: ArqRedis
     # A plain asyncpg pool for the webhook hot path: one prepared INSERT per delivery, no ORM.
     intake: Any  # asyncpg.Pool (asyncpg ships no type hints)
-    # The workflow engine (bot.engine.core.Engine) of a control worker; None where none runs
-    # (the web process, or no GitHub App configured): ingest then only mirrors.
-    workflow: Any = None
+    # The workflow engine of a control worker; None where none runs (the web process, or no
+    # GitHub App configured): ingest then only mirrors.
+    workflow: EventReactor | None = None
+    # The process's GitHub, Linear and Jira clients (tokens, rate limits, caches).
+    clients: Clients = field(default_factory=Clients)
+
+    def github_app(self) -> GitHubApp:
+        """The GitHub App client (ConfigError when no App is configured)."""
+        return self.clients.github_app(self.settings)
+
+    def trackers(self) -> TrackerClients:
+        """Linear's and Jira's clients (each None when not configured)."""
+        return self.clients.trackers(self.settings)
 
     async def close(self) -> None:
-        # The process's GitHub App clients are cached apart from Deps (bot.intake.backfill, which
-        # imports this module); their pooled connections end with the process's other ones.
-        from bot.intake.backfill import close_github_apps
-        from bot.trackers import close_tracker_clients
-
-        await close_github_apps()
-        await close_tracker_clients()
+        await self.clients.aclose()
         await self.redis.aclose(close_connection_pool=True)
         await self.intake.close()
         await self.engine.dispose()

@@ -21,15 +21,14 @@ from sqlalchemy import select, text
 from adapters.jira.client import JiraClient
 from adapters.linear.client import LinearClient
 from bot.deps import Deps, build_deps
-from bot.intake.backfill import forget_github_apps
 from bot.intake.ingest import ingest_delivery
 from bot.processes.app import create_app
-from bot.processes.embedded import EmbeddedPostgres, EmbeddedRedis
 from bot.processes.migrate import upgrade
 from bot.processes.worker import make_worker
+from bot.registry import Clients, TrackerClients
+from bot.servers.embedded import EmbeddedPostgres, EmbeddedRedis
 from bot.settings import Settings
 from bot.tables.mirror import Delivery
-from bot.trackers import TrackerClients
 from harness_store.db import Base
 from tests import network_guard
 from tests.fakes.github_api import FakeGitHubAPI, fake_github_api
@@ -103,7 +102,10 @@ async def deps(session_deps: Deps) -> Deps:
     async with session_deps.engine.begin() as conn:
         await conn.execute(text(f"TRUNCATE {_TABLES} RESTART IDENTITY CASCADE"))
     await session_deps.redis.flushdb()
-    session_deps.workflow = None  # a test's engine (bot.engine.core.Engine) is its own
+    session_deps.workflow = None  # a test's engine is its own
+    # Fresh API clients: no installation token or rate-limit state from another test.
+    await session_deps.clients.aclose()
+    session_deps.clients = Clients()
     return session_deps
 
 
@@ -129,10 +131,8 @@ def github(client: httpx.AsyncClient) -> GitHubWebhookSender:
 @pytest.fixture(autouse=True)
 def github_api(settings: Settings) -> Iterator[FakeGitHubAPI]:
     """Every test talks to a fake GitHub API (respx); jobs a test sets off never leave."""
-    forget_github_apps()
     with fake_github_api(settings) as fake:
         yield fake
-    forget_github_apps()
 
 
 AppWith = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]

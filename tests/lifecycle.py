@@ -29,14 +29,13 @@ from sqlalchemy import select
 
 from bot.config.control import ControlConfig, parse_control_config
 from bot.deps import Deps
-from bot.engine.core import Engine
+from bot.engine.context import Engine
 from bot.engine.runs.machines import registered
-from bot.intake.backfill import github_app
 from bot.processes.worker import make_worker
+from bot.registry import TrackerClients
 from bot.settings import Settings
 from bot.tables.mirror import Ticket
 from bot.tables.workflow import Activity, Run, TicketState
-from bot.trackers import TrackerClients
 from harness_store.seed import seed_builtins
 from tests.fakes.github_api import FakeGitHubAPI, FakeRepo
 from tests.fakes.github_graphql import FakeGitHubGraphQL
@@ -371,6 +370,7 @@ class World:
             database_url="unused",
             redis_url=self.redis_url,
             deps=self.deps,
+            engine=self.engine,
         )
         self.workers.append((worker, asyncio.create_task(worker.main())))
 
@@ -567,11 +567,10 @@ async def world(
     assert isinstance(controls, ControlConfig), controls
     engine = Engine(
         deps=deps,
-        github=github_app(settings),
+        github=deps.github_app(),
         control=controls,
         trackers=trackers if trackers is not None else TrackerClients(),
     )
-    deps.workflow = engine
     here = World(deps, settings, fake, sender, repo, remote, root, redis_url, engine)
     here.path_prefix = path_prefix
     here.boards = boards

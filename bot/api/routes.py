@@ -54,11 +54,9 @@ from bot.deps import Deps
 
 
 def routes() -> list[BaseRoute]:
-    from bot.web.routes import web_routes
-
+    """The home page, health, metrics and the JSON API (the pages are bot/web's)."""
     return [
         Route("/", home, methods=["GET"]),
-        *web_routes(),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         Mount(

@@ -13,7 +13,7 @@ import re
 import string
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -35,18 +35,19 @@ from bot.config.problems import (
     read_yaml,
     without_extensions,
 )
-from bot.config.repo import (
+from bot.config.workflow import (
+    DEFAULT_TRIGGER,
     DEFAULT_WORKFLOW,
     Count,
     Dollars,
     MachineLabel,
     ProviderName,
     Seconds,
+    Workflow,
     WorkflowName,
-    check_workflow_defaults,
 )
 from bot.errors import ConfigError
-from runner.contract import AgentCli, AgentConfig
+from runner.contract import AgentCli, AgentConfig, Limits
 
 BUILTIN_PROVIDER = "claude"
 BUILTIN_FILE = "(built-in control-plane config)"
@@ -371,3 +372,51 @@ def _cross_check(config: ControlConfig, doc: YamlDoc) -> list[ConfigProblem]:
         )
         return problems
     return check_workflow_defaults(config, doc)
+
+
+# --- checks and limits that need the whole control config -----------------------------
+
+
+def check_workflow_defaults(control: ControlConfig, doc: YamlDoc) -> list[ConfigProblem]:
+    """Validate the control plane's `defaults.workflow` as a workflow would be."""
+    raw = control.defaults.workflow
+    prefix: KeyPath = ("defaults", "workflow")
+    problems = [
+        doc.problem((*prefix, key), "has no default: set it per workflow in .github/openase.yml")
+        for key in ("name", "trigger_labels")
+        if key in raw
+    ]
+    sample = {**raw, "name": DEFAULT_WORKFLOW, "trigger_labels": [DEFAULT_TRIGGER]}
+    sample.setdefault("provider", control.defaults.provider)
+    try:
+        Workflow.model_validate(sample)
+    except ValidationError as error:
+        problems += problems_from(error, doc, Workflow, prefix=prefix)
+        return problems
+    provider = sample["provider"]
+    if provider not in control.providers:
+        problems.append(doc.problem((*prefix, "provider"), no_provider(provider, control)))
+    return problems
+
+
+def no_provider(name: str, control: ControlConfig) -> str:
+    known = ", ".join(control.providers)
+    return f"no provider {name!r} in the control-plane config (providers: {known})"
+
+
+def run_limits(workflow: Workflow, provider: Provider) -> Limits:
+    """The run's limits: the workflow's within the provider's caps (the stricter wins)."""
+    own, cap, base = workflow.limits, provider.limits, Limits()
+    return Limits(
+        wall_seconds=_stricter(own.wall_seconds, cap.wall_seconds) or base.wall_seconds,
+        stall_seconds=_stricter(own.stall_seconds, cap.stall_seconds) or base.stall_seconds,
+        budget_usd=_stricter(own.budget_usd, cap.budget_usd),
+        max_tokens=_stricter(own.max_tokens, cap.max_tokens),
+    )
+
+
+_N = TypeVar("_N", int, float)
+
+
+def _stricter(a: _N | None, b: _N | None) -> _N | None:
+    return b if a is None else a if b is None else min(a, b)

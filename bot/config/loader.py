@@ -14,7 +14,8 @@ import structlog
 
 from bot.config.control import ControlConfig, load_control_config
 from bot.config.problems import ConfigProblem
-from bot.config.repo import REPO_CONFIG_PATH, RepoConfig, default_repo_config, parse_repo_config
+from bot.config.repo import RepoConfig, default_repo_config, parse_repo_config
+from bot.config.workflow import REPO_CONFIG_PATH
 from bot.registry import GitHubApp
 
 log = structlog.get_logger(__name__)

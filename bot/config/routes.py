@@ -15,9 +15,8 @@ from typing import Any
 
 from bot.config.control import ControlConfig, TrackerAccess, TrackerRoute, TrackerRule
 from bot.config.states import State
+from bot.registry import JIRA, LINEAR
 
-LINEAR = "linear"
-JIRA = "jira"
 TRACKERS = (LINEAR, JIRA)
 
 # Names tried in order for each workflow state; `merging` shows as review until merged.

@@ -12,136 +12,24 @@ never race each other into duplicates.
 
 from __future__ import annotations
 
-import enum
 import re
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
 from datetime import UTC, datetime
-from typing import Any, NotRequired, TypedDict
+from typing import Any
 from urllib.parse import quote
 
 from adapters.errors import RequestRejected
-from bot.effects.annotations import MAX_ANNOTATIONS, annotations_from_output
+from bot.effects.annotations import MAX_ANNOTATIONS
+from bot.effects.kinds import STATUS_MARKER, EffectKind, comment_marker, pr_marker
 from bot.effects.outbox import EffectContext, EffectRefused, Performer
-from bot.effects.projects import ProjectStatusPayload, set_project_status
+from bot.effects.projects import set_project_status
 
 Json = dict[str, Any]
 
-__all__ = [
-    "ANNOTATIONS_PER_REQUEST",
-    "PERFORMERS",
-    "RETRY_ACTION",
-    "STATUS_MARKER",
-    "CheckRunPayload",
-    "CommentPayload",
-    "EffectKind",
-    "IssueUpdatePayload",
-    "MergePayload",
-    "MergeRefused",
-    "ProjectStatusPayload",
-    "PullRequestPayload",
-    "ReactionPayload",
-    "StatusCommentPayload",
-    "StatusLabelPayload",
-    "annotations_from_output",
-    "comment_marker",
-    "pr_marker",
-]
 
+# --- limits -----------------------------------------------------------------------------------
 
-class EffectKind(enum.StrEnum):
-    STATUS_LABEL = "set_status_label"
-    STATUS_COMMENT = "upsert_status_comment"
-    CHECK_RUN = "check_run"
-    PULL_REQUEST = "open_or_update_pr"
-    MERGE = "merge_pr"
-    REACTION = "add_reaction"
-    COMMENT = "post_comment"
-    ISSUE = "update_issue"
-    PROJECT_STATUS = "set_project_status"  # bot/effects/projects.py: the card's Status column
-
-
-# --- payloads (what the engine writes to the outbox) ---------------------------------------
-
-
-class StatusLabelPayload(TypedDict):
-    repo: str  # OWNER/NAME
-    number: int
-    add: str | None  # the status label to carry; created in the repo if missing
-    remove: list[str]  # the other status labels, removed where present
-    color: NotRequired[str]  # hex without '#', for a label we create
-    description: NotRequired[str]
-
-
-class StatusCommentPayload(TypedDict):
-    repo: str
-    number: int
-    body: str  # Markdown; STATUS_MARKER is added when absent
-
-
-class CheckRunPayload(TypedDict):
-    repo: str
-    head_sha: str
-    name: str  # "openase/<hook>" or "openase"
-    external_id: str  # deterministic, e.g. f"{run_id}:{hook}"
-    status: str  # queued | in_progress | completed
-    conclusion: NotRequired[str]  # success | failure | neutral | cancelled | timed_out | ...
-    title: str
-    summary: str
-    text: NotRequired[str]  # the output tail; its last 65535 characters are kept
-    annotations: NotRequired[list[Json]]  # see annotations_from_output; sent 50 a request
-    actions: NotRequired[list[Json]]  # default for a failure: [RETRY_ACTION]
-    details_url: NotRequired[str]  # the live run page
-    started_at: NotRequired[str]  # ISO 8601; now, when in_progress and absent
-    completed_at: NotRequired[str]  # ISO 8601; now, when completed and absent
-
-
-class PullRequestPayload(TypedDict):
-    repo: str
-    head: str  # the work branch (or OWNER:BRANCH for a fork)
-    base: str
-    title: str
-    body: str  # with "Closes #N", summary, harness version, cost
-    ticket: NotRequired[int]  # adds pr_marker(ticket) to the body when absent
-    draft: NotRequired[bool]
-
-
-class MergePayload(TypedDict):
-    repo: str
-    number: int
-    method: str  # merge | squash | rebase
-    sha: str  # the head the gates passed on; GitHub refuses (409) if it moved
-    commit_title: NotRequired[str]
-    commit_message: NotRequired[str]
-
-
-class ReactionPayload(TypedDict):
-    repo: str
-    content: str  # +1 -1 laugh confused heart hooray rocket eyes (or the emoji)
-    comment_id: NotRequired[int]  # an issue or PR conversation comment
-    review_comment: NotRequired[bool]  # comment_id is a PR review (diff) comment
-    number: NotRequired[int]  # else: the issue itself
-
-
-class CommentPayload(TypedDict):
-    repo: str
-    number: int
-    body: str
-    marker: NotRequired[str]  # names the reply; default: the effect's key
-
-
-class IssueUpdatePayload(TypedDict):
-    repo: str
-    number: int
-    state: NotRequired[str]  # open | closed
-    state_reason: NotRequired[str]  # completed | not_planned | reopened
-    title: NotRequired[str]
-    body: NotRequired[str]
-
-
-# --- markers and limits -------------------------------------------------------------------------
-
-STATUS_MARKER = "<!-- openase:status -->"
 MAX_TEXT = 65535  # GitHub's limit for a check run's summary and text
 ANNOTATIONS_PER_REQUEST = 50  # GitHub's limit per create/update request
 RETRY_ACTION: Json = {
@@ -163,22 +51,6 @@ REACTIONS: Mapping[str, str] = {
     "👀": "eyes",
 }
 _REPO = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
-_MARKER_TEXT = re.compile(r"[^A-Za-z0-9:_./#=+-]")
-
-
-def pr_marker(ticket: int | str) -> str:
-    """The hidden marker of the PR made for a ticket."""
-    return f"<!-- openase:pr ticket={_marker_text(str(ticket))} -->"
-
-
-def comment_marker(name: str) -> str:
-    """The hidden marker of one reply, so a retry finds it instead of posting it again."""
-    return f"<!-- openase:comment {_marker_text(name)} -->"
-
-
-def _marker_text(text: str) -> str:
-    # "--" would end the HTML comment early; anything unusual is replaced.
-    return _MARKER_TEXT.sub("_", text).replace("--", "-_")
 
 
 class MergeRefused(EffectRefused):

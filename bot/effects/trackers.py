@@ -16,10 +16,16 @@ from typing import Any
 
 from adapters.errors import RequestRejected
 from bot.effects.outbox import EffectContext, EffectRefused, Performer
-from bot.registry import NoTransition
-from bot.trackers import TrackerClients
+from bot.registry import JIRA, LINEAR, NoTransition, TrackerClients
 
 Json = dict[str, Any]
+
+# Outbox lanes of the trackers' effects (their `installation_id`): writes to one tracker run
+# one at a time like a GitHub installation's, and a rate-limited tracker does not hold up
+# the other one.
+LINEAR_LANE = -1
+JIRA_LANE = -2
+LANES = {LINEAR: LINEAR_LANE, JIRA: JIRA_LANE}
 
 
 class TrackerEffect(enum.StrEnum):

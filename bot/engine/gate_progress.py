@@ -13,17 +13,18 @@ from typing import Any
 
 from sqlalchemy import select
 
-from bot.effects.github import EffectKind
+from bot.effects.kinds import EffectKind
 from bot.effects.outbox import add_effect, revision_key
-from bot.engine.core import Engine, Followups, load
+from bot.engine.context import Engine, Followups, load
 from bot.tables.workflow import Run, RunEvent, RunState
 from runner.contract import EventKind
 
 GATING = "gating"
 
 
-async def report_gating(engine: Engine) -> int:
-    """In-progress check runs for every running run that reached its gates; how many runs."""
+async def report_gating(engine: Engine) -> list[Followups]:
+    """In-progress check runs for every running run that reached its gates: what follows
+    each run's new ones (so their count is how many runs were reported)."""
     async with engine.deps.sessions() as session:
         rows = (
             await session.execute(
@@ -36,7 +37,7 @@ async def report_gating(engine: Engine) -> int:
                 )
             )
         ).all()
-    reported = 0
+    reported: list[Followups] = []
     for run_id, event in rows:
         data: dict[str, Any] = event.get("data") or {}
         sha, hooks = data.get("head_sha"), data.get("hooks") or []
@@ -74,6 +75,5 @@ async def report_gating(engine: Engine) -> int:
                 if added:
                     followups.outbox.add(repo.installation_id)
         if followups.outbox:
-            reported += 1
-            await followups.run(engine)
+            reported.append(followups)
     return reported

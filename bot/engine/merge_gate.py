@@ -16,9 +16,10 @@ import structlog
 from sqlalchemy import select
 
 from bot.config.states import State
-from bot.effects.github import EffectKind
+from bot.effects.kinds import EffectKind
 from bot.effects.outbox import add_effect
-from bot.engine.core import Engine, Followups, load, transition, workflow_of
+from bot.engine.context import Decided, Engine, Followups, load
+from bot.engine.decision import Decision, workflow_of
 from bot.tables.workflow import EffectStatus, OutboxEffect
 
 log = structlog.get_logger(__name__)
@@ -26,7 +27,7 @@ log = structlog.get_logger(__name__)
 GREEN = frozenset({"success", "neutral", "skipped"})
 
 
-async def consider_merge(engine: Engine, ticket_id: int) -> str:
+async def consider_merge(engine: Engine, ticket_id: int) -> Decided:
     """Start the merge if every gate is open; what stopped it otherwise (one word)."""
     async with engine.deps.sessions() as session:
         loaded = await load(session, ticket_id, lock=False)
@@ -40,32 +41,31 @@ async def consider_merge(engine: Engine, ticket_id: int) -> str:
             .limit(1)
         )
     if loaded is None or loaded.state is None or loaded.repo is None:
-        return "untracked"
+        return Decided("untracked")
     row, repo = loaded.state, loaded.repo
     if row.state != State.IN_REVIEW or row.held:
-        return "not_in_review"
+        return Decided("not_in_review")
     if row.pr_number is None or row.head_sha is None or repo.installation_id is None:
-        return "no_pull_request"
+        return Decided("no_pull_request")
     config = (await engine.config_of(repo)).config
     flow = workflow_of(config, row)
     if flow is None or config is None:
-        return "no_workflow"
+        return Decided("no_workflow")
     if flow.approval_required and not row.approved:
-        return "needs_approval"
+        return Decided("needs_approval")
     if pending_checks is not None:
-        return "reporting"  # our own check runs are not on GitHub yet
+        return Decided("reporting")  # our own check runs are not on GitHub yet
     verdict = await checks_verdict(engine, repo.full_name, row.head_sha, repo.installation_id)
     if verdict is not None:
-        await _wait(engine, ticket_id, row.head_sha, verdict)
-        return "checks_not_green"
+        return Decided("checks_not_green", await _wait(engine, ticket_id, row.head_sha, verdict))
     followups = Followups(decision=f"merge:{ticket_id}:{row.head_sha}")
     async with engine.deps.sessions() as session, session.begin():
         fresh = await load(session, ticket_id)
         if fresh is None or fresh.state is None:
-            return "untracked"
+            return Decided("untracked")
         now = fresh.state
         if now.state != State.IN_REVIEW or now.head_sha != row.head_sha or now.held:
-            return "moved"
+            return Decided("moved")
         await add_effect(
             session,
             key=f"merge:{ticket_id}:{row.head_sha}",
@@ -80,18 +80,10 @@ async def consider_merge(engine: Engine, ticket_id: int) -> str:
             ticket_id=ticket_id,
             installation_id=repo.installation_id,
         )
-        await transition(
-            session,
-            engine,
-            fresh,
-            config,
-            followups,
-            State.MERGING,
-            reason="approved and every check is green",
-            waiting=None,
+        await Decision(session, engine, fresh, config, followups).transition(
+            State.MERGING, reason="approved and every check is green", waiting=None
         )
-    await followups.run(engine)
-    return "merging"
+    return Decided("merging", followups)
 
 
 async def checks_verdict(engine: Engine, repo: str, sha: str, installation_id: int) -> str | None:
@@ -135,17 +127,17 @@ async def checks_verdict(engine: Engine, repo: str, sha: str, installation_id: i
     return None
 
 
-async def _wait(engine: Engine, ticket_id: int, sha: str, why: str) -> None:
+async def _wait(engine: Engine, ticket_id: int, sha: str, why: str) -> Followups:
     followups = Followups()
     async with engine.deps.sessions() as session, session.begin():
         loaded = await load(session, ticket_id)
         if loaded is None or loaded.state is None or loaded.repo is None:
-            return
+            return followups
         row = loaded.state
         if row.state != State.IN_REVIEW or row.head_sha != sha or row.waiting == why:
-            return
+            return followups
         config = (await engine.config_of(loaded.repo)).config
-        await transition(
-            session, engine, loaded, config, followups, row.state, reason=why, waiting=why
+        await Decision(session, engine, loaded, config, followups).transition(
+            row.state, reason=why, waiting=why
         )
-    await followups.run(engine)
+    return followups

@@ -15,14 +15,16 @@ import structlog
 from sqlalchemy import func, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.config.repo import RepoConfig, Workflow, stage_for
+from bot.config.repo import RepoConfig, stage_for
 from bot.config.states import State
+from bot.config.workflow import Workflow
 from bot.effects.annotations import annotations_from_output
-from bot.effects.github import EffectKind
+from bot.effects.kinds import EffectKind
 from bot.effects.outbox import add_effect, revision_key
 from bot.engine.blockers import backoff
 from bot.engine.commands.ask import ASK, answer
-from bot.engine.core import Engine, Followups, Loaded, comment, load, note, transition
+from bot.engine.context import Engine, Followups, load
+from bot.engine.decision import Decision
 from bot.engine.runs.spec import GATES_ONLY_AGENT, work_branch
 from bot.engine.runs.tracking import HANDED_BACK, collect_events, fetch_result
 from bot.tables.mirror import Ticket
@@ -42,22 +44,23 @@ NO_CHANGES = (
 )
 
 
-async def take_result(engine: Engine, run_id: str) -> bool:
-    """Persist the run's events and act on its result, if it has one; whether it did."""
+async def take_result(engine: Engine, run_id: str) -> Followups | None:
+    """Persist the run's events and act on its result, if it has one: what follows (None
+    when there was nothing to act on)."""
     await collect_events(engine.deps.redis, engine.deps.sessions, run_id)
     result = await fetch_result(engine.deps.redis, run_id)
     if result is None or result.error_class == HANDED_BACK:
-        return False
+        return None
     return await finish_run(engine, run_id, result)
 
 
-async def finish_run(engine: Engine, run_id: str, result: RunResult | None) -> bool:
-    """Record the run as finished (`result`) or lost (None) and decide; False when it was
-    already finished or lost (someone else acted on it)."""
+async def finish_run(engine: Engine, run_id: str, result: RunResult | None) -> Followups | None:
+    """Record the run as finished (`result`) or lost (None) and decide: what follows; None
+    when it was already finished or lost (someone else acted on it)."""
     async with engine.deps.sessions() as session:
         run = await session.get(Run, run_id)
         if run is None:
-            return False
+            return None
         loaded = await load(session, run.ticket_id, lock=False)
     config = None
     if loaded is not None and loaded.repo is not None and loaded.repo.installation_id:
@@ -68,18 +71,17 @@ async def finish_run(engine: Engine, run_id: str, result: RunResult | None) -> b
     followups = Followups(decision=f"result:{run_id}")
     async with engine.deps.sessions() as session, session.begin():
         if not await _mark(session, run_id, result):
-            return False
+            return None
         fresh = await load(session, run.ticket_id)
         if fresh is not None:
-            await _decide(session, engine, fresh, config, run, result, followups)
+            await _decide(Decision(session, engine, fresh, config, followups), run, result)
     log.info(
         "run_taken",
         run_id=run_id,
         status=result.status.value if result else "lost",
         ticket_id=run.ticket_id,
     )
-    await followups.run(engine)
-    return True
+    return followups
 
 
 async def _mark(session: AsyncSession, run_id: str, result: RunResult | None) -> bool:
@@ -105,22 +107,15 @@ async def _mark(session: AsyncSession, run_id: str, result: RunResult | None) ->
     return changed.first() is not None
 
 
-async def _decide(
-    session: AsyncSession,
-    engine: Engine,
-    loaded: Loaded,
-    config: RepoConfig | None,
-    run: Run,
-    result: RunResult | None,
-    followups: Followups,
-) -> None:
+async def _decide(decision: Decision, run: Run, result: RunResult | None) -> None:
+    loaded, config, followups = decision.loaded, decision.config, decision.followups
     row = loaded.state
     status = result.status.value if result is not None else "lost"
     cost = (result.cost_usd or 0.0) if result is not None else 0.0
     summary = f"run {run.id} {status}" + (f" (${cost:.2f})" if cost else "")
-    note(session, loaded.ticket.id, "run", summary, run_id=run.id, status=status, cost_usd=cost)
+    decision.note("run", summary, run_id=run.id, status=status, cost_usd=cost)
     if run.workflow == ASK:  # a question, not a stage: answered, nothing moves
-        await answer(session, engine, loaded, run, result, followups)
+        await answer(decision, run, result)
         if loaded.state is not None:
             loaded.state.cost_usd = (loaded.state.cost_usd or 0.0) + cost
         followups.dispatch_due = True
@@ -133,12 +128,12 @@ async def _decide(
     # A gates-only run starts from the work branch on the remote and adds nothing to it.
     gates_only = (run.spec or {}).get("agent", {}).get("argv") == list(GATES_ONLY_AGENT.argv)
     if result is not None:
-        await _report_checks(session, engine, loaded, run, result, followups, gates_only)
+        await _report_checks(decision, run, result, gates_only)
     else:
         # Should the lost run's job ever run again (its runner comes back), it stops at once.
         followups.cancel[run.id] = "the run was declared lost and retried elsewhere"
     if row.run_id != run.id or row.state != State.IN_PROGRESS:
-        note(session, loaded.ticket.id, "run", "the ticket had moved on; result not acted on")
+        decision.note("run", "the ticket had moved on; result not acted on")
         followups.dispatch_due = True
         return
     workflow = config.workflow(run.workflow) if config is not None else None
@@ -154,34 +149,23 @@ async def _decide(
     ):
         failure = NO_CHANGES
     elif result is not None and result.succeeded and workflow is not None and config is not None:
-        await _succeeded(session, engine, loaded, config, workflow, run, result, followups)
+        await _succeeded(decision, config, workflow, run, result)
         return
     else:
         failure = LOST_MESSAGE if result is None else describe(result)
-    await _failed(session, engine, loaded, config, workflow, run, failure, result, followups)
+    await _failed(decision, workflow, run, failure, result)
 
 
 async def _succeeded(
-    session: AsyncSession,
-    engine: Engine,
-    loaded: Loaded,
-    config: RepoConfig,
-    workflow: Workflow,
-    run: Run,
-    result: RunResult,
-    followups: Followups,
+    decision: Decision, config: RepoConfig, workflow: Workflow, run: Run, result: RunResult
 ) -> None:
+    loaded, followups = decision.loaded, decision.followups
     ticket, repo = loaded.ticket, loaded.repo
     assert repo is not None
     assert loaded.state is not None
     if workflow.finish != State.IN_REVIEW:
         following = stage_for(config, workflow.finish, ticket.labels)
-        await transition(
-            session,
-            engine,
-            loaded,
-            config,
-            followups,
+        await decision.transition(
             workflow.finish,
             reason=f"{workflow.name} done; {following.name if following else 'no workflow'} next",
             run_id=None,
@@ -207,11 +191,11 @@ async def _succeeded(
             f"| Harness | `{harness.get('name')}@{harness.get('version')}` |",
             f"| Attempt | {loaded.state.attempt} of {workflow.max_attempts} |",
             f"| Cost | ${loaded.state.cost_usd:,.2f} |",
-            f"| Run | {engine.run_url(run.id)} |",
+            f"| Run | {decision.engine.run_url(run.id)} |",
         ]
     )
     await add_effect(
-        session,
+        decision.session,
         key=f"pr:{ticket.id}:{run.id}",
         kind=EffectKind.PULL_REQUEST,
         payload={
@@ -225,12 +209,7 @@ async def _succeeded(
         ticket_id=ticket.id,
         installation_id=repo.installation_id,
     )
-    await transition(
-        session,
-        engine,
-        loaded,
-        config,
-        followups,
+    await decision.transition(
         State.IN_REVIEW,
         reason=f"{workflow.name} succeeded and its gates passed",
         run_id=None,
@@ -245,16 +224,13 @@ async def _succeeded(
 
 
 async def _failed(
-    session: AsyncSession,
-    engine: Engine,
-    loaded: Loaded,
-    config: RepoConfig | None,
+    decision: Decision,
     workflow: Workflow | None,
     run: Run,
     failure: str,
     result: RunResult | None,
-    followups: Followups,
 ) -> None:
+    loaded, followups = decision.loaded, decision.followups
     row = loaded.state
     assert row is not None
     max_attempts = workflow.max_attempts if workflow is not None else row.attempt
@@ -266,12 +242,7 @@ async def _failed(
             else backoff(row.attempt, timedelta(seconds=workflow.limits.backoff_seconds))
         )
         when = datetime.now(UTC) + delay
-        await transition(
-            session,
-            engine,
-            loaded,
-            config,
-            followups,
+        await decision.transition(
             workflow.pickup,
             reason=f"attempt {row.attempt} {'lost' if lost else 'failed'}; "
             f"next in {int(delay.total_seconds())} s",
@@ -282,22 +253,14 @@ async def _failed(
         )
         followups.later[loaded.ticket.id] = when
         return
-    await transition(
-        session,
-        engine,
-        loaded,
-        config,
-        followups,
+    await decision.transition(
         State.FAILED,
         reason=f"attempt {row.attempt} of {max_attempts} failed; giving up",
         run_id=None,
         last_failure=failure,
     )
     fence = "`" * max(3, _longest_backticks(failure) + 1)
-    await comment(
-        session,
-        loaded,
-        followups,
+    await decision.comment(
         key=f"comment:{loaded.ticket.id}:gave-up:{run.id}",
         body=(
             f"❌ **OpenASE gave up** after {row.attempt} attempt(s) of the "
@@ -339,22 +302,15 @@ def _longest_backticks(text: str) -> int:
     return best
 
 
-async def _report_checks(
-    session: AsyncSession,
-    engine: Engine,
-    loaded: Loaded,
-    run: Run,
-    result: RunResult,
-    followups: Followups,
-    gates_only: bool,
-) -> None:
+async def _report_checks(decision: Decision, run: Run, result: RunResult, gates_only: bool) -> None:
     """One check run per blocking gate on the pushed commit, and `openase` for the ticket."""
+    loaded = decision.loaded
     repo = loaded.repo
     known = gates_only or (loaded.state is not None and result.head_sha == loaded.state.head_sha)
     # GitHub only takes check runs for commits it has: pushed now, or the PR's head already.
     if repo is None or not result.head_sha or not (result.pushed or known):
         return
-    details = engine.run_url(run.id)
+    details = decision.engine.run_url(run.id)
     gates = [
         hook
         for hook in result.hook_results
@@ -364,9 +320,7 @@ async def _report_checks(
         name = f"openase/{hook.name}"
         conclusion = "success" if hook.passed else ("timed_out" if hook.timed_out else "failure")
         await _check_effect(
-            session,
-            loaded,
-            followups,
+            decision,
             run_id=run.id,
             sha=result.head_sha,
             name=name,
@@ -387,9 +341,7 @@ async def _report_checks(
         )
     ok = result.succeeded
     await _check_effect(
-        session,
-        loaded,
-        followups,
+        decision,
         run_id=run.id,
         sha=result.head_sha,
         name="openase",
@@ -410,26 +362,24 @@ async def _report_checks(
 
 
 async def _check_effect(
-    session: AsyncSession,
-    loaded: Loaded,
-    followups: Followups,
+    decision: Decision,
     *,
     run_id: str,
     sha: str,
     name: str,
     payload: dict[str, Any],
 ) -> None:
-    repo = loaded.repo
+    repo = decision.loaded.repo
     assert repo is not None
     await add_effect(
-        session,
+        decision.session,
         key=revision_key(f"check:{sha}:{name}", run_id),
         kind=EffectKind.CHECK_RUN,
         payload=payload,
-        ticket_id=loaded.ticket.id,
+        ticket_id=decision.ticket.id,
         installation_id=repo.installation_id,
     )
-    followups.outbox.add(repo.installation_id)
+    decision.followups.outbox.add(repo.installation_id)
 
 
 def _ticket_line(ticket: Ticket) -> str:

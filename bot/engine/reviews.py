@@ -9,19 +9,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from adapters.base import PullRequestChanged, PullRequestReviewed
 from bot.config.states import TERMINAL, State
-from bot.engine.commands.access import WRITE_PERMISSIONS, GitHubPermissions
-from bot.engine.core import (
-    BOT,
-    Engine,
-    Followups,
-    Loaded,
-    config_or_none,
-    load,
-    note,
-    send_back,
-    transition,
-    workflow_of,
-)
+from bot.engine.access import WRITE_PERMISSIONS, GitHubPermissions
+from bot.engine.context import BOT, Engine, Followups, load
+from bot.engine.decision import Decision, note
 from bot.tables.mirror import Repository, Ticket, TicketPullRequest
 from bot.tables.workflow import TicketState
 
@@ -74,20 +64,11 @@ async def pull_request_changed(
         if row.state in TERMINAL:
             continue
         if event.action == "closed" and pr.merged:
-            config = await config_or_none(engine, loaded)
-            await transition(
-                session,
-                engine,
-                loaded,
-                config,
-                followups,
-                State.DONE,
-                reason=f"PR #{pr.number} merged",
-                pr_number=row.pr_number or pr.number,
+            decision = await Decision.on(session, engine, loaded, followups)
+            await decision.transition(
+                State.DONE, reason=f"PR #{pr.number} merged", pr_number=row.pr_number or pr.number
             )
-            from bot.engine.jobs import close_issue
-
-            await close_issue(session, loaded, followups)
+            await decision.close_issue()
         elif event.action == "closed":
             note(session, ticket_id, "state", f"PR #{pr.number} closed without merging")
         elif (
@@ -96,21 +77,16 @@ async def pull_request_changed(
             and pr.head_sha
             and pr.head_sha != row.head_sha
         ):
-            await rerun_gates(session, engine, loaded, followups, f"new commits on PR #{pr.number}")
+            decision = await Decision.on(session, engine, loaded, followups)
+            await rerun_gates(decision, f"new commits on PR #{pr.number}")
 
 
-async def rerun_gates(
-    session: AsyncSession, engine: Engine, loaded: Loaded, followups: Followups, why: str
-) -> None:
+async def rerun_gates(decision: Decision, why: str) -> None:
     """Run the gates (no agent) again on the work branch's head."""
-    config = await config_or_none(engine, loaded)
-    flow = workflow_of(config, loaded.state)
+    flow = decision.flow
     if flow is None:
         return
-    reason = f"{why}: re-running the gates"
-    await send_back(
-        session, engine, loaded, config, followups, flow, reason=reason, gates_only=True
-    )
+    await decision.send_back(flow, reason=f"{why}: re-running the gates", gates_only=True)
 
 
 async def reviewed(
@@ -129,16 +105,9 @@ async def reviewed(
         who = event.author_login or "someone"
         if event.action == "dismissed" or event.state == "dismissed":
             if row.approved:
-                config = await config_or_none(engine, loaded)
-                await transition(
-                    session,
-                    engine,
-                    loaded,
-                    config,
-                    followups,
-                    row.state,
-                    reason=f"review by @{who} dismissed",
-                    approved=False,
+                decision = await Decision.on(session, engine, loaded, followups)
+                await decision.transition(
+                    row.state, reason=f"review by @{who} dismissed", approved=False
                 )
             continue
         if event.action != "submitted":
@@ -150,18 +119,9 @@ async def reviewed(
         if await access.permission(who) not in WRITE_PERMISSIONS:
             note(session, ticket_id, "review", f"review by @{who} ignored: no write access")
             continue
-        config = await config_or_none(engine, loaded)
+        decision = await Decision.on(session, engine, loaded, followups)
         if event.state == "approved":
-            await transition(
-                session,
-                engine,
-                loaded,
-                config,
-                followups,
-                row.state,
-                reason=f"approved by @{who}",
-                approved=True,
-            )
+            await decision.transition(row.state, reason=f"approved by @{who}", approved=True)
             followups.merge_checks.add(ticket_id)
             continue
         comments = await _review_comments(engine, repo, pr.number, event.review_id)
@@ -170,15 +130,10 @@ async def reviewed(
         if row.state != State.IN_REVIEW:
             continue
         feedback = _feedback(who, event.state, event.body, comments)
-        flow = workflow_of(config, row)
+        flow = decision.flow
         if flow is None:
             continue
-        await send_back(
-            session,
-            engine,
-            loaded,
-            config,
-            followups,
+        await decision.send_back(
             flow,
             reason=f"@{who} asked for changes",
             feedback=feedback,

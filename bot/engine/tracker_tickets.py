@@ -20,8 +20,6 @@ from adapters.base import InstallationChanged, NormalizedEvent, RepositoryChange
 from adapters.errors import AdapterError
 from bot.config.control import ControlConfig
 from bot.config.routes import (
-    JIRA,
-    LINEAR,
     TRACKERS,
     Route,
     access_of,
@@ -33,12 +31,13 @@ from bot.config.routes import (
 )
 from bot.config.states import State, label_color
 from bot.effects.outbox import add_effect, revision_key
-from bot.effects.trackers import TrackerEffect
-from bot.engine.commands.access import Actor, PermissionSource
+from bot.effects.trackers import LANES, TrackerEffect
+from bot.engine.access import Actor, PermissionSource
+from bot.engine.context import Engine, Loaded
 from bot.engine.jira_text import to_wiki
-from bot.registry import GitHubApp
+from bot.intake import mirror
+from bot.registry import JIRA, LINEAR, GitHubApp
 from bot.tables.mirror import Repository, Ticket
-from bot.trackers import LANES
 
 log = structlog.get_logger(__name__)
 
@@ -87,8 +86,6 @@ async def _known_repo(session: AsyncSession, full_name: str) -> int | None:
 async def _discover(session: AsyncSession, github: GitHubApp, route: Route) -> int | None:
     """A routed repository no GitHub webhook has shown us yet: asked of GitHub as the App,
     and mirrored (a team may plan in Linear long before anyone touches the repository)."""
-    from bot.intake import mirror  # mirror imports the engine's modules
-
     try:
         installation = await github.repo_installation(route.repo)
         info = await github.repository(route.repo, installation.id)
@@ -104,7 +101,7 @@ async def _discover(session: AsyncSession, github: GitHubApp, route: Route) -> i
 
 
 async def unreachable_route(
-    session: AsyncSession, engine: Any, loaded: Any, *, wanted: bool
+    session: AsyncSession, engine: Engine, loaded: Loaded, *, wanted: bool
 ) -> None:
     """Tell a ticket that asks for the agent (its trigger label, or `/run`) once per route
     why nothing happens: its team or project is routed to a repository the App cannot

@@ -8,21 +8,18 @@ OPENASE_DATABASE_URL (or of a running `openase up`) directly. A refusal is one l
 stderr: exit status 2 for a malformed argument or a missing or wrong token, 1 for something
 not found, content the server refuses, or a server or database out of reach.
 Heavy imports (httpx, SQLAlchemy, Jinja) wait until a command runs, so `openase --help`
-stays quick: this module holds the parsers and the argument checks, `bot.harness.commands`
-the commands, `bot.harness.client` the API client and `bot.harness.db` the database access,
-all imported only when a command runs.
+stays quick: this module holds the parsers, `bot.harness.args` the argument checks,
+`bot.harness.commands` the commands, `bot.harness.client` the API client and
+`bot.harness.db` the database access, all imported only when a command runs.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import re
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from bot.errors import ConfigError, OpenaseError
-from harness_store.errors import HarnessStoreError, InvalidName
+from bot.errors import OpenaseError
+from harness_store.errors import HarnessStoreError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -31,67 +28,6 @@ if TYPE_CHECKING:
     from harness_store.names import Kind
 
     Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
-
-# Version numbers are Postgres integers: nine digits keep every accepted one in range.
-_NUMBER = re.compile(r"[0-9]{1,9}")
-
-
-@dataclass(frozen=True)
-class Ref:
-    """NAME or NAME@VERSION as written on the command line."""
-
-    name: str
-    version: int | None = None
-
-
-def parse_version(value: str, what: str = "VERSION") -> int:
-    """A version number from the command line; `ConfigError` unless a whole number >= 1."""
-    if not _NUMBER.fullmatch(value) or int(value) < 1:
-        raise ConfigError(f"{what} must be a whole number from 1 (for example 3), got {value!r}")
-    return int(value)
-
-
-def parse_name(kind: Kind, value: str) -> str:
-    """A harness or skill name from the command line; `ConfigError` when malformed."""
-    from harness_store.names import validate_name
-
-    try:
-        return validate_name(kind, value)
-    except InvalidName as error:
-        raise ConfigError(str(error)) from None
-
-
-def parse_ref(kind: Kind, value: str) -> Ref:
-    """NAME or NAME@VERSION; `ConfigError` naming the expected form otherwise."""
-    name, at, version = value.partition("@")
-    if at and not (_NUMBER.fullmatch(version) and int(version) >= 1):
-        raise ConfigError(
-            f"expected NAME or NAME@VERSION with VERSION a whole number from 1 (for example "
-            f"{'coder' if kind == 'harness' else 'run-tests'}@3), got {value!r}"
-        )
-    return Ref(parse_name(kind, name), int(version) if at else None)
-
-
-def parse_ticket(value: str) -> tuple[str, int]:
-    """OWNER/REPO#NUMBER as (full name, number)."""
-    from bot.processes.cli import repository
-
-    full_name, hash_, number = value.rpartition("#")
-    try:
-        if not hash_ or not _NUMBER.fullmatch(number) or int(number) < 1:
-            raise argparse.ArgumentTypeError("")
-        repository(full_name)
-    except argparse.ArgumentTypeError:
-        raise ConfigError(
-            f"expected OWNER/REPO#NUMBER (for example octocat/hello-world#12), got {value!r}"
-        ) from None
-    return full_name, int(number)
-
-
-def default_author() -> str:
-    """Who a version is recorded as being by when --author is not given."""
-    return os.environ.get("USER", "").strip() or "cli"
-
 
 # --- parsers -------------------------------------------------------------------------------
 
@@ -104,6 +40,8 @@ def add_parsers(commands: Subparsers) -> None:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Run the `harness` or `skill` command `args` describes."""
+    # Imported when a command runs, not when the parsers are built: the commands pull in
+    # httpx, SQLAlchemy and Jinja, which `openase --help` has no use for.
     from bot.harness.commands import COMMANDS
 
     try:

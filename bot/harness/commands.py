@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bot.errors import ConfigError, OpenaseError
-from bot.harness.cli import Ref, default_author, parse_name, parse_ref, parse_ticket, parse_version
+from bot.harness.args import Ref, default_author, parse_name, parse_ref, parse_ticket, parse_version
 from bot.harness.client import StoreClient, api_path
 from bot.harness.db import fetch_harness, find_ticket, in_transaction
 

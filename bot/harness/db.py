@@ -8,11 +8,13 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
 
 from bot.errors import ConfigError, OpenaseError
+from bot.servers.embedded import EmbeddedPostgres
+from bot.servers.services import postgres_dir
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
-    from bot.harness.cli import Ref
+    from bot.harness.args import Ref
     from bot.settings import Settings
     from bot.tables.mirror import Ticket
     from harness_store.models import HarnessVersion
@@ -24,9 +26,6 @@ _UNDEFINED_TABLE = "42P01"  # the SQLSTATE of a missing table: not migrated yet
 
 def database_url(settings: Settings) -> str:
     """OPENASE_DATABASE_URL, else the database of a running `openase up`."""
-    from bot.processes.embedded import EmbeddedPostgres
-    from bot.processes.services import postgres_dir
-
     url = settings.database_url or EmbeddedPostgres.running_url(postgres_dir(settings))
     if url is None:
         raise ConfigError(

@@ -17,7 +17,6 @@ from typing import Any, TypeVar
 
 import structlog
 from arq import Retry
-from arq.worker import func
 from sqlalchemy import func as sql
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
@@ -29,9 +28,8 @@ from adapters.errors import AdapterError, RateLimited, TransientError
 from bot.deps import Deps
 from bot.errors import ConfigError, OpenaseError
 from bot.intake import mirror
-from bot.intake.ingest import BACKFILL_JOB
+from bot.jobs import BACKFILL_JOB
 from bot.registry import CachedPage, GitHubApp, Page
-from bot.settings import Settings
 from bot.tables.mirror import HttpCacheEntry, Installation, Repository
 from harness_store.db import transaction
 
@@ -89,48 +87,11 @@ class PostgresEtagStore:
             )
 
 
-# Built once per App configuration and shared by every job of the process: the cached
-# installation tokens and rate-limit state live in it.
-_apps: dict[tuple[str, int, str], GitHubApp] = {}
-
-
-def forget_github_apps() -> None:
-    """Drop the cached clients (their tokens and rate-limit state): for tests and key rotation."""
-    _apps.clear()
-
-
-async def close_github_apps() -> None:
-    """Close the cached clients' connections at shutdown; tokens and limits stay cached."""
-    for app in list(_apps.values()):
-        await app.aclose()
-
-
-def github_app(settings: Settings) -> GitHubApp:
-    """The process's GitHub App client for these settings."""
-    key = settings.github_private_key_pem()
-    if settings.github_app_id is None or not key:
-        raise ConfigError(
-            "GitHub API access needs OPENASE_GITHUB_APP_ID and OPENASE_GITHUB_PRIVATE_KEY "
-            "(or OPENASE_GITHUB_PRIVATE_KEY_PATH)"
-        )
-    cache_key = (settings.api_url, settings.github_app_id, key)
-    app = _apps.get(cache_key)
-    if app is None:
-        try:
-            app = GitHubApp(
-                api_url=settings.api_url, app_id=settings.github_app_id, private_key=key
-            )
-        except AdapterError as exc:
-            raise ConfigError(f"OPENASE_GITHUB_PRIVATE_KEY: {exc}") from exc
-        _apps[cache_key] = app
-    return app
-
-
 async def backfill_repository(
     deps: Deps, repo: int | str, *, github: GitHubApp | None = None, use_etags: bool = True
 ) -> SyncReport:
     """Mirror the open issues and PRs of `repo` (a mirrored repository id, or OWNER/REPO)."""
-    github = github or github_app(deps.settings)
+    github = github or deps.github_app()
     full_name, installation_id = await _locate(deps, github, repo)
     info = await github.repository(full_name, installation_id)
     structlog.contextvars.bind_contextvars(
@@ -200,14 +161,16 @@ async def _apply(deps: Deps, events: Sequence[NormalizedEvent], installation_id:
     if not events:
         return
     async with transaction(deps.sessions) as session:
-        await mirror.apply(session, events, deps=deps, installation_id=installation_id)
+        await mirror.apply(session, events, installation_id=installation_id)
 
 
 # --- the arq job ---------------------------------------------------------------------------
 
 
 async def backfill_job(ctx: dict[str, Any], repo_id: int) -> str:
-    """arq job `backfill_repository`: retried at the rate-limit reset or with backoff."""
+    """arq job `backfill_repository`: retried at the rate-limit reset or with backoff (a
+    finished one frees its job id `backfill:<repo id>`, so the next installation event or
+    sync can enqueue it again)."""
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(repository_id=repo_id, job=BACKFILL_JOB)
     try:
@@ -231,17 +194,10 @@ async def backfill_job(ctx: dict[str, Any], repo_id: int) -> str:
     )
 
 
-def backfill_functions() -> list[Any]:
-    # keep_result=0: a finished backfill frees its job id `backfill:<repo id>`, so the next
-    # installation event or sync can enqueue it again.
-    return [func(backfill_job, name=BACKFILL_JOB, keep_result=0, max_tries=BACKFILL_MAX_TRIES)]
-
-
 # --- `openase sync OWNER/REPO` --------------------------------------------------------------
 
 
 async def sync_repository(
-    settings: Settings,
     deps: Deps,
     full_name: str,
     *,
@@ -251,7 +207,7 @@ async def sync_repository(
     use_etags: bool = True,
 ) -> SyncReport:
     """Backfill one repository now, waiting politely (up to `max_wait`) on rate limits."""
-    github = github_app(settings)
+    github = deps.github_app()
     transient_failures = 0
     while True:
         try:

@@ -17,19 +17,18 @@ from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from adapters.base import ParsedDelivery
-from bot.deps import Deps
-from bot.engine.core import Followups
-from bot.engine.events import react
+from bot.deps import AfterCommit, Deps
 from bot.errors import PayloadError
 from bot.intake import mirror
+from bot.jobs import BACKFILL_JOB
 from bot.registry import parser_for
 from bot.tables.mirror import Delivery, DeliveryStatus, DeliveryTicket
+from bot.worker_metrics import record_ingest
 from harness_store.db import transaction
 
 log = structlog.get_logger(__name__)
 
 MAX_ATTEMPTS = 5
-BACKFILL_JOB = "backfill_repository"
 
 
 async def ingest_delivery(deps: Deps, pk: int) -> str:
@@ -83,16 +82,17 @@ async def _ingest(deps: Deps, pk: int) -> str:
         )
         parsed: ParsedDelivery = parser_for(row.source)(row.event, row.payload)
         backfill: list[int] = []
-        followups: Followups | None = None
+        after: AfterCommit | None = None
         error = parsed.ignored_reason
         if not parsed.events:
             status = DeliveryStatus.IGNORED
         else:
             applied = await mirror.apply(
-                session, parsed.events, deps=deps, installation_id=row.installation_id
+                session, parsed.events, installation_id=row.installation_id
             )
             if deps.workflow is not None:
-                followups = await react(session, deps.workflow, parsed.events, row.installation_id)
+                # The engine decides in this transaction, so its decisions commit with it.
+                after = await deps.workflow.react(session, parsed.events, row.installation_id)
             if applied.tickets:
                 await conn.execute(
                     insert(DeliveryTicket),
@@ -112,8 +112,8 @@ async def _ingest(deps: Deps, pk: int) -> str:
             )
         )
     log.info("delivery_ingested", delivery_pk=pk, status=str(status))
-    if followups is not None:
-        await followups.run(deps.workflow)
+    if after is not None:
+        await after()
     for repo_id in backfill:
         # After commit, so the job finds the repository row. A lost enqueue is repaired by
         # `openase sync`; the mirror still fills from webhooks meanwhile.
@@ -165,6 +165,4 @@ async def _count_attempt(deps: Deps, pk: int, error: str) -> int | None:
 
 
 async def _record_metrics(deps: Deps, event: str, status: str, latency: float) -> None:
-    from bot.worker_metrics import record_ingest
-
     await record_ingest(deps.redis, event=event, outcome=status, latency_seconds=latency)

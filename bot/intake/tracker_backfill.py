@@ -14,13 +14,12 @@ import structlog
 
 from adapters.base import TicketUpserted
 from bot.config.control import ControlConfig
-from bot.config.routes import JIRA, LINEAR
 from bot.deps import Deps
 from bot.errors import ConfigError
 from bot.intake import mirror
+from bot.registry import JIRA, LINEAR, TrackerClients
 from bot.registry import jira_ticket_from_issue as jira_ticket
 from bot.registry import linear_ticket_from_issue as linear_ticket
-from bot.trackers import TrackerClients
 from harness_store.db import transaction
 
 log = structlog.get_logger(__name__)
@@ -96,4 +95,4 @@ async def _apply(deps: Deps, events: list[TicketUpserted]) -> None:
     if not events:
         return
     async with transaction(deps.sessions) as session:
-        await mirror.apply(session, events, deps=deps)
+        await mirror.apply(session, events)

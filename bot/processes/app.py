@@ -1,4 +1,4 @@
-"""The Starlette application: webhooks, JSON API, health and metrics.
+"""The Starlette application: webhooks, the web page, the JSON API, health and metrics.
 
 The lifespan builds the shared clients once and stores them on `app.state.deps`
 (nothing is created at import time).
@@ -13,19 +13,20 @@ from contextlib import asynccontextmanager
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute, Route
 
+from bot.api import routes as api
 from bot.deps import Deps, build_deps
 from bot.intake.webhooks import github_webhook, jira_webhook, linear_webhook
 from bot.settings import Settings
+from bot.web.routes import web_routes
 
 
 def routes() -> list[BaseRoute]:
-    from bot.api import routes as api  # the read API and health/metrics endpoints
-
     return [
         Route("/webhooks/github", github_webhook, methods=["POST"]),
         Route("/webhooks/linear", linear_webhook, methods=["POST"]),
         Route("/webhooks/jira", jira_webhook, methods=["POST"]),
         *api.routes(),
+        *web_routes(),
     ]
 
 

@@ -18,18 +18,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bot.config.names import is_repository
 from bot.errors import ConfigError, OpenaseError
-from bot.processes.services import ServiceUrls, configured_urls, require_database_url, running_urls
+from bot.servers.services import ServiceUrls, configured_urls, require_database_url, running_urls
 from bot.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from bot.intake.backfill import SyncReport
-
-# GitHub's rules: owner 1-39 alphanumerics or single hyphens, repository name up to 100
-# characters of letters, digits, '.', '-', '_'.
-_REPO = re.compile(
-    r"^(?P<owner>[A-Za-z0-9](?:-?[A-Za-z0-9]){0,38})/(?P<name>[A-Za-z0-9._-]{1,100})$"
-)
 
 DESCRIPTION = """\
 OpenASE: a GitHub App that mirrors issues into Postgres and drives them through a workflow.
@@ -50,8 +45,7 @@ def repository(value: str) -> str:
         if not re.fullmatch(r"[A-Za-z0-9_]{1,64}", key):
             raise argparse.ArgumentTypeError(f"expected {tracker}:KEY (e.g. {tracker}:ENG)")
         return value
-    match = _REPO.match(value)
-    if match is None or match["name"] in (".", ".."):
+    if not is_repository(value):
         raise argparse.ArgumentTypeError(
             f"expected OWNER/REPO (for example octocat/hello-world), got {value!r}"
         )
@@ -368,8 +362,8 @@ def _serve(settings: Settings, urls: ServiceUrls, *, web: bool) -> int:
 def _runner(settings: Settings, args: argparse.Namespace) -> int:
     from redis.exceptions import RedisError
 
-    from bot.processes.embedded import EmbeddedRedis
-    from bot.processes.services import redis_dir
+    from bot.servers.embedded import EmbeddedRedis
+    from bot.servers.services import redis_dir
     from runner import worker
 
     redis_url = settings.redis_url or EmbeddedRedis.running_url(redis_dir(settings))
@@ -444,7 +438,7 @@ async def _sync(settings: Settings, urls: ServiceUrls, full_name: str) -> int:
     if colon:
         return await _sync_tracker(settings, deps, tracker, key)
     try:
-        report = await backfill.sync_repository(settings, deps, full_name)
+        report = await backfill.sync_repository(deps, full_name)
     finally:
         await deps.close()
     print(format_report(report))
@@ -455,12 +449,10 @@ async def _sync_tracker(settings: Settings, deps: Any, source: str, key: str) ->
     from adapters.errors import AdapterError, RateLimited
     from bot.config.control import load_control_config
     from bot.intake.tracker_backfill import sync_tracker
-    from bot.trackers import tracker_clients
 
-    clients = tracker_clients(settings)
     try:
         report = await sync_tracker(
-            deps, clients, load_control_config(settings.config), source, key
+            deps, deps.trackers(), load_control_config(settings.config), source, key
         )
     except RateLimited as exc:
         print(f"openase: {source} is rate-limiting us: {exc}", file=sys.stderr)
@@ -469,8 +461,7 @@ async def _sync_tracker(settings: Settings, deps: Any, source: str, key: str) ->
         print(f"openase: {source} sync failed: {exc}", file=sys.stderr)
         return 1
     finally:
-        await clients.aclose()
-        await deps.close()
+        await deps.close()  # and with it the tracker clients
     print(f"openase: synced {source}:{key}: {report.issues} issues ({report.pages} pages)")
     return 0
 

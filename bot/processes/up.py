@@ -23,12 +23,13 @@ import uvicorn
 from arq.worker import Worker
 from pydantic import SecretStr
 
-from bot.deps import CONTROL_QUEUE, Deps, build_deps
+from bot.deps import Deps, build_deps
 from bot.errors import ConfigError, OpenaseError
+from bot.jobs import CONTROL_QUEUE
 from bot.processes.app import create_app
 from bot.processes.migrate import prepare_database
-from bot.processes.services import SECRET_FILE, EmbeddedServices, ServiceUrls, webhook_secret
 from bot.processes.worker import make_worker
+from bot.servers.services import SECRET_FILE, EmbeddedServices, ServiceUrls, webhook_secret
 from bot.settings import Settings
 
 log = structlog.get_logger(__name__)

@@ -1,34 +1,105 @@
-"""The arq control-plane worker: ingest deliveries, backfill repositories, sweep stragglers."""
+"""The arq control-plane worker, and the composition root of everything that plugs into the
+control plane: the jobs and crons it runs (under the names in bot/jobs.py), the outbox's
+performers by effect kind, the slash commands, and the workflow engine handed to ingest.
+Nothing below this module imports what plugs into it (STYLE practice 12)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 
 import structlog
 from arq import cron
 from arq.connections import ArqRedis
+from arq.cron import CronJob
 from arq.worker import Worker, func
-from sqlalchemy import select
 
-from bot.deps import CONTROL_QUEUE, Deps, build_deps, redis_settings
-from bot.effects.outbox import ON_SETTLED_CTX_KEY, outbox_cron_jobs
-from bot.engine.jobs import ENGINE_CTX_KEY, build_engine, engine_cron_jobs, settle_hook
+from bot.config.control import load_control_config
+from bot.deps import Deps, build_deps, redis_settings
+from bot.effects import github as github_effects
+from bot.effects import trackers as tracker_effects
+from bot.effects.outbox import Performer, SettleHook
+from bot.effects.perform import perform_pending
+from bot.engine.commands import handlers
+from bot.engine.commands.registry import Commands
+from bot.engine.context import Engine
+from bot.engine.jobs import (
+    ENGINE_CTX_KEY,
+    TICK_SECONDS,
+    WorkflowReactor,
+    dispatch_job,
+    engine_tick,
+    run_finished_job,
+    settle_hook,
+)
 from bot.errors import ConfigError
+from bot.intake.backfill import BACKFILL_MAX_TRIES, backfill_job
 from bot.intake.ingest import ingest_delivery
-from bot.intake.webhooks import INGEST_JOB, enqueue_ingest
+from bot.intake.sweep import sweep_pending
+from bot.jobs import (
+    BACKFILL_JOB,
+    CONTROL_QUEUE,
+    DISPATCH_JOB,
+    ENGINE_TICK_CRON,
+    INGEST_JOB,
+    PERFORM_OUTBOX_CRON,
+    PERFORM_OUTBOX_JOB,
+    RUN_FINISHED_JOB,
+    SWEEP_PENDING_CRON,
+)
 from bot.settings import Settings
-from bot.tables.mirror import Delivery, DeliveryStatus
 
 log = structlog.get_logger(__name__)
 
-# A pending delivery older than this missed its queue (Redis was down, or lost the job).
-SWEEP_AFTER = timedelta(seconds=60)
-# Older than this, its job is taken to be orphaned: a worker died holding it, and arq keeps
-# a dead job's in-progress key (blocking a re-enqueue) until the longest job timeout passes.
-# The sweep then ingests it itself; row locks make that safe beside a live job.
-ORPHANED_AFTER = timedelta(minutes=3)
-SWEEP_BATCH = 1000
+# Every effect kind the outbox can perform, with its performer.
+PERFORMERS: Mapping[str, Performer] = {
+    **github_effects.PERFORMERS,
+    **tracker_effects.PERFORMERS,
+}
+# Every slash command, in the order `/help` lists them.
+COMMANDS = Commands(handlers.SPECS)
+
+OUTBOX_CRON_SECONDS = frozenset(range(0, 60, 5))  # the outbox's fallback sweep
+MAX_TRIES = 8
+# ctx key of the outbox's SettleHook (the engine's reactions to performed effects).
+ON_SETTLED_CTX_KEY = "outbox_on_settled"
+
+
+def build_engine(deps: Deps) -> Engine | None:
+    """The worker's engine; None (and one log line) when the GitHub App is not configured."""
+    try:
+        github = deps.github_app()
+    except ConfigError as exc:
+        log.warning("engine_disabled", reason=str(exc))
+        return None
+    engine = Engine(
+        deps=deps,
+        github=github,
+        control=load_control_config(deps.settings.config),
+        trackers=deps.trackers(),
+    )
+    _warn_unwritable_trackers(engine)
+    return engine
+
+
+def _warn_unwritable_trackers(engine: Engine) -> None:
+    """Routes without the credentials to write back: their tickets are only mirrored."""
+    if engine.control.linear.teams and engine.trackers.linear is None:
+        log.warning(
+            "linear_unwritable",
+            reason="linear.teams is configured but OPENASE_LINEAR_API_KEY is not set: "
+            "Linear tickets are mirrored, not worked on",
+        )
+    if engine.control.jira.projects and engine.trackers.jira is None:
+        log.warning(
+            "jira_unwritable",
+            reason="jira.projects is configured but OPENASE_JIRA_URL / OPENASE_JIRA_API_TOKEN "
+            "are not set: Jira tickets are mirrored, not worked on",
+        )
+
+
+# --- jobs whose rooms know nothing of arq's ctx ----------------------------------------------
 
 
 async def ingest_job(ctx: dict[str, Any], pk: int) -> str:
@@ -36,56 +107,70 @@ async def ingest_job(ctx: dict[str, Any], pk: int) -> str:
     return await ingest_delivery(ctx["deps"], pk)
 
 
-async def sweep_pending(
-    ctx: dict[str, Any],
-    *,
-    older_than: timedelta = SWEEP_AFTER,
-    orphaned_after: timedelta = ORPHANED_AFTER,
-) -> int:
-    """Re-enqueue pending deliveries nobody is processing, ingest orphaned ones; how many."""
-    deps: Deps = ctx["deps"]
-    now = datetime.now(UTC)
-    async with deps.sessions() as session:
-        rows = (
-            await session.execute(
-                select(Delivery.id, Delivery.source, Delivery.received_at)
-                .where(
-                    Delivery.status == DeliveryStatus.PENDING,
-                    Delivery.received_at < now - older_than,
-                )
-                .order_by(Delivery.id)
-                .limit(SWEEP_BATCH)
-            )
-        ).all()
-    orphaned = 0
-    for pk, source, received_at in rows:
-        if received_at < now - orphaned_after:
-            structlog.contextvars.clear_contextvars()
-            await ingest_delivery(deps, pk)
-            orphaned += 1
-        else:
-            await enqueue_ingest(deps, source, pk)
-    if rows:
-        log.info("swept_pending_deliveries", count=len(rows), ingested_inline=orphaned)
-    return len(rows)
+async def perform_outbox_job(ctx: dict[str, Any], installation_id: int | None = None) -> int:
+    """The installation's due effects (all, without one)."""
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(job=PERFORM_OUTBOX_JOB)
+    return await perform_pending(
+        ctx["deps"],
+        PERFORMERS,
+        installations=None if installation_id is None else [installation_id],
+        on_settled=_on_settled(ctx),
+    )
+
+
+async def perform_outbox_cron(ctx: dict[str, Any]) -> int:
+    """The fallback: overdue effects (retries come due, jobs Redis lost), every few seconds."""
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(job=PERFORM_OUTBOX_CRON)
+    return await perform_pending(ctx["deps"], PERFORMERS, on_settled=_on_settled(ctx))
+
+
+def _on_settled(ctx: dict[str, Any]) -> SettleHook | None:
+    hook: SettleHook | None = ctx.get(ON_SETTLED_CTX_KEY)
+    return hook
+
+
+# --- the worker ------------------------------------------------------------------------------
 
 
 def control_functions() -> list[Any]:
-    from bot.effects.outbox import outbox_functions
-    from bot.engine.jobs import engine_functions
-    from bot.intake.backfill import backfill_functions
-
+    # keep_result=0: a finished job frees its id at once, so the same id (a sweep's
+    # re-enqueue, the next installation event or sync, the next decision) can come again.
     return [
-        # keep_result=0: a finished ingest leaves no result key, so a sweep can enqueue the
-        # same job id again; ingest itself is idempotent.
         func(ingest_job, name=INGEST_JOB, keep_result=0, max_tries=MAX_TRIES),
-        *backfill_functions(),
-        *outbox_functions(),
-        *engine_functions(),
+        func(backfill_job, name=BACKFILL_JOB, keep_result=0, max_tries=BACKFILL_MAX_TRIES),
+        func(perform_outbox_job, name=PERFORM_OUTBOX_JOB, keep_result=0, max_tries=1),
+        func(run_finished_job, name=RUN_FINISHED_JOB, keep_result=0, max_tries=3),
+        func(dispatch_job, name=DISPATCH_JOB, keep_result=0, max_tries=1),
     ]
 
 
-MAX_TRIES = 8
+def control_crons(settings: Settings) -> list[CronJob]:
+    # unique: one sweep per tick however many workers run (they would only contend anyway).
+    crons = [
+        cron(sweep_pending, name=SWEEP_PENDING_CRON, second=0, run_at_startup=False, unique=True)
+    ]
+    if not _has_github_app(settings):
+        return crons  # without a GitHub App there is nothing to perform and no engine to tick
+    return [
+        *crons,
+        cron(
+            perform_outbox_cron,
+            name=PERFORM_OUTBOX_CRON,
+            second=set(OUTBOX_CRON_SECONDS),
+            unique=True,
+            run_at_startup=True,
+        ),
+        cron(
+            engine_tick,
+            name=ENGINE_TICK_CRON,
+            second=set(TICK_SECONDS),
+            unique=True,
+            run_at_startup=True,
+            timeout=120,
+        ),
+    ]
 
 
 def _has_github_app(settings: Settings) -> bool:
@@ -102,9 +187,11 @@ def make_worker(
     redis_url: str,
     burst: bool = False,
     deps: Deps | None = None,
+    engine: Engine | None = None,
     redis_pool: ArqRedis | None = None,
 ) -> Worker:
-    """An arq worker on the control queue; `deps` may be shared with an in-process web app.
+    """An arq worker on the control queue; `deps` may be shared with an in-process web app,
+    and `engine` with other workers of the process (else it is built from the settings).
 
     `redis_pool`, if given, becomes the worker's own: arq closes it when the worker closes,
     so never pass a pool something else still uses (such as `deps.redis`).
@@ -115,11 +202,11 @@ def make_worker(
             settings, database_url=database_url, redis_url=redis_url
         )
         ctx["owns_deps"] = deps is None
-        engine = ctx["deps"].workflow or build_engine(ctx["deps"])
-        ctx["deps"].workflow = engine
-        ctx[ENGINE_CTX_KEY] = engine
-        if engine is not None:
-            ctx[ON_SETTLED_CTX_KEY] = settle_hook(engine)
+        workflow = engine or build_engine(ctx["deps"])
+        ctx[ENGINE_CTX_KEY] = workflow
+        if workflow is not None:
+            ctx["deps"].workflow = WorkflowReactor(workflow, COMMANDS)
+            ctx[ON_SETTLED_CTX_KEY] = settle_hook(workflow)
         # Deliveries stored while no worker ran (or whose job Redis lost) are picked up now.
         await sweep_pending(ctx, older_than=timedelta(0))
 
@@ -129,11 +216,7 @@ def make_worker(
 
     return Worker(
         functions=control_functions(),
-        cron_jobs=[
-            cron(sweep_pending, second=0, run_at_startup=False, unique=True),
-            # Without a GitHub App there is nothing to perform and no engine to tick.
-            *(outbox_cron_jobs() + engine_cron_jobs() if _has_github_app(settings) else []),
-        ],
+        cron_jobs=control_crons(settings),
         queue_name=CONTROL_QUEUE,
         redis_settings=redis_settings(redis_url),
         redis_pool=redis_pool,

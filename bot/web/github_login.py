@@ -27,7 +27,8 @@ from starlette.responses import RedirectResponse, Response
 
 from adapters.errors import AdapterError
 from bot.api.request import deps_of
-from bot.engine.commands.access import WRITE_PERMISSIONS, GitHubPermissions, PermissionCache
+from bot.engine.access import WRITE_PERMISSIONS, GitHubPermissions, PermissionCache
+from bot.errors import ConfigError
 from bot.settings import Settings
 from bot.tables.mirror import Repository
 from bot.web.auth import safe_next
@@ -170,12 +171,9 @@ async def _github_user(settings: Settings, code: str) -> str | None:
 
 async def _may_write(request: Request, login: str) -> bool:
     """Write access to any repository the App is installed on, asked as the App."""
-    from bot.errors import ConfigError
-    from bot.intake.backfill import github_app  # the process's shared App client
-
     deps = deps_of(request)
     try:
-        github = github_app(deps.settings)
+        github = deps.github_app()
     except ConfigError:
         log.warning("web_github_login_without_app")
         return False

@@ -1,4 +1,4 @@
-"""Every route of the web page, collected for bot.api.routes.routes()."""
+"""Every route of the web page (the app composes them with the API's: bot/processes/app.py)."""
 
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ import respx
 
 from adapters.github.client import GitHubApp
 from adapters.github.pooled import LIMITS
-from bot.intake.backfill import close_github_apps, forget_github_apps, github_app
+from bot.registry import Clients
 from bot.settings import Settings
 from tests.helpers import test_private_key as app_private_key
 
@@ -183,18 +183,17 @@ def test_each_event_loop_gets_its_own_client(server: CountingServer) -> None:
     assert (server.requests, server.connections) == (2, 2)
 
 
-async def test_close_github_apps_closes_the_process_clients(
+async def test_closing_the_process_clients_closes_their_connections(
     server: CountingServer, settings: Settings
 ) -> None:
-    forget_github_apps()
+    clients = Clients()
     local = settings.model_copy(update={"github_api_url": server.url})
     try:
-        await github_app(local).request("GET", "/app", installation_id=None)
-        await close_github_apps()
+        await clients.github_app(local).request("GET", "/app", installation_id=None)
+        await clients.aclose()
         server.wait_closed(1)
         # Still cached (tokens, limits): it reopens on the next request.
-        await github_app(local).request("GET", "/app", installation_id=None)
+        await clients.github_app(local).request("GET", "/app", installation_id=None)
         assert server.connections == 2
-        await close_github_apps()
     finally:
-        forget_github_apps()
+        await clients.aclose()

@@ -13,7 +13,8 @@ from githubkit_schemas.latest.models import ContentFile, GitRef
 from bot.config.control import ControlConfig, default_control_config, parse_control_config
 from bot.config.loader import MAX_REPO_CONFIG_BYTES, ConfigCache, RepoConfigResult, repo_config
 from bot.config.problems import explain
-from bot.config.repo import REPO_CONFIG_PATH, default_repo_config
+from bot.config.repo import default_repo_config
+from bot.config.workflow import REPO_CONFIG_PATH
 from bot.registry import GitHubApp
 from bot.settings import Settings
 from tests.fakes.github_api import FakeGitHubAPI, FakeRepo

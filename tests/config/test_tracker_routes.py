@@ -12,8 +12,6 @@ import pytest
 from bot.config.control import ControlConfig, parse_control_config
 from bot.config.problems import ConfigProblem
 from bot.config.routes import (
-    JIRA,
-    LINEAR,
     Route,
     access_of,
     allowed,
@@ -24,9 +22,9 @@ from bot.config.routes import (
     tracker_identities,
 )
 from bot.config.states import State
-from bot.engine.commands.access import GitHubPermissions, PermissionCache
+from bot.engine.access import GitHubPermissions, PermissionCache
 from bot.engine.tracker_tickets import TrackerPermissions, access_hint, tracker_actor
-from bot.registry import GitHubApp
+from bot.registry import JIRA, LINEAR, GitHubApp
 from bot.settings import Settings
 from tests.fakes.github_api import FakeGitHubAPI
 from tests.helpers import TEST_API_URL

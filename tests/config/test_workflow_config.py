@@ -4,18 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from bot.config.control import ControlConfig, parse_control_config
+from bot.config.control import ControlConfig, parse_control_config, run_limits
 from bot.config.problems import ConfigProblem, explain
-from bot.config.repo import (
-    HarnessPin,
-    RepoConfig,
-    Workflow,
-    default_repo_config,
-    parse_repo_config,
-    relay,
-    run_limits,
-    stage_for,
-)
+from bot.config.repo import RepoConfig, default_repo_config, parse_repo_config, relay, stage_for
+from bot.config.workflow import HarnessPin, Workflow
 from runner.contract import HookSpec
 
 # DESIGN.md §5, verbatim.

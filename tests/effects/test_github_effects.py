@@ -11,15 +11,12 @@ from githubkit_schemas.latest.models import CheckRun, IssueComment, PullRequest,
 from sqlalchemy import select, update
 
 from bot.deps import Deps
-from bot.effects.github import (
-    RETRY_ACTION,
-    STATUS_MARKER,
-    EffectKind,
-    annotations_from_output,
-    comment_marker,
-    pr_marker,
-)
-from bot.effects.outbox import add_effect, perform_pending, revision_key
+from bot.effects.annotations import annotations_from_output
+from bot.effects.github import RETRY_ACTION
+from bot.effects.kinds import STATUS_MARKER, EffectKind, comment_marker, pr_marker
+from bot.effects.outbox import add_effect, revision_key
+from bot.effects.perform import perform_pending
+from bot.processes.worker import PERFORMERS
 from bot.tables.workflow import EffectStatus, OutboxEffect
 from harness_store.db import transaction
 from tests.fakes.github_api import FakeGitHubAPI, FakeRepo
@@ -54,7 +51,7 @@ async def _decide(
 async def _run(deps: Deps, key: str, kind: str, payload: dict[str, Any]) -> OutboxEffect:
     """Decide one effect, perform everything due, and return its row."""
     await _decide(deps, key, kind, payload)
-    await perform_pending(deps)
+    await perform_pending(deps, PERFORMERS)
     return await _row(deps, key)
 
 
@@ -78,7 +75,7 @@ async def _replay(deps: Deps, key: str) -> OutboxEffect:
                 not_before=OutboxEffect.created_at,
             )
         )
-    await perform_pending(deps)
+    await perform_pending(deps, PERFORMERS)
     return await _row(deps, key)
 
 
@@ -410,7 +407,7 @@ async def test_a_retry_resumes_annotations_without_sending_any_twice(
 
     async with transaction(deps.sessions) as session:  # the retry comes due
         await session.execute(update(OutboxEffect).values(not_before=OutboxEffect.created_at))
-    await perform_pending(deps)
+    await perform_pending(deps, PERFORMERS)
 
     row = await _row(deps, "check:run-1:tests#1")
     assert row.status == EffectStatus.DONE, row.last_error

@@ -12,20 +12,10 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.deps import Deps
-from bot.effects.github import EffectKind
-from bot.effects.outbox import (
-    BACKOFF_BASE,
-    MAX_ATTEMPTS,
-    SettledEffect,
-    add_effect,
-    backoff,
-    enqueue_perform,
-    key_scope,
-    perform_outbox_cron,
-    perform_outbox_job,
-    perform_pending,
-    revision_key,
-)
+from bot.effects.kinds import EffectKind
+from bot.effects.outbox import SettledEffect, add_effect, enqueue_perform, key_scope, revision_key
+from bot.effects.perform import BACKOFF_BASE, MAX_ATTEMPTS, backoff, perform_pending
+from bot.processes.worker import PERFORMERS, perform_outbox_cron, perform_outbox_job
 from bot.tables.mirror import Ticket
 from bot.tables.workflow import Activity, EffectStatus, OutboxEffect
 from harness_store.db import transaction
@@ -176,7 +166,7 @@ async def test_done_effects_are_recorded_with_their_result_and_activity(
     await _decide(deps, "reply:1", _reply(1, "hello"), ticket_id=ticket_id)
     await _decide(deps, "reply:2", _reply(2, "no ticket"))
 
-    assert await perform_pending(deps) == 2
+    assert await perform_pending(deps, PERFORMERS) == 2
 
     rows = await _rows(deps)
     assert {key: row.status for key, row in rows.items()} == {
@@ -189,7 +179,7 @@ async def test_done_effects_are_recorded_with_their_result_and_activity(
     assert rows["reply:1"].result["comment_id"] == github_api.comments_on(widgets, 1)[0]["id"]
     # Only effects of a ticket land in its activity.
     assert await _activity(deps) == [(ticket_id, "effect", "comment posted on #1")]
-    assert await perform_pending(deps) == 0  # nothing is performed twice
+    assert await perform_pending(deps, PERFORMERS) == 0  # nothing is performed twice
 
 
 async def test_a_server_error_is_retried_with_backoff(
@@ -199,17 +189,17 @@ async def test_a_server_error_is_retried_with_backoff(
     await _decide(deps, "reply:1", _reply(1, "hello"))
 
     before = datetime.now(UTC)
-    assert await perform_pending(deps) == 0
+    assert await perform_pending(deps, PERFORMERS) == 0
     row = (await _rows(deps))["reply:1"]
     assert row.status == EffectStatus.PENDING
     assert row.attempts == 1
     assert "502" in (row.last_error or "")
     wait = (row.not_before - before).total_seconds()
     assert BACKOFF_BASE * 0.9 <= wait <= BACKOFF_BASE * 1.1 + 1
-    assert await perform_pending(deps) == 0  # not due yet
+    assert await perform_pending(deps, PERFORMERS) == 0  # not due yet
 
     await _make_due(deps)
-    assert await perform_pending(deps) == 1
+    assert await perform_pending(deps, PERFORMERS) == 1
     row = (await _rows(deps))["reply:1"]
     assert (row.status, row.attempts, row.last_error) == (EffectStatus.DONE, 2, None)
     assert len(github_api.comments_on(widgets, 1)) == 1
@@ -224,7 +214,7 @@ async def test_a_rate_limit_waits_for_its_reset_and_pauses_the_installation(
     await _decide(deps, "reply:2", _reply(2, "two"))
 
     before = datetime.now(UTC)
-    assert await perform_pending(deps) == 0
+    assert await perform_pending(deps, PERFORMERS) == 0
 
     rows = await _rows(deps)
     first, second = rows["reply:1"], rows["reply:2"]
@@ -243,7 +233,7 @@ async def test_a_rejected_request_fails_at_once(
     ticket_id = await _ticket(deps)
     await _decide(deps, "reply:1", _reply(99, "no such issue"), ticket_id=ticket_id)
 
-    assert await perform_pending(deps) == 1
+    assert await perform_pending(deps, PERFORMERS) == 1
 
     row = (await _rows(deps))["reply:1"]
     assert (row.status, row.attempts) == (EffectStatus.FAILED, 1)
@@ -262,7 +252,7 @@ async def test_an_effect_is_given_up_after_max_attempts(
         await session.execute(update(OutboxEffect).values(attempts=MAX_ATTEMPTS - 1))
     github_api.queue(503, {"message": "Unavailable"}, method="POST", path_regex="/comments$")
 
-    assert await perform_pending(deps) == 1
+    assert await perform_pending(deps, PERFORMERS) == 1
 
     row = (await _rows(deps))["reply:1"]
     assert row.status == EffectStatus.FAILED
@@ -277,9 +267,9 @@ async def test_an_effect_whose_worker_died_is_performed_after_its_lease(
     async with transaction(deps.sessions) as session:  # claimed by a worker that then died
         await session.execute(update(OutboxEffect).values(attempts=1, not_before=lease_ends))
 
-    assert await perform_pending(deps) == 0  # leased: nobody else touches it
+    assert await perform_pending(deps, PERFORMERS) == 0  # leased: nobody else touches it
     await _make_due(deps)
-    assert await perform_pending(deps) == 1
+    assert await perform_pending(deps, PERFORMERS) == 1
     assert (await _rows(deps))["reply:1"].attempts == 2
 
 
@@ -289,7 +279,7 @@ async def test_unknown_kinds_and_effects_without_installation_fail(
     await _decide(deps, "odd:1", {}, kind="teleport")
     await _decide(deps, "reply:1", _reply(1, "hi"), installation_id=None)
 
-    assert await perform_pending(deps) == 2
+    assert await perform_pending(deps, PERFORMERS) == 2
 
     rows = await _rows(deps)
     assert rows["odd:1"].last_error == "no performer for effect kind 'teleport'"
@@ -320,11 +310,11 @@ async def test_an_older_revision_never_overwrites_a_newer_one(
             .where(OutboxEffect.key.in_(["label:1#1", "status:1#1"]))
             .values(not_before=datetime.now(UTC) + timedelta(minutes=1), ticket_id=ticket_id)
         )
-    assert await perform_pending(deps) == 2
+    assert await perform_pending(deps, PERFORMERS) == 2
     await _make_due(deps)
     requests_before = len(github_api.requests)
 
-    await perform_pending(deps)
+    await perform_pending(deps, PERFORMERS)
 
     assert len(github_api.requests) == requests_before  # the stale ones sent nothing
     rows = await _rows(deps)
@@ -342,7 +332,7 @@ async def test_scopes_are_matched_exactly_not_as_like_patterns(
     await _decide(deps, "status:run_1#1", _reply(1, "a"), kind=EffectKind.STATUS_COMMENT)
     await _decide(deps, "status:runX1#1", _reply(2, "b"), kind=EffectKind.STATUS_COMMENT)
 
-    assert await perform_pending(deps) == 2
+    assert await perform_pending(deps, PERFORMERS) == 2
 
     rows = await _rows(deps)
     assert rows["status:run_1#1"].result is not None
@@ -380,7 +370,9 @@ async def test_two_performers_never_perform_an_effect_twice_nor_overlap_an_insta
     total = await _many_replies(github_api, deps, per_installation=4)
     github_api.latency = 0.01  # requests take time, so concurrent ones would overlap
 
-    settled = await asyncio.gather(perform_pending(deps), perform_pending(deps))
+    settled = await asyncio.gather(
+        perform_pending(deps, PERFORMERS), perform_pending(deps, PERFORMERS)
+    )
 
     assert sum(settled) == total
     assert all(settled)  # both worked: on different installations at once
@@ -397,7 +389,7 @@ async def test_many_performers_on_one_installation_still_write_one_at_a_time(
         await _decide(deps, f"reply:{n}", _reply(n % 4 + 1, f"reply {n}"))
     github_api.latency = 0.005
 
-    settled = await asyncio.gather(*(perform_pending(deps) for _ in range(4)))
+    settled = await asyncio.gather(*(perform_pending(deps, PERFORMERS) for _ in range(4)))
 
     assert sum(settled) == 12
     assert len(github_api.calls("POST", "/comments$")) == 12
@@ -413,12 +405,12 @@ async def test_an_effect_committed_while_another_performer_holds_the_lock_is_not
         if effect.key == "reply:1":  # the holder is mid-installation
             await _decide(deps, "reply:2", _reply(2, "second"))
             # That decision's own job finds the installation locked and leaves at once...
-            late.append(await perform_pending(deps, installations=[INSTALLATION]))
+            late.append(await perform_pending(deps, PERFORMERS, installations=[INSTALLATION]))
 
     await _decide(deps, "reply:1", _reply(1, "first"))
 
     # ... and the holder performs it before it lets go.
-    assert await perform_pending(deps, on_settled=meanwhile) == 2
+    assert await perform_pending(deps, PERFORMERS, on_settled=meanwhile) == 2
     assert late == [0]
     assert {row.status for row in (await _rows(deps)).values()} == {EffectStatus.DONE}
 
@@ -444,7 +436,7 @@ async def test_the_settle_hook_decides_in_the_same_transaction(
             )
 
     await _decide(deps, "reply:1", _reply(98, "to nowhere"))
-    await perform_pending(deps, on_settled=on_settled)
+    await perform_pending(deps, PERFORMERS, on_settled=on_settled)
 
     assert [(e.key, e.status) for e in seen] == [
         ("reply:1", EffectStatus.FAILED),

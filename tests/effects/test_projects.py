@@ -13,8 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from adapters.errors import RequestRejected, TransientError
 from bot.config.states import State
 from bot.deps import Deps
-from bot.effects.github import EffectKind
-from bot.effects.outbox import add_effect, perform_pending
+from bot.effects.kinds import EffectKind
+from bot.effects.outbox import add_effect
+from bot.effects.perform import perform_pending
 from bot.effects.projects import (
     ISSUE_ITEMS,
     ProjectItem,
@@ -23,7 +24,8 @@ from bot.effects.projects import (
     state_for_option,
     status_option_for,
 )
-from bot.intake.backfill import github_app
+from bot.processes.worker import PERFORMERS
+from bot.registry import Clients
 from bot.settings import Settings
 from bot.tables.workflow import EffectStatus, OutboxEffect
 from harness_store.db import transaction
@@ -72,7 +74,7 @@ async def _add(session: AsyncSession, key: str, payload: dict[str, Any]) -> None
 
 
 async def _perform(deps: Deps) -> None:
-    await perform_pending(deps)
+    await perform_pending(deps, PERFORMERS)
 
 
 async def _row(deps: Deps, key: str) -> OutboxEffect:
@@ -458,7 +460,7 @@ async def test_resolve_item_names_the_issue_and_its_column(
     board = boards.add_board("Roadmap")
     boards.add_card(board, widgets, 7, status="In Progress", card_id=webhook["node_id"])
 
-    item = await resolve_item(github_app(settings), INSTALLATION, webhook["node_id"])
+    item = await resolve_item(Clients().github_app(settings), INSTALLATION, webhook["node_id"])
 
     assert item == ProjectItem(
         item_id=webhook["node_id"],
@@ -478,7 +480,7 @@ async def test_resolve_item_of_cards_without_an_issue_or_a_status(
     unset = boards.add_card(board, widgets, 7)
     pull = boards.add_card(board, widgets, 12, status="Done", content_type="PullRequest")
     draft = boards.add_card(board, None, None, status="Todo")
-    github = github_app(settings)
+    github = Clients().github_app(settings)
 
     assert await resolve_item(github, INSTALLATION, unset.id) == ProjectItem(
         item_id=unset.id, project_id=board.id, repo=REPO, number=7, status=None
@@ -500,7 +502,7 @@ async def test_resolve_item_on_a_board_out_of_reach_is_rejected(
     card = boards.add_card(board, widgets, 7, status="Todo")
 
     with pytest.raises(RequestRejected) as caught:
-        await resolve_item(github_app(settings), INSTALLATION, card.id)
+        await resolve_item(Clients().github_app(settings), INSTALLATION, card.id)
     assert caught.value.status == 403
 
 
@@ -510,7 +512,7 @@ async def test_resolve_item_on_a_board_out_of_reach_is_rejected(
 async def test_the_fake_refuses_documents_github_would_refuse(
     settings: Settings, boards: FakeGitHubGraphQL, widgets: FakeRepo
 ) -> None:
-    github = github_app(settings)
+    github = Clients().github_app(settings)
     misspelt = ISSUE_ITEMS.replace("fieldValueByName", "fieldValueByNam")
     variables = {"owner": "acme", "name": "widgets", "number": 7, "field": "Status", "first": 5}
     with pytest.raises(TransientError, match="Field 'fieldValueByNam' doesn't exist"):

@@ -15,8 +15,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from adapters.errors import RateLimited, RequestRejected
 from bot.config.states import State
 from bot.deps import Deps
-from bot.effects.outbox import EffectContext, EffectRefused, add_effect, perform_pending
+from bot.effects.outbox import EffectContext, EffectRefused, add_effect
+from bot.effects.perform import perform_pending
 from bot.effects.trackers import (
+    JIRA_LANE,
+    LINEAR_LANE,
     PERFORMERS,
     TrackerEffect,
     jira_comment,
@@ -32,15 +35,8 @@ from bot.effects.trackers import (
     linear_status_comment,
 )
 from bot.errors import ConfigError
-from bot.registry import GitHubApp
+from bot.registry import GitHubApp, TrackerClients
 from bot.tables.workflow import EffectStatus, OutboxEffect
-from bot.trackers import (
-    JIRA_LANE,
-    LINEAR_LANE,
-    TrackerClients,
-    close_tracker_clients,
-    forget_tracker_clients,
-)
 from harness_store.db import transaction
 from tests.fakes.jira_server import FakeJira
 from tests.fakes.linear_api import FakeLinear
@@ -194,7 +190,6 @@ async def test_the_outbox_defers_a_rate_limited_effect_to_linears_reset(
             }
         ),
     )
-    forget_tracker_clients()
     try:
         issue = linear_fake.add_issue("ENG", "Add a widget")
         async with transaction(deps.sessions) as session:
@@ -208,7 +203,7 @@ async def test_the_outbox_defers_a_rate_limited_effect_to_linears_reset(
             )
         reset = linear_fake.rate_limit(reset_in=300)
 
-        await perform_pending(deps, installations=[LINEAR_LANE])
+        await perform_pending(deps, PERFORMERS, installations=[LINEAR_LANE])
 
         row = await _effect(deps, "tstate:1#1")
         assert row.status == EffectStatus.PENDING
@@ -221,11 +216,11 @@ async def test_the_outbox_defers_a_rate_limited_effect_to_linears_reset(
         # Once Linear's bucket refills, the same effect goes through.
         async with transaction(deps.sessions) as session:
             await session.execute(update(OutboxEffect).values(not_before=datetime.now(UTC)))
-        await perform_pending(deps, installations=[LINEAR_LANE])
+        await perform_pending(deps, PERFORMERS, installations=[LINEAR_LANE])
         assert (await _effect(deps, "tstate:1#1")).status == EffectStatus.DONE
         assert _state_of(linear_fake, issue) == "Done"
     finally:
-        await close_tracker_clients()
+        await deps.clients.aclose()
 
 
 async def _effect(deps: Deps, key: str) -> OutboxEffect:

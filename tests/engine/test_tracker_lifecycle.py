@@ -21,9 +21,9 @@ from sqlalchemy import select
 from adapters.jira.verify import sign as jira_sign
 from adapters.linear.verify import sign as linear_sign
 from bot.config.states import State
+from bot.registry import TrackerClients
 from bot.tables.mirror import Delivery, Ticket
 from bot.tables.workflow import Run, TicketState
-from bot.trackers import TrackerClients
 from tests.conftest import JIRA_EMAIL, AppWith, OpenWorld
 from tests.fakes.jira_server import FakeJira
 from tests.fakes.linear_api import FakeLinear

@@ -16,14 +16,14 @@ from bot.deps import Deps
 from bot.intake import mirror
 from bot.intake.backfill import (
     SyncFailed,
-    backfill_functions,
     backfill_job,
     backfill_repository,
-    forget_github_apps,
-    github_app,
     sync_repository,
 )
-from bot.intake.ingest import BACKFILL_JOB, enqueue_backfill
+from bot.intake.ingest import enqueue_backfill
+from bot.jobs import BACKFILL_JOB
+from bot.processes.worker import control_functions
+from bot.registry import Clients
 from bot.settings import Settings
 from bot.tables.mirror import (
     HttpCacheEntry,
@@ -44,11 +44,9 @@ ISSUES_PATH = r"^/repositories/555/issues$"  # every page after the first
 
 @pytest.fixture
 def github_api(settings: Settings) -> Iterator[FakeGitHubAPI]:
-    forget_github_apps()  # no token or rate-limit state from another test
     with fake_github_api(settings) as fake:
         fake.add_installation(INSTALLATION, "acme")
         yield fake
-    forget_github_apps()
 
 
 @pytest.fixture
@@ -226,8 +224,8 @@ async def test_the_worker_runs_the_job_enqueued_after_an_installation(
     widgets: FakeRepo,
     run_worker: Callable[[], Awaitable[Worker]],
 ) -> None:
-    (function,) = backfill_functions()
-    assert function.name == BACKFILL_JOB == "backfill_repository"
+    (function,) = [f for f in control_functions() if f.name == BACKFILL_JOB]
+    assert function.name == "backfill_repository"
     # What an `installation` webhook leaves behind: the repository row, then the job.
     async with transaction(deps.sessions) as session:
         repo = RepoInfo(id=REPO_ID, full_name="acme/widgets")
@@ -256,7 +254,7 @@ async def test_sync_waits_politely_for_a_short_rate_limit(
     async def sleep(seconds: float) -> None:
         slept.append(seconds)
 
-    report = await sync_repository(settings, deps, "acme/widgets", say=said.append, sleep=sleep)
+    report = await sync_repository(deps, "acme/widgets", say=said.append, sleep=sleep)
 
     # The retry found page 1 (issue 5) unchanged and took the rest.
     assert (report.issues, report.pull_requests) == (4, 2)
@@ -278,16 +276,19 @@ async def test_sync_fails_clearly_when_the_limit_resets_too_late(
         headers={"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(reset)},
     )
     with pytest.raises(SyncFailed, match=r"run `openase sync acme/widgets` again later"):
-        await sync_repository(settings, deps, "acme/widgets", say=print)
+        await sync_repository(deps, "acme/widgets", say=print)
 
 
 async def test_sync_of_a_repository_without_the_app_says_so(
     settings: Settings, deps: Deps, github_api: FakeGitHubAPI
 ) -> None:
     with pytest.raises(SyncFailed, match="not installed on acme/elsewhere"):
-        await sync_repository(settings, deps, "acme/elsewhere")
+        await sync_repository(deps, "acme/elsewhere")
 
 
 def test_the_client_is_built_once_per_configuration(settings: Settings) -> None:
-    assert github_app(settings) is github_app(settings)
-    assert github_app(settings).api_url == TEST_API_URL
+    clients = Clients()
+    assert clients.github_app(settings) is clients.github_app(settings)
+    assert clients.github_app(settings).api_url == TEST_API_URL
+    other = settings.model_copy(update={"github_app_id": 4343})
+    assert clients.github_app(other) is not clients.github_app(settings)

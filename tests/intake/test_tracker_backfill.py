@@ -16,9 +16,8 @@ from bot.errors import ConfigError
 from bot.intake import mirror, tracker_backfill
 from bot.intake.tracker_backfill import TrackerSyncReport, sync_tracker
 from bot.processes.cli import build_parser, repository
-from bot.registry import linear_ticket_from_issue
+from bot.registry import TrackerClients, linear_ticket_from_issue
 from bot.tables.mirror import Ticket
-from bot.trackers import TrackerClients
 from harness_store.db import transaction
 from tests.fakes.jira_server import FakeJira
 from tests.fakes.linear_api import FakeLinear

@@ -214,7 +214,7 @@ def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None
 
 
 def test_up_keeps_one_webhook_secret_in_the_data_dir(tmp_path: Path) -> None:
-    from bot.processes.services import webhook_secret
+    from bot.servers.services import webhook_secret
 
     secret, path = webhook_secret(tmp_path / "data")
     assert len(secret) >= 40

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import func, select
 
 from bot.deps import Deps
-from bot.processes.worker import sweep_pending
+from bot.intake.sweep import sweep_pending
 from bot.tables.mirror import Delivery, DeliveryTicket, Ticket
 from tests.conftest import Services
 from tests.helpers import GitHubWebhookSender, github_example

@@ -11,12 +11,14 @@ from typing import Any
 
 import structlog
 from pydantic import SecretStr
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.config.states import State
+from bot.engine.commands.parse import quote
 from bot.engine.commands.registry import Context, Outcome
-from bot.engine.core import Engine, Followups, Loaded, comment, ensure_state, note
+from bot.engine.context import ensure_state
+from bot.engine.decision import Decision
 from bot.engine.runs.machines import Requirements, choose, registered, why_none
+from bot.engine.runs.spec import PROVIDER_KEY
 from bot.tables.workflow import Run, RunState
 from harness_store.models import HarnessVersion
 from harness_store.render import RepositoryVars, TicketVars, render_harness
@@ -98,8 +100,6 @@ async def start_ask(context: Context) -> Outcome:
         git_token=SecretStr(await engine.github.installation_token(repo.installation_id)),
         push=False,
     )
-    from bot.engine.runs.spec import PROVIDER_KEY
-
     context.session.add(
         Run(
             id=run_id,
@@ -116,26 +116,18 @@ async def start_ask(context: Context) -> Outcome:
             harness_version_id=harness.id,
         )
     )
-    note(context.session, ticket.id, "command", f"/ask by @{context.actor.login}", run_id=run_id)
+    context.decision.note("command", f"/ask by @{context.actor.login}", run_id=run_id)
     context.followups.sends.append((spec, machine.name))
     return Outcome(True)
 
 
-async def answer(
-    session: AsyncSession,
-    engine: Engine,
-    loaded: Loaded,
-    run: Run,
-    result: RunResult | None,
-    followups: Followups,
-) -> None:
+async def answer(decision: Decision, run: Run, result: RunResult | None) -> None:
     """Post the agent's answer (or why there is none) as a reply; keep its session."""
-    from bot.engine.commands.parse import quote
-
+    loaded = decision.loaded
     asked: dict[str, Any] = (run.spec or {}).get("_ask") or {}
     who, line = asked.get("who") or "someone", asked.get("line") or "/ask"
     if result is not None and result.session_id:
-        row = loaded.state or await ensure_state(session, loaded, State.BACKLOG)
+        row = loaded.state or await ensure_state(decision.session, loaded, State.BACKLOG)
         row.ask_session_id = result.session_id
     if result is not None and result.succeeded and result.summary:
         text = result.summary.strip()
@@ -146,10 +138,7 @@ async def answer(
             f"I could not answer ({result.status.value}): {result.error or 'no answer came back'}"
         )
     cost = f"\n\n<sub>cost ${result.cost_usd:.2f}</sub>" if result and result.cost_usd else ""
-    await comment(
-        session,
-        loaded,
-        followups,
+    await decision.comment(
         key=f"ask:{run.id}",
         body=f"{quote(line)}\n\n@{who} {text[:60_000]}{cost}",
     )

@@ -1,12 +1,13 @@
-"""What each slash command does (registered in `bot.engine.commands.registry` on import)."""
+"""What each slash command does, and `SPECS`, every command with its usage and who may use it
+(the composition root makes them the process's `Commands`)."""
 
 from __future__ import annotations
 
-from bot.config.repo import INTAKE_STATES, HarnessPin, Workflow
 from bot.config.states import TERMINAL, State
-from bot.engine.commands.access import Level
-from bot.engine.commands.registry import Context, Outcome, command, registry
-from bot.engine.core import send_back, transition, workflow_of
+from bot.config.workflow import INTAKE_STATES, HarnessPin, Workflow
+from bot.engine.access import Level
+from bot.engine.commands.ask import start_ask
+from bot.engine.commands.registry import Context, Outcome, Spec
 from bot.engine.status_comment import render
 from harness_store.errors import NotFound
 from harness_store.store import pin_harness
@@ -15,16 +16,9 @@ BUSY = frozenset({State.IN_PROGRESS, State.MERGING})
 
 
 def _flow(context: Context) -> Workflow | None:
-    return workflow_of(context.config, context.loaded.state)
+    return context.decision.flow
 
 
-@command(
-    "run",
-    "/run [workflow]",
-    "assign the agent (as the trigger label does)",
-    Level.WRITE,
-    "optional",
-)
 async def run(context: Context) -> Outcome:
     config, row = context.config, context.loaded.state
     if config is None:
@@ -49,12 +43,7 @@ async def run(context: Context) -> Outcome:
         )
     ):
         return Outcome(False, f"the ticket is already `{row.state}`.")
-    await send_back(
-        context.session,
-        context.engine,
-        context.loaded,
-        config,
-        context.followups,
+    await context.decision.send_back(
         flow,
         reason=f"/run by @{context.actor.login}: workflow {flow.name}",
         last_failure=None,
@@ -63,13 +52,6 @@ async def run(context: Context) -> Outcome:
     return Outcome(True)
 
 
-@command(
-    "retry",
-    "/retry [guidance…]",
-    "run the agent again, with your guidance in its prompt",
-    Level.WRITE,
-    "optional",
-)
 async def retry(context: Context) -> Outcome:
     row, flow = context.loaded.state, _flow(context)
     if row is None or flow is None:
@@ -79,12 +61,7 @@ async def retry(context: Context) -> Outcome:
     if row.state == State.DONE:
         return Outcome(False, "the ticket is done; reopen it and `/run` it to start over.")
     guidance = context.command.args
-    await send_back(
-        context.session,
-        context.engine,
-        context.loaded,
-        context.config,
-        context.followups,
+    await context.decision.send_back(
         flow,
         reason=f"/retry by @{context.actor.login}",
         feedback=f"@{context.actor.login} asked for a retry:\n\n{guidance}" if guidance else None,
@@ -92,19 +69,13 @@ async def retry(context: Context) -> Outcome:
     return Outcome(True)
 
 
-@command("cancel", "/cancel", "stop the running agent and cancel the ticket", Level.WRITE, "none")
 async def cancel(context: Context) -> Outcome:
     row = context.loaded.state
     if row is None or row.state in TERMINAL or row.state == State.FAILED:
         return Outcome(False, "there is nothing to cancel.")
     if row.run_id is not None:
         context.followups.cancel[row.run_id] = f"/cancel by @{context.actor.login}"
-    await transition(
-        context.session,
-        context.engine,
-        context.loaded,
-        context.config,
-        context.followups,
+    await context.decision.transition(
         State.CANCELED,
         reason=f"/cancel by @{context.actor.login}",
         run_id=None,
@@ -112,40 +83,19 @@ async def cancel(context: Context) -> Outcome:
     return Outcome(True)
 
 
-@command(
-    "status",
-    "/status",
-    "reply with the ticket's state, machine, harness, attempts and cost",
-    Level.ANYONE,
-    "none",
-)
 async def status(context: Context) -> Outcome:
-    from bot.engine.core import status_view
-
     if context.loaded.state is None:
         return Outcome(True, "OpenASE has not picked this ticket up (label it or `/run`).")
-    view = await status_view(context.session, context.engine, context.loaded, context.config)
+    view = await context.decision.status_view()
     return Outcome(True, "\n\n" + render(view))
 
 
-@command(
-    "approve",
-    "/approve",
-    "approve the pull request (the human gate before merging)",
-    Level.WRITE,
-    "none",
-)
 async def approve(context: Context) -> Outcome:
     row = context.loaded.state
     if row is None or row.state != State.IN_REVIEW:
         state = row.state if row is not None else "not started"
         return Outcome(False, f"there is nothing to approve: the ticket is `{state}`.")
-    await transition(
-        context.session,
-        context.engine,
-        context.loaded,
-        context.config,
-        context.followups,
+    await context.decision.transition(
         row.state,
         reason=f"approved by @{context.actor.login} (/approve)",
         approved=True,
@@ -154,14 +104,10 @@ async def approve(context: Context) -> Outcome:
     return Outcome(True)
 
 
-@command(
-    "hold", "/hold", "keep the ticket from starting or merging until /unhold", Level.WRITE, "none"
-)
 async def hold(context: Context) -> Outcome:
     return await _set_hold(context, True)
 
 
-@command("unhold", "/unhold", "let a held ticket start and merge again", Level.WRITE, "none")
 async def unhold(context: Context) -> Outcome:
     return await _set_hold(context, False)
 
@@ -172,12 +118,7 @@ async def _set_hold(context: Context, held: bool) -> Outcome:
         return Outcome(False, "this ticket has not been picked up; nothing to hold.")
     if row.held == held:
         return Outcome(True, "it already is." if held else "it was not on hold.")
-    await transition(
-        context.session,
-        context.engine,
-        context.loaded,
-        context.config,
-        context.followups,
+    await context.decision.transition(
         row.state,
         reason=f"/{'hold' if held else 'unhold'} by @{context.actor.login}",
         held=held,
@@ -188,13 +129,6 @@ async def _set_hold(context: Context, held: bool) -> Outcome:
     return Outcome(True)
 
 
-@command(
-    "harness",
-    "/harness NAME[@VERSION]",
-    "pin this ticket's harness (the current version without @)",
-    Level.WRITE,
-    "required",
-)
 async def harness(context: Context) -> Outcome:
     try:
         pin = HarnessPin.parse(context.command.args.split()[0])
@@ -210,35 +144,16 @@ async def harness(context: Context) -> Outcome:
         )
     except NotFound as error:
         return Outcome(False, f"{error}.")
-    await transition(
-        context.session,
-        context.engine,
-        context.loaded,
-        context.config,
-        context.followups,
+    await context.decision.transition(
         context.loaded.state.state if context.loaded.state else State.BACKLOG,
         reason=f"harness pinned to {target.name}@{target.version} by @{context.actor.login}",
     )
     return Outcome(True, f"the next runs use harness `{target.name}@{target.version}`.")
 
 
-@command(
-    "ask",
-    "/ask QUESTION",
-    "ask the agent about the code (read-only; no branch, no state change)",
-    Level.WRITE,
-    "required",
-)
-async def ask(context: Context) -> Outcome:
-    from bot.engine.commands.ask import start_ask
-
-    return await start_ask(context)
-
-
-@command("help", "/help", "list the commands and who may use them", Level.ANYONE, "none")
 async def help_(context: Context) -> Outcome:
     rows = ["| command | what it does | who |", "|---|---|---|"]
-    for spec in registry().values():
+    for spec in context.commands:
         who = "anyone" if spec.needs == Level.ANYONE else "write access"
         rows.append(f"| `{spec.usage}` | {spec.summary} | {who} |")
     note = (
@@ -247,3 +162,88 @@ async def help_(context: Context) -> Outcome:
         "under `commands:`."
     )
     return Outcome(True, "these are the commands:\n\n" + "\n".join(rows) + note)
+
+
+# In the order `/help` lists them.
+SPECS: tuple[Spec, ...] = (
+    Spec(
+        "run",
+        "/run [workflow]",
+        "assign the agent (as the trigger label does)",
+        Level.WRITE,
+        "optional",
+        handler=run,
+    ),
+    Spec(
+        "retry",
+        "/retry [guidance…]",
+        "run the agent again, with your guidance in its prompt",
+        Level.WRITE,
+        "optional",
+        handler=retry,
+    ),
+    Spec(
+        "cancel",
+        "/cancel",
+        "stop the running agent and cancel the ticket",
+        Level.WRITE,
+        "none",
+        handler=cancel,
+    ),
+    Spec(
+        "status",
+        "/status",
+        "reply with the ticket's state, machine, harness, attempts and cost",
+        Level.ANYONE,
+        "none",
+        handler=status,
+    ),
+    Spec(
+        "approve",
+        "/approve",
+        "approve the pull request (the human gate before merging)",
+        Level.WRITE,
+        "none",
+        handler=approve,
+    ),
+    Spec(
+        "hold",
+        "/hold",
+        "keep the ticket from starting or merging until /unhold",
+        Level.WRITE,
+        "none",
+        handler=hold,
+    ),
+    Spec(
+        "unhold",
+        "/unhold",
+        "let a held ticket start and merge again",
+        Level.WRITE,
+        "none",
+        handler=unhold,
+    ),
+    Spec(
+        "harness",
+        "/harness NAME[@VERSION]",
+        "pin this ticket's harness (the current version without @)",
+        Level.WRITE,
+        "required",
+        handler=harness,
+    ),
+    Spec(
+        "ask",
+        "/ask QUESTION",
+        "ask the agent about the code (read-only; no branch, no state change)",
+        Level.WRITE,
+        "required",
+        handler=start_ask,
+    ),
+    Spec(
+        "help",
+        "/help",
+        "list the commands and who may use them",
+        Level.ANYONE,
+        "none",
+        handler=help_,
+    ),
+)

@@ -1,8 +1,9 @@
-"""Slash commands in comments (DESIGN §5): which exist, who may use them, and how a comment's
-commands are acknowledged and carried out.
+"""Slash commands in comments (DESIGN §5): what a command is (`Spec`), the set a process
+knows (`Commands`, built by the composition root from bot/engine/commands/handlers.py),
+and how a comment's commands are acknowledged and carried out.
 
 A new comment (or a new issue's body) is parsed by `bot.engine.commands.parse`; each known command
-is checked against its author's permission (`bot.engine.commands.access`) and carried out inside
+is checked against its author's permission (`bot.engine.access`) and carried out inside
 the ingest transaction, so a redelivered webhook never runs it twice. Acknowledgements
 are outbox effects keyed by the comment: 👀 on receipt, 🚀 when the action took effect,
 👎 and one reply naming the permission when refused, 😕 and a reply quoting the command
@@ -11,7 +12,7 @@ when it could not be done. Unknown `/words` are left alone: other bots share the
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -19,11 +20,12 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.config.repo import RepoConfig
-from bot.effects.github import EffectKind
+from bot.effects.kinds import EffectKind
 from bot.effects.outbox import add_effect
-from bot.engine.commands.access import Actor, GitHubPermissions, Level, PermissionSource, decide
+from bot.engine.access import Actor, GitHubPermissions, Level, PermissionSource, decide
 from bot.engine.commands.parse import ParsedCommand, parse_commands, quote
-from bot.engine.core import BOT, Engine, Followups, Loaded
+from bot.engine.context import BOT, Engine, Followups, Loaded
+from bot.engine.decision import Decision
 from bot.engine.tracker_tickets import (
     TrackerPermissions,
     access_hint,
@@ -48,15 +50,33 @@ class Outcome:
 
 @dataclass
 class Context:
-    """Everything a command's handler may use; the ticket's row is locked."""
+    """Everything a command's handler may use: the decision on its ticket (whose row is
+    locked), who wrote the command, the command, and every command there is."""
 
-    session: AsyncSession
-    engine: Engine
-    loaded: Loaded
-    config: RepoConfig | None
-    followups: Followups
+    decision: Decision
     actor: Actor
     command: ParsedCommand
+    commands: Commands
+
+    @property
+    def session(self) -> AsyncSession:
+        return self.decision.session
+
+    @property
+    def engine(self) -> Engine:
+        return self.decision.engine
+
+    @property
+    def loaded(self) -> Loaded:
+        return self.decision.loaded
+
+    @property
+    def config(self) -> RepoConfig | None:
+        return self.decision.config
+
+    @property
+    def followups(self) -> Followups:
+        return self.decision.followups
 
 
 Handler = Callable[[Context], Awaitable[Outcome]]
@@ -75,25 +95,24 @@ class Spec:
         return (self.args == "none" and bool(args)) or (self.args == "required" and not args)
 
 
-REGISTRY: dict[str, Spec] = {}
+class Commands:
+    """The commands a process answers, by name, in the order `/help` lists them."""
 
+    def __init__(self, specs: Iterable[Spec]) -> None:
+        self._specs: dict[str, Spec] = {}
+        for spec in specs:
+            if spec.name in self._specs:
+                raise ValueError(f"two commands are named /{spec.name}")
+            self._specs[spec.name] = spec
 
-def command(
-    name: str, usage: str, summary: str, needs: Level, args: Args
-) -> Callable[[Handler], Handler]:
-    """Register a handler as `/name` (bot.engine.commands.handlers holds them all)."""
+    def get(self, name: str) -> Spec | None:
+        return self._specs.get(name)
 
-    def register(handler: Handler) -> Handler:
-        REGISTRY[name] = Spec(name, usage, summary, needs, args, handler)
-        return handler
+    def __contains__(self, name: object) -> bool:
+        return name in self._specs
 
-    return register
-
-
-def registry() -> dict[str, Spec]:
-    from bot.engine.commands import handlers as command_handlers  # noqa: F401  # registers the commands on import
-
-    return REGISTRY
+    def __iter__(self) -> Iterator[Spec]:
+        return iter(self._specs.values())
 
 
 # --- a comment's commands ----------------------------------------------------------------------
@@ -120,14 +139,15 @@ async def run_commands(
     loaded: Loaded,
     source: Source,
     followups: Followups,
+    commands: Commands,
 ) -> int:
     """Carry out the comment's known commands; how many there were."""
-    specs = registry()
-    found = [parsed for parsed in parse_commands(source.body) if parsed.name in specs]
+    found = [parsed for parsed in parse_commands(source.body) if parsed.name in commands]
     if not found or loaded.repo is None or loaded.repo.installation_id is None:
         return 0
     repo, installation = loaded.repo, loaded.repo.installation_id
     config = (await engine.config_of(repo)).config
+    decision = Decision(session, engine, loaded, config, followups)
     if source.author.kind == BOT:
         # Bots (ours included) are not answered at all, so two bots never talk in circles;
         # one listed under `commands.<name>.users` may use that command.
@@ -143,11 +163,10 @@ async def run_commands(
         )
     await _react(session, loaded, source, "eyes", followups)
     for parsed in found:
-        spec = specs[parsed.name]
+        spec = commands.get(parsed.name)
+        assert spec is not None  # found holds known commands only
         with structlog.contextvars.bound_contextvars(command=parsed.name):
-            outcome, reaction = await _one(
-                session, engine, loaded, config, source, parsed, spec, permissions, followups
-            )
+            outcome, reaction = await _one(decision, source, parsed, spec, permissions, commands)
         await _react(session, loaded, source, reaction, followups)
         if outcome.reply:
             await _reply(session, loaded, source, parsed, outcome.reply, followups)
@@ -161,19 +180,17 @@ def _listed(config: RepoConfig | None, name: str, actor: Actor) -> bool:
 
 
 async def _one(
-    session: AsyncSession,
-    engine: Engine,
-    loaded: Loaded,
-    config: RepoConfig | None,
+    decision: Decision,
     source: Source,
     parsed: ParsedCommand,
     spec: Spec,
     permissions: PermissionSource,
-    followups: Followups,
+    commands: Commands,
 ) -> tuple[Outcome, str]:
+    loaded, config = decision.loaded, decision.config
     assert loaded.repo is not None  # checked by the caller
     access = config.commands.get(spec.name) if config is not None else None
-    decision = await decide(
+    verdict = await decide(
         permissions,
         command=spec.name,
         needs=spec.needs,
@@ -181,14 +198,14 @@ async def _one(
         access=access,
         repo=loaded.repo.full_name,
     )
-    if not decision.allowed:
+    if not verdict.allowed:
         hint = ""
         if is_tracker(loaded.ticket) and not (source.mapped or source.allow_all):
             hint = access_hint(loaded.ticket.source)
-        return Outcome(False, f"🚫 {decision.reason}{hint}"), "-1"
+        return Outcome(False, f"🚫 {verdict.reason}{hint}"), "-1"
     if spec.bad_args(parsed.args):
         return Outcome(False, f"Usage: `{spec.usage}` — {spec.summary}"), "confused"
-    context = Context(session, engine, loaded, config, followups, source.author, parsed)
+    context = Context(decision, source.author, parsed, commands)
     outcome = await spec.handler(context)
     return outcome, "rocket" if outcome.done else "confused"
 

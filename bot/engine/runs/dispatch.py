@@ -22,10 +22,12 @@ from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.config.control import Provider
-from bot.config.repo import RepoConfig, Workflow, stage_for
+from bot.config.repo import RepoConfig, stage_for
 from bot.config.states import State
+from bot.config.workflow import Workflow
 from bot.engine.blockers import blockers, open_blockers
-from bot.engine.core import Engine, Followups, Loaded, comment, load, note, transition
+from bot.engine.context import Decided, Engine, Followups, Loaded, load
+from bot.engine.decision import Decision
 from bot.engine.runs.claims import Limits as ClaimLimits
 from bot.engine.runs.claims import claim
 from bot.engine.runs.machines import Machine, Requirements, choose, registered, why_none
@@ -70,47 +72,50 @@ class Prepared:
     needs: Requirements
 
 
-async def dispatch_ticket(engine: Engine, ticket_id: int) -> str:
+async def dispatch_ticket(engine: Engine, ticket_id: int) -> Decided:
     """Try to start the ticket's next run; what happened, as one word (for logs and tests)."""
     with structlog.contextvars.bound_contextvars(ticket_id=ticket_id):
         prepared = await _prepare(engine, ticket_id)
-        if isinstance(prepared, str):
-            if prepared not in ("untracked", "not_pickup", "backoff", "held", "closed"):
-                log.info("dispatch_waits", outcome=prepared)
+        if isinstance(prepared, Decided):
+            if prepared.outcome not in ("untracked", "not_pickup", "backoff", "held", "closed"):
+                log.info("dispatch_waits", outcome=prepared.outcome)
             return prepared
         return await _claim_and_send(engine, prepared)
 
 
-async def _prepare(engine: Engine, ticket_id: int) -> Prepared | str:
+async def _prepare(engine: Engine, ticket_id: int) -> Prepared | Decided:
     async with engine.deps.sessions() as session:
         loaded = await load(session, ticket_id, lock=False)
     if loaded is None or loaded.state is None or loaded.repo is None:
-        return "untracked"
+        return Decided("untracked")
     row, ticket, repo = loaded.state, loaded.ticket, loaded.repo
     if row.state in NOT_PICKUP:
-        return "not_pickup"
+        return Decided("not_pickup")
     if row.held:
-        return "held"
+        return Decided("held")
     if ticket.state != "open":
-        return "closed"
+        return Decided("closed")
     if row.next_attempt_at is not None and row.next_attempt_at > datetime.now(UTC):
-        return "backoff"
+        return Decided("backoff")
     result = await engine.config_of(repo)
     if result.config is None:
-        await _report_config(engine, loaded, result.sha, result.problems)
-        return "config_invalid"
+        return Decided(
+            "config_invalid", await _report_config(engine, loaded, result.sha, result.problems)
+        )
     config = result.config
     workflow = _workflow_for(config, row, ticket)
     if workflow is None:
-        return "no_workflow"
+        return Decided("no_workflow")
     async with engine.deps.sessions() as session:
         waiting = await open_blockers(
             session, blockers(ticket.body, repo.full_name), exclude_ticket_id=ticket.id
         )
     if waiting:
         refs = ", ".join(f"{ref.full_name}#{ref.number}" for ref in waiting)
-        await _wait(engine, ticket_id, config, f"⏳ Waiting for {refs} to close first.")
-        return "blocked"
+        return Decided(
+            "blocked",
+            await _wait(engine, ticket_id, config, f"⏳ Waiting for {refs} to close first."),
+        )
     provider = engine.control.providers[workflow.provider]
     needs = Requirements(
         # A gates-only run needs no agent CLI: every runner has `command`.
@@ -131,8 +136,10 @@ async def _prepare(engine: Engine, ticket_id: int) -> Prepared | str:
     machine = choose(candidates, needs, in_flight=in_flight)
     if machine is None:
         reason = why_none(candidates, needs)
-        await _wait(engine, ticket_id, config, f"⏳ Waiting for a runner: {reason}.")
-        return "no_machine"
+        return Decided(
+            "no_machine",
+            await _wait(engine, ticket_id, config, f"⏳ Waiting for a runner: {reason}."),
+        )
     return Prepared(loaded, repo, config, workflow, provider, candidates, needs)
 
 
@@ -171,31 +178,24 @@ async def _crowded(session: AsyncSession, workflow: Workflow) -> set[str]:
     return {str(machine) for machine, count in rows.all() if count >= limit}
 
 
-async def _wait(engine: Engine, ticket_id: int, config: RepoConfig, why: str) -> None:
+async def _wait(engine: Engine, ticket_id: int, config: RepoConfig, why: str) -> Followups:
     """Say on the status comment what the ticket waits for (once per new reason)."""
     followups = Followups()
     async with engine.deps.sessions() as session, session.begin():
         loaded = await load(session, ticket_id)
         if loaded is None or loaded.state is None or loaded.state.waiting == why:
-            return
+            return followups
         if loaded.state.state in NOT_PICKUP:
-            return
-        await transition(
-            session,
-            engine,
-            loaded,
-            config,
-            followups,
-            loaded.state.state,
-            reason=why,
-            waiting=why,
+            return followups
+        await Decision(session, engine, loaded, config, followups).transition(
+            loaded.state.state, reason=why, waiting=why
         )
-    await followups.run(engine)
+    return followups
 
 
 async def _report_config(
     engine: Engine, loaded: Loaded, sha: str | None, problems: tuple[object, ...]
-) -> None:
+) -> Followups:
     """Comment once per config commit on what is wrong with it; the ticket does not run."""
     listed = "\n".join(f"- {problem}" for problem in problems)
     body = (
@@ -207,30 +207,20 @@ async def _report_config(
     async with engine.deps.sessions() as session, session.begin():
         fresh = await load(session, loaded.ticket.id)
         if fresh is None:
-            return
-        key = f"config:{loaded.ticket.id}:{sha}"
-        if await comment(session, fresh, followups, key=key, body=body):
-            note(
-                session,
-                loaded.ticket.id,
-                "config",
-                "invalid config: " + "; ".join(map(str, problems)),
-            )
+            return followups
+        decision = Decision(session, engine, fresh, None, followups)
+        if await decision.comment(key=f"config:{loaded.ticket.id}:{sha}", body=body):
+            decision.note("config", "invalid config: " + "; ".join(map(str, problems)))
         if fresh.state is not None and fresh.state.waiting != CONFIG_WAIT:
-            await transition(
-                session,
-                engine,
-                fresh,
-                None,
-                followups,
+            await decision.transition(
                 fresh.state.state,
                 reason="waiting for a valid .github/openase.yml",
                 waiting=CONFIG_WAIT,
             )
-    await followups.run(engine)
+    return followups
 
 
-async def _claim_and_send(engine: Engine, prepared: Prepared) -> str:
+async def _claim_and_send(engine: Engine, prepared: Prepared) -> Decided:
     loaded, repo, config, workflow = (
         prepared.loaded,
         prepared.repo,
@@ -252,7 +242,7 @@ async def _claim_and_send(engine: Engine, prepared: Prepared) -> str:
         )
         machine = choose(prepared.candidates, prepared.needs, in_flight=await _in_flight(session))
         if machine is None:
-            return "no_machine"
+            return Decided("no_machine")
         claimed = await claim(
             session,
             ticket_id=loaded.ticket.id,
@@ -267,17 +257,18 @@ async def _claim_and_send(engine: Engine, prepared: Prepared) -> str:
             now=datetime.now(UTC),
         )
         if claimed is None:
-            return "not_claimed"
+            return Decided("not_claimed")
         fresh = await load(session, loaded.ticket.id)
         assert fresh is not None
         assert fresh.state is not None
+        decision = Decision(session, engine, fresh, config, followups)
         try:
             spec, harness_id, skill_ids = await build_spec(
                 session, fresh, repo, workflow, prepared.provider, run_id, token
             )
         except (RenderError, NotFound) as error:
-            await _refuse(session, engine, fresh, config, followups, pickup, workflow, str(error))
-            return "harness_error"
+            await _refuse(decision, pickup, workflow, str(error))
+            return Decided("harness_error", followups)
         session.add(
             Run(
                 id=run_id,
@@ -300,12 +291,7 @@ async def _claim_and_send(engine: Engine, prepared: Prepared) -> str:
             ticket_id=fresh.ticket.id,
         )
         what = "gates only" if fresh.state.gates_only else f"attempt {claimed.attempt}"
-        await transition(
-            session,
-            engine,
-            fresh,
-            config,
-            followups,
+        await decision.transition(
             State.IN_PROGRESS,
             reason=f"{pickup} → in_progress: {workflow.name} {what} on {machine.name}",
             # The claim already moved the row; the label (tracker state, card) follows here.
@@ -317,38 +303,16 @@ async def _claim_and_send(engine: Engine, prepared: Prepared) -> str:
         )
     sent = await send(engine, spec, machine.name)
     log.info("dispatched", run_id=run_id, machine=machine.name, sent=sent)
-    await followups.run(engine)
-    return "dispatched"
+    return Decided("dispatched", followups)
 
 
-async def _refuse(
-    session: AsyncSession,
-    engine: Engine,
-    loaded: Loaded,
-    config: RepoConfig,
-    followups: Followups,
-    pickup: str,
-    workflow: Workflow,
-    error: str,
-) -> None:
+async def _refuse(decision: Decision, pickup: str, workflow: Workflow, error: str) -> None:
     """The harness or a skill cannot be given to the agent: no run, the ticket fails."""
     message = f"the {workflow.name} workflow cannot start: {error}"
-    await transition(
-        session,
-        engine,
-        loaded,
-        config,
-        followups,
-        State.FAILED,
-        reason=message,
-        run_id=None,
-        last_failure=message,
-    )
-    await comment(
-        session,
-        loaded,
-        followups,
-        key=f"comment:{loaded.ticket.id}:refused:{loaded.state.version if loaded.state else 0}",
+    await decision.transition(State.FAILED, reason=message, run_id=None, last_failure=message)
+    row = decision.row
+    await decision.comment(
+        key=f"comment:{decision.ticket.id}:refused:{row.version if row else 0}",
         body=f"❌ {message[0].upper()}{message[1:]}.\n\nFix it, then move the ticket back to "
         f"`{pickup}`.",
     )

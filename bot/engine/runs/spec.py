@@ -9,9 +9,9 @@ from pydantic import SecretStr
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.config.control import Provider
-from bot.config.repo import Workflow, run_limits
-from bot.engine.core import Loaded
+from bot.config.control import Provider, run_limits
+from bot.config.workflow import Workflow
+from bot.engine.context import Loaded
 from bot.tables.mirror import Repository, Ticket
 from bot.tables.workflow import Run
 from harness_store.models import HarnessVersion, SkillVersion

@@ -20,7 +20,8 @@ from urllib.parse import quote
 import structlog
 
 from adapters.errors import RequestRejected
-from bot.config.repo import REPO_CONFIG_PATH, CommandAccess
+from bot.config.repo import CommandAccess
+from bot.config.workflow import REPO_CONFIG_PATH
 from bot.registry import GitHubApp
 
 WRITE_PERMISSIONS = frozenset({"admin", "maintain", "write"})

@@ -17,7 +17,7 @@ from typing import IO
 import structlog
 
 from bot.errors import ConfigError
-from bot.processes.embedded import EmbeddedPostgres, EmbeddedRedis
+from bot.servers.embedded import EmbeddedPostgres, EmbeddedRedis
 from bot.settings import Settings
 
 log = structlog.get_logger(__name__)

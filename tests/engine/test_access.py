@@ -12,7 +12,7 @@ from githubkit_schemas.latest.models import TeamMembership
 
 from adapters.errors import RequestRejected, TransientError
 from bot.config.repo import CommandAccess
-from bot.engine.commands.access import (
+from bot.engine.access import (
     Actor,
     Decision,
     GitHubPermissions,

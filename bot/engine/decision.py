@@ -1,0 +1,294 @@
+"""One decision on one ticket (`Decision`): moving it between states and publishing where it
+is — its status label, Projects card and status comment on GitHub, or the state, label and
+comment of its Linear or Jira issue — as outbox effects in the deciding transaction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.config.repo import RepoConfig
+from bot.config.states import TERMINAL, State, label_color
+from bot.config.workflow import Workflow
+from bot.effects.kinds import EffectKind
+from bot.effects.outbox import add_effect, revision_key
+from bot.engine.context import Engine, Followups, Loaded, ensure_state
+from bot.engine.status_comment import StatusView, render
+from bot.engine.tracker_tickets import (
+    is_tracker,
+    lane,
+    link_pull_request,
+    publish_tracker,
+    tracker_comment,
+)
+from bot.tables.mirror import Ticket
+from bot.tables.workflow import Activity, Run, TicketState
+from runner.contract import HookResult
+
+log = structlog.get_logger(__name__)
+
+
+def note(
+    session: AsyncSession,
+    ticket_id: int,
+    kind: str,
+    message: str,
+    *,
+    run_id: str | None = None,
+    **data: Any,
+) -> None:
+    """One line of the ticket's activity log, in the deciding transaction."""
+    session.add(Activity(ticket_id=ticket_id, run_id=run_id, kind=kind, message=message, data=data))
+
+
+def workflow_of(config: RepoConfig | None, row: TicketState | None) -> Workflow | None:
+    """The workflow the ticket is in, as the repo's config has it (None without one)."""
+    if config is None or row is None or row.workflow is None:
+        return None
+    return config.workflow(row.workflow)
+
+
+async def config_or_none(engine: Engine, loaded: Loaded) -> RepoConfig | None:
+    """The repo's config, or None when it is invalid (dispatch reports its problems)."""
+    assert loaded.repo is not None  # only tickets with a repository reach the reactions
+    return (await engine.config_of(loaded.repo)).config
+
+
+@dataclass
+class Decision:
+    """A decision's context: its transaction, the engine, the ticket (its state row locked),
+    the repository's config (None when invalid) and what must follow the commit."""
+
+    session: AsyncSession
+    engine: Engine
+    loaded: Loaded
+    config: RepoConfig | None
+    followups: Followups
+
+    @classmethod
+    async def on(
+        cls, session: AsyncSession, engine: Engine, loaded: Loaded, followups: Followups
+    ) -> Decision:
+        """A decision on a ticket with a repository, under its config (None when invalid)."""
+        return cls(session, engine, loaded, await config_or_none(engine, loaded), followups)
+
+    @property
+    def ticket(self) -> Ticket:
+        return self.loaded.ticket
+
+    @property
+    def row(self) -> TicketState | None:
+        """The ticket's workflow state (None until the engine first takes it on)."""
+        return self.loaded.state
+
+    @property
+    def flow(self) -> Workflow | None:
+        """The workflow the ticket is in."""
+        return workflow_of(self.config, self.loaded.state)
+
+    def note(self, kind: str, message: str, *, run_id: str | None = None, **data: Any) -> None:
+        note(self.session, self.ticket.id, kind, message, run_id=run_id, **data)
+
+    async def transition(
+        self, new_state: str, *, reason: str, relabel: bool | None = None, **changes: Any
+    ) -> TicketState:
+        """Move the ticket to `new_state` and set the columns in `changes` (`run_id=None`
+        clears the run in flight), log it, and publish it: its status comment, and (when the
+        state changed, or `relabel`) its status label and its Projects card."""
+        created = self.loaded.state is None
+        row = await ensure_state(self.session, self.loaded, new_state)
+        old = row.state
+        run_id = changes.get("run_id", row.run_id)  # the run the change is about, for the log
+        if run_id is None:
+            run_id = row.run_id
+        row.state = new_state
+        for name, value in changes.items():
+            setattr(row, name, value)
+        row.version += 1
+        await self.session.flush()
+        message = reason if old == new_state else f"{old} → {new_state}: {reason}"
+        self.note("state", message, run_id=run_id, old=old, new=new_state)
+        log.info("ticket_state", ticket_id=self.ticket.id, old=old, new=new_state, reason=reason)
+        label = (created or old != new_state) if relabel is None else relabel
+        await self.publish(label=label)
+        return row
+
+    async def send_back(self, flow: Workflow, *, reason: str, **changes: Any) -> None:
+        """Put the ticket in `flow`'s pickup state for a fresh run and ask for its dispatch:
+        a trigger, a retry, a review asking for changes, a re-run of the gates all do this."""
+        fresh: dict[str, Any] = {
+            "workflow": flow.name,
+            "attempt": 0,
+            "next_attempt_at": None,
+            "run_id": None,
+            "approved": False,
+            "waiting": None,
+        }
+        await self.transition(flow.pickup, reason=reason, **(fresh | changes))
+        self.followups.dispatch.add(self.ticket.id)
+
+    async def publish(self, *, label: bool = True) -> None:
+        """Outbox effects that show the ticket's current state on GitHub (or on the Linear or
+        Jira issue the ticket is)."""
+        row, repo, ticket, config = self.loaded.state, self.loaded.repo, self.ticket, self.config
+        if row is not None and repo is not None and is_tracker(ticket):
+            view = await self.status_view()
+            lane = await publish_tracker(
+                self.session,
+                self.engine.control,
+                ticket,
+                row.state,
+                row.version,
+                config.status_labels if config is not None else None,
+                render(view),
+                relabel=label,
+                # An issue a human closed in its tracker stays in the state they chose.
+                move=label and not (ticket.state == "closed" and row.state in TERMINAL),
+            )
+            if view.pull_request_url and row.pr_number is not None:
+                title = f"{repo.full_name}#{row.pr_number}: {ticket.title}"[:250]
+                await link_pull_request(self.session, ticket, view.pull_request_url, title)
+            self.followups.outbox.add(lane)
+            return
+        if row is None or repo is None or ticket.number is None:
+            return
+        number, inst = ticket.number, repo.installation_id
+        labels = config.status_labels if config is not None else None
+        if label and labels is not None:
+            wanted = labels.get(row.state)
+            await add_effect(
+                self.session,
+                key=revision_key(f"label:{ticket.id}", row.version),
+                kind=EffectKind.STATUS_LABEL,
+                payload={
+                    "repo": repo.full_name,
+                    "number": number,
+                    "add": wanted,
+                    "remove": sorted({name for name in labels.values() if name != wanted}),
+                    "color": label_color(row.state),
+                    "description": f"OpenASE: {row.state.replace('_', ' ')}",
+                },
+                ticket_id=ticket.id,
+                installation_id=inst,
+            )
+            await add_effect(
+                self.session,
+                key=revision_key(f"project:{ticket.id}", row.version),
+                kind=EffectKind.PROJECT_STATUS,
+                payload={"repo": repo.full_name, "number": number, "state": row.state},
+                ticket_id=ticket.id,
+                installation_id=inst,
+            )
+        await add_effect(
+            self.session,
+            key=revision_key(f"status:{ticket.id}", row.version),
+            kind=EffectKind.STATUS_COMMENT,
+            payload={
+                "repo": repo.full_name,
+                "number": number,
+                "body": render(await self.status_view()),
+            },
+            ticket_id=ticket.id,
+            installation_id=inst,
+        )
+        self.followups.outbox.add(inst)
+
+    async def status_view(self) -> StatusView:
+        """What the status comment says about the ticket now."""
+        row = self.loaded.state
+        assert row is not None  # callers publish a ticket the engine tracks
+        flow = self.flow
+        run = None
+        if row.run_id is not None:
+            run = await self.session.get(Run, row.run_id)
+        if run is None:
+            run = await self.session.scalar(
+                select(Run)
+                .where(Run.ticket_id == row.ticket_id)
+                .order_by(Run.queued_at.desc())
+                .limit(1)
+            )
+        harness = None
+        if run is not None:
+            spec_harness = (run.spec or {}).get("harness") or {}
+            if spec_harness.get("name"):
+                harness = f"{spec_harness['name']}@{spec_harness.get('version')}"
+        repo = self.loaded.repo
+        pull_url = None
+        if row.pr_number is not None and repo is not None and repo.html_url:
+            pull_url = f"{repo.html_url}/pull/{row.pr_number}"
+        live = row.state == State.IN_PROGRESS and row.run_id is not None
+        return StatusView(
+            state=row.state,
+            workflow=row.workflow,
+            attempt=row.attempt,
+            max_attempts=flow.max_attempts if flow is not None else None,
+            machine=run.machine if run is not None else None,
+            harness=harness,
+            cost_usd=row.cost_usd,
+            run_url=self.engine.run_url(row.run_id) if live and row.run_id else None,
+            pull_request_url=pull_url,
+            last_failure=row.last_failure if row.state != State.DONE else None,
+            held=row.held,
+            note=row.waiting,
+            checks=_checks(run),
+        )
+
+    async def comment(self, *, key: str, body: str) -> bool:
+        """A one-off reply on the ticket (idempotent by `key`); whether it is a new one."""
+        ticket, repo = self.ticket, self.loaded.repo
+        if is_tracker(ticket):
+            added = await tracker_comment(self.session, ticket, key=key, body=body)
+            self.followups.outbox.add(lane(ticket))
+            return added
+        if repo is None or ticket.number is None:
+            return False
+        added = await add_effect(
+            self.session,
+            key=key,
+            kind=EffectKind.COMMENT,
+            payload={"repo": repo.full_name, "number": ticket.number, "body": body},
+            ticket_id=ticket.id,
+            installation_id=repo.installation_id,
+        )
+        self.followups.outbox.add(repo.installation_id)
+        return added
+
+    async def close_issue(self) -> None:
+        """Close the ticket as completed (a PR into a non-default branch does not close it)."""
+        ticket, repo = self.ticket, self.loaded.repo
+        if repo is None or ticket.number is None or ticket.state != "open":
+            return
+        await add_effect(
+            self.session,
+            key=f"close:{ticket.id}",
+            kind=EffectKind.ISSUE,
+            payload={
+                "repo": repo.full_name,
+                "number": ticket.number,
+                "state": "closed",
+                "state_reason": "completed",
+            },
+            ticket_id=ticket.id,
+            installation_id=repo.installation_id,
+        )
+        self.followups.outbox.add(repo.installation_id)
+
+
+def _checks(run: Run | None) -> tuple[tuple[str, str], ...]:
+    """The blocking gates of the latest finished run and how each ended."""
+    if run is None or not run.result:
+        return ()
+    checks = []
+    for raw in run.result.get("hook_results") or []:
+        try:
+            hook = HookResult.model_validate(raw)
+        except ValueError:
+            continue  # a result of an older runner: no checks to show
+        if hook.phase == "on_complete" and hook.on_failure == "block":
+            checks.append((f"openase/{hook.name}", "passed" if hook.passed else "failed"))
+    return tuple(checks)

@@ -1,0 +1,43 @@
+"""The name of every arq job and queue of the control plane, in one place: producers enqueue
+by these names and the composition root (bot/processes/worker.py) registers the functions
+under them, so no room imports another room's job module just to name its job."""
+
+from __future__ import annotations
+
+from runner.contract import (
+    CONTROL_QUEUE,
+    REMOVE_WORKTREE_JOB,
+    RUN_FINISHED_JOB,
+    RUN_JOB,
+    run_queue,
+)
+
+__all__ = [
+    "BACKFILL_JOB",
+    "CONTROL_QUEUE",
+    "DISPATCH_JOB",
+    "ENGINE_TICK_CRON",
+    "INGEST_JOB",
+    "PERFORM_OUTBOX_CRON",
+    "PERFORM_OUTBOX_JOB",
+    "REMOVE_WORKTREE_JOB",
+    "RUN_FINISHED_JOB",
+    "RUN_JOB",
+    "SWEEP_PENDING_CRON",
+    "run_queue",
+]
+
+# On the control queue (CONTROL_QUEUE), run by `openase worker`:
+INGEST_JOB = "ingest_delivery"  # a stored webhook delivery, by its row id
+BACKFILL_JOB = "backfill_repository"  # a repository's open issues and PRs, by its row id
+DISPATCH_JOB = "dispatch_ticket"  # try to start a ticket (deferred to its backoff)
+PERFORM_OUTBOX_JOB = "perform_outbox"  # an installation's (or tracker's) due effects
+# RUN_FINISHED_JOB: a runner announces a run's result.
+
+# Crons of the control worker (unique across workers).
+SWEEP_PENDING_CRON = "cron:sweep_pending"  # deliveries that missed their queue
+PERFORM_OUTBOX_CRON = "perform_outbox_cron"  # effects due again, jobs Redis lost
+ENGINE_TICK_CRON = "engine_tick"  # results, lost runs and due tickets an event missed
+
+# On a machine's queue (run_queue(machine)), run by `openase runner`: RUN_JOB executes a
+# run, REMOVE_WORKTREE_JOB drops a finished ticket's worktree.
