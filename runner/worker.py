@@ -19,6 +19,7 @@ import json
 import signal
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -152,8 +153,6 @@ async def remove_worktree(ctx: dict[str, Any], repo_full_name: str, work_branch:
 
 
 def _refusal(run_id: str, error: str, machine: str, now: float) -> dict[str, Any]:
-    from datetime import UTC, datetime
-
     at = datetime.fromtimestamp(now, UTC)
     return RunResult(
         run_id=run_id,

@@ -1,7 +1,7 @@
 """Shared fixtures: real PostgreSQL and Redis (embedded unless URLs are given), migrated once.
 
 Set OPENASE_TEST_DATABASE_URL / OPENASE_TEST_REDIS_URL to use existing servers instead; the
-database must be a throwaway one (every test truncates all tables).
+database must be a throwaway one (every test empties all tables).
 """
 
 from __future__ import annotations
@@ -93,14 +93,32 @@ async def session_deps(services: Services, settings: Settings) -> AsyncIterator[
         await deps.close()
 
 
-_TABLES = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+# Every test starts from empty tables and fresh sequences. Not with TRUNCATE (20 tables'
+# files replaced on every test: ~50 ms each), but by deleting the rows there are, children
+# first, and restarting only the sequences that were used: ~2 ms when a test wrote little.
+# (A per-test SAVEPOINT cannot isolate these tests: the code under test commits on many
+# connections at once — claims, outbox locks, the webhook's own asyncpg pool.)
+_TABLE_NAMES = ", ".join(f"'{table.name}'" for table in reversed(Base.metadata.sorted_tables))
+_EMPTY_TABLES = f"""DO $reset$
+DECLARE
+    name text;
+BEGIN
+    FOREACH name IN ARRAY ARRAY[{_TABLE_NAMES}] LOOP
+        EXECUTE format('DELETE FROM %I', name);
+    END LOOP;
+    FOR name IN SELECT sequencename FROM pg_sequences
+                WHERE schemaname = current_schema() AND last_value IS NOT NULL LOOP
+        EXECUTE format('ALTER SEQUENCE %I RESTART', name);
+    END LOOP;
+END
+$reset$"""  # noqa: S608  # our own tables' names, not input
 
 
 @pytest.fixture
 async def deps(session_deps: Deps) -> Deps:
     """The shared clients, over an empty database and an empty Redis."""
     async with session_deps.engine.begin() as conn:
-        await conn.execute(text(f"TRUNCATE {_TABLES} RESTART IDENTITY CASCADE"))
+        await conn.execute(text(_EMPTY_TABLES))
     await session_deps.redis.flushdb()
     session_deps.workflow = None  # a test's engine is its own
     # Fresh API clients: no installation token or rate-limit state from another test.

@@ -1,6 +1,9 @@
 """The commands of `openase harness|skill`: each parses its arguments, makes one request to
 the server's API (`render`, `pin` and `unpin`: one database transaction) and prints what it
-found or did."""
+found or did.
+
+The harness store's modules (SQLAlchemy, Jinja) are imported inside the commands that use
+them, so the commands that only talk to the API start without them."""
 
 from __future__ import annotations
 
@@ -216,7 +219,7 @@ def _read_text(file: str) -> str:
 
 def _read_skill(name: str | None, folder: str | None) -> tuple[str, dict[str, str]]:
     """(name, files) of `[NAME] DIR`: with DIR alone, the folder's name is the skill's."""
-    from harness_store.names import validate_name
+    from harness_store.names import validate_name  # here, not on top: see the docstring
     from harness_store.skills import read_files
 
     if folder is None:
@@ -248,7 +251,7 @@ def _render(args: argparse.Namespace, settings: Settings) -> int:
         if failure
         else 1
     )
-    from harness_store.errors import RenderError
+    from harness_store.errors import RenderError  # here, not on top: see the docstring
     from harness_store.render import RepositoryVars, TicketVars, render_harness
 
     async def work(session: AsyncSession) -> HarnessVersion:
@@ -284,7 +287,7 @@ def _pin(args: argparse.Namespace, settings: Settings) -> int:
     full_name, number = parse_ticket(args.ticket)
     ref = parse_ref("harness", args.ref)
     pinned_by = args.author or default_author()
-    from harness_store import store
+    from harness_store import store  # here, not on top: see the docstring
 
     async def work(session: AsyncSession) -> tuple[str, str]:
         ticket = await find_ticket(session, full_name, number)
@@ -300,7 +303,7 @@ def _pin(args: argparse.Namespace, settings: Settings) -> int:
 
 def _unpin(args: argparse.Namespace, settings: Settings) -> int:
     full_name, number = parse_ticket(args.ticket)
-    from harness_store import store
+    from harness_store import store  # here, not on top: see the docstring
 
     async def work(session: AsyncSession) -> tuple[str, str | None]:
         ticket = await find_ticket(session, full_name, number)
@@ -342,7 +345,7 @@ def _check_empty(folder: Path) -> None:
 
 def write_new_folder(files: dict[str, str], folder: Path) -> int:
     """Write a skill's files into a new or empty `folder`, all or nothing; how many."""
-    from harness_store.skills import write_skill_dir
+    from harness_store.skills import write_skill_dir  # here, not on top: see the docstring
 
     _check_empty(folder)
     existed = folder.is_dir()

@@ -1,5 +1,7 @@
 """The database side of `openase harness render|pin|unpin` (the other commands go through
-the server's API): one transaction per command, and the lookups they share."""
+the server's API): one transaction per command, and the lookups they share. SQLAlchemy and
+the store's modules are imported inside the functions, so that importing this module (every
+harness command does) costs nothing until a command reaches the database."""
 
 from __future__ import annotations
 
@@ -41,7 +43,7 @@ def in_transaction(settings: Settings, work: Callable[[AsyncSession], Awaitable[
 
 
 async def _transact(url: str, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
-    from sqlalchemy.exc import SQLAlchemyError
+    from sqlalchemy.exc import SQLAlchemyError  # here, not on top: see the docstring
 
     from harness_store.db import make_engine, make_sessionmaker, transaction
 
@@ -69,7 +71,7 @@ def _database_problem(error: BaseException) -> str:
 
 async def fetch_harness(session: AsyncSession, ref: Ref) -> HarnessVersion:
     """The harness version `ref` names: the current one when it names no version."""
-    from harness_store import store
+    from harness_store import store  # here, not on top: see the docstring
     from harness_store.models import HarnessVersion
 
     if ref.version is None:
@@ -79,9 +81,9 @@ async def fetch_harness(session: AsyncSession, ref: Ref) -> HarnessVersion:
 
 async def find_ticket(session: AsyncSession, full_name: str, number: int) -> Ticket:
     """The mirrored issue OWNER/REPO#NUMBER (repository names compare case-insensitively)."""
-    from sqlalchemy import func, select
+    from sqlalchemy import func, select  # here, not on top: see the docstring
 
-    from bot.tables.mirror import Repository, Ticket
+    from bot.tables.mirror import Repository, Ticket  # here, not on top: see the docstring
 
     query = (
         select(Ticket)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, func
+from sqlalchemy import ColumnElement, Table, func, or_
 from sqlalchemy.dialects.postgresql import Insert, insert
 from sqlalchemy.sql.dml import ReturningInsert
 
@@ -57,7 +57,6 @@ def upsert(
 
 def not_older(column: str) -> Callable[[Table, Any], ColumnElement[bool]]:
     """Guard: the incoming row is at least as new as the stored one (or either is unknown)."""
-    from sqlalchemy import or_
 
     def guard(table: Table, excluded: Any) -> ColumnElement[bool]:
         stored, incoming = table.c[column], excluded[column]

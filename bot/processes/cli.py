@@ -1,30 +1,24 @@
 """The `openase` command line: one entry point for every process of the control plane.
 
-Each command imports what it runs only when chosen, so `--help` and `app manifest` answer
-at once. Every check that can refuse a start (settings, URLs, webhook secret) runs before
-logging is configured and before anything is started: a refusal is one line on stderr and
-exit status 2, never a traceback.
+This module builds the parser; bot/processes/commands.py runs the command chosen, importing
+what it runs only then, so `--help` and `app manifest` answer at once. Every check that can
+refuse a start (settings, URLs, webhook secret) runs before logging is configured and
+before anything is started: a refusal is one line on stderr and exit status 2, never a
+traceback.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
-import logging
 import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from bot.config.names import is_repository
 from bot.errors import ConfigError, OpenaseError
-from bot.servers.services import ServiceUrls, configured_urls, require_database_url, running_urls
-from bot.settings import Settings, load_settings
-
-if TYPE_CHECKING:
-    from bot.intake.backfill import SyncReport
+from bot.harness import cli as harness_cli
+from bot.processes.commands import dispatch
 
 DESCRIPTION = """\
 OpenASE: a GitHub App that mirrors issues into Postgres and drives them through a workflow.
@@ -106,8 +100,6 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("repo", metavar="OWNER/REPO|linear:TEAM|jira:PROJECT", type=repository)
     _add_runner_parser(commands)
     _add_try_parser(commands)
-    from bot.harness import cli as harness_cli
-
     harness_cli.add_parsers(commands)
     app = commands.add_parser("app", help="GitHub App helpers", description="GitHub App helpers.")
     app_commands = app.add_subparsers(dest="app_command", metavar="COMMAND", required=True)
@@ -264,7 +256,7 @@ def _add_try_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return _dispatch(args)
+        return dispatch(args)
     except ConfigError as exc:
         print(f"openase: {exc}", file=sys.stderr)
         return 2
@@ -273,205 +265,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:  # Ctrl-C in `migrate` or `sync`; `up`/`serve`/`worker` handle it
         return 130
-
-
-def _dispatch(args: argparse.Namespace) -> int:
-    if args.command == "app":
-        return _app_manifest(args.url)
-
-    if args.command == "try":
-        # The run's own events are the output; only trouble is worth a log line.
-        _configure_logging(level=logging.WARNING)
-        return _try(args)
-    settings = load_settings()
-    if args.command in ("harness", "skill"):
-        from bot.harness import cli as harness_cli
-
-        return harness_cli.run(args, settings)
-    if args.command == "runner":
-        _configure_logging()
-        return _runner(settings, args)
-    if args.command == "up":
-        _configure_logging()
-        return _up(settings)
-    if args.command == "serve" and settings.github_webhook_secret is None:
-        raise ConfigError(
-            "OPENASE_GITHUB_WEBHOOK_SECRET is not set: `serve` accepts only signed webhooks. Set "
-            "it to the webhook secret of your GitHub App (`openase up` generates one for you)."
-        )
-    if args.command in ("serve", "worker"):
-        urls = configured_urls(settings)
-        _configure_logging()
-        return _serve(settings, urls, web=args.command == "serve")
-    if args.command == "migrate":
-        database_url = require_database_url(settings)
-        _configure_logging()
-        return _migrate(database_url)
-    if args.command == "sync":
-        urls = running_urls(settings)
-        _configure_logging()
-        return asyncio.run(_sync(settings, urls, args.repo))
-    raise AssertionError(f"unhandled command {args.command!r}")  # argparse allows no other
-
-
-def _configure_logging(level: int = logging.INFO) -> None:
-    from bot.logging import configure_logging
-
-    configure_logging(level=level)
-    # pgserver narrates every pg_ctl call and alembic every plugin it loads at INFO; their
-    # warnings and errors are what matter.
-    for chatty in ("pgserver", "alembic.runtime.plugins"):
-        logging.getLogger(chatty).setLevel(logging.WARNING)
-
-
-def _app_manifest(url: str | None) -> int:
-    from bot.processes.manifest import github_manifest, load_app_yml
-
-    manifest = github_manifest(load_app_yml(), url)
-    print(json.dumps(manifest, indent=2))
-    if url is None:
-        print(
-            "openase: no --url given: homepage and webhook stay as in app.yml; pass the bot's "
-            "public URL to point the App's webhook at it",
-            file=sys.stderr,
-        )
-    return 0
-
-
-def _up(settings: Settings) -> int:
-    from bot.processes import up
-
-    return up.run(lambda shutdown: up.up(settings, shutdown))
-
-
-def _serve(settings: Settings, urls: ServiceUrls, *, web: bool) -> int:
-    """`serve` (web app only) or `worker` (control worker only)."""
-    from bot.processes import up
-
-    def announce(port: int | None) -> None:
-        if port is not None:
-            up.log.info("listening", url=up.base_url(settings.host, port))
-
-    return up.run(
-        lambda shutdown: up.run_control_plane(
-            settings, urls, shutdown, web=web, worker=not web, announce=announce
-        )
-    )
-
-
-def _runner(settings: Settings, args: argparse.Namespace) -> int:
-    from redis.exceptions import RedisError
-
-    from bot.servers.embedded import EmbeddedRedis
-    from bot.servers.services import redis_dir
-    from runner import worker
-
-    redis_url = settings.redis_url or EmbeddedRedis.running_url(redis_dir(settings))
-    if redis_url is None:
-        raise ConfigError(
-            "OPENASE_REDIS_URL is not set, and no `openase up` is running with data dir "
-            f"{settings.data_dir} (OPENASE_DATA_DIR): the runner needs the control plane's Redis"
-        )
-    root = args.workspace_root or settings.data_dir.expanduser() / "workspaces" / args.machine
-    config = worker.RunnerConfig(
-        machine=args.machine,
-        redis_url=redis_url,
-        workspace_root=root.expanduser().resolve(),
-        labels=args.labels,
-        max_runs=args.max_runs,
-        drain_seconds=args.drain_seconds,
-    )
-    try:
-        return worker.run(config)
-    except (OSError, RedisError) as exc:
-        raise OpenaseError(f"cannot connect to Redis (OPENASE_REDIS_URL): {exc}") from None
-
-
-def _try(args: argparse.Namespace) -> int:
-    import shlex
-
-    from bot.processes import trial
-
-    options = trial.TrialOptions(
-        repo=args.repo,
-        agent=args.agent,
-        task=args.task,
-        model=args.model,
-        argv=shlex.split(args.argv) if args.argv else [],
-        agent_bin=args.agent_bin,
-        env=args.env,
-        harness=args.harness,
-        skills=args.skill,
-        hooks=args.hook,
-        wall_seconds=args.wall_seconds,
-        stall_seconds=args.stall_seconds,
-        budget_usd=args.budget_usd,
-        max_turns=args.max_turns,
-        push=not args.no_push,
-        workspace_root=args.workspace_root,
-        json=args.json,
-    )
-    result = asyncio.run(trial.run_trial(options))
-    if args.json:
-        print(json.dumps(result.to_wire(), indent=2))
-    else:
-        print(trial.summary(result))
-    return 0 if result.succeeded else 1
-
-
-def _migrate(database_url: str) -> int:
-    from bot.processes.migrate import prepare_database
-
-    seeded = asyncio.run(prepare_database(database_url))
-    print("openase: database migrated to the newest schema")
-    if seeded:
-        print(f"openase: harness store seeded with {seeded} built-in harnesses and skills")
-    return 0
-
-
-async def _sync(settings: Settings, urls: ServiceUrls, full_name: str) -> int:
-    from bot.deps import build_deps
-    from bot.intake import backfill
-
-    deps = await build_deps(settings, database_url=urls.database_url, redis_url=urls.redis_url)
-    tracker, colon, key = full_name.partition(":")
-    if colon:
-        return await _sync_tracker(settings, deps, tracker, key)
-    try:
-        report = await backfill.sync_repository(deps, full_name)
-    finally:
-        await deps.close()
-    print(format_report(report))
-    return 0
-
-
-async def _sync_tracker(settings: Settings, deps: Any, source: str, key: str) -> int:
-    from adapters.errors import AdapterError, RateLimited
-    from bot.config.control import load_control_config
-    from bot.intake.tracker_backfill import sync_tracker
-
-    try:
-        report = await sync_tracker(
-            deps, deps.trackers(), load_control_config(settings.config), source, key
-        )
-    except RateLimited as exc:
-        print(f"openase: {source} is rate-limiting us: {exc}", file=sys.stderr)
-        return 1
-    except AdapterError as exc:
-        print(f"openase: {source} sync failed: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        await deps.close()  # and with it the tracker clients
-    print(f"openase: synced {source}:{key}: {report.issues} issues ({report.pages} pages)")
-    return 0
-
-
-def format_report(report: SyncReport) -> str:
-    return (
-        f"openase: synced {report.repository}: {report.issues} issues, "
-        f"{report.pull_requests} pull requests ({report.pages_fetched} pages fetched, "
-        f"{report.pages_unchanged} unchanged since the last sync)"
-    )
 
 
 if __name__ == "__main__":

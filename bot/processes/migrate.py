@@ -9,6 +9,8 @@ from alembic import command
 from alembic.config import Config
 
 import migrations
+from harness_store.db import make_engine, make_sessionmaker
+from harness_store.seed import seed_builtins
 
 MIGRATIONS_DIR = Path(migrations.__file__).parent
 
@@ -36,9 +38,6 @@ async def seed_async(url: str) -> int:
 
     Names already present are left alone, so a user's own versions survive upgrades.
     """
-    from harness_store.db import make_engine, make_sessionmaker
-    from harness_store.seed import seed_builtins
-
     engine = make_engine(url)
     try:
         async with make_sessionmaker(engine)() as session, session.begin():

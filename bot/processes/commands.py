@@ -1,0 +1,223 @@
+"""What each `openase` command does once bot/processes/cli.py parsed it.
+
+Every command imports what it needs when it runs, not when this module loads: `openase
+--help`, `openase try` and `openase app manifest` then start without uvicorn, arq,
+SQLAlchemy or pgserver (about a tenth of the time). Each function-level import below is
+there for that reason alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import shlex
+import sys
+from typing import TYPE_CHECKING, Any
+
+from adapters.errors import AdapterError, RateLimited
+from bot.errors import ConfigError, OpenaseError
+from bot.harness import cli as harness_cli
+from bot.logging import configure_logging
+from bot.processes.manifest import github_manifest, load_app_yml
+from bot.servers.embedded import EmbeddedRedis
+from bot.servers.services import (
+    ServiceUrls,
+    configured_urls,
+    redis_dir,
+    require_database_url,
+    running_urls,
+)
+from bot.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from bot.intake.backfill import SyncReport
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    if args.command == "app":
+        return _app_manifest(args.url)
+
+    if args.command == "try":
+        # The run's own events are the output; only trouble is worth a log line.
+        _configure_logging(level=logging.WARNING)
+        return _try(args)
+    settings = load_settings()
+    if args.command in ("harness", "skill"):
+        return harness_cli.run(args, settings)
+    if args.command == "runner":
+        _configure_logging()
+        return _runner(settings, args)
+    if args.command == "up":
+        _configure_logging()
+        return _up(settings)
+    if args.command == "serve" and settings.github_webhook_secret is None:
+        raise ConfigError(
+            "OPENASE_GITHUB_WEBHOOK_SECRET is not set: `serve` accepts only signed webhooks. Set "
+            "it to the webhook secret of your GitHub App (`openase up` generates one for you)."
+        )
+    if args.command in ("serve", "worker"):
+        urls = configured_urls(settings)
+        _configure_logging()
+        return _serve(settings, urls, web=args.command == "serve")
+    if args.command == "migrate":
+        database_url = require_database_url(settings)
+        _configure_logging()
+        return _migrate(database_url)
+    if args.command == "sync":
+        urls = running_urls(settings)
+        _configure_logging()
+        return asyncio.run(_sync(settings, urls, args.repo))
+    raise AssertionError(f"unhandled command {args.command!r}")  # argparse allows no other
+
+
+def _configure_logging(level: int = logging.INFO) -> None:
+    configure_logging(level=level)
+    # pgserver narrates every pg_ctl call and alembic every plugin it loads at INFO; their
+    # warnings and errors are what matter.
+    for chatty in ("pgserver", "alembic.runtime.plugins"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
+
+
+def _app_manifest(url: str | None) -> int:
+    manifest = github_manifest(load_app_yml(), url)
+    print(json.dumps(manifest, indent=2))
+    if url is None:
+        print(
+            "openase: no --url given: homepage and webhook stay as in app.yml; pass the bot's "
+            "public URL to point the App's webhook at it",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _up(settings: Settings) -> int:
+    from bot.processes import up
+
+    return up.run(lambda shutdown: up.up(settings, shutdown))
+
+
+def _serve(settings: Settings, urls: ServiceUrls, *, web: bool) -> int:
+    """`serve` (web app only) or `worker` (control worker only)."""
+    from bot.processes import up
+
+    def announce(port: int | None) -> None:
+        if port is not None:
+            up.log.info("listening", url=up.base_url(settings.host, port))
+
+    return up.run(
+        lambda shutdown: up.run_control_plane(
+            settings, urls, shutdown, web=web, worker=not web, announce=announce
+        )
+    )
+
+
+def _runner(settings: Settings, args: argparse.Namespace) -> int:
+    from redis.exceptions import RedisError  # start-up: see the module docstring
+
+    from runner import worker
+
+    redis_url = settings.redis_url or EmbeddedRedis.running_url(redis_dir(settings))
+    if redis_url is None:
+        raise ConfigError(
+            "OPENASE_REDIS_URL is not set, and no `openase up` is running with data dir "
+            f"{settings.data_dir} (OPENASE_DATA_DIR): the runner needs the control plane's Redis"
+        )
+    root = args.workspace_root or settings.data_dir.expanduser() / "workspaces" / args.machine
+    config = worker.RunnerConfig(
+        machine=args.machine,
+        redis_url=redis_url,
+        workspace_root=root.expanduser().resolve(),
+        labels=args.labels,
+        max_runs=args.max_runs,
+        drain_seconds=args.drain_seconds,
+    )
+    try:
+        return worker.run(config)
+    except (OSError, RedisError) as exc:
+        raise OpenaseError(f"cannot connect to Redis (OPENASE_REDIS_URL): {exc}") from None
+
+
+def _try(args: argparse.Namespace) -> int:
+    from bot.processes import trial
+
+    options = trial.TrialOptions(
+        repo=args.repo,
+        agent=args.agent,
+        task=args.task,
+        model=args.model,
+        argv=shlex.split(args.argv) if args.argv else [],
+        agent_bin=args.agent_bin,
+        env=args.env,
+        harness=args.harness,
+        skills=args.skill,
+        hooks=args.hook,
+        wall_seconds=args.wall_seconds,
+        stall_seconds=args.stall_seconds,
+        budget_usd=args.budget_usd,
+        max_turns=args.max_turns,
+        push=not args.no_push,
+        workspace_root=args.workspace_root,
+        json=args.json,
+    )
+    result = asyncio.run(trial.run_trial(options))
+    if args.json:
+        print(json.dumps(result.to_wire(), indent=2))
+    else:
+        print(trial.summary(result))
+    return 0 if result.succeeded else 1
+
+
+def _migrate(database_url: str) -> int:
+    from bot.processes.migrate import prepare_database
+
+    seeded = asyncio.run(prepare_database(database_url))
+    print("openase: database migrated to the newest schema")
+    if seeded:
+        print(f"openase: harness store seeded with {seeded} built-in harnesses and skills")
+    return 0
+
+
+async def _sync(settings: Settings, urls: ServiceUrls, full_name: str) -> int:
+    from bot.deps import build_deps
+    from bot.intake import backfill
+
+    deps = await build_deps(settings, database_url=urls.database_url, redis_url=urls.redis_url)
+    tracker, colon, key = full_name.partition(":")
+    if colon:
+        return await _sync_tracker(settings, deps, tracker, key)
+    try:
+        report = await backfill.sync_repository(deps, full_name)
+    finally:
+        await deps.close()
+    print(format_report(report))
+    return 0
+
+
+async def _sync_tracker(settings: Settings, deps: Any, source: str, key: str) -> int:
+    from bot.config.control import load_control_config
+    from bot.intake.tracker_backfill import sync_tracker
+
+    try:
+        report = await sync_tracker(
+            deps, deps.trackers(), load_control_config(settings.config), source, key
+        )
+    except RateLimited as exc:
+        print(f"openase: {source} is rate-limiting us: {exc}", file=sys.stderr)
+        return 1
+    except AdapterError as exc:
+        print(f"openase: {source} sync failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await deps.close()  # and with it the tracker clients
+    print(f"openase: synced {source}:{key}: {report.issues} issues ({report.pages} pages)")
+    return 0
+
+
+def format_report(report: SyncReport) -> str:
+    return (
+        f"openase: synced {report.repository}: {report.issues} issues, "
+        f"{report.pull_requests} pull requests ({report.pages_fetched} pages fetched, "
+        f"{report.pages_unchanged} unchanged since the last sync)"
+    )
