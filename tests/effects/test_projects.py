@@ -25,7 +25,7 @@ from bot.effects.projects import (
     status_option_for,
 )
 from bot.processes.worker import PERFORMERS
-from bot.registry import Clients
+from bot.registry import Clients, graphql_url
 from bot.settings import Settings
 from bot.tables.workflow import EffectStatus, OutboxEffect
 from harness_store.db import transaction
@@ -528,3 +528,259 @@ async def test_the_fake_refuses_documents_github_would_refuse(
     with pytest.raises(TransientError, match=r"Type mismatch on variable \$o"):
         await graphql(github, INSTALLATION, wrong_type, {"o": "x"}, "a mutation")
     assert boards.mutations == []
+
+
+async def _post(settings: Settings, query: str, variables: dict[str, Any] | None = None) -> Any:
+    """The fake's answer to one document, as GitHub's JSON."""
+    github = Clients().github_app(settings)
+    body = {"query": query, "variables": variables or {}}
+    url = graphql_url(github.api_url)
+    return (await github.request("POST", url, installation_id=INSTALLATION, json=body)).json()
+
+
+REPO_FIELD = 'repository(owner: "acme", name: "widgets")'
+MUTATE = "mutation { updateProjectV2ItemFieldValue(input: %s) { clientMutationId } }"
+INPUT = "UpdateProjectV2ItemFieldValueInput"
+
+
+@pytest.mark.parametrize(
+    ("query", "refusals"),
+    [
+        pytest.param(
+            '{ repository(owner: "acme") { id } }',
+            [
+                (
+                    "missingRequiredArguments",
+                    "Field 'repository' is missing required arguments: name",
+                )
+            ],
+            id="missing argument",
+        ),
+        pytest.param(
+            '{ repository(owner: "acme", name: "widgets", bogus: 1) { id } }',
+            [("argumentNotAccepted", "Field 'repository' doesn't accept argument 'bogus'")],
+            id="unknown argument",
+        ),
+        pytest.param(
+            f"{{ {REPO_FIELD} {{ name {{ length }} }} }}",
+            [
+                (
+                    "selectionMismatch",
+                    "Selections can't be made on scalars (field 'name' returns String)",
+                )
+            ],
+            id="selection on a scalar",
+        ),
+        pytest.param(
+            f"{{ {REPO_FIELD} {{ issue(number: 7) }} }}",
+            [
+                (
+                    "selectionMismatch",
+                    "Field 'issue' of type 'Issue' must have a selection of subfields. "
+                    "Try 'issue { ... }'.",
+                )
+            ],
+            id="no selection on an object",
+        ),
+        pytest.param(
+            '{ node(id: "x") { ... on Bogus { id } } }',
+            [("undefinedType", "No such type Bogus, so it can't be a fragment condition")],
+            id="unknown fragment type",
+        ),
+        pytest.param(
+            '{ node(id: "x") { ... on ProjectV2SingleSelectFieldOption { id } } }',
+            [
+                (
+                    "cannotSpreadFragment",
+                    "Fragment on ProjectV2SingleSelectFieldOption can't be spread inside Node",
+                )
+            ],
+            id="impossible fragment",
+        ),
+        pytest.param(
+            "query Q { node(id: $id) { id } }",
+            [("variableNotDefined", "Variable $id is used by Q but not declared")],
+            id="undeclared variable",
+        ),
+        pytest.param(
+            'query Q($x: Strin) { node(id: "x") { id } }',
+            [
+                ("variableNotUsed", "Variable $x is declared by Q but not used"),
+                ("variableRequiresValidType", "Strin isn't a defined input type (on $x)"),
+            ],
+            id="unused variable of an unknown type",
+        ),
+        pytest.param(
+            f'{{ {REPO_FIELD} {{ issue(number: "7") {{ id }} }} }}',
+            [
+                (
+                    "argumentLiteralsIncompatible",
+                    "argument 'number' on Field 'issue' has an invalid value (\"7\"). "
+                    "Expected type 'Int!'.",
+                )
+            ],
+            id="string for an Int",
+        ),
+        pytest.param(
+            '{ repository(owner: null, name: "widgets") { id } }',
+            [
+                (
+                    "argumentLiteralsIncompatible",
+                    "argument 'owner' on Field 'repository' has an invalid value (null)",
+                )
+            ],
+            id="null for a String!",
+        ),
+        pytest.param(
+            '{ node(id: "x") { ... on ProjectV2Item { '
+            'fieldValueByName(name: ["S"]) { __typename } } } }',
+            [
+                (
+                    "argumentLiteralsIncompatible",
+                    "argument 'name' on Field 'fieldValueByName' has an invalid value ([\"S\"]). "
+                    "Expected type 'String!'.",
+                )
+            ],
+            id="list for a String",
+        ),
+        pytest.param(
+            MUTATE % '{projectId: "P", itemId: "I", value: {date: "tomorrow"}, bogus: 1}',
+            [
+                (
+                    "missingRequiredInputObjectAttribute",
+                    f"Argument 'fieldId' on InputObject '{INPUT}' is required",
+                ),
+                (
+                    "argumentLiteralsIncompatible",
+                    "argument 'date' on InputObject 'ProjectV2FieldValue' has an invalid value "
+                    "(\"tomorrow\"). Expected type 'Date'.",
+                ),
+                ("argumentNotAccepted", f"InputObject '{INPUT}' doesn't accept argument 'bogus'"),
+            ],
+            id="input object fields",
+        ),
+        pytest.param(
+            MUTATE % '"P"',
+            [
+                (
+                    "argumentLiteralsIncompatible",
+                    "argument 'input' on Field 'updateProjectV2ItemFieldValue' has an invalid "
+                    f"value. Expected type '{INPUT}!'.",
+                )
+            ],
+            id="string for an input object",
+        ),
+        pytest.param(  # graphql-ruby words it otherwise; refused all the same
+            f"{{ {REPO_FIELD} {{ id @bogus }} }}",
+            [(None, "Unknown directive '@bogus'.")],
+            id="unknown directive",
+        ),
+        pytest.param(
+            f"{{ {REPO_FIELD} {{ id }}", [(None, "Unexpected end of document")], id="unclosed"
+        ),
+        pytest.param(
+            f"{{ {REPO_FIELD} {{ }} }}",
+            [(None, 'Parse error on "}" at [1, 48]')],
+            id="empty selection",
+        ),
+    ],
+)
+async def test_the_fake_refuses_as_github_words_it(
+    settings: Settings,
+    boards: FakeGitHubGraphQL,
+    widgets: FakeRepo,
+    query: str,
+    refusals: list[tuple[str | None, str]],
+) -> None:
+    answer = await _post(settings, query)
+
+    assert "data" not in answer  # refused before anything ran
+    errors = answer["errors"]
+    assert [(e.get("extensions", {}).get("code"), e["message"]) for e in errors] == refusals
+    assert boards.mutations == []
+
+
+async def test_a_refusal_says_where_as_github_does(
+    settings: Settings, boards: FakeGitHubGraphQL, widgets: FakeRepo
+) -> None:
+    query = f'query Q {{\n  {REPO_FIELD} {{\n    issue(number: "7") {{ id }}\n  }}\n}}'
+
+    assert (await _post(settings, query))["errors"] == [
+        {
+            "path": ["query Q", "repository", "issue"],  # response keys, down to the field
+            "extensions": {"code": "argumentLiteralsIncompatible"},
+            "locations": [{"line": 3, "column": 5}],
+            "message": "argument 'number' on Field 'issue' has an invalid value (\"7\"). "
+            "Expected type 'Int!'.",
+        }
+    ]
+
+
+async def test_the_fake_refuses_variables_that_do_not_fit_as_github_words_it(
+    settings: Settings, boards: FakeGitHubGraphQL, widgets: FakeRepo
+) -> None:
+    query = (
+        "mutation M($input: UpdateProjectV2ItemFieldValueInput!) {\n"
+        "  updateProjectV2ItemFieldValue(input: $input) { clientMutationId }\n}"
+    )
+    given = {"projectId": "P", "itemId": "I", "value": {"number": "one"}, "bogus": 1}
+
+    assert (await _post(settings, query, {"input": given}))["errors"] == [
+        {
+            "extensions": {
+                "value": given,
+                "problems": [
+                    {"path": ["fieldId"], "explanation": "Expected value to not be null"},
+                    {
+                        "path": ["bogus"],
+                        "explanation": "Field is not defined on UpdateProjectV2ItemFieldValueInput",
+                    },
+                    {
+                        "path": ["value", "number"],
+                        "explanation": 'Could not coerce value "one" to Float',
+                    },
+                ],
+            },
+            "locations": [{"line": 1, "column": 12}],  # the variable's definition
+            "message": "Variable $input of type UpdateProjectV2ItemFieldValueInput! was "
+            "provided invalid value",
+        }
+    ]
+    assert boards.mutations == []
+
+
+async def test_the_fake_runs_what_github_runs_beyond_what_we_send(
+    settings: Settings, boards: FakeGitHubGraphQL, widgets: FakeRepo
+) -> None:
+    # Named fragments, directives and list literals: graphql-core runs them all.
+    card = boards.add_card(boards.add_board("Roadmap"), widgets, 7, status="Todo")
+    query = """
+    query Card($id: ID!, $status: Boolean!) { card: node(id: $id) { __typename ...Card } }
+    fragment Card on ProjectV2Item {
+      id type
+      project {
+        title
+        field(name: "Status") {
+          ... on ProjectV2SingleSelectField { options(names: ["Done", "Todo"]) { name } }
+        }
+      }
+      status: fieldValueByName(name: "Status") @include(if: $status) {
+        ... on ProjectV2ItemFieldSingleSelectValue { name }
+      }
+    }
+    """
+
+    assert await _post(settings, query, {"id": card.id, "status": True}) == {
+        "data": {
+            "card": {
+                "__typename": "ProjectV2Item",
+                "id": card.id,
+                "type": "ISSUE",
+                "project": {
+                    "title": "Roadmap",
+                    "field": {"options": [{"name": "Todo"}, {"name": "Done"}]},
+                },
+                "status": {"name": "Todo"},
+            }
+        }
+    }

@@ -1,166 +1,80 @@
 """A fake of GitHub's GraphQL API for Projects (v2) boards, plugged into FakeGitHubAPI.
 
 It holds boards (a project with a single-select "Status" field and its options), cards
-on them linking to the fake's issues, and the option each card sits in. Documents are
-parsed and checked against the slice of GitHub's schema below (names and types as in
-GitHub's public schema), then executed, so an answer carries exactly the fields asked for,
-in GitHub's shapes: errors in a 200 with `type`, `path` and `locations`, nulls
-propagated up to the nearest nullable field. Like GitHub it wants a live installation
-token, and it answers FORBIDDEN for boards the installation may not read or write.
+on them linking to the fake's issues, and the option each card sits in. graphql-core
+parses documents, checks them against the slice of GitHub's schema the fake serves
+(tests/fixtures/github/projects_v2.graphql) and executes them with the resolvers below, so
+an answer carries exactly the fields asked for, in GitHub's shapes: refusals worded as
+GitHub words them (github_graphql_errors.py), errors in a 200 with `type`, `path` and
+`locations`, nulls propagated up to the nearest nullable field. Like GitHub it wants a
+live installation token, and it answers FORBIDDEN for boards the installation may not
+read or write.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Any
 
+import graphql
 import httpx
+from graphql import GraphQLError, GraphQLResolveInfo, GraphQLScalarType, GraphQLSchema
 
 from tests.fakes.github_api import FakeGitHubAPI, FakeRepo
-from tests.fakes.graphql_document import (
-    Execution,
-    FieldDef,
-    FieldError,
-    GraphQLSyntaxError,
-    Node,
-    Resolver,
-    Schema,
-    parse,
-    validate,
-    variable_errors,
-)
+from tests.fakes.github_graphql_errors import static_errors, syntax_error, variable_errors
+from tests.helpers import FIXTURES
 
 Json = dict[str, Any]
 
+SCHEMA_PATH = FIXTURES / "github" / "projects_v2.graphql"
 NOT_ACCESSIBLE = "Resource not accessible by integration"
 
-_ITEM = {
-    "id": FieldDef("ID!"),
-    "isArchived": FieldDef("Boolean!"),
-    "type": FieldDef("ProjectV2ItemType!"),
-    "project": FieldDef("ProjectV2!"),
-    "content": FieldDef("ProjectV2ItemContent"),
-    "fieldValueByName": FieldDef("ProjectV2ItemFieldValue", {"name": "String!"}),
-}
-_CONNECTION_ARGS = {"first": "Int", "last": "Int", "after": "String", "before": "String"}
-SCHEMA = Schema(
-    objects={
-        "Query": {
-            "repository": FieldDef(
-                "Repository", {"owner": "String!", "name": "String!", "followRenames": "Boolean"}
-            ),
-            "node": FieldDef("Node", {"id": "ID!"}),
-        },
-        "Mutation": {
-            "updateProjectV2ItemFieldValue": FieldDef(
-                "UpdateProjectV2ItemFieldValuePayload",
-                {"input": "UpdateProjectV2ItemFieldValueInput!"},
-            ),
-        },
-        "Node": {"id": FieldDef("ID!")},
-        "Repository": {
-            "id": FieldDef("ID!"),
-            "name": FieldDef("String!"),
-            "nameWithOwner": FieldDef("String!"),
-            "issue": FieldDef("Issue", {"number": "Int!"}),
-        },
-        "Issue": {
-            "id": FieldDef("ID!"),
-            "number": FieldDef("Int!"),
-            "title": FieldDef("String!"),
-            "repository": FieldDef("Repository!"),
-            "projectItems": FieldDef(
-                "ProjectV2ItemConnection!", {**_CONNECTION_ARGS, "includeArchived": "Boolean"}
-            ),
-        },
-        "PullRequest": {
-            "id": FieldDef("ID!"),
-            "number": FieldDef("Int!"),
-            "title": FieldDef("String!"),
-            "repository": FieldDef("Repository!"),
-        },
-        "DraftIssue": {"id": FieldDef("ID!"), "title": FieldDef("String!")},
-        "ProjectV2ItemConnection": {
-            "nodes": FieldDef("[ProjectV2Item]"),
-            "totalCount": FieldDef("Int!"),
-        },
-        "ProjectV2Item": _ITEM,
-        "ProjectV2": {
-            "id": FieldDef("ID!"),
-            "number": FieldDef("Int!"),
-            "title": FieldDef("String!"),
-            "closed": FieldDef("Boolean!"),
-            "field": FieldDef("ProjectV2FieldConfiguration", {"name": "String!"}),
-        },
-        "ProjectV2SingleSelectField": {
-            "id": FieldDef("ID!"),
-            "name": FieldDef("String!"),
-            "dataType": FieldDef("ProjectV2FieldType!"),
-            "options": FieldDef("[ProjectV2SingleSelectFieldOption!]!", {"names": "[String!]"}),
-        },
-        "ProjectV2Field": {
-            "id": FieldDef("ID!"),
-            "name": FieldDef("String!"),
-            "dataType": FieldDef("ProjectV2FieldType!"),
-        },
-        "ProjectV2SingleSelectFieldOption": {
-            "id": FieldDef("String!"),
-            "name": FieldDef("String!"),
-        },
-        "ProjectV2ItemFieldSingleSelectValue": {
-            "id": FieldDef("ID!"),
-            "name": FieldDef("String"),
-            "optionId": FieldDef("String"),
-        },
-        "ProjectV2ItemFieldTextValue": {"id": FieldDef("ID!"), "text": FieldDef("String")},
-        "UpdateProjectV2ItemFieldValuePayload": {
-            "clientMutationId": FieldDef("String"),
-            "projectV2Item": FieldDef("ProjectV2Item"),
-        },
-        # Unions have no fields of their own; only inline fragments select from them.
-        "ProjectV2FieldConfiguration": {},
-        "ProjectV2ItemFieldValue": {},
-        "ProjectV2ItemContent": {},
-    },
-    abstract={
-        "Node": frozenset(
-            {"Repository", "Issue", "PullRequest", "DraftIssue", "ProjectV2Item", "ProjectV2"}
-            | {"ProjectV2SingleSelectField", "ProjectV2Field"}
-        ),
-        "ProjectV2FieldConfiguration": frozenset(
-            {"ProjectV2Field", "ProjectV2SingleSelectField", "ProjectV2IterationField"}
-        ),
-        "ProjectV2ItemFieldValue": frozenset(
-            {"ProjectV2ItemFieldSingleSelectValue", "ProjectV2ItemFieldTextValue"}
-        ),
-        "ProjectV2ItemContent": frozenset({"Issue", "PullRequest", "DraftIssue"}),
-    },
-    inputs={
-        "UpdateProjectV2ItemFieldValueInput": {
-            "clientMutationId": "String",
-            "projectId": "ID!",
-            "itemId": "ID!",
-            "fieldId": "ID!",
-            "value": "ProjectV2FieldValue!",
-        },
-        "ProjectV2FieldValue": {
-            "text": "String",
-            "number": "Float",
-            "date": "Date",
-            "singleSelectOptionId": "String",
-            "iterationId": "String",
-        },
-    },
-    leaves=frozenset(
-        {"ID", "String", "Int", "Float", "Boolean", "Date"}
-        | {"ProjectV2ItemType", "ProjectV2FieldType"}
-    ),
-)
+
+@functools.cache
+def projects_schema() -> GraphQLSchema:
+    """The slice of GitHub's schema the fake serves, built once per process."""
+    schema = graphql.build_schema(SCHEMA_PATH.read_text())
+    graphql.assert_valid_schema(schema)
+    # GitHub's Date is an ISO-8601 date string; graphql-core would take any value.
+    day = schema.type_map["Date"]
+    assert isinstance(day, GraphQLScalarType)
+    day.coerce_input_value = _iso_date
+    day.coerce_input_literal = lambda node: _iso_date(graphql.value_from_ast_untyped(node))
+    return schema
+
+
+def _iso_date(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"a Date is a string, not {value!r}")
+    date.fromisoformat(value)  # raises ValueError for what is not a date
+    return value
+
+
+@dataclass(frozen=True)
+class Node:
+    """A value of an object type while executing: its concrete type and what resolvers need."""
+
+    typename: str
+    value: Any
+
+
+class FieldError(Exception):
+    """Raised by a resolver: the field is null and this error is reported (GitHub's `type`)."""
+
+    def __init__(self, error_type: str, message: str) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+        self.message = message
+
+
+# (the parent's value, the field's arguments) -> the field's value
+Resolver = Callable[[Any, Json], Any]
 
 
 @dataclass
@@ -278,31 +192,60 @@ class FakeGitHubGraphQL:
             return self._answer(200, {"errors": [{"message": message}]})
         variables = body.get("variables") or {}
         try:
-            operations = parse(query)
-        except GraphQLSyntaxError as exc:
-            location = {"line": exc.line, "column": exc.column}
-            return self._answer(200, {"errors": [{"message": str(exc), "locations": [location]}]})
+            # GitHub refuses `{ }`, which graphql-core 3.3 parses unless told not to.
+            document = graphql.parse(query, allow_empty_selection_sets=False)
+        except GraphQLError as error:
+            return self._answer(200, {"errors": [syntax_error(error)]})
         wanted = body.get("operationName")
-        chosen = [op for op in operations if wanted is None or op.name == wanted]
+        chosen = [
+            definition
+            for definition in document.definitions
+            if isinstance(definition, graphql.OperationDefinitionNode)
+            and (wanted is None or (definition.name and definition.name.value) == wanted)
+        ]
         if len(chosen) != 1:
             message = "An operation name is required" if wanted is None else "Unknown operation"
             return self._answer(200, {"errors": [{"message": message}]})
         operation = chosen[0]
-        self.operations.append(operation.name or operation.kind)
-        errors = validate(SCHEMA, operation) or variable_errors(SCHEMA, operation, variables)
+        self.operations.append(
+            operation.name.value if operation.name else operation.operation.value
+        )
+        schema = projects_schema()
+        errors = static_errors(schema, document) or variable_errors(schema, operation, variables)
         if errors:
             return self._answer(200, {"errors": errors})
         if self.queued_errors:
             return self._answer(200, {"data": None, "errors": self.queued_errors.pop(0)})
-        execution = Execution(
-            SCHEMA, self._resolvers(installation_id), {**operation.defaults, **variables}
+        return self._answer(200, self._execute(document, operation, variables, installation_id))
+
+    def _execute(
+        self,
+        document: graphql.DocumentNode,
+        operation: graphql.OperationDefinitionNode,
+        variables: Json,
+        installation_id: int,
+    ) -> Json:
+        resolvers = self._resolvers(installation_id)
+
+        def resolve(parent: Node, info: GraphQLResolveInfo[Any], **args: Any) -> Any:
+            resolver = resolvers.get((info.parent_type.name, info.field_name))
+            if resolver is None:
+                return parent.value.get(info.field_name)  # a plain mapping's own field
+            return resolver(parent.value, args)
+
+        result = graphql.execute_sync(
+            projects_schema(),
+            document,
+            root_value=Node("root", None),  # root fields' resolvers take no parent value
+            variable_values=variables,
+            operation_name=operation.name.value if operation.name else None,
+            field_resolver=resolve,
+            type_resolver=lambda value, *_: value.typename,
         )
-        root = "Query" if operation.kind == "query" else "Mutation"
-        data = execution.run(operation, Node(root, None))
-        answer: Json = {"data": data}
-        if execution.errors:
-            answer["errors"] = execution.errors
-        return self._answer(200, answer)
+        answer: Json = {"data": result.data}
+        if result.errors:
+            answer["errors"] = [_field_error(error) for error in result.errors]
+        return answer
 
     def _answer(self, status: int, body: Json) -> httpx.Response:
         if self.rate_remaining > 0:
@@ -470,6 +413,18 @@ def _issue_like(typename: str) -> dict[tuple[str, str], Resolver]:
         (typename, "number"): lambda c, _: c[1]["number"],
         (typename, "title"): lambda c, _: c[1]["title"],
         (typename, "repository"): lambda c, _: Node("Repository", c[0]),
+    }
+
+
+def _field_error(error: GraphQLError) -> Json:
+    """A resolver's FieldError as GitHub reports it; anything else is a bug of the fake."""
+    if not isinstance(error.original_error, FieldError):
+        raise error.original_error or error
+    return {
+        "type": error.original_error.error_type,
+        "path": error.path,
+        "locations": [location.formatted for location in error.locations or ()],
+        "message": error.original_error.message,
     }
 
 
