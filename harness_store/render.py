@@ -18,20 +18,14 @@ from typing import Any
 from jinja2 import Template, TemplateSyntaxError, nodes
 from jinja2.exceptions import SecurityError, UndefinedError
 
+from harness_store.budget import DEFAULT_LIMITS, TEMPLATE_FILENAME, Limits, check_size, rendering
 from harness_store.errors import (
     RenderError,
     RenderLimitExceeded,
     TemplateSyntax,
     UnsafeTemplate,
 )
-from harness_store.sandbox import (
-    DEFAULT_LIMITS,
-    TEMPLATE_FILENAME,
-    Limits,
-    check_size,
-    rendering,
-    sandbox,
-)
+from harness_store.sandbox import sandbox
 
 __all__ = [
     "DEFAULT_LIMITS",

@@ -17,17 +17,12 @@ edited by users, not by us, so on top of that:
 from __future__ import annotations
 
 import re
-import sys
-import time
 import types
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from contextvars import ContextVar
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import cache, wraps
 from typing import Any
 
-from jinja2 import Environment, StrictUndefined, nodes
+from jinja2 import StrictUndefined, nodes
 from jinja2.compiler import CodeGenerator, Frame
 from jinja2.exceptions import UndefinedError
 from jinja2.filters import FILTERS
@@ -35,149 +30,15 @@ from jinja2.runtime import BlockReference, Context, LoopContext, Macro, Undefine
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedFormatter
 from jinja2.utils import Cycler, Joiner, Namespace, missing, object_type_repr
 
+from harness_store.budget import (
+    budgeted_range,
+    check_size,
+    check_total,
+    current_limits,
+    render_state,
+    weight,
+)
 from harness_store.errors import RenderLimitExceeded, UndefinedVariable, UnsafeTemplate
-
-# Jinja's file name for code compiled from a string: how the tracer knows a template frame.
-TEMPLATE_FILENAME = "<template>"
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What one render may use."""
-
-    max_output: int = 256 * 1024  # characters of rendered text
-    max_value: int = 256 * 1024  # characters (or items) of any one value a template builds
-    max_range: int = 100_000  # items all range() calls of one render may produce together
-    max_int_bits: int = 4096
-    seconds: float = 2.0
-
-
-DEFAULT_LIMITS = Limits()
-
-
-@dataclass
-class _Render:
-    limits: Limits
-    range_left: int
-    names: Mapping[int, str]  # id(value) -> variable path, to name undefined attributes
-    # id -> (value, weight) of lists, tuples and dicts already weighed; the value is kept
-    # so that its id cannot be reused by another object during the render.
-    weights: dict[int, tuple[object, int]] = field(default_factory=dict)
-
-
-_render: ContextVar[_Render | None] = ContextVar("harness_render", default=None)
-
-
-def _limits() -> Limits:
-    state = _render.get()
-    return DEFAULT_LIMITS if state is None else state.limits
-
-
-@contextmanager
-def rendering(limits: Limits, names: Mapping[int, str]) -> Iterator[None]:
-    """Budgets and deadline for one render; wrap the whole `generate()` loop in it."""
-    token = _render.set(_Render(limits=limits, range_left=limits.max_range, names=names))
-    deadline = time.monotonic() + limits.seconds
-    previous = sys.gettrace()
-
-    def in_template(frame: types.FrameType, event: Any, arg: Any) -> Any:
-        if time.monotonic() > deadline:
-            raise RenderLimitExceeded(f"rendering took longer than {limits.seconds:g} s")
-        return in_template
-
-    def on_call(frame: types.FrameType, event: Any, arg: Any) -> Any:
-        if frame.f_code.co_filename == TEMPLATE_FILENAME:
-            return in_template(frame, event, arg)
-        # Leave a debugger's or coverage's tracer working everywhere else.
-        return None if previous is None else previous(frame, event, arg)
-
-    sys.settrace(on_call)
-    try:
-        yield
-    finally:
-        sys.settrace(previous)
-        _render.reset(token)
-
-
-MAX_DEPTH = 100  # nesting of lists and mappings a template may hand around
-
-
-def _weight(value: object, budget: int) -> int:
-    """Characters plus items of a value, counting shared parts each time they would print.
-
-    Lists, tuples and dicts cannot change inside the sandbox, so their weight is remembered
-    for the render: weighing a literal built from checked parts costs one step per part.
-    Gives up (returning more than `budget`) as soon as the budget is passed.
-    """
-    state = _render.get()
-    memo: dict[int, tuple[object, int]] = {} if state is None else state.weights
-    return _measure(value, budget, memo, 0)
-
-
-def _measure(item: object, budget: int, memo: dict[int, tuple[object, int]], depth: int) -> int:
-    if isinstance(item, str):
-        return len(item)
-    if isinstance(item, int):  # bool included
-        return item.bit_length() // 3 + 1
-    if item is None or isinstance(item, float | Context | nodes.EvalContext | Environment):
-        return 1  # scalars, and Jinja's plumbing that it hands to filters
-    known = memo.get(id(item))
-    if known is not None and known[0] is item:
-        return known[1]
-    children: Iterable[object]
-    if isinstance(item, Namespace):  # mutable: weighed afresh each time
-        attrs: dict[str, object] = object.__getattribute__(item, "_Namespace__attrs")
-        children, remember = [*attrs.keys(), *attrs.values()], False
-    elif isinstance(item, Mapping):
-        children, remember = [*item.keys(), *item.values()], type(item) is dict
-    elif isinstance(item, list | tuple | set | frozenset):
-        children, remember = item, True
-    else:
-        return 1  # macros, loop helpers, undefined, generators: their str() is short
-    if depth > MAX_DEPTH:
-        raise RenderLimitExceeded(f"values nested more than {MAX_DEPTH} levels deep")
-    total = 1
-    for child in children:
-        total += _measure(child, budget - total, memo, depth + 1)
-        if total > budget:
-            return total
-    if remember:
-        memo[id(item)] = (item, total)
-    return total
-
-
-def check_size(value: object, what: str) -> object:
-    """Return `value` if it is within `max_value`, else refuse."""
-    limit = _limits().max_value
-    if _weight(value, limit) > limit:
-        raise RenderLimitExceeded(f"{what} would be larger than {limit} characters or items")
-    return value
-
-
-def _check_total(size: int, what: str) -> None:
-    limit = _limits().max_value
-    if size > limit:
-        raise RenderLimitExceeded(f"{what} would be {size} characters; the limit is {limit}")
-
-
-def _range(*args: int) -> range:
-    """`range()` drawing on the render's shared item budget."""
-    items = range(*args)
-    try:
-        count = len(items)
-    except OverflowError:
-        count = sys.maxsize
-    state = _render.get()
-    budget = DEFAULT_LIMITS.max_range if state is None else state.range_left
-    if count > budget:
-        total = DEFAULT_LIMITS.max_range if state is None else state.limits.max_range
-        raise RenderLimitExceeded(
-            f"range() would produce {count} items; a render may iterate at most {total}"
-            " range items in all"
-        )
-    if state is not None:
-        state.range_left -= count
-    return items
 
 
 class _HarnessUndefined(StrictUndefined):
@@ -203,7 +64,7 @@ class _HarnessUndefined(StrictUndefined):
         name = self._undefined_name
         if self._undefined_obj is missing:
             return str(name)
-        state = _render.get()
+        state = render_state()
         owner = None if state is None else state.names.get(id(self._undefined_obj))
         if owner is None:
             owner = object_type_repr(self._undefined_obj)
@@ -226,7 +87,7 @@ _HELPER_METHODS: Mapping[type, frozenset[str]] = {
     Cycler: frozenset({"next", "reset"}),
     LoopContext: frozenset({"cycle", "changed"}),
 }
-_CALLABLE_GLOBALS: tuple[object, ...] = (_range, dict, Namespace, Cycler, Joiner)
+_CALLABLE_GLOBALS: tuple[object, ...] = (budgeted_range, dict, Namespace, Cycler, Joiner)
 _CALLABLE_INSTANCES = (Macro, BlockReference, LoopContext, Joiner)
 
 
@@ -249,14 +110,14 @@ def _str_method(method: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> A
     text: str = method.__self__
     name: str = method.__name__
     if name in _PADDING and args and isinstance(args[0], int):
-        _check_total(args[0], f"str.{name}()")
+        check_total(args[0], f"str.{name}()")
     elif name == "replace" and len(args) >= 2 and isinstance(args[0], str):
         count = args[2] if len(args) > 2 and isinstance(args[2], int) else -1
-        _check_total(_replaced_size(text, args[0], str(args[1]), count), "str.replace()")
+        check_total(_replaced_size(text, args[0], str(args[1]), count), "str.replace()")
     elif name == "join" and len(args) == 1 and not kwargs:
         parts = list(args[0])
         sizes = sum(len(part) if isinstance(part, str) else 0 for part in parts)
-        _check_total(sizes + len(text) * max(len(parts) - 1, 0), "str.join()")
+        check_total(sizes + len(text) * max(len(parts) - 1, 0), "str.join()")
         return text.join(parts)
     return method(*args, **kwargs)
 
@@ -267,13 +128,13 @@ class _BoundedFormatter(SandboxedFormatter):
     produced = 0
 
     def format_field(self, value: Any, format_spec: str) -> Any:
-        limit = _limits().max_value
+        limit = current_limits().max_value
         if any(int(number) > limit for number in re.findall(r"\d+", format_spec)):
             raise RenderLimitExceeded(f"format width or precision above {limit}")
         check_size(value, "a formatted value")
         text = super().format_field(value, format_spec)
         self.produced += len(text)
-        _check_total(self.produced, "str.format()")
+        check_total(self.produced, "str.format()")
         return text
 
 
@@ -329,7 +190,7 @@ def _bounded_join(join: Callable[..., str]) -> Callable[..., str]:
     def join_filter(eval_ctx: Any, value: Iterable[Any], d: str = "", attribute: Any = None) -> str:
         items = list(value)
         size = sum(len(str(item)) for item in items) + len(str(d)) * max(len(items) - 1, 0)
-        _check_total(size, "the 'join' filter")
+        check_total(size, "the 'join' filter")
         return join(eval_ctx, items, d, attribute)
 
     return join_filter
@@ -338,7 +199,7 @@ def _bounded_join(join: Callable[..., str]) -> Callable[..., str]:
 def _bounded_replace(replace: Callable[..., str]) -> Callable[..., str]:
     def replace_filter(eval_ctx: Any, s: Any, old: Any, new: Any, count: int | None = None) -> str:
         size = _replaced_size(str(s), str(old), str(new), -1 if count is None else count)
-        _check_total(size, "the 'replace' filter")
+        check_total(size, "the 'replace' filter")
         return replace(eval_ctx, s, old, new, count)
 
     return replace_filter
@@ -350,7 +211,7 @@ def _bounded_indent(indent: Callable[..., str]) -> Callable[..., str]:
     ) -> str:
         text = str(s)
         step = width if isinstance(width, int) else len(str(width))
-        _check_total(len(text) + (text.count("\n") + 1) * max(step, 0), "the 'indent' filter")
+        check_total(len(text) + (text.count("\n") + 1) * max(step, 0), "the 'indent' filter")
         return indent(s, width, first, blank)
 
     return indent_filter
@@ -358,7 +219,7 @@ def _bounded_indent(indent: Callable[..., str]) -> Callable[..., str]:
 
 def _bounded_center(center: Callable[..., str]) -> Callable[..., str]:
     def center_filter(value: Any, width: int = 80) -> str:
-        _check_total(max(len(str(value)), width), "the 'center' filter")
+        check_total(max(len(str(value)), width), "the 'center' filter")
         return center(value, width)
 
     return center_filter
@@ -439,7 +300,7 @@ class HarnessSandbox(ImmutableSandboxedEnvironment):
         )
         # No `lipsum`: nothing a harness needs, one more function object to poke at.
         self.globals = {
-            "range": _range,
+            "range": budgeted_range,
             "dict": dict,
             "namespace": Namespace,
             "cycler": Cycler,
@@ -450,7 +311,7 @@ class HarnessSandbox(ImmutableSandboxedEnvironment):
     # Buffered output ({% set %} blocks, macro bodies) is joined here.
     def concat(self, pieces: Iterable[str]) -> str:
         parts = list(pieces)
-        limit = _limits().max_output
+        limit = current_limits().max_output
         size = sum(len(part) for part in parts)
         if size > limit:
             raise RenderLimitExceeded(
@@ -461,14 +322,14 @@ class HarnessSandbox(ImmutableSandboxedEnvironment):
     def concat_values(self, values: Sequence[Any]) -> str:
         """The `~` operator."""
         parts = [str(check_size(value, "a value joined with '~'")) for value in values]
-        _check_total(sum(len(part) for part in parts), "'~'")
+        check_total(sum(len(part) for part in parts), "'~'")
         return "".join(parts)
 
     def checked_literal(self, value: Any) -> Any:
         return check_size(value, "a list or mapping")
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
-        limits = _limits()
+        limits = current_limits()
         if operator == "%" and isinstance(left, str):
             raise UnsafeTemplate(
                 "printf-style '%' formatting is not available in harness templates;"
@@ -486,10 +347,10 @@ class HarnessSandbox(ImmutableSandboxedEnvironment):
         elif operator == "*" and (isinstance(left, int) or isinstance(right, int)):
             times, value = (left, right) if isinstance(left, int) else (right, left)
             if times > 0:
-                _check_total(_weight(value, limits.max_value + 1) * times, "a repetition ('*')")
+                check_total(weight(value, limits.max_value + 1) * times, "a repetition ('*')")
         elif operator == "+" and not ints:
-            weight = _weight(left, limits.max_value + 1) + _weight(right, limits.max_value + 1)
-            _check_total(weight, "a sum ('+')")
+            total = weight(left, limits.max_value + 1) + weight(right, limits.max_value + 1)
+            check_total(total, "a sum ('+')")
         return self.binop_table[operator](left, right)
 
     def wrap_str_format(self, value: Any) -> Callable[..., str] | None:

@@ -14,7 +14,7 @@ import json
 import logging
 import shlex
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from adapters.errors import AdapterError, RateLimited
 from bot.errors import ConfigError, OpenaseError
@@ -32,6 +32,7 @@ from bot.servers.services import (
 from bot.settings import Settings, load_settings
 
 if TYPE_CHECKING:
+    from bot.deps import Deps
     from bot.intake.backfill import SyncReport
 
 
@@ -195,7 +196,7 @@ async def _sync(settings: Settings, urls: ServiceUrls, full_name: str) -> int:
     return 0
 
 
-async def _sync_tracker(settings: Settings, deps: Any, source: str, key: str) -> int:
+async def _sync_tracker(settings: Settings, deps: Deps, source: str, key: str) -> int:
     from bot.config.control import load_control_config
     from bot.intake.tracker_backfill import sync_tracker
 

@@ -13,7 +13,7 @@ import structlog
 from arq import cron
 from arq.connections import ArqRedis
 from arq.cron import CronJob
-from arq.worker import Worker, func
+from arq.worker import Function, Worker, func
 
 from bot.config.control import load_control_config
 from bot.deps import Deps, build_deps, redis_settings
@@ -134,7 +134,7 @@ def _on_settled(ctx: dict[str, Any]) -> SettleHook | None:
 # --- the worker ------------------------------------------------------------------------------
 
 
-def control_functions() -> list[Any]:
+def control_functions() -> list[Function]:
     # keep_result=0: a finished job frees its id at once, so the same id (a sweep's
     # re-enqueue, the next installation event or sync, the next decision) can come again.
     return [

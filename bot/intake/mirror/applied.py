@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 
 @dataclass
@@ -13,5 +13,5 @@ class Applied:
     tickets: set[int] = field(default_factory=set)
     backfill: set[int] = field(default_factory=set)
 
-    def __iter__(self) -> Any:  # iterating yields the touched tickets, the common question
+    def __iter__(self) -> Iterator[int]:  # the touched tickets, the common question
         return iter(sorted(self.tickets))

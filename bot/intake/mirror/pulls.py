@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import and_, delete, func, select
+from sqlalchemy import ColumnElement, and_, delete, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -108,7 +108,7 @@ async def link_refs_to_ticket(
     )
 
 
-async def _materialise_links(session: AsyncSession, which_refs: Any) -> None:
+async def _materialise_links(session: AsyncSession, which_refs: ColumnElement[bool]) -> None:
     source = (
         select(Ticket.id, PullRequestRef.pull_request_id, func.min(PullRequestRef.via))
         .join(Repository, Repository.id == Ticket.repository_id)
