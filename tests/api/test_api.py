@@ -27,8 +27,8 @@ from bot.tables.mirror import (
     TicketPullRequest,
 )
 from harness_store.db import transaction
-from tests.api.test_healthz import client_for, postgres_down
 from tests.helpers import GitHubWebhookSender, github_example
+from tests.support.outages import client_for, postgres_down
 
 API = "/api/v1"
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)

@@ -3,7 +3,6 @@ no open redirects, forged or expired cookies ignored, reads public or behind the
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import AsyncIterator
 
@@ -16,30 +15,7 @@ from bot.tables.mirror import Installation, Repository
 from bot.web.session import SESSION_COOKIE, Session, decode, encode
 from tests.conftest import AppWith
 from tests.fakes.github_api import FakeGitHubAPI
-
-TOKEN = "admin-token-for-tests"
-
-
-@pytest.fixture
-async def web(app_with: AppWith) -> AsyncIterator[httpx.AsyncClient]:
-    """The app with an admin token set (reads then need a login by default)."""
-    async with app_with(admin_token=SecretStr(TOKEN)) as http:
-        yield http
-
-
-def csrf_of(html: str) -> str:
-    found = re.search(r'name="csrf" value="([^"]+)"', html)
-    assert found, html
-    return found.group(1)
-
-
-async def sign_in(
-    web: httpx.AsyncClient, token: str = TOKEN, next_path: str = "/x"
-) -> httpx.Response:
-    form = await web.get("/login")
-    return await web.post(
-        "/login", data={"csrf": csrf_of(form.text), "token": token, "next": next_path}
-    )
+from tests.support.signing_in import TOKEN, csrf_of, sign_in
 
 
 async def test_the_admin_token_signs_in_and_out(web: httpx.AsyncClient, deps: Deps) -> None:

@@ -25,7 +25,7 @@ from harness_store import store
 from harness_store.db import make_engine, make_sessionmaker, transaction
 from harness_store.models import HarnessVersion, SkillVersion
 from tests.conftest import AppWith
-from tests.web.test_web_auth import TOKEN, csrf_of, sign_in
+from tests.support.signing_in import TOKEN, csrf_of, sign_in
 
 V1 = "# Coder\n\nFix {{ ticket.key }}.\nKeep it small.\nRun the tests.\n"
 V2 = "# Coder\n\nFix {{ ticket.key }} carefully.\nKeep it small.\nRun the tests.\nOpen a PR.\n"
