@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from runner.agents.base import Agent, AgentRun, Outcome, StreamParser
-from runner.agents.claude_code import QUIET_ENV, TOOL_RESULT_LIMIT, ClaudeCode, ClaudeCodeParser
+from runner.agents.base import TOOL_RESULT_LIMIT, Agent, AgentRun, Outcome, StreamParser
+from runner.agents.claude_code import QUIET_ENV, ClaudeCode, ClaudeCodeParser
 from runner.contract import AgentConfig, AgentEvent, EventKind, Limits, RunStatus, Usage
 from tests.agent_clis import agent_cli
 from tests.fakes.model_server import ModelServer, Scenario, Step, ToolCall

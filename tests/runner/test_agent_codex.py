@@ -11,8 +11,8 @@ import pytest
 from pydantic import SecretStr
 
 from runner.agents import agent_for
-from runner.agents.base import Agent, AgentRun, Outcome, StreamParser
-from runner.agents.codex import TOOL_RESULT_LIMIT, Codex, CodexParser, toml_string
+from runner.agents.base import TOOL_RESULT_LIMIT, Agent, AgentRun, Outcome, StreamParser
+from runner.agents.codex import Codex, CodexParser, toml_string
 from runner.contract import AgentConfig, AgentEvent, EventKind, Limits, RunStatus, Usage
 from tests.agent_clis import agent_cli
 from tests.fakes.model_server import ModelServer, Scenario, Step, ToolCall

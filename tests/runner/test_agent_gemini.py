@@ -11,14 +11,8 @@ import pytest
 from pydantic import SecretStr
 
 from runner.agents import agent_for
-from runner.agents.base import Agent, AgentRun, Outcome, StreamParser
-from runner.agents.gemini import (
-    DEFAULT_MODEL,
-    REQUIRED_SETTINGS,
-    TOOL_RESULT_LIMIT,
-    Gemini,
-    GeminiParser,
-)
+from runner.agents.base import TOOL_RESULT_LIMIT, Agent, AgentRun, Outcome, StreamParser
+from runner.agents.gemini import DEFAULT_MODEL, REQUIRED_SETTINGS, Gemini, GeminiParser
 from runner.contract import AgentConfig, AgentEvent, EventKind, Limits, RunStatus, Usage
 from tests.agent_clis import agent_cli
 from tests.fakes.model_server import ModelServer, Scenario, Step, ToolCall
