@@ -3,6 +3,7 @@ the per-CLI ones share: a run to invoke, recorded output to parse, a real CLI to
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,6 +108,12 @@ class OutputCase:
     unknown: str  # a JSON line that means nothing for a run report
     long_output: LongOutput
     malformed: tuple[str, ...]  # lines that must not make the parser raise
+
+
+def error_message(line: str) -> str:
+    """The message of the error a recorded line reports."""
+    message: str = json.loads(line)["error"]["message"]
+    return message
 
 
 def parse(cli: AgentCli, lines: list[str]) -> tuple[StreamParser, list[AgentEvent]]:

@@ -25,6 +25,7 @@ from tests.runner.agent_cases.base import (
     RealCli,
     RecordedRun,
     ScriptedRun,
+    error_message,
 )
 
 # Recorded from codex 0.169.0 against the scripted server (temporary paths shortened).
@@ -157,11 +158,6 @@ AGENT = AgentCase(
 )
 
 
-def _message(line: str) -> str:
-    text: str = json.loads(line)["error"]["message"]
-    return text
-
-
 def _with_usage(line: str, **usage: int) -> str:
     data = json.loads(line)
     data["usage"].update(usage)
@@ -220,7 +216,7 @@ OUTPUT = OutputCase(
                 stderr=FAILED_CALL_STDERR,
                 events=FAILED_CALL_EVENTS,
                 outcome=Outcome(
-                    RunStatus.API_ERROR, error=_message(failure), error_class="api_error"
+                    RunStatus.API_ERROR, error=error_message(failure), error_class="api_error"
                 ),
             )
             for name, failure in [

@@ -22,6 +22,7 @@ from tests.runner.agent_cases.base import (
     RealCli,
     RecordedRun,
     ScriptedRun,
+    error_message,
 )
 
 # Recorded from gemini 0.61.0 against the scripted server (temporary paths shortened).
@@ -139,11 +140,6 @@ AGENT = AgentCase(
 )
 
 
-def _message(line: str) -> str:
-    text: str = json.loads(line)["error"]["message"]
-    return text
-
-
 def _with_stats(line: str, **stats: int) -> str:
     data = json.loads(line)
     data["stats"].update(stats)
@@ -192,7 +188,7 @@ OUTPUT = OutputCase(
                 stderr="Attempt 1 failed ... Max attempts reached\n",
                 events=FAILED_CALL_EVENTS,
                 outcome=Outcome(
-                    RunStatus.API_ERROR, error=_message(result), error_class="api_error"
+                    RunStatus.API_ERROR, error=error_message(result), error_class="api_error"
                 ),
             )
             for name, result, exit_code in [
@@ -228,7 +224,7 @@ OUTPUT = OutputCase(
             outcome=Outcome(
                 RunStatus.MAX_TURNS,
                 summary="Writing the file.",
-                error=_message(MAX_TURNS_RESULT),
+                error=error_message(MAX_TURNS_RESULT),
                 error_class="max_turns",
             ),
         ),
