@@ -1,4 +1,4 @@
-"""Driving one real agent CLI once, outside the runner: shared by the per-CLI tests."""
+"""Driving one real agent CLI once, outside the runner: shared by the agent tests."""
 
 from __future__ import annotations
 

@@ -8,11 +8,24 @@ the final `result` line holds the run's usage and cost; an API failure ends with
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
-from runner.agents.base import AgentRun, Invocation, Outcome, StreamState, scrubbed_env
+from runner.agents.base import (
+    TOOL_RESULT_LIMIT,
+    AgentRun,
+    Invocation,
+    JsonLinesParser,
+    Outcome,
+    exited_after_success,
+    make_home,
+    max_turns_reached,
+    no_result,
+    prompt_on_stdin,
+    reported_failure,
+    session_args,
+    token_count,
+)
 from runner.contract import AgentCli, AgentEvent, EventKind, RunStatus, Usage
 
 # Tools that run without asking: print mode has nobody to ask, so anything else is denied.
@@ -29,9 +42,6 @@ QUIET_ENV = {
     "CLAUDE_CODE_MAX_RETRIES": "0",
 }
 
-TOOL_RESULT_LIMIT = 4096  # characters of a tool's output kept in its event
-_STDERR_LIMIT = 500
-
 # How Claude Code words a failed model call in its result text (e.g. "API Error: 500 ...",
 # "Failed to authenticate. API Error: 401 ...", "API Error: Connection refused ...").
 _API_FAILURE = re.compile(
@@ -46,10 +56,8 @@ class ClaudeCode:
     skills_dir = ".claude/skills"
 
     def invocation(self, run: AgentRun, binary: str) -> Invocation:
-        """The prompt goes on stdin: argv would cap it at 128 KB and a leading "-" in a
-        ticket body would read as an option."""
         config = run.config
-        (run.home / "tmp").mkdir(parents=True, exist_ok=True)
+        make_home(run)
         argv = [
             binary,
             "-p",
@@ -69,48 +77,28 @@ class ClaudeCode:
         if run.instructions:
             # The "=" form keeps a harness that starts with "-" from reading as an option.
             argv.append(f"--append-system-prompt={run.instructions}")
-        if config.resume_session_id:
-            argv += ["--resume", config.resume_session_id]
-        elif run.session_id:
-            argv += ["--session-id", run.session_id]
+        argv += session_args(run)
         argv += config.extra_args
-        env = scrubbed_env(run.home, config, extra=QUIET_ENV)
-        return Invocation(argv=argv, env=env, stdin=run.prompt.encode())
+        return prompt_on_stdin(run, argv, QUIET_ENV)
 
     def parser(self) -> ClaudeCodeParser:
         return ClaudeCodeParser()
 
 
-class ClaudeCodeParser:
+class ClaudeCodeParser(JsonLinesParser):
     """stream-json lines -> events; keeps usage, cost, session id and the final result."""
 
     def __init__(self) -> None:
-        self.state = StreamState()
+        super().__init__()
         self.result: dict[str, Any] | None = None
         self._last_text: str | None = None  # the summary when a run ends without a result text
         # Usage per assistant message id: every block of a message repeats its usage.
         self._message_usage: dict[str, Usage] = {}
 
-    def feed(self, line: str) -> list[AgentEvent]:
-        text = line.strip()
-        if not text:
-            return []
-        try:
-            data = json.loads(text)
-        except ValueError:
-            return [_log(line)]
-        if not isinstance(data, dict):
-            return [_log(line)]
-        try:
-            return self._event(data)
-        except (AttributeError, KeyError, TypeError, ValueError):
-            return [_log(line)]  # a JSON shape this version does not know
-
     def _event(self, data: dict[str, Any]) -> list[AgentEvent]:
         kind = data.get("type")
         if kind == "system" and data.get("subtype") == "init":
-            self.state.session_id = data.get("session_id") or self.state.session_id
-            return [AgentEvent(kind=EventKind.SESSION, session_id=self.state.session_id)]
+            return [self._session_event(data.get("session_id"))]
         if kind == "assistant":
             return self._assistant(data)
         if kind == "user":
@@ -176,7 +164,7 @@ class ClaudeCodeParser:
         text = _result_text(data)
         final = data.get("result")
         self.state.final_text = final if isinstance(final, str) and final else self._last_text
-        self.state.session_id = data.get("session_id") or self.state.session_id
+        self._note_session(data.get("session_id"))
         cost = data.get("total_cost_usd")
         if isinstance(cost, int | float):
             self.state.cost_usd = float(cost)
@@ -204,40 +192,18 @@ class ClaudeCodeParser:
     def finish(self, exit_code: int, stderr_tail: str) -> Outcome:
         result = self.result
         if result is None:
-            tail = stderr_tail.strip()[-_STDERR_LIMIT:]
-            error = f"claude exited with code {exit_code} without a result"
-            return Outcome(
-                status=RunStatus.AGENT_ERROR,
-                error=f"{error}: {tail}" if tail else error,
-                error_class="no_result",
-            )
+            return no_result("claude", exit_code, stderr_tail)
         text = _result_text(result)
         if result.get("subtype") == "error_max_turns":
-            return Outcome(
-                status=RunStatus.MAX_TURNS,
-                summary=self.state.final_text,
-                error=text or "reached the maximum number of turns",
-                error_class="max_turns",
-            )
+            return max_turns_reached(self.state.final_text, text)
         if result.get("is_error"):
             if _is_api_failure(result, text):
-                return Outcome(
-                    status=RunStatus.API_ERROR,
-                    error=text or "the model API failed",
-                    error_class="api_error",
-                )
-            return Outcome(
-                status=RunStatus.AGENT_ERROR,
-                error=text or f"claude reported an error ({result.get('subtype')})",
-                error_class="agent_error",
+                return reported_failure(text or "the model API failed", api=True)
+            return reported_failure(
+                text or f"claude reported an error ({result.get('subtype')})", api=False
             )
         if exit_code != 0:
-            return Outcome(
-                status=RunStatus.AGENT_ERROR,
-                summary=self.state.final_text,
-                error=f"claude exited with code {exit_code} after reporting success",
-                error_class="exit_code",
-            )
+            return exited_after_success("claude", exit_code, self.state.final_text)
         return Outcome(status=RunStatus.SUCCEEDED, summary=self.state.final_text)
 
 
@@ -257,15 +223,11 @@ def _result_text(data: dict[str, Any]) -> str | None:
 
 
 def _usage(raw: dict[str, Any]) -> Usage:
-    def tokens(key: str) -> int:
-        value = raw.get(key)
-        return value if isinstance(value, int) else 0
-
     return Usage(
-        input_tokens=tokens("input_tokens"),
-        output_tokens=tokens("output_tokens"),
-        cache_read_tokens=tokens("cache_read_input_tokens"),
-        cache_write_tokens=tokens("cache_creation_input_tokens"),
+        input_tokens=token_count(raw, "input_tokens"),
+        output_tokens=token_count(raw, "output_tokens"),
+        cache_read_tokens=token_count(raw, "cache_read_input_tokens"),
+        cache_write_tokens=token_count(raw, "cache_creation_input_tokens"),
     )
 
 
@@ -291,7 +253,3 @@ def _truncate(text: str) -> str:
 def _subagent(data: dict[str, Any]) -> dict[str, Any]:
     parent = data.get("parent_tool_use_id")
     return {"parent_tool_use_id": parent} if parent else {}
-
-
-def _log(line: str) -> AgentEvent:
-    return AgentEvent(kind=EventKind.LOG, text=line)

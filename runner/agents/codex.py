@@ -28,7 +28,18 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from runner.agents.base import AgentRun, Invocation, Outcome, StreamState, scrubbed_env
+from runner.agents.base import (
+    AgentRun,
+    Invocation,
+    JsonLinesParser,
+    Outcome,
+    keep_end,
+    make_home,
+    prompt_on_stdin,
+    reported_failure,
+    token_count,
+    with_stderr,
+)
 from runner.contract import AgentCli, AgentEvent, EventKind, RunStatus, Usage
 
 PROVIDER = "openase"
@@ -43,8 +54,6 @@ QUIET_CONFIG = {
     "check_for_update_on_startup": "false",
 }
 
-TOOL_RESULT_LIMIT = 4096  # characters of a command's output kept in its event
-_STDERR_LIMIT = 500
 _OFFLINE = "waiting for network"
 OFFLINE_LIMIT = 3  # about 30 s of Codex retrying a server it cannot reach
 
@@ -65,12 +74,8 @@ class Codex:
     skills_dir = ".codex/skills"
 
     def invocation(self, run: AgentRun, binary: str) -> Invocation:
-        """The prompt goes on stdin (`-`): argv would cap it at 128 KB and a leading "-"
-        in a ticket body would read as an option."""
         config = run.config
-        codex_home = run.home / ".codex"
-        codex_home.mkdir(parents=True, exist_ok=True)
-        (run.home / "tmp").mkdir(parents=True, exist_ok=True)
+        codex_home = make_home(run, ".codex")
         settings = dict(QUIET_CONFIG)
         if config.model:
             settings["model"] = toml_string(config.model)
@@ -92,9 +97,8 @@ class Codex:
         argv += config.extra_args
         if config.resume_session_id:
             argv += ["resume", config.resume_session_id]
-        argv.append("-")
-        env = scrubbed_env(run.home, config, extra={"CODEX_HOME": str(codex_home)})
-        return Invocation(argv=argv, env=env, stdin=run.prompt.encode())
+        argv.append("-")  # the prompt: read from stdin
+        return prompt_on_stdin(run, argv, {"CODEX_HOME": str(codex_home)})
 
     def parser(self) -> CodexParser:
         return CodexParser()
@@ -136,39 +140,23 @@ def toml_string(text: str) -> str:
     return "".join(out)
 
 
-class CodexParser:
+class CodexParser(JsonLinesParser):
     """JSONL events -> AgentEvents; keeps the thread id, token totals and the last message."""
 
     def __init__(self) -> None:
-        self.state = StreamState()
+        super().__init__()
         self.completed = False  # a turn.completed arrived
         self.failure: str | None = None  # the turn.failed message
         self.last_error: str | None = None  # the latest `error` event (may be a retry)
         self._started: set[str] = set()  # items whose TOOL_CALL went out at item.started
         self._offline = 0  # "waiting for network" errors since the last sign of progress
 
-    def feed(self, line: str) -> list[AgentEvent]:
-        text = line.strip()
-        if not text:
-            return []
-        try:
-            data = json.loads(text)
-        except ValueError:
-            return [_log(line)]
-        if not isinstance(data, dict):
-            return [_log(line)]
-        if data.get("type") != "error":
-            self._offline = 0
-        try:
-            return self._event(data)
-        except (AttributeError, KeyError, TypeError, ValueError):
-            return [_log(line)]  # a JSON shape this version does not know
-
     def _event(self, data: dict[str, Any]) -> list[AgentEvent]:
         kind = data.get("type")
+        if kind != "error":
+            self._offline = 0
         if kind == "thread.started":
-            self.state.session_id = data.get("thread_id") or self.state.session_id
-            return [AgentEvent(kind=EventKind.SESSION, session_id=self.state.session_id)]
+            return [self._session_event(data.get("thread_id"))]
         if kind in ("item.started", "item.updated", "item.completed"):
             item = data.get("item")
             if isinstance(item, dict):
@@ -229,12 +217,9 @@ class CodexParser:
     def finish(self, exit_code: int, stderr_tail: str) -> Outcome:
         error = self.failure or (self.last_error if exit_code != 0 else None)
         if error is not None:
-            if _API_FAILURE.search(error):
-                return Outcome(status=RunStatus.API_ERROR, error=error, error_class="api_error")
-            return Outcome(status=RunStatus.AGENT_ERROR, error=error, error_class="agent_error")
+            return reported_failure(error, api=bool(_API_FAILURE.search(error)))
         if exit_code == 0 and self.completed and self.state.final_text:
             return Outcome(status=RunStatus.SUCCEEDED, summary=self.state.final_text)
-        tail = stderr_tail.strip()[-_STDERR_LIMIT:]
         if exit_code == 0 and self.completed:
             reason = "codex finished without a final message"
         else:
@@ -242,7 +227,7 @@ class CodexParser:
         return Outcome(
             status=RunStatus.AGENT_ERROR,
             summary=self.state.final_text,
-            error=f"{reason}: {tail}" if tail else reason,
+            error=with_stderr(reason, stderr_tail),
             error_class="no_result",
         )
 
@@ -274,13 +259,13 @@ def _tool_result(item: dict[str, Any]) -> AgentEvent:
         exit_code = item.get("exit_code")
         data["exit_code"] = exit_code
         failed = failed or (isinstance(exit_code, int) and exit_code != 0)
-        text = _truncate(str(item.get("aggregated_output") or ""))
+        text = keep_end(str(item.get("aggregated_output") or ""))
     elif kind == "file_change":
         data["changes"] = item.get("changes") or []
     elif kind == "mcp_tool_call":
         error = item.get("error")
         failed = failed or bool(error)
-        text = _truncate(json.dumps(error or item.get("result"), ensure_ascii=False))
+        text = keep_end(json.dumps(error or item.get("result"), ensure_ascii=False))
     return AgentEvent(
         kind=EventKind.TOOL_RESULT, tool_id=item.get("id"), text=text, is_error=failed, data=data
     )
@@ -288,27 +273,10 @@ def _tool_result(item: dict[str, Any]) -> AgentEvent:
 
 def _usage(raw: dict[str, Any]) -> Usage:
     """Responses-API counting: input includes the cached part and output the reasoning."""
-
-    def tokens(key: str) -> int:
-        value = raw.get(key)
-        return value if isinstance(value, int) else 0
-
-    cached = tokens("cached_input_tokens")
+    cached = token_count(raw, "cached_input_tokens")
     return Usage(
-        input_tokens=max(tokens("input_tokens") - cached, 0),
-        output_tokens=tokens("output_tokens"),
+        input_tokens=max(token_count(raw, "input_tokens") - cached, 0),
+        output_tokens=token_count(raw, "output_tokens"),
         cache_read_tokens=cached,
-        cache_write_tokens=tokens("cache_write_input_tokens"),
+        cache_write_tokens=token_count(raw, "cache_write_input_tokens"),
     )
-
-
-def _truncate(text: str) -> str:
-    """The end of a long output: that is where a failing command says why."""
-    if len(text) <= TOOL_RESULT_LIMIT:
-        return text
-    cut = len(text) - TOOL_RESULT_LIMIT
-    return f"[... {cut} earlier characters]\n" + text[cut:]
-
-
-def _log(line: str) -> AgentEvent:
-    return AgentEvent(kind=EventKind.LOG, text=line)

@@ -18,11 +18,18 @@ import string
 from collections import deque
 from collections.abc import Mapping, Sequence
 
-from runner.agents.base import AgentRun, Invocation, Outcome, StreamState, scrubbed_env
+from runner.agents.base import (
+    AgentRun,
+    Invocation,
+    Outcome,
+    StreamState,
+    make_home,
+    prompt_on_stdin,
+    stderr_end,
+)
 from runner.contract import AgentCli, AgentEvent, EventKind, RunStatus
 
 SUMMARY_CHARS = 2000
-_STDERR_IN_ERROR = 500
 PLACEHOLDERS = ("prompt", "prompt_file", "instructions_file", "workspace", "ticket", "model")
 
 
@@ -53,15 +60,14 @@ class Command:
         run.prompt_file.parent.mkdir(parents=True, exist_ok=True)
         run.prompt_file.write_text(run.prompt)
         instructions_file.write_text(run.instructions)
-        (run.home / "tmp").mkdir(parents=True, exist_ok=True)
+        make_home(run)
         extra = {
             "OPENASE_PROMPT_FILE": str(run.prompt_file),
             "OPENASE_INSTRUCTIONS_FILE": str(instructions_file),
             "OPENASE_TICKET": run.ticket_key,
             "OPENASE_WORKSPACE": str(run.workspace),
         }
-        env = scrubbed_env(run.home, config, extra=extra)
-        return Invocation(argv=argv, env=env, stdin=run.prompt.encode())
+        return prompt_on_stdin(run, argv, extra)
 
     def parser(self) -> CommandParser:
         return CommandParser()
@@ -127,7 +133,7 @@ class CommandParser:
             error = f"killed by signal {-exit_code}"
         else:
             error = f"exited with status {exit_code}"
-        stderr = stderr_tail.strip()[-_STDERR_IN_ERROR:]
+        stderr = stderr_end(stderr_tail)
         if stderr:
             error += f"; stderr ends: {stderr}"
         return Outcome(

@@ -25,13 +25,27 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from runner.agents.base import AgentRun, Invocation, Outcome, StreamState, scrubbed_env
+from runner.agents.base import (
+    AgentRun,
+    Invocation,
+    JsonLinesParser,
+    Outcome,
+    exited_after_success,
+    keep_end,
+    log_event,
+    make_home,
+    max_turns_reached,
+    no_result,
+    prompt_on_stdin,
+    reported_failure,
+    session_args,
+    token_count,
+    with_stderr,
+)
 from runner.contract import AgentCli, AgentConfig, AgentEvent, EventKind, RunStatus, Usage
 
 DEFAULT_MODEL = "gemini-2.5-pro"  # always named: the default "auto" first asks a router model
 MAX_ATTEMPTS_VAR = "GEMINI_MAX_ATTEMPTS"
-TOOL_RESULT_LIMIT = 4096  # characters of a tool's output kept in its event
-_STDERR_LIMIT = 500
 
 # Settings Gemini CLI needs to run headless and quiet; merged over whatever the file holds.
 REQUIRED_SETTINGS: dict[str, Any] = {
@@ -63,12 +77,8 @@ class Gemini:
     skills_dir = ".gemini/skills"
 
     def invocation(self, run: AgentRun, binary: str) -> Invocation:
-        """The prompt goes on stdin: argv would cap it at 128 KB and a leading "-" in a
-        ticket body would read as an option."""
         config = run.config
-        gemini_dir = run.home / ".gemini"
-        gemini_dir.mkdir(parents=True, exist_ok=True)
-        (run.home / "tmp").mkdir(parents=True, exist_ok=True)
+        gemini_dir = make_home(run, ".gemini")
         write_settings(gemini_dir / "settings.json", config)
         context = gemini_dir / "GEMINI.md"
         if run.instructions:
@@ -76,14 +86,10 @@ class Gemini:
         else:
             context.unlink(missing_ok=True)  # a harness of an earlier run must not linger
         argv = [binary, "-m", config.model or DEFAULT_MODEL, "-o", "stream-json", "--yolo"]
-        if config.resume_session_id:
-            argv += ["--resume", config.resume_session_id]
-        elif run.session_id:
-            argv += ["--session-id", run.session_id]
+        argv += session_args(run)
         argv += config.extra_args
         argv += ["-p", ""]  # headless; stdin holds the prompt
-        env = scrubbed_env(run.home, config, extra={"GEMINI_CLI_TRUST_WORKSPACE": "true"})
-        return Invocation(argv=argv, env=env, stdin=run.prompt.encode())
+        return prompt_on_stdin(run, argv, {"GEMINI_CLI_TRUST_WORKSPACE": "true"})
 
     def parser(self) -> GeminiParser:
         return GeminiParser()
@@ -124,28 +130,16 @@ def _max_attempts(value: SecretStr | None) -> int:
     return min(max(int(text), 1), 10) if text.isdigit() else 1
 
 
-class GeminiParser:
+class GeminiParser(JsonLinesParser):
     """stream-json lines -> AgentEvents; keeps the session id, usage and the final result."""
 
     def __init__(self) -> None:
-        self.state = StreamState()
+        super().__init__()
         self.result: dict[str, Any] | None = None
         self._pieces: list[str] = []  # the current model turn's text so far
 
-    def feed(self, line: str) -> list[AgentEvent]:
-        text = line.strip()
-        if not text:
-            return []
-        try:
-            data = json.loads(text)
-        except ValueError:
-            return [*self._flush(), _log(line)]
-        if not isinstance(data, dict):
-            return [*self._flush(), _log(line)]
-        try:
-            return self._event(data)
-        except (AttributeError, KeyError, TypeError, ValueError):
-            return [*self._flush(), _log(line)]  # a JSON shape this version does not know
+    def _unreadable(self, line: str) -> list[AgentEvent]:
+        return [*self._flush(), log_event(line)]
 
     def _event(self, data: dict[str, Any]) -> list[AgentEvent]:
         kind = data.get("type")
@@ -157,14 +151,8 @@ class GeminiParser:
             return []  # the user's prompt, echoed
         events = self._flush()
         if kind == "init":
-            self.state.session_id = data.get("session_id") or self.state.session_id
-            events.append(
-                AgentEvent(
-                    kind=EventKind.SESSION,
-                    session_id=self.state.session_id,
-                    data={"model": data["model"]} if data.get("model") else {},
-                )
-            )
+            model = {"model": data["model"]} if data.get("model") else {}
+            events.append(self._session_event(data.get("session_id"), model))
         elif kind == "tool_use":
             parameters = data.get("parameters")
             events.append(
@@ -218,42 +206,23 @@ class GeminiParser:
 
     def finish(self, exit_code: int, stderr_tail: str) -> Outcome:
         self._flush()  # a turn cut off without a result still counts as the last words
-        tail = stderr_tail.strip()[-_STDERR_LIMIT:]
         result = self.result
         if exit_code in _CONFIG_EXITS:
             reason = f"gemini refused to start ({_CONFIG_EXITS[exit_code]}, exit {exit_code})"
             return Outcome(
                 status=RunStatus.AGENT_ERROR,
-                error=f"{reason}: {tail}" if tail else reason,
+                error=with_stderr(reason, stderr_tail),
                 error_class="agent_config",
             )
         if exit_code == _MAX_TURNS_EXIT:
-            return Outcome(
-                status=RunStatus.MAX_TURNS,
-                summary=self.state.final_text,
-                error=(_error_text(result) if result else None)
-                or "reached the maximum number of turns",
-                error_class="max_turns",
-            )
+            return max_turns_reached(self.state.final_text, _error_text(result) if result else None)
         if result is None:
-            reason = f"gemini exited with code {exit_code} without a result"
-            return Outcome(
-                status=RunStatus.AGENT_ERROR,
-                error=f"{reason}: {tail}" if tail else reason,
-                error_class="no_result",
-            )
+            return no_result("gemini", exit_code, stderr_tail)
         if result.get("status") != "success":
             error = _error_text(result) or f"gemini reported an error (exit {exit_code})"
-            if _API_FAILURE.search(error):
-                return Outcome(status=RunStatus.API_ERROR, error=error, error_class="api_error")
-            return Outcome(status=RunStatus.AGENT_ERROR, error=error, error_class="agent_error")
+            return reported_failure(error, api=bool(_API_FAILURE.search(error)))
         if exit_code != 0:
-            return Outcome(
-                status=RunStatus.AGENT_ERROR,
-                summary=self.state.final_text,
-                error=f"gemini exited with code {exit_code} after reporting success",
-                error_class="exit_code",
-            )
+            return exited_after_success("gemini", exit_code, self.state.final_text)
         return Outcome(status=RunStatus.SUCCEEDED, summary=self.state.final_text)
 
 
@@ -266,7 +235,7 @@ def _tool_result(data: dict[str, Any]) -> AgentEvent:
     return AgentEvent(
         kind=EventKind.TOOL_RESULT,
         tool_id=data.get("tool_id"),
-        text=None if text is None else _truncate(text),
+        text=None if text is None else keep_end(text),
         is_error=data.get("status") != "success",
         data={"error_type": error["type"]} if isinstance(error, dict) and "type" in error else {},
     )
@@ -281,25 +250,13 @@ def _error_text(result: dict[str, Any]) -> str | None:
 
 def _usage(stats: dict[str, Any]) -> Usage:
     """`input_tokens` includes the cached part; `input` is what was not cached."""
-
-    def tokens(key: str) -> int:
-        value = stats.get(key)
-        return value if isinstance(value, int) else 0
-
-    cached = tokens("cached")
-    fresh = tokens("input") if "input" in stats else max(tokens("input_tokens") - cached, 0)
+    cached = token_count(stats, "cached")
+    if "input" in stats:
+        fresh = token_count(stats, "input")
+    else:
+        fresh = max(token_count(stats, "input_tokens") - cached, 0)
     return Usage(
-        input_tokens=fresh, output_tokens=tokens("output_tokens"), cache_read_tokens=cached
+        input_tokens=fresh,
+        output_tokens=token_count(stats, "output_tokens"),
+        cache_read_tokens=cached,
     )
-
-
-def _truncate(text: str) -> str:
-    """The end of a long output: that is where a failing command says why."""
-    if len(text) <= TOOL_RESULT_LIMIT:
-        return text
-    cut = len(text) - TOOL_RESULT_LIMIT
-    return f"[... {cut} earlier characters]\n" + text[cut:]
-
-
-def _log(line: str) -> AgentEvent:
-    return AgentEvent(kind=EventKind.LOG, text=line)

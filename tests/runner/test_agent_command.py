@@ -1,5 +1,6 @@
-"""The `command` agent: argv templates, files and env it hands over, its plain-text parser, and
-a real run through runner.process.supervise that edits a file."""
+"""The `command` agent: what only its argv templates do, its plain-text parser, and a real
+run through runner.process.supervise that edits a file. Its argv, files and env are checked
+with every agent module's in test_agent_contract.py."""
 
 from __future__ import annotations
 
@@ -8,75 +9,16 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from pydantic import SecretStr
 
-from runner.agents import agent_for
-from runner.agents.base import AgentRun, Outcome
+from runner.agents.base import Outcome
 from runner.agents.command import SUMMARY_CHARS, Command, CommandParser, expand_argv
-from runner.contract import AgentConfig, EventKind, Limits, RunStatus
+from runner.contract import AgentConfig, EventKind, RunStatus
 from runner.process import StopReason, supervise
-
-
-def agent_run(tmp_path: Path, config: AgentConfig, prompt: str = "Fix the greeting") -> AgentRun:
-    workspace = tmp_path / "worktree"
-    workspace.mkdir(exist_ok=True)
-    return AgentRun(
-        workspace=workspace,
-        home=tmp_path / "home",
-        prompt=prompt,
-        instructions="You are the coder. Commit nothing yourself.",
-        prompt_file=tmp_path / "run" / "prompt.md",
-        config=config,
-        ticket_key="octo/hello#12",
-        limits=Limits(),
-    )
+from tests.runner.agent_cases.base import agent_run
 
 
 def command(*argv: str, **fields: object) -> AgentConfig:
     return AgentConfig.model_validate({"cli": "command", "argv": argv, **fields})
-
-
-def test_registry_gives_the_command_agent() -> None:
-    agent = agent_for("command")
-    assert isinstance(agent, Command)
-    assert agent.cli == "command"
-    assert agent.skills_dir == ".agents/skills"
-
-
-def test_template_expansion(tmp_path: Path) -> None:
-    config = command(
-        "my-agent",
-        "--task={prompt}",
-        "{prompt_file}",
-        "--instructions",
-        "{instructions_file}",
-        "--in",
-        "{workspace}",
-        "{ticket}",
-        "{{not a placeholder}}",
-        "--model={model}",
-        model="local-7b",
-        extra_args=("--ticket-again", "{ticket}"),
-    )
-    run = agent_run(tmp_path, config)
-    invocation = Command().invocation(run, binary="ignored")
-    assert invocation.argv == [
-        "my-agent",
-        "--task=Fix the greeting",
-        str(tmp_path / "run" / "prompt.md"),
-        "--instructions",
-        str(tmp_path / "run" / "instructions.md"),
-        "--in",
-        str(run.workspace),
-        "octo/hello#12",
-        "{not a placeholder}",
-        "--model=local-7b",
-        "--ticket-again",
-        "octo/hello#12",
-    ]
-    assert invocation.stdin == b"Fix the greeting"
-    assert run.prompt_file.read_text() == "Fix the greeting"
-    assert (tmp_path / "run" / "instructions.md").read_text() == run.instructions
 
 
 def test_prompt_text_is_not_expanded_again(tmp_path: Path) -> None:
@@ -118,23 +60,6 @@ def test_empty_argv_is_refused(tmp_path: Path) -> None:
 
 def test_expand_argv_alone() -> None:
     assert expand_argv(["a{x}b", "{{{x}}}"], {"x": "1"}) == ["a1b", "{1}"]
-
-
-def test_env_is_scrubbed_plus_provider_settings_and_files(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("GITHUB_TOKEN", "ghs_must_not_leak")
-    config = command("agent", env={"OPENAI_API_KEY": SecretStr("sk-test")})
-    run = agent_run(tmp_path, config)
-    env = Command().invocation(run, "").env
-    assert "GITHUB_TOKEN" not in env
-    assert env["OPENAI_API_KEY"] == "sk-test"
-    assert env["HOME"] == str(run.home)
-    assert env["OPENASE_PROMPT_FILE"] == str(run.prompt_file)
-    assert env["OPENASE_INSTRUCTIONS_FILE"] == str(tmp_path / "run" / "instructions.md")
-    assert env["OPENASE_TICKET"] == "octo/hello#12"
-    assert env["OPENASE_WORKSPACE"] == str(run.workspace)
-    assert (run.home / "tmp").is_dir()
 
 
 # --- parser ---------------------------------------------------------------------------
@@ -204,7 +129,14 @@ EDITOR = textwrap.dedent("""
 
 async def run_editor(tmp_path: Path, exit_status: int) -> tuple[list[str], str, Outcome]:
     config = command(sys.executable, "-c", EDITOR, "{prompt_file}", "{ticket}", str(exit_status))
-    run = agent_run(tmp_path, config)
+    run = agent_run(
+        tmp_path,
+        config,
+        prompt="Fix the greeting",
+        instructions="You are the coder. Commit nothing yourself.",
+        ticket_key="octo/hello#12",
+    )
+    run.workspace.mkdir()
     agent = Command()
     invocation = agent.invocation(run, binary=sys.executable)
     parser = agent.parser()
