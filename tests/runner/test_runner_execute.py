@@ -10,87 +10,24 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from runner.contract import (
     AgentConfig,
-    AgentEvent,
     EventKind,
-    HarnessRef,
     Hooks,
     HookSpec,
     Limits,
-    RepoRef,
-    RunResult,
-    RunSpec,
     RunStatus,
     SkillFile,
     SkillSpec,
-    TicketRef,
 )
-from runner.events import CallbackEventSink
-from runner.execute import Cancellation, compose_prompt, execute
-from runner.workspace import Workspace
+from runner.execute import Cancellation, compose_prompt
 from tests.git_repos import branch_files, git, make_remote, show
-
-HARNESS = "You are the coder harness v7. Done means tests pass."
-
-
-def script(tmp_path: Path, name: str, body: str) -> Path:
-    path = tmp_path / name
-    path.write_text(f"#!{sys.executable}\n{body}")
-    path.chmod(0o755)
-    return path
-
-
-def spec_for(
-    remote: Path,
-    argv: list[str],
-    *,
-    hooks: Hooks | None = None,
-    limits: Limits | None = None,
-    skills: tuple[SkillSpec, ...] = (),
-    cli: str = "command",
-    binary: str | None = None,
-    run_id: str = "run-1",
-    **extra: Any,
-) -> RunSpec:
-    return RunSpec.model_validate(
-        {
-            "run_id": run_id,
-            "ticket": TicketRef(key="acme/api#7", number=7, title="Add hello"),
-            "repo": RepoRef(full_name="acme/api", clone_url=str(remote)),
-            "base_branch": "main",
-            "work_branch": "openase/7-add-hello",
-            "prompt": "Create hello.txt",
-            "harness": HarnessRef(name="coder", version=7, text=HARNESS),
-            "skills": skills,
-            "agent": AgentConfig.model_validate({"cli": cli, "argv": argv, "binary": binary}),
-            "hooks": hooks or Hooks(),
-            "limits": limits or Limits(),
-            **extra,
-        }
-    )
-
-
-async def run(
-    tmp_path: Path, spec: RunSpec, cancellation: Cancellation | None = None
-) -> tuple[RunResult, list[AgentEvent]]:
-    events: list[AgentEvent] = []
-    result = await execute(
-        spec,
-        workspace=Workspace(tmp_path / "ws"),
-        sink=CallbackEventSink(spec.run_id, events.append),
-        cancellation=cancellation,
-        machine="m1",
-    )
-    return result, events
-
+from tests.support.runs import HARNESS, PARTIAL_THEN, run, script, spec_for
 
 WRITER = """
 import pathlib, sys
@@ -192,24 +129,6 @@ async def test_a_blocking_on_start_hook_stops_the_run_before_the_agent(tmp_path:
     assert result.status is RunStatus.GATES_FAILED
     assert result.error == "on_start hook 'deps' failed"
     assert not marker.exists()
-
-
-PARTIAL_THEN = """
-import pathlib, sys, time, signal
-pathlib.Path("partial.txt").write_text("half done\\n")
-print("wrote partial", flush=True)
-mode = sys.argv[1]
-if mode == "sleep":
-    time.sleep(600)
-elif mode == "chatty":
-    while True:
-        print("still working", flush=True)
-        time.sleep(0.05)
-elif mode == "stubborn":
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    while True:
-        time.sleep(0.1)
-"""
 
 
 @pytest.mark.parametrize(

@@ -26,7 +26,7 @@ from runner.contract import (
 from tests.agent_clis import agent_cli
 from tests.fakes.model_server import ModelServer, Scenario, Step, ToolCall
 from tests.git_repos import branch_files, git, make_remote, show
-from tests.runner.test_runner_execute import HARNESS, run, spec_for
+from tests.support.runs import HARNESS, run, spec_for
 
 SKILL_DESCRIPTION = "Run the repository's tests the way its CI does (xyzzy-marker)"
 SKILL = SkillSpec(

@@ -37,7 +37,7 @@ from runner.contract import (
 from runner.worker import RunnerConfig, serve_runner
 from tests.conftest import Services
 from tests.git_repos import make_remote, show
-from tests.runner.test_runner_execute import PARTIAL_THEN, script, spec_for
+from tests.support.runs import PARTIAL_THEN, script, spec_for
 
 MACHINE = "m-test"
 
