@@ -21,7 +21,8 @@ import pytest
 
 from runner.contract import GitIdentity, RepoRef
 from runner.git import GitError, git, git_env
-from runner.workspace import PushRejected, Workspace, WorkspaceError, remote_url, token_scope
+from runner.remotes import WorkspaceError, remote_url, token_scope
+from runner.workspace import PushRejected, Workspace
 
 IDENTITY = {
     "GIT_AUTHOR_NAME": "Seed",
