@@ -4,7 +4,7 @@
     make bench-engine BENCH_ARGS="--tickets 50 --burst 40"
 
 Stands the whole system up in this process with the lifecycle tests' harness
-(tests/lifecycle.py): real PostgreSQL and Redis (embedded, or the throwaway servers in
+(tests/support/lifecycle.py): real PostgreSQL and Redis (embedded, or the throwaway servers in
 OPENASE_BENCH_DATABASE_URL / OPENASE_BENCH_REDIS_URL: every table is emptied), the web app
 behind an in-process ASGI client, the control worker (ingest, engine, dispatch, outbox),
 the recording fake GitHub API, and real `openase runner` processes running the `command`
@@ -53,8 +53,13 @@ from bot.tables.mirror import Delivery, Ticket
 from bot.tables.workflow import Activity, Run, TicketState
 from runner.contract import AgentEvent, EventKind, run_events_stream
 from tests.fakes.github_api import fake_github_api
-from tests.helpers import TEST_API_URL, TEST_WEBHOOK_SECRET, GitHubWebhookSender, test_private_key
-from tests.lifecycle import World, world
+from tests.support.helpers import (
+    TEST_API_URL,
+    TEST_WEBHOOK_SECRET,
+    GitHubWebhookSender,
+    test_private_key,
+)
+from tests.support.lifecycle import World, world
 
 TARGET_MS = 1000.0
 SLOTS = 4  # the throughput run's 2 runners x max_runs 2

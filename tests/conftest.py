@@ -30,12 +30,17 @@ from bot.servers.embedded import EmbeddedPostgres, EmbeddedRedis
 from bot.settings import Settings
 from bot.tables.mirror import Delivery
 from harness_store.db import Base
-from tests import network_guard
 from tests.fakes.github_api import FakeGitHubAPI, fake_github_api
 from tests.fakes.jira_server import FakeJira
 from tests.fakes.linear_api import FakeLinear
-from tests.helpers import TEST_API_URL, TEST_WEBHOOK_SECRET, GitHubWebhookSender, test_private_key
-from tests.lifecycle import World, world
+from tests.support import network_guard
+from tests.support.helpers import (
+    TEST_API_URL,
+    TEST_WEBHOOK_SECRET,
+    GitHubWebhookSender,
+    test_private_key,
+)
+from tests.support.lifecycle import World, world
 
 network_guard.install()
 
@@ -194,7 +199,7 @@ def open_world(
     services: Services,
     tmp_path: Path,
 ) -> OpenWorld:
-    """Opens tests/lifecycle.py's whole OpenASE over this test's services (options as
+    """Opens tests/support/lifecycle.py's whole OpenASE over this test's services (options as
     `world` takes them: config, control, runners, workers, ...)."""
 
     def opened(**options: Any) -> AbstractAsyncContextManager[World]:

@@ -32,8 +32,8 @@ from adapters.github.client import (
 )
 from bot.settings import Settings
 from tests.fakes.github_api import FakeGitHubAPI, FakeRepo, fake_github_api
-from tests.helpers import TEST_API_URL
-from tests.helpers import test_private_key as app_private_key
+from tests.support.helpers import TEST_API_URL
+from tests.support.helpers import test_private_key as app_private_key
 
 APP_ID = 4242
 INSTALLATION = 77

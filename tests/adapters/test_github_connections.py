@@ -23,7 +23,7 @@ from adapters.github.client import GitHubApp
 from adapters.github.pooled import LIMITS
 from bot.registry import Clients
 from bot.settings import Settings
-from tests.helpers import test_private_key as app_private_key
+from tests.support.helpers import test_private_key as app_private_key
 
 
 class CountingServer:

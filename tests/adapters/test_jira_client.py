@@ -24,7 +24,7 @@ from adapters.errors import RateLimited, RequestRejected, TransientError
 from adapters.jira.client import SEARCH_FIELDS, JiraClient, Moved, NoTransition
 from adapters.jira.events import parse, ticket_from_issue
 from tests.fakes.jira_server import FakeJira
-from tests.helpers import FIXTURES as SHARED_FIXTURES
+from tests.support.helpers import FIXTURES as SHARED_FIXTURES
 
 FIXTURES = SHARED_FIXTURES / "jira"
 EMAIL = "openase-bot@example.com"

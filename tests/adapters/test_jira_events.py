@@ -17,7 +17,7 @@ from adapters.base import (
 )
 from adapters.jira.events import parse
 from adapters.jira.verify import sign, signature_valid, token_valid
-from tests.helpers import FIXTURES as SHARED_FIXTURES
+from tests.support.helpers import FIXTURES as SHARED_FIXTURES
 
 FIXTURES = SHARED_FIXTURES / "jira"
 

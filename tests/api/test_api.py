@@ -27,7 +27,7 @@ from bot.tables.mirror import (
     TicketPullRequest,
 )
 from harness_store.db import transaction
-from tests.helpers import GitHubWebhookSender, github_example
+from tests.support.helpers import GitHubWebhookSender, github_example
 from tests.support.outages import client_for, postgres_down
 
 API = "/api/v1"

@@ -25,7 +25,7 @@ from bot.tables.mirror import Ticket
 from bot.tables.workflow import Activity, Run, RunState
 from harness_store.db import transaction
 from runner.contract import AgentEvent, HookResult, RunResult, RunStatus, Usage
-from tests.browser import served
+from tests.support.browser import served
 from tests.support.outages import client_for, redis_down
 from tests.support.run_streams import SSE, T0, Received, emit, finish, parse_sse, runner_sink
 

@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bot.deps import Deps
 from bot.worker_metrics import LATENCY_BUCKETS, read_ingest, record_ingest
-from tests.helpers import GitHubWebhookSender, github_example
+from tests.support.helpers import GitHubWebhookSender, github_example
 from tests.support.outages import client_for, postgres_down, redis_down
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]

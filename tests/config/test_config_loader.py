@@ -18,8 +18,8 @@ from bot.config.workflow import REPO_CONFIG_PATH
 from bot.registry import GitHubApp
 from bot.settings import Settings
 from tests.fakes.github_api import FakeGitHubAPI, FakeRepo
-from tests.helpers import TEST_API_URL
-from tests.helpers import test_private_key as app_private_key
+from tests.support.helpers import TEST_API_URL
+from tests.support.helpers import test_private_key as app_private_key
 
 INSTALLATION = 31
 GOOD = "workflows:\n  coder:\n    max_attempts: 5\n"

@@ -27,8 +27,8 @@ from bot.engine.tracker_tickets import TrackerPermissions, access_hint, tracker_
 from bot.registry import JIRA, LINEAR, GitHubApp
 from bot.settings import Settings
 from tests.fakes.github_api import FakeGitHubAPI
-from tests.helpers import TEST_API_URL
-from tests.helpers import test_private_key as app_private_key
+from tests.support.helpers import TEST_API_URL
+from tests.support.helpers import test_private_key as app_private_key
 
 CONTROL = """\
 linear:

@@ -31,7 +31,7 @@ from bot.tables.workflow import EffectStatus, OutboxEffect
 from harness_store.db import transaction
 from tests.fakes.github_api import FakeGitHubAPI, FakeRepo
 from tests.fakes.github_graphql import FakeGitHubGraphQL
-from tests.helpers import github_example
+from tests.support.helpers import github_example
 
 INSTALLATION = 77
 REPO = "acme/widgets"

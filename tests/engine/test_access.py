@@ -23,8 +23,8 @@ from bot.engine.access import (
 from bot.registry import GitHubApp
 from bot.settings import Settings
 from tests.fakes.github_api import FakeGitHubAPI
-from tests.helpers import TEST_API_URL
-from tests.helpers import test_private_key as app_private_key
+from tests.support.helpers import TEST_API_URL
+from tests.support.helpers import test_private_key as app_private_key
 
 INSTALLATION = 41
 REPO = "octo/hello"

@@ -25,7 +25,7 @@ from adapters.base import (
 from adapters.github.events import parse
 from bot.deps import Deps
 from bot.tables.mirror import Delivery, DeliveryTicket, PullRequest, TicketPullRequest
-from tests.helpers import GitHubWebhookSender, github_example, github_examples
+from tests.support.helpers import GitHubWebhookSender, github_example, github_examples
 
 IngestAll = Callable[[], Awaitable[list[str]]]
 

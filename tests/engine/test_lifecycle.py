@@ -1,5 +1,5 @@
 """Whole lifecycles, driven only through signed webhooks, against the recording fake GitHub
-API and real runner processes executing the `command` agent (tests/lifecycle.py)."""
+API and real runner processes executing the `command` agent (tests/support/lifecycle.py)."""
 
 from __future__ import annotations
 
@@ -17,12 +17,12 @@ from bot.engine.runs import tracking as run_tracking
 from bot.settings import Settings
 from bot.tables.mirror import Ticket
 from bot.tables.workflow import Run, TicketState
-from tests.agent_clis import agent_cli
 from tests.conftest import OpenWorld
 from tests.fakes.model_server import ModelServer, Scenario, Step, ToolCall
-from tests.git_repos import git, show
-from tests.helpers import github_example
-from tests.lifecycle import WRITER, World, repo_config
+from tests.support.agent_clis import agent_cli
+from tests.support.git_repos import git, show
+from tests.support.helpers import github_example
+from tests.support.lifecycle import WRITER, World, repo_config
 
 T = TypeVar("T")
 Json = dict[str, Any]

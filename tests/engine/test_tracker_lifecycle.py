@@ -27,7 +27,7 @@ from bot.tables.workflow import Run, TicketState
 from tests.conftest import JIRA_EMAIL, AppWith, OpenWorld
 from tests.fakes.jira_server import FakeJira
 from tests.fakes.linear_api import FakeLinear
-from tests.lifecycle import FULL_NAME, WRITER, World
+from tests.support.lifecycle import FULL_NAME, WRITER, World
 
 T = TypeVar("T")
 Json = dict[str, Any]

@@ -36,7 +36,7 @@ from githubkit_schemas.latest import models as gh
 from adapters.github.client import graphql_url
 from bot.settings import Settings
 from tests.fakes.github_git import sync_from_git
-from tests.helpers import github_example
+from tests.support.helpers import github_example
 
 Json = dict[str, Any]
 Handler = Callable[..., httpx.Response]

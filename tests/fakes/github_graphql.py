@@ -28,7 +28,7 @@ from graphql import GraphQLError, GraphQLResolveInfo, GraphQLScalarType, GraphQL
 
 from tests.fakes.github_api import FakeGitHubAPI, FakeRepo
 from tests.fakes.github_graphql_errors import static_errors, syntax_error, variable_errors
-from tests.helpers import FIXTURES
+from tests.support.helpers import FIXTURES
 
 Json = dict[str, Any]
 

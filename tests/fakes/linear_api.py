@@ -30,7 +30,7 @@ import httpx
 import respx
 from graphql import GraphQLError, GraphQLSchema
 
-from tests.helpers import FIXTURES
+from tests.support.helpers import FIXTURES
 
 Json = dict[str, Any]
 View = Callable[[Json], Json]

@@ -31,8 +31,8 @@ from harness_store.builtin_content import builtin_harnesses
 from harness_store.db import transaction
 from harness_store.models import HarnessVersion, SkillVersion, TicketHarnessPin
 from harness_store.seed import seed_builtins
-from tests.browser import served
 from tests.conftest import Services
+from tests.support.browser import served
 
 V1 = "# {{ ticket.key }}\n\nFix it.\nKeep it small.\n"
 V2 = "# {{ ticket.key }}\n\nFix it well.\nKeep it small.\n"

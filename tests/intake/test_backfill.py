@@ -35,7 +35,7 @@ from bot.tables.mirror import (
 )
 from harness_store.db import transaction
 from tests.fakes.github_api import FakeGitHubAPI, FakeRepo, fake_github_api
-from tests.helpers import TEST_API_URL
+from tests.support.helpers import TEST_API_URL
 
 INSTALLATION = 77
 REPO_ID = 555

@@ -19,7 +19,7 @@ from bot.tables.mirror import (
     Repository,
     Ticket,
 )
-from tests.helpers import GitHubWebhookSender, github_event_names, github_examples
+from tests.support.helpers import GitHubWebhookSender, github_event_names, github_examples
 
 IngestAll = Callable[[], Awaitable[list[str]]]
 USED_EVENTS = {

@@ -15,7 +15,7 @@ from adapters.jira.verify import sign
 from bot.deps import Deps
 from bot.tables.mirror import Comment, Delivery, Ticket
 from tests.conftest import AppWith
-from tests.helpers import FIXTURES as SHARED_FIXTURES
+from tests.support.helpers import FIXTURES as SHARED_FIXTURES
 
 SECRET = "jira-s3cret"
 FIXTURES = SHARED_FIXTURES / "jira"

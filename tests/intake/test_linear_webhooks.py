@@ -33,7 +33,7 @@ from adapters.linear.verify import sign, signature_valid, timestamp_fresh
 from bot.deps import Deps
 from bot.tables.mirror import Comment, Delivery, Ticket
 from tests.conftest import AppWith
-from tests.helpers import FIXTURES
+from tests.support.helpers import FIXTURES
 
 SECRET = "linear-test-secret-not-real"
 DELIVERY = "0b8f7d2e-6c1a-4e5b-9a3d-2f4e6a8c0b1d"

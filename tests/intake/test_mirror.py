@@ -19,7 +19,7 @@ from bot.tables.mirror import (
     Ticket,
     TicketPullRequest,
 )
-from tests.helpers import GitHubWebhookSender, github_example
+from tests.support.helpers import GitHubWebhookSender, github_example
 
 RunWorker = Callable[[], Awaitable[object]]
 

@@ -6,7 +6,7 @@ from sqlalchemy import select
 
 from bot.deps import Deps
 from bot.tables.mirror import Delivery, Ticket
-from tests.helpers import GitHubWebhookSender, github_example
+from tests.support.helpers import GitHubWebhookSender, github_example
 
 
 async def test_ping_is_answered_and_stored(github: GitHubWebhookSender, deps: Deps) -> None:

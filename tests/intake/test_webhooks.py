@@ -17,7 +17,7 @@ from bot.processes.app import create_app
 from bot.settings import Settings
 from bot.tables.mirror import Delivery
 from tests.conftest import Services
-from tests.helpers import TEST_WEBHOOK_SECRET, GitHubWebhookSender, github_example
+from tests.support.helpers import TEST_WEBHOOK_SECRET, GitHubWebhookSender, github_example
 
 RunWorker = Callable[[], Awaitable[object]]
 

@@ -278,7 +278,7 @@ def test_runner_and_try_refuse_bad_arguments(
 def test_try_names_the_bad_option(
     extra: list[str], complaint: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from tests.git_repos import git
+    from tests.support.git_repos import git
 
     repo = tmp_path / "repo"
     repo.mkdir()

@@ -29,7 +29,7 @@ import pytest
 
 from adapters.github.verify import sign
 from tests.conftest import Services
-from tests.helpers import TEST_WEBHOOK_SECRET, github_example
+from tests.support.helpers import TEST_WEBHOOK_SECRET, github_example
 
 pytestmark = pytest.mark.slow
 

@@ -17,7 +17,7 @@ from bot.deps import Deps
 from bot.intake.sweep import sweep_pending
 from bot.tables.mirror import Delivery, DeliveryTicket, Ticket
 from tests.conftest import Services
-from tests.helpers import GitHubWebhookSender, github_example
+from tests.support.helpers import GitHubWebhookSender, github_example
 
 DELIVERIES = 600
 

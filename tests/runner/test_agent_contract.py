@@ -18,7 +18,6 @@ from runner.agents import agent_for
 from runner.agents.base import TOOL_RESULT_LIMIT, Outcome
 from runner.contract import AgentEvent, EventKind, RunStatus, Usage
 from tests.fakes.model_server import ModelServer, Scenario, Step
-from tests.real_agents import of_kind
 from tests.runner.agent_cases import AGENTS, OUTPUTS, REAL_CLIS
 from tests.runner.agent_cases.base import (
     HARNESS,
@@ -34,6 +33,7 @@ from tests.runner.agent_cases.base import (
     run_cli,
     skill_workspace,
 )
+from tests.support.real_agents import of_kind
 
 
 def cli_of(case: AgentCase | OutputCase | RealCli) -> str:

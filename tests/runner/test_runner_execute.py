@@ -26,7 +26,7 @@ from runner.contract import (
     SkillSpec,
 )
 from runner.execute import Cancellation, compose_prompt
-from tests.git_repos import branch_files, git, make_remote, show
+from tests.support.git_repos import branch_files, git, make_remote, show
 from tests.support.runs import HARNESS, PARTIAL_THEN, run, script, spec_for
 
 WRITER = """

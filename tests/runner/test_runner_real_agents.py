@@ -23,9 +23,9 @@ from runner.contract import (
     SkillFile,
     SkillSpec,
 )
-from tests.agent_clis import agent_cli
 from tests.fakes.model_server import ModelServer, Scenario, Step, ToolCall
-from tests.git_repos import branch_files, git, make_remote, show
+from tests.support.agent_clis import agent_cli
+from tests.support.git_repos import branch_files, git, make_remote, show
 from tests.support.runs import HARNESS, run, spec_for
 
 SKILL_DESCRIPTION = "Run the repository's tests the way its CI does (xyzzy-marker)"

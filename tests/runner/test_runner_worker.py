@@ -36,7 +36,7 @@ from runner.contract import (
 )
 from runner.worker import RunnerConfig, serve_runner
 from tests.conftest import Services
-from tests.git_repos import make_remote, show
+from tests.support.git_repos import make_remote, show
 from tests.support.runs import PARTIAL_THEN, script, spec_for
 
 MACHINE = "m-test"

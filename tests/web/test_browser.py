@@ -17,9 +17,9 @@ from bot.deps import Deps
 from harness_store.db import transaction
 from harness_store.models import HarnessVersion
 from harness_store.store import list_versions, publish_harness
-from tests.browser import chromium, screenshot, served
 from tests.conftest import OpenWorld
 from tests.support.board import a_result, add_repo, add_run, add_ticket, move
+from tests.support.browser import chromium, screenshot, served
 from tests.support.run_streams import emit, finish, runner_sink
 
 TOKEN = "browser-admin-token"

@@ -23,7 +23,6 @@ from bot.web.live_events import board_changes, run_output
 from bot.web.ticket_pages import ACTIVITY_PAGE, BoardFilters, database_now
 from harness_store.db import make_engine, make_sessionmaker, transaction
 from harness_store.store import pin_harness, publish_harness, publish_skill, record_run_versions
-from tests.browser import served
 from tests.support.board import (
     HOSTILE,
     SKILL_MD,
@@ -34,6 +33,7 @@ from tests.support.board import (
     hook,
     move,
 )
+from tests.support.browser import served
 from tests.support.outages import redis_down
 from tests.support.run_streams import T0, Received, emit, finish, parse_sse, runner_sink
 from tests.support.signing_in import sign_in

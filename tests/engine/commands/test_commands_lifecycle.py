@@ -1,6 +1,6 @@
 """Every slash command end to end: a signed `issue_comment` webhook in, reactions, replies
 and state changes out, against the recording fake GitHub API and a real runner
-(tests/lifecycle.py)."""
+(tests/support/lifecycle.py)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from typing import Any, TypeVar
 import pytest
 
 from bot.config.states import State
-from tests.agent_clis import agent_cli
 from tests.conftest import OpenWorld
 from tests.fakes.model_server import ModelServer, Scenario, Step
-from tests.lifecycle import WRITER, World, repo_config
+from tests.support.agent_clis import agent_cli
+from tests.support.lifecycle import WRITER, World, repo_config
 
 T = TypeVar("T")
 Json = dict[str, Any]

@@ -14,9 +14,9 @@ from pydantic import SecretStr
 from runner.agents import agent_for
 from runner.agents.base import Agent, AgentRun, Outcome, StreamParser
 from runner.contract import AgentCli, AgentConfig, AgentEvent, EventKind, Limits, Usage
-from tests.agent_clis import CliName, agent_cli
 from tests.fakes.model_server import ModelServer, RecordedRequest, Step, ToolCall
-from tests.real_agents import Finished, run_real, skill_repo
+from tests.support.agent_clis import CliName, agent_cli
+from tests.support.real_agents import Finished, run_real, skill_repo
 
 # --- the agent module: identity, argv and env ----------------------------------------------
 

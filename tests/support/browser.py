@@ -22,7 +22,7 @@ import uvicorn
 from bot.deps import Deps
 from bot.processes.app import create_app
 
-SCREENSHOTS = Path(__file__).parent / "artifacts" / "screenshots"
+SCREENSHOTS = Path(__file__).parents[1] / "artifacts" / "screenshots"
 CHROMIUM_PATHS = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
 
 

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from adapters.github.verify import sign
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parents[1] / "fixtures"
 TEST_WEBHOOK_SECRET = "test-webhook-secret-not-real"
 # A GitHub Enterprise Server-style base URL proves OPENASE_GITHUB_API_URL is honoured.
 TEST_API_URL = "https://ghe.example.test/api/v3"

@@ -24,7 +24,7 @@ PACKAGES: dict[CliName, tuple[str, str]] = {
     "gemini": ("@google/gemini-cli", "0.61.0"),
 }
 
-ROOT = Path(__file__).resolve().parent.parent / ".tools" / "agent-clis"
+ROOT = Path(__file__).resolve().parents[2] / ".tools" / "agent-clis"
 INSTALL_TIMEOUT = 900
 # npm's error codes when it cannot reach a registry at all.
 _OFFLINE_CODES = (

@@ -39,8 +39,8 @@ from bot.tables.workflow import Activity, Run, TicketState
 from harness_store.seed import seed_builtins
 from tests.fakes.github_api import FakeGitHubAPI, FakeRepo
 from tests.fakes.github_graphql import FakeGitHubGraphQL
-from tests.git_repos import git
-from tests.helpers import GitHubWebhookSender, github_example
+from tests.support.git_repos import git
+from tests.support.helpers import GitHubWebhookSender, github_example
 
 T = TypeVar("T")
 Json = dict[str, Any]
@@ -543,7 +543,7 @@ async def world(
     trackers: TrackerClients | None = None,
     path_prefix: Path | None = None,
 ) -> AsyncIterator[World]:
-    """`control` replaces the control-plane YAML (its default drives tests/lifecycle's
+    """`control` replaces the control-plane YAML (its default drives this module's
     script agent); `path_prefix` goes in front of the runners' PATH (an agent CLI's home)."""
     """The world, with its worker and runners started; everything stopped afterwards."""
     agent = root / "agent.py"
