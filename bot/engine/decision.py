@@ -4,7 +4,7 @@ comment of its Linear or Jira issue — as outbox effects in the deciding transa
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -277,6 +277,21 @@ class Decision:
             installation_id=repo.installation_id,
         )
         self.followups.outbox.add(repo.installation_id)
+
+
+@dataclass
+class Reacting:
+    """A delivery being reacted to: its transaction, the engine, the installation it came
+    from, and what the decisions on its events ask for after the commit."""
+
+    session: AsyncSession
+    engine: Engine
+    installation_id: int | None = None
+    followups: Followups = field(default_factory=Followups)
+
+    async def decision(self, loaded: Loaded) -> Decision:
+        """A decision on one of the delivery's tickets (it has a repository)."""
+        return await Decision.on(self.session, self.engine, loaded, self.followups)
 
 
 def _checks(run: Run | None) -> tuple[tuple[str, str], ...]:

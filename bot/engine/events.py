@@ -13,7 +13,6 @@ reviews) are recognised by their `Bot` actor and ignored.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -41,7 +40,7 @@ from bot.effects.projects import resolve_item, state_for_option
 from bot.engine.commands.comments import body_commands, commented
 from bot.engine.commands.registry import Commands
 from bot.engine.context import BOT, Engine, Followups, Loaded, by, ensure_state, load
-from bot.engine.decision import Decision, note
+from bot.engine.decision import Decision, Reacting, note
 from bot.engine.reviews import pull_request_changed, rerun_gates, reviewed, tickets_at
 from bot.engine.tickets import load_event_ticket, own_change, ticket_id_of
 from bot.engine.tracker_tickets import is_tracker
@@ -49,22 +48,6 @@ from bot.tables.mirror import Repository, Ticket
 from bot.tables.workflow import Run, TicketState
 
 log = structlog.get_logger(__name__)
-
-
-@dataclass
-class Reacting:
-    """A delivery being reacted to: its transaction, the engine, the commands it knows, and
-    what the decisions on its events ask for after the commit."""
-
-    session: AsyncSession
-    engine: Engine
-    commands: Commands
-    installation_id: int | None = None
-    followups: Followups = field(default_factory=Followups)
-
-    async def decision(self, loaded: Loaded) -> Decision:
-        """A decision on one of the delivery's tickets (it has a repository)."""
-        return await Decision.on(self.session, self.engine, loaded, self.followups)
 
 
 async def react(
@@ -75,24 +58,24 @@ async def react(
     installation_id: int | None = None,
 ) -> Followups:
     """Decide on a delivery's events in the caller's transaction; what to do after commit."""
-    r = Reacting(session, engine, commands, installation_id)
+    r = Reacting(session, engine, installation_id)
     for event in events:
         match event:
             case TicketUpserted():
-                await _ticket_upserted(r, event)
+                await _ticket_upserted(r, event, commands)
             case LabelsChanged():
                 await _labels_changed(r, event)
             case PullRequestChanged():
-                await pull_request_changed(session, engine, event, r.followups)
+                await pull_request_changed(r, event)
             case PullRequestReviewed():
-                await reviewed(session, engine, event, r.followups)
+                await reviewed(r, event)
             case CheckRunRequested():
                 await _check_requested(r, event)
             case ChecksCompleted():
                 for ticket_id in await tickets_at(session, event.repo.id, event.head_sha):
                     r.followups.merge_checks.add(ticket_id)
             case CommentCreated():
-                await commented(session, engine, event, r.followups, commands)
+                await commented(r, event, commands)
             case StatusChanged():
                 await _status_changed(r, event)
             case TicketRemoved():
@@ -124,7 +107,7 @@ async def _ticket_removed(r: Reacting, event: TicketRemoved) -> None:
     r.followups.dispatch_due = True
 
 
-async def _ticket_upserted(r: Reacting, event: TicketUpserted) -> None:
+async def _ticket_upserted(r: Reacting, event: TicketUpserted, commands: Commands) -> None:
     if event.action not in ("opened", "reopened", "closed", "edited"):
         return
     loaded = await load_event_ticket(r.session, r.engine, event.ticket)
@@ -148,7 +131,7 @@ async def _ticket_upserted(r: Reacting, event: TicketUpserted) -> None:
             r.followups.dispatch.add(loaded.ticket.id)  # its blockers may have changed
         return
     if event.action == "opened":
-        await body_commands(r.session, r.engine, loaded, event.ticket, r.followups, r.commands)
+        await body_commands(r, loaded, event.ticket, commands)
         row = loaded.state
     decision = await r.decision(loaded)
     config = decision.config

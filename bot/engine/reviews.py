@@ -10,8 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from adapters.base import PullRequestChanged, PullRequestReviewed
 from bot.config.states import TERMINAL, State
 from bot.engine.access import WRITE_PERMISSIONS, GitHubPermissions
-from bot.engine.context import BOT, Engine, Followups, load
-from bot.engine.decision import Decision, note
+from bot.engine.context import BOT, Engine, load
+from bot.engine.decision import Decision, Reacting, note
 from bot.tables.mirror import Repository, Ticket, TicketPullRequest
 from bot.tables.workflow import TicketState
 
@@ -50,9 +50,8 @@ async def tickets_at(session: AsyncSession, repo_id: int, sha: str) -> list[int]
     return list(rows.all())
 
 
-async def pull_request_changed(
-    session: AsyncSession, engine: Engine, event: PullRequestChanged, followups: Followups
-) -> None:
+async def pull_request_changed(r: Reacting, event: PullRequestChanged) -> None:
+    session, engine, followups = r.session, r.engine, r.followups
     pr = event.pull_request
     if event.action not in ("closed", "synchronize"):
         return
@@ -89,9 +88,8 @@ async def rerun_gates(decision: Decision, why: str) -> None:
     await decision.send_back(flow, reason=f"{why}: re-running the gates", gates_only=True)
 
 
-async def reviewed(
-    session: AsyncSession, engine: Engine, event: PullRequestReviewed, followups: Followups
-) -> None:
+async def reviewed(r: Reacting, event: PullRequestReviewed) -> None:
+    session, engine, followups = r.session, r.engine, r.followups
     pr = event.pull_request
     if event.author_type == BOT:
         return

@@ -11,22 +11,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from adapters.base import CommentCreated, TicketInfo
 from bot.config.routes import tracker_identities
 from bot.engine.access import Actor
-from bot.engine.commands.registry import Commands, Source, run_commands
-from bot.engine.context import BOT, Engine, Followups, Loaded
+from bot.engine.commands.registry import Commands
+from bot.engine.commands.run import Source, run_commands
+from bot.engine.context import BOT, Engine, Loaded
+from bot.engine.decision import Reacting
 from bot.engine.tickets import load_routed, own_change, ticket_id_of
 from bot.engine.tracker_tickets import is_tracker, tracker_actor
 from bot.tables.mirror import Ticket
 from bot.tables.workflow import TicketState
 
 
-async def commented(
-    session: AsyncSession,
-    engine: Engine,
-    event: CommentCreated,
-    followups: Followups,
-    commands: Commands,
-) -> None:
+async def commented(r: Reacting, event: CommentCreated, commands: Commands) -> None:
     """A new comment's commands, on the issue itself or on its PR's conversation."""
+    session, engine = r.session, r.engine
     comment = event.comment
     if not comment.body or "/" not in comment.body:
         return
@@ -56,18 +53,12 @@ async def commented(
             source = Source(
                 comment.body, author, _int(comment.external_id), f"c{comment.external_id}"
             )
-        await run_commands(session, engine, loaded, source, followups, commands)
+        await run_commands(r, loaded, source, commands)
 
 
-async def body_commands(
-    session: AsyncSession,
-    engine: Engine,
-    loaded: Loaded,
-    info: TicketInfo,
-    followups: Followups,
-    commands: Commands,
-) -> None:
+async def body_commands(r: Reacting, loaded: Loaded, info: TicketInfo, commands: Commands) -> None:
     """A new issue's body may carry commands too (`/run` in an issue template)."""
+    engine = r.engine
     if not info.body or "/" not in info.body:
         return
     if is_tracker(loaded.ticket):
@@ -86,12 +77,12 @@ async def body_commands(
             comment_id=None,
             key=f"i{loaded.ticket.id}",
         )
-        await run_commands(session, engine, loaded, source, followups, commands)
+        await run_commands(r, loaded, source, commands)
         return
     login = info.author_login or "ghost"
     author = Actor(login, BOT if login.endswith("[bot]") else "User")
     source = Source(info.body, author, None, f"i{loaded.ticket.id}")
-    await run_commands(session, engine, loaded, source, followups, commands)
+    await run_commands(r, loaded, source, commands)
 
 
 def _tracker_source(
