@@ -41,7 +41,7 @@ NONCE_COOKIE = "openase_oauth"
 STATE_SECONDS = 600
 # Repositories asked about per sign-in, at most: a large installation is not walked whole.
 MAX_REPOS_CHECKED = 50
-_permissions = PermissionCache(ttl=60.0)
+PERMISSIONS_TTL = 60.0  # seconds a writer's answer is trusted, as for slash commands
 
 
 def web_url(settings: Settings) -> str:
@@ -172,6 +172,10 @@ async def _github_user(settings: Settings, code: str) -> str | None:
 async def _may_write(request: Request, login: str) -> bool:
     """Write access to any repository the App is installed on, asked as the App."""
     deps = deps_of(request)
+    # One cache per app (not per process): an app built for a test starts with none.
+    cache: PermissionCache = request.app.state.__dict__.setdefault(
+        "github_permissions", PermissionCache(ttl=PERMISSIONS_TTL)
+    )
     try:
         github = deps.github_app()
     except ConfigError:
@@ -189,7 +193,7 @@ async def _may_write(request: Request, login: str) -> bool:
     for full_name, installation_id in repos:
         if installation_id is None:  # excluded by the query; for the type checker
             continue
-        source = GitHubPermissions(github, full_name, installation_id, cache=_permissions)
+        source = GitHubPermissions(github, full_name, installation_id, cache=cache)
         try:
             if await source.permission(login) in WRITE_PERMISSIONS:
                 return True
