@@ -1,6 +1,9 @@
 """The roles an adapter plays (STYLE practice 4) and the types the roles speak in.
 
-A `WebhookParser` turns one delivery into normalized events.
+A `CodeHost` keeps the code and its reviews (GitHub); a `WebhookParser` turns one
+delivery into normalized events. Each concrete client is checked against its role by mypy
+where it is defined, so a method that drifts from the role fails the type check there
+rather than in `bot`.
 
 The tracker-neutral records and normalized events are defined in adapters/normalized.py
 and re-exported here: `adapters.base` is the one import of everything tracker-neutral.
@@ -8,6 +11,7 @@ and re-exported here: `adapters.base` is the one import of everything tracker-ne
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -43,12 +47,15 @@ from adapters.normalized import (
 
 __all__ = [
     "CachedPage",
+    "CheckRunInfo",
     "CheckRunRequested",
     "ChecksCompleted",
+    "CodeHost",
     "CommentCreated",
     "CommentDeleted",
     "CommentEdited",
     "CommentInfo",
+    "CommitStatusInfo",
     "EtagStore",
     "InstallationChanged",
     "InstallationInfo",
@@ -61,6 +68,8 @@ __all__ = [
     "ParsedDelivery",
     "PayloadError",
     "ProjectItemChanged",
+    "ProjectItemInfo",
+    "ProjectItems",
     "PullRequestChanged",
     "PullRequestInfo",
     "PullRequestReviewed",
@@ -68,6 +77,7 @@ __all__ = [
     "RepoInfo",
     "RepositoriesChanged",
     "RepositoryChanged",
+    "ReviewCommentInfo",
     "ReviewCommented",
     "StatusChanged",
     "TicketInfo",
@@ -123,6 +133,56 @@ class RepoFile:
     content: bytes | None = field(repr=False)  # None unless a file of at most 1 MB
 
 
+@dataclass(frozen=True)
+class CheckRunInfo:
+    """A check run on a commit, ours or another App's (CI)."""
+
+    id: int
+    name: str
+    status: str | None  # queued | in_progress | completed (or GitHub's waiting states)
+    conclusion: str | None  # success | failure | neutral | cancelled | skipped | ...
+    external_id: str | None
+
+
+@dataclass(frozen=True)
+class CommitStatusInfo:
+    """A commit status, the older way CI services report on a commit."""
+
+    context: str
+    state: str | None  # error | failure | pending | success
+
+
+@dataclass(frozen=True)
+class ReviewCommentInfo:
+    """A review's comment on a line (or the whole file) of a pull request's diff."""
+
+    path: str
+    line: int | None  # None when on the whole file
+    body: str
+
+
+@dataclass(frozen=True)
+class ProjectItems:
+    """An issue's cards on project boards. Each card is the GraphQL object the query in
+    adapters/github/projects.py asks for: `id`, `project { id title closed field }` and
+    `fieldValueByName { name optionId }`."""
+
+    items: list[Json]  # the cards on boards the App may read
+    hidden: int  # cards GitHub answered null for: their board is out of the App's reach
+    forbidden: list[Json]  # GitHub's FORBIDDEN errors, which say what it would not show
+
+
+@dataclass(frozen=True)
+class ProjectItemInfo:
+    """A card on a board, as a `projects_v2_item` webhook's item id resolves."""
+
+    item_id: str
+    project_id: str | None
+    repo: str | None  # OWNER/NAME of the issue on the card; None for PRs and drafts
+    number: int | None  # the issue's number; None for PRs and draft issues
+    status: str | None  # the option of the asked single-select field; None when unset
+
+
 # --- the roles --------------------------------------------------------------------------------
 
 
@@ -130,3 +190,184 @@ class WebhookParser(Protocol):
     """Turns one webhook delivery of a tracker into normalized events."""
 
     def __call__(self, event: str, payload: dict[str, object]) -> ParsedDelivery: ...
+
+
+class CodeHost(Protocol):
+    """Where the code lives and is reviewed (GitHub): repositories, issues, pull requests,
+    checks and project boards, asked as one installation of an App.
+
+    Every method raises RateLimited, TransientError or RequestRejected (adapters.errors);
+    a RequestRejected carries GitHub's status, which callers test for 404 and the like.
+    """
+
+    @property
+    def app_id(self) -> int: ...
+
+    async def aclose(self) -> None: ...
+
+    async def installation_token(self, installation_id: int) -> str: ...
+
+    # repositories and their files
+    async def repo_installation(self, full_name: str) -> InstallationInfo: ...
+
+    async def repository(self, full_name: str, installation_id: int) -> RepoInfo: ...
+
+    def open_issues(
+        self, repo: RepoInfo, installation_id: int, etags: EtagStore | None = None
+    ) -> AsyncGenerator[Page[TicketUpserted], None]: ...
+
+    def open_pull_requests(
+        self, repo: RepoInfo, installation_id: int, etags: EtagStore | None = None
+    ) -> AsyncGenerator[Page[PullRequestChanged], None]: ...
+
+    async def branch_head_sha(
+        self, full_name: str, branch: str, installation_id: int
+    ) -> str | None: ...
+
+    async def file_at(
+        self, full_name: str, path: str, ref: str, installation_id: int
+    ) -> RepoFile | None: ...
+
+    # who may do what
+    async def collaborator_permission(
+        self, full_name: str, login: str, installation_id: int
+    ) -> str | None: ...
+
+    async def team_membership_state(
+        self, org: str, team_slug: str, login: str, installation_id: int
+    ) -> str | None: ...
+
+    # labels
+    async def issue_label_names(
+        self, full_name: str, number: int, installation_id: int
+    ) -> list[str]: ...
+
+    async def add_issue_labels(
+        self, full_name: str, number: int, labels: Sequence[str], installation_id: int
+    ) -> None: ...
+
+    async def remove_issue_label(
+        self, full_name: str, number: int, name: str, installation_id: int
+    ) -> None: ...
+
+    async def has_repo_label(self, full_name: str, name: str, installation_id: int) -> bool: ...
+
+    async def create_repo_label(
+        self,
+        full_name: str,
+        name: str,
+        installation_id: int,
+        *,
+        color: str | None = None,
+        description: str | None = None,
+    ) -> None: ...
+
+    # comments, reactions and issues
+    def issue_comments(
+        self, full_name: str, number: int, installation_id: int
+    ) -> AsyncGenerator[Json, None]: ...
+
+    async def create_issue_comment(
+        self, full_name: str, number: int, body: str, installation_id: int
+    ) -> Json: ...
+
+    async def update_issue_comment(
+        self, full_name: str, comment_id: int, body: str, installation_id: int
+    ) -> Json: ...
+
+    async def react_to_issue(
+        self, full_name: str, number: int, content: str, installation_id: int
+    ) -> Json: ...
+
+    async def react_to_issue_comment(
+        self, full_name: str, comment_id: int, content: str, installation_id: int
+    ) -> Json: ...
+
+    async def react_to_review_comment(
+        self, full_name: str, comment_id: int, content: str, installation_id: int
+    ) -> Json: ...
+
+    async def update_issue(
+        self,
+        full_name: str,
+        number: int,
+        installation_id: int,
+        *,
+        state: str | None = None,
+        state_reason: str | None = None,
+        title: str | None = None,
+        body: str | None = None,
+    ) -> Json: ...
+
+    # checks
+    async def check_runs(
+        self, full_name: str, ref: str, installation_id: int
+    ) -> list[CheckRunInfo]: ...
+
+    async def find_check_run(
+        self, full_name: str, ref: str, installation_id: int, *, name: str, external_id: str
+    ) -> int | None: ...
+
+    async def create_check_run(
+        self, full_name: str, head_sha: str, fields: Json, installation_id: int
+    ) -> Json: ...
+
+    async def update_check_run(
+        self, full_name: str, check_run_id: int, fields: Json, installation_id: int
+    ) -> Json: ...
+
+    async def commit_statuses(
+        self, full_name: str, ref: str, installation_id: int
+    ) -> list[CommitStatusInfo]: ...
+
+    # pull requests
+    async def find_pull_request(
+        self, full_name: str, head: str, base: str, installation_id: int
+    ) -> Json | None: ...
+
+    async def create_pull_request(
+        self,
+        full_name: str,
+        installation_id: int,
+        *,
+        title: str,
+        head: str,
+        base: str,
+        body: str,
+        draft: bool | None = None,
+    ) -> Json: ...
+
+    async def pull_request(self, full_name: str, number: int, installation_id: int) -> Json: ...
+
+    async def update_pull_request(
+        self, full_name: str, number: int, installation_id: int, *, title: str, body: str
+    ) -> Json: ...
+
+    async def merge_pull_request(
+        self,
+        full_name: str,
+        number: int,
+        installation_id: int,
+        *,
+        method: str,
+        sha: str,
+        commit_title: str | None = None,
+        commit_message: str | None = None,
+    ) -> str | None: ...
+
+    async def review_comments(
+        self, full_name: str, number: int, review_id: int, installation_id: int, *, limit: int
+    ) -> list[ReviewCommentInfo]: ...
+
+    # project boards
+    async def project_items_of_issue(
+        self, full_name: str, number: int, installation_id: int, *, field: str, first: int
+    ) -> ProjectItems: ...
+
+    async def set_project_item_option(
+        self, project_id: str, item_id: str, field_id: str, option_id: str, installation_id: int
+    ) -> bool: ...
+
+    async def project_item(
+        self, item_id: str, installation_id: int, *, field: str
+    ) -> ProjectItemInfo | None: ...

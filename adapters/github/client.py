@@ -1,7 +1,10 @@
-"""The GitHub App client, with the repository endpoints.
+"""The GitHub App client: every call the bot makes to GitHub, typed (STYLE practice 14).
 
-transport.py sends the requests (tokens, paging, rate limits), auth.py holds the App's
-credentials.
+`GitHubApp` is the code host (adapters.base.CodeHost). Its endpoints are grouped by what
+they are about, one module each beside this one: issues.py (labels, comments, reactions),
+checks.py, pulls.py, access.py (permissions, teams) and projects.py (Projects v2 boards,
+GraphQL); the repository endpoints are here. transport.py sends the requests (tokens,
+paging, rate limits), auth.py holds the App's credentials.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from urllib.parse import quote
 
 from adapters.base import (
     CachedPage,
+    CodeHost,
     EtagStore,
     InstallationInfo,
     Json,
@@ -24,6 +28,8 @@ from adapters.base import (
     TicketUpserted,
 )
 from adapters.errors import RequestRejected
+from adapters.github.access import AccessEndpoints
+from adapters.github.checks import CheckEndpoints
 from adapters.github.events import (
     installation_from_api,
     pull_request_changed,
@@ -31,21 +37,26 @@ from adapters.github.events import (
     repo_from_api,
     ticket_from_issue,
 )
+from adapters.github.issues import IssueEndpoints
+from adapters.github.projects import ProjectEndpoints
+from adapters.github.pulls import PullRequestEndpoints
 from adapters.github.transport import (
-    GitHubTransport,
     checked_full_name,
     graphql_url,
     json_body,
     json_object,
 )
 
-# What bot/registry.py takes from here besides the client: the paging types backfill uses.
+# The client and the types of its answers that are not records (bot/registry.py takes the
+# paging types and graphql_url here).
 __all__ = ["CachedPage", "EtagStore", "GitHubApp", "Page", "RepoFile", "graphql_url"]
 
 _SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")  # SHA-1, or SHA-256 repositories
 
 
-class GitHubApp(GitHubTransport):
+class GitHubApp(
+    IssueEndpoints, CheckEndpoints, PullRequestEndpoints, AccessEndpoints, ProjectEndpoints
+):
     """A GitHub App against one API base URL: as the App, and as each of its installations."""
 
     async def repo_installation(self, full_name: str) -> InstallationInfo:
@@ -155,3 +166,7 @@ class GitHubApp(GitHubTransport):
             sha=body.get("sha") if isinstance(body.get("sha"), str) else None,
             content=content,
         )
+
+
+# mypy holds the client to its role: a method that drifts from CodeHost fails here.
+_ROLE: type[CodeHost] = GitHubApp
