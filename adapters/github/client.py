@@ -40,16 +40,11 @@ from adapters.github.events import (
 from adapters.github.issues import IssueEndpoints
 from adapters.github.projects import ProjectEndpoints
 from adapters.github.pulls import PullRequestEndpoints
-from adapters.github.transport import (
-    checked_full_name,
-    graphql_url,
-    json_body,
-    json_object,
-)
+from adapters.github.transport import checked_full_name, json_body, json_object
 
 # The client and the types of its answers that are not records (bot/registry.py takes the
-# paging types and graphql_url here).
-__all__ = ["CachedPage", "EtagStore", "GitHubApp", "Page", "RepoFile", "graphql_url"]
+# paging types here).
+__all__ = ["CachedPage", "EtagStore", "GitHubApp", "Page", "RepoFile"]
 
 _SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")  # SHA-1, or SHA-256 repositories
 

@@ -10,15 +10,13 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from adapters.errors import RequestRejected, TransientError
+from adapters.errors import RequestRejected
 from bot.config.states import State
 from bot.deps import Deps
 from bot.effects.github import EffectKind
 from bot.effects.outbox import add_effect, perform_pending
 from bot.effects.projects import (
-    ISSUE_ITEMS,
     ProjectItem,
-    graphql,
     resolve_item,
     state_for_option,
     status_option_for,
@@ -502,27 +500,3 @@ async def test_resolve_item_on_a_board_out_of_reach_is_rejected(
     with pytest.raises(RequestRejected) as caught:
         await resolve_item(github_app(settings), INSTALLATION, card.id)
     assert caught.value.status == 403
-
-
-# --- the fake answers what GitHub would ------------------------------------------------------
-
-
-async def test_the_fake_refuses_documents_github_would_refuse(
-    settings: Settings, boards: FakeGitHubGraphQL, widgets: FakeRepo
-) -> None:
-    github = github_app(settings)
-    misspelt = ISSUE_ITEMS.replace("fieldValueByName", "fieldValueByNam")
-    variables = {"owner": "acme", "name": "widgets", "number": 7, "field": "Status", "first": 5}
-    with pytest.raises(TransientError, match="Field 'fieldValueByNam' doesn't exist"):
-        await graphql(github, INSTALLATION, misspelt, variables, "a misspelt query")
-
-    with pytest.raises(TransientError, match=r"Variable \$number of type Int! was provided"):
-        await graphql(github, INSTALLATION, ISSUE_ITEMS, {**variables, "number": "7"}, "it")
-
-    wrong_type = (
-        'mutation M($o: ID!) { updateProjectV2ItemFieldValue(input: {projectId: "P", '
-        'itemId: "I", fieldId: "F", value: {singleSelectOptionId: $o}}) { clientMutationId } }'
-    )
-    with pytest.raises(TransientError, match=r"Type mismatch on variable \$o"):
-        await graphql(github, INSTALLATION, wrong_type, {"o": "x"}, "a mutation")
-    assert boards.mutations == []
