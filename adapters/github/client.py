@@ -30,14 +30,14 @@ from adapters.base import (
 from adapters.errors import RequestRejected
 from adapters.github.access import AccessEndpoints
 from adapters.github.checks import CheckEndpoints
-from adapters.github.events import (
+from adapters.github.issues import IssueEndpoints
+from adapters.github.objects import (
     installation_from_api,
     pull_request_changed,
     pull_request_from_api,
     repo_from_api,
     ticket_from_issue,
 )
-from adapters.github.issues import IssueEndpoints
 from adapters.github.projects import ProjectEndpoints
 from adapters.github.pulls import PullRequestEndpoints
 from adapters.github.transport import checked_full_name, json_body, json_object

@@ -1,9 +1,9 @@
 """Linear GraphQL client: the writes the bot makes to Linear and the reads backfill needs.
 
 Requests go through gql over one httpx session (respx can stand in for Linear in tests).
-Every document the client sends is in DOCUMENTS, and the tests validate each one against
-Linear's published schema. Issues come back in the shape Linear's webhooks deliver, so
-`adapters.linear.events.ticket_from_issue` reads both.
+Every document the client sends is in documents.py, and the tests validate each one
+against Linear's published schema. Issues come back in the shape Linear's webhooks
+deliver, so `adapters.linear.events.ticket_from_issue` reads both.
 
 Linear answers most failures as GraphQL errors, often inside an HTTP 400: the error's
 `extensions.code` / `extensions.type` say what happened, the HTTP status only sometimes.
@@ -20,7 +20,6 @@ from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from textwrap import dedent
 from typing import Any, TypeVar
 
 import httpx
@@ -34,6 +33,7 @@ from gql.transport.exceptions import (
 from gql.transport.httpx import HTTPXAsyncTransport
 
 from adapters.errors import AdapterError, RateLimited, RequestRejected, TransientError
+from adapters.linear.documents import DOCUMENTS
 
 Json = dict[str, Any]
 _Item = TypeVar("_Item")
@@ -45,145 +45,6 @@ CACHE_SECONDS = 60.0
 # minute keeps a deferred job from hammering it.
 RATE_LIMIT_WAIT = timedelta(seconds=60)
 _MAX_MESSAGE = 300
-
-_ISSUE_FIELDS = """
-fragment IssueFields on Issue {
-  id
-  identifier
-  number
-  title
-  description
-  url
-  createdAt
-  updatedAt
-  completedAt
-  canceledAt
-  state { id name type }
-  team { id key name }
-  # 50 labels keeps a 50-issue page well inside Linear's query complexity limit.
-  labels(first: 50) { nodes { id name } }
-  assignee { id name email }
-  creator { id name email }
-  project { id name }
-}
-"""
-
-
-def _document(text: str, *fragments: str) -> str:
-    return dedent(text).strip() + "".join("\n" + dedent(f).strip() for f in fragments)
-
-
-DOCUMENTS: dict[str, str] = {
-    "Viewer": _document("""
-        query Viewer {
-          viewer { id }
-        }
-    """),
-    # 250 is Linear's page maximum; a team has a handful of workflow states.
-    "TeamStates": _document("""
-        query TeamStates($teamId: String!) {
-          team(id: $teamId) {
-            states(first: 250) { nodes { id name type } }
-          }
-        }
-    """),
-    # Team labels and workspace labels (no team) both apply to the team's issues; group
-    # labels only hold other labels and cannot be put on an issue.
-    "TeamLabels": _document("""
-        query TeamLabels($teamId: ID!, $after: String) {
-          issueLabels(
-            first: 250
-            after: $after
-            filter: {
-              isGroup: { eq: false }
-              or: [{ team: { id: { eq: $teamId } } }, { team: { null: true } }]
-            }
-          ) {
-            nodes { id name }
-            pageInfo { hasNextPage endCursor }
-          }
-        }
-    """),
-    "CreateLabel": _document("""
-        mutation CreateLabel($teamId: String!, $name: String!, $color: String) {
-          issueLabelCreate(input: { teamId: $teamId, name: $name, color: $color }) {
-            success
-            issueLabel { id name }
-          }
-        }
-    """),
-    "Issue": _document(
-        """
-        query Issue($id: String!) {
-          issue(id: $id) { ...IssueFields }
-        }
-        """,
-        _ISSUE_FIELDS,
-    ),
-    "IssuesPage": _document(
-        """
-        query IssuesPage($teamKey: String!, $first: Int!, $after: String) {
-          issues(
-            filter: { team: { key: { eq: $teamKey } } }
-            first: $first
-            after: $after
-            orderBy: updatedAt
-          ) {
-            nodes { ...IssueFields }
-            pageInfo { hasNextPage endCursor }
-          }
-        }
-        """,
-        _ISSUE_FIELDS,
-    ),
-    "MoveIssue": _document("""
-        mutation MoveIssue($id: String!, $stateId: String!) {
-          issueUpdate(id: $id, input: { stateId: $stateId }) { success }
-        }
-    """),
-    "AddLabel": _document("""
-        mutation AddLabel($id: String!, $labelId: String!) {
-          issueAddLabel(id: $id, labelId: $labelId) { success }
-        }
-    """),
-    "RemoveLabel": _document("""
-        mutation RemoveLabel($id: String!, $labelId: String!) {
-          issueRemoveLabel(id: $id, labelId: $labelId) { success }
-        }
-    """),
-    "CreateComment": _document("""
-        mutation CreateComment($issueId: String!, $body: String!) {
-          commentCreate(input: { issueId: $issueId, body: $body }) {
-            success
-            comment { id url }
-          }
-        }
-    """),
-    "UpdateComment": _document("""
-        mutation UpdateComment($id: String!, $body: String!) {
-          commentUpdate(id: $id, input: { body: $body }) {
-            success
-            comment { id url }
-          }
-        }
-    """),
-    "React": _document("""
-        mutation React($commentId: String!, $emoji: String!) {
-          reactionCreate(input: { commentId: $commentId, emoji: $emoji }) {
-            success
-            reaction { id }
-          }
-        }
-    """),
-    "AttachUrl": _document("""
-        mutation AttachUrl($issueId: String!, $url: String!, $title: String!) {
-          attachmentLinkURL(issueId: $issueId, url: $url, title: $title) {
-            success
-            attachment { id }
-          }
-        }
-    """),
-}
 
 
 @dataclass(frozen=True)
