@@ -1,9 +1,9 @@
 """The roles an adapter plays (STYLE practice 4) and the types the roles speak in.
 
-A `CodeHost` keeps the code and its reviews (GitHub); a `WebhookParser` turns one
-delivery into normalized events. Each concrete client is checked against its role by mypy
-where it is defined, so a method that drifts from the role fails the type check there
-rather than in `bot`.
+A `CodeHost` keeps the code and its reviews (GitHub); an `IssueTracker` keeps tickets
+beside it (Linear, Jira); a `WebhookParser` turns one delivery into normalized events. Each
+concrete client is checked against its role by mypy where it is defined, so a method that
+drifts from the role fails the type check there rather than in `bot`.
 
 The tracker-neutral records and normalized events are defined in adapters/normalized.py
 and re-exported here: `adapters.base` is the one import of everything tracker-neutral.
@@ -60,6 +60,7 @@ __all__ = [
     "InstallationChanged",
     "InstallationInfo",
     "IssueRef",
+    "IssueTracker",
     "Json",
     "LabelChanged",
     "LabelsChanged",
@@ -83,6 +84,7 @@ __all__ = [
     "TicketInfo",
     "TicketRemoved",
     "TicketUpserted",
+    "TrackerComment",
     "TrackerLabelChanged",
     "WebhookParser",
 ]
@@ -181,6 +183,17 @@ class ProjectItemInfo:
     repo: str | None  # OWNER/NAME of the issue on the card; None for PRs and drafts
     number: int | None  # the issue's number; None for PRs and draft issues
     status: str | None  # the option of the asked single-select field; None when unset
+
+
+# --- what an issue tracker answers ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrackerComment:
+    """A comment the bot posted or edited on a tracker's issue."""
+
+    id: str
+    url: str | None  # where a person reads it
 
 
 # --- the roles --------------------------------------------------------------------------------
@@ -371,3 +384,33 @@ class CodeHost(Protocol):
     async def project_item(
         self, item_id: str, installation_id: int, *, field: str
     ) -> ProjectItemInfo | None: ...
+
+
+class IssueTracker(Protocol):
+    """A tracker tickets live in beside the code host (Linear, Jira): what both do alike.
+
+    Moving an issue, its labels and paging its issues stay with each client, because the
+    two differ in what the bot relies on: Linear picks a state of the issue's team by name
+    or by type and adds labels by id per team; Jira walks the workflow's transitions
+    (saying which exist when none leads there) and edits labels by name; backfill pages a
+    Linear team by key and Jira by JQL. One signature for those would change what the bot
+    does, so they are not part of the role.
+    """
+
+    async def aclose(self) -> None: ...
+
+    async def account_id(self) -> str:
+        """The bot's own account, as the tracker's webhooks name whoever made a change."""
+        ...
+
+    async def post_comment(self, issue: str, body: str) -> TrackerComment:
+        """A new comment on `issue` (Linear: its id or identifier; Jira: its key)."""
+        ...
+
+    async def edit_comment(self, issue: str, comment_id: str, body: str) -> TrackerComment:
+        """Replace a comment's body; RequestRejected(404) when it was deleted."""
+        ...
+
+    async def link_url(self, issue: str, url: str, title: str) -> None:
+        """Link `url` (a pull request) from the issue, once however often it is asked."""
+        ...

@@ -32,6 +32,7 @@ from gql.transport.exceptions import (
 )
 from gql.transport.httpx import HTTPXAsyncTransport
 
+from adapters.base import IssueTracker, TrackerComment
 from adapters.errors import AdapterError, RateLimited, RequestRejected, TransientError
 from adapters.linear.documents import DOCUMENTS
 
@@ -235,6 +236,25 @@ class LinearClient:
         data = await self._execute("AttachUrl", {"issueId": issue_id, "url": url, "title": title})
         self._require_success("AttachUrl", data["attachmentLinkURL"])
 
+    # --- the issue tracker role (adapters.base.IssueTracker) -----------------------------
+
+    async def account_id(self) -> str:
+        """The API key's user, as webhooks name an actor (the viewer)."""
+        return await self.viewer_id()
+
+    async def post_comment(self, issue: str, body: str) -> TrackerComment:
+        """A new comment on the issue (by id or identifier such as ENG-123)."""
+        return _tracker_comment(await self.create_comment(issue, body))
+
+    async def edit_comment(self, issue: str, comment_id: str, body: str) -> TrackerComment:
+        """Replace a comment's body (Linear finds a comment by its id; `issue` is not sent);
+        RequestRejected(404) when it is gone."""
+        return _tracker_comment(await self.update_comment(comment_id, body))
+
+    async def link_url(self, issue: str, url: str, title: str) -> None:
+        """Attach `url` to the issue, once per URL."""
+        await self.attach_url(issue, url, title)
+
     # --- transport --------------------------------------------------------------------------
 
     async def _connected(self) -> AsyncClientSession:
@@ -313,6 +333,11 @@ class LinearClient:
 # --- helpers ----------------------------------------------------------------------------------
 
 
+def _tracker_comment(comment: Mapping[str, Any]) -> TrackerComment:
+    url = comment.get("url")
+    return TrackerComment(id=str(comment["id"]), url=url if isinstance(url, str) else None)
+
+
 def _fresh(entry: tuple[float, list[_Item]] | None) -> list[_Item] | None:
     if entry is None or time.monotonic() - entry[0] > CACHE_SECONDS:
         return None
@@ -388,3 +413,7 @@ def _kind(exc: BaseException) -> str:
     """What went wrong, without the exception's text (it may quote a request)."""
     cause = exc.__cause__ or exc
     return type(cause).__name__
+
+
+# mypy holds the client to its role: a method that drifts from IssueTracker fails here.
+_ROLE: type[IssueTracker] = LinearClient
