@@ -1,362 +1,416 @@
-"""Tracker-neutral types: what every adapter turns its webhook payloads and API pages into.
+"""The roles an adapter plays (STYLE practice 4) and the types the roles speak in.
 
-Nothing past an adapter reads a raw payload (STYLE practice 2). Events are frozen
-dataclasses; `occurred_at` / `updated_at` are the tracker's clock, used to keep the mirror
-from moving backwards when deliveries arrive out of order.
+A `CodeHost` keeps the code and its reviews (GitHub); an `IssueTracker` keeps tickets
+beside it (Linear, Jira); a `WebhookParser` turns one delivery into normalized events. Each
+concrete client is checked against its role by mypy where it is defined, so a method that
+drifts from the role fails the type check there rather than in `bot`.
+
+The tracker-neutral records and normalized events are defined in adapters/normalized.py
+and re-exported here: `adapters.base` is the one import of everything tracker-neutral.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, Literal, Protocol
-
-
-class PayloadError(ValueError):
-    """A payload lacks a field its event promises, or has it in the wrong shape."""
-
-
-@dataclass(frozen=True)
-class RepoInfo:
-    """A code repository as the code host describes it."""
-
-    id: int
-    full_name: str
-    private: bool = False
-    default_branch: str | None = None
-    clone_url: str | None = None
-    html_url: str | None = None
-
-
-@dataclass(frozen=True)
-class TicketInfo:
-    """A tracker issue's full current state, as of `updated_at`."""
-
-    source: str  # "github" | "linear" | "jira"
-    external_id: str  # the tracker's stable id (GitHub: the issue's numeric id)
-    key: str  # what humans call it: "acme/api#12", "ENG-123", "PROJ-7"
-    title: str
-    body: str
-    state: Literal["open", "closed"]
-    state_reason: str | None
-    author_login: str | None
-    assignees: tuple[str, ...]
-    labels: tuple[str, ...]
-    milestone: str | None
-    html_url: str | None
-    created_at: datetime | None
-    updated_at: datetime | None
-    closed_at: datetime | None
-    repo: RepoInfo | None = None
-    number: int | None = None
-    # The trackers' ids of `labels`, in the same order, where the tracker has them: a label
-    # renamed or deleted after this state was captured is then known by its current name.
-    label_ids: tuple[int, ...] = ()
-    # What Linear and Jira say besides the common fields, for routing a ticket to a
-    # repository and for moving it: team/project, workflow state or status, components.
-    tracker: Mapping[str, Any] | None = None
-
-
-@dataclass(frozen=True)
-class CommentInfo:
-    source: str
-    external_id: str
-    author_login: str | None
-    author_type: str | None  # "User" | "Bot" | ...
-    body: str
-    html_url: str | None
-    created_at: datetime | None
-    updated_at: datetime | None
-    # Linear and Jira know people by an id and (where the site shows it) an email, which is
-    # how config maps them to GitHub users for slash commands.
-    author_id: str | None = None
-    author_email: str | None = None
-
-
-@dataclass(frozen=True)
-class PullRequestInfo:
-    id: int
-    number: int
-    repo: RepoInfo
-    title: str
-    body: str
-    state: Literal["open", "closed"]
-    merged: bool
-    draft: bool
-    author_login: str | None
-    head_ref: str | None
-    head_sha: str | None
-    base_ref: str | None
-    labels: tuple[str, ...]
-    html_url: str | None
-    merged_at: datetime | None
-    closed_at: datetime | None
-    updated_at: datetime | None
-
-
-@dataclass(frozen=True)
-class InstallationInfo:
-    id: int
-    account_login: str
-    account_type: str
-    repository_selection: str | None
-    suspended: bool
-    updated_at: datetime | None
-
-
-# --- normalized events -------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class InstallationChanged:
-    """The App was installed, removed, suspended or re-permissioned on an account."""
-
-    action: Literal["created", "deleted", "suspend", "unsuspend", "new_permissions_accepted"]
-    installation: InstallationInfo
-    # Present on `created` (the repositories granted); None when the payload does not list them.
-    repositories: tuple[RepoInfo, ...] | None = None
-
-
-@dataclass(frozen=True)
-class RepositoriesChanged:
-    """Repositories added to or removed from an installation's selection."""
-
-    installation: InstallationInfo
-    added: tuple[RepoInfo, ...] = ()
-    removed: tuple[RepoInfo, ...] = ()
-
-
-@dataclass(frozen=True)
-class RepositoryChanged:
-    """A repository was renamed, transferred, edited, archived or deleted."""
-
-    action: str
-    repo: RepoInfo
-    installation_id: int | None
-    deleted: bool = False
-
-
-@dataclass(frozen=True)
-class TicketUpserted:
-    """A ticket's whole current state; applying it twice, or an older one later, is harmless."""
-
-    ticket: TicketInfo
-    action: str
-
-
-@dataclass(frozen=True)
-class LabelsChanged:
-    """A label was added to or removed from a ticket (the workflow engine's trigger)."""
-
-    ticket: TicketInfo
-    added: tuple[str, ...] = ()
-    removed: tuple[str, ...] = ()
-    actor: str | None = None
-    # "Bot" | "User" | ...: lets the engine tell its own label changes coming back from people's.
-    actor_type: str | None = None
-    # The tracker's id of whoever did it (Linear user id, Jira accountId): the engine knows
-    # its own changes coming back by it where the tracker cannot say "bot".
-    actor_id: str | None = None
-
-
-@dataclass(frozen=True)
-class TicketRemoved:
-    """A ticket was deleted, or transferred away (it lives on as `moved_to`, if we see it).
-
-    `ticket` is its last state, so a removal that arrives before any other event of the
-    ticket still leaves a tombstone that later, older events cannot resurrect.
-    """
-
-    ticket: TicketInfo
-    reason: Literal["deleted", "transferred"]
-    moved_to: TicketInfo | None = None
-
-
-@dataclass(frozen=True)
-class CommentCreated:
-    ticket: TicketInfo
-    comment: CommentInfo
-
-
-@dataclass(frozen=True)
-class CommentEdited:
-    ticket: TicketInfo
-    comment: CommentInfo
-
-
-@dataclass(frozen=True)
-class CommentDeleted:
-    ticket: TicketInfo
-    comment: CommentInfo
-
-
-@dataclass(frozen=True)
-class PullRequestChanged:
-    """A pull request's whole current state, with the issues it refers to."""
-
-    action: str
-    pull_request: PullRequestInfo
-    closing_refs: tuple[IssueRef, ...] = field(default_factory=tuple)
-    # The ticket whose work branch (`openase/<ticket>`) the PR comes from, if any.
-    branch_ref: IssueRef | None = None
-
-
-@dataclass(frozen=True)
-class IssueRef:
-    """A reference to an issue by repository name and number (`owner/repo#12`)."""
-
-    full_name: str
-    number: int
-
-
-@dataclass(frozen=True)
-class LabelChanged:
-    """A repository label was created, edited (possibly renamed) or deleted."""
-
-    action: Literal["created", "edited", "deleted"]
-    repo: RepoInfo
-    label_id: int
-    name: str
-    color: str | None
-    description: str | None
-    old_name: str | None = None
-
-
-@dataclass(frozen=True)
-class PullRequestReviewed:
-    """A review of a pull request was submitted, edited or dismissed."""
-
-    action: Literal["submitted", "edited", "dismissed"]
-    pull_request: PullRequestInfo
-    review_id: int
-    state: Literal["approved", "changes_requested", "commented", "dismissed"]
-    body: str
-    author_login: str | None
-    author_type: str | None
-    commit_id: str | None
-    submitted_at: datetime | None
-    # What the PR refers to, as PullRequestChanged has it: storing the PR keeps its links right.
-    closing_refs: tuple[IssueRef, ...] = ()
-    branch_ref: IssueRef | None = None
-
-
-@dataclass(frozen=True)
-class ReviewCommented:
-    """A comment was made on a line or file of a pull request's diff."""
-
-    pull_request: PullRequestInfo
-    comment: CommentInfo
-    path: str | None
-    line: int | None  # None when the comment is on the whole file or its line is outdated
-    review_id: int | None
-    closing_refs: tuple[IssueRef, ...] = ()
-    branch_ref: IssueRef | None = None
-
-
-@dataclass(frozen=True)
-class CheckRunRequested:
-    """Someone asked for a check again (re-run) or pressed one of a check run's buttons."""
-
-    action: Literal["requested_action", "rerequested"]
-    repo: RepoInfo
-    head_sha: str
-    app_id: int | None  # the App that owns the check run or suite: ours, or another CI's
-    check_run_id: int | None  # None when a whole suite is re-requested
-    name: str | None
-    external_id: str | None
-    identifier: str | None  # the button pressed (`requested_action` only)
-    actor_login: str | None
-    pull_numbers: tuple[int, ...] = ()  # open PRs into `repo` whose head is `head_sha`
-
-
-@dataclass(frozen=True)
-class ChecksCompleted:
-    """A check run, or a whole check suite, finished on a commit."""
-
-    repo: RepoInfo
-    head_sha: str
-    app_id: int | None
-    name: str | None  # the check run's; None for a suite
-    conclusion: str | None  # success | failure | neutral | cancelled | timed_out | ...
-    pull_numbers: tuple[int, ...] = ()
-
-
-@dataclass(frozen=True)
-class ProjectItemChanged:
-    """An item was added to an organization's project, or one of its fields was set."""
-
-    action: Literal["created", "edited"]
-    item_node_id: str
-    project_node_id: str
-    content_node_id: str
-    content_type: Literal["Issue", "PullRequest", "DraftIssue"]
-    # Which field changed (`edited` of a field; None for `created` and draft body edits).
-    field_node_id: str | None
-    field_type: str | None
-    # The values' names (a single-select option's name, an iteration's title, the text or
-    # number itself) where the payload carries them; older payloads do not.
-    from_value: str | None
-    to_value: str | None
-    actor_login: str | None
-    actor_type: str | None
-    organization_login: str | None
-    field_name: str | None = None  # "Status", ...; newer payloads only
-
-
-@dataclass(frozen=True)
-class StatusChanged:
-    """A ticket moved in its tracker's own workflow (Jira's changelog, Linear's state): the
-    engine maps the status name onto a workflow state, as it does a status label."""
-
-    ticket: TicketInfo
-    from_status: str | None
-    to_status: str
-    actor: str | None = None
-    actor_id: str | None = None
-
-
-@dataclass(frozen=True)
-class TrackerLabelChanged:
-    """A Linear label was renamed or deleted: the tickets carrying it (by id) follow."""
-
-    source: str
-    label_id: str
-    name: str
-    action: Literal["edited", "deleted"]
-
-
-NormalizedEvent = (
-    InstallationChanged
-    | RepositoriesChanged
-    | RepositoryChanged
-    | TicketUpserted
-    | LabelsChanged
-    | TicketRemoved
-    | CommentCreated
-    | CommentEdited
-    | CommentDeleted
-    | PullRequestChanged
-    | LabelChanged
-    | PullRequestReviewed
-    | ReviewCommented
-    | CheckRunRequested
-    | ChecksCompleted
-    | ProjectItemChanged
-    | StatusChanged
-    | TrackerLabelChanged
+from typing import Any, Generic, Protocol, TypeVar
+
+from adapters.normalized import (
+    CheckRunRequested,
+    ChecksCompleted,
+    CommentCreated,
+    CommentDeleted,
+    CommentEdited,
+    CommentInfo,
+    InstallationChanged,
+    InstallationInfo,
+    IssueRef,
+    LabelChanged,
+    LabelsChanged,
+    NormalizedEvent,
+    ParsedDelivery,
+    PayloadError,
+    ProjectItemChanged,
+    PullRequestChanged,
+    PullRequestInfo,
+    PullRequestReviewed,
+    RepoInfo,
+    RepositoriesChanged,
+    RepositoryChanged,
+    ReviewCommented,
+    StatusChanged,
+    TicketInfo,
+    TicketRemoved,
+    TicketUpserted,
+    TrackerLabelChanged,
 )
 
+__all__ = [
+    "CachedPage",
+    "CheckRunInfo",
+    "CheckRunRequested",
+    "ChecksCompleted",
+    "CodeHost",
+    "CommentCreated",
+    "CommentDeleted",
+    "CommentEdited",
+    "CommentInfo",
+    "CommitStatusInfo",
+    "EtagStore",
+    "InstallationChanged",
+    "InstallationInfo",
+    "IssueRef",
+    "IssueTracker",
+    "Json",
+    "LabelChanged",
+    "LabelsChanged",
+    "NormalizedEvent",
+    "Page",
+    "ParsedDelivery",
+    "PayloadError",
+    "ProjectItemChanged",
+    "ProjectItemInfo",
+    "ProjectItems",
+    "PullRequestChanged",
+    "PullRequestInfo",
+    "PullRequestReviewed",
+    "RepoFile",
+    "RepoInfo",
+    "RepositoriesChanged",
+    "RepositoryChanged",
+    "ReviewCommentInfo",
+    "ReviewCommented",
+    "StatusChanged",
+    "TicketInfo",
+    "TicketRemoved",
+    "TicketUpserted",
+    "TrackerComment",
+    "TrackerLabelChanged",
+    "WebhookParser",
+]
+
+# An object as an API answered it. Where a caller keeps parts of an answer in its own
+# records (an effect's result) the object is handed on whole rather than re-typed here.
+Json = dict[str, Any]
+T = TypeVar("T")
+
+
+# --- what the code host answers -----------------------------------------------------------
+
 
 @dataclass(frozen=True)
-class ParsedDelivery:
-    """What an adapter made of one delivery: the events, or why it has none."""
+class CachedPage:
+    """What we remember of a page: its ETag and the next page's URL at that time."""
 
-    events: tuple[NormalizedEvent, ...]
-    ignored_reason: str | None = None  # set when the event type/action is one we do not use
+    etag: str
+    next_url: str | None
+
+
+class EtagStore(Protocol):
+    """Remembers ETags per page URL, so a re-sync asks "changed since?" (304s are free)."""
+
+    async def get(self, url: str) -> CachedPage | None: ...
+
+    async def put(self, url: str, page: CachedPage) -> None: ...
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of a list endpoint; `not_modified` pages (304) carry no items."""
+
+    url: str
+    items: tuple[T, ...]
+    not_modified: bool
+    next_url: str | None
+
+
+@dataclass(frozen=True)
+class RepoFile:
+    """What the contents API says is at a path: a file (with its bytes) or something else."""
+
+    path: str
+    kind: str  # "file", "dir", "symlink" (pointing outside the repository) or "submodule"
+    size: int
+    sha: str | None  # the blob's sha
+    content: bytes | None = field(repr=False)  # None unless a file of at most 1 MB
+
+
+@dataclass(frozen=True)
+class CheckRunInfo:
+    """A check run on a commit, ours or another App's (CI)."""
+
+    id: int
+    name: str
+    status: str | None  # queued | in_progress | completed (or GitHub's waiting states)
+    conclusion: str | None  # success | failure | neutral | cancelled | skipped | ...
+    external_id: str | None
+
+
+@dataclass(frozen=True)
+class CommitStatusInfo:
+    """A commit status, the older way CI services report on a commit."""
+
+    context: str
+    state: str | None  # error | failure | pending | success
+
+
+@dataclass(frozen=True)
+class ReviewCommentInfo:
+    """A review's comment on a line (or the whole file) of a pull request's diff."""
+
+    path: str
+    line: int | None  # None when on the whole file
+    body: str
+
+
+@dataclass(frozen=True)
+class ProjectItems:
+    """An issue's cards on project boards. Each card is the GraphQL object the query in
+    adapters/github/projects.py asks for: `id`, `project { id title closed field }` and
+    `fieldValueByName { name optionId }`."""
+
+    items: list[Json]  # the cards on boards the App may read
+    hidden: int  # cards GitHub answered null for: their board is out of the App's reach
+    forbidden: list[Json]  # GitHub's FORBIDDEN errors, which say what it would not show
+
+
+@dataclass(frozen=True)
+class ProjectItemInfo:
+    """A card on a board, as a `projects_v2_item` webhook's item id resolves."""
+
+    item_id: str
+    project_id: str | None
+    repo: str | None  # OWNER/NAME of the issue on the card; None for PRs and drafts
+    number: int | None  # the issue's number; None for PRs and draft issues
+    status: str | None  # the option of the asked single-select field; None when unset
+
+
+# --- what an issue tracker answers ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrackerComment:
+    """A comment the bot posted or edited on a tracker's issue."""
+
+    id: str
+    url: str | None  # where a person reads it
+
+
+# --- the roles --------------------------------------------------------------------------------
 
 
 class WebhookParser(Protocol):
     """Turns one webhook delivery of a tracker into normalized events."""
 
     def __call__(self, event: str, payload: dict[str, object]) -> ParsedDelivery: ...
+
+
+class CodeHost(Protocol):
+    """Where the code lives and is reviewed (GitHub): repositories, issues, pull requests,
+    checks and project boards, asked as one installation of an App.
+
+    Every method raises RateLimited, TransientError or RequestRejected (adapters.errors);
+    a RequestRejected carries GitHub's status, which callers test for 404 and the like.
+    """
+
+    @property
+    def app_id(self) -> int: ...
+
+    async def aclose(self) -> None: ...
+
+    async def installation_token(self, installation_id: int) -> str: ...
+
+    # repositories and their files
+    async def repo_installation(self, full_name: str) -> InstallationInfo: ...
+
+    async def repository(self, full_name: str, installation_id: int) -> RepoInfo: ...
+
+    def open_issues(
+        self, repo: RepoInfo, installation_id: int, etags: EtagStore | None = None
+    ) -> AsyncGenerator[Page[TicketUpserted], None]: ...
+
+    def open_pull_requests(
+        self, repo: RepoInfo, installation_id: int, etags: EtagStore | None = None
+    ) -> AsyncGenerator[Page[PullRequestChanged], None]: ...
+
+    async def branch_head_sha(
+        self, full_name: str, branch: str, installation_id: int
+    ) -> str | None: ...
+
+    async def file_at(
+        self, full_name: str, path: str, ref: str, installation_id: int
+    ) -> RepoFile | None: ...
+
+    # who may do what
+    async def collaborator_permission(
+        self, full_name: str, login: str, installation_id: int
+    ) -> str | None: ...
+
+    async def team_membership_state(
+        self, org: str, team_slug: str, login: str, installation_id: int
+    ) -> str | None: ...
+
+    # labels
+    async def issue_label_names(
+        self, full_name: str, number: int, installation_id: int
+    ) -> list[str]: ...
+
+    async def add_issue_labels(
+        self, full_name: str, number: int, labels: Sequence[str], installation_id: int
+    ) -> None: ...
+
+    async def remove_issue_label(
+        self, full_name: str, number: int, name: str, installation_id: int
+    ) -> None: ...
+
+    async def has_repo_label(self, full_name: str, name: str, installation_id: int) -> bool: ...
+
+    async def create_repo_label(
+        self,
+        full_name: str,
+        name: str,
+        installation_id: int,
+        *,
+        color: str | None = None,
+        description: str | None = None,
+    ) -> None: ...
+
+    # comments, reactions and issues
+    def issue_comments(
+        self, full_name: str, number: int, installation_id: int
+    ) -> AsyncGenerator[Json, None]: ...
+
+    async def create_issue_comment(
+        self, full_name: str, number: int, body: str, installation_id: int
+    ) -> Json: ...
+
+    async def update_issue_comment(
+        self, full_name: str, comment_id: int, body: str, installation_id: int
+    ) -> Json: ...
+
+    async def react_to_issue(
+        self, full_name: str, number: int, content: str, installation_id: int
+    ) -> Json: ...
+
+    async def react_to_issue_comment(
+        self, full_name: str, comment_id: int, content: str, installation_id: int
+    ) -> Json: ...
+
+    async def react_to_review_comment(
+        self, full_name: str, comment_id: int, content: str, installation_id: int
+    ) -> Json: ...
+
+    async def update_issue(
+        self,
+        full_name: str,
+        number: int,
+        installation_id: int,
+        *,
+        state: str | None = None,
+        state_reason: str | None = None,
+        title: str | None = None,
+        body: str | None = None,
+    ) -> Json: ...
+
+    # checks
+    async def check_runs(
+        self, full_name: str, ref: str, installation_id: int
+    ) -> list[CheckRunInfo]: ...
+
+    async def find_check_run(
+        self, full_name: str, ref: str, installation_id: int, *, name: str, external_id: str
+    ) -> int | None: ...
+
+    async def create_check_run(
+        self, full_name: str, head_sha: str, fields: Json, installation_id: int
+    ) -> Json: ...
+
+    async def update_check_run(
+        self, full_name: str, check_run_id: int, fields: Json, installation_id: int
+    ) -> Json: ...
+
+    async def commit_statuses(
+        self, full_name: str, ref: str, installation_id: int
+    ) -> list[CommitStatusInfo]: ...
+
+    # pull requests
+    async def find_pull_request(
+        self, full_name: str, head: str, base: str, installation_id: int
+    ) -> Json | None: ...
+
+    async def create_pull_request(
+        self,
+        full_name: str,
+        installation_id: int,
+        *,
+        title: str,
+        head: str,
+        base: str,
+        body: str,
+        draft: bool | None = None,
+    ) -> Json: ...
+
+    async def pull_request(self, full_name: str, number: int, installation_id: int) -> Json: ...
+
+    async def update_pull_request(
+        self, full_name: str, number: int, installation_id: int, *, title: str, body: str
+    ) -> Json: ...
+
+    async def merge_pull_request(
+        self,
+        full_name: str,
+        number: int,
+        installation_id: int,
+        *,
+        method: str,
+        sha: str,
+        commit_title: str | None = None,
+        commit_message: str | None = None,
+    ) -> str | None: ...
+
+    async def review_comments(
+        self, full_name: str, number: int, review_id: int, installation_id: int, *, limit: int
+    ) -> list[ReviewCommentInfo]: ...
+
+    # project boards
+    async def project_items_of_issue(
+        self, full_name: str, number: int, installation_id: int, *, field: str, first: int
+    ) -> ProjectItems: ...
+
+    async def set_project_item_option(
+        self, project_id: str, item_id: str, field_id: str, option_id: str, installation_id: int
+    ) -> bool: ...
+
+    async def project_item(
+        self, item_id: str, installation_id: int, *, field: str
+    ) -> ProjectItemInfo | None: ...
+
+
+class IssueTracker(Protocol):
+    """A tracker tickets live in beside the code host (Linear, Jira): what both do alike.
+
+    Moving an issue, its labels and paging its issues stay with each client, because the
+    two differ in what the bot relies on: Linear picks a state of the issue's team by name
+    or by type and adds labels by id per team; Jira walks the workflow's transitions
+    (saying which exist when none leads there) and edits labels by name; backfill pages a
+    Linear team by key and Jira by JQL. One signature for those would change what the bot
+    does, so they are not part of the role.
+    """
+
+    async def aclose(self) -> None: ...
+
+    async def account_id(self) -> str:
+        """The bot's own account, as the tracker's webhooks name whoever made a change."""
+        ...
+
+    async def post_comment(self, issue: str, body: str) -> TrackerComment:
+        """A new comment on `issue` (Linear: its id or identifier; Jira: its key)."""
+        ...
+
+    async def edit_comment(self, issue: str, comment_id: str, body: str) -> TrackerComment:
+        """Replace a comment's body; RequestRejected(404) when it was deleted."""
+        ...
+
+    async def link_url(self, issue: str, url: str, title: str) -> None:
+        """Link `url` (a pull request) from the issue, once however often it is asked."""
+        ...

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from adapters.base import WebhookParser
 from adapters.errors import AdapterError
-from adapters.github.client import CachedPage, GitHubApp, Page, graphql_url
+from adapters.github.client import CachedPage, GitHubApp, Page
 from adapters.github.events import parse as parse_github
 from adapters.github.verify import SIGNATURE_HEADER as GITHUB_SIGNATURE_HEADER
 from adapters.github.verify import signature_valid as github_signature_valid
@@ -52,7 +52,6 @@ __all__ = [
     "Page",
     "TrackerClients",
     "github_signature_valid",
-    "graphql_url",
     "jira_signature_valid",
     "jira_ticket_from_issue",
     "jira_token_valid",

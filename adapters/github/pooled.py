@@ -48,7 +48,7 @@ class PooledGitHub(GitHub[UnauthAuthStrategy]):
         limits: httpx.Limits = LIMITS,
     ) -> None:
         # No HTTP cache (the shared client is a plain httpx one) and no automatic retries:
-        # adapters/github/client.py says why neither may be on.
+        # adapters/github/transport.py says why neither may be on.
         super().__init__(
             base_url=base_url,
             user_agent=user_agent,

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 import requests
 from jira import JIRA, JIRAError
 
+from adapters.base import IssueTracker, TrackerComment
 from adapters.errors import AdapterError, RateLimited, RequestRejected, TransientError
 
 T = TypeVar("T")
@@ -185,6 +186,26 @@ class JiraClient:
         return await self._call(
             f"search {jql!r}", lambda jira: _search_server(jira, jql, start, limit)
         )
+
+    # --- the issue tracker role (adapters.base.IssueTracker) -----------------------------
+
+    async def account_id(self) -> str:
+        """The API user, as webhooks name an actor (see `myself_id`)."""
+        return await self.myself_id()
+
+    async def post_comment(self, issue: str, body: str) -> TrackerComment:
+        """A new comment on the issue `issue` (its key, PROJ-12)."""
+        comment = await self.add_comment(issue, body)
+        return TrackerComment(id=comment["id"], url=comment["url"])
+
+    async def edit_comment(self, issue: str, comment_id: str, body: str) -> TrackerComment:
+        """Replace a comment's body; RequestRejected(404) when it was deleted."""
+        comment = await self.update_comment(issue, comment_id, body)
+        return TrackerComment(id=comment["id"], url=comment["url"])
+
+    async def link_url(self, issue: str, url: str, title: str) -> None:
+        """Link `url` from the issue (a remote link), once per URL."""
+        await self.add_remote_link(issue, url, title)
 
     # --- plumbing -----------------------------------------------------------------------
 
@@ -363,3 +384,7 @@ def _retry_at(headers: Mapping[str, str], now: datetime) -> datetime:
 def _check_issue(key: str) -> None:
     if not _ISSUE_REF.match(key):
         raise ValueError(f"not a Jira issue key: {key!r}")
+
+
+# mypy holds the client to its role: a method that drifts from IssueTracker fails here.
+_ROLE: type[IssueTracker] = JiraClient

@@ -1,9 +1,9 @@
 """Linear GraphQL client: the writes the bot makes to Linear and the reads backfill needs.
 
 Requests go through gql over one httpx session (respx can stand in for Linear in tests).
-Every document the client sends is in DOCUMENTS, and the tests validate each one against
-Linear's published schema. Issues come back in the shape Linear's webhooks deliver, so
-`adapters.linear.events.ticket_from_issue` reads both.
+Every document the client sends is in documents.py, and the tests validate each one
+against Linear's published schema. Issues come back in the shape Linear's webhooks
+deliver, so `adapters.linear.events.ticket_from_issue` reads both.
 
 Linear answers most failures as GraphQL errors, often inside an HTTP 400: the error's
 `extensions.code` / `extensions.type` say what happened, the HTTP status only sometimes.
@@ -20,7 +20,6 @@ from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from textwrap import dedent
 from typing import Any, TypeVar
 
 import httpx
@@ -33,7 +32,9 @@ from gql.transport.exceptions import (
 )
 from gql.transport.httpx import HTTPXAsyncTransport
 
+from adapters.base import IssueTracker, TrackerComment
 from adapters.errors import AdapterError, RateLimited, RequestRejected, TransientError
+from adapters.linear.documents import DOCUMENTS
 
 Json = dict[str, Any]
 _Item = TypeVar("_Item")
@@ -45,145 +46,6 @@ CACHE_SECONDS = 60.0
 # minute keeps a deferred job from hammering it.
 RATE_LIMIT_WAIT = timedelta(seconds=60)
 _MAX_MESSAGE = 300
-
-_ISSUE_FIELDS = """
-fragment IssueFields on Issue {
-  id
-  identifier
-  number
-  title
-  description
-  url
-  createdAt
-  updatedAt
-  completedAt
-  canceledAt
-  state { id name type }
-  team { id key name }
-  # 50 labels keeps a 50-issue page well inside Linear's query complexity limit.
-  labels(first: 50) { nodes { id name } }
-  assignee { id name email }
-  creator { id name email }
-  project { id name }
-}
-"""
-
-
-def _document(text: str, *fragments: str) -> str:
-    return dedent(text).strip() + "".join("\n" + dedent(f).strip() for f in fragments)
-
-
-DOCUMENTS: dict[str, str] = {
-    "Viewer": _document("""
-        query Viewer {
-          viewer { id }
-        }
-    """),
-    # 250 is Linear's page maximum; a team has a handful of workflow states.
-    "TeamStates": _document("""
-        query TeamStates($teamId: String!) {
-          team(id: $teamId) {
-            states(first: 250) { nodes { id name type } }
-          }
-        }
-    """),
-    # Team labels and workspace labels (no team) both apply to the team's issues; group
-    # labels only hold other labels and cannot be put on an issue.
-    "TeamLabels": _document("""
-        query TeamLabels($teamId: ID!, $after: String) {
-          issueLabels(
-            first: 250
-            after: $after
-            filter: {
-              isGroup: { eq: false }
-              or: [{ team: { id: { eq: $teamId } } }, { team: { null: true } }]
-            }
-          ) {
-            nodes { id name }
-            pageInfo { hasNextPage endCursor }
-          }
-        }
-    """),
-    "CreateLabel": _document("""
-        mutation CreateLabel($teamId: String!, $name: String!, $color: String) {
-          issueLabelCreate(input: { teamId: $teamId, name: $name, color: $color }) {
-            success
-            issueLabel { id name }
-          }
-        }
-    """),
-    "Issue": _document(
-        """
-        query Issue($id: String!) {
-          issue(id: $id) { ...IssueFields }
-        }
-        """,
-        _ISSUE_FIELDS,
-    ),
-    "IssuesPage": _document(
-        """
-        query IssuesPage($teamKey: String!, $first: Int!, $after: String) {
-          issues(
-            filter: { team: { key: { eq: $teamKey } } }
-            first: $first
-            after: $after
-            orderBy: updatedAt
-          ) {
-            nodes { ...IssueFields }
-            pageInfo { hasNextPage endCursor }
-          }
-        }
-        """,
-        _ISSUE_FIELDS,
-    ),
-    "MoveIssue": _document("""
-        mutation MoveIssue($id: String!, $stateId: String!) {
-          issueUpdate(id: $id, input: { stateId: $stateId }) { success }
-        }
-    """),
-    "AddLabel": _document("""
-        mutation AddLabel($id: String!, $labelId: String!) {
-          issueAddLabel(id: $id, labelId: $labelId) { success }
-        }
-    """),
-    "RemoveLabel": _document("""
-        mutation RemoveLabel($id: String!, $labelId: String!) {
-          issueRemoveLabel(id: $id, labelId: $labelId) { success }
-        }
-    """),
-    "CreateComment": _document("""
-        mutation CreateComment($issueId: String!, $body: String!) {
-          commentCreate(input: { issueId: $issueId, body: $body }) {
-            success
-            comment { id url }
-          }
-        }
-    """),
-    "UpdateComment": _document("""
-        mutation UpdateComment($id: String!, $body: String!) {
-          commentUpdate(id: $id, input: { body: $body }) {
-            success
-            comment { id url }
-          }
-        }
-    """),
-    "React": _document("""
-        mutation React($commentId: String!, $emoji: String!) {
-          reactionCreate(input: { commentId: $commentId, emoji: $emoji }) {
-            success
-            reaction { id }
-          }
-        }
-    """),
-    "AttachUrl": _document("""
-        mutation AttachUrl($issueId: String!, $url: String!, $title: String!) {
-          attachmentLinkURL(issueId: $issueId, url: $url, title: $title) {
-            success
-            attachment { id }
-          }
-        }
-    """),
-}
 
 
 @dataclass(frozen=True)
@@ -374,6 +236,25 @@ class LinearClient:
         data = await self._execute("AttachUrl", {"issueId": issue_id, "url": url, "title": title})
         self._require_success("AttachUrl", data["attachmentLinkURL"])
 
+    # --- the issue tracker role (adapters.base.IssueTracker) -----------------------------
+
+    async def account_id(self) -> str:
+        """The API key's user, as webhooks name an actor (the viewer)."""
+        return await self.viewer_id()
+
+    async def post_comment(self, issue: str, body: str) -> TrackerComment:
+        """A new comment on the issue (by id or identifier such as ENG-123)."""
+        return _tracker_comment(await self.create_comment(issue, body))
+
+    async def edit_comment(self, issue: str, comment_id: str, body: str) -> TrackerComment:
+        """Replace a comment's body (Linear finds a comment by its id; `issue` is not sent);
+        RequestRejected(404) when it is gone."""
+        return _tracker_comment(await self.update_comment(comment_id, body))
+
+    async def link_url(self, issue: str, url: str, title: str) -> None:
+        """Attach `url` to the issue, once per URL."""
+        await self.attach_url(issue, url, title)
+
     # --- transport --------------------------------------------------------------------------
 
     async def _connected(self) -> AsyncClientSession:
@@ -452,6 +333,11 @@ class LinearClient:
 # --- helpers ----------------------------------------------------------------------------------
 
 
+def _tracker_comment(comment: Mapping[str, Any]) -> TrackerComment:
+    url = comment.get("url")
+    return TrackerComment(id=str(comment["id"]), url=url if isinstance(url, str) else None)
+
+
 def _fresh(entry: tuple[float, list[_Item]] | None) -> list[_Item] | None:
     if entry is None or time.monotonic() - entry[0] > CACHE_SECONDS:
         return None
@@ -527,3 +413,7 @@ def _kind(exc: BaseException) -> str:
     """What went wrong, without the exception's text (it may quote a request)."""
     cause = exc.__cause__ or exc
     return type(cause).__name__
+
+
+# mypy holds the client to its role: a method that drifts from IssueTracker fails here.
+_ROLE: type[IssueTracker] = LinearClient

@@ -13,11 +13,10 @@ never race each other into duplicates.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import Mapping
 from contextlib import aclosing
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote
 
 from adapters.errors import RequestRejected
 from bot.effects.annotations import MAX_ANNOTATIONS
@@ -67,14 +66,12 @@ async def set_status_label(ctx: EffectContext, payload: Json) -> Json:
     if add is not None and not isinstance(add, str):
         raise EffectRefused("payload field 'add' must be a label name or null")
     remove = [name for name in payload.get("remove") or [] if isinstance(name, str)]
-    current = [
-        label["name"] async for label in _paged(ctx, f"/repos/{repo}/issues/{number}/labels")
-    ]
+    current = await ctx.github.issue_label_names(repo, number, ctx.installation())
     carried = {name.casefold(): name for name in current}
     created = added = False
     if add is not None and add.casefold() not in carried:
         created = await _ensure_repo_label(ctx, repo, add, payload)
-        await _call(ctx, "POST", f"/repos/{repo}/issues/{number}/labels", json={"labels": [add]})
+        await ctx.github.add_issue_labels(repo, number, [add], ctx.installation())
         added = True
     removed = []
     for name in remove:
@@ -82,7 +79,7 @@ async def set_status_label(ctx: EffectContext, payload: Json) -> Json:
         if present is None or (add is not None and present.casefold() == add.casefold()):
             continue
         try:
-            await _call(ctx, "DELETE", f"/repos/{repo}/issues/{number}/labels/{_segment(present)}")
+            await ctx.github.remove_issue_label(repo, number, present, ctx.installation())
         except RequestRejected as exc:
             if exc.status != 404:  # already gone: what we wanted
                 raise
@@ -98,19 +95,18 @@ async def set_status_label(ctx: EffectContext, payload: Json) -> Json:
 
 async def _ensure_repo_label(ctx: EffectContext, repo: str, name: str, payload: Json) -> bool:
     """Create the label with our colour unless the repository has it; whether we did."""
-    try:
-        await _call(ctx, "GET", f"/repos/{repo}/labels/{_segment(name)}")
+    if await ctx.github.has_repo_label(repo, name, ctx.installation()):
         return False
-    except RequestRejected as exc:
-        if exc.status != 404:
-            raise
-    body: Json = {"name": name}
-    if isinstance(payload.get("color"), str):
-        body["color"] = payload["color"].lstrip("#")
-    if isinstance(payload.get("description"), str):
-        body["description"] = payload["description"][:100]  # GitHub's limit
+    color, description = payload.get("color"), payload.get("description")
     try:
-        await _call(ctx, "POST", f"/repos/{repo}/labels", json=body)
+        await ctx.github.create_repo_label(
+            repo,
+            name,
+            ctx.installation(),
+            color=color.lstrip("#") if isinstance(color, str) else None,
+            # 100 characters is GitHub's limit.
+            description=description[:100] if isinstance(description, str) else None,
+        )
     except RequestRejected as exc:
         if exc.status != 422:  # already_exists: someone made it meanwhile
             raise
@@ -125,9 +121,7 @@ async def upsert_status_comment(ctx: EffectContext, payload: Json) -> Json:
     known = _comment_id(ctx.previous, repo, number)
     if known is not None:
         try:
-            comment = await _call(
-                ctx, "PATCH", f"/repos/{repo}/issues/comments/{known}", json={"body": body}
-            )
+            comment = await ctx.github.update_issue_comment(repo, known, body, ctx.installation())
             return _comment_result(repo, number, comment, created=False, what="status comment")
         except RequestRejected as exc:
             if exc.status != 404:
@@ -137,13 +131,11 @@ async def upsert_status_comment(ctx: EffectContext, payload: Json) -> Json:
     if found is not None:
         comment = found
         if found.get("body") != body:
-            comment = await _call(
-                ctx, "PATCH", f"/repos/{repo}/issues/comments/{found['id']}", json={"body": body}
+            comment = await ctx.github.update_issue_comment(
+                repo, found["id"], body, ctx.installation()
             )
         return _comment_result(repo, number, comment, created=False, what="status comment")
-    comment = await _call(
-        ctx, "POST", f"/repos/{repo}/issues/{number}/comments", json={"body": body}
-    )
+    comment = await ctx.github.create_issue_comment(repo, number, body, ctx.installation())
     return _comment_result(repo, number, comment, created=True, what="status comment")
 
 
@@ -155,9 +147,7 @@ async def post_comment(ctx: EffectContext, payload: Json) -> Json:
     found = await _find_comment(ctx, repo, number, marker)
     if found is not None:
         return _comment_result(repo, number, found, created=False, what="comment")
-    comment = await _call(
-        ctx, "POST", f"/repos/{repo}/issues/{number}/comments", json={"body": body}
-    )
+    comment = await ctx.github.create_issue_comment(repo, number, body, ctx.installation())
     return _comment_result(repo, number, comment, created=True, what="comment")
 
 
@@ -181,14 +171,15 @@ async def check_run(ctx: EffectContext, payload: Json) -> Json:
         run_id = (
             int(known["check_run_id"])
             if known
-            else await _find_check_run(ctx, repo, head_sha, name, external_id)
+            else await ctx.github.find_check_run(
+                repo, head_sha, ctx.installation(), name=name, external_id=external_id
+            )
         )
         body = _check_run_body(payload, output, annotations[:ANNOTATIONS_PER_REQUEST])
         if run_id is None:
-            path, body = f"/repos/{repo}/check-runs", {"head_sha": head_sha, **body}
-            answer = await _call(ctx, "POST", path, json=body)
+            answer = await ctx.github.create_check_run(repo, head_sha, body, ctx.installation())
         else:
-            answer = await _call(ctx, "PATCH", f"/repos/{repo}/check-runs/{run_id}", json=body)
+            answer = await ctx.github.update_check_run(repo, run_id, body, ctx.installation())
         progress = {
             "check_run_id": int(answer["id"]),
             "html_url": answer.get("html_url"),
@@ -202,11 +193,11 @@ async def check_run(ctx: EffectContext, payload: Json) -> Json:
     sent = int(progress["annotations_sent"])
     while sent < len(annotations):
         batch = annotations[sent : sent + ANNOTATIONS_PER_REQUEST]
-        await _call(
-            ctx,
-            "PATCH",
-            f"/repos/{repo}/check-runs/{progress['check_run_id']}",
-            json={"output": {**output, "annotations": batch}},
+        await ctx.github.update_check_run(
+            repo,
+            int(progress["check_run_id"]),
+            {"output": {**output, "annotations": batch}},
+            ctx.installation(),
         )
         sent += len(batch)
         progress = {**progress, "annotations_sent": sent}
@@ -222,29 +213,32 @@ async def open_or_update_pr(ctx: EffectContext, payload: Json) -> Json:
     body = _str(payload, "body")
     if "ticket" in payload:
         body = _with_marker(body, pr_marker(payload["ticket"]), at_end=True)
-    existing = await _open_pull(ctx, repo, head, base)
+    existing = await ctx.github.find_pull_request(repo, head, base, ctx.installation())
     if existing is None:
-        request: Json = {"title": title, "head": head, "base": base, "body": body}
-        if isinstance(payload.get("draft"), bool):
-            request["draft"] = payload["draft"]
+        draft = payload.get("draft")
         try:
-            pull = await _call(ctx, "POST", f"/repos/{repo}/pulls", json=request)
+            pull = await ctx.github.create_pull_request(
+                repo,
+                ctx.installation(),
+                title=title,
+                head=head,
+                base=base,
+                body=body,
+                draft=draft if isinstance(draft, bool) else None,
+            )
             return _pull_result(pull, created=True)
         except RequestRejected as exc:
             if exc.status != 422:
                 raise
             # "A pull request already exists" (opened meanwhile) is fine; anything else
             # (no commits between the branches, no such branch) the engine must hear.
-            existing = await _open_pull(ctx, repo, head, base)
+            existing = await ctx.github.find_pull_request(repo, head, base, ctx.installation())
             if existing is None:
                 raise EffectRefused(str(exc), {"opened": False, "reason": str(exc)}) from exc
     if existing.get("title") == title and existing.get("body") == body:
         return _pull_result(existing, created=False)
-    pull = await _call(
-        ctx,
-        "PATCH",
-        f"/repos/{repo}/pulls/{existing['number']}",
-        json={"title": title, "body": body},
+    pull = await ctx.github.update_pull_request(
+        repo, existing["number"], ctx.installation(), title=title, body=body
     )
     return _pull_result(pull, created=False)
 
@@ -255,17 +249,22 @@ async def merge_pr(ctx: EffectContext, payload: Json) -> Json:
     method = _str(payload, "method")
     if method not in MERGE_METHODS:
         raise EffectRefused(f"merge method {method!r} is not one of {sorted(MERGE_METHODS)}")
-    request: Json = {"merge_method": method, "sha": _str(payload, "sha")}
-    for field in ("commit_title", "commit_message"):
-        if isinstance(payload.get(field), str):
-            request[field] = payload[field]
+    commit_title, commit_message = payload.get("commit_title"), payload.get("commit_message")
     try:
-        answer = await _call(ctx, "PUT", f"/repos/{repo}/pulls/{number}/merge", json=request)
+        sha = await ctx.github.merge_pull_request(
+            repo,
+            number,
+            ctx.installation(),
+            method=method,
+            sha=_str(payload, "sha"),
+            commit_title=commit_title if isinstance(commit_title, str) else None,
+            commit_message=commit_message if isinstance(commit_message, str) else None,
+        )
     except RequestRejected as exc:
         if exc.status not in (405, 409, 422):
             raise
         # A retry of a merge that went through is refused too: look before saying no.
-        pull = await _call(ctx, "GET", f"/repos/{repo}/pulls/{number}")
+        pull = await ctx.github.pull_request(repo, number, ctx.installation())
         if pull.get("merged"):
             return _merged(number, pull.get("merge_commit_sha"), already=True)
         reason = _refusal(exc.status, str(exc))
@@ -277,7 +276,7 @@ async def merge_pr(ctx: EffectContext, payload: Json) -> Json:
             "head_sha": (pull.get("head") or {}).get("sha"),
         }
         raise MergeRefused(f"PR #{number} was not merged: {reason}", result) from exc
-    return _merged(number, answer.get("sha"), already=False)
+    return _merged(number, sha, already=False)
 
 
 async def add_reaction(ctx: EffectContext, payload: Json) -> Json:
@@ -287,11 +286,16 @@ async def add_reaction(ctx: EffectContext, payload: Json) -> Json:
     if content is None:
         raise EffectRefused(f"unknown reaction {payload['content']!r}")
     if "comment_id" in payload:
-        kind = "pulls" if payload.get("review_comment") else "issues"
-        path = f"/repos/{repo}/{kind}/comments/{_int(payload, 'comment_id')}/reactions"
+        react = (
+            ctx.github.react_to_review_comment
+            if payload.get("review_comment")
+            else ctx.github.react_to_issue_comment
+        )
+        answer = await react(repo, _int(payload, "comment_id"), content, ctx.installation())
     else:
-        path = f"/repos/{repo}/issues/{_int(payload, 'number')}/reactions"
-    answer = await _call(ctx, "POST", path, json={"content": content})
+        answer = await ctx.github.react_to_issue(
+            repo, _int(payload, "number"), content, ctx.installation()
+        )
     return {"reaction_id": answer.get("id"), "content": content, "summary": f"reacted {content}"}
 
 
@@ -302,7 +306,7 @@ async def update_issue(ctx: EffectContext, payload: Json) -> Json:
     request = {key: payload[key] for key in fields if isinstance(payload.get(key), str)}
     if not request:
         raise EffectRefused("update_issue names nothing to change")
-    answer = await _call(ctx, "PATCH", f"/repos/{repo}/issues/{number}", json=request)
+    answer = await ctx.github.update_issue(repo, number, ctx.installation(), **request)
     return {"state": answer.get("state"), "summary": f"issue #{number} updated"}
 
 
@@ -322,27 +326,9 @@ PERFORMERS: Mapping[str, Performer] = {
 # --- requests -----------------------------------------------------------------------------------
 
 
-async def _call(ctx: EffectContext, method: str, path: str, **kwargs: Any) -> Any:
-    response = await ctx.github.request(method, path, installation_id=ctx.installation(), **kwargs)
-    if response.status_code == 204 or not response.content:
-        return None
-    return response.json()
-
-
-async def _paged(ctx: EffectContext, path: str) -> AsyncGenerator[Json, None]:
-    """Every item of a list endpoint, following its Link pages."""
-    pages = ctx.github.pages(
-        path, installation_id=ctx.installation(), params={}, convert=lambda item: item
-    )
-    async with aclosing(pages):
-        async for page in pages:
-            for item in page.items:
-                yield item
-
-
 async def _find_comment(ctx: EffectContext, repo: str, number: int, marker: str) -> Json | None:
     """The App's own comment carrying `marker` (a human's copy of it is not ours to edit)."""
-    comments = _paged(ctx, f"/repos/{repo}/issues/{number}/comments")
+    comments = ctx.github.issue_comments(repo, number, ctx.installation())
     async with aclosing(comments):
         async for comment in comments:
             if marker in (comment.get("body") or "") and _ours(comment, ctx.github.app_id):
@@ -357,44 +343,6 @@ def _ours(comment: Json, app_id: int) -> bool:
         return app.get("id") == app_id
     # GitHub Enterprise Server before 3.x leaves the field out; the author is our bot.
     return (comment.get("user") or {}).get("type") == "Bot"
-
-
-async def _find_check_run(
-    ctx: EffectContext, repo: str, head_sha: str, name: str, external_id: str
-) -> int | None:
-    """Our check run of that name and external id on the commit, if there is one."""
-    params = {"check_name": name, "filter": "all", "app_id": ctx.github.app_id, "per_page": 100}
-    page = 1
-    while True:
-        answer = await _call(
-            ctx,
-            "GET",
-            f"/repos/{repo}/commits/{head_sha}/check-runs",
-            params={**params, "page": page},
-        )
-        runs = answer.get("check_runs") or []
-        for run in runs:
-            if run.get("external_id") == external_id:
-                return int(run["id"])
-        if len(runs) < 100 or page * 100 >= int(answer.get("total_count", 0)):
-            return None
-        page += 1
-
-
-async def _open_pull(ctx: EffectContext, repo: str, head: str, base: str) -> Json | None:
-    owner = repo.split("/")[0]
-    label = head if ":" in head else f"{owner}:{head}"
-    pulls = await _call(
-        ctx,
-        "GET",
-        f"/repos/{repo}/pulls",
-        params={"head": label, "base": base, "state": "open", "per_page": 100},
-    )
-    for pull in pulls or []:
-        if (pull.get("base") or {}).get("ref") == base:
-            found: Json = pull
-            return found
-    return None
 
 
 # --- shapes ------------------------------------------------------------------------------------
@@ -520,11 +468,6 @@ def _tail(text: str, limit: int) -> str:
 
 def _iso_now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _segment(name: str) -> str:
-    """A label name as one URL path segment (status labels contain '/')."""
-    return quote(name, safe="")
 
 
 def _repo(payload: Json) -> str:

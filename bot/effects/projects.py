@@ -15,22 +15,17 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any, NotRequired, TypedDict
 
-import httpx
-
-from adapters.errors import RateLimited, RequestRejected, TransientError
+from adapters.errors import RequestRejected
 from bot.config.states import State
 from bot.effects.outbox import EffectContext, EffectRefused
-from bot.registry import GitHubApp, graphql_url
+from bot.registry import GitHubApp
 
 Json = dict[str, Any]
 
 STATUS_FIELD = "Status"  # the field GitHub's board templates give every project
 MAX_BOARDS = 20  # boards one issue is looked up on; more than a handful is unheard of
-# GitHub's GraphQL rate limit answer without a reset header: it asks for a minute.
-RATE_LIMIT_WAIT = timedelta(seconds=60)
 
 # Column names besides the state's own that mean the same. Names are compared normalised
 # (case, spaces, '-' and '_' ignored), so "To-do" and "In Progress" need no entry.
@@ -45,57 +40,6 @@ PERMISSION_HINT = (
     "covers only classic projects, and boards owned by a personal account are out of a "
     "GitHub App's reach"
 )
-
-ISSUE_ITEMS = """
-query ProjectItemsOfIssue($owner: String!, $name: String!, $number: Int!, $field: String!,
-                          $first: Int!) {
-  repository(owner: $owner, name: $name) {
-    issue(number: $number) {
-      id
-      projectItems(first: $first, includeArchived: false) {
-        nodes {
-          id
-          project {
-            id
-            title
-            closed
-            field(name: $field) {
-              ... on ProjectV2SingleSelectField { id name options { id name } }
-            }
-          }
-          fieldValueByName(name: $field) {
-            ... on ProjectV2ItemFieldSingleSelectValue { name optionId }
-          }
-        }
-      }
-    }
-  }
-}
-"""
-
-SET_OPTION = """
-mutation SetProjectStatus($project: ID!, $item: ID!, $field: ID!, $option: String!) {
-  updateProjectV2ItemFieldValue(input: {projectId: $project, itemId: $item, fieldId: $field,
-                                        value: {singleSelectOptionId: $option}}) {
-    projectV2Item { id }
-  }
-}
-"""
-
-ITEM_NODE = """
-query ProjectItemNode($id: ID!, $field: String!) {
-  node(id: $id) {
-    ... on ProjectV2Item {
-      id
-      project { id }
-      content { ... on Issue { number repository { nameWithOwner } } }
-      fieldValueByName(name: $field) {
-        ... on ProjectV2ItemFieldSingleSelectValue { name }
-      }
-    }
-  }
-}
-"""
 
 
 class ProjectStatusPayload(TypedDict):
@@ -157,24 +101,18 @@ async def set_project_status(ctx: EffectContext, payload: Json) -> Json:
     field = payload.get("field") or STATUS_FIELD
     if not isinstance(field, str):
         raise EffectRefused("payload field 'field' must be a string")
-    owner, name = repo.split("/")
-    variables = {"owner": owner, "name": name, "number": number, "field": field}
     what = f"the project items of {repo}#{number}"
     try:
-        data, forbidden = await graphql(
-            ctx.github, ctx.installation(), ISSUE_ITEMS, {**variables, "first": MAX_BOARDS}, what
+        cards = await ctx.github.project_items_of_issue(
+            repo, number, ctx.installation(), field=field, first=MAX_BOARDS
         )
     except RequestRejected as exc:
         if exc.status == 404:  # deleted or transferred: asking again will not bring it back
             raise EffectRefused(str(exc), {"moved": 0, "summary": "issue not found"}) from exc
         raise
-    issue = (data.get("repository") or {}).get("issue") or {}
-    nodes = (issue.get("projectItems") or {}).get("nodes") or []
-    # An item the App may not read comes back null (its project is non-null in the schema).
-    items = [node for node in nodes if isinstance(node, dict) and node.get("project")]
-    hidden = len(nodes) - len(items)
-    if forbidden and not items:
-        raise _refused(f"reading {what}", forbidden, {"moved": 0, "hidden": hidden})
+    items, hidden = cards.items, cards.hidden
+    if cards.forbidden and not items:
+        raise _refused(f"reading {what}", cards.forbidden, {"moved": 0, "hidden": hidden})
     boards = [await _move(ctx, item, state, field) for item in items]
     refused = [board for board in boards if board.get("reason") == "forbidden"]
     if refused and not any(board["moved"] or board.get("already") for board in boards):
@@ -208,24 +146,16 @@ async def _move(ctx: EffectContext, item: Json, state: str, field: str) -> Json:
     if wanted is None:
         return {**board, "reason": f"no {field} column for {state}"}
     option_id = next(o["id"] for o in options if o.get("name") == wanted)
-    variables = {
-        "project": project["id"],
-        "item": item["id"],
-        "field": status["id"],
-        "option": option_id,
-    }
     try:
-        data, forbidden = await graphql(
-            ctx.github, ctx.installation(), SET_OPTION, variables, f"moving card {item['id']}"
+        moved = await ctx.github.set_project_item_option(
+            project["id"], item["id"], status["id"], option_id, ctx.installation()
         )
     except RequestRejected as exc:
         if exc.status != 404:
             raise
         return {**board, "option": wanted, "reason": "card gone"}  # removed since we looked
-    if forbidden:
+    if not moved:
         return {**board, "option": wanted, "reason": "forbidden"}
-    if not data.get("updateProjectV2ItemFieldValue"):
-        raise TransientError(f"GitHub GraphQL, moving card {item['id']}: no result")
     return {**board, "option": wanted, "moved": True}
 
 
@@ -273,93 +203,24 @@ async def resolve_item(
     None when the item is gone or is not a project item. Raises RequestRejected (403) when
     the App may not read the board, RateLimited or TransientError as GitHub requests do.
     """
-    what = f"project item {item_node_id}"
-    try:
-        data, forbidden = await graphql(
-            github, installation_id, ITEM_NODE, {"id": item_node_id, "field": field}, what
-        )
-    except RequestRejected as exc:
-        if exc.status == 404:
-            return None
-        raise
-    node = data.get("node")
-    if forbidden and not node:
-        raise RequestRejected(403, f"GitHub refused {what}: {_messages(forbidden)}")
-    if not isinstance(node, dict) or "id" not in node:
-        return None  # deleted meanwhile, or the id is not a ProjectV2Item
-    content = node.get("content") or {}  # {} for pull requests and draft issues
-    repo = (content.get("repository") or {}).get("nameWithOwner")
-    number = content.get("number")
-    status = (node.get("fieldValueByName") or {}).get("name")
+    found = await github.project_item(item_node_id, installation_id, field=field)
+    if found is None:
+        return None
     return ProjectItem(
-        item_id=str(node["id"]),
-        project_id=(node.get("project") or {}).get("id"),
-        repo=repo if isinstance(repo, str) else None,
-        number=number if isinstance(number, int) and isinstance(repo, str) else None,
-        status=status if isinstance(status, str) else None,
+        item_id=found.item_id,
+        project_id=found.project_id,
+        repo=found.repo,
+        number=found.number,
+        status=found.status,
     )
 
 
-# --- GraphQL ------------------------------------------------------------------------------------
-
-
-async def graphql(
-    github: GitHubApp, installation_id: int, query: str, variables: Json, what: str
-) -> tuple[Json, list[Json]]:
-    """One GraphQL request as an installation: its data and FORBIDDEN errors (those parts
-    are null). `what` names the request in error messages.
-
-    GraphQL reports most failures inside a 200: a used-up limit raises RateLimited, what
-    GitHub could not find RequestRejected (404), anything else TransientError (retried).
-    """
-    response = await github.request(
-        "POST",
-        graphql_url(github.api_url),
-        installation_id=installation_id,
-        json={"query": query, "variables": variables},
-    )
-    try:
-        body = response.json()
-    except ValueError:
-        raise TransientError(
-            f"GitHub GraphQL answered {what} with a body that is not JSON"
-        ) from None
-    if not isinstance(body, dict):
-        raise TransientError(f"GitHub GraphQL answered {what} with no JSON object")
-    errors = [e for e in body.get("errors") or [] if isinstance(e, dict)]
-    forbidden = [e for e in errors if _forbidden(e)]
-    others = [e for e in errors if not _forbidden(e)]
-    if any(e.get("type") == "RATE_LIMITED" for e in others):
-        raise RateLimited(_reset(response), f"GitHub GraphQL rate limit: {_messages(others)}")
-    if any(e.get("type") == "NOT_FOUND" for e in others):
-        raise RequestRejected(404, f"GitHub GraphQL, {what}: {_messages(others)}")
-    if others:
-        raise TransientError(f"GitHub GraphQL, {what}: {_messages(others)}")
-    data = body.get("data")
-    if not isinstance(data, dict):
-        if forbidden:
-            return {}, forbidden
-        raise TransientError(f"GitHub GraphQL answered {what} without data")
-    return data, forbidden
-
-
-def _forbidden(error: Json) -> bool:
-    message = str(error.get("message") or "")
-    return error.get("type") in ("FORBIDDEN", "INSUFFICIENT_SCOPES") or (
-        "not accessible by integration" in message
-    )
+# --- errors ------------------------------------------------------------------------------------
 
 
 def _messages(errors: list[Json]) -> str:
     said = dict.fromkeys(str(e.get("message") or e.get("type") or "error") for e in errors)
     return "; ".join(list(said)[:3])[:500]
-
-
-def _reset(response: httpx.Response) -> datetime:
-    raw = response.headers.get("x-ratelimit-reset", "")
-    if raw.isdigit():
-        return datetime.fromtimestamp(int(raw), UTC)
-    return datetime.now(UTC) + RATE_LIMIT_WAIT
 
 
 # --- payload fields ------------------------------------------------------------------------------

@@ -15,7 +15,6 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
-from urllib.parse import quote
 
 import structlog
 
@@ -146,11 +145,11 @@ class GitHubPermissions:
         cached = self.cache.permission(self.full_name, login)
         if cached is not None:
             return cached
-        path = f"/repos/{self.full_name}/collaborators/{quote(login, safe='')}/permission"
-        answer = await self._get(path)
-        # `permission` is the base role (a custom role maps to one, maintain to write,
-        # triage to read); `role_name` may be a custom name that says nothing of access.
-        permission = "none" if answer is None else str(answer.get("permission") or "none")
+        # The base role (a custom role maps to one, maintain to write, triage to read).
+        found = await self.github.collaborator_permission(
+            self.full_name, login, self.installation_id
+        )
+        permission = found or "none"
         self.cache.remember_permission(self.full_name, login, permission)
         return permission
 
@@ -159,12 +158,8 @@ class GitHubPermissions:
         cached = self.cache.membership(org, slug, login)
         if cached is not None:
             return cached
-        path = (
-            f"/orgs/{quote(org, safe='')}/teams/{quote(slug, safe='')}"
-            f"/memberships/{quote(login, safe='')}"
-        )
         try:
-            answer = await self._get(path)
+            state = await self.github.team_membership_state(org, slug, login, self.installation_id)
         except RequestRejected as exc:
             if exc.status != 403:
                 raise
@@ -174,7 +169,7 @@ class GitHubPermissions:
             log.warning("team_membership_unreadable", team=f"{org}/{slug}", error=str(exc))
             return False
         # An invited user's membership is `pending` until accepted: not a member yet.
-        member = answer is not None and answer.get("state") == "active"
+        member = state == "active"
         self.cache.remember_membership(org, slug, login, member)
         return member
 
@@ -183,17 +178,6 @@ class GitHubPermissions:
         name = team.strip().removeprefix("@")
         org, slash, slug = name.partition("/")
         return (org, slug) if slash else (self.full_name.split("/")[0], name)
-
-    async def _get(self, path: str) -> dict[str, object] | None:
-        """The JSON object at `path`, or None on 404."""
-        try:
-            response = await self.github.request("GET", path, installation_id=self.installation_id)
-        except RequestRejected as exc:
-            if exc.status == 404:
-                return None
-            raise
-        answer = response.json()
-        return answer if isinstance(answer, dict) else {}
 
 
 async def decide(

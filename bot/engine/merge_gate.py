@@ -10,11 +10,10 @@ the branch moved after the checks were read.
 
 from __future__ import annotations
 
-from typing import Any
-
 import structlog
 from sqlalchemy import select
 
+from adapters.base import CodeHost
 from bot.config.states import State
 from bot.effects.kinds import EffectKind
 from bot.effects.outbox import add_effect
@@ -88,38 +87,19 @@ async def consider_merge(engine: Engine, ticket_id: int) -> Decided:
 
 async def checks_verdict(engine: Engine, repo: str, sha: str, installation_id: int) -> str | None:
     """None when every check run and commit status on `sha` is green; else what is not."""
-    github = engine.github
+    github: CodeHost = engine.github
     waiting: list[str] = []
     failed: list[str] = []
-    page = 1
-    while True:
-        response = await github.request(
-            "GET",
-            f"/repos/{repo}/commits/{sha}/check-runs",
-            installation_id=installation_id,
-            params={"per_page": 100, "page": page, "filter": "latest"},
-        )
-        answer: dict[str, Any] = response.json()
-        runs = answer.get("check_runs") or []
-        for run in runs:
-            name = str(run.get("name"))
-            if run.get("status") != "completed":
-                waiting.append(name)
-            elif run.get("conclusion") not in GREEN:
-                failed.append(f"{name} ({run.get('conclusion')})")
-        if len(runs) < 100 or page * 100 >= int(answer.get("total_count") or 0):
-            break
-        page += 1
-    response = await github.request(
-        "GET", f"/repos/{repo}/commits/{sha}/status", installation_id=installation_id
-    )
-    combined: dict[str, Any] = response.json()
-    for status in combined.get("statuses") or []:
-        context = str(status.get("context"))
-        if status.get("state") == "pending":
-            waiting.append(context)
-        elif status.get("state") != "success":
-            failed.append(f"{context} ({status.get('state')})")
+    for run in await github.check_runs(repo, sha, installation_id):
+        if run.status != "completed":
+            waiting.append(run.name)
+        elif run.conclusion not in GREEN:
+            failed.append(f"{run.name} ({run.conclusion})")
+    for status in await github.commit_statuses(repo, sha, installation_id):
+        if status.state == "pending":
+            waiting.append(status.context)
+        elif status.state != "success":
+            failed.append(f"{status.context} ({status.state})")
     if failed:
         return "⛔ Not merging: " + ", ".join(sorted(failed)) + " did not pass."
     if waiting:

@@ -144,19 +144,15 @@ async def _review_comments(
 ) -> list[str]:
     """`path:line: text` for each comment the review left on the diff."""
     assert repo.installation_id is not None
-    response = await engine.github.request(
-        "GET",
-        f"/repos/{repo.full_name}/pulls/{number}/reviews/{review_id}/comments",
-        installation_id=repo.installation_id,
-        params={"per_page": REVIEW_COMMENTS_MAX},
+    comments = await engine.github.review_comments(
+        repo.full_name, number, review_id, repo.installation_id, limit=REVIEW_COMMENTS_MAX
     )
     found = []
-    for item in response.json() or []:
-        where = str(item.get("path") or "")
-        line = item.get("line") or item.get("original_line")
-        if line:
-            where += f":{line}"
-        found.append(f"{where}: {str(item.get('body') or '').strip()}")
+    for comment in comments:
+        where = comment.path
+        if comment.line:
+            where += f":{comment.line}"
+        found.append(f"{where}: {comment.body.strip()}")
     return found
 
 

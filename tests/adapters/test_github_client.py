@@ -21,15 +21,11 @@ from githubkit_schemas.latest.models import (
 )
 from structlog.testing import capture_logs
 
+from adapters.base import CachedPage, Page
 from adapters.errors import AdapterError, RateLimited, RequestRejected, TransientError
-from adapters.github.client import (
-    API_VERSION,
-    CachedPage,
-    GitHubApp,
-    Page,
-    app_jwt,
-    graphql_url,
-)
+from adapters.github.auth import app_jwt
+from adapters.github.client import GitHubApp
+from adapters.github.transport import API_VERSION, graphql_url
 from bot.settings import Settings
 from tests.fakes.github_api import FakeGitHubAPI, FakeRepo, fake_github_api
 from tests.support.helpers import TEST_API_URL

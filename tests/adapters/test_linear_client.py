@@ -24,7 +24,8 @@ from adapters.base import (
     TicketUpserted,
 )
 from adapters.errors import AdapterError, RateLimited, RequestRejected, TransientError
-from adapters.linear.client import DOCUMENTS, IssuePage, LinearClient, LinearLabel
+from adapters.linear.client import IssuePage, LinearClient, LinearLabel
+from adapters.linear.documents import DOCUMENTS
 from adapters.linear.events import parse, ticket_from_issue
 from adapters.linear.verify import timestamp_fresh
 from tests.fakes.linear_api import FakeLinear, linear_schema

@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from githubkit.compat import type_validate_python
 from githubkit_schemas.latest import models as gh
 
-from adapters.github.client import graphql_url
+from adapters.github.transport import graphql_url
 from bot.settings import Settings
 from tests.fakes.github_git import sync_from_git
 from tests.support.helpers import github_example
