@@ -1,5 +1,5 @@
-"""The outbox's GitHub performers: status label, status comment, check runs, PRs, merges,
-reactions, replies and issue updates (DESIGN §4-5).
+"""The outbox's GitHub performers: status label, status comment, PRs, merges, reactions,
+replies and issue updates, with check runs from bot/effects/github_checks.py (DESIGN §4-5).
 
 Any of them may run again after a crash or a timeout whose request did reach GitHub, so
 each is idempotent by design: labels are compared before they are changed; comments carry
@@ -12,14 +12,13 @@ never race each other into duplicates.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from contextlib import aclosing
-from datetime import UTC, datetime
 from typing import Any
 
 from adapters.errors import RequestRejected
-from bot.effects.annotations import MAX_ANNOTATIONS
+from bot.effects.fields import int_of, repo_of, text_of, with_marker
+from bot.effects.github_checks import check_run
 from bot.effects.kinds import STATUS_MARKER, EffectKind, comment_marker, pr_marker
 from bot.effects.outbox import EffectContext, EffectRefused, Performer
 from bot.effects.projects import set_project_status
@@ -29,13 +28,6 @@ Json = dict[str, Any]
 
 # --- limits -----------------------------------------------------------------------------------
 
-MAX_TEXT = 65535  # GitHub's limit for a check run's summary and text
-ANNOTATIONS_PER_REQUEST = 50  # GitHub's limit per create/update request
-RETRY_ACTION: Json = {
-    "label": "Retry",  # at most 20 characters
-    "identifier": "retry",  # at most 20; comes back in check_run.requested_action
-    "description": "Run this ticket's gates again",  # at most 40
-}
 MERGE_METHODS = frozenset({"merge", "squash", "rebase"})
 REACTIONS: Mapping[str, str] = {
     **{name: name for name in ("+1", "-1", "laugh", "confused", "heart", "hooray", "rocket")},
@@ -49,7 +41,6 @@ REACTIONS: Mapping[str, str] = {
     "🚀": "rocket",
     "👀": "eyes",
 }
-_REPO = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 
 
 class MergeRefused(EffectRefused):
@@ -61,7 +52,7 @@ class MergeRefused(EffectRefused):
 
 async def set_status_label(ctx: EffectContext, payload: Json) -> Json:
     """Carry exactly the wanted status label: create it if missing, add it, drop the others."""
-    repo, number = _repo(payload), _int(payload, "number")
+    repo, number = repo_of(payload), int_of(payload, "number")
     add = payload.get("add")
     if add is not None and not isinstance(add, str):
         raise EffectRefused("payload field 'add' must be a label name or null")
@@ -116,8 +107,8 @@ async def _ensure_repo_label(ctx: EffectContext, repo: str, name: str, payload: 
 
 async def upsert_status_comment(ctx: EffectContext, payload: Json) -> Json:
     """Edit the ticket's one status comment in place, posting it the first time."""
-    repo, number = _repo(payload), _int(payload, "number")
-    body = _with_marker(_str(payload, "body"), STATUS_MARKER)
+    repo, number = repo_of(payload), int_of(payload, "number")
+    body = with_marker(text_of(payload, "body"), STATUS_MARKER)
     known = _comment_id(ctx.previous, repo, number)
     if known is not None:
         try:
@@ -141,9 +132,9 @@ async def upsert_status_comment(ctx: EffectContext, payload: Json) -> Json:
 
 async def post_comment(ctx: EffectContext, payload: Json) -> Json:
     """Post a reply once: a retry finds the one an earlier try posted by its marker."""
-    repo, number = _repo(payload), _int(payload, "number")
+    repo, number = repo_of(payload), int_of(payload, "number")
     marker = comment_marker(str(payload.get("marker") or ctx.key))
-    body = _with_marker(_str(payload, "body"), marker)
+    body = with_marker(text_of(payload, "body"), marker)
     found = await _find_comment(ctx, repo, number, marker)
     if found is not None:
         return _comment_result(repo, number, found, created=False, what="comment")
@@ -151,68 +142,17 @@ async def post_comment(ctx: EffectContext, payload: Json) -> Json:
     return _comment_result(repo, number, comment, created=True, what="comment")
 
 
-async def check_run(ctx: EffectContext, payload: Json) -> Json:
-    """Create or update the check run with this external id on this head sha."""
-    repo = _repo(payload)
-    head_sha, name = _str(payload, "head_sha"), _str(payload, "name")
-    external_id = _str(payload, "external_id")
-    annotations = [_annotation(a) for a in payload.get("annotations") or []][:MAX_ANNOTATIONS]
-    output: Json = {
-        "title": _str(payload, "title")[:255],
-        "summary": _head(_str(payload, "summary"), MAX_TEXT),
-    }
-    if isinstance(payload.get("text"), str) and payload["text"]:
-        output["text"] = _tail(payload["text"], MAX_TEXT)
-    # GitHub appends annotations on every update, so sending a batch twice would show it
-    # twice: progress is saved after each request, and a retry resumes after it.
-    progress = _same_run(ctx.progress, head_sha, external_id)
-    if progress is None:
-        known = _same_run(ctx.previous, head_sha, external_id)
-        run_id = (
-            int(known["check_run_id"])
-            if known
-            else await ctx.github.find_check_run(
-                repo, head_sha, ctx.installation(), name=name, external_id=external_id
-            )
-        )
-        body = _check_run_body(payload, output, annotations[:ANNOTATIONS_PER_REQUEST])
-        if run_id is None:
-            answer = await ctx.github.create_check_run(repo, head_sha, body, ctx.installation())
-        else:
-            answer = await ctx.github.update_check_run(repo, run_id, body, ctx.installation())
-        progress = {
-            "check_run_id": int(answer["id"]),
-            "html_url": answer.get("html_url"),
-            "head_sha": head_sha,
-            "external_id": external_id,
-            "annotations_sent": min(len(annotations), ANNOTATIONS_PER_REQUEST),
-            "created": run_id is None,
-        }
-        if annotations:
-            await ctx.checkpoint(progress)
-    sent = int(progress["annotations_sent"])
-    while sent < len(annotations):
-        batch = annotations[sent : sent + ANNOTATIONS_PER_REQUEST]
-        await ctx.github.update_check_run(
-            repo,
-            int(progress["check_run_id"]),
-            {"output": {**output, "annotations": batch}},
-            ctx.installation(),
-        )
-        sent += len(batch)
-        progress = {**progress, "annotations_sent": sent}
-        await ctx.checkpoint(progress)
-    state = payload.get("conclusion") or payload.get("status")
-    return {**progress, "summary": f"check run {name}: {state}"}
-
-
 async def open_or_update_pr(ctx: EffectContext, payload: Json) -> Json:
     """Open the work branch's PR, or bring the open one's title and body up to date."""
-    repo = _repo(payload)
-    head, base, title = _str(payload, "head"), _str(payload, "base"), _str(payload, "title")
-    body = _str(payload, "body")
+    repo = repo_of(payload)
+    head, base, title = (
+        text_of(payload, "head"),
+        text_of(payload, "base"),
+        text_of(payload, "title"),
+    )
+    body = text_of(payload, "body")
     if "ticket" in payload:
-        body = _with_marker(body, pr_marker(payload["ticket"]), at_end=True)
+        body = with_marker(body, pr_marker(payload["ticket"]), at_end=True)
     existing = await ctx.github.find_pull_request(repo, head, base, ctx.installation())
     if existing is None:
         draft = payload.get("draft")
@@ -245,8 +185,8 @@ async def open_or_update_pr(ctx: EffectContext, payload: Json) -> Json:
 
 async def merge_pr(ctx: EffectContext, payload: Json) -> Json:
     """Merge at the gated head sha; a refusal raises MergeRefused with the reason."""
-    repo, number = _repo(payload), _int(payload, "number")
-    method = _str(payload, "method")
+    repo, number = repo_of(payload), int_of(payload, "number")
+    method = text_of(payload, "method")
     if method not in MERGE_METHODS:
         raise EffectRefused(f"merge method {method!r} is not one of {sorted(MERGE_METHODS)}")
     commit_title, commit_message = payload.get("commit_title"), payload.get("commit_message")
@@ -256,7 +196,7 @@ async def merge_pr(ctx: EffectContext, payload: Json) -> Json:
             number,
             ctx.installation(),
             method=method,
-            sha=_str(payload, "sha"),
+            sha=text_of(payload, "sha"),
             commit_title=commit_title if isinstance(commit_title, str) else None,
             commit_message=commit_message if isinstance(commit_message, str) else None,
         )
@@ -281,8 +221,8 @@ async def merge_pr(ctx: EffectContext, payload: Json) -> Json:
 
 async def add_reaction(ctx: EffectContext, payload: Json) -> Json:
     """React to a comment or an issue (GitHub answers an existing reaction with 200)."""
-    repo = _repo(payload)
-    content = REACTIONS.get(_str(payload, "content"))
+    repo = repo_of(payload)
+    content = REACTIONS.get(text_of(payload, "content"))
     if content is None:
         raise EffectRefused(f"unknown reaction {payload['content']!r}")
     if "comment_id" in payload:
@@ -291,17 +231,17 @@ async def add_reaction(ctx: EffectContext, payload: Json) -> Json:
             if payload.get("review_comment")
             else ctx.github.react_to_issue_comment
         )
-        answer = await react(repo, _int(payload, "comment_id"), content, ctx.installation())
+        answer = await react(repo, int_of(payload, "comment_id"), content, ctx.installation())
     else:
         answer = await ctx.github.react_to_issue(
-            repo, _int(payload, "number"), content, ctx.installation()
+            repo, int_of(payload, "number"), content, ctx.installation()
         )
     return {"reaction_id": answer.get("id"), "content": content, "summary": f"reacted {content}"}
 
 
 async def update_issue(ctx: EffectContext, payload: Json) -> Json:
     """Set an issue's state, title or body (setting a value twice changes nothing)."""
-    repo, number = _repo(payload), _int(payload, "number")
+    repo, number = repo_of(payload), int_of(payload, "number")
     fields = ("state", "state_reason", "title", "body")
     request = {key: payload[key] for key in fields if isinstance(payload.get(key), str)}
     if not request:
@@ -348,67 +288,6 @@ def _ours(comment: Json, app_id: int) -> bool:
 # --- shapes ------------------------------------------------------------------------------------
 
 
-def _check_run_body(payload: Json, output: Json, annotations: list[Json]) -> Json:
-    status = _str(payload, "status")
-    conclusion = payload.get("conclusion")
-    if status == "completed" and not conclusion:
-        raise EffectRefused("a completed check run needs a conclusion")
-    body: Json = {
-        "name": _str(payload, "name"),
-        "external_id": _str(payload, "external_id"),
-        "status": "completed" if conclusion else status,
-        "output": {**output, "annotations": annotations} if annotations else output,
-    }
-    if isinstance(payload.get("details_url"), str):
-        body["details_url"] = payload["details_url"]
-    now = _iso_now()
-    if status == "in_progress" or isinstance(payload.get("started_at"), str):
-        body["started_at"] = payload.get("started_at") or now
-    if conclusion:
-        body["conclusion"] = conclusion
-        body["completed_at"] = payload.get("completed_at") or now
-    actions = payload.get("actions")
-    if actions is None and conclusion == "failure":
-        actions = [RETRY_ACTION]
-    if actions:
-        body["actions"] = [_action(action) for action in actions[:3]]  # GitHub allows three
-    return body
-
-
-def _annotation(raw: Json) -> Json:
-    annotation: Json = {
-        "path": str(raw["path"]),
-        "start_line": int(raw["start_line"]),
-        "end_line": int(raw.get("end_line") or raw["start_line"]),
-        "annotation_level": raw.get("annotation_level", "failure"),
-        "message": _head(str(raw.get("message") or ""), 4000) or "(no message)",
-    }
-    # Columns only on a single line, per GitHub.
-    if annotation["start_line"] == annotation["end_line"]:
-        for key in ("start_column", "end_column"):
-            if isinstance(raw.get(key), int):
-                annotation[key] = raw[key]
-    if isinstance(raw.get("title"), str):
-        annotation["title"] = raw["title"][:255]
-    return annotation
-
-
-def _action(raw: Json) -> Json:
-    return {
-        "label": str(raw["label"])[:20],
-        "identifier": str(raw["identifier"])[:20],
-        "description": str(raw.get("description") or raw["label"])[:40],
-    }
-
-
-def _same_run(result: Json | None, head_sha: str, external_id: str) -> Json | None:
-    if not result or not isinstance(result.get("check_run_id"), int):
-        return None
-    if result.get("head_sha") != head_sha or result.get("external_id") != external_id:
-        return None
-    return result
-
-
 def _comment_id(result: Json | None, repo: str, number: int) -> int | None:
     if not result or result.get("repo") != repo or result.get("number") != number:
         return None
@@ -449,43 +328,3 @@ def _refusal(status: int, message: str) -> str:
             f"GitHub says it is not mergeable: conflicts, or required reviews or checks ({message})"
         )
     return message
-
-
-def _with_marker(body: str, marker: str, *, at_end: bool = False) -> str:
-    if marker in body:
-        return body
-    return f"{body}\n\n{marker}" if at_end else f"{marker}\n{body}"
-
-
-def _head(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 20] + "\n… (truncated)"
-
-
-def _tail(text: str, limit: int) -> str:
-    """The end of an output: where the failure usually is."""
-    return text if len(text) <= limit else "… (truncated)\n" + text[-(limit - 20) :]
-
-
-def _iso_now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _repo(payload: Json) -> str:
-    repo = _str(payload, "repo")
-    if not _REPO.match(repo):
-        raise EffectRefused(f"payload field 'repo' is not OWNER/NAME: {repo!r}")
-    return repo
-
-
-def _str(payload: Json, key: str) -> str:
-    value = payload.get(key)
-    if not isinstance(value, str):
-        raise EffectRefused(f"payload field {key!r} must be a string")
-    return value
-
-
-def _int(payload: Json, key: str) -> int:
-    value = payload.get(key)
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise EffectRefused(f"payload field {key!r} must be an integer")
-    return value

@@ -12,7 +12,7 @@ from sqlalchemy import select, update
 
 from bot.deps import Deps
 from bot.effects.annotations import annotations_from_output
-from bot.effects.github import RETRY_ACTION
+from bot.effects.github_checks import RETRY_ACTION
 from bot.effects.kinds import STATUS_MARKER, EffectKind, comment_marker, pr_marker
 from bot.effects.outbox import add_effect, revision_key
 from bot.effects.perform import perform_pending
