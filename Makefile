@@ -22,8 +22,12 @@ sync: $(VENV)/.synced
 run: sync
 	$(VENV)/bin/openase up
 
+# Two test processes by default (pytest-xdist), each with its own embedded PostgreSQL and
+# Redis; `make test TEST_WORKERS=1` runs the suite in one process.
+TEST_WORKERS ?= 2
+
 test: sync
-	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 lint: sync
 	$(VENV)/bin/ruff check .

@@ -1,7 +1,8 @@
 """Shared fixtures: real PostgreSQL and Redis (embedded unless URLs are given), migrated once.
 
-Set OPENASE_TEST_DATABASE_URL / OPENASE_TEST_REDIS_URL to use existing servers instead; the
-database must be a throwaway one (every test empties all tables).
+Set OPENASE_TEST_DATABASE_URL / OPENASE_TEST_REDIS_URL to use existing servers instead (with
+one test process: every test empties all tables, so the database must be a throwaway one).
+Under pytest-xdist each test process starts embedded servers of its own.
 """
 
 from __future__ import annotations
@@ -56,6 +57,15 @@ def services() -> Iterator[Services]:
     """URLs of a migrated PostgreSQL and a Redis for the whole session."""
     database_url = os.environ.get("OPENASE_TEST_DATABASE_URL")
     redis_url = os.environ.get("OPENASE_TEST_REDIS_URL")
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if (database_url or redis_url) and workers > 1:
+        # Every test empties the database and Redis: two processes would empty each
+        # other's. The embedded servers are per process, so only given URLs clash.
+        pytest.exit(
+            "OPENASE_TEST_DATABASE_URL / OPENASE_TEST_REDIS_URL are shared by every test "
+            "process: run one (make test TEST_WORKERS=1)",
+            returncode=2,
+        )
     # Short path: unix socket paths must stay under ~100 bytes.
     root = Path(tempfile.mkdtemp(prefix="oa-"))
     pg = redis = None

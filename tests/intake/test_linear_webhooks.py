@@ -168,7 +168,14 @@ async def test_a_body_changed_after_signing_is_refused(
 
 
 @pytest.mark.parametrize(
-    "timestamp", [None, "now", 1763630102512, int(time.time() * 1000) + 10 * 60_000]
+    "timestamp",
+    [
+        None,
+        "now",
+        1763630102512,
+        # Ten minutes ahead; the id stays fixed so parallel test processes collect alike.
+        pytest.param(int(time.time() * 1000) + 10 * 60_000, id="ten-minutes-ahead"),
+    ],
 )
 async def test_stale_or_missing_timestamps_are_refused(
     linear: httpx.AsyncClient, deps: Deps, timestamp: object
