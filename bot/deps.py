@@ -10,9 +10,9 @@ import asyncpg
 from arq.connections import ArqRedis, RedisSettings, create_pool
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from adapters.base import NormalizedEvent
+from adapters.base import CodeHost, NormalizedEvent
 from bot.jobs import CONTROL_QUEUE
-from bot.registry import Clients, GitHubApp, TrackerClients
+from bot.registry import Clients, TrackerClients
 from bot.settings import Settings
 from harness_store.db import make_engine, make_sessionmaker
 
@@ -58,7 +58,7 @@ class Deps:
     # The process's GitHub, Linear and Jira clients (tokens, rate limits, caches).
     clients: Clients = field(default_factory=Clients)
 
-    def github_app(self) -> GitHubApp:
+    def github_app(self) -> CodeHost:
         """The GitHub App client (ConfigError when no App is configured)."""
         return self.clients.github_app(self.settings)
 

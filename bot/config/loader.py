@@ -12,11 +12,11 @@ from dataclasses import dataclass
 
 import structlog
 
+from adapters.base import CodeHost
 from bot.config.control import ControlConfig, load_control_config
 from bot.config.problems import ConfigProblem
 from bot.config.repo import RepoConfig, default_repo_config, parse_repo_config
 from bot.config.workflow import REPO_CONFIG_PATH
-from bot.registry import GitHubApp
 
 log = structlog.get_logger(__name__)
 
@@ -87,7 +87,7 @@ _cache = ConfigCache()
 
 
 async def repo_config(
-    github: GitHubApp,
+    github: CodeHost,
     installation_id: int,
     full_name: str,
     default_branch: str,
@@ -120,7 +120,7 @@ async def repo_config(
 
 
 async def _read(
-    github: GitHubApp, installation_id: int, full_name: str, sha: str, control: ControlConfig
+    github: CodeHost, installation_id: int, full_name: str, sha: str, control: ControlConfig
 ) -> RepoConfigResult:
     file = await github.file_at(full_name, REPO_CONFIG_PATH, sha, installation_id)
     if file is None:

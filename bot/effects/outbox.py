@@ -30,10 +30,11 @@ from sqlalchemy import update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from adapters.base import CodeHost
 from bot.deps import AfterCommit
 from bot.errors import OpenaseError
 from bot.jobs import PERFORM_OUTBOX_JOB
-from bot.registry import GitHubApp, TrackerClients
+from bot.registry import TrackerClients
 from bot.tables.workflow import EffectStatus, OutboxEffect
 from harness_store.db import transaction
 
@@ -65,7 +66,7 @@ class EffectContext:
     attempt: int  # 1 on the first try
     progress: Json | None  # what an unfinished earlier attempt saved with `checkpoint`
     previous: Json | None  # the result of the newest done effect of the same scope
-    github: GitHubApp
+    github: CodeHost
     sessions: async_sessionmaker[AsyncSession]
     # Linear's and Jira's clients, for their tickets' effects.
     trackers: TrackerClients

@@ -34,6 +34,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from adapters.base import CodeHost
 from adapters.errors import RateLimited, RequestRejected, TransientError
 from bot.deps import AfterCommit, Deps
 from bot.effects import rows
@@ -47,7 +48,7 @@ from bot.effects.outbox import (
 )
 from bot.effects.rows import Claimed
 from bot.errors import ConfigError
-from bot.registry import GitHubApp, TrackerClients
+from bot.registry import TrackerClients
 from bot.tables.workflow import Activity, EffectStatus
 from harness_store.db import transaction
 
@@ -75,7 +76,7 @@ async def perform_pending(
     *,
     limit: int = PERFORM_LIMIT,
     installations: Iterable[int | None] | None = None,
-    github: GitHubApp | None = None,
+    github: CodeHost | None = None,
     on_settled: SettleHook | None = None,
 ) -> int:
     """Perform due effects (of `installations`, else all) with the performer of each one's
@@ -121,7 +122,7 @@ class _Worker:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     trackers: TrackerClients
-    github: GitHubApp
+    github: CodeHost
     performers: Mapping[str, Performer]
     on_settled: SettleHook | None
 

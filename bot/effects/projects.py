@@ -17,10 +17,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NotRequired, TypedDict
 
+from adapters.base import CodeHost
 from adapters.errors import RequestRejected
 from bot.config.states import State
 from bot.effects.outbox import EffectContext, EffectRefused
-from bot.registry import GitHubApp
 
 Json = dict[str, Any]
 
@@ -196,7 +196,7 @@ def _refused(what: str, errors: list[Json], result: Json) -> EffectRefused:
 
 
 async def resolve_item(
-    github: GitHubApp, installation_id: int, item_node_id: str, *, field: str = STATUS_FIELD
+    github: CodeHost, installation_id: int, item_node_id: str, *, field: str = STATUS_FIELD
 ) -> ProjectItem | None:
     """The issue and Status option of a card (`projects_v2_item` webhooks carry neither).
 

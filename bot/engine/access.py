@@ -18,10 +18,10 @@ from typing import Protocol
 
 import structlog
 
+from adapters.base import CodeHost
 from adapters.errors import RequestRejected
 from bot.config.repo import CommandAccess
 from bot.config.workflow import REPO_CONFIG_PATH
-from bot.registry import GitHubApp
 
 WRITE_PERMISSIONS = frozenset({"admin", "maintain", "write"})
 
@@ -131,7 +131,7 @@ class GitHubPermissions:
 
     def __init__(
         self,
-        github: GitHubApp,
+        github: CodeHost,
         full_name: str,
         installation_id: int,
         cache: PermissionCache | None = None,

@@ -20,11 +20,12 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from adapters.base import CodeHost
 from bot.config.control import ControlConfig
 from bot.config.loader import ConfigCache, RepoConfigResult, repo_config
 from bot.deps import Deps
 from bot.engine.access import PermissionCache
-from bot.registry import GitHubApp, TrackerClients
+from bot.registry import TrackerClients
 from bot.tables.mirror import Repository, Ticket
 from bot.tables.workflow import TicketState
 from runner.contract import RunSpec
@@ -41,7 +42,7 @@ class Engine:
     """What decisions need besides a session: the clients and the control-plane config."""
 
     deps: Deps
-    github: GitHubApp
+    github: CodeHost
     control: ControlConfig
     configs: ConfigCache = field(default_factory=ConfigCache)
     # Who may use slash commands, asked of GitHub at most once a minute per person.

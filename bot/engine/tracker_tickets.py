@@ -16,7 +16,7 @@ import structlog
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from adapters.base import InstallationChanged, NormalizedEvent, RepositoryChanged
+from adapters.base import CodeHost, InstallationChanged, NormalizedEvent, RepositoryChanged
 from adapters.errors import AdapterError
 from bot.config.control import ControlConfig
 from bot.config.routes import (
@@ -36,7 +36,7 @@ from bot.engine.access import Actor, PermissionSource
 from bot.engine.context import Engine, Loaded
 from bot.engine.jira_text import to_wiki
 from bot.intake import mirror
-from bot.registry import JIRA, LINEAR, GitHubApp
+from bot.registry import JIRA, LINEAR
 from bot.tables.mirror import Repository, Ticket
 
 log = structlog.get_logger(__name__)
@@ -52,7 +52,7 @@ def is_tracker(ticket: Ticket) -> bool:
 async def route_ticket(
     session: AsyncSession,
     control: ControlConfig,
-    github: GitHubApp,
+    github: CodeHost,
     ticket: Ticket,
     workflow_state: str | None,
 ) -> Route | None:
@@ -83,7 +83,7 @@ async def _known_repo(session: AsyncSession, full_name: str) -> int | None:
     return found
 
 
-async def _discover(session: AsyncSession, github: GitHubApp, route: Route) -> int | None:
+async def _discover(session: AsyncSession, github: CodeHost, route: Route) -> int | None:
     """A routed repository no GitHub webhook has shown us yet: asked of GitHub as the App,
     and mirrored (a team may plan in Linear long before anyone touches the repository)."""
     try:

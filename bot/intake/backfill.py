@@ -23,13 +23,19 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from adapters.base import InstallationChanged, NormalizedEvent, PayloadError, RepositoryChanged
+from adapters.base import (
+    CodeHost,
+    InstallationChanged,
+    NormalizedEvent,
+    PayloadError,
+    RepositoryChanged,
+)
 from adapters.errors import AdapterError, RateLimited, TransientError
 from bot.deps import Deps
 from bot.errors import ConfigError, OpenaseError
 from bot.intake import mirror
 from bot.jobs import BACKFILL_JOB
-from bot.registry import CachedPage, GitHubApp, Page
+from bot.registry import CachedPage, Page
 from bot.tables.mirror import HttpCacheEntry, Installation, Repository
 from harness_store.db import transaction
 
@@ -88,7 +94,7 @@ class PostgresEtagStore:
 
 
 async def backfill_repository(
-    deps: Deps, repo: int | str, *, github: GitHubApp | None = None, use_etags: bool = True
+    deps: Deps, repo: int | str, *, github: CodeHost | None = None, use_etags: bool = True
 ) -> SyncReport:
     """Mirror the open issues and PRs of `repo` (a mirrored repository id, or OWNER/REPO)."""
     github = github or deps.github_app()
@@ -110,7 +116,7 @@ async def backfill_repository(
     return report
 
 
-async def _locate(deps: Deps, github: GitHubApp, repo: int | str) -> tuple[str, int]:
+async def _locate(deps: Deps, github: CodeHost, repo: int | str) -> tuple[str, int]:
     """The repository's name and installation: from the mirror, else asked as the App."""
     async with deps.sessions() as session:
         where = (
