@@ -3,7 +3,7 @@ their state on their tracker, and who their commenters are on GitHub.
 
 A tracker ticket's `repository_id` is where its code lives: set here from the control
 config's route when the engine first meets the ticket, and changed by a new route only
-while no work is under way. Publishing mirrors `bot.engine.core.publish` for GitHub issues: the
+while no work is under way. Publishing mirrors `Decision.publish` for GitHub issues: the
 issue is moved to the state's tracker state, carries the state's status label, and has one
 status comment; the pull request is linked to the issue once it exists.
 """

@@ -16,6 +16,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 
 from bot.deps import Deps
+from bot.jobs import INGEST_JOB
 from bot.metrics import WEBHOOK_ACK_SECONDS, WEBHOOK_DELIVERIES
 from bot.registry import (
     GITHUB_SIGNATURE_HEADER,
@@ -36,7 +37,6 @@ from bot.tables.mirror import DeliveryStatus
 log = structlog.get_logger(__name__)
 
 MAX_BODY_BYTES = 25 * 1024 * 1024  # GitHub caps payloads at 25 MB
-INGEST_JOB = "ingest_delivery"
 _DELIVERY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$")
 _EVENT_NAME = re.compile(r"^[a-z][a-z0-9_]{0,99}$")
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")

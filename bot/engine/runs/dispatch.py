@@ -32,17 +32,14 @@ from bot.engine.runs.claims import Limits as ClaimLimits
 from bot.engine.runs.claims import claim
 from bot.engine.runs.machines import Machine, Requirements, choose, registered, why_none
 from bot.engine.runs.spec import GATES_ONLY_AGENT, PROVIDER_KEY, build_spec
+from bot.jobs import RUN_JOB, run_queue
 from bot.tables.mirror import Repository, Ticket
 from bot.tables.workflow import Run, RunState, TicketState
 from harness_store.errors import NotFound, RenderError
 from harness_store.store import (
     record_run_versions,
 )
-from runner.contract import (
-    RUN_JOB,
-    RunSpec,
-    run_queue,
-)
+from runner.contract import RunSpec
 
 log = structlog.get_logger(__name__)
 
