@@ -1,12 +1,13 @@
 """Performing the outbox's effects (decided by bot/effects/outbox.py), each exactly once.
 
-Performing. `perform_pending` claims one due row at a time with `FOR UPDATE SKIP LOCKED`
+`perform_pending` claims one due row at a time with `FOR UPDATE SKIP LOCKED`
 and a lease (`not_before = now() + LEASE`, `attempts + 1`) in a short transaction, performs
 it outside any row lock, then marks it done (with its result) or failed, or schedules a
 retry: RateLimited at its reset time, TransientError and unexpected errors with exponential
 backoff (up to MAX_ATTEMPTS), RequestRejected and EffectRefused fail at once. Done and
 failed effects of a ticket get an `activity` row. A worker that dies mid-effect leaves the
-row leased; after LEASE it is claimed again, which is why every performer is idempotent.
+row leased; after the lease (bot/effects/rows.py) it is claimed again, which is why every
+performer is idempotent.
 
 Writes to one installation run one at a time across all workers (GitHub's secondary rate
 limits punish concurrent writes): the performer holds a Postgres transaction-level advisory
