@@ -6,9 +6,10 @@ import logging
 import re
 import sys
 from collections.abc import MutableMapping
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
+from structlog.typing import Processor
 
 # Keys whose values never reach a log line, whatever code put them there.
 _SECRET_KEY = re.compile(r"(secret|token|password|private_key|authorization|api_key)", re.I)
@@ -36,14 +37,14 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]  # typesh
 
     def __init__(self) -> None:
         super().__init__()
-        self._explicit: Any = None
+        self._explicit: TextIO | None = None
 
     @property
-    def stream(self) -> Any:
+    def stream(self) -> TextIO:
         return self._explicit if self._explicit is not None else sys.stderr
 
     @stream.setter
-    def stream(self, value: Any) -> None:
+    def stream(self, value: TextIO) -> None:
         if value is not sys.stderr:
             self._explicit = value
 
@@ -52,14 +53,14 @@ def configure_logging(*, json: bool | None = None, level: int = logging.INFO) ->
     """Route structlog and stdlib logging through one pipeline to stderr."""
     if json is None:
         json = not sys.stderr.isatty()
-    shared: list[Any] = [
+    shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         redact,
     ]
-    renderer: Any = (
+    renderer: Processor = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
     )
     structlog.configure(

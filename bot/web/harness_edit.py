@@ -16,7 +16,6 @@ session's user.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
@@ -24,6 +23,7 @@ from starlette.responses import RedirectResponse, Response
 
 from bot.api.request import deps_of
 from bot.web.harness_kinds import (
+    AnyShelf,
     Shelf,
     context,
     current_or_404,
@@ -137,7 +137,7 @@ async def _publish(
     )
 
 
-def _draft_from_form(shelf: Shelf[Any], form: dict[str, str]) -> tuple[Draft, str | None]:
+def _draft_from_form(shelf: AnyShelf, form: dict[str, str]) -> tuple[Draft, str | None]:
     """The submitted draft, and the first problem the form itself shows (before the store)."""
     message = form.get("message", "").strip()
     draft = Draft(message=message[:MESSAGE_MAX], base=version_number(form.get("base")))
@@ -177,7 +177,7 @@ def _files_from_form(form: dict[str, str]) -> tuple[list[FileEntry], str | None]
 
 def _editor_page(
     request: Request,
-    shelf: Shelf[Any],
+    shelf: AnyShelf,
     name: str | None,
     draft: Draft,
     problem: str | None,

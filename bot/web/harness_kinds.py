@@ -48,11 +48,14 @@ class Shelf(Generic[V]):
         return self.path(version.name, "versions", version.version)
 
 
+# Either shelf, where a page does the same for both.
+AnyShelf = Shelf[HarnessVersion] | Shelf[SkillVersion]
+
 HARNESSES = Shelf("harness", HarnessVersion, "/harnesses", "Harnesses", "harness", harness_usage)
 SKILLS = Shelf("skill", SkillVersion, "/skills", "Skills", "skill", skill_usage)
 
 
-def name_of(request: Request, shelf: Shelf[Any]) -> str:
+def name_of(request: Request, shelf: AnyShelf) -> str:
     """The name in the path; a name the store could never hold is simply not found."""
     name = str(request.path_params["name"])
     try:
@@ -94,6 +97,6 @@ def when(moment: datetime | None) -> Markup:
     )
 
 
-def context(shelf: Shelf[Any], **values: Any) -> dict[str, Any]:
+def context(shelf: AnyShelf, **values: Any) -> dict[str, Any]:
     """What every harness and skill template gets."""
     return {"shelf": shelf, "when": when, **values}

@@ -26,6 +26,7 @@ from bot.web.diff_view import FileDiff, diff_file, diff_files
 from bot.web.harness_kinds import (
     HARNESSES,
     SKILLS,
+    AnyShelf,
     Shelf,
     context,
     current_or_404,
@@ -175,7 +176,7 @@ async def diff_page(request: Request, shelf: Shelf[V]) -> Response:
     return page(request, "harness_diff.html", values)
 
 
-def _bound(handler: Any, shelf: Shelf[Any]) -> Handler:
+def _bound(handler: Any, shelf: AnyShelf) -> Handler:
     async def endpoint(request: Request) -> Response:
         response: Response = await handler(request, shelf)
         return response
