@@ -235,7 +235,9 @@ class CodeHost(Protocol):
 
     async def branch_head_sha(
         self, full_name: str, branch: str, installation_id: int
-    ) -> str | None: ...
+    ) -> str | None:
+        """The branch's commit; None: no commit at all; BranchMissing: no such branch."""
+        ...
 
     async def file_at(
         self, full_name: str, path: str, ref: str, installation_id: int

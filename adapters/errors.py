@@ -37,3 +37,10 @@ class RequestRejected(AdapterError):
     def __init__(self, status: int, message: str) -> None:
         self.status = status
         super().__init__(message)
+
+
+class BranchMissing(RequestRejected):
+    """The repository has commits but no branch of that name (it was renamed or deleted)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(404, message)

@@ -27,7 +27,7 @@ from adapters.base import (
     RepoInfo,
     TicketUpserted,
 )
-from adapters.errors import RequestRejected
+from adapters.errors import BranchMissing, RequestRejected
 from adapters.github.access import AccessEndpoints
 from adapters.github.checks import CheckEndpoints
 from adapters.github.issues import IssueEndpoints
@@ -114,13 +114,16 @@ class GitHubApp(
     async def branch_head_sha(
         self, full_name: str, branch: str, installation_id: int
     ) -> str | None:
-        """The commit a branch points at; None when there is no such branch (or no commit)."""
+        """The commit a branch points at; None when the repository has no commit at all.
+        BranchMissing when it has commits but no such branch (renamed, or deleted)."""
         path = f"/repos/{checked_full_name(full_name)}/git/ref/heads/{quote(branch, safe='/')}"
         try:
             response = await self.request("GET", path, installation_id=installation_id)
         except RequestRejected as exc:
-            if exc.status in (404, 409):  # 409: "Git Repository is empty."
+            if exc.status == 409:  # "Git Repository is empty."
                 return None
+            if exc.status == 404:
+                raise BranchMissing(f"{full_name} has no branch {branch!r}") from exc
             raise
         target = json_object(response).get("object")
         sha = target.get("sha") if isinstance(target, dict) else None

@@ -3,20 +3,28 @@
 The ref is always the default branch's head commit, never a pull request's branch: a PR
 must not change the hooks or the provider its own gates run with. Results are cached by
 (repository, commit sha), so a config is fetched and validated once per push.
+
+It fails closed: the default workflow stands in only when the repository has no commit at
+all, or no such file at a known commit. A default branch GitHub does not know is looked up
+again (the repository may have renamed it); when there is still none, `ConfigUnavailable`
+says why, and GitHub's own failures (rate limits, 5xx) propagate as adapter errors: the
+caller waits and retries, and never runs gates the repository did not choose.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import structlog
 
 from adapters.base import CodeHost
+from adapters.errors import BranchMissing, RequestRejected
 from bot.config.control import ControlConfig, load_control_config
 from bot.config.problems import ConfigProblem
 from bot.config.repo import RepoConfig, default_repo_config, parse_repo_config
 from bot.config.workflow import REPO_CONFIG_PATH
+from bot.errors import ConfigUnavailable
 
 log = structlog.get_logger(__name__)
 
@@ -42,6 +50,7 @@ class RepoConfigResult:
     config: RepoConfig | None
     problems: tuple[ConfigProblem, ...] = ()
     found: bool = False  # the repository has the file (False: the default config)
+    branch: str | None = None  # the default branch read (another, if it was renamed)
 
     @property
     def ok(self) -> bool:
@@ -101,13 +110,13 @@ async def repo_config(
     everything wrong with the file itself comes back as `problems`.
     """
     cache = _cache if cache is None else cache
-    sha = await github.branch_head_sha(full_name, default_branch, installation_id)
+    branch, sha = await _head(github, installation_id, full_name, default_branch)
     if sha is None:  # an empty repository: nothing to read, nothing to cache
-        return RepoConfigResult(full_name, None, default_repo_config(control))
+        return RepoConfigResult(full_name, None, default_repo_config(control), branch=branch)
     cached = cache.get(full_name, sha, control)
     if cached is not None:
-        return cached
-    result = await _read(github, installation_id, full_name, sha, control)
+        return cached if cached.branch == branch else replace(cached, branch=branch)
+    result = replace(await _read(github, installation_id, full_name, sha, control), branch=branch)
     cache.put(result, control)
     log.info(
         "repo_config_read",
@@ -117,6 +126,31 @@ async def repo_config(
         problems=len(result.problems),
     )
     return result
+
+
+async def _head(
+    github: CodeHost, installation_id: int, full_name: str, branch: str
+) -> tuple[str, str | None]:
+    """The default branch and its head commit (None: the repository has no commit)."""
+    try:
+        return branch, await github.branch_head_sha(full_name, branch, installation_id)
+    except BranchMissing:
+        pass
+    # Renamed (`main` -> `trunk`) before a webhook told us: ask what it is called now.
+    try:
+        current = (await github.repository(full_name, installation_id)).default_branch
+    except RequestRejected as exc:
+        raise ConfigUnavailable(
+            f"GitHub does not show {full_name} to the App (HTTP {exc.status})"
+        ) from exc
+    if not current or current == branch:
+        raise ConfigUnavailable(f"{full_name} has no default branch `{branch}` to read it from")
+    try:
+        return current, await github.branch_head_sha(full_name, current, installation_id)
+    except BranchMissing as exc:
+        raise ConfigUnavailable(
+            f"{full_name} has no default branch `{current}` to read it from"
+        ) from exc
 
 
 async def _read(

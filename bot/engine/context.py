@@ -16,7 +16,8 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import select
+import structlog
+from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -29,6 +30,8 @@ from bot.registry import TrackerClients
 from bot.tables.mirror import Repository, Ticket
 from bot.tables.workflow import TicketState
 from runner.contract import RunSpec
+
+log = structlog.get_logger(__name__)
 
 # How long a default branch's head is trusted before asking GitHub again: a burst of
 # decisions on one repository reads its config once (a push moves it within seconds).
@@ -50,16 +53,20 @@ class Engine:
     # Linear's and Jira's clients, for their tickets (each None when not configured).
     trackers: TrackerClients = field(default_factory=TrackerClients)
     _heads: dict[tuple[str, str], tuple[float, RepoConfigResult]] = field(default_factory=dict)
+    # (repository, the default branch the mirror names) -> what GitHub calls it now.
+    _renamed: dict[tuple[str, str], str] = field(default_factory=dict)
 
     @property
     def app_id(self) -> int:
         return self.github.app_id
 
     async def config_of(self, repo: Repository) -> RepoConfigResult:
-        """The repository's config at its default branch (GitHub errors propagate)."""
+        """The repository's config at its default branch (GitHub errors propagate;
+        ConfigUnavailable when there is no default branch to read it from)."""
         if repo.installation_id is None:
             raise LookupError(f"{repo.full_name} has no GitHub installation")
-        branch = repo.default_branch or "main"
+        mirrored = repo.default_branch or "main"
+        branch = self._renamed.get((repo.full_name.lower(), mirrored), mirrored)
         key = (repo.full_name.lower(), branch)
         cached = self._heads.get(key)
         if cached is not None and time.monotonic() - cached[0] < HEAD_TTL_SECONDS:
@@ -72,8 +79,29 @@ class Engine:
             self.control,
             cache=self.configs,
         )
+        if result.branch is not None and result.branch != branch:
+            self._renamed[(repo.full_name.lower(), mirrored)] = result.branch
+            await self._remember_branch(repo, result.branch)
+            key = (repo.full_name.lower(), result.branch)
         self._heads[key] = (time.monotonic(), result)
         return result
+
+    async def _remember_branch(self, repo: Repository, branch: str) -> None:
+        """Tell the mirror the default branch GitHub names now (renamed without a webhook
+        saying so). A row another transaction holds (a delivery mirroring the repository)
+        is left to it: that delivery brings the new name, and `_renamed` serves meanwhile."""
+        locked = (
+            select(Repository.id).where(Repository.id == repo.id).with_for_update(skip_locked=True)
+        )
+        async with self.deps.sessions() as session, session.begin():
+            await session.execute(
+                update(Repository)
+                .where(Repository.id.in_(locked.scalar_subquery()))
+                .values(default_branch=branch)
+            )
+        log.info("default_branch_renamed", repo=repo.full_name, old=repo.default_branch, new=branch)
+        # The caller's copy too: a run starts from, and a PR targets, the branch that exists.
+        repo.default_branch = branch
 
     def run_url(self, run_id: str) -> str:
         return f"{self.deps.settings.base_url}/runs/{run_id}"

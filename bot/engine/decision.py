@@ -25,6 +25,7 @@ from bot.engine.tracker_tickets import (
     publish_tracker,
     tracker_comment,
 )
+from bot.errors import ConfigUnavailable
 from bot.tables.mirror import Ticket
 from bot.tables.workflow import Activity, Run, TicketState
 from runner.contract import HookResult
@@ -53,9 +54,14 @@ def workflow_of(config: RepoConfig | None, row: TicketState | None) -> Workflow 
 
 
 async def config_or_none(engine: Engine, loaded: Loaded) -> RepoConfig | None:
-    """The repo's config, or None when it is invalid (dispatch reports its problems)."""
+    """The repo's config, or None when it is invalid or has no branch to be read from
+    (dispatch then says so on the ticket). GitHub failing otherwise propagates: the
+    delivery is tried again rather than decided on without the config."""
     assert loaded.repo is not None  # only tickets with a repository reach the reactions
-    return (await engine.config_of(loaded.repo)).config
+    try:
+        return (await engine.config_of(loaded.repo)).config
+    except ConfigUnavailable:
+        return None
 
 
 @dataclass

@@ -32,10 +32,11 @@ from adapters.base import (
     TicketRemoved,
     TicketUpserted,
 )
+from adapters.errors import AdapterError
 from bot.config.repo import RepoConfig, stage_for
 from bot.config.routes import route_of, state_of_tracker
 from bot.config.states import TERMINAL, State, human_may_set
-from bot.config.workflow import DEFAULT_WORKFLOW, INTAKE_STATES, Workflow
+from bot.config.workflow import DEFAULT_TRIGGER, DEFAULT_WORKFLOW, INTAKE_STATES, Workflow
 from bot.effects.projects import resolve_item, state_for_option
 from bot.engine.commands.comments import body_commands, commented
 from bot.engine.commands.registry import Commands
@@ -118,13 +119,13 @@ async def _ticket_upserted(r: Reacting, event: TicketUpserted, commands: Command
         r.followups.dispatch_due = True  # it may have blocked others
         if row is None or row.state in TERMINAL:
             return
-        decision = await r.decision(loaded)
+        closing = await r.decision(loaded)
         if row.state == State.MERGING:
-            await decision.transition(State.DONE, reason="issue closed")
+            await closing.transition(State.DONE, reason="issue closed")
             return
         if row.run_id is not None:
             r.followups.cancel[row.run_id] = "the issue was closed"
-        await decision.transition(State.CANCELED, reason="issue closed", run_id=None)
+        await closing.transition(State.CANCELED, reason="issue closed", run_id=None)
         return
     if event.action == "edited":
         if row is not None and row.state not in TERMINAL:
@@ -133,7 +134,9 @@ async def _ticket_upserted(r: Reacting, event: TicketUpserted, commands: Command
     if event.action == "opened":
         await body_commands(r, loaded, event.ticket, commands)
         row = loaded.state
-    decision = await r.decision(loaded)
+    decision = await _decision_or_wait(r, loaded, event.ticket.labels)
+    if decision is None:
+        return
     config = decision.config
     if config is None:
         if row is not None:
@@ -149,7 +152,9 @@ async def _labels_changed(r: Reacting, event: LabelsChanged) -> None:
     loaded = await load_event_ticket(r.session, r.engine, event.ticket)
     if loaded is None or loaded.ticket.state != "open":
         return
-    decision = await r.decision(loaded)
+    decision = await _decision_or_wait(r, loaded, event.added)
+    if decision is None:
+        return
     config = decision.config
     if config is None:
         if loaded.state is None and event.added:
@@ -175,6 +180,29 @@ async def _labels_changed(r: Reacting, event: LabelsChanged) -> None:
         await decision.transition(
             row.state, reason=f"status label {label!r} restored{by(event.actor)}", relabel=True
         )
+
+
+async def _decision_or_wait(r: Reacting, loaded: Loaded, labels: Sequence[str]) -> Decision | None:
+    """A decision on the ticket; or, when GitHub will not serve its repository's config and a
+    new ticket carries what looks like a trigger label, the ticket put in `todo` for dispatch
+    to wait on the config (it says why on the ticket and retries) instead of the label being
+    lost with a delivery that failed. Any other ticket's delivery is retried as before."""
+    try:
+        return await r.decision(loaded)
+    except AdapterError:
+        if loaded.state is not None or not any(_maybe_trigger(label) for label in labels):
+            raise
+        log.warning("trigger_waits_for_config", ticket_id=loaded.ticket.id, exc_info=True)
+        await ensure_state(r.session, loaded, State.TODO)
+        r.followups.dispatch.add(loaded.ticket.id)
+        return None
+
+
+def _maybe_trigger(label: str) -> bool:
+    """`openase` or `openase:<workflow>`: a trigger under any config that keeps the default
+    names (a custom trigger label needs the config to be recognised)."""
+    folded = label.casefold()
+    return folded == DEFAULT_TRIGGER or folded.startswith(f"{DEFAULT_TRIGGER}:")
 
 
 async def _triggered(decision: Decision, config: RepoConfig, label: str, actor: str | None) -> None:

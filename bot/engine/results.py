@@ -15,6 +15,7 @@ import structlog
 from sqlalchemy import func, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from adapters.errors import AdapterError
 from bot.config.repo import RepoConfig, stage_for
 from bot.config.states import State
 from bot.config.workflow import Workflow
@@ -27,6 +28,7 @@ from bot.engine.context import Engine, Followups, load
 from bot.engine.decision import Decision
 from bot.engine.runs.spec import GATES_ONLY_AGENT, work_branch
 from bot.engine.runs.tracking import HANDED_BACK, collect_events, fetch_result
+from bot.errors import ConfigUnavailable
 from bot.tables.mirror import Ticket
 from bot.tables.workflow import Run, RunState
 from runner.contract import HookResult, RunResult, RunStatus
@@ -56,7 +58,8 @@ async def take_result(engine: Engine, run_id: str) -> Followups | None:
 
 async def finish_run(engine: Engine, run_id: str, result: RunResult | None) -> Followups | None:
     """Record the run as finished (`result`) or lost (None) and decide: what follows; None
-    when it was already finished or lost (someone else acted on it)."""
+    when it was already finished or lost (someone else acted on it), or when the repository's
+    config cannot be read now (the cron comes back for it)."""
     async with engine.deps.sessions() as session:
         run = await session.get(Run, run_id)
         if run is None:
@@ -66,8 +69,11 @@ async def finish_run(engine: Engine, run_id: str, result: RunResult | None) -> F
     if loaded is not None and loaded.repo is not None and loaded.repo.installation_id:
         try:
             config = (await engine.config_of(loaded.repo)).config
-        except Exception:  # config is for labels and the next stage; the result counts more
-            log.warning("result_without_config", run_id=run_id, exc_info=True)
+        except (ConfigUnavailable, AdapterError) as error:
+            # Deciding without the config would give up on the ticket (no workflow, no
+            # attempts left): the result waits in Redis and the cron takes it in later.
+            log.warning("result_waits_for_config", run_id=run_id, error=str(error))
+            return None
     followups = Followups(decision=f"result:{run_id}")
     async with engine.deps.sessions() as session, session.begin():
         if not await _mark(session, run_id, result):

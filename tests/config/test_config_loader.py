@@ -10,11 +10,13 @@ import pytest
 from githubkit.compat import type_validate_python
 from githubkit_schemas.latest.models import ContentFile, GitRef
 
+from adapters.errors import BranchMissing, TransientError
 from bot.config.control import ControlConfig, default_control_config, parse_control_config
 from bot.config.loader import MAX_REPO_CONFIG_BYTES, ConfigCache, RepoConfigResult, repo_config
 from bot.config.problems import explain
 from bot.config.repo import default_repo_config
 from bot.config.workflow import REPO_CONFIG_PATH
+from bot.errors import ConfigUnavailable
 from bot.registry import GitHubApp
 from bot.settings import Settings
 from tests.fakes.github_api import FakeGitHubAPI, FakeRepo
@@ -114,7 +116,9 @@ async def test_no_file_means_the_default_workflow(
 ) -> None:
     head = github_api.commit(repo, {"README.md": "no config here"})
     result = await read(app, control, ConfigCache())
-    assert result == RepoConfigResult("acme/widgets", head, default_repo_config(control))
+    assert result == RepoConfigResult(
+        "acme/widgets", head, default_repo_config(control), branch="main"
+    )
     assert not result.found
     assert result.ok
 
@@ -125,6 +129,60 @@ async def test_an_empty_repository_gets_the_default_workflow(
     result = await read(app, control, ConfigCache())
     assert (result.sha, result.config) == (None, default_repo_config(control))
     assert calls(github_api, "/contents/") == []
+
+
+async def test_a_renamed_default_branch_is_looked_up_and_read(
+    app: GitHubApp, repo: FakeRepo, github_api: FakeGitHubAPI, control: ControlConfig
+) -> None:
+    """`main` became `trunk` before any webhook said so: the repository is asked again and
+    its file read from `trunk`, never the default workflow in its place."""
+    head = github_api.commit(repo, {REPO_CONFIG_PATH: GOOD}, branch="trunk")
+    repo.data["default_branch"] = "trunk"
+
+    result = await read(app, control, ConfigCache())  # still asks for `main`
+
+    assert (result.sha, result.branch, result.found) == (head, "trunk", True)
+    assert result.config is not None
+    assert result.config.workflows["coder"].max_attempts == 5
+    assert [r.url.path for r in calls(github_api, "/git/ref/")] == [
+        "/api/v3/repos/acme/widgets/git/ref/heads/main",
+        "/api/v3/repos/acme/widgets/git/ref/heads/trunk",
+    ]
+
+
+async def test_a_default_branch_that_is_gone_fails_closed(
+    app: GitHubApp, repo: FakeRepo, github_api: FakeGitHubAPI, control: ControlConfig
+) -> None:
+    github_api.commit(repo, {REPO_CONFIG_PATH: GOOD}, branch="feature")  # commits, but no main
+
+    with pytest.raises(ConfigUnavailable, match="no default branch `main`"):
+        await read(app, control, ConfigCache())
+    assert calls(github_api, "/contents/") == []
+
+
+async def test_a_repository_the_app_cannot_see_fails_closed(
+    app: GitHubApp, github_api: FakeGitHubAPI, control: ControlConfig
+) -> None:
+    github_api.add_installation(INSTALLATION, "acme")
+    with pytest.raises(ConfigUnavailable, match=r"does not show acme/gone to the App \(HTTP 404\)"):
+        await read(app, control, ConfigCache(), name="acme/gone")
+
+
+@pytest.mark.parametrize("path", ["/git/ref/", "/contents/"])
+async def test_github_failing_is_no_default_workflow(
+    app: GitHubApp,
+    repo: FakeRepo,
+    github_api: FakeGitHubAPI,
+    control: ControlConfig,
+    path: str,
+) -> None:
+    """A 5xx on the branch or on the file propagates for the caller to wait and retry."""
+    github_api.commit(repo, {REPO_CONFIG_PATH: GOOD})
+    for _ in range(5):  # the client's own retries included
+        github_api.queue(502, {"message": "Server Error"}, path_regex=f".*{path}.*")
+
+    with pytest.raises(TransientError):
+        await read(app, control, ConfigCache())
 
 
 @pytest.mark.parametrize(
@@ -211,7 +269,9 @@ async def test_the_fakes_file_api_matches_the_client(
 ) -> None:
     head = github_api.commit(repo, {"docs/a.md": "A", "docs/b.md": "B"})
     assert await app.branch_head_sha("acme/widgets", "main", INSTALLATION) == head
-    assert await app.branch_head_sha("acme/widgets", "nope", INSTALLATION) is None
+    with pytest.raises(BranchMissing, match="acme/widgets has no branch 'nope'") as missing:
+        await app.branch_head_sha("acme/widgets", "nope", INSTALLATION)
+    assert missing.value.status == 404
     file = await app.file_at("acme/widgets", "docs/a.md", head, INSTALLATION)
     assert file is not None
     assert (file.kind, file.size, file.content) == ("file", 1, b"A")

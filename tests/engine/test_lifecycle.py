@@ -15,14 +15,14 @@ from bot.config.states import State
 from bot.deps import Deps
 from bot.engine.runs import tracking as run_tracking
 from bot.settings import Settings
-from bot.tables.mirror import Ticket
-from bot.tables.workflow import Run, TicketState
+from bot.tables.mirror import Repository, Ticket
+from bot.tables.workflow import Activity, Run, TicketState
 from tests.conftest import OpenWorld
 from tests.fakes.model_server import ModelServer, Scenario, Step, ToolCall
 from tests.support.agent_clis import agent_cli
 from tests.support.git_repos import git, show
 from tests.support.helpers import github_example
-from tests.support.lifecycle import WRITER, World, repo_config
+from tests.support.lifecycle import FULL_NAME, WRITER, World, repo_config
 
 T = TypeVar("T")
 Json = dict[str, Any]
@@ -440,6 +440,77 @@ async def test_a_repository_without_config_gets_the_default_workflow(open_world:
         assert run.workflow == "coder"
         assert run.spec["harness"]["name"] == "coder"
         assert [skill["name"] for skill in run.spec["skills"]] == ["run-tests", "commit-message"]
+
+
+async def test_a_config_github_will_not_serve_is_waited_for_never_defaulted(
+    open_world: OpenWorld,
+) -> None:
+    """GitHub failing on the file (5xx) is no absent file: the ticket waits, says why once,
+    and runs with the repository's own gates once GitHub answers again."""
+    async with open_world() as w:
+        for _ in range(400):  # every read while the test looks, and more
+            w.fake.queue(503, {"message": "Service Unavailable"}, path_regex=r".*/contents/.*")
+        w.add_issue(40, "Gated", "add PASS")
+        await w.label(40, "openase")
+        row = await w.until(
+            lambda: _waiting_for(w, 40, "Waiting to read `.github/openase.yml`"),
+            what="the wait for the config",
+        )
+        assert "GitHub did not answer" in (row.waiting or "")
+        await asyncio.sleep(4)  # a dispatch tick or two retry meanwhile
+        assert await w.runs(40) == []
+        assert row.state == State.TODO
+
+        w.fake.queued.clear()  # GitHub answers again
+        await w.reach(40, State.IN_REVIEW)
+        (run,) = await w.runs(40)
+        assert [hook["name"] for hook in run.spec["hooks"]["on_complete"]] == ["tests"]
+        waits = [line for line in await _activity_lines(w, 40) if "Waiting to read" in line]
+        assert len(waits) == 1  # said once, not once per retry
+
+
+async def test_a_renamed_default_branch_is_followed(open_world: OpenWorld) -> None:
+    """`main` renamed to `trunk` without a webhook: the config comes from `trunk`, the run
+    starts from it and the mirror learns the new name."""
+    async with open_world() as w:
+        git(w.root, "--git-dir", str(w.remote), "branch", "-m", "main", "trunk")
+        git(w.root, "--git-dir", str(w.remote), "symbolic-ref", "HEAD", "refs/heads/trunk")
+        w.repo.data["default_branch"] = "trunk"
+        w.add_issue(41, "Renamed", "add PASS")
+        await w.label(41, "openase")
+        await w.reach(41, State.IN_REVIEW)
+        (run,) = await w.runs(41)
+        assert run.spec["base_branch"] == "trunk"
+        assert [hook["name"] for hook in run.spec["hooks"]["on_complete"]] == ["tests"]
+        async with w.deps.sessions() as session:
+            branch = await session.scalar(
+                select(Repository.default_branch).where(Repository.full_name == FULL_NAME)
+            )
+        assert branch == "trunk"
+
+
+async def test_a_default_branch_that_is_gone_leaves_the_ticket_waiting(
+    open_world: OpenWorld,
+) -> None:
+    async with open_world() as w:
+        git(w.root, "--git-dir", str(w.remote), "branch", "-m", "main", "elsewhere")
+        w.add_issue(42, "Nowhere", "add PASS")
+        await w.label(42, "openase")
+        row = await w.until(
+            lambda: _waiting_for(w, 42, "has no default branch `main`"),
+            what="the wait for a default branch",
+        )
+        assert row.state == State.TODO
+        assert await w.runs(42) == []
+
+
+async def _activity_lines(w: World, number: int) -> list[str]:
+    async with w.deps.sessions() as session:
+        ticket_id = await session.scalar(select(Ticket.id).where(Ticket.number == number))
+        rows = await session.scalars(
+            select(Activity.message).where(Activity.ticket_id == ticket_id).order_by(Activity.id)
+        )
+        return list(rows.all())
 
 
 async def test_a_blocked_ticket_waits_for_its_blocker_to_close(open_world: OpenWorld) -> None:

@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from adapters.errors import AdapterError, RateLimited, RequestRejected
 from bot.config.control import Provider
 from bot.config.repo import RepoConfig, stage_for
 from bot.config.states import State
@@ -32,6 +33,7 @@ from bot.engine.runs.claims import Limits as ClaimLimits
 from bot.engine.runs.claims import claim
 from bot.engine.runs.machines import Machine, Requirements, choose, registered, why_none
 from bot.engine.runs.spec import GATES_ONLY_AGENT, PROVIDER_KEY, build_spec
+from bot.errors import ConfigUnavailable
 from bot.jobs import RUN_JOB, run_queue
 from bot.tables.mirror import Repository, Ticket
 from bot.tables.workflow import Run, RunState, TicketState
@@ -94,7 +96,13 @@ async def _prepare(engine: Engine, ticket_id: int) -> Prepared | Decided:
         return Decided("closed")
     if row.next_attempt_at is not None and row.next_attempt_at > datetime.now(UTC):
         return Decided("backoff")
-    result = await engine.config_of(repo)
+    try:
+        result = await engine.config_of(repo)
+    except (ConfigUnavailable, AdapterError) as error:
+        # Fails closed: the ticket waits and the cron tries again; the default workflow
+        # never stands in for a file that could not be read.
+        why = f"⏳ Waiting to read `.github/openase.yml`: {unreadable(error)}."
+        return Decided("config_unreadable", await _wait(engine, ticket_id, None, why))
     if result.config is None:
         return Decided(
             "config_invalid", await _report_config(engine, loaded, result.sha, result.problems)
@@ -140,6 +148,18 @@ async def _prepare(engine: Engine, ticket_id: int) -> Prepared | Decided:
     return Prepared(loaded, repo, config, workflow, provider, candidates, needs)
 
 
+def unreadable(error: Exception) -> str:
+    """Why the config could not be read, in words that stay the same while it lasts (so the
+    status comment changes once, not on every retry)."""
+    if isinstance(error, ConfigUnavailable):
+        return str(error)
+    if isinstance(error, RateLimited):
+        return "GitHub's rate limit is spent; trying again once it resets"
+    if isinstance(error, RequestRejected):
+        return f"GitHub refused to show it (HTTP {error.status}); trying again"
+    return "GitHub did not answer; trying again"
+
+
 def _workflow_for(config: RepoConfig, row: TicketState, ticket: Ticket) -> Workflow | None:
     if row.workflow is not None:
         named = config.workflow(row.workflow)
@@ -175,7 +195,7 @@ async def _crowded(session: AsyncSession, workflow: Workflow) -> set[str]:
     return {str(machine) for machine, count in rows.all() if count >= limit}
 
 
-async def _wait(engine: Engine, ticket_id: int, config: RepoConfig, why: str) -> Followups:
+async def _wait(engine: Engine, ticket_id: int, config: RepoConfig | None, why: str) -> Followups:
     """Say on the status comment what the ticket waits for (once per new reason)."""
     followups = Followups()
     async with engine.deps.sessions() as session, session.begin():
