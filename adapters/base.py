@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
 
 from adapters.normalized import (
@@ -133,6 +134,26 @@ class RepoFile:
     size: int
     sha: str | None  # the blob's sha
     content: bytes | None = field(repr=False)  # None unless a file of at most 1 MB
+
+
+@dataclass(frozen=True)
+class HookDelivery:
+    """One attempt of GitHub to deliver one event (a redelivery is an attempt of its own,
+    under the same `guid`, which is the `X-GitHub-Delivery` header we store)."""
+
+    id: int
+    guid: str
+    delivered_at: datetime
+    redelivery: bool
+    status_code: int  # 0 when GitHub got no answer at all (timeout, refused connection)
+    status: str  # "OK", "Invalid HTTP Response: 503", "timed out", ...
+    event: str
+    action: str | None
+    installation_id: int | None
+
+    @property
+    def succeeded(self) -> bool:
+        return 200 <= self.status_code < 300
 
 
 @dataclass(frozen=True)
@@ -334,6 +355,11 @@ class CodeHost(Protocol):
     async def commit_statuses(
         self, full_name: str, ref: str, installation_id: int
     ) -> list[CommitStatusInfo]: ...
+
+    # the App's webhook delivery log
+    def hook_deliveries(self) -> AsyncGenerator[list[HookDelivery], None]: ...
+
+    async def redeliver(self, delivery_id: int) -> None: ...
 
     # pull requests
     async def find_pull_request(

@@ -20,6 +20,7 @@ __all__ = [
     "INGEST_JOB",
     "PERFORM_OUTBOX_CRON",
     "PERFORM_OUTBOX_JOB",
+    "RECOVER_DELIVERIES_CRON",
     "REMOVE_WORKTREE_JOB",
     "RUN_FINISHED_JOB",
     "RUN_JOB",
@@ -38,6 +39,7 @@ PERFORM_OUTBOX_JOB = "perform_outbox"  # an installation's (or tracker's) due ef
 SWEEP_PENDING_CRON = "cron:sweep_pending"  # deliveries that missed their queue
 PERFORM_OUTBOX_CRON = "perform_outbox_cron"  # effects due again, jobs Redis lost
 ENGINE_TICK_CRON = "engine_tick"  # results, lost runs and due tickets an event missed
+RECOVER_DELIVERIES_CRON = "recover_deliveries"  # ask GitHub again for deliveries we missed
 
 # On a machine's queue (run_queue(machine)), run by `openase runner`: RUN_JOB executes a
 # run, REMOVE_WORKTREE_JOB drops a finished ticket's worktree.

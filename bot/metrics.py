@@ -17,13 +17,14 @@ from typing import TYPE_CHECKING, TypeVar
 
 import structlog
 from prometheus_client import REGISTRY, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import CollectorRegistry
 from redis.exceptions import RedisError
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from bot.tables.mirror import Delivery, DeliveryStatus
+from bot.tables.sync import RedeliveryRequest
 from bot.worker_metrics import IngestSnapshot, ingest_families, read_ingest
 
 if TYPE_CHECKING:
@@ -52,6 +53,8 @@ SCRAPE_READ_TIMEOUT = 2.0
 class PendingDeliveries:
     count: int
     oldest_age_seconds: float  # 0 when nothing is pending
+    redeliveries: int = 0  # missed deliveries GitHub was asked to send again
+    redeliveries_refused: int = 0  # of those, the ones GitHub would not send
 
 
 class _Fixed:
@@ -87,7 +90,8 @@ async def scrape(deps: Deps, *, time_limit: float = SCRAPE_READ_TIMEOUT) -> byte
 
 
 async def read_pending(deps: Deps) -> PendingDeliveries:
-    """Count and age of pending deliveries; the (status, received_at) index answers both."""
+    """Count and age of pending deliveries (the (status, received_at) index answers both),
+    and the redeliveries asked of GitHub."""
     async with deps.engine.connect() as conn:
         row = (
             await conn.execute(
@@ -99,7 +103,20 @@ async def read_pending(deps: Deps) -> PendingDeliveries:
                 ).where(Delivery.status == DeliveryStatus.PENDING)
             )
         ).one()
-    return PendingDeliveries(count=int(row[0]), oldest_age_seconds=max(0.0, float(row[1])))
+        asked = (
+            await conn.execute(
+                select(
+                    func.count(),
+                    func.count().filter(RedeliveryRequest.error.is_not(None)),
+                ).select_from(RedeliveryRequest)
+            )
+        ).one()
+    return PendingDeliveries(
+        count=int(row[0]),
+        oldest_age_seconds=max(0.0, float(row[1])),
+        redeliveries=int(asked[0]),
+        redeliveries_refused=int(asked[1]),
+    )
 
 
 async def _guarded(source: str, read: Awaitable[T], time_limit: float) -> T | None:
@@ -136,5 +153,14 @@ def _scrape_families(
             "Age of the oldest pending delivery (0 when none): ingest is stuck if it keeps rising.",
         )
         age.add_metric([], pending.oldest_age_seconds)
-        families += [count, age]
+        redeliveries = CounterMetricFamily(
+            "openase_redeliveries",
+            "Deliveries GitHub failed to bring us that we asked it to send again, by whether "
+            "it agreed (asked) or refused.",
+            labels=["outcome"],
+        )
+        asked = pending.redeliveries - pending.redeliveries_refused
+        redeliveries.add_metric(["asked"], asked)
+        redeliveries.add_metric(["refused"], pending.redeliveries_refused)
+        families += [count, age, redeliveries]
     return families

@@ -30,6 +30,7 @@ from adapters.base import (
 from adapters.errors import BranchMissing, RequestRejected
 from adapters.github.access import AccessEndpoints
 from adapters.github.checks import CheckEndpoints
+from adapters.github.deliveries import DeliveryEndpoints
 from adapters.github.issues import IssueEndpoints
 from adapters.github.objects import (
     installation_from_api,
@@ -50,7 +51,12 @@ _SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")  # SHA-1, or SHA-256 repositorie
 
 
 class GitHubApp(
-    IssueEndpoints, CheckEndpoints, PullRequestEndpoints, AccessEndpoints, ProjectEndpoints
+    IssueEndpoints,
+    CheckEndpoints,
+    PullRequestEndpoints,
+    AccessEndpoints,
+    ProjectEndpoints,
+    DeliveryEndpoints,
 ):
     """A GitHub App against one API base URL: as the App, and as each of its installations."""
 

@@ -36,6 +36,7 @@ from bot.engine.jobs import (
 from bot.errors import ConfigError
 from bot.intake.backfill import BACKFILL_MAX_TRIES, backfill_job
 from bot.intake.ingest import ingest_delivery
+from bot.intake.recovery import recover_deliveries_cron
 from bot.intake.sweep import sweep_pending
 from bot.jobs import (
     BACKFILL_JOB,
@@ -45,6 +46,7 @@ from bot.jobs import (
     INGEST_JOB,
     PERFORM_OUTBOX_CRON,
     PERFORM_OUTBOX_JOB,
+    RECOVER_DELIVERIES_CRON,
     RUN_FINISHED_JOB,
     SWEEP_PENDING_CRON,
 )
@@ -61,6 +63,7 @@ PERFORMERS: Mapping[str, Performer] = {
 COMMANDS = Commands(handlers.SPECS)
 
 OUTBOX_CRON_SECONDS = frozenset(range(0, 60, 5))  # the outbox's fallback sweep
+RECOVERY_MINUTES = frozenset(range(0, 60, 5))  # reading GitHub's delivery log
 MAX_TRIES = 8
 # ctx key of the outbox's SettleHook (the engine's reactions to performed effects).
 ON_SETTLED_CTX_KEY = "outbox_on_settled"
@@ -161,6 +164,15 @@ def control_crons(settings: Settings) -> list[CronJob]:
             second=set(OUTBOX_CRON_SECONDS),
             unique=True,
             run_at_startup=True,
+        ),
+        cron(
+            recover_deliveries_cron,
+            name=RECOVER_DELIVERIES_CRON,
+            minute=set(RECOVERY_MINUTES),
+            second=20,
+            unique=True,
+            run_at_startup=True,  # what GitHub sent while this process was down comes back
+            timeout=300,
         ),
         cron(
             engine_tick,

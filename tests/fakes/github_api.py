@@ -35,6 +35,7 @@ from githubkit_schemas.latest import models as gh
 
 from adapters.github.transport import graphql_url
 from bot.settings import Settings
+from tests.fakes.github_deliveries import FakeDeliveryLog
 from tests.fakes.github_git import sync_from_git
 from tests.support.helpers import github_example
 
@@ -145,6 +146,8 @@ class FakeGitHubAPI:
         ]
         self._init_writes()
         self._routes += self._write_routes()
+        # The App's webhook delivery log (empty until a test logs deliveries in it).
+        self.delivery_log = FakeDeliveryLog(self)
         router.route(host=httpx.URL(self.api_url).host).mock(side_effect=self._serve)
         # Only GitHub is faked: servers a test starts on loopback are reached for real.
         router.route(host__in=("127.0.0.1", "localhost", "::1")).pass_through()
@@ -273,6 +276,21 @@ class FakeGitHubAPI:
     ) -> None:
         """Serve this answer to the next request whose API path matches `path_regex`."""
         self.queued.append(QueuedAnswer(path_regex, status, body, headers or {}, method=method))
+
+    def route(self, method: str, path_regex: str, handler: Handler) -> None:
+        """Serve `method` on API paths matching `path_regex` (its named groups become the
+        handler's keyword arguments): how a fake of one more part of GitHub plugs in."""
+        self._routes.append((method, re.compile(path_regex), handler))
+
+    def app_authorized(self, request: httpx.Request) -> bool:
+        """Whether the request carries a valid App JWT (the `/app` endpoints need one)."""
+        return self._app_authorized(request)
+
+    def answer(
+        self, status: int, body: Any, headers: dict[str, str] | None = None
+    ) -> httpx.Response:
+        """An answer as GitHub gives it (rate-limit headers and all)."""
+        return self._answer(status, body, headers)
 
     def fail(self, error: Exception, *, path_regex: str = ".*") -> None:
         """Fail the next request whose API path matches with `error` (a timeout, a refusal)."""
