@@ -137,6 +137,17 @@ class RepoFile:
 
 
 @dataclass(frozen=True)
+class AppInfo:
+    """The GitHub App itself, as GitHub knows it (`GET /app`)."""
+
+    id: int
+    slug: str
+    name: str
+    html_url: str
+    owner: str | None  # the account that registered it
+
+
+@dataclass(frozen=True)
 class HookDelivery:
     """One attempt of GitHub to deliver one event (a redelivery is an attempt of its own,
     under the same `guid`, which is the `X-GitHub-Delivery` header we store)."""
@@ -356,7 +367,9 @@ class CodeHost(Protocol):
         self, full_name: str, ref: str, installation_id: int
     ) -> list[CommitStatusInfo]: ...
 
-    # the App's webhook delivery log
+    # the App itself, and its webhook delivery log
+    async def app_info(self) -> AppInfo: ...
+
     def hook_deliveries(self) -> AsyncGenerator[list[HookDelivery], None]: ...
 
     async def redeliver(self, delivery_id: int) -> None: ...

@@ -1,6 +1,6 @@
-"""The App's webhook delivery log, as GitHub keeps it (three days): what it sent, how each
-attempt ended, and asking it to send one again. Asked as the App (its JWT), not an
-installation."""
+"""The App itself (`GET /app`) and its webhook delivery log, as GitHub keeps it (three days):
+what it sent, how each attempt ended, and asking it to send one again. Asked as the App
+(its JWT), not an installation."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import AsyncGenerator
 
 import httpx
 
-from adapters.base import HookDelivery, PayloadError
+from adapters.base import AppInfo, HookDelivery, PayloadError
 from adapters.github.fields import boolean, integer, opt_integer, opt_string, string, timestamp
 from adapters.github.transport import PER_PAGE, GitHubTransport, json_body
 
@@ -37,6 +37,20 @@ def hook_delivery(item: object) -> HookDelivery:
 
 
 class DeliveryEndpoints(GitHubTransport):
+    async def app_info(self) -> AppInfo:
+        """Who the App is: answering at all proves its id and private key are right."""
+        body = json_body(await self.request("GET", "/app", installation_id=None))
+        if not isinstance(body, dict):
+            raise PayloadError("GET /app: expected an App object")
+        owner = body.get("owner")
+        return AppInfo(
+            id=integer(body, "id", "/app"),
+            slug=string(body, "slug", "/app"),
+            name=string(body, "name", "/app"),
+            html_url=string(body, "html_url", "/app"),
+            owner=opt_string(owner, "login", "/app.owner") if isinstance(owner, dict) else None,
+        )
+
     async def hook_deliveries(self) -> AsyncGenerator[list[HookDelivery], None]:
         """The delivery log, newest first, a page at a time (cursor pages: the caller stops
         reading once it reaches what it saw before)."""

@@ -79,6 +79,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the arq control worker. Needs OPENASE_DATABASE_URL and OPENASE_REDIS_URL.",
     )
     commands.add_parser(
+        "doctor",
+        help="check everything the deployment needs, each with a one-line fix",
+        description=(
+            "Check the database and Redis, the GitHub App (GET /app with its JWT), the webhook "
+            "secret, deliveries (GitHub's delivery log), installations, runners and their agent "
+            "CLIs, each provider's runner and credentials, and Linear and Jira when configured. "
+            "Uses OPENASE_DATABASE_URL / OPENASE_REDIS_URL, or a running `openase up`'s. Exit "
+            "status 1 when something stops the main job, else 0."
+        ),
+    )
+    commands.add_parser(
         "migrate",
         help="apply database migrations (alembic upgrade head)",
         description="Migrate the database to the newest schema. Needs OPENASE_DATABASE_URL.",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import shlex
@@ -70,6 +71,10 @@ def dispatch(args: argparse.Namespace) -> int:
         urls = running_urls(settings)
         _configure_logging()
         return asyncio.run(_sync(settings, urls, args.repo))
+    if args.command == "doctor":
+        # The report is the output; log lines would only get in its way.
+        _configure_logging(level=logging.ERROR)
+        return asyncio.run(_doctor(settings))
     raise AssertionError(f"unhandled command {args.command!r}")  # argparse allows no other
 
 
@@ -222,3 +227,30 @@ def format_report(report: SyncReport) -> str:
         f"{report.pull_requests} pull requests ({report.pages_fetched} pages fetched, "
         f"{report.pages_unchanged} unchanged since the last sync)"
     )
+
+
+async def _doctor(settings: Settings) -> int:
+    from bot.api.checklist import blocked, checklist
+    from bot.deps import build_deps
+
+    deps = None
+    with contextlib.suppress(ConfigError):  # no URLs: the checklist says what is missing
+        urls = running_urls(settings)
+        deps = await build_deps(settings, database_url=urls.database_url, redis_url=urls.redis_url)
+    try:
+        checks = await checklist(settings, deps)
+    finally:
+        if deps is not None:
+            await deps.close()
+    width = max(len(check.name) for check in checks)
+    print("openase doctor: what this deployment needs")
+    for check in checks:
+        mark = "ok  " if check.ok else ("FAIL" if check.blocking else "warn")
+        print(f"  {mark}  {check.name.ljust(width)}  {check.detail}")
+        if not check.ok and check.fix:
+            print(f"        {' ' * width}  fix: {check.fix}")
+    if blocked(checks):
+        print("openase doctor: something above stops tickets from being worked on (FAIL)")
+        return 1
+    print("openase doctor: ready")
+    return 0

@@ -119,6 +119,7 @@ class FakeGitHubAPI:
         self.answers: list[tuple[httpx.Request, httpx.Response]] = []
         self._routes: list[tuple[str, re.Pattern[str], Handler]] = [
             ("POST", re.compile(r"/app/installations/(?P<inst>\d+)/access_tokens"), self._token),
+            ("GET", re.compile(r"/app"), self._app),
             ("POST", re.compile(r"/graphql"), self._graphql),
             ("GET", re.compile(r"/repos/(?P<name>[^/]+/[^/]+)/installation"), self._installation),
             ("GET", re.compile(r"/repos/(?P<name>[^/]+/[^/]+)"), self._repo),
@@ -883,11 +884,20 @@ class FakeGitHubAPI:
     def _public(comment: Json) -> Json:
         return {k: v for k, v in comment.items() if not k.startswith("_")}
 
+    def _app(self, request: httpx.Request) -> httpx.Response:
+        if not self._app_authorized(request):
+            return self._answer(401, {"message": "A JSON web token could not be decoded"})
+        app = {**self._app_object(), "installations_count": len(self.installations)}
+        type_validate_python(gh.Integration, app)  # the shape GitHub documents
+        return self._answer(200, app)
+
     def _app_object(self) -> Json:
         app: Json = json.loads(
             json.dumps(github_example("check_run", "created")["check_run"]["app"])
         )
-        app.update(id=self.app_id, slug="openase", name="openase")
+        app.update(
+            id=self.app_id, slug="openase", name="openase", html_url=f"{WEB_URL}/apps/openase"
+        )
         return app
 
     def _list_comments(self, request: httpx.Request, name: str, number: str) -> httpx.Response:
