@@ -12,9 +12,13 @@ import asyncio
 import contextlib
 import os
 import re
+import shlex
+import shutil
 import signal
 import socket
+import sys
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import redis.exceptions
@@ -313,25 +317,53 @@ def local_machine_name() -> str:
 
 
 def startup_banner(settings: Settings, url: str, generated_secret: str | None) -> str:
+    """What `up` prints once it serves: on stdout, between rules, apart from the log lines
+    (stderr); the commands in it can be pasted as they are."""
     secret = (
         f"{generated_secret}\n{'':18}(generated; kept in {settings.data_dir / SECRET_FILE})"
         if generated_secret is not None
         else "from OPENASE_GITHUB_WEBHOOK_SECRET"
     )
+    machine = settings.machine or local_machine_name()
+    openase = openase_command()
+    rule = "─" * 78
     lines = [
         "",
+        rule,
         "OpenASE is up.",
         f"  web page        {url}/",
         f"  webhook URL     {url}/webhooks/github",
         f"  health          {url}/healthz",
         f"  webhook secret  {secret}",
         f"  data dir        {settings.data_dir}",
-        f"  local runner    {settings.machine or local_machine_name()} "
-        f"(queue openase:runs:{settings.machine or local_machine_name()})",
+        f"  local runner    {machine} (queue openase:runs:{machine})",
         "",
-        "Register the GitHub App with `openase app manifest --url <public URL>`, point its",
-        "webhook at the URL above (GitHub must be able to reach it) and paste the secret.",
+        "Next, from another terminal in this directory:",
+        "  what is still missing, and how to fix it:",
+        f"    {openase} doctor",
+        "  the GitHub App's manifest, its webhook at your public URL:",
+        f"    {openase} app manifest --url URL",
+        "GitHub must reach the webhook URL; paste the secret into the App's settings.",
         "Ctrl-C stops everything.",
+        rule,
         "",
     ]
     return "\n".join(lines)
+
+
+def openase_command() -> str:
+    """How to run `openase` from the shell that started this process: `openase` when that
+    is what PATH finds, else the path it was started by (`.venv/bin/openase` after
+    `make run`), else through this Python."""
+    started = Path(sys.argv[0])
+    on_path = shutil.which("openase")
+    if (
+        on_path is not None
+        and started.name == "openase"
+        and Path(on_path).resolve() == started.resolve()
+    ):
+        return "openase"
+    if started.name == "openase" and started.exists():
+        relative = os.path.relpath(started)
+        return shlex.quote(relative if not relative.startswith("..") else str(started.resolve()))
+    return f"{shlex.quote(sys.executable)} -m bot.processes.cli"
