@@ -1,4 +1,4 @@
-"""Read API, health, metrics and the home page: every route of the web process but webhooks.
+"""The JSON API, health and metrics: every route of the web process but webhooks and pages.
 
 Routes:
     GET /api/v1/tickets             ?repo=OWNER/NAME &state= &label= (repeatable) &source=
@@ -16,7 +16,6 @@ Routes:
     POST /api/v1/harnesses/{name}/versions, POST .../rollback   (admin token required)
     The same under /api/v1/skills                            (bot/api/harnesses.py)
     GET /healthz, GET /metrics                               (bot/api/health.py)
-    GET /                                                    (bot/api/home.py)
 
 Authentication: when OPENASE_ADMIN_TOKEN is set, every `/api/v1/` request must carry
 `Authorization: Bearer <token>` (compared in constant time); otherwise it gets 401 with
@@ -24,8 +23,8 @@ Authentication: when OPENASE_ADMIN_TOKEN is set, every `/api/v1/` request must c
 port, which is why the server binds 127.0.0.1 unless told otherwise: set a token before
 binding a public address. Writes (the harness store's POSTs) are refused with 403 while no
 token is set: reads may be open, changing what agents are told may not. `/healthz`,
-`/metrics` and `/` stay open either way (probes and Prometheus do not carry tokens, and
-they show no ticket content).
+`/metrics` and the home page stay open either way (probes and Prometheus do not carry
+tokens, and they show no ticket content).
 
 Listings are paged with keysets: `limit` (default 50, at most 200) and the opaque
 `next_cursor` of the previous page, null on the last one. Every malformed parameter,
@@ -46,7 +45,6 @@ from bot.api.activity import ticket_activity
 from bot.api.deliveries import get_delivery, list_deliveries
 from bot.api.harnesses import store_routes
 from bot.api.health import healthz, metrics_endpoint
-from bot.api.home import home
 from bot.api.request import admin_token
 from bot.api.runs import get_run, run_events
 from bot.api.tickets import get_ticket, list_tickets
@@ -54,9 +52,8 @@ from bot.deps import Deps
 
 
 def routes() -> list[BaseRoute]:
-    """The home page, health, metrics and the JSON API (the pages are bot/web's)."""
+    """Health, metrics and the JSON API (the pages, the home page among them, are bot/web's)."""
     return [
-        Route("/", home, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         Mount(

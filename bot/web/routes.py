@@ -10,6 +10,7 @@ from starlette.staticfiles import StaticFiles
 from bot.web import github_login
 from bot.web.auth import login, login_form, logout
 from bot.web.harness_pages import harness_routes
+from bot.web.home_page import home
 from bot.web.live_events import run_events, tickets_events
 from bot.web.run_pages import run_page
 from bot.web.ticket_pages import ticket_page, tickets_board
@@ -17,6 +18,7 @@ from bot.web.ticket_pages import ticket_page, tickets_board
 
 def web_routes() -> list[BaseRoute]:
     return [
+        Route("/", home, methods=["GET"]),
         Route("/login", login_form, methods=["GET"]),
         Route("/login", login, methods=["POST"]),
         Route("/logout", logout, methods=["POST"]),

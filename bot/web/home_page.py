@@ -1,29 +1,37 @@
-"""`GET /`: a small page saying the control plane runs, with counts and links.
+"""`GET /`: the home page. Until the deployment has everything it needs it shows the
+checklist `openase doctor` prints (bot/api/checklist.py), each item with its fix; then the
+counts of what the mirror holds, and links. Counts only, no titles or names, so the counts
+stay open when reads need a sign-in; the checklist (runner names, paths) is for readers.
 
-Deliberately framework-free; every interpolated value goes through `html.escape`.
-It shows counts only (no titles, no names), so it stays open when the API needs a token.
+The checklist asks GitHub (the App, its delivery log): it is kept for CHECKLIST_SECONDS per
+app, so a page that is reloaded does not spend the App's rate limit.
 """
 
 from __future__ import annotations
 
 import asyncio
-import html
+import time
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 
 import structlog
 from sqlalchemy import ColumnElement, ScalarSelect, func, select
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import Response
 
+from bot.api.checklist import Check, blocked, checklist
 from bot.api.request import admin_token, deps_of
 from bot.deps import Deps
 from bot.tables.mirror import Delivery, DeliveryStatus, Installation, Repository, Ticket
+from bot.web.pages import html_endpoint, page, reads_public, settings_of
+from bot.web.session import current
 from harness_store.db import Base
 
 log = structlog.get_logger(__name__)
 
 COUNTS_TIMEOUT_SECONDS = 2.0
+CHECKLIST_SECONDS = 30.0
 LINKS = (
     ("/tickets", "tickets board"),
     ("/harnesses", "harnesses"),
@@ -34,6 +42,12 @@ LINKS = (
     ("/healthz", "health"),
     ("/metrics", "Prometheus metrics"),
 )
+
+
+@dataclass(frozen=True)
+class _Kept:
+    at: float
+    checks: list[Check]
 
 
 async def count_rows(deps: Deps) -> dict[str, int]:
@@ -55,38 +69,45 @@ async def count_rows(deps: Deps) -> dict[str, int]:
     return dict(zip(counts, (int(v) for v in row), strict=True))
 
 
-async def home(request: Request) -> Response:
+async def _home(request: Request) -> Response:
     deps = deps_of(request)
+    settings = settings_of(request)
     try:
         async with asyncio.timeout(COUNTS_TIMEOUT_SECONDS):
             counts: dict[str, int] | None = await count_rows(deps)
     except (TimeoutError, OSError, SQLAlchemyError) as exc:
         log.warning("home_counts_unavailable", error=type(exc).__name__)
         counts = None
-    token_required = admin_token(deps.settings) is not None
-    return HTMLResponse(render(counts, token_required), status_code=200 if counts else 503)
+    may_read = reads_public(settings) or current(request, settings) is not None
+    checks = await _checklist(request, deps) if may_read else None
+    context = {
+        "title": "OpenASE",
+        "release": _release(),
+        "counts": counts,
+        "checks": checks,
+        "ready": checks is not None and all(check.ok for check in checks),
+        "blocked": checks is not None and blocked(checks),
+        "links": LINKS,
+        "token_required": admin_token(settings) is not None,
+    }
+    return page(request, "home.html", context, 200 if counts is not None else 503)
 
 
-def render(counts: dict[str, int] | None, token_required: bool) -> str:
+home = html_endpoint(_home)
+
+
+async def _checklist(request: Request, deps: Deps) -> list[Check]:
+    """The checklist, asked again at most every CHECKLIST_SECONDS for this app."""
+    kept: _Kept | None = getattr(request.app.state, "home_checklist", None)
+    if kept is not None and time.monotonic() - kept.at < CHECKLIST_SECONDS:
+        return kept.checks
+    checks = await checklist(deps.settings, deps)
+    request.app.state.home_checklist = _Kept(time.monotonic(), checks)
+    return checks
+
+
+def _release() -> str:
     try:
-        release = version("openase")
+        return version("openase")
     except PackageNotFoundError:
-        release = "unknown"
-    e = html.escape
-    if counts is None:
-        table = "<p><strong>The database is unreachable</strong>; see /healthz.</p>"
-    else:
-        rows = "".join(f"<tr><th>{e(k)}</th><td>{v:d}</td></tr>" for k, v in counts.items())
-        table = f"<table>{rows}</table>"
-    links = "".join(f'<li><a href="{e(href)}">{e(label)}</a></li>' for href, label in LINKS)
-    auth = (
-        "<p>The API requires <code>Authorization: Bearer &lt;OPENASE_ADMIN_TOKEN&gt;</code>.</p>"
-        if token_required
-        else ""
-    )
-    return (
-        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
-        "<title>OpenASE</title></head><body>"
-        f"<h1>OpenASE is running</h1><p>version {e(release)}</p>"
-        f"{table}<h2>Links</h2><ul>{links}</ul>{auth}</body></html>"
-    )
+        return "unknown"
