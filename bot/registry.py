@@ -9,6 +9,7 @@ from adapters.base import WebhookParser
 from adapters.errors import AdapterError
 from adapters.github.client import CachedPage, GitHubApp, Page
 from adapters.github.events import parse as parse_github
+from adapters.github.manifest import RegisteredApp, convert_manifest
 from adapters.github.verify import SIGNATURE_HEADER as GITHUB_SIGNATURE_HEADER
 from adapters.github.verify import signature_valid as github_signature_valid
 from adapters.jira.client import JiraClient, NoTransition
@@ -50,7 +51,9 @@ __all__ = [
     "LinearClient",
     "NoTransition",
     "Page",
+    "RegisteredApp",
     "TrackerClients",
+    "convert_manifest",
     "github_signature_valid",
     "jira_signature_valid",
     "jira_ticket_from_issue",

@@ -18,10 +18,10 @@ import sys
 from typing import TYPE_CHECKING
 
 from adapters.errors import AdapterError, RateLimited
+from bot.config.manifest import github_manifest, load_app_yml
 from bot.errors import ConfigError, OpenaseError
 from bot.harness import cli as harness_cli
 from bot.logging import configure_logging
-from bot.processes.manifest import github_manifest, load_app_yml
 from bot.servers.embedded import EmbeddedRedis
 from bot.servers.services import (
     ServiceUrls,

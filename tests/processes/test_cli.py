@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from bot.config.manifest import MANIFEST_KEYS
 from bot.processes.cli import main
-from bot.processes.manifest import MANIFEST_KEYS
 
 DATABASE_URL = "postgresql://openase:pw@db.invalid:5432/openase"
 REDIS_URL = "redis://redis.invalid:6379/0"

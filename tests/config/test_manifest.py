@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from bot.config.manifest import ALWAYS_SENT_EVENTS, github_manifest, load_app_yml
 from bot.errors import ConfigError
-from bot.processes.manifest import ALWAYS_SENT_EVENTS, github_manifest, load_app_yml
 
 # The permission GitHub requires before an App may subscribe to each event.
 EVENT_NEEDS = {
