@@ -12,6 +12,7 @@ and re-exported here: `adapters.base` is the one import of everything tracker-ne
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Sequence
+from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 from adapters.answers import (
@@ -145,6 +146,23 @@ class CodeHost(Protocol):
 
     def open_pull_requests(
         self, repo: RepoInfo, installation_id: int, etags: EtagStore | None = None
+    ) -> AsyncGenerator[Page[PullRequestChanged], None]: ...
+
+    # what changed since a time, by update time (events with action "reconcile")
+    def issues_changed_since(
+        self,
+        repo: RepoInfo,
+        installation_id: int,
+        since: datetime,
+        etags: EtagStore | None = None,
+    ) -> AsyncGenerator[Page[TicketUpserted], None]: ...
+
+    def pull_requests_changed_since(
+        self,
+        repo: RepoInfo,
+        installation_id: int,
+        since: datetime,
+        etags: EtagStore | None = None,
     ) -> AsyncGenerator[Page[PullRequestChanged], None]: ...
 
     async def branch_head_sha(

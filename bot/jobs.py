@@ -20,6 +20,7 @@ __all__ = [
     "INGEST_JOB",
     "PERFORM_OUTBOX_CRON",
     "PERFORM_OUTBOX_JOB",
+    "RECONCILE_CRON",
     "RECOVER_DELIVERIES_CRON",
     "REMOVE_WORKTREE_JOB",
     "RUN_FINISHED_JOB",
@@ -40,6 +41,7 @@ SWEEP_PENDING_CRON = "cron:sweep_pending"  # deliveries that missed their queue
 PERFORM_OUTBOX_CRON = "perform_outbox_cron"  # effects due again, jobs Redis lost
 ENGINE_TICK_CRON = "engine_tick"  # results, lost runs and due tickets an event missed
 RECOVER_DELIVERIES_CRON = "recover_deliveries"  # ask GitHub again for deliveries we missed
+RECONCILE_CRON = "reconcile"  # read back issues and PRs changed while webhooks were missed
 
 # On a machine's queue (run_queue(machine)), run by `openase runner`: RUN_JOB executes a
 # run, REMOVE_WORKTREE_JOB drops a finished ticket's worktree.

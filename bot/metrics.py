@@ -44,6 +44,17 @@ WEBHOOK_ACK_SECONDS = Histogram(
     ["source"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
 )
+# The webhook relay (OPENASE_WEBHOOK_PROXY_URL) runs in the web process, so these live here.
+RELAY_EVENTS = Counter(
+    "openase_relay_events_total",
+    "Deliveries received over the webhook relay's channel, by outcome (the intake's "
+    "outcomes, plus not_github and malformed for messages it could not hand over).",
+    ["outcome"],
+)
+RELAY_RECONNECTS = Counter(
+    "openase_relay_reconnects_total",
+    "Times the webhook relay lost (or could not open) its channel and connected again.",
+)
 
 # Prometheus' default scrape timeout is 10 s; a slow store must not take the scrape with it.
 SCRAPE_READ_TIMEOUT = 2.0

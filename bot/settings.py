@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -32,6 +33,9 @@ class Settings(BaseSettings):
     # Where people reach this deployment (links in status comments and check runs);
     # default: http://HOST:PORT.
     public_url: AnyHttpUrl | None = None
+    # A smee.io-style channel (server-sent events) relaying GitHub's webhooks to a machine
+    # GitHub cannot reach; `up` and `serve` consume it (bot/intake/relay.py).
+    webhook_proxy_url: AnyHttpUrl | None = None
     # The server the `openase harness|skill` commands talk to; default: this machine's own
     # (base_url).
     url: AnyHttpUrl | None = None
@@ -55,6 +59,9 @@ class Settings(BaseSettings):
     github_private_key_path: Path | None = None
     github_webhook_secret: SecretStr | None = None
     github_api_url: AnyHttpUrl = AnyHttpUrl("https://api.github.com")
+    # GitHub's web host, where Apps are registered and people sign in. Default: github.com
+    # for api.github.com, else the API URL without `/api/v3` (GitHub Enterprise Server).
+    github_web_url: AnyHttpUrl | None = None
 
     linear_api_key: SecretStr | None = None
     linear_webhook_secret: SecretStr | None = None
@@ -64,6 +71,9 @@ class Settings(BaseSettings):
     jira_email: str | None = None
     jira_api_token: SecretStr | None = None
     jira_webhook_secret: SecretStr | None = None
+    # How often the worker reads back GitHub, Linear and Jira issues changed while webhooks
+    # were missed (bot/intake/reconcile); 0 turns it off.
+    reconcile_minutes: Annotated[int, Field(ge=0, le=60)] = 10
 
     @field_validator("database_url")
     @classmethod
@@ -83,7 +93,7 @@ class Settings(BaseSettings):
             raise ValueError("must be a redis://, rediss:// or unix:// URL")
         return value
 
-    @field_validator("url", mode="before")
+    @field_validator("url", "webhook_proxy_url", mode="before")
     @classmethod
     def _blank_url_is_unset(cls, value: object) -> object:
         return None if value == "" else value
@@ -97,6 +107,17 @@ class Settings(BaseSettings):
     def api_url(self) -> str:
         """The GitHub REST base URL without a trailing slash."""
         return str(self.github_api_url).rstrip("/")
+
+    @property
+    def web_url(self) -> str:
+        """GitHub's web host without a trailing slash."""
+        if self.github_web_url is not None:
+            return str(self.github_web_url).rstrip("/")
+        parts = urlsplit(self.api_url)
+        if parts.netloc == "api.github.com":
+            return "https://github.com"
+        path = parts.path.removesuffix("/api/v3").rstrip("/")
+        return f"{parts.scheme}://{parts.netloc}{path}"
 
     @property
     def base_url(self) -> str:

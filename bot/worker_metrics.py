@@ -1,4 +1,5 @@
-"""Metrics the control worker records in Redis, so any web replica can serve them on /metrics.
+"""Metrics the control worker records in Redis, so any web replica can serve them on /metrics:
+deliveries ingested and how long they waited, changes the reconcile cron read back.
 
 Counters are Redis hashes. The ingest latency histogram keeps one count per bucket (the
 one a latency falls in), made cumulative when read: four commands per delivery, however
@@ -9,6 +10,7 @@ Prometheus).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import structlog
@@ -20,6 +22,7 @@ log = structlog.get_logger(__name__)
 
 INGEST_COUNTS = "openase:metrics:ingest_total"
 INGEST_LATENCY = "openase:metrics:ingest_latency"
+RECONCILED_COUNTS = "openase:metrics:reconciled_total"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
@@ -39,6 +42,19 @@ async def record_ingest(redis: Redis, *, event: str, outcome: str, latency_secon
         log.warning("metrics_not_recorded", error=type(exc).__name__)
 
 
+async def record_reconciled(redis: Redis, changes: Mapping[str, int]) -> None:
+    """Count the changes one reconcile pass applied, by source (github, linear, jira)."""
+    if not changes:
+        return
+    pipe = redis.pipeline(transaction=True)
+    for source, count in changes.items():
+        pipe.hincrby(RECONCILED_COUNTS, source, count)
+    try:
+        await pipe.execute()
+    except (OSError, RedisError) as exc:  # best effort, as above
+        log.warning("metrics_not_recorded", error=type(exc).__name__)
+
+
 @dataclass(frozen=True)
 class IngestSnapshot:
     """The worker's ingest metrics as read from Redis at one instant."""
@@ -47,14 +63,16 @@ class IngestSnapshot:
     buckets: tuple[tuple[float, float], ...] = ()  # (upper bound, cumulative count)
     count: float = 0.0
     sum: float = 0.0
+    reconciled: dict[str, float] = field(default_factory=dict)  # by source
 
 
 async def read_ingest(redis: Redis) -> IngestSnapshot:
-    """Read both hashes in one transaction (raises RedisError/OSError when Redis is down)."""
+    """Read the hashes in one transaction (raises RedisError/OSError when Redis is down)."""
     pipe = redis.pipeline(transaction=True)
     pipe.hgetall(INGEST_COUNTS)
     pipe.hgetall(INGEST_LATENCY)
-    raw_counts, raw_latency = await pipe.execute()
+    pipe.hgetall(RECONCILED_COUNTS)
+    raw_counts, raw_latency, raw_reconciled = await pipe.execute()
     counts: dict[tuple[str, str], float] = {}
     for key, value in _decoded(raw_counts).items():
         event, sep, outcome = key.partition("|")
@@ -72,11 +90,17 @@ async def read_ingest(redis: Redis) -> IngestSnapshot:
         buckets=tuple(buckets),
         count=_number(latency.get("count", "0")) or 0.0,
         sum=_number(latency.get("sum", "0")) or 0.0,
+        reconciled={
+            source: number
+            for source, value in _decoded(raw_reconciled).items()
+            if (number := _number(value)) is not None
+        },
     )
 
 
 def ingest_families(snapshot: IngestSnapshot) -> list[Metric]:
-    """`openase_ingest_total{event,outcome}` and the `openase_ingest_latency_seconds` histogram."""
+    """`openase_ingest_total{event,outcome}`, the `openase_ingest_latency_seconds` histogram
+    and `openase_reconciled_changes_total{source}`."""
     total = CounterMetricFamily(
         "openase_ingest_total",
         "Deliveries ingested by the control worker, by event and outcome (done, ignored, failed).",
@@ -97,7 +121,15 @@ def ingest_families(snapshot: IngestSnapshot) -> list[Metric]:
         buckets=[(str(b), c) for b, c in snapshot.buckets] + [("+Inf", infinity)],
         sum_value=snapshot.sum,
     )
-    return [total, latency]
+    reconciled = CounterMetricFamily(
+        "openase_reconciled_changes",
+        "Issues and pull requests the reconcile cron found changed while webhooks were "
+        "missed, and applied, by source (github, linear, jira).",
+        labels=["source"],
+    )
+    for source, value in sorted(snapshot.reconciled.items()):
+        reconciled.add_metric([source], value)
+    return [total, latency, reconciled]
 
 
 def _decoded(raw: dict[bytes | str, bytes | str]) -> dict[str, str]:

@@ -2,9 +2,10 @@
 
 `GitHubApp` is the code host (adapters.base.CodeHost). Its endpoints are grouped by what
 they are about, one module each beside this one: issues.py (labels, comments, reactions),
-checks.py, pulls.py, access.py (permissions, teams) and projects.py (Projects v2 boards,
-GraphQL); the repository endpoints are here. transport.py sends the requests (tokens,
-paging, rate limits), auth.py holds the App's credentials.
+checks.py, pulls.py, access.py (permissions, teams), projects.py (Projects v2 boards,
+GraphQL) and changes.py (what changed since a time); the repository endpoints are here.
+transport.py sends the requests (tokens, paging, rate limits), auth.py holds the App's
+credentials.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from adapters.base import (
 )
 from adapters.errors import BranchMissing, RequestRejected
 from adapters.github.access import AccessEndpoints
+from adapters.github.changes import ChangeEndpoints
 from adapters.github.checks import CheckEndpoints
 from adapters.github.deliveries import DeliveryEndpoints
 from adapters.github.issues import IssueEndpoints
@@ -57,6 +59,7 @@ class GitHubApp(
     AccessEndpoints,
     ProjectEndpoints,
     DeliveryEndpoints,
+    ChangeEndpoints,
 ):
     """A GitHub App against one API base URL: as the App, and as each of its installations."""
 

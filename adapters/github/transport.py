@@ -278,11 +278,15 @@ class GitHubTransport:
         params: Mapping[str, str | int],
         convert: Callable[[Json], T | None],
         etags: EtagStore | None = None,
+        last_page: Callable[[list[Json]], bool] | None = None,
     ) -> AsyncGenerator[Page[T], None]:
         """Follow `rel="next"` links; with `etags`, unchanged pages come back as 304s.
 
         A page's ETag is stored only when the consumer asks for the next page, i.e. after it
         has taken (applied) this one: a crash in between means that page is fetched again.
+        `last_page(items)` true: the rest of the list is not wanted (a list sorted by time
+        reached back far enough); the page is stored without its next link, so its 304
+        ends the paging too.
         """
         url: str | None = str(
             httpx.URL(self.api_url + path, params={**params, "per_page": PER_PAGE})
@@ -305,6 +309,8 @@ class GitHubTransport:
             if not isinstance(body, list):
                 raise PayloadError(f"GET {display_url(url)}: expected a JSON array")
             next_url = response.links.get("next", {}).get("url")
+            if last_page is not None and last_page(body):
+                next_url = None
             items = tuple(item for item in map(convert, body) if item is not None)
             yield Page(url=url, items=items, not_modified=False, next_url=next_url)
             etag = response.headers.get("etag")

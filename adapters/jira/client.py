@@ -1,5 +1,5 @@
 """Jira REST client: the writes the bot makes (transitions, comments, labels, remote links)
-and the JQL search the backfill reads.
+and the JQL searches backfill and reconciliation read.
 
 The `jira` library sends the requests. It is synchronous (requests), so every call runs in
 a worker thread and the event loop never blocks. Its session retries 429 and 503 by
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -53,6 +54,7 @@ DEFAULT_RATE_LIMIT_WAIT = timedelta(seconds=60)
 # Issue keys (PROJ-12) or numeric ids, comment ids: they go into URL paths.
 _ISSUE_REF = re.compile(r"^(?:[A-Za-z][A-Za-z0-9_]*-[0-9]+|[0-9]+)$")
 _NUMERIC_ID = re.compile(r"^[0-9]+$")
+_PROJECT_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 
 class NoTransition(AdapterError):
@@ -186,6 +188,27 @@ class JiraClient:
         return await self._call(
             f"search {jql!r}", lambda jira: _search_server(jira, jql, start, limit)
         )
+
+    async def changed_since(
+        self,
+        project: str,
+        since: datetime,
+        *,
+        token: str | None = None,
+        limit: int = 50,
+        now: datetime | None = None,
+    ) -> SearchPage:
+        """One page of the project's issues updated at or after `since` (or up to a minute
+        before: JQL counts whole minutes), least recently updated first; pass its
+        `next_token` back as `token` for the next page."""
+        if not _PROJECT_KEY.match(project):
+            raise ValueError(f"not a Jira project key: {project!r}")
+        # Relative to the site's clock ("-90m"), not a date: a JQL date is read in the API
+        # user's time zone, which the site does not tell us.
+        behind = (now or datetime.now(UTC)) - since
+        minutes = max(1, math.ceil(behind.total_seconds() / 60))
+        jql = f'project = "{project}" AND updated >= "-{minutes}m" ORDER BY updated ASC'
+        return await self.search(jql, token=token, limit=limit)
 
     # --- the issue tracker role (adapters.base.IssueTracker) -----------------------------
 

@@ -1,4 +1,5 @@
-"""Linear GraphQL client: the writes the bot makes to Linear and the reads backfill needs.
+"""Linear GraphQL client: the writes the bot makes to Linear, and the reads backfill and
+reconciliation need.
 
 Requests go through gql over one httpx session (respx can stand in for Linear in tests).
 Every document the client sends is in documents.py, and the tests validate each one
@@ -196,6 +197,31 @@ class LinearClient:
         return IssuePage(
             issues=[_webhook_shaped(node) for node in connection["nodes"]],
             next_cursor=_next_cursor(connection),
+        )
+
+    async def issues_changed_since(
+        self, team_key: str, since: datetime, *, before: str | None = None, last: int = 50
+    ) -> IssuePage:
+        """One page of the team's issues updated at or after `since`, webhook-shaped, least
+        recently updated first; pass its `next_cursor` as `before` for the next (more
+        recently updated) page."""
+        data = await self._execute(
+            "IssuesChangedSince",
+            {
+                "teamKey": team_key,
+                # As Linear writes its own times: UTC, milliseconds, "Z".
+                "since": since.astimezone(UTC).isoformat(timespec="milliseconds")[:-6] + "Z",
+                "last": last,
+                "before": before,
+            },
+        )
+        connection = data["issues"]
+        page = connection["pageInfo"]
+        earlier = page["hasPreviousPage"] and page["startCursor"]
+        return IssuePage(
+            # A page keeps the connection's order (newest first): oldest first reads on.
+            issues=[_webhook_shaped(node) for node in reversed(connection["nodes"])],
+            next_cursor=str(page["startCursor"]) if earlier else None,
         )
 
     # --- writes -----------------------------------------------------------------------------

@@ -96,6 +96,29 @@ DOCUMENTS: dict[str, str] = {
         """,
         _ISSUE_FIELDS,
     ),
+    # Backward (Relay `last`/`before`) through the newest-first order: the least recently
+    # updated page comes first, so a reader that stops part way has read everything older.
+    "IssuesChangedSince": _document(
+        """
+        query IssuesChangedSince(
+          $teamKey: String!
+          $since: DateTimeOrDuration!
+          $last: Int!
+          $before: String
+        ) {
+          issues(
+            filter: { team: { key: { eq: $teamKey } }, updatedAt: { gte: $since } }
+            last: $last
+            before: $before
+            orderBy: updatedAt
+          ) {
+            nodes { ...IssueFields }
+            pageInfo { hasPreviousPage startCursor }
+          }
+        }
+        """,
+        _ISSUE_FIELDS,
+    ),
     "MoveIssue": _document("""
         mutation MoveIssue($id: String!, $stateId: String!) {
           issueUpdate(id: $id, input: { stateId: $stateId }) { success }

@@ -53,6 +53,8 @@ class Check:
     detail: str  # what was found
     fix: str | None = None  # what to do about it, when not ok
     blocking: bool = True  # whether a failure stops the main job
+    # Where the web page fixes it (a path of this site), shown there as a button.
+    action: tuple[str, str] | None = None  # (path, label)
 
 
 async def checklist(settings: Settings, deps: Deps | None) -> list[Check]:
@@ -141,12 +143,13 @@ def _control(settings: Settings) -> tuple[ControlConfig | None, Check]:
 async def _app(
     settings: Settings, deps: Deps | None
 ) -> tuple[CodeHost | None, AppInfo | None, Check]:
-    setup = "register it (`openase app manifest` prints its manifest), then set "
+    setup = f"register it in one click at {settings.base_url}/setup, or set "
     setup += "OPENASE_GITHUB_APP_ID and OPENASE_GITHUB_PRIVATE_KEY_PATH"
     try:
         github = deps.github_app() if deps is not None else _standalone_app(settings)
     except ConfigError:
-        return None, None, Check("GitHub App", False, "not configured", setup)
+        register = ("/setup", "Register the GitHub App")
+        return None, None, Check("GitHub App", False, "not configured", setup, action=register)
     try:
         app = await _within(github.app_info())
     except RequestRejected as error:

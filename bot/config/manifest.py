@@ -74,6 +74,32 @@ def github_manifest(app: dict[str, Any], base_url: str | None = None) -> dict[st
     return manifest
 
 
+def registration_manifest(
+    app: dict[str, Any],
+    *,
+    base_url: str,
+    redirect_url: str,
+    webhook_url: str | None,
+    name: str | None = None,
+) -> dict[str, Any]:
+    """The manifest the setup page posts to GitHub: the homepage and GitHub sign-in's callback
+    at the bot, `redirect_url` where GitHub sends the browser back with the code, and the
+    webhook at `webhook_url` (None: the App gets no webhook; GitHub refuses a
+    `hook_attributes` without a URL, so the key is left out)."""
+    manifest = github_manifest(app)
+    base = normalise_base_url(base_url)
+    manifest["url"] = base + "/"
+    manifest["redirect_url"] = redirect_url
+    manifest["callback_urls"] = [base + "/login/github/callback"]
+    if webhook_url:
+        manifest["hook_attributes"] = {"url": webhook_url, "active": True}
+    else:
+        manifest.pop("hook_attributes", None)
+    if name:
+        manifest["name"] = name
+    return manifest
+
+
 def _check(app: dict[str, Any]) -> None:
     """Catch in app.yml what GitHub would reject only after the user submitted the form."""
     unknown = sorted(set(app) - MANIFEST_KEYS)

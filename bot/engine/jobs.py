@@ -15,7 +15,7 @@ with any number of workers running these at once.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import structlog
@@ -50,15 +50,17 @@ from runner.contract import RunResult
 
 log = structlog.get_logger(__name__)
 
-# The ctx key under which the worker's start-up puts its Engine (None: no GitHub App).
+# The ctx key under which the worker's start-up puts what gives the jobs their engine: a
+# call answering the current Engine, or None while no GitHub App is configured.
 ENGINE_CTX_KEY = "engine"
+EngineProvider = Callable[[], "Engine | None"]
 TICK_SECONDS = frozenset(range(0, 60, 3))
 MERGE_CHECK_EVERY = 10  # ticks between fallback merge checks of reviewed tickets
 
 
 def _engine(ctx: dict[str, Any]) -> Engine | None:
-    engine: Engine | None = ctx.get(ENGINE_CTX_KEY)
-    return engine
+    provide: EngineProvider | None = ctx.get(ENGINE_CTX_KEY)
+    return None if provide is None else provide()
 
 
 async def run_finished_job(ctx: dict[str, Any], run_id: str) -> bool:

@@ -11,8 +11,8 @@ import structlog
 from sqlalchemy import select
 
 from bot.deps import Deps
+from bot.intake.deliveries import enqueue_ingest
 from bot.intake.ingest import ingest_delivery
-from bot.intake.webhooks import enqueue_ingest
 from bot.tables.mirror import Delivery, DeliveryStatus
 
 log = structlog.get_logger(__name__)

@@ -18,6 +18,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from adapters.errors import AdapterError, RateLimited
+from bot.config.github_app import with_stored_app
 from bot.config.manifest import github_manifest, load_app_yml
 from bot.errors import ConfigError, OpenaseError
 from bot.harness import cli as harness_cli
@@ -51,13 +52,16 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "runner":
         _configure_logging()
         return _runner(settings, args)
+    # The App registered on the setup page, wherever the environment configures none.
+    settings = with_stored_app(settings)
     if args.command == "up":
         _configure_logging()
         return _up(settings)
     if args.command == "serve" and settings.github_webhook_secret is None:
         raise ConfigError(
             "OPENASE_GITHUB_WEBHOOK_SECRET is not set: `serve` accepts only signed webhooks. Set "
-            "it to the webhook secret of your GitHub App (`openase up` generates one for you)."
+            "it to the webhook secret of your GitHub App, or register the App on the setup page "
+            "of `openase up` (/setup), which keeps it in the data dir."
         )
     if args.command in ("serve", "worker"):
         urls = configured_urls(settings)

@@ -27,12 +27,15 @@ import uvicorn
 from arq.worker import Worker
 from pydantic import SecretStr
 
+from bot.config.github_app import APP_FILE, stored_app
 from bot.deps import Deps, build_deps
 from bot.errors import ConfigError, OpenaseError
+from bot.intake.relay import WebhookRelay
 from bot.jobs import CONTROL_QUEUE
 from bot.processes.app import create_app
 from bot.processes.migrate import prepare_database
 from bot.processes.worker import make_worker
+from bot.registry import RegisteredApp
 from bot.servers.services import SECRET_FILE, EmbeddedServices, ServiceUrls, webhook_secret
 from bot.settings import Settings
 from runner.worker import RunnerConfig, serve_runner
@@ -167,6 +170,7 @@ async def _supervise(
     tasks: dict[str, asyncio.Task[Any]] = {}
     server: _Server | None = None
     worker: Worker | None = None
+    relay: WebhookRelay | None = None
     if sock is not None:
         app = create_app(
             settings, database_url=urls.database_url, redis_url=urls.redis_url, deps=deps
@@ -195,6 +199,9 @@ async def _supervise(
         )
         if server.started:
             announce(sock.getsockname()[1])
+            if settings.webhook_proxy_url is not None:
+                relay = WebhookRelay(deps, str(settings.webhook_proxy_url))
+                tasks["relay"] = relay.start()
     else:
         log.info("worker_running", queue=CONTROL_QUEUE)
         announce(None)
@@ -208,7 +215,11 @@ async def _supervise(
         error = None if task.cancelled() else task.exception()
         log.error("stopped_unexpectedly", component=name, error=repr(error))
 
-    # Web first, so no delivery arrives that the worker would not see; then the worker.
+    # The relay and the web first, so no delivery arrives that the worker would not see;
+    # then the worker. A relayed delivery in hand gets the grace to be stored.
+    if relay is not None:
+        await _first(relay.stop(SHUTDOWN_GRACE), shutdown.forced.wait())
+        await relay.stop(0)  # after a second signal: at once
     if server is not None:
         await _stop_web(server, tasks["web"], shutdown)
     if worker is not None:
@@ -319,11 +330,27 @@ def local_machine_name() -> str:
 def startup_banner(settings: Settings, url: str, generated_secret: str | None) -> str:
     """What `up` prints once it serves: on stdout, between rules, apart from the log lines
     (stderr); the commands in it can be pasted as they are."""
-    secret = (
-        f"{generated_secret}\n{'':18}(generated; kept in {settings.data_dir / SECRET_FILE})"
-        if generated_secret is not None
-        else "from OPENASE_GITHUB_WEBHOOK_SECRET"
-    )
+    stored = _stored_app_or_none(settings)
+    stored_in_use = stored is not None and settings.github_app_id == stored.id
+    if generated_secret is not None:
+        secret_source = (
+            f"{generated_secret}\n{'':18}(generated; kept in {settings.data_dir / SECRET_FILE})"
+        )
+    elif (
+        stored_in_use
+        and stored is not None
+        and settings.github_webhook_secret is not None
+        and settings.github_webhook_secret.get_secret_value() == stored.webhook_secret
+    ):
+        secret_source = f"the registered App's (kept in {settings.data_dir / APP_FILE})"
+    else:
+        secret_source = "from OPENASE_GITHUB_WEBHOOK_SECRET"  # noqa: S105  # names a variable
+    if settings.github_app_id is None:
+        app = f"not configured: register it at {url}/setup"
+    elif stored_in_use and stored is not None:
+        app = f"{stored.slug} (id {stored.id}, registered on {url}/setup)"
+    else:
+        app = f"id {settings.github_app_id} (from OPENASE_GITHUB_APP_ID)"
     machine = settings.machine or local_machine_name()
     openase = openase_command()
     rule = "─" * 78
@@ -332,23 +359,43 @@ def startup_banner(settings: Settings, url: str, generated_secret: str | None) -
         rule,
         "OpenASE is up.",
         f"  web page        {url}/",
+        f"  GitHub App      {app}",
         f"  webhook URL     {url}/webhooks/github",
+        *(
+            [f"  relay           {settings.webhook_proxy_url}"]
+            if settings.webhook_proxy_url
+            else []
+        ),
         f"  health          {url}/healthz",
-        f"  webhook secret  {secret}",
+        f"  webhook secret  {secret_source}",
         f"  data dir        {settings.data_dir}",
         f"  local runner    {machine} (queue openase:runs:{machine})",
         "",
-        "Next, from another terminal in this directory:",
+    ]
+    if settings.github_app_id is None:
+        lines += [
+            "Next: register the GitHub App in one click (this machine's browser):",
+            f"    {url}/setup",
+        ]
+    lines += [
+        "From another terminal in this directory:",
         "  what is still missing, and how to fix it:",
         f"    {openase} doctor",
-        "  the GitHub App's manifest, its webhook at your public URL:",
+        "  the App's manifest by hand, its webhook at your public URL:",
         f"    {openase} app manifest --url URL",
-        "GitHub must reach the webhook URL; paste the secret into the App's settings.",
+        "GitHub must reach the webhook URL (or set OPENASE_WEBHOOK_PROXY_URL to a relay).",
         "Ctrl-C stops everything.",
         rule,
         "",
     ]
     return "\n".join(lines)
+
+
+def _stored_app_or_none(settings: Settings) -> RegisteredApp | None:
+    try:
+        return stored_app(settings)
+    except ConfigError:
+        return None
 
 
 def openase_command() -> str:

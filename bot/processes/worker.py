@@ -15,7 +15,6 @@ from arq.connections import ArqRedis
 from arq.cron import CronJob
 from arq.worker import Function, Worker, func
 
-from bot.config.control import load_control_config
 from bot.deps import Deps, build_deps, redis_settings
 from bot.effects import github as github_effects
 from bot.effects import trackers as tracker_effects
@@ -27,15 +26,14 @@ from bot.engine.context import Engine
 from bot.engine.jobs import (
     ENGINE_CTX_KEY,
     TICK_SECONDS,
-    WorkflowReactor,
     dispatch_job,
     engine_tick,
     run_finished_job,
-    settle_hook,
 )
 from bot.errors import ConfigError
 from bot.intake.backfill import BACKFILL_MAX_TRIES, backfill_job
 from bot.intake.ingest import ingest_delivery
+from bot.intake.reconcile import pass_minutes, reconcile_cron
 from bot.intake.recovery import recover_deliveries_cron
 from bot.intake.sweep import sweep_pending
 from bot.jobs import (
@@ -46,10 +44,12 @@ from bot.jobs import (
     INGEST_JOB,
     PERFORM_OUTBOX_CRON,
     PERFORM_OUTBOX_JOB,
+    RECONCILE_CRON,
     RECOVER_DELIVERIES_CRON,
     RUN_FINISHED_JOB,
     SWEEP_PENDING_CRON,
 )
+from bot.processes.engine_slot import EngineSlot
 from bot.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -69,44 +69,12 @@ MAX_TRIES = 8
 ON_SETTLED_CTX_KEY = "outbox_on_settled"
 
 
-def build_engine(deps: Deps) -> Engine | None:
-    """The worker's engine; None (and one log line) when the GitHub App is not configured."""
-    try:
-        github = deps.github_app()
-    except ConfigError as exc:
-        log.warning("engine_disabled", reason=str(exc))
-        return None
-    engine = Engine(
-        deps=deps,
-        github=github,
-        control=load_control_config(deps.settings.config),
-        trackers=deps.trackers(),
-    )
-    _warn_unwritable_trackers(engine)
-    return engine
-
-
-def _warn_unwritable_trackers(engine: Engine) -> None:
-    """Routes without the credentials to write back: their tickets are only mirrored."""
-    if engine.control.linear.teams and engine.trackers.linear is None:
-        log.warning(
-            "linear_unwritable",
-            reason="linear.teams is configured but OPENASE_LINEAR_API_KEY is not set: "
-            "Linear tickets are mirrored, not worked on",
-        )
-    if engine.control.jira.projects and engine.trackers.jira is None:
-        log.warning(
-            "jira_unwritable",
-            reason="jira.projects is configured but OPENASE_JIRA_URL / OPENASE_JIRA_API_TOKEN "
-            "are not set: Jira tickets are mirrored, not worked on",
-        )
-
-
 # --- jobs whose rooms know nothing of arq's ctx ----------------------------------------------
 
 
 async def ingest_job(ctx: dict[str, Any], pk: int) -> str:
     structlog.contextvars.clear_contextvars()
+    _current_engine(ctx)  # hands a just-configured App's engine to ingest
     return await ingest_delivery(ctx["deps"], pk)
 
 
@@ -114,6 +82,8 @@ async def perform_outbox_job(ctx: dict[str, Any], installation_id: int | None = 
     """The installation's due effects (all, without one)."""
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(job=PERFORM_OUTBOX_JOB)
+    if _without_app(ctx):
+        return 0
     return await perform_pending(
         ctx["deps"],
         PERFORMERS,
@@ -126,7 +96,33 @@ async def perform_outbox_cron(ctx: dict[str, Any]) -> int:
     """The fallback: overdue effects (retries come due, jobs Redis lost), every few seconds."""
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(job=PERFORM_OUTBOX_CRON)
+    if _without_app(ctx):
+        return 0
     return await perform_pending(ctx["deps"], PERFORMERS, on_settled=_on_settled(ctx))
+
+
+async def reconcile_pass(ctx: dict[str, Any]) -> dict[str, int]:
+    """The reconcile cron, once the engine that decides on what it reads back is in place
+    (at worker start, or an App registered since, it may not be yet)."""
+    _current_engine(ctx)
+    return await reconcile_cron(ctx)
+
+
+def _without_app(ctx: dict[str, Any]) -> bool:
+    """Whether no GitHub App is configured (after adopting one registered since): nothing
+    was decided then, so the outbox has nothing due, and need not say so every 5 s."""
+    _current_engine(ctx)
+    deps: Deps = ctx["deps"]
+    try:
+        deps.github_app()
+    except ConfigError:
+        return True
+    return False
+
+
+def _current_engine(ctx: dict[str, Any]) -> Engine | None:
+    slot: EngineSlot | None = ctx.get(ENGINE_CTX_KEY)
+    return None if slot is None else slot()
 
 
 def _on_settled(ctx: dict[str, Any]) -> SettleHook | None:
@@ -151,13 +147,10 @@ def control_functions() -> list[Function]:
 
 def control_crons(settings: Settings) -> list[CronJob]:
     # unique: one sweep per tick however many workers run (they would only contend anyway).
-    crons = [
-        cron(sweep_pending, name=SWEEP_PENDING_CRON, second=0, run_at_startup=False, unique=True)
-    ]
-    if not _has_github_app(settings):
-        return crons  # without a GitHub App there is nothing to perform and no engine to tick
+    # Registered with or without a GitHub App: one may be registered while the worker runs
+    # (the setup page), and each does nothing until then.
     return [
-        *crons,
+        cron(sweep_pending, name=SWEEP_PENDING_CRON, second=0, run_at_startup=False, unique=True),
         cron(
             perform_outbox_cron,
             name=PERFORM_OUTBOX_CRON,
@@ -174,6 +167,21 @@ def control_crons(settings: Settings) -> list[CronJob]:
             run_at_startup=True,  # what GitHub sent while this process was down comes back
             timeout=300,
         ),
+        *(
+            [
+                cron(
+                    reconcile_pass,
+                    name=RECONCILE_CRON,
+                    minute=pass_minutes(settings.reconcile_minutes),
+                    second=40,
+                    unique=True,
+                    run_at_startup=True,  # what changed while this process was down is read
+                    timeout=540,
+                )
+            ]
+            if settings.reconcile_minutes
+            else []
+        ),
         cron(
             engine_tick,
             name=ENGINE_TICK_CRON,
@@ -183,13 +191,6 @@ def control_crons(settings: Settings) -> list[CronJob]:
             timeout=120,
         ),
     ]
-
-
-def _has_github_app(settings: Settings) -> bool:
-    try:
-        return settings.github_app_id is not None and bool(settings.github_private_key_pem())
-    except ConfigError:
-        return False  # an unreadable key: the engine says why when it starts
 
 
 def make_worker(
@@ -214,11 +215,9 @@ def make_worker(
             settings, database_url=database_url, redis_url=redis_url
         )
         ctx["owns_deps"] = deps is None
-        workflow = engine or build_engine(ctx["deps"])
-        ctx[ENGINE_CTX_KEY] = workflow
-        if workflow is not None:
-            ctx["deps"].workflow = WorkflowReactor(workflow, COMMANDS)
-            ctx[ON_SETTLED_CTX_KEY] = settle_hook(workflow)
+        ctx[ENGINE_CTX_KEY] = EngineSlot(
+            ctx, ctx["deps"], COMMANDS, settle_key=ON_SETTLED_CTX_KEY, fixed=engine
+        )
         # Deliveries stored while no worker ran (or whose job Redis lost) are picked up now.
         await sweep_pending(ctx, older_than=timedelta(0))
 

@@ -17,7 +17,7 @@ import json
 import secrets
 import time
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 import httpx
 import structlog
@@ -42,16 +42,6 @@ STATE_SECONDS = 600
 # Repositories asked about per sign-in, at most: a large installation is not walked whole.
 MAX_REPOS_CHECKED = 50
 PERMISSIONS_TTL = 60.0  # seconds a writer's answer is trusted, as for slash commands
-
-
-def web_url(settings: Settings) -> str:
-    """github.com for api.github.com; `https://HOST` for Enterprise Server's `/api/v3`."""
-    api = settings.api_url
-    parts = urlsplit(api)
-    if parts.netloc == "api.github.com":
-        return "https://github.com"
-    path = parts.path.removesuffix("/api/v3").rstrip("/")
-    return f"{parts.scheme}://{parts.netloc}{path}"
 
 
 def configured(settings: Settings) -> bool:
@@ -96,7 +86,7 @@ async def start(request: Request) -> Response:
             "allow_signup": "false",
         }
     )
-    response = RedirectResponse(f"{web_url(settings)}/login/oauth/authorize?{query}", 303)
+    response = RedirectResponse(f"{settings.web_url}/login/oauth/authorize?{query}", 303)
     response.set_cookie(
         NONCE_COOKIE,
         nonce,
@@ -145,7 +135,7 @@ async def _github_user(settings: Settings, code: str) -> str | None:
     assert secret is not None  # `configured` checked it
     async with httpx.AsyncClient(timeout=10) as http:
         answer = await http.post(
-            f"{web_url(settings)}/login/oauth/access_token",
+            f"{settings.web_url}/login/oauth/access_token",
             data={
                 "client_id": settings.github_client_id,
                 "client_secret": secret.get_secret_value(),

@@ -5,7 +5,7 @@ gives when it may not be seen (login) or may not be written (403), or was forged
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -85,8 +85,15 @@ CSRF_MESSAGE = (
 
 
 def page(
-    request: Request, template: str, context: dict[str, Any], status: int = 200
+    request: Request,
+    template: str,
+    context: dict[str, Any],
+    status: int = 200,
+    *,
+    form_targets: Sequence[str] = (),
 ) -> HTMLResponse:
+    """Render `template`; `form_targets` are the other origins its forms may post to (the
+    setup page's manifest goes to GitHub)."""
     settings = settings_of(request)
     session = current(request, settings)
     body = _env.get_template(template).render(
@@ -102,9 +109,10 @@ def page(
     response.headers["X-Frame-Options"] = "DENY"
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Referrer-Policy"] = "same-origin"
+    form_action = " ".join(("'self'", *form_targets))
     response.headers["Content-Security-Policy"] = (
         "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
+        f"frame-ancestors 'none'; form-action {form_action}; base-uri 'none'"
     )
     return response
 

@@ -13,6 +13,7 @@ from bot.web.harness_pages import harness_routes
 from bot.web.home_page import home
 from bot.web.live_events import run_events, tickets_events
 from bot.web.run_pages import run_page
+from bot.web.setup_page import CALLBACK_PATH, callback, register, setup
 from bot.web.ticket_pages import ticket_page, tickets_board
 
 
@@ -24,6 +25,9 @@ def web_routes() -> list[BaseRoute]:
         Route("/logout", logout, methods=["POST"]),
         Route("/login/github", github_login.start, methods=["GET"]),
         Route("/login/github/callback", github_login.callback, methods=["GET"]),
+        Route("/setup", setup, methods=["GET"]),
+        Route("/setup", register, methods=["POST"]),
+        Route(CALLBACK_PATH, callback, methods=["GET"]),
         *harness_routes(),
         Route("/tickets", tickets_board, methods=["GET"]),
         Route("/tickets/events", tickets_events, methods=["GET"]),

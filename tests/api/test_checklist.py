@@ -129,6 +129,8 @@ async def test_an_app_that_is_missing_or_refused_fails(
     named = by_name(await checklist(unset, ready))
     assert (named["GitHub App"].ok, named["GitHub App"].detail) == (False, "not configured")
     assert "OPENASE_GITHUB_APP_ID" in (named["GitHub App"].fix or "")
+    assert f"{unset.base_url}/setup" in (named["GitHub App"].fix or "")
+    assert named["GitHub App"].action == ("/setup", "Register the GitHub App")
 
     wrong = use(monkeypatch, ready, github_app_id=9999)  # GitHub refuses its JWT
     named = by_name(await checklist(wrong, ready))

@@ -1,6 +1,7 @@
 """A respx fake of the GitHub REST API: App JWT auth, installation tokens, repositories,
-open issue and pull request lists with paging, ETags and rate-limit headers; and the writes
-the outbox makes (labels, comments, reactions, issue updates, check runs, PRs, merges).
+issue and pull request lists (state, sort, direction, the issues' `since`) with paging,
+ETags and rate-limit headers; and the writes the outbox makes (labels, comments,
+reactions, issue updates, check runs, PRs, merges).
 
 Objects are GitHub's published example payloads (tests/fixtures) with the few fields the
 REST API adds over webhooks, so `githubkit_schemas` models accept every answer. The fake
@@ -37,6 +38,7 @@ from adapters.github.transport import graphql_url
 from bot.settings import Settings
 from tests.fakes.github_deliveries import FakeDeliveryLog
 from tests.fakes.github_git import sync_from_git
+from tests.fakes.github_manifests import FakeAppRegistrations
 from tests.support.helpers import github_example
 
 Json = dict[str, Any]
@@ -101,6 +103,8 @@ class FakeGitHubAPI:
         self.graphql_path = httpx.URL(graphql_url(self.api_url)).path
         self.graphql: Handler | None = None
         self.app_id = app_id
+        self.private_key_pem = private_key_pem
+        self.web_url = WEB_URL
         key = load_pem_private_key(private_key_pem.encode(), password=None)
         self.public_key = key.public_key()
         self.clock = clock
@@ -149,6 +153,8 @@ class FakeGitHubAPI:
         self._routes += self._write_routes()
         # The App's webhook delivery log (empty until a test logs deliveries in it).
         self.delivery_log = FakeDeliveryLog(self)
+        # Apps created from a manifest (the setup page's registration), and their codes.
+        self.registrations = FakeAppRegistrations(self)
         router.route(host=httpx.URL(self.api_url).host).mock(side_effect=self._serve)
         # Only GitHub is faked: servers a test starts on loopback are reached for real.
         router.route(host__in=("127.0.0.1", "localhost", "::1")).pass_through()
@@ -508,12 +514,21 @@ class FakeGitHubAPI:
         per_page = min(int(params.get("per_page", "30")), 100, self.max_per_page)
         page = int(params.get("page", "1"))
         source = repo.issues if kind == "issues" else repo.pulls
-        # Default order of both endpoints: newest first.
+        order = _list_order(kind, params)
+        if isinstance(order, str):
+            return self._answer(422, {"message": order})
+        key, descending = order
         items = sorted(
             (i for i in source if state == "all" or i["state"] == state),
-            key=lambda i: i["number"],
-            reverse=True,
+            key=key,
+            reverse=descending,
         )
+        if kind == "issues" and "since" in params:  # the pulls endpoint has no `since`
+            try:
+                since = datetime.fromisoformat(params["since"])
+            except ValueError:
+                return self._answer(422, {"message": "Validation Failed: since"})
+            items = [i for i in items if datetime.fromisoformat(i["updated_at"]) >= since]
         if kind == "pulls" and "head" in params:  # OWNER:BRANCH
             owner = repo.full_name.split("/")[0]
             items = [i for i in items if f"{owner}:{i['head']['ref']}" == params["head"]]
@@ -522,7 +537,7 @@ class FakeGitHubAPI:
         body = items[(page - 1) * per_page : page * per_page]
         last = max(1, -(-len(items) // per_page))
         headers = {"etag": 'W/"' + hashlib.sha256(json.dumps(body).encode()).hexdigest() + '"'}
-        link = self._link_header(repo, kind, state, per_page, page, last)
+        link = self._link_header(repo, kind, params, per_page, page, last)
         if link:
             headers["link"] = link
         if request.headers.get("if-none-match") == headers["etag"]:
@@ -603,13 +618,22 @@ class FakeGitHubAPI:
         }
 
     def _link_header(
-        self, repo: FakeRepo, kind: str, state: str, per_page: int, page: int, last: int
+        self,
+        repo: FakeRepo,
+        kind: str,
+        params: httpx.QueryParams,
+        per_page: int,
+        page: int,
+        last: int,
     ) -> str:
-        # GitHub's links name the repository by id, not by the path the client asked for.
+        # GitHub's links name the repository by id, not by the path the client asked for,
+        # and carry the query asked (sort, since, ...) on to every page.
         base = f"{self.api_url}/repositories/{repo.data['id']}/{kind}"
+        kept = {"state": params.get("state", "open")}
+        kept |= {k: v for k, v in params.items() if k not in ("state", "per_page", "page")}
 
         def url(n: int) -> str:
-            return f"{base}?state={state}&per_page={per_page}&page={n}"
+            return str(httpx.URL(base, params={**kept, "per_page": per_page, "page": n}))
 
         links = []
         if page > 1:
@@ -1257,6 +1281,28 @@ class FakeGitHubAPI:
         if isinstance(repo, httpx.Response):
             return repo
         return self._answer(200, self.review_comments.get(int(rid), []))
+
+
+def _list_order(kind: str, params: httpx.QueryParams) -> tuple[Callable[[Json], Any], bool] | str:
+    """How GET .../issues and .../pulls sort (`sort`, `direction`, GitHub's defaults), or
+    the message of GitHub's 422 for a value it does not take."""
+    keys: dict[str, Callable[[Json], Any]] = {
+        "created": lambda i: i["number"],  # numbers follow creation
+        "updated": lambda i: (datetime.fromisoformat(i["updated_at"]), i["number"]),
+        "comments" if kind == "issues" else "popularity": lambda i: (
+            i.get("comments", 0),
+            i["number"],
+        ),
+    }
+    sort = params.get("sort", "created")
+    if sort not in keys:
+        return f"Validation Failed: the fake sorts {kind} by {', '.join(keys)}, not {sort!r}"
+    # Issues: newest first unless asked. Pulls: desc for `created`, otherwise asc.
+    default = "desc" if kind == "issues" or sort == "created" else "asc"
+    direction = params.get("direction", default)
+    if direction not in ("asc", "desc"):
+        return "Validation Failed: direction must be asc or desc"
+    return keys[sort], direction == "desc"
 
 
 @contextmanager

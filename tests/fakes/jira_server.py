@@ -6,7 +6,8 @@ the webhook fixtures in tests/fixtures/jira (issues, statuses with categories, u
 comments, transitions, remote links), pages searches the Server way (`/search`, startAt and
 total) and the Cloud way (`/search/jql`, nextPageToken and isLast; Cloud answers the old
 `/search` with 410 Gone, as it does since CHANGE-2046), and checks Basic (email:token) or
-Bearer (PAT) auth. JQL: only `project = KEY [ORDER BY updated [ASC|DESC]]`.
+Bearer (PAT) auth. JQL: only `project = KEY [AND updated >= "-N(w|d|h|m)"] [ORDER BY
+updated [ASC|DESC]]` (a relative date, counted back from the site's clock).
 
 Every request is recorded in `requests` (method, path, JSON body) and `queries`; every
 write the API user makes appends the webhook Jira would send to `outbound`. Faults
@@ -78,9 +79,16 @@ FIELD_NAMES = {
 }
 _JQL = re.compile(
     r'^\s*project\s*=\s*"?(?P<key>[A-Za-z][A-Za-z0-9_]*)"?\s*'
+    r'(?:and\s+updated\s*>=\s*(?P<quote>"?)-(?P<ago>\d+)(?P<unit>[wdhm])(?P=quote)\s*)?'
     r"(?:order\s+by\s+updated(?:\s+(?P<direction>asc|desc))?)?\s*$",
     re.IGNORECASE,
 )
+_UNITS = {
+    "w": timedelta(weeks=1),
+    "d": timedelta(days=1),
+    "h": timedelta(hours=1),
+    "m": timedelta(minutes=1),
+}
 _ISSUE_EXPAND = "renderedFields,names,schema,operations,editmeta,changelog,versionedRepresentations"
 
 
@@ -294,6 +302,15 @@ class FakeJira:
                 comment["jsdPublic"] = True
             self.comments[key].append(comment)
             return copy.deepcopy(comment)
+
+    def move_by_hand(self, key: str, status: str, user: Json | None = None) -> Json:
+        """A person moves the issue to `status` in Jira's UI (`human` unless `user`); the
+        webhook Jira sends for it."""
+        with self.lock:
+            issue = self.issues[key]
+            items = self._set_status(issue, status)
+            issue["fields"]["updated"] = self._stamp()
+            return self.issue_webhook(key, changelog_items=items, user=user or self.human)
 
     def remove_comment(self, key: str, comment_id: str) -> None:
         """Someone deleted the comment in Jira's UI."""
@@ -702,8 +719,9 @@ class FakeJira:
         if match is None:
             return _error(
                 400,
-                f"Error in the JQL Query: this fake understands only "
-                f"'project = KEY [ORDER BY updated [ASC|DESC]]', not {jql!r}.",
+                "Error in the JQL Query: this fake understands only 'project = KEY "
+                '[AND updated >= "-Nm"] [ORDER BY updated [ASC|DESC]]\', '
+                f"not {jql!r}.",
             )
         project = match["key"].upper()
         if project not in self.projects:
@@ -711,6 +729,9 @@ class FakeJira:
                 400, f"The value '{match['key']}' does not exist for the field 'project'."
             )
         found = [i for i in self.issues.values() if i["fields"]["project"]["key"] == project]
+        if match["ago"]:
+            since = datetime.now(UTC) - int(match["ago"]) * _UNITS[match["unit"].lower()]
+            found = [i for i in found if datetime.fromisoformat(i["fields"]["updated"]) >= since]
         found.sort(key=lambda issue: int(issue["id"]))
         if re.search(r"order\s+by", jql, re.IGNORECASE):
             descending = (match["direction"] or "asc").lower() == "desc"

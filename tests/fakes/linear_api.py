@@ -4,9 +4,9 @@ Requests are executed by graphql-core against Linear's own published schema
 (tests/fixtures/linear/schema.graphql), so a misspelt field, a missing argument or a
 variable of the wrong type is answered as Linear answers it (HTTP 400,
 GRAPHQL_VALIDATION_FAILED) and kept in `invalid`. Resolvers cover what our client uses,
-with Linear's semantics: cursors, updatedAt bumps, "Entity not found" errors, attachments
-deduplicated by URL. Anything else a request asks of the fake fails loudly
-(FAKE_UNSUPPORTED), never silently.
+with Linear's semantics: cursors (both ways), date filters, updatedAt bumps, "Entity not
+found" errors, attachments deduplicated by URL. Anything else a request asks of the fake
+fails loudly (FAKE_UNSUPPORTED), never silently.
 
 Every mutation also appends to `outbound` the webhook Linear would send for it, with the
 API key's user (`viewer`) as actor; `issue_webhook` and `comment_webhook` build the same
@@ -853,24 +853,36 @@ def _answer(
 
 
 def _connection(items: list[Json], view: View, args: Json) -> Json:
-    """One page of `items` as a Linear connection; a cursor is its node's id."""
-    if args.get("last") is not None or args.get("before") is not None:
-        raise _unsupported("backward pagination")
-    first = args.get("first")
-    size = DEFAULT_PAGE if first is None else first
-    start = 0
-    if args.get("after"):
-        ids = [item["id"] for item in items]
-        if args["after"] not in ids:
+    """One page of `items` as a Linear connection; a cursor is its node's id. Forward with
+    `first`/`after`, or backward with `last`/`before` (Relay's rules: the `last` items
+    before the cursor, in the connection's order)."""
+    ids = [item["id"] for item in items]
+
+    def position(cursor: str) -> int:
+        if cursor not in ids:
             raise _invalid("Invalid cursor", "The pagination cursor is not valid.")
-        start = ids.index(args["after"]) + 1
-    page = items[start : start + size]
+        return ids.index(cursor)
+
+    backward = args.get("last") is not None or args.get("before") is not None
+    if backward and (args.get("first") is not None or args.get("after") is not None):
+        raise _unsupported("first/after together with last/before")
+    if backward:
+        end = position(args["before"]) if args.get("before") else len(items)
+        last = args.get("last")
+        size = DEFAULT_PAGE if last is None else last
+        start = max(0, end - size)
+    else:
+        first = args.get("first")
+        size = DEFAULT_PAGE if first is None else first
+        start = position(args["after"]) + 1 if args.get("after") else 0
+        end = start + size
+    page = items[start:end]
     nodes = [view(item) for item in page]
     return {
         "nodes": nodes,
         "edges": [{"node": n, "cursor": item["id"]} for n, item in zip(nodes, page, strict=True)],
         "pageInfo": {
-            "hasNextPage": start + size < len(items),
+            "hasNextPage": end < len(items),
             "hasPreviousPage": start > 0,
             "startCursor": page[0]["id"] if page else None,
             "endCursor": page[-1]["id"] if page else None,
@@ -887,12 +899,28 @@ def _compare(value: Any, comparator: Json, where: str) -> bool:
         "eqIgnoreCase": lambda x: str(value).casefold() == str(x).casefold(),
         "null": lambda x: (value is None) == x,
     }
+    if where.endswith("At"):  # a DateComparator: compares instants, not strings
+        checks |= {
+            "gt": lambda x: _instant(value, where) > _instant(x, where),
+            "gte": lambda x: _instant(value, where) >= _instant(x, where),
+            "lt": lambda x: _instant(value, where) < _instant(x, where),
+            "lte": lambda x: _instant(value, where) <= _instant(x, where),
+        }
     for op, operand in comparator.items():
         if op not in checks:
             raise _unsupported(f"comparator {op!r} on {where}")
         if not checks[op](operand):
             return False
     return True
+
+
+def _instant(value: Any, where: str) -> datetime:
+    """A DateTimeOrDuration as a moment (the ISO 8601 date-times; durations are not faked)."""
+    try:
+        parsed = datetime.fromisoformat(str(value))
+    except ValueError:
+        raise _unsupported(f"the date {value!r} on {where}") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _only(input_: Json, allowed: set[str], type_name: str) -> None:

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from adapters.github.verify import sign
 from bot.deps import Deps, build_deps
-from bot.intake.webhooks import MAX_BODY_BYTES
+from bot.intake.deliveries import MAX_BODY_BYTES
 from bot.processes.app import create_app
 from bot.settings import Settings
 from bot.tables.mirror import Delivery

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import uvicorn
+from starlette.applications import Starlette
 
 from bot.deps import Deps
 from bot.processes.app import create_app
@@ -37,6 +38,13 @@ def chromium_path() -> str | None:
 async def served(deps: Deps) -> AsyncIterator[str]:
     """The app (with `deps.settings`) on 127.0.0.1; its base URL."""
     app = create_app(deps.settings, database_url="unused", redis_url="unused", deps=deps)
+    async with serving(app) as url:
+        yield url
+
+
+@asynccontextmanager
+async def serving(app: Starlette) -> AsyncIterator[str]:
+    """Any ASGI app (ours, or a page playing GitHub's) on 127.0.0.1; its base URL."""
     # Live pages keep their event streams open: shutting down must not wait for them.
     config = uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=2)
     server = uvicorn.Server(config)
