@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 
 from adapters.base import CodeHost, HookDelivery
@@ -164,3 +164,47 @@ async def _set_mark(deps: Deps, at: datetime) -> None:
         await session.execute(
             statement.on_conflict_do_update(index_elements=[SyncMark.name], set_={"at": at})
         )
+
+
+@dataclass(frozen=True)
+class RecoverySummary:
+    """What recovery has done so far, for the setup page."""
+
+    last_pass: datetime | None  # where the last complete pass began
+    asked: int  # redeliveries asked for, ever
+    asked_recently: int  # of them, in the last RECENT
+    arrived: int  # of them, redelivered and stored
+    refused: int  # redeliveries GitHub refused
+
+
+RECENT = timedelta(hours=24)
+
+
+async def recovery_summary(deps: Deps, *, now: datetime | None = None) -> RecoverySummary:
+    """Recovery's counts, in one round trip."""
+    recent = (now or datetime.now(UTC)) - RECENT
+    arrived = (
+        select(func.count())
+        .select_from(RedeliveryRequest)
+        .join(
+            Delivery,
+            (Delivery.source == "github") & (Delivery.delivery_id == RedeliveryRequest.guid),
+        )
+        .scalar_subquery()
+    )
+    counts = select(
+        select(SyncMark.at).where(SyncMark.name == MARK).scalar_subquery(),
+        select(func.count()).select_from(RedeliveryRequest).scalar_subquery(),
+        select(func.count())
+        .where(RedeliveryRequest.asked_at >= recent)
+        .select_from(RedeliveryRequest)
+        .scalar_subquery(),
+        arrived,
+        select(func.count())
+        .where(RedeliveryRequest.error.is_not(None))
+        .select_from(RedeliveryRequest)
+        .scalar_subquery(),
+    )
+    async with deps.sessions() as session:
+        last_pass, asked, asked_recently, came, refused = (await session.execute(counts)).one()
+    return RecoverySummary(last_pass, asked, asked_recently, came, refused)

@@ -35,7 +35,8 @@ def build_engine(deps: Deps) -> Engine | None:
     try:
         github = deps.github_app()
     except ConfigError as exc:
-        log.warning("engine_disabled", reason=str(exc))
+        # Until one is registered (the setup page), or configured, and found by the slot.
+        log.warning("engine_disabled", reason=str(exc), fix=f"{deps.settings.base_url}/setup")
         return None
     return _engine(deps, github)
 

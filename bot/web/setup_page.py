@@ -38,6 +38,7 @@ from bot.api.request import admin_token, deps_of
 from bot.config.github_app import adopt_app, app_from_environment, save_app, stored_app
 from bot.config.manifest import load_app_yml, registration_manifest
 from bot.errors import ConfigError
+from bot.intake.recovery import recovery_summary
 from bot.intake.relay_status import RelayStatus, read_relay_status
 from bot.registry import RegisteredApp, convert_manifest
 from bot.settings import Settings
@@ -265,6 +266,7 @@ async def _setup_page(
         "unreachable": relay is None and _unreachable(_own_url(request)),
         "relay": relay,
         "relay_status": await _relay_status(request) if relay else None,
+        "recovery": await recovery_summary(deps_of(request)),
         "github": settings.web_url,
         "max_name": MAX_NAME,
     }

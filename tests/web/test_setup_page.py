@@ -25,12 +25,16 @@ from structlog.testing import capture_logs
 from bot.config.github_app import APP_FILE, stored_app
 from bot.deps import Deps
 from bot.engine.jobs import ENGINE_CTX_KEY
+from bot.intake.recovery import MARK as RECOVERY_MARK
 from bot.intake.relay_status import RelayStatus, write_relay_status
 from bot.processes.worker import make_worker
 from bot.servers.services import webhook_secret
+from bot.tables.mirror import Delivery
+from bot.tables.sync import RedeliveryRequest, SyncMark
 from bot.tables.workflow import TicketState
 from bot.web.session import SESSION_COOKIE, encode, new_session
 from bot.web.setup_page import STATE_KEY
+from harness_store.db import transaction
 from tests.conftest import AppWith, Services
 from tests.fakes.github_api import WEB_URL, FakeGitHubAPI
 from tests.support import helpers
@@ -510,3 +514,23 @@ async def test_with_a_relay_the_channel_is_the_webhook_and_its_state_is_shown(
         _, manifest, state = await start(web, webhook_url=channel)
         assert manifest["hook_attributes"] == {"url": channel, "active": True}
         assert (await back_from_github(web, github_api, manifest, state)).status_code == 200
+
+
+async def test_the_page_counts_what_recovery_asked_for(fresh: Opened, deps: Deps) -> None:
+    at = datetime(2026, 12, 6, 8, 0, tzinfo=UTC)
+    async with transaction(deps.sessions) as session:
+        session.add(SyncMark(name=RECOVERY_MARK, at=at))
+        for guid, error in (("g-1", None), ("g-2", None), ("g-3", "Validation Failed")):
+            session.add(
+                RedeliveryRequest(
+                    guid=guid, github_delivery_id=1, event="issues", delivered_at=at, error=error
+                )
+            )
+        session.add(
+            Delivery(source="github", delivery_id="g-1", event="issues", payload={}, status="done")
+        )
+    async with fresh() as web:
+        page = await web.get("/setup")
+    assert "2026-12-06 08:00:00 UTC" in page.text
+    assert "3 (3 in the last 24 h), 1 arrived since" in page.text
+    assert "<dt>refused by GitHub</dt><dd>1</dd>" in page.text
