@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 
 Json = dict[str, Any]
 CODE_LIFETIME = timedelta(hours=1)
+# GitHub's list of manifest parameters. It repeats bot/config/manifest.py's on purpose: a
+# fake that imported ours would agree with our code by construction.
 MANIFEST_KEYS = frozenset(
     {
         "name",
