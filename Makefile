@@ -7,7 +7,7 @@ UV     := $(TOOLS)/bin/uv
 VENV   := .venv
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: run test lint typecheck check bench bench-workspace bench-runner bench-github bench-engine bench-web sync clean
+.PHONY: run test lint typecheck check bench bench-workspace bench-runner bench-github bench-engine bench-web chaos sync clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -56,6 +56,11 @@ bench-github: sync
 
 bench-web: sync
 	$(VENV)/bin/python -m bench.web_pages $(BENCH_ARGS)
+
+# Faults injected one by one under load (issue 19): `make chaos CHAOS_ARGS="--faults
+# redis,postgres --outage-seconds 5"`; `--help` lists the faults and settings.
+chaos: sync
+	$(VENV)/bin/python -m bench.chaos $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(TOOLS) $(VENV) .mypy_cache .ruff_cache .pytest_cache

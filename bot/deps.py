@@ -7,12 +7,15 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import asyncpg
-from arq.connections import ArqRedis, RedisSettings, create_pool
+from arq.connections import ArqRedis
+from redis.asyncio import ConnectionPool
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from adapters.base import CodeHost, NormalizedEvent
 from bot.jobs import CONTROL_QUEUE
 from bot.registry import Clients, TrackerClients
+from bot.servers.outages import Outages
 from bot.settings import Settings
 from harness_store.db import make_engine, make_sessionmaker
 
@@ -23,7 +26,7 @@ __all__ = [
     "build_deps",
     "make_intake_pool",
     "plain_url",
-    "redis_settings",
+    "redis_client",
 ]
 
 # What a decision asks to be done once its transaction committed.
@@ -57,6 +60,16 @@ class Deps:
     workflow: EventReactor | None = None
     # The process's GitHub, Linear and Jira clients (tokens, rate limits, caches).
     clients: Clients = field(default_factory=Clients)
+    # Which of PostgreSQL and Redis are away now (said once per outage, watched till back).
+    outages: Outages = field(default_factory=Outages)
+
+    def __post_init__(self) -> None:
+        self.outages.probes.setdefault("postgres", self._ping_postgres)
+        self.outages.probes.setdefault("redis", self.redis.ping)
+
+    async def _ping_postgres(self) -> None:
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
 
     def github_app(self) -> CodeHost:
         """The GitHub App client (ConfigError when no App is configured)."""
@@ -67,23 +80,37 @@ class Deps:
         return self.clients.trackers(self.settings)
 
     async def close(self) -> None:
+        await self.outages.aclose()
         await self.clients.aclose()
         await self.redis.aclose(close_connection_pool=True)
         await self.intake.close()
         await self.engine.dispose()
 
 
-def redis_settings(url: str) -> RedisSettings:
-    settings = RedisSettings.from_dsn(url)
-    settings.conn_timeout = 2
-    settings.conn_retries = 1
-    return settings
+# A Redis that does not answer (a cut network, a stopped server) fails each command within
+# this long instead of hanging it: the outage is then noticed and waited out (bot/servers/
+# outages.py). No command of ours blocks on the server for longer.
+REDIS_CONNECT_TIMEOUT = 2.0
+REDIS_COMMAND_TIMEOUT = 5.0
+
+
+def redis_client(url: str, *, queue: str = CONTROL_QUEUE) -> ArqRedis:
+    """An arq Redis client that connects on its first command, not here (arq's
+    `create_pool` pings, so a process could not even start while Redis is away)."""
+    pool = ConnectionPool.from_url(
+        url,
+        socket_connect_timeout=REDIS_CONNECT_TIMEOUT,
+        socket_timeout=REDIS_COMMAND_TIMEOUT,
+        encoding="utf8",
+    )
+    return ArqRedis(pool, default_queue_name=queue)
 
 
 async def build_deps(settings: Settings, *, database_url: str, redis_url: str) -> Deps:
-    """Connect to Postgres and Redis; the URLs come resolved (embedded or configured)."""
+    """Clients of Postgres and Redis; the URLs come resolved (embedded or configured).
+    Neither is connected here: a process starts while a store is away, and waits for it."""
     engine = make_engine(database_url)
-    redis = await create_pool(redis_settings(redis_url), default_queue_name=CONTROL_QUEUE)
+    redis = redis_client(redis_url)
     return Deps(
         settings=settings,
         engine=engine,

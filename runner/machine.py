@@ -33,6 +33,11 @@ class MachineFacts:
     schema_version: int = SCHEMA_VERSION
     started_at: float = field(default_factory=time.time)
     heartbeat_at: float = field(default_factory=time.time)
+    # The last Redis outage the runner rode out (a cut-off runner cannot say it is cut off:
+    # its entry just expires), and the run events it had to drop so far.
+    redis_outage_seconds: float = 0.0
+    redis_back_at: float = 0.0
+    events_dropped: int = 0
 
     def to_redis(self) -> dict[str, str]:
         """Flat string fields for a Redis hash (lists and dicts as JSON)."""

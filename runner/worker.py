@@ -9,13 +9,20 @@ Stopping: a run is canceled when `openase:run:<id>:cancel` appears (the control 
 far committed and pushed, and the result says `canceled`. On SIGTERM/SIGINT the runner
 takes no new runs, lets running ones finish for `drain_seconds`, then stops them the same
 way and hands their jobs back to the queue (arq runs them again when a runner is back).
+
+Redis outages, of any length: the runner waits for Redis instead of ending
+(runner/redis_outage.py). Runs go on; their events wait in memory (bounded) and their
+results on disk (runner/delivery.py). When Redis is back, empty or not, the machine
+registers again, heartbeats resume, buffered events are written and waiting results
+delivered. A run the control plane declared lost meanwhile finds its cancel signal and
+stops like a canceled one, its work pushed. Nothing runs twice: a run this machine is
+running or has a result for is not started again when Redis forgot its job.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import signal
 import time
 from dataclasses import dataclass
@@ -24,15 +31,13 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from arq.connections import ArqRedis, RedisSettings
+from arq.connections import ArqRedis
 from arq.worker import Worker, func
 from redis.exceptions import RedisError
 
 from runner.contract import (
-    CONTROL_QUEUE,
     MACHINES_SET,
     REMOVE_WORKTREE_JOB,
-    RUN_FINISHED_JOB,
     RUN_JOB,
     ContractMismatch,
     RunResult,
@@ -41,12 +46,13 @@ from runner.contract import (
     machine_key,
     run_cancel_key,
     run_queue,
-    run_result_key,
 )
+from runner.delivery import RESULT_TTL_SECONDS, Results, store
 from runner.events import RedisEventSink
 from runner.execute import Cancellation, execute
 from runner.git import GitError
 from runner.machine import MachineFacts, disk_free, find_clis, memory_available
+from runner.redis_outage import OutlastingWorker, RedisOutage, stop_if_cancelled
 from runner.workspace import Workspace
 
 log = structlog.get_logger(__name__)
@@ -54,7 +60,6 @@ log = structlog.get_logger(__name__)
 HEARTBEAT_SECONDS = 5.0
 # A machine that missed this many seconds of heartbeats disappears from the registry.
 MACHINE_TTL_SECONDS = 30
-RESULT_TTL_SECONDS = 7 * 24 * 3600
 CANCEL_POLL_SECONDS = 0.5
 # arq's own timeout is a backstop only: the runner enforces each run's wall-time limit.
 JOB_TIMEOUT_SECONDS = 2 * 24 * 3600
@@ -75,6 +80,7 @@ class RunnerState:
     """Shared by every job: arq hands each job a shallow copy of the worker's ctx."""
 
     shutting_down: bool = False
+    events_dropped: int = 0  # by runs whose events are all written (or given up)
 
 
 async def execute_run(ctx: dict[str, Any], spec_wire: object) -> dict[str, Any]:
@@ -89,13 +95,25 @@ async def execute_run(ctx: dict[str, Any], spec_wire: object) -> dict[str, Any]:
         now = time.time()
         refused = _refusal(str(run_id or "unknown"), str(error), config.machine, now)
         return refused
+    runs: dict[str, Cancellation] = ctx["runs"]
+    results: Results = ctx["results"]
+    # Redis came back empty and the control plane sent the run again: never twice.
+    if spec.run_id in runs:
+        log.warning("run_already_running", run_id=spec.run_id)
+        return {"run_id": spec.run_id, "duplicate": True}
+    earlier = results.earlier(spec.run_id)
+    if earlier is not None:
+        log.warning("run_already_finished", run_id=spec.run_id)
+        await results.deliver(earlier)
+        return earlier.to_wire()
     structlog.contextvars.bind_contextvars(run_id=spec.run_id, machine=config.machine)
     cancellation = Cancellation()
-    sink = RedisEventSink(redis, spec.run_id)
+    outage: RedisOutage = ctx["outage"]
+    sink = RedisEventSink(redis, spec.run_id, outage=outage)
     await sink.start()
-    runs: dict[str, Cancellation] = ctx["runs"]
+    ctx["sinks"][spec.run_id] = sink
     runs[spec.run_id] = cancellation
-    watcher = asyncio.create_task(_watch_cancel(redis, spec.run_id, cancellation))
+    watcher = asyncio.create_task(_watch_cancel(redis, spec.run_id, cancellation, outage))
     task = asyncio.create_task(
         execute(
             spec,
@@ -122,12 +140,14 @@ async def execute_run(ctx: dict[str, Any], spec_wire: object) -> dict[str, Any]:
             else:
                 cancellation.cancel("the run's job was aborted", "aborted")
             result = await task
-            await _store_result(redis, result)
-            if not handed_back:
-                await _announce(redis, result.run_id)
+            if handed_back:  # not the run's result: the job runs again, nothing to keep
+                await sink.close()
+                with contextlib.suppress(RedisError, OSError):
+                    await store(redis, result)
+            else:
+                await _finish(ctx, result, sink)
             raise
-        await _store_result(redis, result)
-        await _announce(redis, result.run_id)
+        await _finish(ctx, result, sink)
         return result.to_wire()
     finally:
         watcher.cancel()
@@ -135,8 +155,27 @@ async def execute_run(ctx: dict[str, Any], spec_wire: object) -> dict[str, Any]:
             await watcher
         runs.pop(spec.run_id, None)
         await sink.close()
+        if sink.done:
+            _retire(ctx, spec.run_id)
         log.info("run_finished", handed_back=handed_back)
         structlog.contextvars.unbind_contextvars("run_id", "machine")
+
+
+async def _finish(ctx: dict[str, Any], result: RunResult, sink: RedisEventSink) -> None:
+    """Deliver the result after the run's events; with Redis away, it waits on disk."""
+    results: Results = ctx["results"]
+    results.keep(result)
+    await sink.close()
+    if sink.done and await results.deliver(result):
+        return
+    results.wake()  # the courier delivers it once the events are written
+
+
+def _retire(ctx: dict[str, Any], run_id: str) -> None:
+    """The run's events are all written (or given up): count what it dropped."""
+    sink: RedisEventSink | None = ctx["sinks"].pop(run_id, None)
+    if sink is not None:
+        ctx["state"].events_dropped += sink.dropped
 
 
 async def remove_worktree(ctx: dict[str, Any], repo_full_name: str, work_branch: str) -> str:
@@ -165,32 +204,21 @@ def _refusal(run_id: str, error: str, machine: str, now: float) -> dict[str, Any
     ).to_wire()
 
 
-async def _store_result(redis: ArqRedis, result: RunResult) -> None:
-    """Also keep the result beside the run's events: an aborted job has no arq result."""
-    try:
-        await redis.set(
-            run_result_key(result.run_id), json.dumps(result.to_wire()), ex=RESULT_TTL_SECONDS
-        )
-    except (RedisError, OSError) as error:
-        log.warning("run_result_unstored", error=str(error))
-
-
-async def _announce(redis: ArqRedis, run_id: str) -> None:
-    """Tell the control plane the result is there (its sweep finds it anyway, later)."""
-    try:
-        await redis.enqueue_job(
-            RUN_FINISHED_JOB, run_id, _job_id=f"run-finished:{run_id}", _queue_name=CONTROL_QUEUE
-        )
-    except (RedisError, OSError) as error:
-        log.warning("run_finish_unannounced", error=str(error))
-
-
-async def _watch_cancel(redis: ArqRedis, run_id: str, cancellation: Cancellation) -> None:
+async def _watch_cancel(
+    redis: ArqRedis, run_id: str, cancellation: Cancellation, outage: RedisOutage
+) -> None:
+    """Stop the run when asked: by /cancel, or by the control plane having declared it
+    lost while this machine was cut off from Redis (a zombie, whose work is kept)."""
     key = run_cancel_key(run_id)
     while not cancellation.requested:
+        stop_if_cancelled()
         try:
             reason = await redis.get(key)
-        except (RedisError, OSError):
+        except (RedisError, OSError) as error:
+            stop_if_cancelled(error)
+            if outage.noticed(error):
+                await outage.until_back()
+                continue
             reason = None
         if reason is not None:
             text = reason.decode(errors="replace") if isinstance(reason, bytes) else str(reason)
@@ -202,10 +230,15 @@ async def _watch_cancel(redis: ArqRedis, run_id: str, cancellation: Cancellation
 async def _register(ctx: dict[str, Any]) -> None:
     config: RunnerConfig = ctx["config"]
     facts: MachineFacts = ctx["facts"]
+    outage: RedisOutage = ctx["outage"]
+    sinks: dict[str, RedisEventSink] = ctx["sinks"]
     facts.running = len(ctx["runs"])
     facts.disk_free_bytes = disk_free(config.workspace_root)
     facts.memory_available_bytes = memory_available()
     facts.heartbeat_at = time.time()
+    facts.redis_outage_seconds = outage.last_seconds
+    facts.redis_back_at = outage.back_at
+    facts.events_dropped = ctx["state"].events_dropped + sum(s.dropped for s in sinks.values())
     redis: ArqRedis = ctx["redis"]
     key = machine_key(config.machine)
     async with redis.pipeline(transaction=True) as pipe:
@@ -216,30 +249,56 @@ async def _register(ctx: dict[str, Any]) -> None:
 
 
 async def _heartbeat(ctx: dict[str, Any]) -> None:
+    outage: RedisOutage = ctx["outage"]
     while True:
+        stop_if_cancelled()
         await asyncio.sleep(HEARTBEAT_SECONDS)
         try:
             await _register(ctx)
         except (RedisError, OSError) as error:
-            log.warning("machine_heartbeat_failed", error=str(error))
+            stop_if_cancelled(error)
+            if not outage.noticed(error):
+                log.warning("machine_heartbeat_failed", error=str(error))
 
 
 def make_runner(config: RunnerConfig, *, burst: bool = False) -> Worker:
     """The arq worker of one machine; signals are the caller's (see `serve_runner`)."""
-    state = RunnerState()
+
+    async def probe() -> None:
+        await worker.pool.ping()
+
+    outage = RedisOutage(probe)
+
+    async def flushed(run_id: str) -> None:
+        sink: RedisEventSink | None = worker.ctx["sinks"].get(run_id)
+        if sink is not None:
+            await sink.flushed()
+            _retire(worker.ctx, run_id)
+
+    async def back(_seconds: float) -> None:
+        # Redis may have come back empty: the machine registers again at once (its runs'
+        # liveness keys and events come back through their sinks), and results go out.
+        await _register(worker.ctx)
+        worker.ctx["results"].wake()
 
     async def on_startup(ctx: dict[str, Any]) -> None:
-        ctx["config"] = config
-        ctx["runs"] = {}
-        ctx["workspace"] = Workspace(config.workspace_root)
-        ctx["facts"] = MachineFacts(
-            name=config.machine,
-            labels=list(config.labels),
-            capacity=config.max_runs,
-            clis=await find_clis(),
-        )
+        if "config" not in ctx:  # not when starting again after Redis went away
+            ctx["config"] = config
+            ctx["workspace"] = Workspace(config.workspace_root)
+            ctx["facts"] = MachineFacts(
+                name=config.machine,
+                labels=list(config.labels),
+                capacity=config.max_runs,
+                clis=await find_clis(),
+            )
+            results = Results(config.workspace_root, ctx["redis"], outage)
+            ctx["results"] = results
+            ctx["courier"] = asyncio.create_task(results.courier(flushed))
+            results.wake()  # what a previous runner process here finished but never delivered
+            outage.on_back.append(back)
         await _register(ctx)
-        ctx["heartbeat"] = asyncio.create_task(_heartbeat(ctx))
+        if "heartbeat" not in ctx:
+            ctx["heartbeat"] = asyncio.create_task(_heartbeat(ctx))
         log.info(
             "runner_registered",
             machine=config.machine,
@@ -249,25 +308,33 @@ def make_runner(config: RunnerConfig, *, burst: bool = False) -> Worker:
         )
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
-        heartbeat: asyncio.Task[None] | None = ctx.get("heartbeat")
-        if heartbeat is not None:
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
+        for name in ("heartbeat", "courier"):
+            task: asyncio.Task[None] | None = ctx.pop(name, None)
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        # Events still waiting for Redis die with the process; results wait on disk.
+        for run_id, sink in list(ctx["sinks"].items()):
+            await sink.abandon()
+            _retire(ctx, run_id)
+        redis: ArqRedis | None = ctx.get("redis")  # None: Redis never answered
+        if redis is None or outage.away:  # the entry expires by itself
+            return
         with contextlib.suppress(RedisError, OSError):
-            redis: ArqRedis = ctx["redis"]
             async with redis.pipeline(transaction=True) as pipe:
                 pipe.delete(machine_key(config.machine))
                 pipe.srem(MACHINES_SET, config.machine)
                 await pipe.execute()
 
-    worker = Worker(
+    worker = OutlastingWorker(
         functions=[
             func(execute_run, name=RUN_JOB, timeout=JOB_TIMEOUT_SECONDS, max_tries=3),
             func(remove_worktree, name=REMOVE_WORKTREE_JOB, timeout=600),
         ],
         queue_name=run_queue(config.machine),
-        redis_settings=RedisSettings.from_dsn(config.redis_url),
+        redis_url=config.redis_url,
+        outage=outage,
         on_startup=on_startup,
         on_shutdown=on_shutdown,
         burst=burst,
@@ -277,7 +344,7 @@ def make_runner(config: RunnerConfig, *, burst: bool = False) -> Worker:
         allow_abort_jobs=True,
         handle_signals=False,
         poll_delay=0.05,
-        ctx={"state": state},
+        ctx={"state": RunnerState(), "outage": outage, "runs": {}, "sinks": {}},
     )
     return worker
 
@@ -289,7 +356,7 @@ async def serve_runner(config: RunnerConfig, stop: asyncio.Event) -> None:
     main = asyncio.create_task(worker.async_run())
     stopper = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait({main, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    if main in done:  # the worker ended on its own (lost Redis at start, say)
+    if main in done:  # the worker ended on its own (an error: it outlasts Redis outages)
         stopper.cancel()
         await worker.close()
         main.result()

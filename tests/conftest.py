@@ -28,6 +28,7 @@ from bot.processes.migrate import upgrade
 from bot.processes.worker import make_worker
 from bot.registry import Clients, TrackerClients
 from bot.servers.embedded import EmbeddedPostgres, EmbeddedRedis
+from bot.servers.outages import Outages
 from bot.settings import Settings
 from bot.tables.mirror import Delivery
 from harness_store.db import Base
@@ -139,6 +140,9 @@ async def deps(session_deps: Deps) -> Deps:
     # Fresh API clients: no installation token or rate-limit state from another test.
     await session_deps.clients.aclose()
     session_deps.clients = Clients()
+    # No outage another test saw (or caught up from) is carried into this one.
+    await session_deps.outages.aclose()
+    session_deps.outages = Outages(probes=session_deps.outages.probes)
     return session_deps
 
 
@@ -242,7 +246,6 @@ def run_worker(deps: Deps, services: Services, settings: Settings):  # type: ign
     async def run() -> Worker:
         worker = make_worker(
             settings,
-            database_url=services.database_url,
             redis_url=services.redis_url,
             burst=True,
             deps=deps,

@@ -24,12 +24,14 @@ from adapters.errors import AdapterError, RequestRejected
 from bot.api.health import check_health
 from bot.config.control import ControlConfig, Provider, load_control_config
 from bot.deps import Deps
+from bot.effects.rows import service_of
 from bot.engine.runs.machines import Machine, registered
 from bot.errors import ConfigError
 from bot.registry import Clients
 from bot.servers.services import SECRET_FILE
 from bot.settings import Settings
 from bot.tables.mirror import Delivery, Installation, Repository
+from bot.tables.workflow import EffectStatus, OutboxEffect
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -77,8 +79,11 @@ async def checklist(settings: Settings, deps: Deps | None) -> list[Check]:
     if deps is not None and stores_ok:
         checks.append(await _deliveries(deps, github, app))
         checks.append(await _installations(deps, app))
-        machines = await _machines(deps)
-        checks.append(_runners(machines))
+        registry = await registered(deps.redis)
+        now = time.time()
+        machines = [machine for machine in registry if machine.fresh(now)]
+        checks.append(_runners(registry, now))
+        checks.append(await _effects_waiting(deps))
         if control is not None:
             checks += [
                 _provider(name, provider, machines, default=name == control.defaults.provider)
@@ -238,21 +243,68 @@ def _install_fix(app: AppInfo | None) -> str:
     return f"install the App on a repository: {where}"
 
 
-async def _machines(deps: Deps) -> list[Machine]:
-    now = time.time()
-    return [machine for machine in await registered(deps.redis) if machine.fresh(now)]
-
-
-def _runners(machines: list[Machine]) -> Check:
-    if not machines:
+def _runners(registry: list[Machine], now: float) -> Check:
+    """The runners online, and how each is doing: one cut off from Redis (no heartbeat for
+    a while) or back from an outage says so."""
+    listed = "; ".join(_machine_line(machine, now) for machine in registry)
+    if not any(machine.fresh(now) for machine in registry):
         return Check(
             "runners",
             False,
-            "no runner is online",
+            f"no runner is online ({listed})" if listed else "no runner is online",
             "start one: `openase runner --machine NAME` (`openase up` runs one itself)",
         )
-    listed = "; ".join(f"{machine.name} ({_clis(machine)})" for machine in machines)
     return Check("runners", True, listed)
+
+
+def _machine_line(machine: Machine, now: float) -> str:
+    condition = machine.condition(now)
+    return f"{machine.name} ({_clis(machine)}{'; ' + condition if condition else ''})"
+
+
+async def _effects_waiting(deps: Deps) -> Check:
+    """GitHub (an installation), Linear or Jira failing: what waits on it, and since when.
+    Read from the outbox, so the web process sees what the workers met."""
+    async with deps.sessions() as session:
+        rows = (
+            await session.execute(
+                select(
+                    OutboxEffect.installation_id,
+                    OutboxEffect.kind,
+                    func.count(),
+                    func.min(OutboxEffect.created_at),
+                    func.max(OutboxEffect.last_error),
+                )
+                .where(
+                    OutboxEffect.status == EffectStatus.PENDING,
+                    OutboxEffect.last_error.is_not(None),
+                )
+                .group_by(OutboxEffect.installation_id, OutboxEffect.kind)
+            )
+        ).all()
+    waiting: dict[str, tuple[int, datetime, str]] = {}
+    for installation_id, kind, count, oldest, error in rows:
+        service = service_of(kind, installation_id)
+        total, since, _ = waiting.get(service, (0, oldest, ""))
+        waiting[service] = (
+            total + count,
+            min(since, oldest),
+            str(error).removeprefix("held back: "),
+        )
+    if not waiting:
+        return Check("effects", True, "none waiting on a failing service")
+    found = "; ".join(
+        f"{service}: {count} waiting, the oldest decided {_ago(since)} (error: {error[:160]})"
+        for service, (count, since, error) in sorted(waiting.items())
+    )
+    return Check(
+        "effects",
+        False,
+        found,
+        "nothing to do unless it lasts: they are retried with backoff, and only the newest "
+        "status is written once the service is back; check the service's status page",
+        blocking=False,
+    )
 
 
 def _clis(machine: Machine) -> str:

@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse, Response
 from bot import metrics
 from bot.api.request import deps_of
 from bot.deps import Deps
+from bot.servers.outages import Store
 
 log = structlog.get_logger(__name__)
 
@@ -26,12 +27,20 @@ HEALTH_TIMEOUT_SECONDS = 2.0
 
 
 async def healthz(request: Request) -> Response:
-    """200 when Postgres and Redis both answer, 503 naming the ones that did not."""
-    checks = await check_health(deps_of(request))
+    """ "ok" when Postgres and Redis both answer; "degraded" when one does not, with how long
+    it has been away. 503 only while Postgres is: without it no webhook can be stored, while
+    without Redis they are (and wait in Postgres). The process itself recovers when the
+    store is back: point a load balancer's readiness here, not a restart policy."""
+    deps = deps_of(request)
+    checks = await check_health(deps)
     healthy = all(result == "ok" for result in checks.values())
+    body: dict[str, object] = {"status": "ok" if healthy else "degraded", "checks": checks}
+    away = deps.outages.away()
+    if away:
+        body["away_seconds"] = {store: round(seconds, 1) for store, seconds in away.items()}
     return JSONResponse(
-        {"status": "ok" if healthy else "unavailable", "checks": checks},
-        status_code=200 if healthy else 503,
+        body,
+        status_code=503 if checks["postgres"] != "ok" else 200,
         headers={"Cache-Control": "no-store"},
     )
 
@@ -39,8 +48,8 @@ async def healthz(request: Request) -> Response:
 async def check_health(deps: Deps, *, time_limit: float = HEALTH_TIMEOUT_SECONDS) -> dict[str, str]:
     """Each store's state: "ok", "timeout after Ns" or "error: <exception class>"."""
     postgres, redis = await asyncio.gather(
-        _check("postgres", _ping_postgres(deps), time_limit),
-        _check("redis", _ping_redis(deps), time_limit),
+        _check(deps, "postgres", _ping_postgres(deps), time_limit),
+        _check(deps, "redis", _ping_redis(deps), time_limit),
     )
     return {"postgres": postgres, "redis": redis}
 
@@ -54,15 +63,18 @@ async def _ping_redis(deps: Deps) -> None:
     await deps.redis.ping()
 
 
-async def _check(name: str, probe: Awaitable[object], time_limit: float) -> str:
+async def _check(deps: Deps, name: Store, probe: Awaitable[object], time_limit: float) -> str:
+    # A store that is away is said once, by the outage (and watched until back); a probe
+    # every few seconds must not log a line each.
     try:
         async with asyncio.timeout(time_limit):
             await probe
     except TimeoutError:
-        log.warning("health_check_failed", check=name, error="timeout")
+        deps.outages.went_away(name, "TimeoutError")
         return f"timeout after {time_limit:g}s"
     except Exception as exc:  # any failure is an answer here, not a crash
-        log.warning("health_check_failed", check=name, error=type(exc).__name__)
+        if deps.outages.noticed(exc) is None:
+            log.warning("health_check_failed", check=name, error=type(exc).__name__)
         return f"error: {type(exc).__name__}"
     return "ok"
 

@@ -23,11 +23,12 @@ waits for the cron fallback.
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -50,6 +51,7 @@ from bot.effects.outbox import (
 from bot.effects.rows import Claimed
 from bot.errors import ConfigError
 from bot.registry import TrackerClients
+from bot.servers.outages import Backoff, Outages, ServiceFailures
 from bot.tables.workflow import Activity, EffectStatus
 from harness_store.db import transaction
 
@@ -60,6 +62,9 @@ Json = dict[str, Any]
 MAX_ATTEMPTS = 10  # failed tries before an effect is given up (rate limits do not count)
 BACKOFF_BASE = 2.0  # seconds before the second try; doubling up to BACKOFF_MAX
 BACKOFF_MAX = 600.0
+# A failing service (5xx, timeouts) is asked again after about 2 s, then 4, 8, ... at most
+# every 5 minutes, by one effect; the installation's others wait meanwhile.
+SERVICE_BACKOFF = Backoff(first=2.0, cap=300.0)
 PERFORM_LIMIT = 200  # effects one call settles at most, so a job never runs unbounded
 RECHECKS = 5  # times one call goes back to an installation that had more come due
 
@@ -95,6 +100,7 @@ async def perform_pending(
         github=github,
         performers=performers,
         on_settled=on_settled,
+        outages=deps.outages,
     )
     queue = deque(
         await rows.due_installations(deps.sessions) if installations is None else installations
@@ -126,6 +132,11 @@ class _Worker:
     github: CodeHost
     performers: Mapping[str, Performer]
     on_settled: SettleHook | None
+    outages: Outages
+
+    @property
+    def services(self) -> ServiceFailures:
+        return self.outages.services
 
     async def drain(self, installation_id: int | None, *, budget: int) -> _Drained:
         """Perform this installation's due effects one by one, holding its lock."""
@@ -145,8 +156,9 @@ class _Worker:
                 outcome = await self._perform(effect)
                 if outcome in (EffectStatus.DONE, EffectStatus.FAILED):
                     settled += 1
-                if outcome == "rate_limited":
-                    # Everything else of this installation would hit the same limit.
+                if outcome in ("rate_limited", "unavailable"):
+                    # Everything else of this installation would meet the same (its others
+                    # are held back, bot/effects/rows.py `hold`).
                     return _Drained(locked=True, settled=settled)
             return _Drained(locked=True, settled=settled)
 
@@ -190,17 +202,38 @@ class _Worker:
             result = await performer(context, effect.payload)
         except RateLimited as exc:
             await rows.reschedule(self.sessions, effect, exc.retry_at, str(exc), counted=False)
-            log.warning("outbox_rate_limited", retry_at=exc.retry_at.isoformat(), error=str(exc))
+            held = await rows.hold(self.sessions, effect, exc.retry_at, str(exc))
+            log.warning(
+                "outbox_rate_limited",
+                retry_at=exc.retry_at.isoformat(),
+                error=str(exc),
+                held_back=held,
+            )
             return "rate_limited"
         except EffectRefused as exc:
             return await self._fail(effect, str(exc), exc.result)
         except RequestRejected as exc:
             return await self._fail(effect, str(exc), None)
-        except Exception as exc:  # transient (5xx, timeouts) or a bug: retried with backoff
+        except TransientError as exc:  # 5xx, timeouts, the network: the service is failing
+            return await self._unavailable(effect, exc)
+        except Exception as exc:  # a bug: retried with backoff, and seen in full
             return await self._retry(effect, exc)
+        self.services.succeeded(rows.service_of(effect.kind, effect.installation_id))
         await self._settle(effect, EffectStatus.DONE, result, None)
         log.info("outbox_effect_done", kind=effect.kind)
         return EffectStatus.DONE
+
+    async def _unavailable(self, effect: Claimed, exc: TransientError) -> str:
+        """Retry this effect later, and hold back the installation's others that write to
+        the same service for as long: backing off the service, not each request."""
+        error = f"{type(exc).__name__}: {exc}"
+        failures = self.services.failed(rows.service_of(effect.kind, effect.installation_id), error)
+        outcome = await self._retry(effect, exc)
+        if outcome != "retry":
+            return outcome  # given up after its last try: settled
+        until = datetime.now(UTC) + timedelta(seconds=SERVICE_BACKOFF.delay(failures - 1))
+        await rows.hold(self.sessions, effect, until, error)
+        return "unavailable"
 
     async def _retry(self, effect: Claimed, exc: Exception) -> str:
         error = f"{type(exc).__name__}: {exc}"
@@ -227,6 +260,21 @@ class _Worker:
         return EffectStatus.FAILED
 
     async def _settle(
+        self, effect: Claimed, status: EffectStatus, result: Json | None, error: str | None
+    ) -> None:
+        try:
+            await self._settle_once(effect, status, result, error)
+        except Exception as exc:
+            if self.outages.noticed(exc) != "postgres":
+                raise
+            # Performed, but Postgres went away before it was recorded: wait for it (within
+            # the lease) and record it then, so the effect neither waits out its lease nor
+            # is performed again.
+            async with asyncio.timeout(rows.LEASE.total_seconds()):
+                await self.outages.until_back("postgres")
+            await self._settle_once(effect, status, result, error)
+
+    async def _settle_once(
         self, effect: Claimed, status: EffectStatus, result: Json | None, error: str | None
     ) -> None:
         after: AfterCommit | None = None

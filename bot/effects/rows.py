@@ -1,6 +1,7 @@
 """The outbox table's queries for performing: the per-installation advisory lock, leasing
 the oldest due effect (`FOR UPDATE SKIP LOCKED`), a scope's newer and previous revisions,
-marking an effect settled and rescheduling it."""
+marking an effect settled, rescheduling it, and holding back an installation's others
+while the service they write to is failing."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, literal, select, update
+from sqlalchemy import ColumnElement, func, literal, not_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.effects.outbox import REVISION_SEPARATOR
@@ -21,8 +22,10 @@ Json = dict[str, Any]
 
 # How long a claimed effect is left alone. Claims happen under the installation lock, so
 # the lease only matters when a worker dies mid-effect (its effect waits this long) or its
-# lock connection drops mid-effect (another worker could then start the same effect).
-LEASE = timedelta(minutes=2)
+# lock connection drops mid-effect (another worker could then start the same effect, which
+# every performer makes harmless: each finds what an earlier try made). Short, so that a
+# killed worker's effect is taken up again well within the minute the chaos suite allows.
+LEASE = timedelta(seconds=30)
 
 
 @dataclass(frozen=True)
@@ -213,3 +216,49 @@ async def reschedule(
             )
             .execution_options(synchronize_session=False)
         )
+
+
+# The trackers' effects are named after them (bot/effects/trackers.py); the rest write to
+# GitHub, as their installation.
+_TRACKERS = ("linear", "jira")
+
+
+def service_of(kind: str, installation_id: int | None) -> str:
+    """The remote service an effect writes to, as backing off counts it: GitHub per
+    installation (each has its own limits), Linear, Jira."""
+    for tracker in _TRACKERS:
+        if kind.startswith(f"{tracker}_"):
+            return tracker
+    return f"github installation {installation_id}"
+
+
+def _writes_to(kind: str) -> ColumnElement[bool]:
+    """The effects that write to the same service as an effect of `kind`."""
+    for tracker in _TRACKERS:
+        if kind.startswith(f"{tracker}_"):
+            return OutboxEffect.kind.startswith(f"{tracker}_", autoescape=True)
+    return not_(or_(*(OutboxEffect.kind.startswith(f"{t}_", autoescape=True) for t in _TRACKERS)))
+
+
+async def hold(
+    sessions: async_sessionmaker[AsyncSession], effect: Claimed, until: datetime, error: str
+) -> int:
+    """Hold back, until `until`, the other pending effects of `effect`'s installation that
+    write to the same service (it just failed them all: one 502 or secondary rate limit
+    says the next request would meet the same). Not a try of theirs: their attempts stand.
+    How many were held."""
+    async with transaction(sessions) as session:
+        held = await session.execute(
+            update(OutboxEffect)
+            .where(
+                OutboxEffect.status == EffectStatus.PENDING,
+                _of(effect.installation_id),
+                _writes_to(effect.kind),
+                OutboxEffect.id != effect.id,
+                OutboxEffect.not_before < until,
+            )
+            .values(not_before=until, last_error=f"held back: {error}")
+            .returning(OutboxEffect.id)
+            .execution_options(synchronize_session=False)
+        )
+        return len(held.all())

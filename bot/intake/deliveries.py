@@ -213,7 +213,10 @@ async def enqueue_ingest(deps: Deps, source: str, pk: int) -> bool:
     try:
         await deps.redis.enqueue_job(INGEST_JOB, pk, _job_id=ingest_job_id(source, pk))
     except (RedisError, OSError) as exc:
-        log.warning("enqueue_failed", delivery_pk=pk, error=type(exc).__name__)
+        # Said once per outage; the delivery waits in Postgres for the sweep (at once when
+        # Redis is back, in the worker that notices).
+        if deps.outages.noticed(exc) is None:
+            log.warning("enqueue_failed", delivery_pk=pk, error=type(exc).__name__)
         return False
     return True
 
@@ -264,7 +267,12 @@ async def _store(
             status=status,
         )
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
-        log.error("delivery_not_stored", error=type(exc).__name__)
+        # An outage is said once (bot/servers/outages.py), not once per refused delivery;
+        # each is still counted (the "unavailable" outcome of the webhook metric).
+        if deps.outages.noticed(exc) is None:
+            log.error("delivery_not_stored", error=type(exc).__name__)
+        else:
+            log.debug("delivery_not_stored", error=type(exc).__name__)
         return Outcome(503, {"error": "delivery could not be stored; retry later"}, UNAVAILABLE)
     if pk is None:
         log.info("delivery_duplicate")

@@ -40,8 +40,12 @@ async def ingest_delivery(deps: Deps, pk: int) -> str:
         log.warning("delivery_failed", delivery_pk=pk, error=str(exc))
         return DeliveryStatus.FAILED
     except Exception as exc:  # any failure is recorded on the delivery, never lost
-        # Transient (database restarting, connection lost) or a bug in applying: count it,
-        # retry with backoff, and after MAX_ATTEMPTS keep it as failed with the error.
+        if deps.outages.noticed(exc) is not None:
+            # A store is away (said once, by the outage): the row stays pending, and the
+            # sweep takes it up once the store is back. Not a failed attempt of its own.
+            raise
+        # A bug in applying, or a transient error of the database: count it, retry with
+        # backoff, and after MAX_ATTEMPTS keep it as failed with the error.
         attempts = await _count_attempt(deps, pk, f"{type(exc).__name__}: {exc}")
         if attempts is not None and attempts < MAX_ATTEMPTS:
             log.warning("delivery_retry", delivery_pk=pk, attempts=attempts, exc_info=True)

@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -46,6 +45,7 @@ from bot.intake.relay_status import (
 )
 from bot.intake.smee import ChannelMessage, MalformedMessage, parse_message
 from bot.metrics import RELAY_EVENTS, RELAY_RECONNECTS
+from bot.servers.outages import Backoff
 
 log = structlog.get_logger(__name__)
 
@@ -56,20 +56,6 @@ CONNECT_TIMEOUT = 15.0
 STABLE_AFTER = 60.0
 STATUS_WRITE_TIMEOUT = 2.0
 _SHOWN = 100  # characters of a header value worth a log line
-
-
-@dataclasses.dataclass(frozen=True)
-class Backoff:
-    """Exponential delays with jitter: about `first` seconds, doubling, at most `cap`."""
-
-    first: float = 1.0
-    cap: float = 60.0
-
-    def delay(self, attempt: int) -> float:
-        """The wait before retry `attempt` (0 for the first): half fixed, half random, so
-        relays that lost the same server do not come back in step."""
-        ceiling = min(self.cap, self.first * 2.0 ** min(attempt, 32))
-        return ceiling / 2 + random.uniform(0, ceiling / 2)  # noqa: S311  # jitter, not a secret
 
 
 RECONNECT_BACKOFF = Backoff(first=1.0, cap=60.0)

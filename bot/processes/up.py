@@ -36,6 +36,7 @@ from bot.processes.app import create_app
 from bot.processes.migrate import prepare_database
 from bot.processes.worker import make_worker
 from bot.registry import RegisteredApp
+from bot.servers.outages import Backoff
 from bot.servers.services import SECRET_FILE, EmbeddedServices, ServiceUrls, webhook_secret
 from bot.settings import Settings
 from runner.worker import RunnerConfig, serve_runner
@@ -44,6 +45,8 @@ log = structlog.get_logger(__name__)
 
 # Seconds in-flight requests and jobs get to finish after a stop is asked for.
 SHUTDOWN_GRACE = 10.0
+# A worker that ended by itself is replaced after about 1 s, then 2, 4, ... at most a minute.
+WORKER_RESTART_BACKOFF = Backoff(first=1.0, cap=60.0)
 LISTEN_BACKLOG = 2048
 
 
@@ -127,11 +130,25 @@ def base_url(host: str, port: int) -> str:
     return f"http://{shown}:{port}"
 
 
+_SETTING_OF = {"postgres": "OPENASE_DATABASE_URL", "redis": "OPENASE_REDIS_URL"}
+
+
 async def connect(settings: Settings, urls: ServiceUrls) -> Deps:
+    """The process's clients. A store that does not answer yet is waited for (said once in
+    the log, naming its setting); one that refuses us (a wrong password, no such database)
+    is a setting to fix, said at once."""
     try:
-        return await build_deps(settings, database_url=urls.database_url, redis_url=urls.redis_url)
-    except (OSError, redis.exceptions.ConnectionError) as exc:
-        raise OpenaseError(f"cannot connect to Redis (OPENASE_REDIS_URL): {exc}") from None
+        deps = await build_deps(settings, database_url=urls.database_url, redis_url=urls.redis_url)
+    except ValueError as exc:  # redis-py on a URL that is not one
+        raise OpenaseError(f"OPENASE_REDIS_URL: {exc}") from None
+    refusals = await deps.outages.check()
+    if refusals:
+        await deps.close()
+        store, error = next(iter(refusals.items()))
+        raise OpenaseError(f"{store} refused the connection ({_SETTING_OF[store]}): {error}")
+    for store in deps.outages.away():
+        log.warning("waiting_for_store", store=store, setting=_SETTING_OF[store])
+    return deps
 
 
 async def run_control_plane(
@@ -185,12 +202,7 @@ async def _supervise(
         server = _Server(config)
         tasks["web"] = asyncio.create_task(server.serve(sockets=[sock]), name="web")
     if with_worker:
-        worker = make_worker(
-            settings,
-            database_url=urls.database_url,
-            redis_url=urls.redis_url,
-            deps=deps,
-        )
+        worker = make_worker(settings, redis_url=urls.redis_url, deps=deps)
         tasks["worker"] = asyncio.create_task(worker.async_run(), name="worker")
 
     if server is not None and sock is not None:
@@ -207,7 +219,24 @@ async def _supervise(
         announce(None)
 
     stop = asyncio.create_task(shutdown.requested.wait())
-    done, _ = await asyncio.wait({stop, *tasks.values()}, return_when=asyncio.FIRST_COMPLETED)
+    restarts = 0
+    while True:
+        done, _ = await asyncio.wait({stop, *tasks.values()}, return_when=asyncio.FIRST_COMPLETED)
+        if worker is None or tasks["worker"] not in done or stop in done or len(done) > 1:
+            break
+        # The worker ended by itself (outages it waits out; this is a bug it met): what it
+        # was doing is in Postgres, so a new one takes over, after a pause that grows if it
+        # keeps ending. The web app is not stopped for it.
+        failed = tasks["worker"]
+        error = None if failed.cancelled() else failed.exception()
+        delay = WORKER_RESTART_BACKOFF.delay(restarts)
+        log.error("worker_restarting", error=repr(error), restarts=restarts, in_seconds=delay)
+        restarts += 1
+        with contextlib.suppress(Exception):
+            await worker.close()
+        await _first(asyncio.sleep(delay), shutdown.requested.wait())
+        worker = make_worker(settings, redis_url=urls.redis_url, deps=deps)
+        tasks["worker"] = asyncio.create_task(worker.async_run(), name="worker")
     stop.cancel()
     crashed = [name for name, task in tasks.items() if task in done]
     for name in crashed:
@@ -252,12 +281,18 @@ async def _stop_worker(worker: Worker, task: asyncio.Task[Any], shutdown: Shutdo
     if running:
         log.info("waiting_for_jobs", count=len(running))
         await _first(asyncio.wait(running), shutdown.forced.wait(), within=SHUTDOWN_GRACE)
+    # The poll loop stops first: closing the pool under it would end it with an error.
+    task.cancel()
+    await asyncio.wait({task}, timeout=SHUTDOWN_GRACE)
+    if not task.done():
+        log.error("worker_not_stopping")  # closing below stops what it waits on
+    elif not task.cancelled() and task.exception() is not None:
+        log.warning("worker_stopped_with_error", error=repr(task.exception()))
     try:
         # Cancels what is still running (arq queues it again) and closes the shared pool.
         await worker.close()
     except (OSError, redis.exceptions.RedisError) as exc:
         log.warning("worker_close_failed", error=repr(exc))
-    await asyncio.wait({task})
 
 
 def resolve_webhook_secret(settings: Settings) -> tuple[Settings, str | None]:

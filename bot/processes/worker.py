@@ -15,7 +15,7 @@ from arq.connections import ArqRedis
 from arq.cron import CronJob
 from arq.worker import Function, Worker, func
 
-from bot.deps import Deps, build_deps, redis_settings
+from bot.deps import Deps, redis_client
 from bot.effects import github as github_effects
 from bot.effects import trackers as tracker_effects
 from bot.effects.outbox import Performer, SettleHook
@@ -50,6 +50,8 @@ from bot.jobs import (
     SWEEP_PENDING_CRON,
 )
 from bot.processes.engine_slot import EngineSlot
+from bot.processes.resilience import ResilientWorker, riding_out
+from bot.servers.outages import Store
 from bot.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -136,12 +138,14 @@ def _on_settled(ctx: dict[str, Any]) -> SettleHook | None:
 def control_functions() -> list[Function]:
     # keep_result=0: a finished job frees its id at once, so the same id (a sweep's
     # re-enqueue, the next installation event or sync, the next decision) can come again.
+    # riding_out: a store away leaves the work where PostgreSQL keeps it, for the crons
+    # (backfill retries by itself, with backoff).
     return [
-        func(ingest_job, name=INGEST_JOB, keep_result=0, max_tries=MAX_TRIES),
+        func(riding_out(ingest_job), name=INGEST_JOB, keep_result=0, max_tries=MAX_TRIES),
         func(backfill_job, name=BACKFILL_JOB, keep_result=0, max_tries=BACKFILL_MAX_TRIES),
-        func(perform_outbox_job, name=PERFORM_OUTBOX_JOB, keep_result=0, max_tries=1),
-        func(run_finished_job, name=RUN_FINISHED_JOB, keep_result=0, max_tries=3),
-        func(dispatch_job, name=DISPATCH_JOB, keep_result=0, max_tries=1),
+        func(riding_out(perform_outbox_job), name=PERFORM_OUTBOX_JOB, keep_result=0, max_tries=1),
+        func(riding_out(run_finished_job), name=RUN_FINISHED_JOB, keep_result=0, max_tries=3),
+        func(riding_out(dispatch_job), name=DISPATCH_JOB, keep_result=0, max_tries=1),
     ]
 
 
@@ -150,16 +154,22 @@ def control_crons(settings: Settings) -> list[CronJob]:
     # Registered with or without a GitHub App: one may be registered while the worker runs
     # (the setup page), and each does nothing until then.
     return [
-        cron(sweep_pending, name=SWEEP_PENDING_CRON, second=0, run_at_startup=False, unique=True),
         cron(
-            perform_outbox_cron,
+            riding_out(sweep_pending),
+            name=SWEEP_PENDING_CRON,
+            second=0,
+            run_at_startup=False,
+            unique=True,
+        ),
+        cron(
+            riding_out(perform_outbox_cron),
             name=PERFORM_OUTBOX_CRON,
             second=set(OUTBOX_CRON_SECONDS),
             unique=True,
             run_at_startup=True,
         ),
         cron(
-            recover_deliveries_cron,
+            riding_out(recover_deliveries_cron),
             name=RECOVER_DELIVERIES_CRON,
             minute=set(RECOVERY_MINUTES),
             second=20,
@@ -170,7 +180,7 @@ def control_crons(settings: Settings) -> list[CronJob]:
         *(
             [
                 cron(
-                    reconcile_pass,
+                    riding_out(reconcile_pass),
                     name=RECONCILE_CRON,
                     minute=pass_minutes(settings.reconcile_minutes),
                     second=40,
@@ -183,7 +193,7 @@ def control_crons(settings: Settings) -> list[CronJob]:
             else []
         ),
         cron(
-            engine_tick,
+            riding_out(engine_tick),
             name=ENGINE_TICK_CRON,
             second=set(TICK_SECONDS),
             unique=True,
@@ -196,41 +206,47 @@ def control_crons(settings: Settings) -> list[CronJob]:
 def make_worker(
     settings: Settings,
     *,
-    database_url: str,
+    deps: Deps,
     redis_url: str,
     burst: bool = False,
-    deps: Deps | None = None,
     engine: Engine | None = None,
     redis_pool: ArqRedis | None = None,
 ) -> Worker:
-    """An arq worker on the control queue; `deps` may be shared with an in-process web app,
-    and `engine` with other workers of the process (else it is built from the settings).
+    """An arq worker on the control queue with these `deps` (shared with an in-process web
+    app, or a test's); `engine` may be shared with other workers of the process (else it is
+    built from the settings, or as soon as a GitHub App is configured).
 
     `redis_pool`, if given, becomes the worker's own: arq closes it when the worker closes,
     so never pass a pool something else still uses (such as `deps.redis`).
     """
 
+    async def catch_up(store: Store, seconds: float) -> None:
+        # A store is back: what waited in PostgreSQL meanwhile goes now, not at the next
+        # minute's sweep (deliveries whose jobs Redis lost, or that were stored meanwhile).
+        await sweep_pending({"deps": deps}, older_than=timedelta(0))
+
     async def on_startup(ctx: dict[str, Any]) -> None:
-        ctx["deps"] = deps or await build_deps(
-            settings, database_url=database_url, redis_url=redis_url
-        )
-        ctx["owns_deps"] = deps is None
-        ctx[ENGINE_CTX_KEY] = EngineSlot(
-            ctx, ctx["deps"], COMMANDS, settle_key=ON_SETTLED_CTX_KEY, fixed=engine
-        )
+        # Run again when starting met a Redis outage (ResilientWorker.main): idempotent.
+        ctx["deps"] = deps
+        if ENGINE_CTX_KEY not in ctx:
+            ctx[ENGINE_CTX_KEY] = EngineSlot(
+                ctx, deps, COMMANDS, settle_key=ON_SETTLED_CTX_KEY, fixed=engine
+            )
+            deps.outages.on_back.append(catch_up)
         # Deliveries stored while no worker ran (or whose job Redis lost) are picked up now.
-        await sweep_pending(ctx, older_than=timedelta(0))
+        await riding_out(sweep_pending)(ctx, older_than=timedelta(0))
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
-        if ctx.get("owns_deps"):
-            await ctx["deps"].close()
+        if catch_up in deps.outages.on_back:
+            deps.outages.on_back.remove(catch_up)
 
-    return Worker(
+    return ResilientWorker(
+        # Built here, not by arq's main(): arq's pings at once and would end a worker that
+        # starts while Redis is away (ResilientWorker waits for it instead).
+        redis_pool=redis_pool or redis_client(redis_url),
         functions=control_functions(),
         cron_jobs=control_crons(settings),
         queue_name=CONTROL_QUEUE,
-        redis_settings=redis_settings(redis_url),
-        redis_pool=redis_pool,
         on_startup=on_startup,
         on_shutdown=on_shutdown,
         burst=burst,
@@ -238,4 +254,5 @@ def make_worker(
         job_timeout=600,
         handle_signals=False,
         poll_delay=0.01,
+        outages=deps.outages,
     )

@@ -5,6 +5,7 @@ registry a runner writes, and the fake GitHub (`GET /app`, the delivery log)."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from pathlib import Path
 
@@ -14,7 +15,11 @@ from sqlalchemy import delete
 
 from bot.api.checklist import Check, blocked, checklist
 from bot.deps import Deps
+from bot.effects.kinds import EffectKind
+from bot.effects.outbox import add_effect
+from bot.effects.perform import perform_pending
 from bot.processes.cli import main
+from bot.processes.worker import PERFORMERS
 from bot.settings import Settings
 from bot.tables.mirror import Delivery, DeliveryStatus, Installation, Repository
 from harness_store.db import transaction
@@ -185,6 +190,54 @@ async def test_no_installation_no_runner_no_agent_cli_each_block(ready: Deps) ->
     assert named["provider claude"].detail == (
         "claude_code on m2, but the agent gets none of ANTHROPIC_API_KEY, CLAUDE_CODE_OAUTH_TOKEN"
     )
+
+
+async def test_a_runner_cut_off_or_back_from_an_outage_says_so(ready: Deps) -> None:
+    now = time.time()
+    back = MachineFacts(name="m1", labels=[], capacity=2, clis={"command": "any"})
+    back.redis_outage_seconds, back.redis_back_at, back.events_dropped = 42.0, now - 5, 3
+    quiet = MachineFacts(name="m2", labels=[], capacity=2, clis={"command": "any"})
+    quiet.heartbeat_at = now - 40  # its hash not expired yet: cut off a moment ago
+    for facts in (back, quiet):
+        await ready.redis.hset(machine_key(facts.name), mapping=facts.to_redis())  # type: ignore[misc]  # redis-py's union return
+        await ready.redis.sadd(MACHINES_SET, facts.name)  # type: ignore[misc]
+
+    runners = by_name(await checklist(ready.settings, ready))["runners"]
+
+    assert runners.ok  # m1 is online
+    assert runners.detail == (
+        "m1 (command any; reconnected 5 s ago after a 42 s Redis outage; 3 run events dropped); "
+        "m2 (command any; no heartbeat for 40 s (cut off or stopped))"
+    )
+
+
+async def test_effects_waiting_on_a_failing_github_installation_are_a_warning(
+    ready: Deps, github_api: FakeGitHubAPI
+) -> None:
+    assert by_name(await checklist(ready.settings, ready))["effects"].ok
+    repo = github_api.add_repo("acme/api", 5, 77)
+    github_api.add_issue(repo, 1, title="one")
+    async with transaction(ready.sessions) as session:
+        for n in (1, 2, 3):
+            await add_effect(
+                session,
+                key=f"reply:{n}",
+                kind=EffectKind.COMMENT,
+                payload={"repo": "acme/api", "number": 1, "body": f"reply {n}"},
+                ticket_id=None,
+                installation_id=77,
+            )
+    github_api.queue(502, {"message": "Bad Gateway"}, method="POST", path_regex="/comments$")
+    await perform_pending(ready, PERFORMERS)
+
+    effects = by_name(await checklist(ready.settings, ready))["effects"]
+
+    assert (effects.ok, effects.blocking) == (False, False)
+    assert effects.detail.startswith("github installation 77: 3 waiting, the oldest decided ")
+    assert "(error: TransientError: " in effects.detail
+    assert "502" in effects.detail
+    assert effects.fix is not None
+    assert effects.fix.startswith("nothing to do unless it lasts")
 
 
 async def test_a_tracker_out_of_reach_is_a_warning(

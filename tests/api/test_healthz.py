@@ -25,14 +25,18 @@ async def test_healthz_ok(client: httpx.AsyncClient) -> None:
     assert response.headers["cache-control"] == "no-store"
 
 
-async def test_healthz_names_unreachable_redis(deps: Deps) -> None:
+async def test_healthz_names_unreachable_redis_and_stays_ready(deps: Deps) -> None:
+    # Without Redis, webhooks are still stored (and wait in Postgres): degraded, still 200.
     async with redis_down(deps) as broken, client_for(broken) as http:
         response = await http.get("/healthz")
-    assert response.status_code == 503
+        again = await http.get("/healthz")
+    assert response.status_code == 200
     body = response.json()
-    assert body["status"] == "unavailable"
+    assert body["status"] == "degraded"
     assert body["checks"]["postgres"] == "ok"
     assert body["checks"]["redis"] == "error: ConnectionError"
+    assert set(body["away_seconds"]) == {"redis"}
+    assert again.json()["away_seconds"]["redis"] >= body["away_seconds"]["redis"]
     assert "Traceback" not in response.text
     assert "/tmp/" not in response.text
 
@@ -40,7 +44,8 @@ async def test_healthz_names_unreachable_redis(deps: Deps) -> None:
 async def test_healthz_names_unreachable_postgres_without_its_url(deps: Deps) -> None:
     async with postgres_down(deps) as broken, client_for(broken) as http:
         response = await http.get("/healthz")
-    assert response.status_code == 503
+    assert response.status_code == 503  # no webhook can be stored: not ready
+    assert response.json()["status"] == "degraded"
     checks = response.json()["checks"]
     assert checks["redis"] == "ok"
     assert checks["postgres"].startswith("error: ")

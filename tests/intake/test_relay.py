@@ -22,9 +22,10 @@ from structlog.testing import capture_logs
 
 from adapters.github.verify import sign
 from bot.deps import Deps
-from bot.intake.relay import Backoff, WebhookRelay
+from bot.intake.relay import WebhookRelay
 from bot.intake.relay_status import read_relay_status
 from bot.processes.up import Shutdown, run_control_plane
+from bot.servers.outages import Backoff
 from bot.servers.services import ServiceUrls
 from bot.settings import Settings
 from bot.tables.mirror import Delivery
@@ -321,7 +322,8 @@ async def test_with_redis_down_the_relay_still_stores_for_the_sweep_to_enqueue(
 
     assert [row.delivery_id for row in await _stored(deps)] == ["redis-down"]
     assert [row.status for row in await _stored(deps)] == ["pending"]  # the sweep enqueues it
-    assert _named(logs, "enqueue_failed")
+    [outage] = _named(logs, "store_unavailable")  # the outage, said once
+    assert outage["store"] == "redis"
     assert len(_named(logs, "relay_status_not_written")) == 1  # said once, not every write
 
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -322,13 +324,37 @@ def test_every_harness_and_skill_subcommand_has_a_handler() -> None:
     assert handlers <= set(COMMANDS)
 
 
-def test_runner_without_a_reachable_redis_says_so(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.slow
+def test_a_runner_started_without_redis_waits_for_it_and_stops_on_sigterm(
+    tmp_path: Path,
 ) -> None:
-    monkeypatch.setenv("OPENASE_REDIS_URL", "redis://127.0.0.1:9/0")  # discard port: closed
-    monkeypatch.setenv("OPENASE_DATA_DIR", str(tmp_path))
-    code = main(["runner", "--machine", "m1", "--workspace-root", str(tmp_path / "ws")])
-    assert code == 1
-    err = capsys.readouterr().err
-    assert "openase: cannot connect to Redis (OPENASE_REDIS_URL)" in err
-    assert "Traceback" not in err
+    # A runner needs no supervisor: Redis away at start is an outage to wait out (said
+    # once), not a reason to exit; a stop signal still stops it at once.
+    env = {
+        **os.environ,
+        "OPENASE_REDIS_URL": "redis://127.0.0.1:9/0",  # discard port: closed
+        "OPENASE_DATA_DIR": str(tmp_path),
+    }
+    command = [str(Path(sys.executable).parent / "openase"), "runner", "--machine", "m1"]
+    with subprocess.Popen(
+        [*command, "--workspace-root", str(tmp_path / "ws")],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    ) as runner:
+        try:
+            deadline = time.monotonic() + 30
+            assert runner.stdout is not None
+            seen = b""
+            while b"redis_unavailable" not in seen and time.monotonic() < deadline:
+                seen += runner.stdout.readline()
+            time.sleep(3)  # several tries later, still waiting, still said once
+            assert runner.poll() is None
+            runner.send_signal(signal.SIGTERM)
+            out, _ = runner.communicate(timeout=15)
+        finally:
+            runner.kill()
+    text = (seen + out).decode()
+    assert runner.returncode == 0, text
+    assert text.count("redis_unavailable") == 1
+    assert "Traceback" not in text

@@ -367,7 +367,6 @@ class World:
         """One more control worker (arq), sharing the queue with the others."""
         worker = make_worker(
             self.settings,
-            database_url="unused",
             redis_url=self.redis_url,
             deps=self.deps,
             engine=self.engine,

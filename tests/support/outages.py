@@ -14,6 +14,7 @@ from arq.connections import ArqRedis
 
 from bot.deps import Deps
 from bot.processes.app import create_app
+from bot.servers.outages import Outages
 from harness_store.db import make_engine, make_sessionmaker
 
 # A password that must never appear in an answer, whatever fails.
@@ -33,9 +34,11 @@ async def client_for(deps: Deps) -> AsyncIterator[httpx.AsyncClient]:
 async def redis_down(deps: Deps) -> AsyncIterator[Deps]:
     """Deps whose Redis is a unix socket nobody listens on."""
     dead = ArqRedis(unix_socket_path=f"/tmp/oa-dead-{uuid.uuid4().hex[:8]}.sock")
+    outages = Outages()  # its own: the probes must ask the broken clients
     try:
-        yield dataclasses.replace(deps, redis=dead)
+        yield dataclasses.replace(deps, redis=dead, outages=outages)
     finally:
+        await outages.aclose()
         await dead.aclose()
 
 
@@ -43,9 +46,13 @@ async def redis_down(deps: Deps) -> AsyncIterator[Deps]:
 async def postgres_down(deps: Deps) -> AsyncIterator[Deps]:
     """Deps whose Postgres URL (with a password in it) points at a closed port."""
     engine = make_engine(f"postgresql://openase:{DEAD_PASSWORD}@127.0.0.1:1/openase")
+    outages = Outages()
     try:
-        yield dataclasses.replace(deps, engine=engine, sessions=make_sessionmaker(engine))
+        yield dataclasses.replace(
+            deps, engine=engine, sessions=make_sessionmaker(engine), outages=outages
+        )
     finally:
+        await outages.aclose()
         await engine.dispose()
 
 
@@ -62,9 +69,11 @@ async def redis_hanging(deps: Deps) -> AsyncIterator[Deps]:
     server = await asyncio.start_server(swallow, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     silent = ArqRedis(host="127.0.0.1", port=port)
+    outages = Outages()
     try:
-        yield dataclasses.replace(deps, redis=silent)
+        yield dataclasses.replace(deps, redis=silent, outages=outages)
     finally:
+        await outages.aclose()
         await silent.aclose()
         for writer in writers:
             writer.close()

@@ -426,9 +426,7 @@ async def test_a_running_worker_acts_as_the_app_registered_after_it_started(
     """`openase up` started with no App: the worker sharing its Deps takes the new App's
     deliveries into the engine without a restart."""
     async with fresh() as web:
-        worker = make_worker(
-            deps.settings, database_url="unused", redis_url=services.redis_url, deps=deps
-        )
+        worker = make_worker(deps.settings, redis_url=services.redis_url, deps=deps)
         running = asyncio.create_task(worker.main())
         try:
             for _ in range(100):

@@ -15,6 +15,8 @@ from runner.contract import MACHINES_SET, SCHEMA_VERSION, machine_key
 
 # A runner heartbeats every 5 s; one that missed three is not given new work.
 FRESH_SECONDS = 15.0
+# How long a runner's return from a Redis outage is worth mentioning.
+RECOVERY_NOTED_SECONDS = 600.0
 
 
 @dataclass(frozen=True)
@@ -26,9 +28,28 @@ class Machine:
     clis: Mapping[str, str]  # agent cli -> version
     heartbeat_at: float
     schema_version: int
+    # The last Redis outage the runner rode out, and the run events it dropped so far
+    # (older runners do not say: zeros).
+    redis_outage_seconds: float = 0.0
+    redis_back_at: float = 0.0
+    events_dropped: int = 0
 
     def fresh(self, now: float) -> bool:
         return now - self.heartbeat_at <= FRESH_SECONDS
+
+    def condition(self, now: float) -> str:
+        """'' for a healthy machine, else a few words for the machines view."""
+        if not self.fresh(now):
+            return f"no heartbeat for {now - self.heartbeat_at:.0f} s (cut off or stopped)"
+        notes = []
+        if self.redis_back_at and now - self.redis_back_at <= RECOVERY_NOTED_SECONDS:
+            notes.append(
+                f"reconnected {now - self.redis_back_at:.0f} s ago after a "
+                f"{self.redis_outage_seconds:.0f} s Redis outage"
+            )
+        if self.events_dropped:
+            notes.append(f"{self.events_dropped} run events dropped")
+        return "; ".join(notes)
 
 
 def parse_machine(fields: Mapping[bytes, bytes]) -> Machine | None:
@@ -47,6 +68,9 @@ def parse_machine(fields: Mapping[bytes, bytes]) -> Machine | None:
             clis={str(key): str(value) for key, value in clis.items()},
             heartbeat_at=float(text["heartbeat_at"]),
             schema_version=int(text["schema_version"]),
+            redis_outage_seconds=float(text.get("redis_outage_seconds", 0)),
+            redis_back_at=float(text.get("redis_back_at", 0)),
+            events_dropped=int(text.get("events_dropped", 0)),
         )
     except (KeyError, ValueError, UnicodeDecodeError):
         return None

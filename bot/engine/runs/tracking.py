@@ -5,6 +5,14 @@ Only Redis connects the two sides (DESIGN §2): the runner writes `openase:run:<
 `…:alive` and `…:result`; this module reads them into the `runs` and `run_events` tables.
 Every step is idempotent (event rows are keyed by sequence number, state changes are
 conditional), so any number of control workers may run it at once.
+
+Redis outages: a run's silence counts against it only while the control plane was
+watching. Each sweep notes in Redis since when sweeps have followed each other without a
+gap (`openase:runs:watched`); after a gap (Redis was away, or every control worker was) or
+when the note is gone (Redis came back empty), the clock starts again, so a runner gets
+the whole lost-run window to show itself again. A failed read raises and declares nothing.
+A run declared lost is told to stop (its cancel key), and told again should it show signs
+of life later (a zombie whose runner was cut off longer than the window).
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from runner.contract import (
     ContractMismatch,
     RunResult,
     machine_key,
+    run_cancel_key,
     run_events_stream,
     run_heartbeat_key,
     run_result_key,
@@ -42,6 +51,13 @@ QUEUED_LOST_AFTER = timedelta(seconds=60)
 # on shutdown: the job runs again, so that is not the run's result.
 HANDED_BACK = "runner_shutdown"
 _READ_BATCH = 500
+# Sweeps run every few seconds; a longer pause means nobody could watch the runs.
+WATCH_GAP = timedelta(seconds=15)
+WATCHED_KEY = "openase:runs:watched"
+# A lost run's runner may come back this long after (cut off from Redis, not dead).
+ZOMBIE_WINDOW = timedelta(days=1)
+LOST_CANCEL_TTL_SECONDS = 7 * 24 * 3600
+LOST_REASON = "the run was declared lost (its runner was cut off) and retried elsewhere"
 
 
 async def collect_events(
@@ -157,6 +173,7 @@ async def sweep_runs(
 
     finish = finish or recorded_finish
     lose = lose or recorded_loss
+    watched_since = await _watching(redis, now)
     async with sessions() as session:
         open_runs = (
             await session.execute(
@@ -177,15 +194,57 @@ async def sweep_runs(
         if await redis.exists(run_heartbeat_key(run_id)):
             continue
         if state == RunState.RUNNING:
-            seen = heartbeat_at or queued_at
+            seen = max(heartbeat_at or queued_at, watched_since)
             gone = now - seen > LOST_AFTER
         else:  # queued: waiting for a slot is fine while its machine is registered
             machine_gone = machine is None or not await redis.exists(machine_key(machine))
-            gone = machine_gone and now - queued_at > QUEUED_LOST_AFTER
-        if gone and await lose(run_id):
+            gone = machine_gone and now - max(queued_at, watched_since) > QUEUED_LOST_AFTER
+        # Redis emptied mid-sweep (its note is gone with it) says nothing about the run.
+        if gone and await redis.exists(WATCHED_KEY) and await lose(run_id):
             log.warning("run_lost", run_id=run_id)
             lost.append(run_id)
+            await _tell_to_stop(redis, run_id)
+    await _stop_zombies(redis, sessions, now)
     return Sweep(finished, lost)
+
+
+async def _watching(redis: Redis, now: datetime) -> datetime:
+    """Since when sweeps have watched the runs without a gap (now, after one)."""
+    noted = await redis.hmget(WATCHED_KEY, ["since", "last"])  # type: ignore[misc]  # redis-py's union return
+    since = now
+    if noted[0] is not None and noted[1] is not None:
+        last = datetime.fromtimestamp(float(noted[1]), UTC)
+        if timedelta(0) <= now - last <= WATCH_GAP:
+            since = datetime.fromtimestamp(float(noted[0]), UTC)
+    await redis.hset(  # type: ignore[misc]  # redis-py's union return
+        WATCHED_KEY, mapping={"since": since.timestamp(), "last": now.timestamp()}
+    )
+    return since
+
+
+async def _tell_to_stop(redis: Redis, run_id: str) -> None:
+    """The runner stops the run when it sees this (pushing its work), should it be alive."""
+    await redis.set(run_cancel_key(run_id), LOST_REASON, ex=LOST_CANCEL_TTL_SECONDS, nx=True)
+
+
+async def _stop_zombies(
+    redis: Redis, sessions: async_sessionmaker[AsyncSession], now: datetime
+) -> None:
+    """A lost run alive again (its runner was cut off, not dead) is told to stop again:
+    Redis may have come back empty, without the first signal."""
+    async with sessions() as session:
+        recent = (
+            await session.scalars(
+                select(Run.id).where(
+                    Run.state == RunState.LOST, Run.finished_at > now - ZOMBIE_WINDOW
+                )
+            )
+        ).all()
+    for run_id in recent:
+        if await redis.exists(run_heartbeat_key(run_id)):
+            if not await redis.exists(run_cancel_key(run_id)):
+                log.warning("run_zombie_stopped", run_id=run_id)
+            await _tell_to_stop(redis, run_id)
 
 
 async def _finish(

@@ -13,6 +13,7 @@ from bot.engine.runs.machines import (
     Machine,
     Requirements,
     choose,
+    parse_machine,
     registered,
     why_none,
 )
@@ -118,3 +119,35 @@ async def test_the_registry_reads_what_runners_write(redis: Redis) -> None:
     assert machines[0].labels == {"gpu"}
     assert machines[0].capacity == 3
     assert machines[0].fresh(time.time())
+
+
+async def test_a_runner_back_from_a_redis_outage_says_so(redis: Redis) -> None:
+    now = time.time()
+    facts = MachineFacts(name="m2", labels=[], capacity=1, clis={"command": "any"})
+    facts.redis_outage_seconds, facts.redis_back_at, facts.events_dropped = 42.0, now - 5, 3
+    await redis.hset(machine_key("m2"), mapping=facts.to_redis())  # type: ignore[misc]  # redis-py's union return
+    await redis.sadd(MACHINES_SET, "m2")  # type: ignore[misc]
+
+    [machine_] = await registered(redis)
+
+    assert (machine_.redis_outage_seconds, machine_.events_dropped) == (42.0, 3)
+    assert machine_.condition(now) == (
+        "reconnected 5 s ago after a 42 s Redis outage; 3 run events dropped"
+    )
+    assert machine_.condition(now + 3600).endswith("(cut off or stopped)")
+
+
+def test_a_healthy_machine_and_an_older_runners_entry_have_no_condition() -> None:
+    old = {
+        b"name": b"m3",
+        b"labels": b"[]",
+        b"capacity": b"1",
+        b"running": b"0",
+        b"clis": b'{"command": "any"}',
+        b"heartbeat_at": str(NOW).encode(),
+        b"schema_version": str(SCHEMA_VERSION).encode(),
+    }
+    parsed = parse_machine(old)
+    assert parsed is not None
+    assert (parsed.redis_back_at, parsed.events_dropped) == (0.0, 0)
+    assert parsed.condition(NOW) == ""

@@ -6,10 +6,19 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
+import pytest
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy import select
 
 from bot.deps import Deps
-from bot.engine.runs.tracking import LOST_AFTER, QUEUED_LOST_AFTER, collect_events, sweep_runs
+from bot.engine.runs.tracking import (
+    LOST_AFTER,
+    LOST_REASON,
+    QUEUED_LOST_AFTER,
+    collect_events,
+    sweep_runs,
+)
 from bot.tables.mirror import Ticket
 from bot.tables.workflow import Run, RunEvent, RunState
 from runner.contract import (
@@ -18,12 +27,14 @@ from runner.contract import (
     RunResult,
     RunStatus,
     machine_key,
+    run_cancel_key,
     run_heartbeat_key,
     run_result_key,
 )
 from runner.events import RedisEventSink
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+TICK = timedelta(seconds=3)  # the engine's cron
 
 
 async def add_run(
@@ -103,18 +114,32 @@ async def test_a_stored_result_finishes_the_run(deps: Deps) -> None:
     assert (run.state, run.status, run.cost_usd) == (RunState.FINISHED, "gates_failed", 0.25)
 
 
+async def sweeps(deps: Deps, start: datetime, end: datetime) -> list[str]:
+    """The engine's cron, every 3 s from `start` to `end` (a control plane watching): the
+    runs it declared lost."""
+    lost: list[str] = []
+    at = start
+    while at <= end:
+        lost += (await sweep_runs(deps.redis, deps.sessions, now=at)).lost
+        at += TICK
+    return lost
+
+
 async def test_a_running_run_without_heartbeat_is_lost_within_a_minute(deps: Deps) -> None:
     await add_run(deps, "r3", state=RunState.RUNNING, heartbeat_at=NOW)
     await add_run(deps, "r4", state=RunState.RUNNING, heartbeat_at=NOW)
-    await deps.redis.set(run_heartbeat_key("r4"), "1", ex=30)  # r4's runner is alive
+    await deps.redis.set(run_heartbeat_key("r4"), "1", ex=300)  # r4's runner is alive
 
-    early = await sweep_runs(deps.redis, deps.sessions, now=NOW + LOST_AFTER - timedelta(seconds=1))
-    late = await sweep_runs(deps.redis, deps.sessions, now=NOW + LOST_AFTER + timedelta(seconds=1))
+    early = await sweeps(deps, NOW, NOW + LOST_AFTER - timedelta(seconds=1))
+    late = await sweeps(deps, NOW + LOST_AFTER, NOW + LOST_AFTER + timedelta(seconds=3))
 
-    assert early.lost == []
-    assert late.lost == ["r3"]
+    assert early == []
+    assert late == ["r3"]
     assert (await run_row(deps, "r3")).state == RunState.LOST
     assert (await run_row(deps, "r4")).state == RunState.RUNNING
+    # Should its runner be alive after all (cut off, not dead), it is told to stop.
+    assert await deps.redis.get(run_cancel_key("r3")) == LOST_REASON.encode()
+    assert not await deps.redis.exists(run_cancel_key("r4"))
 
 
 async def test_a_queued_run_waits_for_a_registered_machine_but_not_for_a_gone_one(
@@ -124,9 +149,82 @@ async def test_a_queued_run_waits_for_a_registered_machine_but_not_for_a_gone_on
     await add_run(deps, "q2", machine="gone")
     await deps.redis.hset(machine_key("busy"), mapping={"name": "busy"})  # type: ignore[misc]  # redis-py's union return
 
-    sweep = await sweep_runs(
-        deps.redis, deps.sessions, now=NOW + QUEUED_LOST_AFTER + timedelta(seconds=1)
-    )
+    lost = await sweeps(deps, NOW, NOW + QUEUED_LOST_AFTER + timedelta(seconds=3))
 
-    assert sweep.lost == ["q2"]
+    assert lost == ["q2"]
     assert (await run_row(deps, "q1")).state == RunState.QUEUED
+
+
+# --- Redis outages -----------------------------------------------------------------------------
+
+
+async def test_time_the_control_plane_could_not_read_redis_does_not_count(deps: Deps) -> None:
+    await add_run(deps, "o1", state=RunState.RUNNING, heartbeat_at=NOW)
+    await add_run(deps, "o2", state=RunState.RUNNING, heartbeat_at=NOW)
+    assert await sweeps(deps, NOW, NOW + timedelta(seconds=9)) == []
+    # Redis is away for a minute: no sweep runs, and the liveness keys expire meanwhile.
+    back = NOW + timedelta(seconds=70)
+    assert await sweeps(deps, back, back + timedelta(seconds=6)) == []
+    await deps.redis.set(run_heartbeat_key("o1"), "1", ex=300)  # o1's runner is back too
+
+    lost = await sweeps(deps, back + timedelta(seconds=9), back + LOST_AFTER + timedelta(seconds=3))
+
+    assert lost == ["o2"]  # o2's runner never came back: lost, a whole window later
+
+
+async def test_redis_back_empty_gives_every_runner_the_whole_window(deps: Deps) -> None:
+    await add_run(deps, "e1", state=RunState.RUNNING, heartbeat_at=NOW)
+    assert await sweeps(deps, NOW, NOW + timedelta(seconds=27)) == []
+    await deps.redis.flushdb()  # restarted without persistence, between two sweeps
+    emptied = NOW + timedelta(seconds=30)
+
+    early = await sweeps(deps, emptied, emptied + LOST_AFTER - timedelta(seconds=1))
+    window = emptied + LOST_AFTER
+    late = await sweeps(deps, window + timedelta(seconds=2), window + TICK)
+
+    assert (early, late) == ([], ["e1"])
+
+
+async def test_a_runner_cut_off_for_less_than_the_window_is_not_lost(deps: Deps) -> None:
+    await add_run(deps, "c1", state=RunState.RUNNING, heartbeat_at=NOW)
+    # The control plane watches all along; the runner's liveness key expired at NOW + 30.
+    assert await sweeps(deps, NOW, NOW + LOST_AFTER - timedelta(seconds=3)) == []
+    await deps.redis.set(run_heartbeat_key("c1"), "1", ex=300)  # reconnected: heartbeats again
+
+    assert await sweeps(deps, NOW + LOST_AFTER, NOW + 3 * LOST_AFTER) == []
+    assert (await run_row(deps, "c1")).state == RunState.RUNNING
+
+
+async def test_a_failed_read_declares_nothing(deps: Deps) -> None:
+    await add_run(deps, "f1", state=RunState.RUNNING, heartbeat_at=NOW)
+    dead = Redis(unix_socket_path="/tmp/oa-no-redis-here.sock")
+    try:
+        with pytest.raises(RedisConnectionError):
+            await sweep_runs(dead, deps.sessions, now=NOW + timedelta(hours=1))
+    finally:
+        await dead.aclose()
+    assert (await run_row(deps, "f1")).state == RunState.RUNNING
+
+
+async def test_a_lost_run_alive_again_is_told_to_stop_and_its_late_result_changes_nothing(
+    deps: Deps,
+) -> None:
+    await add_run(deps, "z1", state=RunState.LOST, heartbeat_at=NOW)
+    async with deps.sessions() as session, session.begin():
+        run = await session.get(Run, "z1")
+        assert run is not None
+        run.finished_at = NOW
+    # Redis came back empty (no cancel signal) and the zombie's runner heartbeats again.
+    await deps.redis.set(run_heartbeat_key("z1"), "1", ex=30)
+
+    await sweep_runs(deps.redis, deps.sessions, now=NOW + timedelta(minutes=2))
+    assert await deps.redis.get(run_cancel_key("z1")) == LOST_REASON.encode()
+
+    late = RunResult(
+        run_id="z1", status=RunStatus.CANCELED, error=LOST_REASON, started_at=NOW, finished_at=NOW
+    )
+    await deps.redis.set(run_result_key("z1"), json.dumps(late.to_wire()))
+    sweep = await sweep_runs(deps.redis, deps.sessions, now=NOW + timedelta(minutes=3))
+    assert sweep.finished == []
+    row = await run_row(deps, "z1")
+    assert (row.state, row.status, row.result) == (RunState.LOST, None, None)

@@ -1,0 +1,93 @@
+"""The control worker through outages of PostgreSQL and Redis (the README, "Outages").
+
+arq's worker ends at the first Redis connection error in its poll loop, and every job and
+cron that meets an unreachable store would fail with a traceback, every few seconds for as
+long as the outage lasts. Here:
+
+- `ResilientWorker` waits for Redis instead (the jobs in hand go on) and polls again as
+  soon as it answers; a worker started while Redis is away waits for it the same way.
+- `riding_out` turns a job's or cron's "store unreachable" into one log line per outage
+  (bot/servers/outages.py) and a quiet return: what the job was doing stays where
+  PostgreSQL keeps it (a pending delivery, a due effect, a queued run), and is taken up
+  again by the crons, and at once when the store is back (`catch_up`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
+
+import structlog
+from arq.typing import WorkerCoroutine
+from arq.worker import Worker
+
+from bot.deps import Deps
+from bot.servers.outages import Outages
+from runner.redis_outage import cancelling
+
+log = structlog.get_logger(__name__)
+
+Job = Callable[..., Awaitable[object]]
+
+
+class ResilientWorker(Worker):
+    """arq's Worker that outlives Redis outages (see the module docstring)."""
+
+    def __init__(self, *args: Any, outages: Outages, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.outages = outages
+
+    async def main(self) -> None:
+        # Starting (the pool, arq's INFO, our on_startup) needs Redis too: wait, then again.
+        while True:
+            try:
+                await super().main()
+                return
+            except Exception as error:
+                if cancelling() or self.outages.noticed(error) != "redis":
+                    raise
+                await self._until_redis_is_back()
+
+    async def _poll_iteration(self) -> None:
+        if cancelling():  # a cancellation something below swallowed: stop all the same
+            raise asyncio.CancelledError
+        try:
+            await super()._poll_iteration()
+        except Exception as error:
+            if cancelling() or self.outages.noticed(error) != "redis":
+                raise
+            await self._until_redis_is_back()
+
+    async def _until_redis_is_back(self) -> None:
+        await self.outages.until_back("redis")
+
+    async def close(self) -> None:
+        # arq's close() cancels the jobs in hand and then gathers them, so the first
+        # cancelled one raises CancelledError out of close(): on_shutdown never ran and the
+        # pool stayed open. A job cut short is safe to cut (its rows say what is left to do);
+        # the worker must still close.
+        for task in self.tasks.values():
+            task.cancel()
+        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        self.tasks.clear()
+        await super().close()
+
+
+def riding_out(job: Job) -> WorkerCoroutine:
+    """`job` (an arq job or cron taking the worker's ctx first) answering an unreachable
+    store with "<store>_unavailable" instead of an error; other errors still raise."""
+
+    @functools.wraps(job)
+    async def run(ctx: dict[str, Any], *args: Any, **kwargs: Any) -> object:
+        try:
+            return await job(ctx, *args, **kwargs)
+        except Exception as error:
+            deps: Deps = ctx["deps"]
+            store = None if cancelling() else deps.outages.noticed(error)
+            if store is None:
+                raise
+            return f"{store}_unavailable"
+
+    return cast(WorkerCoroutine, run)  # arq's Protocol wants __qualname__, which wraps() sets
