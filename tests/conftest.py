@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+import structlog
 from arq.worker import Worker
 from sqlalchemy import select, text
 
@@ -51,6 +52,22 @@ class Services:
     def __init__(self, database_url: str, redis_url: str) -> None:
         self.database_url = database_url
         self.redis_url = redis_url
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _structlog_loggers_never_cached() -> Iterator[None]:
+    """Tests that run a command in-process (`main(["doctor"])`) configure logging as the
+    product does, caching each module's logger on first use: a cached logger escapes
+    structlog's `capture_logs` for the rest of the process, so a later test could not see
+    what it logs. Here nothing is cached."""
+    configure = structlog.configure
+
+    def uncached(**settings: Any) -> None:
+        configure(**{**settings, "cache_logger_on_first_use": False})
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(structlog, "configure", uncached)
+        yield
 
 
 @pytest.fixture(scope="session")

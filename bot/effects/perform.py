@@ -63,8 +63,9 @@ MAX_ATTEMPTS = 10  # failed tries before an effect is given up (rate limits do n
 BACKOFF_BASE = 2.0  # seconds before the second try; doubling up to BACKOFF_MAX
 BACKOFF_MAX = 600.0
 # A failing service (5xx, timeouts) is asked again after about 2 s, then 4, 8, ... at most
-# every 5 minutes, by one effect; the installation's others wait meanwhile.
-SERVICE_BACKOFF = Backoff(first=2.0, cap=300.0)
+# every 30 s, by one effect; the installation's others wait meanwhile. Capped low, so that
+# everything goes out well within a minute of the service's return.
+SERVICE_BACKOFF = Backoff(first=2.0, cap=30.0)
 PERFORM_LIMIT = 200  # effects one call settles at most, so a job never runs unbounded
 RECHECKS = 5  # times one call goes back to an installation that had more come due
 

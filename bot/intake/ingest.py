@@ -17,11 +17,13 @@ from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from adapters.base import ParsedDelivery
+from adapters.errors import RateLimited, TransientError
 from bot.deps import AfterCommit, Deps
 from bot.errors import PayloadError
 from bot.intake import mirror
 from bot.jobs import BACKFILL_JOB
 from bot.registry import parser_for
+from bot.servers.outages import Backoff
 from bot.tables.mirror import Delivery, DeliveryStatus, DeliveryTicket
 from bot.worker_metrics import record_ingest
 from harness_store.db import transaction
@@ -29,12 +31,24 @@ from harness_store.db import transaction
 log = structlog.get_logger(__name__)
 
 MAX_ATTEMPTS = 5
+# The remote reads applying a delivery makes (a repository's config), as outages count them.
+SERVICE_READS = "reads while ingesting (GitHub, Linear, Jira)"
+# A delivery waiting on a failing service is tried again after about 1 s, then 2, 4, ... at
+# most every 30 s (arq's tries end after MAX_TRIES; the minute's sweep goes on from there).
+SERVICE_BACKOFF = Backoff(first=1.0, cap=30.0)
 
 
 async def ingest_delivery(deps: Deps, pk: int) -> str:
     """Apply delivery `pk`; returns its resulting status (for logs and tests)."""
     try:
-        return await _ingest(deps, pk)
+        status = await _ingest(deps, pk)
+    except (TransientError, RateLimited) as exc:
+        # GitHub (or a tracker) is failing, and applying this delivery reads from it (the
+        # repository's config): the delivery waits in Postgres, pending, its attempts
+        # untouched; arq tries again with backoff, and the sweep after that. Said once.
+        failures = deps.outages.services.failed(SERVICE_READS, f"{type(exc).__name__}: {exc}")
+        log.debug("delivery_waits_for_service", delivery_pk=pk, error=str(exc))
+        raise Retry(defer=SERVICE_BACKOFF.delay(failures - 1)) from exc
     except PayloadError as exc:
         await _finish(deps, pk, DeliveryStatus.FAILED, error=str(exc))
         log.warning("delivery_failed", delivery_pk=pk, error=str(exc))
@@ -52,6 +66,8 @@ async def ingest_delivery(deps: Deps, pk: int) -> str:
             raise Retry(defer=2**attempts) from exc
         log.error("delivery_failed", delivery_pk=pk, attempts=attempts, exc_info=True)
         return DeliveryStatus.FAILED
+    deps.outages.services.succeeded(SERVICE_READS)
+    return status
 
 
 _LOCK = (
