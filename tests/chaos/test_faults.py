@@ -47,7 +47,6 @@ async def chaos() -> AsyncIterator[Session]:
 
 async def _survives(chaos: Session, fault: str) -> None:
     report = await chaos.fault(fault)
-    print(report.table())
     misses = report.misses()
     assert not misses, f"{report.table()}\n\nwhat the processes said:\n{trouble(chaos.cluster)}"
 

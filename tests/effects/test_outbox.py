@@ -20,6 +20,7 @@ from bot.tables.mirror import Ticket
 from bot.tables.workflow import Activity, EffectStatus, OutboxEffect
 from harness_store.db import transaction
 from tests.fakes.github_api import FakeGitHubAPI, FakeRepo
+from tests.support.outbox import make_due, outbox_rows
 
 INSTALLATION = 77
 OTHER_INSTALLATIONS = (78, 79)
@@ -69,21 +70,6 @@ async def _decide(
         )
 
 
-async def _rows(deps: Deps) -> dict[str, OutboxEffect]:
-    async with deps.sessions() as session:
-        rows = (await session.execute(select(OutboxEffect).order_by(OutboxEffect.id))).scalars()
-        return {row.key: row for row in rows}
-
-
-async def _make_due(deps: Deps) -> None:
-    async with transaction(deps.sessions) as session:
-        await session.execute(
-            update(OutboxEffect)
-            .where(OutboxEffect.status == EffectStatus.PENDING)
-            .values(not_before=OutboxEffect.created_at)
-        )
-
-
 async def _activity(deps: Deps) -> list[tuple[int, str, str]]:
     async with deps.sessions() as session:
         rows = await session.execute(
@@ -116,7 +102,7 @@ async def test_an_effect_decided_twice_is_recorded_once(deps: Deps) -> None:
         )
 
     assert (first, again) == (True, False)
-    rows = await _rows(deps)
+    rows = await outbox_rows(deps)
     assert list(rows) == ["reply:1"]
     assert rows["reply:1"].payload["body"] == "a"
 
@@ -137,7 +123,7 @@ async def test_an_effect_is_lost_with_a_decision_that_rolls_back(deps: Deps) -> 
     with pytest.raises(RuntimeError):
         await decide_then_fail()
 
-    assert await _rows(deps) == {}
+    assert await outbox_rows(deps) == {}
 
 
 def test_revision_keys_name_their_scope() -> None:
@@ -168,7 +154,7 @@ async def test_done_effects_are_recorded_with_their_result_and_activity(
 
     assert await perform_pending(deps, PERFORMERS) == 2
 
-    rows = await _rows(deps)
+    rows = await outbox_rows(deps)
     assert {key: row.status for key, row in rows.items()} == {
         "reply:1": EffectStatus.DONE,
         "reply:2": EffectStatus.DONE,
@@ -190,7 +176,7 @@ async def test_a_server_error_is_retried_with_backoff(
 
     before = datetime.now(UTC)
     assert await perform_pending(deps, PERFORMERS) == 0
-    row = (await _rows(deps))["reply:1"]
+    row = (await outbox_rows(deps))["reply:1"]
     assert row.status == EffectStatus.PENDING
     assert row.attempts == 1
     assert "502" in (row.last_error or "")
@@ -198,9 +184,9 @@ async def test_a_server_error_is_retried_with_backoff(
     assert BACKOFF_BASE * 0.9 <= wait <= BACKOFF_BASE * 1.1 + 1
     assert await perform_pending(deps, PERFORMERS) == 0  # not due yet
 
-    await _make_due(deps)
+    await make_due(deps)
     assert await perform_pending(deps, PERFORMERS) == 1
-    row = (await _rows(deps))["reply:1"]
+    row = (await outbox_rows(deps))["reply:1"]
     assert (row.status, row.attempts, row.last_error) == (EffectStatus.DONE, 2, None)
     assert len(github_api.comments_on(widgets, 1)) == 1
 
@@ -216,7 +202,7 @@ async def test_a_rate_limit_waits_for_its_reset_and_pauses_the_installation(
     before = datetime.now(UTC)
     assert await perform_pending(deps, PERFORMERS) == 0
 
-    rows = await _rows(deps)
+    rows = await outbox_rows(deps)
     first, second = rows["reply:1"], rows["reply:2"]
     assert first.status == EffectStatus.PENDING
     assert first.attempts == 0  # a rate limit is no failed attempt
@@ -235,7 +221,7 @@ async def test_a_rejected_request_fails_at_once(
 
     assert await perform_pending(deps, PERFORMERS) == 1
 
-    row = (await _rows(deps))["reply:1"]
+    row = (await outbox_rows(deps))["reply:1"]
     assert (row.status, row.attempts) == (EffectStatus.FAILED, 1)
     assert row.last_error is not None
     assert "404" in row.last_error
@@ -254,7 +240,7 @@ async def test_an_effect_is_given_up_after_max_attempts(
 
     assert await perform_pending(deps, PERFORMERS) == 1
 
-    row = (await _rows(deps))["reply:1"]
+    row = (await outbox_rows(deps))["reply:1"]
     assert row.status == EffectStatus.FAILED
     assert (row.last_error or "").startswith(f"gave up after {MAX_ATTEMPTS} attempts")
 
@@ -268,9 +254,9 @@ async def test_an_effect_whose_worker_died_is_performed_after_its_lease(
         await session.execute(update(OutboxEffect).values(attempts=1, not_before=lease_ends))
 
     assert await perform_pending(deps, PERFORMERS) == 0  # leased: nobody else touches it
-    await _make_due(deps)
+    await make_due(deps)
     assert await perform_pending(deps, PERFORMERS) == 1
-    assert (await _rows(deps))["reply:1"].attempts == 2
+    assert (await outbox_rows(deps))["reply:1"].attempts == 2
 
 
 async def test_unknown_kinds_and_effects_without_installation_fail(
@@ -281,7 +267,7 @@ async def test_unknown_kinds_and_effects_without_installation_fail(
 
     assert await perform_pending(deps, PERFORMERS) == 2
 
-    rows = await _rows(deps)
+    rows = await outbox_rows(deps)
     assert rows["odd:1"].last_error == "no performer for effect kind 'teleport'"
     assert rows["reply:1"].last_error == "effect reply:1 names no GitHub installation"
     assert github_api.calls("POST", "/comments$") == []
@@ -311,13 +297,13 @@ async def test_an_older_revision_never_overwrites_a_newer_one(
             .values(not_before=datetime.now(UTC) + timedelta(minutes=1), ticket_id=ticket_id)
         )
     assert await perform_pending(deps, PERFORMERS) == 2
-    await _make_due(deps)
+    await make_due(deps)
     requests_before = len(github_api.requests)
 
     await perform_pending(deps, PERFORMERS)
 
     assert len(github_api.requests) == requests_before  # the stale ones sent nothing
-    rows = await _rows(deps)
+    rows = await outbox_rows(deps)
     assert rows["label:1#1"].result == {"superseded_by": rows["label:1#2"].id}
     assert rows["status:1#1"].result == {"superseded_by": rows["status:1#2"].id}
     assert github_api.labels_of(widgets, 1) == ["openase/in-review"]
@@ -334,7 +320,7 @@ async def test_scopes_are_matched_exactly_not_as_like_patterns(
 
     assert await perform_pending(deps, PERFORMERS) == 2
 
-    rows = await _rows(deps)
+    rows = await outbox_rows(deps)
     assert rows["status:run_1#1"].result is not None
     assert "comment_id" in rows["status:run_1#1"].result
     assert len(github_api.comments_on(widgets, 1)) == 1
@@ -377,8 +363,8 @@ async def test_two_performers_never_perform_an_effect_twice_nor_overlap_an_insta
     assert sum(settled) == total
     assert all(settled)  # both worked: on different installations at once
     assert len(github_api.calls("POST", "/comments$")) == total
-    assert {row.status for row in (await _rows(deps)).values()} == {EffectStatus.DONE}
-    assert {row.attempts for row in (await _rows(deps)).values()} == {1}
+    assert {row.status for row in (await outbox_rows(deps)).values()} == {EffectStatus.DONE}
+    assert {row.attempts for row in (await outbox_rows(deps)).values()} == {1}
     assert github_api.max_in_flight == {i: 1 for i in (INSTALLATION, *OTHER_INSTALLATIONS)}
 
 
@@ -412,7 +398,7 @@ async def test_an_effect_committed_while_another_performer_holds_the_lock_is_not
     # ... and the holder performs it before it lets go.
     assert await perform_pending(deps, PERFORMERS, on_settled=meanwhile) == 2
     assert late == [0]
-    assert {row.status for row in (await _rows(deps)).values()} == {EffectStatus.DONE}
+    assert {row.status for row in (await outbox_rows(deps)).values()} == {EffectStatus.DONE}
 
 
 # --- hooks and jobs ------------------------------------------------------------------------------
@@ -456,7 +442,7 @@ async def test_the_arq_job_performs_what_was_enqueued(
     assert len(await deps.redis.queued_jobs()) == 1  # one decision, one job
     await run_worker()
 
-    assert (await _rows(deps))["reply:1"].status == EffectStatus.DONE
+    assert (await outbox_rows(deps))["reply:1"].status == EffectStatus.DONE
     assert len(github_api.comments_on(widgets, 1)) == 1
 
 
@@ -467,6 +453,8 @@ async def test_the_job_and_the_cron_sweep(
     await _decide(deps, "reply:2", _reply(2, "two"), installation_id=None)
 
     assert await perform_outbox_job({"deps": deps}, INSTALLATION) == 1
-    assert (await _rows(deps))["reply:2"].status == EffectStatus.PENDING  # not its installation
+    assert (await outbox_rows(deps))[
+        "reply:2"
+    ].status == EffectStatus.PENDING  # not its installation
     assert await perform_outbox_cron({"deps": deps}) == 1
-    assert (await _rows(deps))["reply:2"].status == EffectStatus.FAILED
+    assert (await outbox_rows(deps))["reply:2"].status == EffectStatus.FAILED

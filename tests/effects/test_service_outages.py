@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select, update
 from structlog.testing import capture_logs
 
 from bot.deps import Deps
@@ -18,9 +17,10 @@ from bot.effects.outbox import add_effect
 from bot.effects.perform import perform_pending
 from bot.effects.rows import claim, hold, service_of
 from bot.processes.worker import PERFORMERS
-from bot.tables.workflow import EffectStatus, OutboxEffect
+from bot.tables.workflow import EffectStatus
 from harness_store.db import transaction
 from tests.fakes.github_api import FakeGitHubAPI, FakeRepo
+from tests.support.outbox import make_due, outbox_rows
 
 DOWN = 77  # the installation whose GitHub requests fail
 UP = 78  # another installation, on its own
@@ -53,21 +53,6 @@ async def _decide(
         )
 
 
-async def _rows(deps: Deps) -> dict[str, OutboxEffect]:
-    async with deps.sessions() as session:
-        rows = (await session.execute(select(OutboxEffect).order_by(OutboxEffect.id))).scalars()
-        return {row.key: row for row in rows}
-
-
-async def _make_due(deps: Deps) -> None:
-    async with transaction(deps.sessions) as session:
-        await session.execute(
-            update(OutboxEffect)
-            .where(OutboxEffect.status == EffectStatus.PENDING)
-            .values(not_before=OutboxEffect.created_at)
-        )
-
-
 def _posts(github_api: FakeGitHubAPI, repo: FakeRepo) -> int:
     return len(github_api.calls("POST", f"/repos/{repo.full_name}/issues/[0-9]+/comments$"))
 
@@ -89,7 +74,7 @@ async def test_a_failing_installation_is_asked_once_per_backoff_not_once_per_eff
         before = datetime.now(UTC)
         assert await perform_pending(deps, PERFORMERS) == 1  # the other installation's
         assert _posts(github_api, down) == 1  # one try, not five
-        rows = await _rows(deps)
+        rows = await outbox_rows(deps)
         held = [rows[f"reply:{n}"] for n in range(2, 6)]
         assert all(row.attempts == 0 for row in held)  # held back is no failed try
         assert all((row.last_error or "").startswith("held back: TransientError") for row in held)
@@ -98,14 +83,14 @@ async def test_a_failing_installation_is_asked_once_per_backoff_not_once_per_eff
         assert rows["other"].status == EffectStatus.DONE
 
         for _ in range(2):  # two more rounds of the outage: one request each
-            await _make_due(deps)
+            await make_due(deps)
             assert await perform_pending(deps, PERFORMERS) == 0
         assert _posts(github_api, down) == 3
 
-        await _make_due(deps)  # GitHub is back
+        await make_due(deps)  # GitHub is back
         assert await perform_pending(deps, PERFORMERS) == 5
 
-    rows = await _rows(deps)
+    rows = await outbox_rows(deps)
     assert {row.status for row in rows.values()} == {EffectStatus.DONE}
     assert (
         sum(row.attempts for row in rows.values()) == 3 + 5 + 1
@@ -129,13 +114,13 @@ async def test_after_an_outage_only_the_newest_status_comment_is_sent(
         if version == 1:  # the first update meets the outage; the others are decided during it
             await perform_pending(deps, PERFORMERS)
 
-    await _make_due(deps)
+    await make_due(deps)
     await perform_pending(deps, PERFORMERS)
 
     [comment] = github_api.comments_on(down, 1)
     assert comment["body"].splitlines()[-1] == "state: in review"
     assert github_api.calls("PATCH", "/comments/[0-9]+$") == []  # nothing old was written
-    rows = await _rows(deps)
+    rows = await outbox_rows(deps)
     assert rows["status:1#1"].result == {"superseded_by": rows["status:1#3"].id}
     assert rows["status:1#2"].result == {"superseded_by": rows["status:1#3"].id}
 
@@ -157,7 +142,7 @@ async def test_a_tracker_outage_holds_back_that_tracker_only(deps: Deps) -> None
 
     assert await hold(deps.sessions, failed, until, "TransientError: Linear answered 503") == 1
 
-    rows = await _rows(deps)
+    rows = await outbox_rows(deps)
     assert rows["linear:2"].not_before == until
     assert rows["linear:2"].last_error == "held back: TransientError: Linear answered 503"
     assert all(rows[key].not_before < until for key in ("jira:1", "github:1"))
