@@ -15,7 +15,8 @@ from typing import Annotated, Any, Literal, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_serializer
 
-SCHEMA_VERSION = 1
+# 2: RunSpec.sandbox (issue 15); a runner of version 1 would run a spec unconfined.
+SCHEMA_VERSION = 2
 
 # arq queue a machine's runner listens on; the control plane enqueues `RUN_JOB` there.
 RUN_QUEUE_PREFIX = "openase:runs:"
@@ -167,6 +168,32 @@ class Limits(_Model):
     kill_grace_seconds: float = Field(default=5, ge=0, le=60)  # SIGTERM .. SIGKILL
 
 
+# A host name, `*.` and a domain (any subdomain), or either with `:PORT`; IPv4 addresses too
+# (a local model server in tests). Matched against what a client asks the proxy for.
+HostPattern = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=260,
+        pattern=r"^(\*\.)?[A-Za-z0-9]([A-Za-z0-9.-]{0,252}[A-Za-z0-9])?(:[0-9]{1,5})?$",
+    ),
+]
+
+
+class SandboxPolicy(_Model):
+    """How a run is confined (runner/sandbox). The default is the safe one: the engine
+    sends `enabled=False` or `network="open"` only when the workflow writes it out."""
+
+    enabled: bool = True
+    # "allowlist": egress only through the runner's proxy, to the provider's model hosts
+    # and `allow`; "open": the run shares the machine's network.
+    network: Literal["allowlist", "open"] = "allowlist"
+    allow: tuple[HostPattern, ...] = ()
+    max_processes: int = Field(default=512, ge=8, le=65536)
+    max_memory_mb: int = Field(default=8192, ge=64)
+    max_file_mb: int = Field(default=4096, ge=1)
+
+
 class GitIdentity(_Model):
     name: str = "OpenASE"
     email: str = "openase@users.noreply.github.com"
@@ -190,6 +217,7 @@ class RunSpec(_Model):
     git_token: SecretStr | None = None  # short-lived; reaches git only through its env
     git_identity: GitIdentity = GitIdentity()
     push: bool = True  # False for read-only runs (/ask, `openase try` without a remote)
+    sandbox: SandboxPolicy = SandboxPolicy()
 
     @field_serializer("git_token", when_used="json")
     def _reveal_token(self, token: SecretStr | None) -> str | None:
