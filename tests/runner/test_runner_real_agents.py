@@ -1,7 +1,8 @@
 """The whole runner with the real agent CLIs (pinned, from npm) against the scripted model
 server: the agent edits files in a worktree, the branch is pushed to a local bare remote,
-the harness and skills reached the model, and the skills stay out of the commit. Claude Code
-also through `openase try`, end to end."""
+the harness and skills reached the model, and the skills stay out of the commit. Each CLI's
+happy path also confined (bubblewrap, the default allowlist: the server is allowed because
+its URL is in the agent's env). Claude Code also through `openase try`, end to end."""
 
 from __future__ import annotations
 
@@ -15,14 +16,18 @@ import pytest
 
 from runner.contract import (
     AgentConfig,
+    AgentEvent,
     EventKind,
     Hooks,
     HookSpec,
     Limits,
     RunStatus,
+    SandboxPolicy,
     SkillFile,
     SkillSpec,
 )
+from runner.sandbox.bwrap import Support, probe
+from runner.sandbox.confine import Sandbox
 from tests.fakes.model_server import ModelServer, Scenario, Step, ToolCall
 from tests.support.agent_clis import agent_cli
 from tests.support.git_repos import branch_files, git, make_remote, show
@@ -48,6 +53,35 @@ def claude() -> str:
     return str(agent_cli("claude"))
 
 
+@pytest.fixture(scope="module")
+async def support() -> Support:
+    return await probe()
+
+
+# Each happy path twice: unconfined, as before the sandbox, and confined by default policy.
+CONFINEMENT = pytest.mark.parametrize("confined", [False, True], ids=["unconfined", "confined"])
+
+
+def confinement(confined: bool, support: Support) -> tuple[SandboxPolicy, Sandbox | None]:
+    """The spec's policy and the machine's sandbox for one variant; skips a confined one
+    where bubblewrap cannot work."""
+    if not confined:
+        return SandboxPolicy(enabled=False), None
+    if not support.available:
+        pytest.skip(support.problem)
+    # Nothing read-only besides the CLI's install root, which the runner adds itself.
+    return SandboxPolicy(), Sandbox(support)
+
+
+def assert_confined_cleanly(events: list[AgentEvent], confined: bool) -> None:
+    """The agent ran in the sandbox (or not), and the sandbox refused it nothing."""
+    (agent,) = [e for e in events if e.kind is EventKind.PHASE and e.text == "agent"]
+    summary = str(agent.data["sandbox"])
+    assert summary.startswith("bubblewrap, egress to ") if confined else summary == "off"
+    refused = [e.text for e in events if e.data.get("sandbox") == "egress_refused"]
+    assert refused == []
+
+
 def write_then_done() -> Scenario:
     bash = ToolCall(
         "Bash", {"command": "printf 'hello\\n' > hello.txt", "description": "write hello.txt"}
@@ -55,9 +89,11 @@ def write_then_done() -> Scenario:
     return Scenario(steps=[Step(tool_calls=(bash,)), Step(text="Created hello.txt as asked.")])
 
 
+@CONFINEMENT
 async def test_claude_code_run_pushes_its_work_with_harness_and_skills(
-    claude: str, tmp_path: Path
+    claude: str, support: Support, confined: bool, tmp_path: Path
 ) -> None:
+    policy, sandbox = confinement(confined, support)
     remote = make_remote(tmp_path, {"README.md": "# api\n", ".gitignore": "*.log\n"})
     with ModelServer(write_then_done()) as server:
         agent = AgentConfig.model_validate(
@@ -75,11 +111,14 @@ async def test_claude_code_run_pushes_its_work_with_harness_and_skills(
             skills=(SKILL,),
             hooks=Hooks(on_complete=(HookSpec(name="hello", run="grep -q hello hello.txt"),)),
             limits=Limits(wall_seconds=120, stall_seconds=60),
+            sandbox=policy,
         )
-        result, events = await run(tmp_path, spec)
+        result, events = await run(tmp_path, spec, sandbox=sandbox)
         requests = server.model_requests()
 
     assert result.status is RunStatus.SUCCEEDED, result.error
+    assert_confined_cleanly(events, confined)
+    assert len(requests) == 2  # the tool call, then the answer
     assert result.summary == "Created hello.txt as asked."
     assert result.pushed
     assert result.session_id
@@ -114,7 +153,8 @@ async def test_claude_code_api_failure_is_reported_as_such(claude: str, tmp_path
                 "env": {"ANTHROPIC_BASE_URL": server.url, "ANTHROPIC_API_KEY": "sk-test"},
             }
         )
-        result, _ = await run(tmp_path, spec_for(remote, [], agent=agent))
+        spec = spec_for(remote, [], agent=agent, sandbox=SandboxPolicy(enabled=False))
+        result, _ = await run(tmp_path, spec)
     assert result.status is RunStatus.API_ERROR
     assert result.error_class == "api_error"
     assert not result.pushed
@@ -181,10 +221,12 @@ def test_openase_try_with_claude_code(claude: str, tmp_path: Path) -> None:
     assert "whsec-not-for-agents" not in "".join(request.text for request in requests)
 
 
+@CONFINEMENT
 @pytest.mark.parametrize("cli", ["codex", "gemini"])
 async def test_codex_and_gemini_runs_push_their_work_with_the_harness(
-    cli: str, tmp_path: Path
+    cli: str, support: Support, confined: bool, tmp_path: Path
 ) -> None:
+    policy, sandbox = confinement(confined, support)
     binary = str(agent_cli("codex" if cli == "codex" else "gemini"))
     remote = make_remote(tmp_path)
     if cli == "codex":
@@ -216,11 +258,15 @@ async def test_codex_and_gemini_runs_push_their_work_with_the_harness(
             agent=agent,
             skills=(SKILL,),
             limits=Limits(wall_seconds=120, stall_seconds=60),
+            sandbox=policy,
         )
-        result, _ = await run(tmp_path, spec)
+        result, events = await run(tmp_path, spec, sandbox=sandbox)
         requests = server.model_requests()
 
     assert result.status is RunStatus.SUCCEEDED, result.error
+    assert_confined_cleanly(events, confined)
+    assert len(requests) == 2
+    assert result.pushed
     assert result.summary == "Created hello.txt."
     assert result.session_id
     assert show(remote, "openase/7-add-hello", "hello.txt") == "hello"

@@ -21,6 +21,7 @@ from runner.contract import (
 )
 from runner.events import CallbackEventSink
 from runner.execute import Cancellation, execute
+from runner.sandbox.confine import Sandbox
 from runner.workspace import Workspace
 
 HARNESS = "You are the coder harness v7. Done means tests pass."
@@ -64,7 +65,11 @@ def spec_for(
 
 
 async def run(
-    tmp_path: Path, spec: RunSpec, cancellation: Cancellation | None = None
+    tmp_path: Path,
+    spec: RunSpec,
+    cancellation: Cancellation | None = None,
+    *,
+    sandbox: Sandbox | None = None,
 ) -> tuple[RunResult, list[AgentEvent]]:
     events: list[AgentEvent] = []
     result = await execute(
@@ -73,6 +78,7 @@ async def run(
         sink=CallbackEventSink(spec.run_id, events.append),
         cancellation=cancellation,
         machine="m1",
+        sandbox=sandbox,
     )
     return result, events
 
