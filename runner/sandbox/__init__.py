@@ -1,0 +1,1 @@
+"""Confining a run: the bubblewrap sandbox and its egress proxy."""
