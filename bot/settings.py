@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -53,6 +54,13 @@ class Settings(BaseSettings):
     # `openase up` runs a runner for this machine under this name (default: the host name).
     machine: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")] | None = None
     runner_max_runs: Annotated[int, Field(ge=1, le=64)] = 2
+    # Paths `up`'s runner shows read-only in the runs' sandbox (`openase runner
+    # --sandbox-read`), separated by the OS path separator (":").
+    sandbox_read: str = ""
+
+    def sandbox_read_paths(self) -> tuple[Path, ...]:
+        parts = self.sandbox_read.split(os.pathsep)
+        return tuple(Path(part).expanduser().resolve() for part in parts if part)
 
     github_app_id: Annotated[int, Field(gt=0)] | None = None
     github_private_key: SecretStr | None = None

@@ -18,6 +18,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import structlog
 
@@ -37,7 +38,9 @@ from runner.events import EventSink
 from runner.git import GitError
 from runner.hooks import run_hooks
 from runner.materialise import Materialised, cleanup, materialise_skills
-from runner.process import AgentStartError, StopReason, supervise
+from runner.process import AgentStartError, ProcessOutcome, StopReason, supervise
+from runner.sandbox.bwrap import program_roots
+from runner.sandbox.confine import RunSandbox, Sandbox
 from runner.workspace import Workspace, Worktree
 
 log = structlog.get_logger(__name__)
@@ -98,6 +101,7 @@ class Run:
         machine: str | None,
     ) -> None:
         self.spec = spec
+        self.confinement: RunSandbox | None = None  # set while a confined run executes
         self.workspace = workspace
         self.sink = sink
         self.cancellation = cancellation
@@ -152,6 +156,7 @@ class Run:
             attempt=self.spec.attempt,
             base_env=base_env,
             on_result=report,
+            confinement=self.confinement,
         )
         self.hook_results.extend(results)
         return results
@@ -164,12 +169,34 @@ async def execute(
     sink: EventSink,
     cancellation: Cancellation | None = None,
     machine: str | None = None,
+    sandbox: Sandbox | None = None,
 ) -> RunResult:
-    """Carry out one run; never raises for anything the run itself did wrong."""
+    """Carry out one run; never raises for anything the run itself did wrong.
+
+    A run whose policy asks for the sandbox (the default) needs `sandbox`, this machine's,
+    and one that can confine; without, it is refused with the fix."""
     run = Run(spec, workspace, sink, cancellation or Cancellation(), machine)
     structlog.contextvars.bind_contextvars(run_id=spec.run_id, ticket=spec.ticket.key)
     try:
-        return await _execute(run)
+        if not spec.sandbox.enabled:
+            return await _execute(run)
+        if sandbox is None or not sandbox.available:
+            why = (
+                sandbox.refusal()
+                if sandbox is not None
+                else "this runner was started without a sandbox"
+            )
+            return run.result(RunStatus.REFUSED, error_class="sandbox_unavailable", error=why)
+        run.confinement = RunSandbox(
+            sandbox,
+            spec.sandbox,
+            spec.agent,
+            home=run.home,
+            run_dir=run.run_dir,
+            emit=sink.emit,
+        )
+        async with run.confinement:
+            return await _execute(run)
     except Exception as error:  # a bug of ours must not lose the run's outcome
         log.exception("run_crashed")
         return run.result(
@@ -303,21 +330,38 @@ async def _run_agent(
     def on_stderr(line: str) -> None:
         run.sink.emit(AgentEvent(kind=EventKind.LOG, text=line, data={"stream": "stderr"}))
 
-    run.phase("agent", cli=spec.agent.cli, harness=f"{spec.harness.name}@{spec.harness.version}")
+    run.phase(
+        "agent",
+        cli=spec.agent.cli,
+        harness=f"{spec.harness.name}@{spec.harness.version}",
+        sandbox=_sandbox_summary(run),
+    )
     started = time.monotonic()
+    limit_hit: str | None = None
     try:
-        process = await supervise(
-            invocation.argv,
-            cwd=worktree.path,
-            env=env,
-            stdin=invocation.stdin,
-            on_stdout_line=on_line,
-            on_stderr_line=on_stderr,
-            wall_seconds=limits.wall_seconds,
-            stall_seconds=limits.stall_seconds,
-            cancel=run.cancellation.event,
-            kill_grace_seconds=limits.kill_grace_seconds,
-        )
+        # Any: the same keyword arguments go to supervise() with or without the sandbox.
+        supervision: dict[str, Any] = {
+            "stdin": invocation.stdin,
+            "on_stdout_line": on_line,
+            "on_stderr_line": on_stderr,
+            "wall_seconds": limits.wall_seconds,
+            "stall_seconds": limits.stall_seconds,
+            "cancel": run.cancellation.event,
+            "kill_grace_seconds": limits.kill_grace_seconds,
+        }
+        process: ProcessOutcome
+        if run.confinement is None:
+            process = await supervise(invocation.argv, cwd=worktree.path, env=env, **supervision)
+        else:
+            confined = await run.confinement.supervise(
+                invocation.argv,
+                cwd=worktree.path,
+                worktree=worktree.path,
+                env=env,
+                program_roots=program_roots(invocation.argv[0]),
+                **supervision,
+            )
+            process, limit_hit = confined.outcome, confined.limit
     except AgentStartError as error:
         return (
             Outcome(RunStatus.INFRA_ERROR, error=str(error), error_class="agent_start_failed"),
@@ -330,7 +374,23 @@ async def _run_agent(
         exit_code=process.exit_code,
         seconds=round(time.monotonic() - started, 2),
     )
-    if parser.state.gave_up is not None and not run.cancellation.requested:
+    if limit_hit is not None:
+        run.sink.emit(
+            AgentEvent(
+                kind=EventKind.LOG,
+                text=f"sandbox: {limit_hit}",
+                is_error=True,
+                data={"sandbox": "limit"},
+            )
+        )
+    if limit_hit is not None and process.stop_reason is StopReason.EXITED:
+        outcome = Outcome(
+            RunStatus.AGENT_ERROR,
+            summary=parser.state.final_text,
+            error=f"the agent hit the sandbox's {limit_hit}",
+            error_class="sandbox_limit",
+        )
+    elif parser.state.gave_up is not None and not run.cancellation.requested:
         outcome = Outcome(
             RunStatus.API_ERROR,
             summary=parser.state.final_text,
@@ -443,6 +503,16 @@ async def _finish(
     )
     run.phase("done", status=result.status.value, head_sha=head_sha, pushed=pushed)
     return result
+
+
+def _sandbox_summary(run: Run) -> str:
+    """How the agent runs, for its phase event: 'off', 'open network' or the allowlist."""
+    confinement = run.confinement
+    if confinement is None:
+        return "off"
+    if confinement.policy.network == "open":
+        return "bubblewrap, open network"
+    return "bubblewrap, egress to " + (", ".join(confinement.hosts) or "nothing")
 
 
 def _commit_message(spec: RunSpec, status: RunStatus) -> str:

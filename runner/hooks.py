@@ -13,11 +13,13 @@ import signal
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import structlog
 
 from runner.contract import HookPhase, HookResult, HookSpec
-from runner.process import AgentStartError, StopReason, supervise
+from runner.process import AgentStartError, ProcessOutcome, StopReason, supervise
+from runner.sandbox.confine import RunSandbox
 
 log = structlog.get_logger(__name__)
 
@@ -37,8 +39,10 @@ async def run_hooks(
     base_env: Mapping[str, str],
     on_result: Callable[[HookResult], None] | None = None,
     kill_grace_seconds: float = 5.0,
+    confinement: RunSandbox | None = None,
 ) -> list[HookResult]:
-    """Run `hooks` in order, all of them; `base_env` must already be scrubbed of secrets."""
+    """Run `hooks` in order, all of them; `base_env` must already be scrubbed of secrets.
+    With `confinement` each runs in the run's sandbox, like the agent."""
     results = []
     for hook in hooks:
         env = {
@@ -49,7 +53,7 @@ async def run_hooks(
             "OPENASE_HOOK": hook.name,
             "OPENASE_HOOK_PHASE": phase,
         }
-        result = await _run_hook(phase, hook, cwd, env, kill_grace_seconds)
+        result = await _run_hook(phase, hook, cwd, env, kill_grace_seconds, confinement)
         log.info(
             "hook_finished",
             phase=phase,
@@ -65,28 +69,39 @@ async def run_hooks(
 
 
 async def _run_hook(
-    phase: HookPhase, hook: HookSpec, cwd: Path, env: dict[str, str], grace: float
+    phase: HookPhase,
+    hook: HookSpec,
+    cwd: Path,
+    env: dict[str, str],
+    grace: float,
+    confinement: RunSandbox | None,
 ) -> HookResult:
     tail = _LineTail(OUTPUT_TAIL_CHARS)
 
     def on_line(line: str) -> None:
         tail.add(line)
 
+    limit: str | None = None
+    # Checks such as test suites may be quiet for long stretches: only the timeout applies
+    # (the stall deadline never comes before the wall one).
+    options: dict[str, Any] = {
+        "stdin": None,
+        "on_stdout_line": on_line,
+        "wall_seconds": hook.timeout,
+        "stall_seconds": hook.timeout,
+        "kill_grace_seconds": grace,
+        "max_line_bytes": OUTPUT_TAIL_CHARS,
+        "merge_stderr": True,
+    }
     try:
-        outcome = await supervise(
-            [SHELL, "-c", hook.run],
-            cwd=cwd,
-            env=env,
-            stdin=None,
-            on_stdout_line=on_line,
-            wall_seconds=hook.timeout,
-            # Checks such as test suites may be quiet for long stretches: only the
-            # timeout applies (the stall deadline never comes before the wall one).
-            stall_seconds=hook.timeout,
-            kill_grace_seconds=grace,
-            max_line_bytes=OUTPUT_TAIL_CHARS,
-            merge_stderr=True,
-        )
+        outcome: ProcessOutcome
+        if confinement is None:
+            outcome = await supervise([SHELL, "-c", hook.run], cwd=cwd, env=env, **options)
+        else:
+            confined = await confinement.supervise(
+                [SHELL, "-c", hook.run], cwd=cwd, worktree=cwd, env=env, **options
+            )
+            outcome, limit = confined.outcome, confined.limit
     except AgentStartError as error:
         return HookResult(
             phase=phase,
@@ -99,11 +114,16 @@ async def _run_hook(
     timed_out = outcome.stop_reason is not StopReason.EXITED
     if timed_out:
         tail.add(f"[openase: hook timed out after {hook.timeout:g} s and was stopped]")
+    exit_code = None if timed_out else outcome.exit_code
+    if limit is not None:
+        tail.add(f"[openase: the hook hit the sandbox's {limit}]")
+        if exit_code == 0:
+            exit_code = 1  # a check that ran out of room did not pass, whatever it says
     return HookResult(
         phase=phase,
         name=hook.name,
         on_failure=hook.on_failure,
-        exit_code=None if timed_out else outcome.exit_code,
+        exit_code=exit_code,
         timed_out=timed_out,
         duration_s=outcome.duration_s,
         output_tail=tail.text(),

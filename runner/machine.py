@@ -38,6 +38,9 @@ class MachineFacts:
     redis_outage_seconds: float = 0.0
     redis_back_at: float = 0.0
     events_dropped: int = 0
+    # runner/sandbox: the tool that confines runs here, or why none can (with the fix).
+    sandbox: str = ""
+    sandbox_problem: str = ""
 
     def to_redis(self) -> dict[str, str]:
         """Flat string fields for a Redis hash (lists and dicts as JSON)."""

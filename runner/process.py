@@ -218,12 +218,14 @@ async def supervise(
     kill_grace_seconds: float = 5.0,
     max_line_bytes: int = 1_000_000,
     merge_stderr: bool = False,
+    pass_fds: Sequence[int] = (),
 ) -> ProcessOutcome:
     """Run `argv` (no shell) until it exits or a limit stops it; never raises for a process
     that fails, only `AgentStartError` when it cannot be started at all.
 
     `env` is the child's whole environment (PATH in it is also where argv[0] is looked up).
     `merge_stderr` sends stderr into the stdout lines, in the order the child wrote them.
+    `pass_fds` are kept open in the child (the sandbox's report pipe).
     """
     if not argv:
         raise ValueError("supervise needs a non-empty argv")
@@ -242,6 +244,7 @@ async def supervise(
             cwd=cwd,
             env=dict(env),
             start_new_session=True,
+            pass_fds=tuple(pass_fds),
         )
     except OSError as error:
         raise AgentStartError(f"cannot start {argv[0]!r}: {error}") from error

@@ -83,6 +83,7 @@ async def checklist(settings: Settings, deps: Deps | None) -> list[Check]:
         now = time.time()
         machines = [machine for machine in registry if machine.fresh(now)]
         checks.append(_runners(registry, now))
+        checks.append(_sandboxes(registry, now))
         checks.append(await _effects_waiting(deps))
         if control is not None:
             checks += [
@@ -255,6 +256,25 @@ def _runners(registry: list[Machine], now: float) -> Check:
             "start one: `openase runner --machine NAME` (`openase up` runs one itself)",
         )
     return Check("runners", True, listed)
+
+
+def _sandboxes(registry: list[Machine], now: float) -> Check:
+    """Whether the live runners confine runs; one that cannot takes only `sandbox: off`."""
+    live = [machine for machine in registry if machine.fresh(now)]
+    unable = [machine for machine in live if not machine.sandbox]
+    if not unable:
+        tools = sorted({machine.sandbox for machine in live})
+        found = f"every live runner confines runs ({', '.join(tools)})" if live else "no runner"
+        return Check("sandbox", True, found)
+    problems = sorted({machine.sandbox_problem for machine in unable if machine.sandbox_problem})
+    return Check(
+        "sandbox",
+        False,
+        f"{', '.join(machine.name for machine in unable)} cannot sandbox runs and take only "
+        "workflows with `sandbox: off`",
+        problems[0] if problems else "install bubblewrap on the runner's machine",
+        blocking=False,
+    )
 
 
 def _machine_line(machine: Machine, now: float) -> str:

@@ -41,13 +41,14 @@ from bot.config.workflow import (
     Count,
     Dollars,
     MachineLabel,
+    Network,
     ProviderName,
     Seconds,
     Workflow,
     WorkflowName,
 )
 from bot.errors import ConfigError
-from runner.contract import AgentCli, AgentConfig, Limits
+from runner.contract import AgentCli, AgentConfig, Limits, SandboxPolicy
 
 BUILTIN_PROVIDER = "claude"
 BUILTIN_FILE = "(built-in control-plane config)"
@@ -95,6 +96,9 @@ class Provider(_Model):
     env: dict[Annotated[str, AfterValidator(_env_name)], SecretStr] = Field(default_factory=dict)
     limits: ProviderLimits = ProviderLimits()
     machine_labels: tuple[MachineLabel, ...] = ()
+    # Hosts every run of this provider may reach besides its model API (which is always
+    # allowed, as is any http(s) URL among `env`, such as a base URL).
+    network: Network = Network()
 
     @field_validator("argv")
     @classmethod
@@ -402,6 +406,17 @@ def check_workflow_defaults(control: ControlConfig, doc: YamlDoc) -> list[Config
 def no_provider(name: str, control: ControlConfig) -> str:
     known = ", ".join(control.providers)
     return f"no provider {name!r} in the control-plane config (providers: {known})"
+
+
+def sandbox_policy(provider: Provider, workflow: Workflow | None = None) -> SandboxPolicy:
+    """How the run is confined: the workflow's choice (on, allowlist, when it says nothing),
+    egress to what the provider and the workflow allow."""
+    if workflow is None:
+        return SandboxPolicy(allow=provider.network.allow)
+    if workflow.network.open:
+        return SandboxPolicy(enabled=workflow.sandbox == "on", network="open")
+    allow = (*provider.network.allow, *workflow.network.allow)
+    return SandboxPolicy(enabled=workflow.sandbox == "on", allow=tuple(dict.fromkeys(allow)))
 
 
 def run_limits(workflow: Workflow, provider: Provider) -> Limits:

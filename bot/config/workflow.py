@@ -29,7 +29,7 @@ from pydantic import (
 from bot.config.states import LABEL_PREFIX, State, default_label
 from harness_store.errors import InvalidName
 from harness_store.names import validate_name
-from runner.contract import Hooks
+from runner.contract import Hooks, HostPattern
 
 REPO_CONFIG_PATH = ".github/openase.yml"
 DEFAULT_WORKFLOW = "coder"
@@ -188,6 +188,50 @@ class WorkflowLimits(_Model):
     backoff_seconds: Seconds = 60  # retry n waits backoff_seconds * 2**(n-1)
 
 
+_HOST = re.compile(r"(\*\.)?[A-Za-z0-9]([A-Za-z0-9.-]{0,252}[A-Za-z0-9])?(:[0-9]{1,5})?")
+
+
+def _host(value: object) -> object:
+    if isinstance(value, str) and not _HOST.fullmatch(value):
+        raise ValueError(
+            "a host is a name, `*.` and a domain, or an IPv4 address, optionally with :PORT "
+            f"(for example registry.npmjs.org, '*.pypi.org', ghcr.io:443); got {value[:80]!r}"
+        )
+    return value
+
+
+class Network(_Model):
+    """`network: {allow: [registry.npmjs.org, "*.pypi.org", "ghcr.io:443"]}`: hosts a run may
+    reach through the runner's proxy besides the provider's model API; `network: open`: no
+    egress control at all."""
+
+    open: bool = False
+    allow: tuple[Annotated[HostPattern, BeforeValidator(_host)], ...] = ()
+
+
+def _network(value: object) -> object:
+    if isinstance(value, str):
+        if value != "open":
+            raise ValueError(
+                f"is 'open' (no egress control) or {{allow: [HOST, ...]}}; got {value[:64]!r}"
+            )
+        return {"open": True}
+    return value
+
+
+def _switch(value: object) -> object:
+    # YAML reads a bare `off`/`on` as a boolean; both spellings mean the same here.
+    if value is False:
+        return "off"
+    if value is True:
+        return "on"
+    return value
+
+
+SandboxSwitch = Annotated[Literal["on", "off"], BeforeValidator(_switch)]
+NetworkPolicy = Annotated[Network, BeforeValidator(_network)]
+
+
 class Workflow(_Model):
     """One workflow of a repository (its name is its key under `workflows`)."""
 
@@ -204,6 +248,10 @@ class Workflow(_Model):
     max_attempts: Annotated[int, Strict(), Field(ge=1, le=100)] = 3
     limits: WorkflowLimits = WorkflowLimits()
     machine_labels: tuple[MachineLabel, ...] = ()
+    # Confinement (runner/sandbox): on by default; `sandbox: off` and `network: open` only
+    # when written out, here or in the control plane's `defaults.workflow`.
+    sandbox: SandboxSwitch = "on"
+    network: NetworkPolicy = Network()
 
     @field_validator("trigger_labels")
     @classmethod

@@ -197,6 +197,18 @@ def _add_runner_parser(commands: argparse._SubParsersAction[argparse.ArgumentPar
         metavar="S",
         help="on SIGTERM, how long running runs may finish before being handed back (60)",
     )
+    runner.add_argument(
+        "--sandbox-read",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="PATH",
+        help=(
+            "show PATH read-only inside the runs' sandbox (repeatable): where a command "
+            "agent's scripts or extra tools live; the system and the agent CLI's own "
+            "installation are always visible, nothing else of this machine is"
+        ),
+    )
 
 
 TRY_AGENTS = ("claude_code", "codex", "gemini", "command")
@@ -260,6 +272,28 @@ def _add_try_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser
         "--no-push", action="store_true", help="keep the branch in the throwaway workspace"
     )
     trial.add_argument("--workspace-root", type=Path, metavar="DIR")
+    trial.add_argument(
+        "--no-sandbox",
+        action="store_true",
+        help="run the agent and hooks unconfined (a real run is sandboxed unless its "
+        "workflow says `sandbox: off`)",
+    )
+    trial.add_argument(
+        "--allow",
+        action="append",
+        default=[],
+        metavar="HOST[:PORT]",
+        help="let the sandboxed run reach HOST through the egress proxy (repeatable), as a "
+        "workflow's network.allow; the agent's model API is always allowed",
+    )
+    trial.add_argument(
+        "--sandbox-read",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="PATH",
+        help="show PATH read-only inside the sandbox (repeatable): a command agent's script",
+    )
     trial.add_argument("--json", action="store_true", help="print the RunResult as JSON")
     trial.add_argument("task", help="what the agent should do")
 

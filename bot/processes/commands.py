@@ -142,6 +142,7 @@ def _runner(settings: Settings, args: argparse.Namespace) -> int:
         labels=args.labels,
         max_runs=args.max_runs,
         drain_seconds=args.drain_seconds,
+        sandbox_read=tuple(path.expanduser().resolve() for path in args.sandbox_read),
     )
     try:
         return worker.run(config)
@@ -170,6 +171,9 @@ def _try(args: argparse.Namespace) -> int:
         push=not args.no_push,
         workspace_root=args.workspace_root,
         json=args.json,
+        sandbox=not args.no_sandbox,
+        allow=args.allow,
+        sandbox_read=args.sandbox_read,
     )
     result = asyncio.run(trial.run_trial(options))
     if args.json:

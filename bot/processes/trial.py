@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,12 +37,15 @@ from runner.contract import (
     RepoRef,
     RunResult,
     RunSpec,
+    SandboxPolicy,
     SkillFile,
     SkillSpec,
     TicketRef,
 )
 from runner.events import PrintEventSink
 from runner.execute import Cancellation, execute
+from runner.sandbox import bwrap
+from runner.sandbox.confine import Sandbox
 from runner.workspace import Workspace
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -67,6 +71,10 @@ class TrialOptions:
     push: bool = True
     workspace_root: Path | None = None
     json: bool = False
+    # Confined like a real run unless asked not to (runner/sandbox).
+    sandbox: bool = True
+    allow: list[str] = field(default_factory=list)
+    sandbox_read: list[Path] = field(default_factory=list)
 
 
 def parse_env(pairs: list[str]) -> dict[str, SecretStr]:
@@ -142,7 +150,7 @@ def build_spec(options: TrialOptions) -> RunSpec:
     try:
         text = render_harness(
             template,
-            ticket=TicketVars(key=ticket.key, title=ticket.title),
+            ticket=TicketVars(key=ticket.key),
             repository=RepositoryVars(
                 full_name=repository.full_name,
                 default_branch=repository.default_branch,
@@ -179,6 +187,7 @@ def build_spec(options: TrialOptions) -> RunSpec:
                 budget_usd=options.budget_usd,
             ),
             push=options.push,
+            sandbox=SandboxPolicy(enabled=options.sandbox, allow=tuple(options.allow)),
         )
     except ValidationError as error:
         first = error.errors(include_input=False)[0]
@@ -216,15 +225,53 @@ async def run_trial(options: TrialOptions) -> RunResult:
         if root is None:
             root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="openase-try-")))
         workspace = Workspace(root)
+        sandbox = await _sandbox(options, spec)
         try:
             return await execute(
-                spec, workspace=workspace, sink=sink, cancellation=cancellation, machine="local"
+                spec,
+                workspace=workspace,
+                sink=sink,
+                cancellation=cancellation,
+                machine="local",
+                sandbox=sandbox,
             )
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
             with contextlib.suppress(Exception):
                 await workspace.remove(spec.repo.full_name, spec.work_branch)
+
+
+async def _sandbox(options: TrialOptions, spec: RunSpec) -> Sandbox | None:
+    """This machine's sandbox for a confined try; says up front what would not work in it."""
+    if not options.sandbox:
+        return None
+    support = await bwrap.probe()
+    if not support.available:
+        raise ConfigError(
+            f"cannot sandbox this try: {support.problem}; or try it unconfined with --no-sandbox"
+        )
+    shown = tuple(path.expanduser().resolve() for path in options.sandbox_read)
+    for path in _unseen(spec.agent.argv[1:], shown):
+        print(
+            f"openase: note: {path} is not visible inside the sandbox; add "
+            f"--sandbox-read {path.parent} (or try with --no-sandbox)",
+            file=sys.stderr,
+        )
+    return Sandbox(support, read_only=shown)
+
+
+def _unseen(words: Sequence[str], shown: Sequence[Path]) -> list[Path]:
+    """Absolute paths among a command agent's arguments that the sandbox would not show."""
+    system = (Path("/usr"), Path("/etc"), Path("/opt"))
+    unseen = []
+    for word in words:
+        path = Path(word)
+        if path.is_absolute() and path.exists():
+            resolved = path.resolve()
+            if not any(resolved.is_relative_to(root) for root in (*shown, *system)):
+                unseen.append(path)
+    return unseen
 
 
 def summary(result: RunResult) -> str:

@@ -349,6 +349,7 @@ async def _local_runner(settings: Settings, redis_url: str, stop: asyncio.Event)
         workspace_root=settings.data_dir / "workspaces" / machine,
         max_runs=settings.runner_max_runs,
         drain_seconds=SHUTDOWN_GRACE,
+        sandbox_read=settings.sandbox_read_paths(),
     )
     try:
         await serve_runner(config, stop)

@@ -81,7 +81,7 @@ def use(monkeypatch: pytest.MonkeyPatch, deps: Deps, **changes: object) -> Setti
 
 
 async def runner_online(deps: Deps, name: str, clis: dict[str, str]) -> None:
-    facts = MachineFacts(name=name, labels=[], capacity=2, clis=clis)
+    facts = MachineFacts(name=name, labels=[], capacity=2, clis=clis, sandbox="bubblewrap 0.8.0")
     await deps.redis.hset(machine_key(name), mapping=facts.to_redis())  # type: ignore[misc]  # redis-py's union return
     await deps.redis.sadd(MACHINES_SET, name)  # type: ignore[misc]
 
@@ -194,10 +194,15 @@ async def test_no_installation_no_runner_no_agent_cli_each_block(ready: Deps) ->
 
 async def test_a_runner_cut_off_or_back_from_an_outage_says_so(ready: Deps) -> None:
     now = time.time()
-    back = MachineFacts(name="m1", labels=[], capacity=2, clis={"command": "any"})
-    back.redis_outage_seconds, back.redis_back_at, back.events_dropped = 42.0, now - 5, 3
-    quiet = MachineFacts(name="m2", labels=[], capacity=2, clis={"command": "any"})
-    quiet.heartbeat_at = now - 40  # its hash not expired yet: cut off a moment ago
+    back = MachineFacts(
+        name="m1", labels=[], capacity=2, clis={"command": "any"}, sandbox="bubblewrap 0.8.0"
+    )
+    back.redis_outage_seconds, back.redis_back_at, back.events_dropped = 42.0, now - 4.6, 3
+    quiet = MachineFacts(
+        name="m2", labels=[], capacity=2, clis={"command": "any"}, sandbox="bubblewrap 0.8.0"
+    )
+    quiet.heartbeat_at = now - 39.6  # its hash not expired yet: cut off a moment ago
+    # (.4 s short of the whole seconds expected: the checklist takes time on a busy machine)
     for facts in (back, quiet):
         await ready.redis.hset(machine_key(facts.name), mapping=facts.to_redis())  # type: ignore[misc]  # redis-py's union return
         await ready.redis.sadd(MACHINES_SET, facts.name)  # type: ignore[misc]
@@ -209,6 +214,26 @@ async def test_a_runner_cut_off_or_back_from_an_outage_says_so(ready: Deps) -> N
         "m1 (command any; reconnected 5 s ago after a 42 s Redis outage; 3 run events dropped); "
         "m2 (command any; no heartbeat for 40 s (cut off or stopped))"
     )
+
+
+async def test_a_runner_that_cannot_sandbox_is_a_warning_with_the_fix(ready: Deps) -> None:
+    named = by_name(await checklist(ready.settings, ready))
+    assert named["sandbox"].ok
+    assert named["sandbox"].detail == "every live runner confines runs (bubblewrap 0.8.0)"
+
+    unable = MachineFacts(name="m9", labels=[], capacity=2, clis={"command": "any"})
+    unable.sandbox_problem = "bubblewrap (bwrap) is not on PATH: install bubblewrap"
+    await ready.redis.hset(machine_key("m9"), mapping=unable.to_redis())  # type: ignore[misc]  # redis-py's union return
+    await ready.redis.sadd(MACHINES_SET, "m9")  # type: ignore[misc]
+    named = by_name(await checklist(ready.settings, ready))
+
+    assert not named["sandbox"].ok
+    assert not named["sandbox"].blocking
+    assert named["sandbox"].detail == (
+        "m9 cannot sandbox runs and take only workflows with `sandbox: off`"
+    )
+    assert named["sandbox"].fix == "bubblewrap (bwrap) is not on PATH: install bubblewrap"
+    assert "m9 (command any; cannot sandbox runs: bubblewrap" in named["runners"].detail
 
 
 async def test_effects_waiting_on_a_failing_github_installation_are_a_warning(

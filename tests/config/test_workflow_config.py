@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from bot.config.control import ControlConfig, parse_control_config, run_limits
+from bot.config.control import ControlConfig, parse_control_config, run_limits, sandbox_policy
 from bot.config.problems import ConfigProblem, explain
 from bot.config.repo import RepoConfig, default_repo_config, parse_repo_config, relay, stage_for
 from bot.config.workflow import HarnessPin, Workflow
-from runner.contract import HookSpec
+from runner.contract import HookSpec, SandboxPolicy
 
 # DESIGN.md §5, verbatim.
 DESIGN_REPO_EXAMPLE = """\
@@ -62,6 +62,32 @@ def problems(text: str, control: ControlConfig) -> list[ConfigProblem]:
 
 
 # --- valid configs ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "policy"),
+    [
+        ("", SandboxPolicy(allow=("pypi.org",))),
+        ("sandbox: off\n", SandboxPolicy(enabled=False, allow=("pypi.org",))),
+        ("sandbox: on\nnetwork: open\n", SandboxPolicy(network="open")),
+        (
+            "network: {allow: [registry.npmjs.org, '*.pypi.org', 'ghcr.io:443', pypi.org]}\n",
+            SandboxPolicy(allow=("pypi.org", "registry.npmjs.org", "*.pypi.org", "ghcr.io:443")),
+        ),
+    ],
+)
+def test_a_workflow_is_confined_unless_it_says_otherwise(
+    fields: str, policy: SandboxPolicy
+) -> None:
+    with_allow = CONTROL.replace(
+        "claude: {cli: claude_code,", "claude: {cli: claude_code, network: {allow: [pypi.org]},"
+    )
+    control = control_config(with_allow)
+    indented = "".join(f"    {line}\n" for line in fields.splitlines())
+    config = parsed(f"workflows:\n  coder:\n{indented}", control)
+    workflow = config.workflows["coder"]
+    provider = control.providers[workflow.provider]
+    assert sandbox_policy(provider, workflow) == policy
 
 
 def test_the_design_example_validates_as_written(control: ControlConfig) -> None:
@@ -373,7 +399,7 @@ INVALID = [
         3,
         "is not a known key (did you mean 'approval'? known keys: trigger_labels, pickup, "
         "finish, harness, skills, provider, hooks, approval, merge_method, max_attempts, "
-        "limits, machine_labels)",
+        "limits, machine_labels, sandbox, network)",
         id="typo-key",
     ),
     pytest.param(
@@ -628,6 +654,28 @@ INVALID = [
         3,
         "appears twice (also on line 2); YAML would keep only the last",
         id="duplicate-key",
+    ),
+    pytest.param(
+        "workflows:\n  coder:\n    sandbox: maybe\n",
+        "workflows.coder.sandbox",
+        3,
+        "must be 'on' or 'off', got 'maybe'",
+        id="sandbox-switch",
+    ),
+    pytest.param(
+        "workflows:\n  coder:\n    network: closed\n",
+        "workflows.coder.network",
+        3,
+        "is 'open' (no egress control) or {allow: [HOST, ...]}; got 'closed'",
+        id="network-word",
+    ),
+    pytest.param(
+        "workflows:\n  coder:\n    network:\n      allow: [registry.npmjs.org, 'https://x.io']\n",
+        "workflows.coder.network.allow[1]",
+        4,
+        "a host is a name, `*.` and a domain, or an IPv4 address, optionally with :PORT "
+        "(for example registry.npmjs.org, '*.pypi.org', ghcr.io:443); got 'https://x.io'",
+        id="network-host",
     ),
 ]
 

@@ -37,6 +37,7 @@ from bot.settings import Settings
 from bot.tables.mirror import Ticket
 from bot.tables.workflow import Activity, Run, TicketState
 from harness_store.seed import seed_builtins
+from runner.sandbox import bwrap
 from tests.fakes.github_api import FakeGitHubAPI, FakeRepo
 from tests.fakes.github_graphql import FakeGitHubGraphQL
 from tests.support.git_repos import git
@@ -77,6 +78,12 @@ AGENT = textwrap.dedent(
 GATE = "test -f PASS || { echo 'src/app.py:3:1: error: the PASS file is missing'; exit 1; }"
 
 
+# The end-to-end runs are confined as in production where bubblewrap can confine here;
+# where it cannot (tests/runner/sandbox/ then skip, naming the fix) they run unconfined.
+CONFINED = asyncio.run(bwrap.probe()).available  # at import: no event loop runs yet
+SANDBOX = "" if CONFINED else "sandbox: off"
+
+
 def repo_config(
     *,
     max_attempts: int = 3,
@@ -98,6 +105,7 @@ def repo_config(
             approval: {approval}
             merge_method: squash
             limits: {{backoff_seconds: 1{concurrency}}}
+            {SANDBOX}
             hooks:
               on_complete:
                 - {{name: tests, run: "{GATE}", timeout: 60}}
@@ -409,6 +417,8 @@ class World:
             str(self.root / f"ws-{machine}"),
             "--drain-seconds",
             "5",
+            "--sandbox-read",
+            str(self.root / "agents"),
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,
@@ -545,7 +555,10 @@ async def world(
     """`control` replaces the control-plane YAML (its default drives this module's
     script agent); `path_prefix` goes in front of the runners' PATH (an agent CLI's home)."""
     """The world, with its worker and runners started; everything stopped afterwards."""
-    agent = root / "agent.py"
+    # Its own directory, the one the runners show their sandboxes (`--sandbox-read`): the
+    # rest of `root` holds the runners' workspaces and homes, which a run must not see.
+    agent = root / "agents" / "agent.py"
+    agent.parent.mkdir()
     # The agent's environment is scrubbed: how long it sleeps is written into it.
     agent.write_text(AGENT.replace("SLEEP", repr(float(agent_sleep))))
     (root / "home").mkdir()

@@ -33,6 +33,9 @@ class Machine:
     redis_outage_seconds: float = 0.0
     redis_back_at: float = 0.0
     events_dropped: int = 0
+    # The runner's sandbox ("bubblewrap 0.8.0"), or why it has none (with the fix).
+    sandbox: str = ""
+    sandbox_problem: str = ""
 
     def fresh(self, now: float) -> bool:
         return now - self.heartbeat_at <= FRESH_SECONDS
@@ -49,6 +52,12 @@ class Machine:
             )
         if self.events_dropped:
             notes.append(f"{self.events_dropped} run events dropped")
+        if not self.sandbox:
+            notes.append(
+                "cannot sandbox runs"
+                + (f": {self.sandbox_problem}" if self.sandbox_problem else "")
+                + " (takes only workflows with `sandbox: off`)"
+            )
         return "; ".join(notes)
 
 
@@ -71,6 +80,8 @@ def parse_machine(fields: Mapping[bytes, bytes]) -> Machine | None:
             redis_outage_seconds=float(text.get("redis_outage_seconds", 0)),
             redis_back_at=float(text.get("redis_back_at", 0)),
             events_dropped=int(text.get("events_dropped", 0)),
+            sandbox=text.get("sandbox", ""),
+            sandbox_problem=text.get("sandbox_problem", ""),
         )
     except (KeyError, ValueError, UnicodeDecodeError):
         return None
@@ -93,6 +104,7 @@ async def registered(redis: Redis) -> list[Machine]:
 class Requirements:
     cli: str
     labels: frozenset[str] = frozenset()
+    sandboxed: bool = True  # only a runner that can confine the run may take it
 
 
 def choose(
@@ -120,6 +132,7 @@ def choose(
         and machine.schema_version == SCHEMA_VERSION
         and needs.cli in machine.clis
         and needs.labels <= machine.labels
+        and (machine.sandbox or not needs.sandboxed)
         and free(machine) > 0
     ]
     if not candidates:
@@ -141,4 +154,11 @@ def why_none(machines: Sequence[Machine], needs: Requirements, now: float | None
     labelled = [machine for machine in with_cli if needs.labels <= machine.labels]
     if not labelled:
         return f"no live runner with {needs.cli} has the labels {', '.join(sorted(needs.labels))}"
+    if needs.sandboxed and not any(machine.sandbox for machine in labelled):
+        problems = sorted({machine.sandbox_problem for machine in labelled} - {""})
+        why = f" ({problems[0]})" if len(problems) == 1 else ""
+        return (
+            f"no qualifying runner can sandbox runs{why}; install bubblewrap there, or let "
+            "the workflow run unconfined with `sandbox: off`"
+        )
     return "every qualifying runner is at capacity"

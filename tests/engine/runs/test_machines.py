@@ -33,6 +33,7 @@ def machine(
     clis: tuple[str, ...] = ("command", "claude_code"),
     age: float = 1.0,
     schema_version: int = SCHEMA_VERSION,
+    sandbox: str = "bubblewrap 0.8.0",
 ) -> Machine:
     return Machine(
         name=name,
@@ -42,6 +43,8 @@ def machine(
         clis=dict.fromkeys(clis, "1.0"),
         heartbeat_at=NOW - age,
         schema_version=schema_version,
+        sandbox=sandbox,
+        sandbox_problem="" if sandbox else "bubblewrap (bwrap) is not on PATH: install it",
     )
 
 
@@ -73,6 +76,10 @@ def machine(
             "a",
         ),
         ([], Requirements("command"), {}, None),
+        # A runner that cannot confine runs takes only runs allowed to go unconfined.
+        ([machine("a", sandbox=""), machine("b", running=1)], Requirements("command"), {}, "b"),
+        ([machine("a", sandbox="")], Requirements("command"), {}, None),
+        ([machine("a", sandbox="")], Requirements("command", sandboxed=False), {}, "a"),
     ],
 )
 def test_choose(
@@ -90,6 +97,13 @@ def test_choose(
         ([machine("a", clis=("command",))], Requirements("codex"), "no live runner has the codex"),
         ([machine("a")], Requirements("command", frozenset({"gpu"})), "has the labels gpu"),
         ([machine("a", running=2)], Requirements("command"), "at capacity"),
+        (
+            [machine("a", sandbox="")],
+            Requirements("command"),
+            "no qualifying runner can sandbox runs (bubblewrap (bwrap) is not on PATH: install "
+            "it); install bubblewrap there, or let the workflow run unconfined with "
+            "`sandbox: off`",
+        ),
     ],
 )
 def test_why_no_machine_qualifies(
@@ -107,7 +121,9 @@ async def redis(services: Services) -> AsyncIterator[Redis]:
 
 
 async def test_the_registry_reads_what_runners_write(redis: Redis) -> None:
-    facts = MachineFacts(name="m1", labels=["gpu"], capacity=3, clis={"command": "any"})
+    facts = MachineFacts(
+        name="m1", labels=["gpu"], capacity=3, clis={"command": "any"}, sandbox="bubblewrap 0.8.0"
+    )
     await redis.hset(machine_key("m1"), mapping=facts.to_redis())  # type: ignore[misc]  # redis-py's union return
     await redis.sadd(MACHINES_SET, "m1", "gone")  # type: ignore[misc]  # "gone" expired already
     await redis.hset(machine_key("broken"), mapping={"name": "broken"})  # type: ignore[misc]
@@ -123,7 +139,9 @@ async def test_the_registry_reads_what_runners_write(redis: Redis) -> None:
 
 async def test_a_runner_back_from_a_redis_outage_says_so(redis: Redis) -> None:
     now = time.time()
-    facts = MachineFacts(name="m2", labels=[], capacity=1, clis={"command": "any"})
+    facts = MachineFacts(
+        name="m2", labels=[], capacity=1, clis={"command": "any"}, sandbox="bubblewrap 0.8.0"
+    )
     facts.redis_outage_seconds, facts.redis_back_at, facts.events_dropped = 42.0, now - 5, 3
     await redis.hset(machine_key("m2"), mapping=facts.to_redis())  # type: ignore[misc]  # redis-py's union return
     await redis.sadd(MACHINES_SET, "m2")  # type: ignore[misc]
@@ -137,7 +155,8 @@ async def test_a_runner_back_from_a_redis_outage_says_so(redis: Redis) -> None:
     assert machine_.condition(now + 3600).endswith("(cut off or stopped)")
 
 
-def test_a_healthy_machine_and_an_older_runners_entry_have_no_condition() -> None:
+def test_a_healthy_machine_has_no_condition_and_one_without_a_sandbox_says_so() -> None:
+    assert machine("a").condition(NOW) == ""
     old = {
         b"name": b"m3",
         b"labels": b"[]",
@@ -150,4 +169,12 @@ def test_a_healthy_machine_and_an_older_runners_entry_have_no_condition() -> Non
     parsed = parse_machine(old)
     assert parsed is not None
     assert (parsed.redis_back_at, parsed.events_dropped) == (0.0, 0)
-    assert parsed.condition(NOW) == ""
+    # An entry that does not say it can confine runs (an older runner's) cannot.
+    assert parsed.condition(NOW) == (
+        "cannot sandbox runs (takes only workflows with `sandbox: off`)"
+    )
+    unable = machine("b", sandbox="")
+    assert unable.condition(NOW) == (
+        "cannot sandbox runs: bubblewrap (bwrap) is not on PATH: install it (takes only "
+        "workflows with `sandbox: off`)"
+    )
