@@ -15,7 +15,9 @@ import errno
 import ipaddress
 import json
 import os
+import shutil
 import signal
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,15 +139,18 @@ class RunSandbox:
         self._emit = emit
         self.hosts = allowed_hosts(policy, agent) if policy.network == "allowlist" else ()
         self._proxy: EgressProxy | None = None
+        self._socket_dir = run_dir
         self.refused: list[Refusal] = []
 
     @property
     def socket_path(self) -> Path:
-        return self.run_dir / "egress.sock"
+        return self._socket_dir / "egress.sock"
 
     async def __aenter__(self) -> RunSandbox:
         if self.policy.network == "allowlist":
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+            # Not in the run's directory: a Unix socket's path has at most 107 bytes, and a
+            # workspace root can be deep. Private (0700) to the runner's user.
+            self._socket_dir = Path(tempfile.mkdtemp(prefix="openase-egress-", dir=_short_tmp()))
             self._proxy = EgressProxy(Allowlist(self.hosts), on_refused=self._refused)
             await self._proxy.start(self.socket_path)
         return self
@@ -159,6 +164,7 @@ class RunSandbox:
         if self._proxy is not None:
             await self._proxy.close()
             self._proxy = None
+            shutil.rmtree(self._socket_dir, ignore_errors=True)
 
     def _refused(self, refusal: Refusal) -> None:
         self.refused.append(refusal)
@@ -265,6 +271,12 @@ class RunSandbox:
         ):
             return f"file size limit of {policy.max_file_mb} MB reached"
         return None
+
+
+def _short_tmp() -> str:
+    """The temporary directory, unless its path leaves too little room for a socket name."""
+    default = tempfile.gettempdir()
+    return default if len(default) <= 48 else "/tmp"  # noqa: S108  # short by design
 
 
 def _read_report(fd: int) -> list[dict[str, Any]]:

@@ -8,6 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 import pytest
 from sqlalchemy import select
 
@@ -20,9 +21,10 @@ from bot.tables.workflow import Activity, Run, TicketState
 from tests.conftest import OpenWorld
 from tests.fakes.model_server import ModelServer, Scenario, Step, ToolCall
 from tests.support.agent_clis import agent_cli
+from tests.support.browser import served
 from tests.support.git_repos import git, show
 from tests.support.helpers import github_example
-from tests.support.lifecycle import FULL_NAME, WRITER, World, repo_config
+from tests.support.lifecycle import CONFINED, FULL_NAME, WRITER, World, repo_config
 
 T = TypeVar("T")
 Json = dict[str, Any]
@@ -134,9 +136,16 @@ async def test_changes_requested_send_the_review_to_the_agent_and_update_the_pr(
         second = await w.reach(4, State.IN_REVIEW)
         runs = await w.runs(4)
         assert len(runs) == 2
-        prompt = runs[1].spec["prompt"]
-        assert "Please greet properly." in prompt
-        assert "src/app.py:1: Say hello to the world." in prompt
+        prompt, harness = runs[1].spec["prompt"], runs[1].spec["harness"]["text"]
+        # The review's words are in the prompt, fenced and labelled; never in the harness.
+        feedback = prompt.split("## Review feedback to address", 1)[1]
+        assert "@alice reviewed the pull request (changes requested)." in feedback
+        assert "**review by @alice**:\n\n```text\nPlease greet properly.\n```" in feedback
+        assert (
+            "**review comment by @alice on src/app.py:1**:\n\n```text\nSay hello to the world.\n```"
+        ) in feedback
+        for written in ("Please greet", "Say hello", "Reviewed work"):
+            assert written not in harness
         reviewed = show(w.remote, str(second.head_sha), "REVIEWED")
         assert "Please greet properly." in reviewed
         assert len(w.repo.pulls) == 1  # the same PR, updated
@@ -687,3 +696,22 @@ async def test_a_human_push_to_the_pr_reruns_the_gates_on_it(
             what="check runs on the pushed commit",
         )
         assert {run["conclusion"] for run in checks.values()} == {"success"}
+
+
+@pytest.mark.skipif(
+    not CONFINED, reason="bubblewrap cannot confine here (see tests/runner/sandbox)"
+)
+async def test_a_refused_connection_is_shown_on_the_run_page(open_world: OpenWorld) -> None:
+    async with open_world() as w:
+        w.add_issue(1, "Phone home", "[egress] then add the PASS file")
+        await w.label(1, "openase")
+        run_id = (await w.reach(1, "in_progress")).run_id
+        assert run_id is not None
+        await w.reach(1, "in_review")
+        async with served(w.deps) as url, httpx.AsyncClient(base_url=url) as client:
+            page = (await client.get(f"/runs/{run_id}")).text
+    assert "the proxy said HTTP/1.1 403 Forbidden" in page
+    assert (
+        "sandbox: refused a connection to example.com:443 (not in this run&#39;s network "
+        "allowlist)" in page
+    )

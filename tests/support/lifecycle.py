@@ -66,6 +66,14 @@ AGENT = textwrap.dedent(
         for step in range(1, 7):
             print(f"step {step} of 6", flush=True)
             time.sleep(0.7)
+    if "[egress]" in prompt:  # asks the sandbox's proxy for a host no workflow allows
+        import socket
+        try:
+            with socket.create_connection(("127.0.0.1", 3128), timeout=5) as proxy:
+                proxy.sendall(b"CONNECT example.com:443 HTTP/1.1\\r\\n\\r\\n")
+                print("the proxy said", proxy.recv(200).decode(errors="replace").split("\\r")[0])
+        except OSError as error:
+            print("no proxy:", error)
     (work / "attempts.txt").open("a").write("attempt\\n")
     passes = not ("[never-pass]" in prompt or ("[fail-first]" in prompt and not retried))
     if passes:
