@@ -16,6 +16,14 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True)
+class AccessToken:
+    """An installation access token and when GitHub expires it."""
+
+    value: str = field(repr=False)  # a repr in a log or traceback must not show it
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
 class CachedPage:
     """What we remember of a page: its ETag and the next page's URL at that time."""
 

@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 from adapters.answers import (
+    AccessToken,
     AppInfo,
     CachedPage,
     CheckRunInfo,
@@ -60,6 +61,7 @@ from adapters.normalized import (
 )
 
 __all__ = [
+    "AccessToken",
     "AppInfo",
     "CachedPage",
     "CheckRunInfo",
@@ -134,6 +136,11 @@ class CodeHost(Protocol):
     async def aclose(self) -> None: ...
 
     async def installation_token(self, installation_id: int) -> str: ...
+
+    async def run_token(self, installation_id: int, full_name: str, *, write: bool) -> AccessToken:
+        """A new token for one run: `full_name`'s contents only (write, or read), never cached
+        or shared with anything else."""
+        ...
 
     # repositories and their files
     async def repo_installation(self, full_name: str) -> InstallationInfo: ...

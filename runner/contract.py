@@ -13,7 +13,15 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_serializer
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    FieldSerializationInfo,
+    SecretStr,
+    ValidationError,
+    field_serializer,
+)
 
 # 2: RunSpec.sandbox (issue 15); a runner of version 1 would run a spec unconfined.
 SCHEMA_VERSION = 2
@@ -67,6 +75,15 @@ class ContractMismatch(Exception):
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# Secrets (the git token, the provider's env) are in clear only in `RunSpec.to_wire`, the
+# runner's copy; any other JSON dump of a spec (the run's row, a log) has them masked.
+_REVEAL = {"reveal_secrets": True}
+
+
+def _revealing(info: FieldSerializationInfo) -> bool:
+    return isinstance(info.context, dict) and info.context.get("reveal_secrets") is True
 
 
 Name = Annotated[str, Field(min_length=1, max_length=200)]
@@ -123,8 +140,12 @@ class AgentConfig(_Model):
     extra_args: tuple[str, ...] = ()
 
     @field_serializer("env", when_used="json")
-    def _reveal_env(self, env: dict[str, SecretStr]) -> dict[str, str]:
-        # Wire form only; repr() and logs still show '**********'.
+    def _reveal_env(
+        self, env: dict[str, SecretStr], info: FieldSerializationInfo
+    ) -> dict[str, str]:
+        # Wire form only; repr(), logs and stored copies show '**********'.
+        if not _revealing(info):
+            return {key: str(value) for key, value in env.items()}
         return {key: value.get_secret_value() for key, value in env.items()}
 
 
@@ -220,11 +241,14 @@ class RunSpec(_Model):
     sandbox: SandboxPolicy = SandboxPolicy()
 
     @field_serializer("git_token", when_used="json")
-    def _reveal_token(self, token: SecretStr | None) -> str | None:
-        return None if token is None else token.get_secret_value()
+    def _reveal_token(self, token: SecretStr | None, info: FieldSerializationInfo) -> str | None:
+        if token is None or not _revealing(info):
+            return None  # a stored copy holds no token (a resend mints a new one)
+        return token.get_secret_value()
 
     def to_wire(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        """The spec for its runner, secrets in clear (`model_dump(mode="json")` masks them)."""
+        return self.model_dump(mode="json", context=_REVEAL)
 
     @classmethod
     def from_wire(cls, data: object) -> Self:

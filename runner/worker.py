@@ -47,7 +47,7 @@ from runner.contract import (
     run_cancel_key,
     run_queue,
 )
-from runner.delivery import RESULT_TTL_SECONDS, Results, store
+from runner.delivery import Results, store
 from runner.events import RedisEventSink
 from runner.execute import Cancellation, execute
 from runner.git import GitError
@@ -87,6 +87,7 @@ async def execute_run(ctx: dict[str, Any], spec_wire: object) -> dict[str, Any]:
     """The arq job: one RunSpec (wire dict) in, one RunResult (wire dict) out."""
     config: RunnerConfig = ctx["config"]
     redis: ArqRedis = ctx["redis"]
+    results: Results = ctx["results"]
     try:
         spec = RunSpec.from_wire(spec_wire)
     except ContractMismatch as error:
@@ -94,9 +95,12 @@ async def execute_run(ctx: dict[str, Any], spec_wire: object) -> dict[str, Any]:
         run_id = spec_wire.get("run_id") if isinstance(spec_wire, dict) else None
         now = time.time()
         refused = _refusal(str(run_id or "unknown"), str(error), config.machine, now)
-        return refused
+        # Through our result key like any other (arq keeps no results): the control plane
+        # finishes the run as refused instead of sending it again.
+        results.keep(refused)
+        await results.deliver(refused)
+        return refused.to_wire()
     runs: dict[str, Cancellation] = ctx["runs"]
-    results: Results = ctx["results"]
     # Redis came back empty and the control plane sent the run again: never twice.
     if spec.run_id in runs:
         log.warning("run_already_running", run_id=spec.run_id)
@@ -191,7 +195,7 @@ async def remove_worktree(ctx: dict[str, Any], repo_full_name: str, work_branch:
     return "removed"
 
 
-def _refusal(run_id: str, error: str, machine: str, now: float) -> dict[str, Any]:
+def _refusal(run_id: str, error: str, machine: str, now: float) -> RunResult:
     at = datetime.fromtimestamp(now, UTC)
     return RunResult(
         run_id=run_id,
@@ -201,7 +205,7 @@ def _refusal(run_id: str, error: str, machine: str, now: float) -> dict[str, Any
         machine=machine,
         started_at=at,
         finished_at=at,
-    ).to_wire()
+    )
 
 
 async def _watch_cancel(
@@ -340,7 +344,12 @@ def make_runner(config: RunnerConfig, *, burst: bool = False) -> Worker:
         burst=burst,
         max_jobs=config.max_runs,
         job_timeout=JOB_TIMEOUT_SECONDS,
-        keep_result=RESULT_TTL_SECONDS,
+        # No arq results: arq keeps a job's arguments with its result, and a run's are its
+        # spec, git token and provider keys included. A run's result travels under
+        # `openase:run:<id>:result` (runner/delivery.py); a job that failed before its
+        # function ran (expired, aborted, refused by arq) is stored under this setting,
+        # not the function's.
+        keep_result=0,
         allow_abort_jobs=True,
         handle_signals=False,
         poll_delay=0.05,

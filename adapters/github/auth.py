@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -10,7 +9,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from adapters.base import PayloadError
+from adapters.base import AccessToken, PayloadError
 from adapters.errors import AdapterError
 
 # GitHub refuses a JWT issued "in the future" (clock drift) or living over 10 minutes.
@@ -31,14 +30,6 @@ def app_jwt(app_id: int, private_key: RSAPrivateKey | str, *, now: datetime | No
         "iss": str(app_id),
     }
     return jwt.encode(claims, private_key, algorithm="RS256")
-
-
-@dataclass(frozen=True)
-class AccessToken:
-    """An installation access token and when GitHub expires it."""
-
-    value: str = field(repr=False)  # a repr in a log or traceback must not show it
-    expires_at: datetime = field()
 
 
 def load_private_key(pem: str) -> RSAPrivateKey:

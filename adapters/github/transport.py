@@ -1,5 +1,5 @@
-"""Requests to GitHub's REST API as an App or an installation: cached installation tokens,
-paging with ETags, rate limits.
+"""Requests to GitHub's REST API as an App or an installation: cached installation tokens
+(and uncached, narrower ones for runs), paging with ETags, rate limits.
 
 githubkit (fixed in the stack) sends the requests. We call its raw `arequest` rather than
 its typed REST methods because paging and conditional requests need the response headers
@@ -24,10 +24,9 @@ import httpx
 import structlog
 from githubkit.exception import RequestError, RequestFailed
 
-from adapters.base import CachedPage, EtagStore, Json, Page, PayloadError
+from adapters.base import AccessToken, CachedPage, EtagStore, Json, Page, PayloadError
 from adapters.errors import AdapterError, RateLimited, RequestRejected, TransientError
 from adapters.github.auth import (
-    AccessToken,
     app_jwt,
     load_private_key,
     parse_access_token,
@@ -125,6 +124,34 @@ class GitHubTransport:
                 expires_at=token.expires_at.isoformat(),
             )
             return token.value
+
+    async def run_token(self, installation_id: int, full_name: str, *, write: bool) -> AccessToken:
+        """A new token for one run: the contents of `full_name` alone, write or read.
+
+        Never cached and never used for our own requests: each run's token is minted for
+        it, so a leaked one reaches one repository's code, for an hour at most.
+        """
+        _, name = checked_full_name(full_name).split("/")
+        response = await self.request(
+            "POST",
+            f"/app/installations/{installation_id}/access_tokens",
+            installation_id=None,
+            # GitHub's `apps/create-installation-access-token`: names without the owner;
+            # metadata:read comes with any token.
+            json={
+                "repositories": [name],
+                "permissions": {"contents": "write" if write else "read"},
+            },
+        )
+        token = parse_access_token(json_body(response), installation_id)
+        log.info(
+            "github_run_token",
+            installation_id=installation_id,
+            repo=full_name,
+            write=write,
+            expires_at=token.expires_at.isoformat(),
+        )
+        return token
 
     def _fresh(self, token: AccessToken) -> bool:
         return token.expires_at - TOKEN_REFRESH_MARGIN > self._clock()

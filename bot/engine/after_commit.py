@@ -67,8 +67,8 @@ async def _signal(engine: Engine, followups: Followups) -> None:
             await redis.set(run_cancel_key(run_id), reason[:500], ex=CANCEL_TTL_SECONDS)
         except (RedisError, OSError) as exc:
             log.warning("cancel_not_sent", run_id=run_id, error=type(exc).__name__)
-    for spec, machine in followups.sends:
-        await send(engine, spec, machine)
+    for spec, machine, token_expires in followups.sends:
+        await send(engine, spec, machine, token_expires)
     stamp = followups.decision or f"{time.time_ns()}"
     for installation_id in followups.outbox:
         await enqueue_perform(

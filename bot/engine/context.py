@@ -117,7 +117,8 @@ class Followups:
     outbox: set[int | None] = field(default_factory=set)  # installations with new effects
     later: dict[int, datetime] = field(default_factory=dict)  # ticket -> dispatch at (backoff)
     dispatch_due: bool = False  # a slot freed up: start the tickets waiting for one
-    sends: list[tuple[RunSpec, str]] = field(default_factory=list)  # (spec, machine) to send
+    # (spec, machine, when its git token expires) to send
+    sends: list[tuple[RunSpec, str, datetime]] = field(default_factory=list)
     decision: str = ""  # names the enqueued outbox job
 
 

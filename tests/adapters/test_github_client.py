@@ -162,6 +162,39 @@ async def test_token_length_is_not_assumed(
     assert github_api.requests[-1].headers["authorization"] == f"Bearer {token}"
 
 
+async def test_each_run_token_is_new_for_one_repository_and_never_the_bots_own(
+    app: GitHubApp, github_api: FakeGitHubAPI, repo: FakeRepo, clock: Clock
+) -> None:
+    own = await app.installation_token(INSTALLATION)
+    writes = await app.run_token(INSTALLATION, "acme/widgets", write=True)
+    reads = await app.run_token(INSTALLATION, "acme/widgets", write=False)
+    again = await app.run_token(INSTALLATION, "acme/widgets", write=True)
+    assert len({own, writes.value, reads.value, again.value}) == 4
+    assert writes.expires_at == clock.now + timedelta(hours=1)
+    assert "ghs_" not in repr(writes)
+    # GitHub's `apps/create-installation-access-token` body (the fake checks it against
+    # githubkit's models of GitHub's OpenAPI description): names without the owner.
+    bodies = [body for _, body in github_api.calls("POST", r"/access_tokens$")]
+    write = {"repositories": ["widgets"], "permissions": {"contents": "write"}}
+    read = {"repositories": ["widgets"], "permissions": {"contents": "read"}}
+    assert bodies == [None, write, read, write]
+    assert github_api.token_scopes[reads.value] == read
+    # The bot's own calls go on with the installation's token, fetched once.
+    await app.repository("acme/widgets", INSTALLATION)
+    assert github_api.requests[-1].headers["authorization"] == f"Bearer {own}"
+    assert await app.installation_token(INSTALLATION) == own
+
+
+async def test_a_run_token_for_a_repository_outside_the_installation_is_refused(
+    app: GitHubApp, github_api: FakeGitHubAPI, repo: FakeRepo
+) -> None:
+    with pytest.raises(RequestRejected) as caught:
+        await app.run_token(INSTALLATION, "acme/gadgets", write=True)
+    assert caught.value.status == 422
+    with pytest.raises(ValueError, match="OWNER/REPO"):
+        await app.run_token(INSTALLATION, "widgets", write=True)
+
+
 async def test_a_revoked_token_is_replaced_once(
     app: GitHubApp, github_api: FakeGitHubAPI, repo: FakeRepo
 ) -> None:
@@ -191,6 +224,7 @@ async def test_no_token_is_ever_logged(
     github_api.add_issue(repo, 1, title="one")
     with capture_logs() as logs:
         await app.repository("acme/widgets", INSTALLATION)
+        await app.run_token(INSTALLATION, "acme/widgets", write=True)
         async for _ in app.pages(
             "/repos/acme/widgets/issues",
             installation_id=INSTALLATION,
@@ -241,6 +275,7 @@ async def test_fake_answers_have_the_shapes_of_githubs_openapi_models(
     github_api.add_pull(repo, 2, title="a fix", body="Fixes #1")
     await app.repo_installation("acme/widgets")
     await app.repository("acme/widgets", INSTALLATION)
+    await app.run_token(INSTALLATION, "acme/widgets", write=False)
     for kind in ("issues", "pulls"):
         async for _ in app.pages(
             f"/repos/acme/widgets/{kind}",
@@ -268,7 +303,7 @@ async def test_fake_answers_have_the_shapes_of_githubs_openapi_models(
             model = next(m for suffix, m in models.items() if path.endswith(suffix))
             type_validate_python(model, response.json())
             checked += 1
-    assert checked == 5
+    assert checked == 6
 
 
 # --- paging and ETags ---------------------------------------------------------------------

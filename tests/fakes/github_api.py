@@ -112,6 +112,8 @@ class FakeGitHubAPI:
         self.repos: dict[str, FakeRepo] = {}  # by lower-case full name
         self.tokens: dict[str, tuple[int, datetime]] = {}  # token -> (installation, expiry)
         self.token_requests: list[int] = []
+        # token -> what it was asked for (the request's JSON; {} for the installation's all)
+        self.token_scopes: dict[str, Json] = {}
         self.make_token: Callable[[], str] = lambda: "ghs_" + secrets.token_hex(18)
         self.token_lifetime = timedelta(hours=1)
         # GitHub caps per_page at 100; a lower cap lets a test page without hundreds of items.
@@ -457,14 +459,35 @@ class FakeGitHubAPI:
             return self._answer(401, {"message": "A JSON web token could not be decoded"})
         if int(inst) not in self.installations:
             return self._answer(404, {"message": "Not Found"})
+        scope: Any = {}
+        if request.content:  # a narrower token: GitHub's schema, names without the owner
+            scope = self._body(request, gh.AppInstallationsInstallationIdAccessTokensPostBody)
+            if isinstance(scope, httpx.Response):
+                return scope
+        mine = {
+            repo.data["name"].lower()
+            for repo in self.repos.values()
+            if repo.installation_id == int(inst)
+        }
+        if any(name.lower() not in mine for name in scope.get("repositories") or ()):
+            return self._answer(
+                422,
+                {
+                    "message": "There is at least one repository that does not exist or is "
+                    "not accessible to the parent installation."
+                },
+            )
         self.token_requests.append(int(inst))
         token = self.make_token()
         expires_at = self.clock() + self.token_lifetime
         self.tokens[token] = (int(inst), expires_at)
+        self.token_scopes[token] = scope
         body = {
             "token": token,
             "expires_at": expires_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "permissions": {"issues": "write", "metadata": "read", "pull_requests": "write"},
+            "permissions": {"metadata": "read", **scope["permissions"]}
+            if scope.get("permissions")
+            else {"issues": "write", "metadata": "read", "pull_requests": "write"},
             "repository_selection": "selected",
         }
         return self._answer(201, body)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -53,6 +54,17 @@ def test_a_spec_survives_the_wire_with_its_secrets() -> None:
 def test_secrets_never_show_in_repr_or_python_dumps() -> None:
     original = spec()
     for text in (repr(original), str(original), str(original.model_dump())):
+        assert "ghs_short_lived" not in text
+        assert "sk-ant-secret" not in text
+
+
+def test_only_the_wire_form_carries_secrets_other_json_dumps_mask_them() -> None:
+    """The run's row keeps `model_dump(mode="json")`: no token, the env masked."""
+    original = spec()
+    stored = original.model_dump(mode="json")
+    assert stored["git_token"] is None
+    assert stored["agent"]["env"] == {"ANTHROPIC_API_KEY": "**********"}
+    for text in (json.dumps(stored), original.model_dump_json()):
         assert "ghs_short_lived" not in text
         assert "sk-ant-secret" not in text
 

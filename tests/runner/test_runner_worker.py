@@ -1,11 +1,15 @@
 """The machine side through arq and a real Redis: registration, runs in, results and events
-out, cancellation through Redis, refusing another contract version, and SIGTERM hand-back."""
+out, cancellation through Redis, refusing another contract version, SIGTERM hand-back, and
+no secret of a spec left in Redis once its job is done."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -17,12 +21,14 @@ from typing import Any, cast
 import pytest
 from arq.connections import ArqRedis, RedisSettings, create_pool
 from arq.jobs import Job, JobStatus
+from structlog.testing import capture_logs
 
 from runner.contract import (
     MACHINES_SET,
     REMOVE_WORKTREE_JOB,
     RUN_JOB,
     SCHEMA_VERSION,
+    AgentConfig,
     AgentEvent,
     EventKind,
     Limits,
@@ -37,6 +43,7 @@ from runner.contract import (
 from runner.worker import RunnerConfig, serve_runner
 from tests.conftest import Services
 from tests.support.git_repos import make_remote, show
+from tests.support.redis_scan import key_count, keys_holding
 from tests.support.runs import PARTIAL_THEN, script, spec_for
 
 MACHINE = "m-test"
@@ -82,12 +89,27 @@ async def wait_for(check: Any, seconds: float = 15) -> Any:
     raise AssertionError("condition not met in time")
 
 
-async def enqueue(redis: ArqRedis, wire: Any, run_id: str) -> Job:
+async def enqueue(redis: ArqRedis, wire: Any, run_id: str, **options: Any) -> Job:
     job = await redis.enqueue_job(
-        RUN_JOB, wire, _queue_name=run_queue(MACHINE), _job_id=f"run:{run_id}"
+        RUN_JOB, wire, _queue_name=run_queue(MACHINE), _job_id=f"run:{run_id}", **options
     )
     assert job is not None
     return job
+
+
+async def result_of(redis: ArqRedis, run_id: str) -> RunResult:
+    """The run's result where the control plane reads it (arq keeps none)."""
+
+    async def stored() -> bytes | None:
+        value: bytes | None = await redis.get(run_result_key(run_id))
+        return value
+
+    return RunResult.from_wire(json.loads(await wait_for(stored, 30)))
+
+
+async def job_done(job: Job) -> bool:
+    """arq is through with the job: not queued, not running, and nothing kept of it."""
+    return await job.status() is JobStatus.not_found
 
 
 async def events_of(redis: ArqRedis, run_id: str) -> list[AgentEvent]:
@@ -119,7 +141,8 @@ async def test_a_run_goes_through_the_queue_and_streams_its_events(
     spec = spec_for(remote, [str(agent)], run_id="q-1")
     job = await enqueue(redis, spec.to_wire(), "q-1")
 
-    result = RunResult.from_wire(await job.result(timeout=30))
+    result = await result_of(redis, "q-1")
+    await wait_for(lambda: job_done(job))
 
     assert result.status is RunStatus.SUCCEEDED
     assert result.machine == MACHINE
@@ -129,8 +152,6 @@ async def test_a_run_goes_through_the_queue_and_streams_its_events(
     assert {"working"} <= {event.text for event in events if event.kind is EventKind.LOG}
     assert events[-1].kind is EventKind.PHASE
     assert events[-1].data["status"] == "succeeded"
-    stored = json.loads(await redis.get(run_result_key("q-1")))
-    assert RunResult.from_wire(stored) == result
 
 
 async def test_a_cancel_signal_in_redis_stops_the_run(
@@ -141,7 +162,7 @@ async def test_a_cancel_signal_in_redis_stops_the_run(
     spec = spec_for(
         remote, [str(agent), "stubborn"], run_id="c-1", limits=Limits(kill_grace_seconds=0.5)
     )
-    job = await enqueue(redis, spec.to_wire(), "c-1")
+    await enqueue(redis, spec.to_wire(), "c-1")
 
     async def agent_started() -> bool:
         return any(event.text == "wrote partial" for event in await events_of(redis, "c-1"))
@@ -149,7 +170,7 @@ async def test_a_cancel_signal_in_redis_stops_the_run(
     await wait_for(agent_started)
     started = time.monotonic()
     await redis.set(run_cancel_key("c-1"), "canceled by @hubot via /cancel")
-    result = RunResult.from_wire(await job.result(timeout=30))
+    result = await result_of(redis, "c-1")
 
     assert result.status is RunStatus.CANCELED
     assert result.error == "canceled by @hubot via /cancel"
@@ -162,8 +183,8 @@ async def test_a_spec_of_another_schema_version_is_refused(
 ) -> None:
     wire = spec_for(tmp_path / "r.git", ["true"], run_id="v-9").to_wire()
     wire["schema_version"] = SCHEMA_VERSION + 1
-    job = await enqueue(redis, wire, "v-9")
-    result = RunResult.from_wire(await job.result(timeout=30))
+    await enqueue(redis, wire, "v-9")
+    result = await result_of(redis, "v-9")  # delivered like any result: the run ends refused
     assert result.status is RunStatus.REFUSED
     assert result.error_class == "contract_mismatch"
     assert "upgrade" in (result.error or "")
@@ -271,7 +292,7 @@ async def test_aborting_the_arq_job_cancels_the_run_and_keeps_its_work(
         return any(event.text == "wrote partial" for event in await events_of(redis, "a-1"))
 
     await wait_for(agent_started)
-    assert await job.abort(timeout=20)
+    await job.abort(timeout=20)  # it says False: arq keeps no result to say it was aborted
 
     async def stored() -> bytes | None:
         value: bytes | None = await redis.get(run_result_key("a-1"))
@@ -290,8 +311,8 @@ async def test_a_finished_tickets_worktree_is_removed_when_asked(
     _, config = runner
     remote = make_remote(tmp_path)
     agent = script(tmp_path, "agent.py", "open('x.txt', 'w').write('x')\n")
-    job = await enqueue(redis, spec_for(remote, [str(agent)], run_id="w-1").to_wire(), "w-1")
-    assert RunResult.from_wire(await job.result(timeout=30)).succeeded
+    await enqueue(redis, spec_for(remote, [str(agent)], run_id="w-1").to_wire(), "w-1")
+    assert (await result_of(redis, "w-1")).succeeded
     worktree = config.workspace_root / "worktrees" / "acme" / "api"
     assert any(worktree.iterdir())
 
@@ -299,6 +320,56 @@ async def test_a_finished_tickets_worktree_is_removed_when_asked(
         REMOVE_WORKTREE_JOB, "acme/api", "openase/7-add-hello", _queue_name=run_queue(MACHINE)
     )
     assert removal is not None
-    assert await removal.result(timeout=30) == "removed"
-    assert not (worktree / "openase-7-add-hello").exists()
+
+    await wait_for(lambda: job_done(removal), 30)
+    assert not [path for path in worktree.iterdir() if path.name.startswith("openase-7-")]
     assert show(remote, "openase/7-add-hello", "x.txt") == "x"  # the pushed branch stays
+
+
+async def test_no_secret_of_a_spec_stays_in_redis_once_its_job_is_done(
+    redis: ArqRedis,
+    runner: tuple[asyncio.Event, RunnerConfig],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    token, key = "ghs_" + secrets.token_hex(18), "sk-" + secrets.token_hex(12)
+    remote = make_remote(tmp_path)
+    agent = script(tmp_path, "agent.py", PARTIAL_THEN)
+
+    def wire(run_id: str, mode: str) -> dict[str, Any]:
+        config = AgentConfig.model_validate(
+            {"cli": "command", "argv": [str(agent), mode], "env": {"API_KEY": key}}
+        )
+        spec = spec_for(
+            remote,
+            [],
+            run_id=run_id,
+            agent=config,
+            git_token=token,
+            limits=Limits(kill_grace_seconds=0.5),
+        )
+        return spec.to_wire()
+
+    refused = {**wire("s-3", "done"), "schema_version": SCHEMA_VERSION + 1}
+    caplog.set_level(logging.INFO)  # arq's own log lines (job starts name their arguments)
+    with capture_logs() as logs:
+        finished = await enqueue(redis, wire("s-1", "done"), "s-1")
+        canceled = await enqueue(redis, wire("s-2", "sleep"), "s-2")
+        other = await enqueue(redis, refused, "s-3")
+        assert (await result_of(redis, "s-1")).succeeded
+        await wait_for(lambda: _said(redis, "s-2", "wrote partial"))
+        await redis.set(run_cancel_key("s-2"), "canceled")
+        assert (await result_of(redis, "s-2")).status is RunStatus.CANCELED
+        assert (await result_of(redis, "s-3")).status is RunStatus.REFUSED
+        for job in (finished, canceled, other):
+            await wait_for(functools.partial(job_done, job), 30)
+
+    assert await key_count(redis) > 0
+    for secret in (token, key):
+        assert await keys_holding(redis, secret) == []
+        assert all(secret not in repr(entry) for entry in logs)
+        assert secret not in caplog.text
+
+
+async def _said(redis: ArqRedis, run_id: str, text: str) -> bool:
+    return any(event.text == text for event in await events_of(redis, run_id))

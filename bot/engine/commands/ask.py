@@ -72,6 +72,8 @@ async def start_ask(context: Context) -> Outcome:
     if session_id:
         agent = agent.model_copy(update={"resume_session_id": session_id})
     budget = min(ASK_BUDGET_USD, provider.limits.budget_usd or ASK_BUDGET_USD)
+    # Read-only: a token that cannot push, to the one repository.
+    token = await engine.github.run_token(repo.installation_id, repo.full_name, write=False)
     spec = RunSpec(
         run_id=run_id,
         ticket=TicketRef(
@@ -97,7 +99,7 @@ async def start_ask(context: Context) -> Outcome:
         ),
         agent=agent,
         limits=Limits(wall_seconds=600, stall_seconds=300, budget_usd=budget),
-        git_token=SecretStr(await engine.github.installation_token(repo.installation_id)),
+        git_token=SecretStr(token.value),
         push=False,
     )
     context.session.add(
@@ -117,7 +119,7 @@ async def start_ask(context: Context) -> Outcome:
         )
     )
     context.decision.note("command", f"/ask by @{context.actor.login}", run_id=run_id)
-    context.followups.sends.append((spec, machine.name))
+    context.followups.sends.append((spec, machine.name, token.expires_at))
     return Outcome(True)
 
 

@@ -1,11 +1,18 @@
 """Dispatch: a ticket in a pickup state becomes a run on a machine (DESIGN §3.7).
 
-Everything slow or remote (the repo's config, the machine registry, an installation token
-for git) is read before the claiming transaction; the claim itself is one conditional
+Everything slow or remote (the repo's config, the machine registry, the run's git token)
+is read before the claiming transaction; the claim itself is one conditional
 UPDATE under the repository's claim lock (`bot.engine.runs.claims`), so several workers dispatching
 at once never exceed a limit or start one ticket twice. The RunSpec is sent to the chosen
 machine's queue only after the claim commits; a send lost to a crash is repeated by the
 engine's cron from the run row (`resend_queued`).
+
+Each run gets a git token of its own (`CodeHost.run_token`): its repository's contents only,
+read for `/ask`, and never the installation's token the bot's own API calls use. The
+queued job necessarily holds it until a runner takes it; the job expires before the token
+does (`RUN_TOKEN_SPARE`), and an expired job is sent again with a new token. The runners
+keep no arq results (they would hold the spec), and the run's row keeps its spec without
+secrets, so no token outlives its run in Redis.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import structlog
+from arq.constants import job_key_prefix
 from arq.jobs import Job
 from pydantic import SecretStr
 from redis.exceptions import RedisError
@@ -33,6 +41,7 @@ from bot.engine.runs.claims import Limits as ClaimLimits
 from bot.engine.runs.claims import claim
 from bot.engine.runs.machines import Machine, Requirements, choose, registered, why_none
 from bot.engine.runs.spec import GATES_ONLY_AGENT, PROVIDER_KEY, build_spec
+from bot.engine.runs.tracking import HANDED_BACK, fetch_result
 from bot.errors import ConfigUnavailable
 from bot.jobs import RUN_JOB, run_queue
 from bot.tables.mirror import Repository, Ticket
@@ -58,6 +67,9 @@ CONFIG_WAIT = (
 )
 # A queued run not seen by its runner this long after it was sent is sent again.
 RESEND_AFTER = timedelta(seconds=20)
+# A queued run's job expires this long before its git token (GitHub's live an hour), so a
+# run a runner starts has at least this much of the token left to fetch and push with.
+RUN_TOKEN_SPARE = timedelta(minutes=15)
 
 
 @dataclass(frozen=True)
@@ -247,7 +259,7 @@ async def _claim_and_send(engine: Engine, prepared: Prepared) -> Decided:
     assert loaded.state is not None
     assert repo.installation_id is not None
     pickup = loaded.state.state
-    token = await engine.github.installation_token(repo.installation_id)
+    token = await engine.github.run_token(repo.installation_id, repo.full_name, write=True)
     run_id = f"t{loaded.ticket.id}-{workflow.name}-{secrets.token_hex(4)}"
     followups = Followups(decision=f"claim:{run_id}")
     async with engine.deps.sessions() as session, session.begin():
@@ -281,7 +293,7 @@ async def _claim_and_send(engine: Engine, prepared: Prepared) -> Decided:
         decision = Decision(session, engine, fresh, config, followups)
         try:
             spec, harness_id, skill_ids = await build_spec(
-                session, fresh, repo, workflow, prepared.provider, run_id, token
+                session, fresh, repo, workflow, prepared.provider, run_id, token.value
             )
         except (RenderError, NotFound) as error:
             await _refuse(decision, pickup, workflow, str(error))
@@ -294,7 +306,7 @@ async def _claim_and_send(engine: Engine, prepared: Prepared) -> Decided:
                 attempt=claimed.attempt,
                 machine=machine.name,
                 state=RunState.QUEUED,
-                # Secrets come out as '**********'; a resend fills them in from the provider.
+                # Without secrets (no token, the env as '**********'): a resend fills them in.
                 spec={**spec.model_dump(mode="json"), PROVIDER_KEY: workflow.provider},
                 harness_version_id=harness_id,
             )
@@ -318,7 +330,7 @@ async def _claim_and_send(engine: Engine, prepared: Prepared) -> Decided:
             waiting=None,
             gates_only=False,
         )
-    sent = await send(engine, spec, machine.name)
+    sent = await send(engine, spec, machine.name, token.expires_at)
     log.info("dispatched", run_id=run_id, machine=machine.name, sent=sent)
     return Decided("dispatched", followups)
 
@@ -335,11 +347,22 @@ async def _refuse(decision: Decision, pickup: str, workflow: Workflow, error: st
     )
 
 
-async def send(engine: Engine, spec: RunSpec, machine: str) -> bool:
-    """Put the run on the machine's queue (job id = run id: sending twice queues it once)."""
+async def send(engine: Engine, spec: RunSpec, machine: str, token_expires: datetime) -> bool:
+    """Put the run on the machine's queue (job id = run id: sending twice queues it once).
+
+    The job holds the spec, its token with it, until a runner takes it: it expires
+    `RUN_TOKEN_SPARE` before the token, and `resend_queued` sends the run again then."""
+    waits = token_expires - datetime.now(UTC) - RUN_TOKEN_SPARE
+    if waits <= timedelta(0):  # a token this short-lived is none to start with
+        log.warning("run_not_sent", run_id=spec.run_id, error="git token about to expire")
+        return False
     try:
         job: Job | None = await engine.deps.redis.enqueue_job(
-            RUN_JOB, spec.to_wire(), _job_id=spec.run_id, _queue_name=run_queue(machine)
+            RUN_JOB,
+            spec.to_wire(),
+            _job_id=spec.run_id,
+            _queue_name=run_queue(machine),
+            _expires=waits,
         )
     except (RedisError, OSError) as exc:
         log.warning("run_not_sent", run_id=spec.run_id, error=type(exc).__name__)
@@ -349,12 +372,14 @@ async def send(engine: Engine, spec: RunSpec, machine: str) -> bool:
 
 async def resend_queued(engine: Engine, *, older_than: timedelta = RESEND_AFTER) -> int:
     """Send again the runs committed as queued that no runner has picked up (the send was
-    lost, or Redis forgot it); the secrets a stored spec lacks are filled in anew."""
+    lost, Redis forgot it, or the job expired with its token); the secrets a stored spec
+    lacks are filled in anew, with a new token."""
     now = datetime.now(UTC)
+    redis = engine.deps.redis
     async with engine.deps.sessions() as session:
         rows = (
             await session.execute(
-                select(Run, Repository.installation_id)
+                select(Run, Repository.installation_id, Repository.full_name)
                 .join(Ticket, Ticket.id == Run.ticket_id)
                 .join(Repository, Repository.id == Ticket.repository_id)
                 .where(
@@ -365,18 +390,24 @@ async def resend_queued(engine: Engine, *, older_than: timedelta = RESEND_AFTER)
             )
         ).all()
     sent = 0
-    for run, installation_id in rows:
+    for run, installation_id, full_name in rows:
         if run.machine is None or installation_id is None:
             continue
-        stored = dict(run.spec)
-        provider = engine.control.providers.get(str(stored.pop(PROVIDER_KEY, "")))
+        if await redis.exists(job_key_prefix + run.id):
+            continue  # still queued (or just taken), its token alive: no new one
+        result = await fetch_result(redis, run.id)
+        if result is not None and result.error_class != HANDED_BACK:
+            continue  # it ran; the sweep takes its result in
+        # `_provider`, `_ask`: what the engine keeps beside the spec, not part of it.
+        stored = {key: value for key, value in run.spec.items() if not key.startswith("_")}
+        provider = engine.control.providers.get(str(run.spec.get(PROVIDER_KEY, "")))
         spec = RunSpec.model_validate(stored)
         if provider is not None and spec.agent.argv != GATES_ONLY_AGENT.argv:
             agent = spec.agent.model_copy(update={"env": dict(provider.env)})
             spec = spec.model_copy(update={"agent": agent})
-        token = await engine.github.installation_token(installation_id)
-        spec = spec.model_copy(update={"git_token": SecretStr(token)})
-        if await send(engine, spec, run.machine):
+        token = await engine.github.run_token(installation_id, full_name, write=spec.push)
+        spec = spec.model_copy(update={"git_token": SecretStr(token.value)})
+        if await send(engine, spec, run.machine, token.expires_at):
             sent += 1
             log.info("run_resent", run_id=run.id, machine=run.machine)
     return sent
