@@ -159,6 +159,10 @@ def command(
     # Fresh and private inside the sandbox, not the machine's.
     for private in ("/tmp", "/var/tmp", "/run"):  # noqa: S108
         args += ["--tmpfs", private]
+    resolver = os.path.realpath("/etc/resolv.conf")
+    if proxy_socket is None and resolver.startswith("/run/"):
+        # systemd-resolved's resolv.conf links into /run, private inside: show that file.
+        args += ["--ro-bind-try", resolver, resolver]
     for path in (*_python_prefixes(), *layout.read_only):
         args += ["--ro-bind-try", str(path), str(path)]
     args += ["--ro-bind", str(SCRIPTS), SCRIPTS_INSIDE]

@@ -268,6 +268,41 @@ done()
     )
 
 
+async def test_an_open_network_shares_the_machines_but_keeps_the_files_confined(
+    tmp_path: Path,
+    agents: Path,
+    sandbox: Sandbox,
+    canary: Path,
+    listener: tuple[int, list[bytes]],
+) -> None:
+    remote = make_remote(tmp_path)
+    port, received = listener
+    program = agent(
+        agents,
+        f"""
+def direct():
+    with socket.create_connection(("127.0.0.1", {port}), timeout=5) as conn:
+        conn.sendall(b"open")
+        return conn.recv(100).decode()
+attempt("direct", direct)
+attempt("proxy_variable", lambda: os.environ.get("HTTPS_PROXY"))
+attempt("canary", lambda: pathlib.Path({str(canary)!r}).read_text())
+done()
+""",
+    )
+    spec = spec_for(remote, [str(program)], sandbox=SandboxPolicy(network="open"))
+    result, events = await run(tmp_path, spec, sandbox=sandbox)
+
+    assert result.status is RunStatus.SUCCEEDED, result.error
+    report = committed_report(tmp_path)
+    assert report["direct"] == {"ok": True, "value": "pong:open"}
+    assert report["proxy_variable"] == {"ok": True, "value": None}
+    assert report["canary"]["ok"] is False
+    assert received == [b"open"]
+    (agent_phase,) = [e for e in events if e.kind == "phase" and e.text == "agent"]
+    assert agent_phase.data["sandbox"] == "bubblewrap, open network"
+
+
 async def test_the_git_token_is_not_in_the_environment_or_proc(
     tmp_path: Path, agents: Path, sandbox: Sandbox
 ) -> None:
