@@ -90,6 +90,19 @@ class UndefinedVariable(RenderError):
         self.variable = variable
 
 
+class UntrustedVariable(UndefinedVariable):
+    """The template used text third parties write (`ticket.body`), which harnesses never get:
+    it reaches the agent in its prompt, fenced as untrusted input."""
+
+    def __init__(self, variable: str, why: str, *, line: int | None = None) -> None:
+        super().__init__(variable, line=line)
+        self.message = (
+            f"{variable!r} is not available to harnesses: {why}, so it reaches the agent only "
+            "in its prompt, fenced as untrusted input, never in its instructions. Remove it "
+            "from the harness"
+        )
+
+
 class UnsafeTemplate(RenderError):
     """The template reached for something the sandbox refuses (Python internals, calls)."""
 

@@ -1,10 +1,12 @@
 """Harness templates to agent instructions: a pure function over ticket, repository, attempt.
 
-Templates see `ticket` (key, number, title, body, url, labels), `repository` (full_name,
-default_branch, clone_url), `attempt` (1 on the first run), `previous_failure` (None on the
-first attempt, else what made the last attempt fail) and `extra` (anything the caller adds,
-such as `extra.guidance` from `/retry GUIDANCE`). Anything else is an error naming the
-variable. Every failure is a `RenderError` with the template line when known.
+Templates see `ticket` (key, number, url, labels), `repository` (full_name, default_branch,
+clone_url), `attempt` (1 on the first run) and `extra` (anything trusted the caller adds,
+such as `extra.guidance`). Anything else is an error naming the variable. Text third parties
+write (the ticket's title and description, the previous attempt's gate output) is never
+given: the agent gets it in its prompt, fenced as untrusted input, so a template that reads
+it (`WITHHELD`) is refused with the reason, when it is published already. Every failure is
+a `RenderError` with the template line when known.
 """
 
 from __future__ import annotations
@@ -23,12 +25,15 @@ from harness_store.errors import (
     RenderError,
     RenderLimitExceeded,
     TemplateSyntax,
+    UndefinedVariable,
     UnsafeTemplate,
+    UntrustedVariable,
 )
 from harness_store.sandbox import sandbox
 
 __all__ = [
     "DEFAULT_LIMITS",
+    "WITHHELD",
     "Limits",
     "RepositoryVars",
     "TicketVars",
@@ -37,6 +42,13 @@ __all__ = [
 ]
 
 _NO_LOADING = (nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)
+# What harnesses no longer get (issue #15), and why: anyone can write it.
+WITHHELD: Mapping[str, str] = {
+    "ticket.title": "anyone who can open an issue writes its title",
+    "ticket.body": "anyone who can open an issue writes its description",
+    "previous_failure": "it is what the repository's own code (its gates) printed",
+}
+_DEFINED_TESTS = frozenset({"defined", "undefined"})
 
 
 @dataclass(frozen=True)
@@ -44,8 +56,6 @@ class TicketVars:
     """`ticket` in a template."""
 
     key: str  # "octo/hello#12", "ENG-42"
-    title: str = ""
-    body: str = ""
     number: int | None = None
     url: str | None = None
     labels: Sequence[str] = field(default=())
@@ -75,6 +85,7 @@ def _compile(source: str) -> Template:
                 "harness templates cannot extend, include or import other templates",
                 line=node.lineno,
             )
+        _refuse_withheld(tree)
         return env.from_string(tree)
     except TemplateSyntaxError as error:
         message = error.message or "invalid template"
@@ -83,13 +94,40 @@ def _compile(source: str) -> Template:
         raise TemplateSyntax(message, line=error.lineno) from None
 
 
+def _refuse_withheld(tree: nodes.Template) -> None:
+    """Raise `UntrustedVariable` for the first read of a `WITHHELD` variable (`is defined`
+    tests and names the template assigns itself are fine)."""
+    assigned = {node.name for node in tree.find_all(nodes.Name) if node.ctx != "load"}
+    tested = {id(test.node) for test in tree.find_all(nodes.Test) if test.name in _DEFINED_TESTS}
+    for node in tree.find_all((nodes.Name, nodes.Getattr, nodes.Getitem)):
+        name = _withheld_name(node)
+        if name is not None and id(node) not in tested and name.split(".")[0] not in assigned:
+            raise UntrustedVariable(name, WITHHELD[name], line=node.lineno)
+
+
+def _withheld_name(node: nodes.Node) -> str | None:
+    if isinstance(node, nodes.Name):
+        name = node.name if node.ctx == "load" else None
+    elif isinstance(node, nodes.Getattr) and isinstance(node.node, nodes.Name):
+        name = f"{node.node.name}.{node.attr}"
+    elif (
+        isinstance(node, nodes.Getitem)
+        and isinstance(node.node, nodes.Name)
+        and isinstance(node.arg, nodes.Const)
+        and isinstance(node.arg.value, str)
+    ):
+        name = f"{node.node.name}.{node.arg.value}"
+    else:
+        name = None
+    return name if name in WITHHELD else None
+
+
 def render_harness(
     source: str,
     *,
     ticket: TicketVars,
     repository: RepositoryVars,
     attempt: int = 1,
-    previous_failure: str | None = None,
     extra: Mapping[str, Any] | None = None,
     limits: Limits = DEFAULT_LIMITS,
 ) -> str:
@@ -99,8 +137,6 @@ def render_harness(
         "ticket": {
             "key": ticket.key,
             "number": ticket.number,
-            "title": ticket.title,
-            "body": ticket.body,
             "url": ticket.url,
             "labels": list(ticket.labels),
         },
@@ -110,7 +146,6 @@ def render_harness(
             "clone_url": repository.clone_url,
         },
         "attempt": attempt,
-        "previous_failure": previous_failure,
         "extra": _plain(extra or {}),
     }
     names: dict[int, str] = {}
@@ -129,6 +164,11 @@ def render_harness(
                         f"the rendered harness is longer than {limits.max_output} characters"
                     )
                 output.append(piece)
+    except UndefinedVariable as error:
+        line = error.line or _template_line(error.__traceback__)
+        if error.variable in WITHHELD:  # read in a way only rendering finds (`ticket[key]`)
+            raise UntrustedVariable(error.variable, WITHHELD[error.variable], line=line) from None
+        raise error.at_line(line) from None
     except RenderError as error:
         raise error.at_line(_template_line(error.__traceback__)) from None
     except Exception as error:

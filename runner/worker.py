@@ -53,6 +53,8 @@ from runner.execute import Cancellation, execute
 from runner.git import GitError
 from runner.machine import MachineFacts, disk_free, find_clis, memory_available
 from runner.redis_outage import OutlastingWorker, RedisOutage, stop_if_cancelled
+from runner.sandbox import bwrap
+from runner.sandbox.confine import Sandbox
 from runner.workspace import Workspace
 
 log = structlog.get_logger(__name__)
@@ -73,6 +75,9 @@ class RunnerConfig:
     labels: tuple[str, ...] = ()
     max_runs: int = 2
     drain_seconds: float = 60.0
+    # Shown read-only inside every run's sandbox besides the system and the agent CLI's own
+    # installation: where `command` agents' scripts or extra tools live.
+    sandbox_read: tuple[Path, ...] = ()
 
 
 @dataclass
@@ -125,6 +130,7 @@ async def execute_run(ctx: dict[str, Any], spec_wire: object) -> dict[str, Any]:
             sink=sink,
             cancellation=cancellation,
             machine=config.machine,
+            sandbox=ctx["sandbox"],
         )
     )
     handed_back = False
@@ -289,11 +295,17 @@ def make_runner(config: RunnerConfig, *, burst: bool = False) -> Worker:
         if "config" not in ctx:  # not when starting again after Redis went away
             ctx["config"] = config
             ctx["workspace"] = Workspace(config.workspace_root)
+            support = await bwrap.probe()
+            if not support.available:
+                log.warning("sandbox_unavailable", problem=support.problem)
+            ctx["sandbox"] = Sandbox(support, read_only=config.sandbox_read)
             ctx["facts"] = MachineFacts(
                 name=config.machine,
                 labels=list(config.labels),
                 capacity=config.max_runs,
                 clis=await find_clis(),
+                sandbox=support.tool if support.available else "",
+                sandbox_problem=support.problem,
             )
             results = Results(config.workspace_root, ctx["redis"], outage)
             ctx["results"] = results

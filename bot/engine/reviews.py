@@ -1,6 +1,7 @@
 """The engine's side of pull requests (DESIGN §4): a merged PR finishes its ticket, new
 commits pushed by a human re-run the gates, a writer's review approves it or sends it
-back to the agent with the review's text and diff comments in the prompt."""
+back to the agent with the review's text and diff comments in the prompt, fenced as
+untrusted input (each labelled with its author and place)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,13 @@ from bot.config.states import TERMINAL, State
 from bot.engine.access import WRITE_PERMISSIONS, GitHubPermissions
 from bot.engine.context import BOT, Engine, load
 from bot.engine.decision import Decision, Reacting, note
+from bot.engine.untrusted import Untrusted, untrusted
 from bot.tables.mirror import Repository, Ticket, TicketPullRequest
 from bot.tables.workflow import TicketState
 
 REVIEW_COMMENTS_MAX = 50
+REVIEW_BODY_LIMIT = 10_000  # characters of a review's text in the prompt
+REVIEW_COMMENT_LIMIT = 4_000  # of each of its comments on the diff
 
 
 async def tickets_of_pull(
@@ -141,8 +145,8 @@ async def reviewed(r: Reacting, event: PullRequestReviewed) -> None:
 
 async def _review_comments(
     engine: Engine, repo: Repository, number: int, review_id: int
-) -> list[str]:
-    """`path:line: text` for each comment the review left on the diff."""
+) -> list[tuple[str, str]]:
+    """(`path:line`, text) of each comment the review left on the diff."""
     assert repo.installation_id is not None
     comments = await engine.github.review_comments(
         repo.full_name, number, review_id, repo.installation_id, limit=REVIEW_COMMENTS_MAX
@@ -152,14 +156,18 @@ async def _review_comments(
         where = comment.path
         if comment.line:
             where += f":{comment.line}"
-        found.append(f"{where}: {comment.body.strip()}")
+        found.append((where, comment.body.strip()))
     return found
 
 
-def _feedback(who: str, state: str, body: str, comments: list[str]) -> str:
-    parts = [f"@{who} reviewed the pull request ({state.replace('_', ' ')}):"]
+def _feedback(who: str, state: str, body: str, comments: list[tuple[str, str]]) -> str:
+    """The review for the next prompt: who and how (ours), then its words (theirs, fenced)."""
+    pieces: list[Untrusted] = []
     if body.strip():
-        parts += ["", body.strip()]
-    if comments:
-        parts += ["", "Comments on the diff:", *(f"- {text}" for text in comments)]
-    return "\n".join(parts)[:20_000]
+        pieces.append(Untrusted(f"review by @{who}", body.strip(), limit=REVIEW_BODY_LIMIT))
+    pieces += [
+        Untrusted(f"review comment by @{who} on {where}", text, limit=REVIEW_COMMENT_LIMIT)
+        for where, text in comments
+    ]
+    head = f"@{who} reviewed the pull request ({state.replace('_', ' ')})."
+    return f"{head}\n\n{untrusted(pieces)}" if pieces else f"{head} The review has no text."

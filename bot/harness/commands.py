@@ -243,14 +243,7 @@ def _read_skill(name: str | None, folder: str | None) -> tuple[str, dict[str, st
 
 def _render(args: argparse.Namespace, settings: Settings) -> int:
     ref = parse_ref("harness", args.ref)
-    failure: str | None = args.previous_failure
-    attempt = (
-        parse_version(args.attempt, "--attempt")
-        if args.attempt is not None
-        else 2
-        if failure
-        else 1
-    )
+    attempt = parse_version(args.attempt, "--attempt") if args.attempt is not None else 1
     from harness_store.errors import RenderError  # here, not on top: see the docstring
     from harness_store.render import RepositoryVars, TicketVars, render_harness
 
@@ -264,8 +257,6 @@ def _render(args: argparse.Namespace, settings: Settings) -> int:
             ticket=TicketVars(
                 key=f"{_SAMPLE_REPO}#{_SAMPLE_NUMBER}",
                 number=_SAMPLE_NUMBER,
-                title=args.ticket_title,
-                body="The sample ticket's description.",
                 url=f"https://github.com/{_SAMPLE_REPO}/issues/{_SAMPLE_NUMBER}",
                 labels=("openase",),
             ),
@@ -275,7 +266,6 @@ def _render(args: argparse.Namespace, settings: Settings) -> int:
                 clone_url=f"https://github.com/{_SAMPLE_REPO}.git",
             ),
             attempt=attempt,
-            previous_failure=failure,
         )
     except RenderError as error:
         raise OpenaseError(f"{found.label} does not render: {error}") from None

@@ -309,13 +309,19 @@ async def test_an_invalid_template_is_422_naming_its_line(
     unsafe = await api.post("harnesses/coder/versions", json={"content": "ok\n{% include 'x' %}"})
     assert unsafe.status_code == 422
     assert "line 2: harness templates cannot extend, include or import" in unsafe.json()["error"]
+    withheld = await api.post("harnesses/coder/versions", json={"content": "{{ ticket.body }}"})
+    assert withheld.status_code == 422
+    assert withheld.json()["error"].startswith(
+        "harness 'coder' is not a valid template: line 1: 'ticket.body' is not available to "
+        "harnesses: anyone who can open an issue writes its description"
+    )
     empty = await api.post("harnesses/coder/versions", json={"content": "  \n"})
     assert (empty.status_code, empty.json()["error"]) == (422, "harness 'coder' is empty")
     assert await _count(deps, HarnessVersion) == 0
 
 
 async def test_hostile_content_comes_back_as_json_data(api: httpx.AsyncClient) -> None:
-    hostile = "<script>alert(1)</script>\n{{ ticket.title }}\n"
+    hostile = "<script>alert(1)</script>\n{{ ticket.key }}\n"
     await api.post(
         "harnesses/coder/versions", json={"content": hostile, "message": "<img src=x onerror=1>"}
     )

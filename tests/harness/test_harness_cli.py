@@ -215,7 +215,7 @@ async def test_every_built_in_harness_renders(openase: Openase, deps: Deps) -> N
     async with transaction(deps.sessions) as session:
         await seed_builtins(session)
     for name in builtin_harnesses():
-        done = await openase("harness", "render", name, "--previous-failure", "tests failed")
+        done = await openase("harness", "render", name, "--attempt", "2")
         assert (done.code, done.err) == (0, ""), name
         assert "example/project#1" in done.out
 
@@ -224,19 +224,14 @@ async def test_render_uses_sample_variables_and_reports_the_failing_line(
     openase: Openase, tmp_path: Path, deps: Deps
 ) -> None:
     template = (
-        "{{ ticket.title }} in {{ repository.full_name }}, attempt {{ attempt }}\n"
-        "{% if previous_failure %}Last time: {{ previous_failure }}{% endif %}\n"
+        "{{ ticket.key }} in {{ repository.full_name }}, attempt {{ attempt }}\n"
+        "{% if attempt > 1 %}Again.{% endif %}\n"
     )
     await openase("harness", "push", "coder", _file(tmp_path, "t.md", template))
     plain = await openase("harness", "render", "coder")
-    assert (plain.code, plain.out) == (0, "Example ticket in example/project, attempt 1\n")
-    retry = await openase(
-        "harness", "render", "coder@1", "--ticket-title", "Fix login",
-        "--previous-failure", "tests failed",
-    )  # fmt: skip
-    assert retry.out == "Fix login in example/project, attempt 2\nLast time: tests failed\n"
-    third = await openase("harness", "render", "coder", "--attempt", "3")
-    assert third.out.startswith("Example ticket in example/project, attempt 3\n")
+    assert (plain.code, plain.out) == (0, "example/project#1 in example/project, attempt 1\n")
+    third = await openase("harness", "render", "coder@1", "--attempt", "3")
+    assert third.out == "example/project#1 in example/project, attempt 3\nAgain.\n"
 
     broken = "Fine first line.\nThen {{ ticket.nope }}.\n"
     await openase("harness", "push", "coder", _file(tmp_path, "u.md", broken))

@@ -15,8 +15,10 @@ from harness_store.errors import (
     TemplateSyntax,
     UndefinedVariable,
     UnsafeTemplate,
+    UntrustedVariable,
 )
 from harness_store.render import (
+    WITHHELD,
     Limits,
     RepositoryVars,
     TicketVars,
@@ -27,8 +29,6 @@ from harness_store.render import (
 TICKET = TicketVars(
     key="octo/hello#12",
     number=12,
-    title="Reject empty titles",
-    body="The form accepts an empty title.",
     url="https://github.com/octo/hello/issues/12",
     labels=("bug", "openase"),
 )
@@ -45,31 +45,64 @@ def render(source: str, **kwargs: Any) -> str:
 
 def test_every_variable_reaches_the_template() -> None:
     source = (
-        "{{ ticket.key }}|{{ ticket.number }}|{{ ticket.title }}|{{ ticket.body }}|"
+        "{{ ticket.key }}|{{ ticket.number }}|"
         "{{ ticket.url }}|{{ ticket.labels | join(',') }}\n"
         "{{ repository.full_name }}|{{ repository.default_branch }}|{{ repository.clone_url }}\n"
-        "{{ attempt }}|{{ previous_failure }}|{{ extra.guidance }}|{{ extra.nested.deep }}\n"
+        "{{ attempt }}|{{ extra.guidance }}|{{ extra.nested.deep }}\n"
     )
 
-    out = render(
-        source,
-        attempt=2,
-        previous_failure="tests failed",
-        extra={"guidance": "smaller", "nested": {"deep": 1}},
-    )
+    out = render(source, attempt=2, extra={"guidance": "smaller", "nested": {"deep": 1}})
 
     assert out == (
-        "octo/hello#12|12|Reject empty titles|The form accepts an empty title.|"
+        "octo/hello#12|12|"
         "https://github.com/octo/hello/issues/12|bug,openase\n"
         "octo/hello|trunk|https://github.com/octo/hello.git\n"
-        "2|tests failed|smaller|1\n"
+        "2|smaller|1\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("source", "variable", "line"),
+    [
+        ("{{ ticket.title }}", "ticket.title", 1),
+        ("Fix it.\n\n{{ ticket.body | trim }}", "ticket.body", 3),
+        ("{% if previous_failure %}\n{{ previous_failure }}{% endif %}", "previous_failure", 1),
+        ("{{ ticket['body'] }}", "ticket.body", 1),
+        ("{% macro m(t) %}{{ t }}{% endmacro %}\n{{ m(ticket.title) }}", "ticket.title", 2),
+    ],
+)
+def test_text_third_parties_write_is_refused_at_publishing_with_the_reason(
+    source: str, variable: str, line: int
+) -> None:
+    with pytest.raises(UntrustedVariable) as caught:
+        check_template(source)  # what publishing runs
+    assert (caught.value.variable, caught.value.line) == (variable, line)
+    assert str(caught.value).startswith(
+        f"line {line}: {variable!r} is not available to harnesses: {WITHHELD[variable]}, so it "
+        "reaches the agent only in its prompt, fenced as untrusted input"
+    )
+    with pytest.raises(UntrustedVariable):  # a version stored before: refused when rendered
+        render(source)
+
+
+def test_text_third_parties_write_is_refused_however_a_template_reaches_for_it() -> None:
+    source = "ok\n{% set key = 'bo' ~ 'dy' %}{{ ticket[key] }}"
+    check_template(source)  # nothing names it: only rendering finds it
+    with pytest.raises(UntrustedVariable, match=r"^line 2: 'ticket.body' is not available"):
+        render(source)
+
+
+def test_asking_whether_withheld_text_exists_or_naming_ones_own_is_fine() -> None:
+    assert render("{% if ticket.body is defined %}yes{% else %}no{% endif %}") == "no"
+    assert render("{% set previous_failure = 'mine' %}{{ previous_failure }}") == "mine"
+    assert render("{% for ticket in [{'title': 't'}] %}{{ ticket.title }}{% endfor %}") == "t"
+    assert render("{{ ticket.get('body') is none }}") == "True"
 
 
 def test_rendering_is_a_pure_function() -> None:
     source = "{% for label in ticket.labels %}{{ loop.index }}={{ label }} {% endfor %}"
     assert render(source) == render(source) == "1=bug 2=openase "
-    assert render("{% if previous_failure %}again{% else %}first{% endif %}") == "first"
+    assert render("{% if attempt > 1 %}again{% else %}first{% endif %}") == "first"
 
 
 def test_the_ordinary_template_toolbox_works() -> None:
@@ -78,15 +111,15 @@ def test_the_ordinary_template_toolbox_works() -> None:
         "{% for label in ticket.labels | sort %}{{ item(label) }} {% endfor %}|"
         "{% set ns = namespace(total=0) %}{% for i in range(4) %}{% set ns.total = ns.total + i %}"
         "{% endfor %}{{ ns.total }}|{% set c = cycler('a', 'b') %}{{ c.next() }}{{ c.next() }}|"
-        "{{ '{}: {}'.format(ticket.key, ticket.title.lower()) }}|"
-        "{{ ticket.title.replace('empty', 'blank') }}|{{ ', '.join(ticket.labels) }}|"
-        "{{ ticket.get('number') }}|{{ ticket.body | wordcount }}|"
+        "{{ '{}: {}'.format(ticket.key, repository.full_name.upper()) }}|"
+        "{{ repository.full_name.replace('hello', 'world') }}|{{ ', '.join(ticket.labels) }}|"
+        "{{ ticket.get('number') }}|{{ ticket.url | replace('/', ' ') | wordcount }}|"
         "{{ [1, 2] ~ (3,) ~ {'a': 1} }}|{{ 2 ** 10 }}|{{ 'ab' * 2 }}|{{ ticket.labels | tojson }}"
     )
 
     assert render(source) == (
-        "- BUG - OPENASE |6|ab|octo/hello#12: reject empty titles|Reject blank titles|"
-        'bug, openase|12|6|[1, 2](3,){\'a\': 1}|1024|abab|["bug", "openase"]'
+        "- BUG - OPENASE |6|ab|octo/hello#12: OCTO/HELLO|octo/world|"
+        'bug, openase|12|7|[1, 2](3,){\'a\': 1}|1024|abab|["bug", "openase"]'
     )
 
 
@@ -172,8 +205,8 @@ ESCAPES = [
     ("{{ dict.fromkeys(range(3)) }}", UnsafeTemplate),
     ("{{ range.__globals__ }}", UnsafeTemplate),
     ("{{ range.__self__ }}", UndefinedVariable),
-    ("{{ ticket.title.encode() }}", UnsafeTemplate),
-    ("{{ ticket.title.translate({}) }}", UnsafeTemplate),
+    ("{{ ticket.key.encode() }}", UnsafeTemplate),
+    ("{{ ticket.key.translate({}) }}", UnsafeTemplate),
     ("{{ ticket.update(key='x') }}", UnsafeTemplate),
     ("{{ ticket.labels.append('x') }}", UnsafeTemplate),
     ("{{ ticket.labels.pop() }}", UnsafeTemplate),
@@ -192,8 +225,8 @@ ESCAPES = [
     ("{{ [0] * 10**8 }}", RenderLimitExceeded),
     ("{{ 2 ** 100000 }}", RenderLimitExceeded),
     ("{{ (10 ** 1000) * (10 ** 1000) }}", RenderLimitExceeded),
-    ("{{ ticket.title.ljust(10**9) }}", RenderLimitExceeded),
-    ("{{ ticket.title.expandtabs(10**9) }}", UnsafeTemplate),
+    ("{{ ticket.key.ljust(10**9) }}", RenderLimitExceeded),
+    ("{{ ticket.key.expandtabs(10**9) }}", UnsafeTemplate),
     ("{{ ('x' * 200000).replace('', 'y' * 200000) }}", RenderLimitExceeded),
     ("{{ ','.join(['x' * 200000] * 3) }}", RenderLimitExceeded),
     ("{{ range(1000) | join('x' * 1000) }}", RenderLimitExceeded),
@@ -263,14 +296,14 @@ def test_a_render_that_runs_too_long_is_stopped() -> None:
 def test_output_is_capped() -> None:
     with pytest.raises(RenderLimitExceeded, match="longer than 1000 characters"):
         render(
-            "{% for i in range(200) %}{{ ticket.title }}{% endfor %}",
+            "{% for i in range(200) %}{{ ticket.key }}{% endfor %}",
             limits=Limits(max_output=1000),
         )
     assert len(render("{{ 'x' * 1000 }}", limits=Limits(max_output=1000))) == 1000
 
 
 def test_oversized_variables_are_refused() -> None:
-    huge = TicketVars(key="k", body="x" * 300_000)
+    huge = TicketVars(key="k", labels=("x" * 300_000,))
     with pytest.raises(RenderLimitExceeded, match="variable 'ticket' is larger than"):
         render_harness("{{ ticket.key }}", ticket=huge, repository=REPO)
 

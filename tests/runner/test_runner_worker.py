@@ -40,6 +40,7 @@ from runner.contract import (
     run_queue,
     run_result_key,
 )
+from runner.sandbox import bwrap
 from runner.worker import RunnerConfig, serve_runner
 from tests.conftest import Services
 from tests.support.git_repos import make_remote, show
@@ -129,6 +130,10 @@ async def test_the_runner_registers_its_machine(
     assert int(facts[b"disk_free_bytes"]) > 0
     assert int(facts[b"memory_available_bytes"]) > 0
     assert int(facts[b"schema_version"]) == SCHEMA_VERSION
+    # Whether it can confine runs, as the engine routes by it: the tool, or why not.
+    support = await bwrap.probe()
+    assert facts[b"sandbox"].decode() == (support.tool if support.available else "")
+    assert facts[b"sandbox_problem"].decode() == support.problem
     assert 0 < await redis.ttl(machine_key(MACHINE)) <= 30
     assert await cast(Awaitable[int], redis.sismember(MACHINES_SET, MACHINE))
 

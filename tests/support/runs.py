@@ -16,6 +16,7 @@ from runner.contract import (
     RepoRef,
     RunResult,
     RunSpec,
+    SandboxPolicy,
     SkillSpec,
     TicketRef,
 )
@@ -59,6 +60,10 @@ def spec_for(
             "agent": AgentConfig.model_validate({"cli": cli, "argv": argv, "binary": binary}),
             "hooks": hooks or Hooks(),
             "limits": limits or Limits(),
+            # The runner's mechanics (git, limits, hooks) are tested unconfined, as a
+            # workflow with `sandbox: off` runs; tests/runner/sandbox/ pass
+            # `sandbox=SandboxPolicy(...)` and a machine Sandbox to run them confined.
+            "sandbox": SandboxPolicy(enabled=False),
             **extra,
         }
     )

@@ -144,6 +144,7 @@ async def _prepare(engine: Engine, ticket_id: int) -> Prepared | Decided:
                 *workflow.machine_labels,
             )
         ),
+        sandboxed=workflow.sandbox == "on",
     )
     machines = await registered(engine.deps.redis)
     async with engine.deps.sessions() as session:

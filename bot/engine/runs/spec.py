@@ -1,7 +1,11 @@
 """The RunSpec of a claimed ticket (DESIGN §6): its harness rendered for this attempt
 (a `/harness` pin first; a retry keeps the version its stage started with), its skills,
 the provider's agent, the workflow's hooks and limits, the ticket's one work branch, and
-a prompt that carries what a reviewer asked for."""
+a prompt that carries what a reviewer asked for.
+
+What third parties wrote (the ticket's title and description, a review, the gates' output of
+the last attempt) goes into the prompt only, fenced as untrusted input; the harness is given
+trusted facts alone (issue #15)."""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.config.control import Provider, run_limits
 from bot.config.workflow import Workflow
 from bot.engine.context import Loaded
+from bot.engine.untrusted import Untrusted, untrusted
 from bot.tables.mirror import Repository, Ticket
 from bot.tables.workflow import Run
 from harness_store.models import HarnessVersion, SkillVersion
@@ -30,6 +35,9 @@ from runner.contract import (
 # The no-op agent of a gates-only run: the runner commits nothing and runs the gates.
 GATES_ONLY_AGENT = AgentConfig(cli="command", argv=("true",))
 PROVIDER_KEY = "_provider"  # beside the stored spec: whose env a resend fills in
+TITLE_LIMIT = 1_000  # characters of a ticket's title in a prompt
+BODY_LIMIT = 30_000  # of its description (GitHub allows 65,536)
+FAILURE_LIMIT = 12_000  # of the last attempt's failure, its end kept
 
 
 async def build_spec(
@@ -47,8 +55,6 @@ async def build_spec(
     skills = await current_skills(session, workflow.skills)
     ticket_vars = TicketVars(
         key=ticket.key,
-        title=ticket.title,
-        body=ticket.body,
         number=ticket.number,
         url=ticket.html_url,
         labels=tuple(ticket.labels),
@@ -58,13 +64,8 @@ async def build_spec(
         default_branch=repo.default_branch or "main",
         clone_url=repo.clone_url or "",
     )
-    previous = row.last_failure  # a retry, or a Retry after giving up, learns why
     text = render_harness(
-        harness.content,
-        ticket=ticket_vars,
-        repository=repo_vars,
-        attempt=row.attempt,
-        previous_failure=previous,
+        harness.content, ticket=ticket_vars, repository=repo_vars, attempt=row.attempt
     )
     agent = provider.agent_config()
     if row.gates_only:
@@ -97,7 +98,8 @@ async def build_spec(
         hooks=workflow.hooks,
         limits=run_limits(workflow, provider),
         attempt=row.attempt,
-        previous_failure=previous,
+        # A retry, or a Retry after giving up, learns why; the runner adds it to the prompt.
+        previous_failure=failure_input(row.last_failure),
         git_token=SecretStr(token),
     )
     return spec, harness.id, [skill.id for skill in skills]
@@ -147,8 +149,32 @@ def work_branch(ticket: Ticket) -> str:
 
 
 def prompt_for(ticket: Ticket, feedback: str | None) -> str:
-    """The task of this run: the ticket, and what a reviewer asked for, if anything."""
-    parts = [f"Work on {ticket.key}: {ticket.title}", "", ticket.body or "(no description)"]
+    """The task of this run: the ticket's own words as untrusted input, then what a review
+    (fenced where the reviewer wrote it, see `reviews`) or a `/retry` asked for, if anything."""
+    where = f" ({ticket.html_url})" if ticket.html_url else ""
+    parts = [
+        f"Work on ticket {ticket.key}{where} as your instructions say. What it asks for is "
+        "in its title and description, below.",
+        "",
+        untrusted(ticket_input(ticket)),
+    ]
     if feedback:
         parts += ["", "## Review feedback to address", "", feedback]
     return "\n".join(parts)
+
+
+def ticket_input(ticket: Ticket) -> list[Untrusted]:
+    """The ticket's title and description, labelled with their author."""
+    by = f" by @{ticket.author_login}" if ticket.author_login else ""
+    return [
+        Untrusted(f"ticket title{by}", ticket.title, limit=TITLE_LIMIT),
+        Untrusted(f"ticket description{by}", ticket.body, limit=BODY_LIMIT),
+    ]
+
+
+def failure_input(failure: str | None) -> str | None:
+    """The last attempt's failure (its gates' output, or why it stopped), fenced."""
+    if not failure:
+        return None
+    label = "how the previous attempt failed (gate output: the repository's code printed it)"
+    return untrusted([Untrusted(label, failure, limit=FAILURE_LIMIT, keep="end")])

@@ -188,7 +188,12 @@ async def test_ask_answers_without_changing_anything(w: World) -> None:
     (run,) = await w.runs(12)
     assert run.workflow == "ask"
     assert run.spec["push"] is False
-    assert "What does src/app.py print?" in run.spec["prompt"]
+    # The question and the ticket are in the prompt, fenced; the harness has neither.
+    prompt = run.spec["prompt"]
+    assert "**question by @alice**:\n\n```text\nWhat does src/app.py print?\n```" in prompt
+    assert "**:\n\n```text\nA question\n```" in prompt  # the ticket's title
+    for written in ("What does src/app.py print?", "A question", "add PASS"):
+        assert written not in run.spec["harness"]["text"]
     row = await w.state(12)
     assert row is None or row.state == State.BACKLOG
     assert w.repo.pulls == []
