@@ -28,6 +28,7 @@ from bot.engine.context import Engine, Followups, load
 from bot.engine.decision import Decision
 from bot.engine.runs.spec import GATES_ONLY_AGENT, work_branch
 from bot.engine.runs.tracking import HANDED_BACK, collect_events, fetch_result
+from bot.engine.untrusted import fence
 from bot.errors import ConfigUnavailable
 from bot.tables.mirror import Ticket
 from bot.tables.workflow import Run, RunState
@@ -265,13 +266,13 @@ async def _failed(
         run_id=None,
         last_failure=failure,
     )
-    fence = "`" * max(3, _longest_backticks(failure) + 1)
+    mark = fence(failure)
     await decision.comment(
         key=f"comment:{loaded.ticket.id}:gave-up:{run.id}",
         body=(
             f"❌ **OpenASE gave up** after {row.attempt} attempt(s) of the "
             f"`{run.workflow}` workflow. The last one failed with:\n\n"
-            f"{fence}\n{failure[-6000:]}\n{fence}\n\n"
+            f"{mark}\n{failure[-6000:]}\n{mark}\n\n"
             "Move the ticket back to `todo` (or comment `/retry`) to try again."
         ),
     )
@@ -298,14 +299,6 @@ def _gate_text(hook: HookResult) -> str:
         f"The gate `{hook.name}` ({hook.phase}) {how} after {hook.duration_s:.1f} s. "
         f"Its output ends with:\n{hook.output_tail.strip()[-4000:]}"
     )
-
-
-def _longest_backticks(text: str) -> int:
-    run = best = 0
-    for char in text:
-        run = run + 1 if char == "`" else 0
-        best = max(best, run)
-    return best
 
 
 async def _report_checks(decision: Decision, run: Run, result: RunResult, gates_only: bool) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from bot.config.states import State
+from bot.engine.untrusted import fence
 
 _HEADLINES: dict[str, str] = {
     State.BACKLOG: "📋 In the backlog: not picked up yet.",
@@ -39,15 +40,6 @@ class StatusView:
     note: str | None = None  # e.g. why no machine took it
     checks: tuple[tuple[str, str], ...] = ()  # (check name, "passed" | "failed"), last run
     extra: dict[str, str] = field(default_factory=dict)
-
-
-def _fence(text: str) -> str:
-    """A code fence longer than any backtick run inside `text`."""
-    run = current = 0
-    for char in text:
-        current = current + 1 if char == "`" else 0
-        run = max(run, current)
-    return "`" * max(3, run + 1)
 
 
 def _tail(text: str, limit: int) -> str:
@@ -99,9 +91,9 @@ def render(view: StatusView) -> str:
     if view.last_failure:
         room = max(0, min(FAILURE_TAIL, MAX_BODY - len(body) - 200))
         failure = _tail(view.last_failure.strip(), room)
-        fence = _fence(failure)
+        mark = fence(failure)
         body += (
             "\n\n<details><summary>Last failure</summary>\n\n"
-            f"{fence}\n{failure}\n{fence}\n\n</details>"
+            f"{mark}\n{failure}\n{mark}\n\n</details>"
         )
     return body
