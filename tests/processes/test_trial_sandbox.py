@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import pytest
 
 from bot.processes.cli import main
 from runner.sandbox import bwrap
+from tests.support.canary import home_canary
 from tests.support.git_repos import git
 
 AGENT = """
@@ -29,12 +29,8 @@ print(json.dumps({"seen": seen}))
 
 @pytest.fixture
 def canary() -> Iterator[Path]:
-    path = Path.home() / f".openase-try-canary-{uuid.uuid4().hex}"
-    path.write_text("the user's secret")
-    try:
+    with home_canary("the user's secret") as path:
         yield path
-    finally:
-        path.unlink(missing_ok=True)
 
 
 def _repo(tmp_path: Path) -> Path:

@@ -12,7 +12,6 @@ import asyncio
 import json
 import os
 import tempfile
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from runner.contract import AgentEvent, Hooks, HookSpec, RunStatus, SandboxPolic
 from runner.sandbox import bwrap
 from runner.sandbox.confine import Sandbox
 from runner.workspace import Workspace
+from tests.support.canary import home_canary
 from tests.support.git_repos import make_remote, show
 from tests.support.runs import run, script, spec_for
 
@@ -55,13 +55,8 @@ def sandbox(support: bwrap.Support, agents: Path) -> Sandbox:
 
 @pytest.fixture
 def canary() -> Iterator[Path]:
-    """A secret in the runner user's own home, where SSH keys and cloud credentials live."""
-    path = Path.home() / f".openase-canary-{uuid.uuid4().hex}"
-    path.write_text("the runner user's secret\n")
-    try:
+    with home_canary("the runner user's secret\n") as path:
         yield path
-    finally:
-        path.unlink(missing_ok=True)
 
 
 @pytest.fixture
