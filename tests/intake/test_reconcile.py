@@ -77,7 +77,9 @@ def merged_by_hand(repo: FakeRepo, pull: Json) -> None:
 
 async def machine_online(deps: Deps, name: str = "m1") -> None:
     """A runner's registry entry: runs are sent to its queue (nobody takes them here)."""
-    facts = MachineFacts(name=name, labels=[], capacity=8, clis={"command": "1.0"}, sandbox="bubblewrap 0.8.0")
+    facts = MachineFacts(
+        name=name, labels=[], capacity=8, clis={"command": "1.0"}, sandbox="bubblewrap 0.8.0"
+    )
     await deps.redis.hset(machine_key(name), mapping=facts.to_redis())  # type: ignore[misc]  # redis-py's union return
     await deps.redis.sadd(MACHINES_SET, name)  # type: ignore[misc]
 

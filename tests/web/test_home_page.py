@@ -52,7 +52,9 @@ async def make_ready(deps: Deps, github_api: FakeGitHubAPI) -> None:
                 payload={},
             )
         )
-    facts = MachineFacts(name="m1", labels=[], capacity=2, clis={"command": "any"}, sandbox="bubblewrap 0.8.0")
+    facts = MachineFacts(
+        name="m1", labels=[], capacity=2, clis={"command": "any"}, sandbox="bubblewrap 0.8.0"
+    )
     await deps.redis.hset(machine_key("m1"), mapping=facts.to_redis())  # type: ignore[misc]  # redis-py's union return
     await deps.redis.sadd(MACHINES_SET, "m1")  # type: ignore[misc]
 

@@ -13,6 +13,7 @@ from typing import Any
 import structlog
 from pydantic import SecretStr
 
+from bot.config.control import sandbox_policy
 from bot.config.states import State
 from bot.engine.commands.parse import quote
 from bot.engine.commands.registry import Context, Outcome
@@ -107,6 +108,8 @@ async def start_ask(context: Context) -> Outcome:
         ),
         agent=agent,
         limits=Limits(wall_seconds=600, stall_seconds=300, budget_usd=budget),
+        # Confined like every run; the provider's own allowlist, no workflow's.
+        sandbox=sandbox_policy(provider),
         git_token=SecretStr(token.value),
         push=False,
     )

@@ -13,7 +13,7 @@ from pydantic import SecretStr
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.config.control import Provider, run_limits
+from bot.config.control import Provider, run_limits, sandbox_policy
 from bot.config.workflow import Workflow
 from bot.engine.context import Loaded
 from bot.engine.untrusted import Untrusted, untrusted
@@ -97,6 +97,7 @@ async def build_spec(
         agent=agent,
         hooks=workflow.hooks,
         limits=run_limits(workflow, provider),
+        sandbox=sandbox_policy(provider, workflow),
         attempt=row.attempt,
         # A retry, or a Retry after giving up, learns why; the runner adds it to the prompt.
         previous_failure=failure_input(row.last_failure),
