@@ -116,6 +116,7 @@ class Cluster:
             argv = [
                 *CLI, "runner", "--machine", machine, "--max-runs", "2",
                 "--workspace-root", str(self.root / f"ws-{machine}"), "--drain-seconds", "5",
+                "--sandbox-read", str(self.root / "agents"),
             ]  # fmt: skip
             env = self._env(machine, control=False)
         else:
@@ -230,7 +231,9 @@ async def cluster(*, agent_seconds: float, root: Path | None = None) -> AsyncIte
         output, _ = await migrate.communicate()
         if migrate.returncode != 0:
             raise RuntimeError(f"openase migrate failed:\n{output.decode()}")
-        agent = root / "agent.py"
+        # In a directory of its own, the one the runners show their sandboxes.
+        agent = root / "agents" / "agent.py"
+        agent.parent.mkdir()
         agent.write_text(AGENT.replace("SLEEP", repr(float(agent_seconds))))
         (root / "control.yml").write_text(_control_yaml(agent))
         remote = make_remote(root, repo_config(max_attempts=5))

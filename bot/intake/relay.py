@@ -46,6 +46,7 @@ from bot.intake.relay_status import (
 from bot.intake.smee import ChannelMessage, MalformedMessage, parse_message
 from bot.metrics import RELAY_EVENTS, RELAY_RECONNECTS
 from bot.servers.outages import Backoff
+from runner.redis_outage import stop_if_cancelled
 
 log = structlog.get_logger(__name__)
 
@@ -105,9 +106,9 @@ class WebhookRelay:
         self._stopping = True
         if self._delivering:
             await asyncio.wait({task}, timeout=grace)
-        if not task.done():
+        while not task.done():  # again if a client swallowed the cancellation
             task.cancel()
-            await asyncio.wait({task})
+            await asyncio.wait({task}, timeout=1.0)
 
     async def run(self) -> None:
         """Read the channel, reconnecting as needed, until cancelled or stopped."""
@@ -123,8 +124,9 @@ class WebhookRelay:
             ) as client:
                 await self._read_forever(client)
         finally:
-            writer.cancel()
-            await asyncio.wait({writer})  # so no late write outlives the clearing below
+            while not writer.done():  # so no late write outlives the clearing below
+                writer.cancel()
+                await asyncio.wait({writer}, timeout=1.0)
             with contextlib.suppress(RedisError, OSError, TimeoutError):
                 async with asyncio.timeout(STATUS_WRITE_TIMEOUT):
                     await clear_relay_status(self.deps.redis)
@@ -133,6 +135,7 @@ class WebhookRelay:
     async def _read_forever(self, client: httpx.AsyncClient) -> None:
         attempt = 0
         while not self._stopping:
+            stop_if_cancelled()  # a cancellation a client turned into an error ends us too
             reason, lasted = await self._read_once(client)
             if self._stopping:
                 return
@@ -259,6 +262,9 @@ class WebhookRelay:
 
     async def _write_status_forever(self) -> None:
         while True:
+            # Python 3.11's asyncio.timeout reports a cancellation that comes as it expires
+            # as TimeoutError, which this loop ignores: without this it would never end.
+            stop_if_cancelled()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.status_refresh):
                     await self._status_changed.wait()

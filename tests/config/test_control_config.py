@@ -74,7 +74,10 @@ def test_the_design_example_validates_as_written() -> None:
     agent = claude.agent_config()
     assert agent.cli == "claude_code"
     assert agent.env["ANTHROPIC_API_KEY"].get_secret_value() == SECRET
-    assert agent.model_dump(mode="json")["env"] == {"ANTHROPIC_API_KEY": SECRET}  # wire form
+    # Revealed only in the wire form a runner receives; every other dump masks it.
+    wire = agent.model_dump(mode="json", context={"reveal_secrets": True})
+    assert wire["env"] == {"ANTHROPIC_API_KEY": SECRET}
+    assert agent.model_dump(mode="json")["env"] == {"ANTHROPIC_API_KEY": "**********"}
     assert script.agent_config().argv == ("python3", "agent.py", "{prompt_file}")
 
 
