@@ -8,6 +8,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from bot.web import github_login
+from bot.web.activity_page import activity_events, activity_page
 from bot.web.auth import login, login_form, logout
 from bot.web.harness_pages import harness_routes
 from bot.web.home_page import home
@@ -32,6 +33,8 @@ def web_routes() -> list[BaseRoute]:
         Route("/tickets", tickets_board, methods=["GET"]),
         Route("/tickets/events", tickets_events, methods=["GET"]),
         Route("/tickets/{id}", ticket_page, methods=["GET"]),
+        Route("/activity", activity_page, methods=["GET"]),
+        Route("/activity/events", activity_events, methods=["GET"]),
         Route("/runs/{id}", run_page, methods=["GET"]),
         Route("/runs/{id}/events", run_events, methods=["GET"]),
         Mount(
