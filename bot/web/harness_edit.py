@@ -4,8 +4,11 @@ that starts a new name, and roll back.
 Routes (the same under `/skills`):
     GET  /harnesses/{name}/new     the editor, filled with the current (or `?from=N`) version
     POST /harnesses/{name}/new     publish: 303 to the new version; 422 with the text kept
-                                   when the store refuses it; 409 when someone published
-                                   since the editor opened
+                                   when the store refuses it or the message is missing; 409
+                                   when someone published since the editor opened;
+                                   `intent=preview`: the editor again with the draft
+                                   rendered (a sample ticket), numbered and diffed against
+                                   the current version, nothing published
     GET  /harnesses/-/new          a new name; POST publishes its version 1
     POST /harnesses/{name}/rollback  publish an old version again as the newest
 
@@ -31,6 +34,7 @@ from bot.web.harness_kinds import (
     version_number,
     version_or_404,
 )
+from bot.web.harness_preview import Preview, preview_harness, preview_skill
 from bot.web.pages import Refused, bad_request, form_of, page, writer
 from bot.web.session import Session
 from harness_store import store
@@ -84,6 +88,19 @@ async def editor(request: Request, shelf: Shelf[V]) -> Response:
     return _editor_page(request, shelf, name, draft, None, 200)
 
 
+def _preview(name: str, draft: Draft, current: HarnessVersion | SkillVersion) -> Preview:
+    if isinstance(current, HarnessVersion):
+        return preview_harness(draft.content, name, current.version, current.content)
+    files = {entry.path: entry.content for entry in draft.files or [] if not entry.removed}
+    return preview_skill(files, current.version, current.files)
+
+
+def _message_missing(draft: Draft) -> str | None:
+    if draft.message:
+        return None
+    return "Write a message: what this version changes and why (the version list shows it)."
+
+
 def _draft_of(version: HarnessVersion | SkillVersion) -> Draft:
     if isinstance(version, HarnessVersion):
         return Draft(content=version.content)
@@ -91,11 +108,18 @@ def _draft_of(version: HarnessVersion | SkillVersion) -> Draft:
 
 
 async def publish(request: Request, shelf: Shelf[V]) -> Response:
-    """Publish the editor's text as the next version of the name in the path."""
+    """Publish the editor's text as the next version of the name in the path (or, with
+    `intent=preview`, show what publishing it would change)."""
     user = writer(request)
     name = name_of(request, shelf)
     form = await form_of(request)
     draft, problem = _draft_from_form(shelf, form)
+    if form.get("intent") == "preview":
+        async with deps_of(request).sessions() as session:
+            current = await current_or_404(request, session, shelf, name)
+        preview = _preview(name, draft, current)
+        return _editor_page(request, shelf, name, draft, None, 200, preview=preview)
+    problem = problem or _message_missing(draft)
     async with transaction(deps_of(request).sessions) as session:
         current = await current_or_404(request, session, shelf, name)
         if draft.base is not None and draft.base != current.version:
@@ -186,6 +210,7 @@ def _editor_page(
     notice: str | None = None,
     new_name: str = "",
     compare: str | None = None,
+    preview: Preview | None = None,
 ) -> Response:
     """The editor of a new version of `name`, or (`name` None) of a new name's first one."""
     template = "harness_edit.html" if shelf.kind == "harness" else "skill_edit.html"
@@ -199,6 +224,7 @@ def _editor_page(
         problem=problem,
         notice=notice,
         compare=compare,
+        preview=preview,
     )
     return page(request, template, values, status)
 
@@ -235,6 +261,9 @@ async def publish_new_name(request: Request, shelf: Shelf[V]) -> Response:
                 f"A {shelf.noun} named {name!r} already exists: publish a new version of it"
                 " from its page instead."
             )
+        missing = _message_missing(draft)
+        if missing is not None:
+            return refuse(missing)
         try:
             created = await _publish(session, shelf, name, draft, user, first=True)
         except HarnessStoreError as error:

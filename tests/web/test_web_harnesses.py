@@ -642,6 +642,7 @@ async def test_skills_roll_back_and_start_new_names(deps: Deps, web: httpx.Async
             "name": "fmt",
             "path-0": "SKILL.md",
             "content-0": fresh_md,
+            "message": "First version",
         },
     )
     assert created.status_code == 303
@@ -653,6 +654,7 @@ async def test_skills_roll_back_and_start_new_names(deps: Deps, web: httpx.Async
             "name": "other",
             "path-0": "SKILL.md",
             "content-0": fresh_md,
+            "message": "First version",
         },
     )
     assert mismatch.status_code == 422
