@@ -10,17 +10,14 @@ from starlette.staticfiles import StaticFiles
 from bot.web import github_login
 from bot.web.activity_page import activity_events, activity_page
 from bot.web.auth import login, login_form, logout
+from bot.web.dashboard_page import dashboard_page
+from bot.web.harness_impact import impact_page
 from bot.web.harness_pages import harness_routes
 from bot.web.home_page import home
 from bot.web.live_events import run_events, tickets_events
 from bot.web.run_pages import run_page
 from bot.web.setup_page import CALLBACK_PATH, callback, register, setup
-from bot.web.ticket_pages import (
-    ticket_by_github_key,
-    ticket_by_tracker_key,
-    ticket_page,
-    tickets_board,
-)
+from bot.web.ticket_pages import ticket_page, tickets_board
 
 
 def web_routes() -> list[BaseRoute]:
@@ -34,12 +31,12 @@ def web_routes() -> list[BaseRoute]:
         Route("/setup", setup, methods=["GET"]),
         Route("/setup", register, methods=["POST"]),
         Route(CALLBACK_PATH, callback, methods=["GET"]),
+        Route("/harnesses/{name}/impact", impact_page, methods=["GET"]),
         *harness_routes(),
+        Route("/metrics/dashboard", dashboard_page, methods=["GET"]),
         Route("/tickets", tickets_board, methods=["GET"]),
         Route("/tickets/events", tickets_events, methods=["GET"]),
         Route("/tickets/{id}", ticket_page, methods=["GET"]),
-        Route("/tickets/{source}/{key}", ticket_by_tracker_key, methods=["GET"]),
-        Route("/tickets/{owner}/{name}/{number}", ticket_by_github_key, methods=["GET"]),
         Route("/activity", activity_page, methods=["GET"]),
         Route("/activity/events", activity_events, methods=["GET"]),
         Route("/runs/{id}", run_page, methods=["GET"]),

@@ -1,0 +1,298 @@
+"""The numbers of the metrics dashboard and of a harness's impact page, aggregated in SQL:
+each function is one query whatever the number of tickets or runs, so a page costs a fixed
+number of round trips.
+
+What the tables hold and how the dashboard reads it (no column was added for it):
+- a run's outcome is `runs.status` (the `RunResult.status`), or its `state` while it has
+  none (queued, running, lost); its cost is `runs.cost_usd`; its gates are the hook results
+  in `runs.result` (JSON): a gate failed when a blocking hook did not exit 0 or timed out;
+- a ticket's moments come from its activity log (`activity` rows of kind `state`, whose data
+  carries `old` and `new`): *labelled* is its first state change (the trigger label putting
+  it into its workflow), *PR* the first move to `in_review` (the run's PR is open),
+  *merged* the first move to `done` (the PR was merged, or the issue closed);
+- a ticket passed first time when it is done, none of its runs failed its gates, and its
+  review never sent it back (a move from `in_review` to anything but `merging` or `done`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import TextClause, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+
+@dataclass(frozen=True)
+class Filters:
+    """The dashboard's filters; None is "any". `until` is exclusive."""
+
+    since: datetime
+    until: datetime
+    repo: str | None = None
+    workflow: str | None = None
+    provider: str | None = None
+    harness: str | None = None
+    harness_version: int | None = None
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "since": self.since,
+            "until": self.until,
+            "repo": self.repo,
+            "workflow": self.workflow,
+            "provider": self.provider,
+            "harness": self.harness,
+            "harness_version": self.harness_version,
+        }
+
+
+# The runs the filters select, whenever they were queued; the time range is applied by each
+# query to the moment it is about (a run's queueing, a ticket's merge).
+_SCOPED_RUNS = """
+scoped_runs AS (
+    SELECT run.id, run.ticket_id, run.state, run.status, run.result, run.cost_usd,
+           run.queued_at
+    FROM runs run
+    JOIN tickets ticket ON ticket.id = run.ticket_id
+    LEFT JOIN repositories repo ON repo.id = ticket.repository_id
+    LEFT JOIN harness_versions hv ON hv.id = run.harness_version_id
+    WHERE (CAST(:repo AS text) IS NULL OR repo.full_name = CAST(:repo AS text))
+      AND (CAST(:workflow AS text) IS NULL OR run.workflow = CAST(:workflow AS text))
+      AND (CAST(:provider AS text) IS NULL OR run.spec->>'_provider' = CAST(:provider AS text))
+      AND (CAST(:harness AS text) IS NULL OR hv.name = CAST(:harness AS text))
+      AND (CAST(:harness_version AS integer) IS NULL
+           OR hv.version = CAST(:harness_version AS integer))
+)"""
+
+
+def _scoped(body: str) -> TextClause:
+    """`body` after the `scoped_runs` CTE (and others of its own, after a comma)."""
+    # Only this module's constants are joined; every value is a bound parameter.
+    return text(f"WITH {_SCOPED_RUNS}{body}")
+
+
+@dataclass(frozen=True)
+class DayRuns:
+    day: date
+    runs: int
+    cost_usd: float
+
+
+async def runs_by_outcome(session: AsyncSession, filters: Filters) -> list[tuple[str, int]]:
+    """(outcome, runs), most frequent first."""
+    query = _scoped("""
+        SELECT coalesce(status, state) AS outcome, count(*) FROM scoped_runs
+        WHERE queued_at >= :since AND queued_at < :until
+        GROUP BY 1 ORDER BY 2 DESC, 1""")
+    rows = await session.execute(query, filters.params())
+    return [(str(outcome), int(count)) for outcome, count in rows]
+
+
+async def runs_by_day(session: AsyncSession, filters: Filters) -> list[DayRuns]:
+    """Runs queued and their cost, per UTC day that had any."""
+    query = _scoped("""
+        SELECT (queued_at AT TIME ZONE 'UTC')::date AS day, count(*),
+               coalesce(sum(cost_usd), 0)
+        FROM scoped_runs WHERE queued_at >= :since AND queued_at < :until
+        GROUP BY 1 ORDER BY 1""")
+    rows = await session.execute(query, filters.params())
+    return [DayRuns(day, int(runs), float(cost)) for day, runs, cost in rows]
+
+
+async def gate_failures(session: AsyncSession, filters: Filters) -> list[tuple[str, int]]:
+    """(hook name, blocking failures) over the runs in range, most failing first."""
+    query = _scoped("""
+        SELECT hook->>'name' AS name, count(*)
+        FROM scoped_runs,
+             jsonb_array_elements(coalesce(result->'hook_results', '[]'::jsonb)) AS hook
+        WHERE queued_at >= :since AND queued_at < :until
+          AND hook->>'on_failure' = 'block'
+          AND (coalesce((hook->>'exit_code')::integer, -1) <> 0
+               OR coalesce((hook->>'timed_out')::boolean, false))
+        GROUP BY 1 ORDER BY 2 DESC, 1""")
+    rows = await session.execute(query, filters.params())
+    return [(str(name), int(count)) for name, count in rows]
+
+
+@dataclass(frozen=True)
+class DoneTickets:
+    """The tickets done on `day` (None: the whole range); times in hours."""
+
+    day: date | None
+    done: int
+    first_pass: int
+    cost_usd: float
+    to_pr_p50: float | None
+    to_pr_p90: float | None
+    to_merge_p50: float | None
+    to_merge_p90: float | None
+
+    @property
+    def first_pass_rate(self) -> float | None:
+        return self.first_pass / self.done if self.done else None
+
+    @property
+    def cost_per_ticket(self) -> float | None:
+        return self.cost_usd / self.done if self.done else None
+
+
+def _hours(seconds: Any) -> float | None:
+    return None if seconds is None else float(seconds) / 3600
+
+
+async def done_tickets(
+    session: AsyncSession, filters: Filters
+) -> tuple[list[DoneTickets], DoneTickets]:
+    """Per UTC day, and over the whole range: tickets done, first passes, their cost (every
+    run of theirs) and lead times label → PR and label → merge (p50, p90)."""
+    query = _scoped(""",
+    scoped_tickets AS (SELECT DISTINCT ticket_id FROM scoped_runs),
+    moments AS (
+        SELECT a.ticket_id,
+               min(a.at) AS labelled_at,
+               min(a.at) FILTER (WHERE a.data->>'new' = 'in_review') AS pr_at,
+               min(a.at) FILTER (WHERE a.data->>'new' = 'done') AS done_at,
+               coalesce(bool_or(a.data->>'old' = 'in_review'
+                                AND a.data->>'new' NOT IN ('in_review', 'merging', 'done')),
+                        false) AS sent_back
+        FROM activity a JOIN scoped_tickets s ON s.ticket_id = a.ticket_id
+        WHERE a.kind = 'state'
+        GROUP BY a.ticket_id
+    ),
+    ticket_runs AS (
+        SELECT r.ticket_id, bool_or(r.status = 'gates_failed') AS gates_failed,
+               coalesce(sum(r.cost_usd), 0) AS cost
+        FROM runs r JOIN scoped_tickets s ON s.ticket_id = r.ticket_id
+        GROUP BY r.ticket_id
+    ),
+    done AS (
+        SELECT (m.done_at AT TIME ZONE 'UTC')::date AS day,
+               extract(epoch FROM m.pr_at - m.labelled_at) AS to_pr,
+               extract(epoch FROM m.done_at - m.labelled_at) AS to_merge,
+               NOT m.sent_back AND NOT coalesce(t.gates_failed, false) AS first_pass,
+               coalesce(t.cost, 0) AS cost
+        FROM moments m LEFT JOIN ticket_runs t ON t.ticket_id = m.ticket_id
+        WHERE m.done_at >= :since AND m.done_at < :until
+    )
+    SELECT GROUPING(day) = 1 AS total, day, count(*),
+           count(*) FILTER (WHERE first_pass), coalesce(sum(cost), 0),
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY to_pr) FILTER (WHERE to_pr IS NOT NULL),
+           percentile_cont(0.9) WITHIN GROUP (ORDER BY to_pr) FILTER (WHERE to_pr IS NOT NULL),
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY to_merge),
+           percentile_cont(0.9) WITHIN GROUP (ORDER BY to_merge)
+    FROM done GROUP BY GROUPING SETS ((day), ()) ORDER BY total, day""")
+    days: list[DoneTickets] = []
+    total = DoneTickets(None, 0, 0, 0.0, None, None, None, None)
+    for row in await session.execute(query, filters.params()):
+        is_total, day, done, first, cost, pr50, pr90, merge50, merge90 = row
+        numbers = DoneTickets(
+            None if is_total else day,
+            int(done),
+            int(first),
+            float(cost),
+            _hours(pr50),
+            _hours(pr90),
+            _hours(merge50),
+            _hours(merge90),
+        )
+        if is_total:
+            total = numbers
+        else:
+            days.append(numbers)
+    return days, total
+
+
+@dataclass(frozen=True)
+class Choices:
+    """What the filters can be set to, as far as the tables know."""
+
+    repos: list[str]
+    workflows: list[str]
+    providers: list[str]
+    harnesses: list[str]  # name@version
+
+
+async def filter_choices(session: AsyncSession) -> Choices:
+    """Every repository, and the workflows, providers and harness versions runs had."""
+    query = """
+        SELECT 'repo', full_name FROM repositories
+        UNION SELECT 'workflow', workflow FROM runs
+        UNION SELECT 'provider', spec->>'_provider' FROM runs WHERE spec ? '_provider'
+        UNION SELECT 'harness', hv.name || '@' || hv.version
+              FROM harness_versions hv WHERE EXISTS
+              (SELECT 1 FROM runs r WHERE r.harness_version_id = hv.id)
+        ORDER BY 1, 2"""
+    found: dict[str, list[str]] = {"repo": [], "workflow": [], "provider": [], "harness": []}
+    for kind, value in await session.execute(text(query)):
+        if value is not None:
+            found[kind].append(value)
+    return Choices(found["repo"], found["workflow"], found["provider"], found["harness"])
+
+
+@dataclass(frozen=True)
+class VersionImpact:
+    """What one harness version's runs did; time to PR in hours."""
+
+    version: int
+    runs: int
+    ended: int  # finished or lost
+    succeeded: int
+    tickets: int
+    cost_usd: float
+    to_pr_p50: float | None
+    prs: int
+
+    @property
+    def success_rate(self) -> float | None:
+        return self.succeeded / self.ended if self.ended else None
+
+    @property
+    def attempts_per_ticket(self) -> float | None:
+        return self.runs / self.tickets if self.tickets else None
+
+    @property
+    def cost_per_run(self) -> float | None:
+        return self.cost_usd / self.runs if self.runs else None
+
+
+async def harness_impact(session: AsyncSession, name: str) -> list[VersionImpact]:
+    """Per version of harness `name` that runs were given: runs, success, attempts per
+    ticket, cost, and time to PR — from a run's queueing to the ticket's move to
+    `in_review` that the run caused (the activity row carries the run's id)."""
+    query = """
+    WITH version_runs AS (
+        SELECT hv.version, r.id, r.ticket_id, r.state, r.status, r.cost_usd, r.queued_at
+        FROM runs r JOIN harness_versions hv ON hv.id = r.harness_version_id
+        WHERE hv.name = :name
+    ),
+    prs AS (
+        SELECT a.run_id, min(a.at) AS pr_at
+        FROM activity a JOIN version_runs v ON v.id = a.run_id
+        WHERE a.kind = 'state' AND a.data->>'new' = 'in_review'
+        GROUP BY a.run_id
+    )
+    SELECT v.version, count(*),
+           count(*) FILTER (WHERE v.state IN ('finished', 'lost')),
+           count(*) FILTER (WHERE v.status = 'succeeded'),
+           count(DISTINCT v.ticket_id), coalesce(sum(v.cost_usd), 0),
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM p.pr_at - v.queued_at))
+               FILTER (WHERE p.pr_at IS NOT NULL),
+           count(p.pr_at)
+    FROM version_runs v LEFT JOIN prs p ON p.run_id = v.id
+    GROUP BY v.version ORDER BY v.version"""
+    rows = await session.execute(text(query), {"name": name})
+    return [
+        VersionImpact(
+            int(version),
+            int(runs),
+            int(ended),
+            int(succeeded),
+            int(tickets),
+            float(cost),
+            _hours(to_pr),
+            int(prs),
+        )
+        for version, runs, ended, succeeded, tickets, cost, to_pr, prs in rows
+    ]
