@@ -22,6 +22,7 @@ from typing import Any
 
 import structlog
 
+from runner.agent_outcome import judge
 from runner.agents import agent_for
 from runner.agents.base import Agent, AgentRun, Outcome, StreamParser, scrubbed_env
 from runner.contract import (
@@ -45,12 +46,6 @@ from runner.workspace import Workspace, Worktree
 
 log = structlog.get_logger(__name__)
 
-_STOPPED = {
-    StopReason.TIMEOUT: (RunStatus.TIMEOUT, "wall-time limit of {wall:g} s reached"),
-    StopReason.STALLED: (RunStatus.STALLED, "no output for {stall:g} s"),
-    StopReason.OVER_BUDGET: (RunStatus.OVER_BUDGET, "budget spent: {spent}"),
-    StopReason.CANCELED: (RunStatus.CANCELED, "{cancel}"),
-}
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -383,51 +378,15 @@ async def _run_agent(
                 data={"sandbox": "limit"},
             )
         )
-    if limit_hit is not None and process.stop_reason is StopReason.EXITED:
-        outcome = Outcome(
-            RunStatus.AGENT_ERROR,
-            summary=parser.state.final_text,
-            error=f"the agent hit the sandbox's {limit_hit}",
-            error_class="sandbox_limit",
-        )
-    elif parser.state.gave_up is not None and not run.cancellation.requested:
-        outcome = Outcome(
-            RunStatus.API_ERROR,
-            summary=parser.state.final_text,
-            error=parser.state.gave_up,
-            error_class="api_unreachable",
-        )
-    elif process.stop_reason is StopReason.EXITED:
-        code = process.exit_code
-        if code is None or code < 0:
-            signal_name = f"signal {-code}" if code is not None else "an unknown cause"
-            outcome = Outcome(
-                RunStatus.AGENT_ERROR,
-                summary=parser.state.final_text,
-                error=f"the agent was killed by {signal_name}",
-                error_class="killed",
-            )
-        else:
-            outcome = parser.finish(code, process.stderr_tail)
-    else:
-        status, template = _STOPPED[process.stop_reason]
-        state = parser.state
-        spent = (
-            f"${state.cost_usd:.4f}" if state.cost_usd is not None else ""
-        ) or f"{state.usage.total_tokens} tokens"
-        outcome = Outcome(
-            status,
-            summary=state.final_text,
-            error=template.format(
-                wall=limits.wall_seconds,
-                stall=limits.stall_seconds,
-                spent=spent,
-                cancel=run.cancellation.reason,
-            ),
-            error_class=(
-                run.cancellation.error_class if status is RunStatus.CANCELED else status.value
-            ),
-        )
+    outcome = judge(
+        process,
+        parser,
+        limits,
+        limit_hit=limit_hit,
+        canceled=run.cancellation.requested,
+        cancel_reason=run.cancellation.reason,
+        cancel_class=run.cancellation.error_class,
+    )
     return outcome, parser, process.exit_code
 
 
