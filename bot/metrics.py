@@ -11,7 +11,7 @@ the whole scrape.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
@@ -88,15 +88,37 @@ class _Delegate:
         return self._registry.collect()
 
 
-async def scrape(deps: Deps, *, time_limit: float = SCRAPE_READ_TIMEOUT) -> bytes:
-    """The text exposition of every metric this process can see right now."""
+@dataclass(frozen=True)
+class MetricsSource:
+    """More families a scrape reads (a room above this module provides them: bot.api)."""
+
+    name: str  # its `openase_metrics_source_up` label
+    read: Callable[[Deps], Awaitable[list[Metric]]]
+
+
+async def scrape(
+    deps: Deps,
+    *,
+    time_limit: float = SCRAPE_READ_TIMEOUT,
+    sources: Sequence[MetricsSource] = (),
+) -> bytes:
+    """The text exposition of every metric this process can see right now; each of
+    `sources` is read alongside, under the same time limit, and left out if it fails."""
+    reading = asyncio.gather(
+        *(_guarded(source.name, source.read(deps), time_limit) for source in sources)
+    )
     ingest, pending = await asyncio.gather(
         _guarded("redis", read_ingest(deps.redis), time_limit),
         _guarded("postgres", read_pending(deps), time_limit),
     )
+    more = await reading
+    read_up = [(source.name, read is not None) for source, read in zip(sources, more, strict=True)]
+    families = _scrape_families(ingest, pending, read_up)
+    for read in more:
+        families += read or []
     registry = CollectorRegistry()
     registry.register(_Delegate(REGISTRY))
-    registry.register(_Fixed(_scrape_families(ingest, pending)))
+    registry.register(_Fixed(families))
     return generate_latest(registry)
 
 
@@ -141,7 +163,9 @@ async def _guarded(source: str, read: Awaitable[T], time_limit: float) -> T | No
 
 
 def _scrape_families(
-    ingest: IngestSnapshot | None, pending: PendingDeliveries | None
+    ingest: IngestSnapshot | None,
+    pending: PendingDeliveries | None,
+    more_up: Sequence[tuple[str, bool]] = (),
 ) -> list[Metric]:
     up = GaugeMetricFamily(
         "openase_metrics_source_up",
@@ -150,6 +174,8 @@ def _scrape_families(
     )
     up.add_metric(["redis"], 0 if ingest is None else 1)
     up.add_metric(["postgres"], 0 if pending is None else 1)
+    for name, read in more_up:
+        up.add_metric([name], 1 if read else 0)
     families: list[Metric] = [up]
     if ingest is not None:
         families += ingest_families(ingest)

@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from bot import metrics
+from bot.api import run_metrics
 from bot.api.request import deps_of
 from bot.deps import Deps
 from bot.servers.outages import Store
@@ -81,5 +82,5 @@ async def _check(deps: Deps, name: Store, probe: Awaitable[object], time_limit: 
 
 async def metrics_endpoint(request: Request) -> Response:
     """Prometheus text exposition; answers even when Redis or Postgres does not."""
-    body = await metrics.scrape(deps_of(request))
+    body = await metrics.scrape(deps_of(request), sources=run_metrics.SOURCES)
     return Response(body, media_type=CONTENT_TYPE_LATEST, headers={"Cache-Control": "no-store"})

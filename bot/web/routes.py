@@ -17,7 +17,12 @@ from bot.web.home_page import home
 from bot.web.live_events import run_events, tickets_events
 from bot.web.run_pages import run_page
 from bot.web.setup_page import CALLBACK_PATH, callback, register, setup
-from bot.web.ticket_pages import ticket_page, tickets_board
+from bot.web.ticket_pages import (
+    ticket_by_github_key,
+    ticket_by_tracker_key,
+    ticket_page,
+    tickets_board,
+)
 
 
 def web_routes() -> list[BaseRoute]:
@@ -37,6 +42,8 @@ def web_routes() -> list[BaseRoute]:
         Route("/tickets", tickets_board, methods=["GET"]),
         Route("/tickets/events", tickets_events, methods=["GET"]),
         Route("/tickets/{id}", ticket_page, methods=["GET"]),
+        Route("/tickets/{source}/{key}", ticket_by_tracker_key, methods=["GET"]),
+        Route("/tickets/{owner}/{name}/{number}", ticket_by_github_key, methods=["GET"]),
         Route("/activity", activity_page, methods=["GET"]),
         Route("/activity/events", activity_events, methods=["GET"]),
         Route("/runs/{id}", run_page, methods=["GET"]),

@@ -19,6 +19,7 @@ from bot.api.runs import parse_run_id
 from bot.tables.mirror import Ticket
 from bot.tables.workflow import Run, RunEvent, RunState
 from bot.web.pages import Refused, bad_request, html_endpoint, not_found, page, reader
+from bot.web.ticket_pages import ticket_path
 from harness_store.models import HarnessVersion, RunVersions, SkillVersion
 from runner.contract import HookResult
 
@@ -154,6 +155,7 @@ async def _run_context(request: Request, session: AsyncSession, run_id: str) -> 
         "title": f"Run {run.id}",
         "run": run,
         "ticket": ticket,
+        "ticket_url": ticket_path(ticket.source, ticket.key, ticket.id) if ticket else None,
         "harness": harness,
         "skills": skills,
         "hooks": hook_results(run),

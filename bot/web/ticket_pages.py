@@ -46,6 +46,22 @@ def http_url(value: str | None) -> str | None:
     return value if scheme in ("http", "https") else None
 
 
+_GITHUB_KEY = re.compile(r"([A-Za-z0-9_.-]{1,100})/([A-Za-z0-9_.-]{1,100})#([0-9]{1,10})")
+_TRACKER_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,49}-[0-9]{1,10}")
+
+
+def ticket_path(source: str, key: str, ticket_id: int) -> str:
+    """A ticket's page by its human key: /tickets/acme/widgets/5 for GitHub's
+    "acme/widgets#5", /tickets/linear/ENG-12 for Linear's and Jira's; the id otherwise."""
+    github = _GITHUB_KEY.fullmatch(key)
+    if source == "github" and github is not None:
+        owner, name, number = github.groups()
+        return f"/tickets/{owner}/{name}/{number}"
+    if source in ("linear", "jira") and _TRACKER_KEY.fullmatch(key):
+        return f"/tickets/{source}/{key}"
+    return f"/tickets/{ticket_id}"
+
+
 def positive_id(request: Request, name: str, value: str) -> int:
     if not re.fullmatch(r"[0-9]{1,19}", value) or not 1 <= int(value) <= MAX_ID:
         raise bad_request(request, f"{name} must be a positive integer.")
@@ -113,7 +129,7 @@ class Card:
 
     @property
     def url(self) -> str:
-        return f"/tickets/{self.id}"
+        return ticket_path(self.source, self.key, self.id)
 
     def to_json(self) -> dict[str, Any]:
         return {**self.__dict__, "url": self.url}
@@ -245,12 +261,62 @@ async def ticket_page(request: Request) -> Response:
     try:
         reader(request)
         ticket_id = positive_id(request, "The ticket id", request.path_params["id"])
-        after_text = request.query_params.get("after")
-        after = positive_id(request, "after", after_text) if after_text else 0
-        async with deps_of(request).sessions() as session:
-            context = await _ticket_context(request, session, ticket_id, after)
+        return await _ticket_response(request, ticket_id)
     except Refused as refused:
         return refused.response
+
+
+async def ticket_by_github_key(request: Request) -> Response:
+    """/tickets/{owner}/{name}/{number}: a GitHub issue's page by its repository and number."""
+    try:
+        reader(request)
+        full_name = f"{request.path_params['owner']}/{request.path_params['name']}"
+        if not REPO_NAME.fullmatch(full_name):
+            raise bad_request(request, f"{full_name[:200]!r} is not a repository (owner/name).")
+        number = positive_id(request, "The issue number", request.path_params["number"])
+        async with deps_of(request).sessions() as session:
+            ticket_id = await session.scalar(
+                select(Ticket.id)
+                .join(Repository, Repository.id == Ticket.repository_id)
+                .where(
+                    func.lower(Repository.full_name) == full_name.lower(),
+                    Ticket.source == "github",
+                    Ticket.number == number,
+                )
+            )
+        if ticket_id is None:
+            raise not_found(request, f"There is no ticket {full_name}#{number}.")
+        return await _ticket_response(request, ticket_id)
+    except Refused as refused:
+        return refused.response
+
+
+async def ticket_by_tracker_key(request: Request) -> Response:
+    """/tickets/linear/ENG-12, /tickets/jira/PROJ-7: a tracker issue's page by its key."""
+    try:
+        reader(request)
+        source, key = request.path_params["source"], request.path_params["key"]
+        if source not in ("linear", "jira"):
+            raise not_found(request, f"There are no {source[:40]!r} tickets (linear or jira).")
+        if not _TRACKER_KEY.fullmatch(key):
+            raise bad_request(request, f"{key[:60]!r} is not an issue key (like ENG-12).")
+        async with deps_of(request).sessions() as session:
+            ticket_id = await session.scalar(
+                select(Ticket.id).where(Ticket.source == source, Ticket.key == key.upper())
+            )
+        if ticket_id is None:
+            raise not_found(request, f"There is no {source.capitalize()} ticket {key}.")
+        return await _ticket_response(request, ticket_id)
+    except Refused as refused:
+        return refused.response
+
+
+async def _ticket_response(request: Request, ticket_id: int) -> Response:
+    """The ticket page of `ticket_id` (raises Refused for a bad `after` or no such ticket)."""
+    after_text = request.query_params.get("after")
+    after = positive_id(request, "after", after_text) if after_text else 0
+    async with deps_of(request).sessions() as session:
+        context = await _ticket_context(request, session, ticket_id, after)
     return page(request, "ticket.html", context)
 
 
@@ -291,9 +357,11 @@ async def _ticket_context(
     )
     more_activity = len(activity) > ACTIVITY_PAGE
     activity = activity[:ACTIVITY_PAGE]
+    url = ticket_path(ticket.source, ticket.key, ticket.id)
     return {
         "title": f"{ticket.key} {ticket.title}".strip(),
         "ticket": ticket,
+        "ticket_url": url,
         "tracker_url": http_url(ticket.html_url),
         "repo": repo,
         "repo_url": http_url(repo.html_url) if repo is not None else None,
@@ -307,9 +375,7 @@ async def _ticket_context(
         "checks": run_checks(checked),
         "activity": activity,
         "activity_after": after,
-        "more_activity_url": (
-            f"/tickets/{ticket_id}?after={activity[-1].id}#activity" if more_activity else None
-        ),
+        "more_activity_url": (f"{url}?after={activity[-1].id}#activity" if more_activity else None),
     }
 
 

@@ -43,10 +43,12 @@ async def add_ticket(
 ) -> int:
     """A mirrored ticket, in workflow state `state` (None: not in a workflow)."""
     async with transaction(deps.sessions) as session:
+        number = key.rpartition("#")[2] if source == "github" else key.rpartition("-")[2]
         ticket = Ticket(
             source=source,
             external_id=key,
             key=key,
+            number=int(number) if number.isdigit() else None,
             repository_id=repo_id,
             title=title,
             state="open",

@@ -1,0 +1,69 @@
+"""Ticket pages by their human key — /tickets/acme/widgets/5, /tickets/linear/ENG-12 — with
+the numeric id still working, and bad or unknown keys answered with a clear page."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from bot.deps import Deps
+from bot.web.ticket_pages import ticket_path
+from tests.support.board import add_repo, add_ticket
+
+
+async def test_a_ticket_page_is_found_by_its_key_and_by_its_id(
+    client: httpx.AsyncClient, deps: Deps
+) -> None:
+    await add_repo(deps, 1, "Acme/Widgets")
+    github = await add_ticket(deps, "Acme/Widgets#5", repo_id=1, title="Add <login>")
+    linear = await add_ticket(deps, "ENG-12", source="linear", title="Linear one")
+    jira = await add_ticket(deps, "PROJ-7", source="jira", title="Jira one")
+
+    for path, title in [
+        ("/tickets/Acme/Widgets/5", "Add &lt;login&gt;"),
+        ("/tickets/acme/widgets/5", "Add &lt;login&gt;"),  # GitHub names ignore case
+        (f"/tickets/{github}", "Add &lt;login&gt;"),
+        ("/tickets/linear/ENG-12", "Linear one"),
+        ("/tickets/linear/eng-12", "Linear one"),
+        (f"/tickets/{linear}", "Linear one"),
+        ("/tickets/jira/PROJ-7", "Jira one"),
+        (f"/tickets/{jira}", "Jira one"),
+    ]:
+        page = await client.get(path)
+        assert page.status_code == 200, path
+        assert title in page.text, path
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "says"),
+    [
+        ("/tickets/acme/widgets/6", 404, "There is no ticket acme/widgets#6."),
+        ("/tickets/acme/widgets/x", 400, "The issue number must be a positive integer."),
+        ("/tickets/acme/wid%20gets/5", 400, "is not a repository (owner/name)."),
+        ("/tickets/linear/ENG-99", 404, "There is no Linear ticket ENG-99."),
+        ("/tickets/jira/not-a-key!", 400, "is not an issue key (like ENG-12)."),
+        ("/tickets/gitlab/ENG-12", 404, "There are no &#39;gitlab&#39; tickets"),
+    ],
+)
+async def test_bad_or_unknown_keys_get_a_clear_page(
+    client: httpx.AsyncClient, deps: Deps, path: str, status: int, says: str
+) -> None:
+    await add_repo(deps, 1, "acme/widgets")
+    await add_ticket(deps, "acme/widgets#5", repo_id=1)
+    page = await client.get(path)
+    assert page.status_code == status
+    assert says in page.text
+
+
+@pytest.mark.parametrize(
+    ("source", "key", "path"),
+    [
+        ("github", "acme/widgets#5", "/tickets/acme/widgets/5"),
+        ("linear", "ENG-12", "/tickets/linear/ENG-12"),
+        ("jira", "PROJ-7", "/tickets/jira/PROJ-7"),
+        ("github", "not a key", "/tickets/9"),  # anything unexpected: the id
+        ("linear", "../../etc", "/tickets/9"),
+    ],
+)
+def test_ticket_paths_use_the_key_when_it_is_one(source: str, key: str, path: str) -> None:
+    assert ticket_path(source, key, 9) == path
