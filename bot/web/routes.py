@@ -15,6 +15,7 @@ from bot.web.harness_impact import impact_page
 from bot.web.harness_pages import harness_routes
 from bot.web.home_page import home
 from bot.web.live_events import run_events, tickets_events
+from bot.web.machine_pages import control_machine, machine_page, machines_page
 from bot.web.run_pages import run_page
 from bot.web.setup_page import CALLBACK_PATH, callback, register, setup
 from bot.web.ticket_pages import (
@@ -47,6 +48,9 @@ def web_routes() -> list[BaseRoute]:
         Route("/activity", activity_page, methods=["GET"]),
         Route("/activity/events", activity_events, methods=["GET"]),
         Route("/runs/{id}", run_page, methods=["GET"]),
+        Route("/machines", machines_page, methods=["GET"]),
+        Route("/machines/{name}", machine_page, methods=["GET"]),
+        Route("/machines/{name}", control_machine, methods=["POST"]),
         Route("/runs/{id}/events", run_events, methods=["GET"]),
         Mount(
             "/static", app=StaticFiles(directory=Path(__file__).parent / "static"), name="static"

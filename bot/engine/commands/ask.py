@@ -19,6 +19,7 @@ from bot.engine.commands.parse import quote
 from bot.engine.commands.registry import Context, Outcome
 from bot.engine.context import ensure_state
 from bot.engine.decision import Decision
+from bot.engine.runs.machine_controls import controls, in_flight, stopped
 from bot.engine.runs.machines import Requirements, choose, registered, why_none
 from bot.engine.runs.spec import PROVIDER_KEY, ticket_input
 from bot.engine.untrusted import Untrusted, untrusted
@@ -54,9 +55,13 @@ async def start_ask(context: Context) -> Outcome:
     provider = engine.control.providers[provider_name]
     machines = await registered(engine.deps.redis)
     needs = Requirements(cli=provider.cli, labels=frozenset(provider.machine_labels))
-    machine = choose(machines, needs)
+    # Paused and draining machines answer no question either.
+    sent = await in_flight(context.session)
+    not_taking = stopped(await controls(context.session, machines, sent))
+    machine = choose(machines, needs, stopped=not_taking)
     if machine is None:
-        return Outcome(False, f"no runner can answer now: {why_none(machines, needs)}.")
+        reason = why_none(machines, needs, stopped=not_taking)
+        return Outcome(False, f"no runner can answer now: {reason}.")
     harness = await require_current(context.session, HarnessVersion, ASK_HARNESS)
     ticket = loaded.ticket
     run_id = f"t{ticket.id}-ask-{secrets.token_hex(4)}"

@@ -39,6 +39,7 @@ from bot.engine.context import Decided, Engine, Followups, Loaded, load
 from bot.engine.decision import Decision
 from bot.engine.runs.claims import Limits as ClaimLimits
 from bot.engine.runs.claims import claim
+from bot.engine.runs.machine_controls import controls, in_flight, stopped
 from bot.engine.runs.machines import Machine, Requirements, choose, registered, why_none
 from bot.engine.runs.spec import GATES_ONLY_AGENT, PROVIDER_KEY, build_spec
 from bot.engine.runs.tracking import HANDED_BACK, fetch_result
@@ -148,17 +149,21 @@ async def _prepare(engine: Engine, ticket_id: int) -> Prepared | Decided:
     )
     machines = await registered(engine.deps.redis)
     async with engine.deps.sessions() as session:
-        in_flight = await _in_flight(session)
+        sent = await in_flight(session)
         crowded = await _crowded(session, workflow)
+        # Paused and draining machines (the machines page); one small query.
+        not_taking = stopped(await controls(session, machines, sent))
+        await session.commit()  # a drain found over is stored as paused
     candidates = [machine for machine in machines if machine.name not in crowded]
-    machine = choose(candidates, needs, in_flight=in_flight)
+    machine = choose(candidates, needs, in_flight=sent, stopped=not_taking)
     if machine is None:
-        reason = why_none(candidates, needs)
+        reason = why_none(candidates, needs, stopped=not_taking)
         return Decided(
             "no_machine",
             await _wait(engine, ticket_id, config, f"⏳ Waiting for a runner: {reason}."),
         )
-    return Prepared(loaded, repo, config, workflow, provider, candidates, needs)
+    taking = [machine for machine in candidates if machine.name not in not_taking]
+    return Prepared(loaded, repo, config, workflow, provider, taking, needs)
 
 
 def unreadable(error: Exception) -> str:
@@ -179,16 +184,6 @@ def _workflow_for(config: RepoConfig, row: TicketState, ticket: Ticket) -> Workf
         if named is not None and named.pickup == row.state:
             return named
     return stage_for(config, row.state, ticket.labels)
-
-
-async def _in_flight(session: AsyncSession) -> dict[str, int]:
-    """Runs sent to each machine and not finished (its heartbeat may not count them yet)."""
-    rows = await session.execute(
-        select(Run.machine, func.count())
-        .where(Run.state.in_((RunState.QUEUED, RunState.RUNNING)), Run.machine.is_not(None))
-        .group_by(Run.machine)
-    )
-    return {str(machine): int(count) for machine, count in rows.all()}
 
 
 async def _crowded(session: AsyncSession, workflow: Workflow) -> set[str]:
@@ -270,7 +265,7 @@ async def _claim_and_send(engine: Engine, prepared: Prepared) -> Decided:
         await session.execute(
             text("SELECT pg_advisory_xact_lock(:space, 0)"), {"space": MACHINES_LOCK}
         )
-        machine = choose(prepared.candidates, prepared.needs, in_flight=await _in_flight(session))
+        machine = choose(prepared.candidates, prepared.needs, in_flight=await in_flight(session))
         if machine is None:
             return Decided("no_machine")
         claimed = await claim(

@@ -36,6 +36,10 @@ class Machine:
     # The runner's sandbox ("bubblewrap 0.8.0"), or why it has none (with the fix).
     sandbox: str = ""
     sandbox_problem: str = ""
+    # For the machines page.
+    disk_free_bytes: int = 0
+    memory_available_bytes: int = 0
+    hostname: str = ""
 
     def fresh(self, now: float) -> bool:
         return now - self.heartbeat_at <= FRESH_SECONDS
@@ -82,6 +86,9 @@ def parse_machine(fields: Mapping[bytes, bytes]) -> Machine | None:
             events_dropped=int(text.get("events_dropped", 0)),
             sandbox=text.get("sandbox", ""),
             sandbox_problem=text.get("sandbox_problem", ""),
+            disk_free_bytes=int(text.get("disk_free_bytes", 0)),
+            memory_available_bytes=int(text.get("memory_available_bytes", 0)),
+            hostname=text.get("hostname", ""),
         )
     except (KeyError, ValueError, UnicodeDecodeError):
         return None
@@ -112,15 +119,19 @@ def choose(
     needs: Requirements,
     *,
     in_flight: Mapping[str, int] | None = None,
+    stopped: Mapping[str, str] | None = None,
     now: float | None = None,
 ) -> Machine | None:
     """The machine with the most free slots among those that qualify; None if none does.
 
     `in_flight` counts runs already sent to each machine that its last heartbeat may not
-    show yet, so a burst of dispatches does not overfill one machine.
+    show yet, so a burst of dispatches does not overfill one machine. `stopped` names the
+    machines an admin paused or is draining (bot.engine.runs.machine_controls): none of
+    them takes a new run.
     """
     now = time.time() if now is None else now
     in_flight = in_flight or {}
+    stopped = stopped or {}
 
     def free(machine: Machine) -> int:
         return machine.capacity - max(machine.running, in_flight.get(machine.name, 0))
@@ -129,6 +140,7 @@ def choose(
         machine
         for machine in machines
         if machine.fresh(now)
+        and machine.name not in stopped
         and machine.schema_version == SCHEMA_VERSION
         and needs.cli in machine.clis
         and needs.labels <= machine.labels
@@ -140,9 +152,17 @@ def choose(
     return min(candidates, key=lambda machine: (-free(machine), machine.running, machine.name))
 
 
-def why_none(machines: Sequence[Machine], needs: Requirements, now: float | None = None) -> str:
-    """A sentence for the status comment when no machine qualifies."""
+def why_none(
+    machines: Sequence[Machine],
+    needs: Requirements,
+    now: float | None = None,
+    *,
+    stopped: Mapping[str, str] | None = None,
+) -> str:
+    """A sentence for the status comment when no machine qualifies (`stopped` as for
+    `choose`: machine name -> "paused by admin")."""
     now = time.time() if now is None else now
+    stopped = stopped or {}
     if not machines:
         return "no runner is registered (start one with `openase runner --machine NAME`)"
     alive = [machine for machine in machines if machine.fresh(now)]
@@ -161,4 +181,7 @@ def why_none(machines: Sequence[Machine], needs: Requirements, now: float | None
             f"no qualifying runner can sandbox runs{why}; install bubblewrap there, or let "
             "the workflow run unconfined with `sandbox: off`"
         )
+    able = [machine for machine in labelled if machine.sandbox or not needs.sandboxed]
+    if all(machine.name in stopped for machine in able):
+        return "; ".join(f"machine {machine.name} is {stopped[machine.name]}" for machine in able)
     return "every qualifying runner is at capacity"
