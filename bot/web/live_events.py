@@ -24,6 +24,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from datetime import datetime, timedelta
+from typing import Any
 
 import structlog
 from sqlalchemy import func, or_, select
@@ -50,7 +51,7 @@ from bot.deps import Deps
 from bot.tables.mirror import Ticket
 from bot.tables.workflow import Run, TicketState
 from bot.web.pages import Refused, reader
-from bot.web.run_pages import HIDDEN_KINDS, output_line
+from bot.web.run_pages import HIDDEN_KINDS, event_time, output_line
 from bot.web.ticket_pages import BoardFilters, Card, cards_query, database_now
 
 log = structlog.get_logger(__name__)
@@ -209,7 +210,10 @@ def _output_message(item: Tailed) -> str:
         case TailedEvent(seq, kind, event):
             if kind in HIDDEN_KINDS:
                 return f"id: {seq}\n\n"  # no line to show, but a reconnect resumes after it
-            line = {"seq": seq, "kind": kind, "line": output_line(kind, event)}
+            line: dict[str, Any] = {"seq": seq, "kind": kind, "at": event_time(event)}
+            if kind == "phase":  # opens a fold of the output, as on the page
+                line["phase"] = str(event.get("text") or "?")
+            line["line"] = output_line(kind, event)
             return f"id: {seq}\nevent: output\ndata: {_json(line)}\n\n"
         case RunOver(_, state, status):
             return f"event: end\ndata: {_json({'state': state, 'status': status})}\n\n"

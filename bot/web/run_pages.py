@@ -5,7 +5,8 @@ live.js through bot.web.live_events)."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -32,6 +33,51 @@ LIVE_STATES = frozenset({RunState.QUEUED, RunState.RUNNING})
 
 def _clip(text: str, limit: int = TEXT_LIMIT) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def event_time(event: dict[str, Any], stored: datetime | None = None) -> str:
+    """HH:MM:SS (UTC) of an event (AgentEvent wire form, else when it was stored)."""
+    try:
+        at = datetime.fromisoformat(str(event["at"]))
+    except (KeyError, ValueError):
+        if stored is None:
+            return ""
+        at = stored
+    return at.astimezone(UTC).strftime("%H:%M:%S")
+
+
+@dataclass(frozen=True)
+class OutputLine:
+    at: str  # HH:MM:SS
+    text: str
+
+
+@dataclass
+class Phase:
+    """One fold of the run's output, as a CI log has: a runner phase and the lines after it."""
+
+    name: str  # "preparing", "agent", "hooks", … ("start" before the first phase event)
+    at: str
+    detail: str = ""
+    lines: list[OutputLine] = field(default_factory=list)
+    failed: bool = False  # an error line in it: shown open
+
+
+def phases_of(events: list[tuple[str, dict[str, Any], datetime | None]]) -> list[Phase]:
+    """The output folded by phase: each `phase` event opens a fold, its lines follow it."""
+    folds: list[Phase] = []
+    for kind, event, stored in events:
+        at = event_time(event, stored)
+        if kind == "phase":
+            data = event.get("data") or {}
+            detail = _clip(", ".join(f"{key} {value}" for key, value in data.items()), 300)
+            folds.append(Phase(str(event.get("text") or "?"), at, detail))
+            continue
+        if not folds:
+            folds.append(Phase("start", at))
+        folds[-1].lines.append(OutputLine(at, output_line(kind, event)))
+        folds[-1].failed = folds[-1].failed or bool(event.get("is_error"))
+    return folds
 
 
 def output_line(kind: str, event: dict[str, Any]) -> str:
@@ -135,6 +181,15 @@ async def run_page(request: Request) -> Response:
     return page(request, "run.html", context)
 
 
+def _duration(run: Run) -> str | None:
+    """How long it ran ("1 min 5 s"), once it has finished."""
+    if run.started_at is None or run.finished_at is None:
+        return None
+    seconds = max(0, round((run.finished_at - run.started_at).total_seconds()))
+    minutes, seconds = divmod(seconds, 60)
+    return f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
+
+
 async def _run_context(request: Request, session: AsyncSession, run_id: str) -> dict[str, Any]:
     run = await session.get(Run, run_id)
     if run is None:
@@ -143,7 +198,7 @@ async def _run_context(request: Request, session: AsyncSession, run_id: str) -> 
     harness, skills = await run_versions(session, run)
     shown = (
         await session.execute(
-            select(RunEvent.seq, RunEvent.kind, RunEvent.event)
+            select(RunEvent.seq, RunEvent.kind, RunEvent.event, RunEvent.at)
             .where(RunEvent.run_id == run_id, RunEvent.kind.not_in(HIDDEN_KINDS))
             .order_by(RunEvent.seq.desc())
             .limit(OUTPUT_LIMIT + 1)
@@ -161,7 +216,10 @@ async def _run_context(request: Request, session: AsyncSession, run_id: str) -> 
         "hooks": hook_results(run),
         "error": result.get("error"),
         "summary": result.get("summary"),
-        "lines": [output_line(kind, event) for _, kind, event in reversed(shown[:OUTPUT_LIMIT])],
+        "phases": phases_of(
+            [(kind, event, at) for _, kind, event, at in reversed(shown[:OUTPUT_LIMIT])]
+        ),
+        "duration": _duration(run),
         "output_cut": len(shown) > OUTPUT_LIMIT,
         "live": run.state in LIVE_STATES,
         "events_url": f"/runs/{quote(run.id, safe='')}/events?after={last_seq or 0}",

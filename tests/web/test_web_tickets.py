@@ -311,15 +311,19 @@ async def test_the_run_page_shows_versions_hooks_and_output(
     assert re.search(r"<details open><summary>Output of <code>tests</code>", hooks)
     assert HOSTILE not in html
 
+    # Folded by phase like a CI log, each line with its time (T0 is 09:00:00 UTC).
     output = html[html.index('id="output"') :]
-    lines = output[output.index(">") + 1 : output.index("</pre>")].strip().splitlines()
+    fold = output[output.index("<details") : output.index("</details>")]
+    assert '<summary><span class="ts">09:00:00</span> <strong>agent</strong>' in fold
+    lines = fold[fold.index("<pre>") + 5 : fold.index("</pre>")].strip().splitlines()
+    stamp = '<span class="ts">09:00:00</span> '
     assert lines == [
-        "phase: agent",
-        "text: I will fix it &lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;",
-        "tool_call: Bash({&#34;command&#34;: &#34;make&#34;})",
-        "tool_result: make: ok",
-        "usage: 15 tokens, $0.5000",
+        stamp + "text: I will fix it &lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;",
+        stamp + "tool_call: Bash({&#34;command&#34;: &#34;make&#34;})",
+        stamp + "tool_result: make: ok",
+        stamp + "usage: 15 tokens, $0.5000",
     ]
+    assert re.search(r'<th scope="row">Duration</th><td>(\d+ min )?\d+ s</td>', html)
     assert "data-live-run" not in html  # the run is over: nothing to follow
     assert "live.js" not in html
 
@@ -462,7 +466,9 @@ async def test_the_run_stream_sends_persisted_then_live_lines(deps: Deps) -> Non
         await task
     [live, end] = received.messages
     assert (live["id"], live["event"]) == ("2", "output")
-    assert json.loads(live["data"]) == {"seq": 2, "kind": "text", "line": f"text: live {HOSTILE}"}
+    data = json.loads(live["data"])
+    assert re.fullmatch(r"\d\d:\d\d:\d\d", data.pop("at"))  # when the runner emitted it
+    assert data == {"seq": 2, "kind": "text", "line": f"text: live {HOSTILE}"}
     assert end == {"event": "end", "data": '{"state":"finished","status":"gates_failed"}'}
 
 

@@ -111,11 +111,42 @@
     source.addEventListener("open", function () {
       status("Live: new output appears as it arrives.");
     });
+    // The output is folded by phase (details > pre); a phase event opens a new fold.
+    function lastFold() {
+      var folds = output.querySelectorAll("details.phase > pre");
+      return folds.length ? folds[folds.length - 1] : null;
+    }
+    function newFold(at, name) {
+      output.querySelectorAll("details.phase[open]").forEach(function (fold) {
+        if (!fold.classList.contains("failed")) fold.open = false;
+      });
+      var details = document.createElement("details");
+      details.className = "phase";
+      details.open = true;
+      var summary = document.createElement("summary");
+      var time = document.createElement("span");
+      time.className = "ts";
+      time.textContent = at;
+      var label = document.createElement("strong");
+      label.textContent = name;
+      summary.append(time, " ", label);
+      details.append(summary, document.createElement("pre"));
+      output.append(details);
+      return details.querySelector("pre");
+    }
     source.addEventListener("output", function (event) {
-      var line = JSON.parse(event.data).line;
+      var data = JSON.parse(event.data);
       // Follow the end only when the reader is already there (not while they scroll back).
       var atEnd = output.scrollHeight - output.scrollTop - output.clientHeight < 40;
-      output.append(line + "\n");
+      if (data.phase) {
+        newFold(data.at || "", data.phase);
+      } else {
+        var fold = lastFold() || newFold(data.at || "", "start");
+        var time = document.createElement("span");
+        time.className = "ts";
+        time.textContent = data.at || "";
+        fold.append(time, " " + data.line + "\n");
+      }
       if (atEnd) output.scrollTop = output.scrollHeight;
     });
     source.addEventListener("end", function (event) {
@@ -123,7 +154,9 @@
       var over = JSON.parse(event.data);
       var text = over.state + (over.status ? " (" + over.status + ")" : "");
       if (state) state.textContent = text;
-      status("The run is over: " + text + ". Reload the page for its hook results and cost.");
+      status("The run is over: " + text + ".");
+      // Its hook results, cost, finish time and duration are on the page as it is now.
+      window.setTimeout(function () { window.location.reload(); }, 500);
     });
     source.addEventListener("interrupted", function () {
       status("Reconnecting…");
