@@ -23,14 +23,16 @@ from starlette.responses import Response
 from bot.api.request import MAX_ID, deps_of
 from bot.api.tickets import REPO_NAME, SOURCES
 from bot.config.states import State
-from bot.tables.mirror import PullRequest, Repository, Ticket
+from bot.tables.mirror import Comment, PullRequest, Repository, Ticket
 from bot.tables.workflow import Activity, Run, TicketState
+from bot.web.markdown import render_markdown
 from bot.web.pages import Refused, bad_request, html_endpoint, not_found, page, reader
 from harness_store.store import pinned_harness
 from runner.contract import HookResult
 
 COLUMN_LIMIT = 100
 ACTIVITY_PAGE = 200
+COMMENTS_SHOWN = 50  # the newest; the tracker has them all
 RUNS_LIMIT = 50
 BOARD_STATES: tuple[str, ...] = tuple(state.value for state in State)
 
@@ -357,11 +359,28 @@ async def _ticket_context(
     )
     more_activity = len(activity) > ACTIVITY_PAGE
     activity = activity[:ACTIVITY_PAGE]
+    comments = list(
+        (
+            await session.scalars(
+                select(Comment)
+                .where(Comment.ticket_id == ticket_id, Comment.deleted.is_(False))
+                .order_by(Comment.external_created_at.desc().nulls_last(), Comment.id.desc())
+                .limit(COMMENTS_SHOWN + 1)
+            )
+        ).all()
+    )
     url = ticket_path(ticket.source, ticket.key, ticket.id)
     return {
         "title": f"{ticket.key} {ticket.title}".strip(),
         "ticket": ticket,
         "ticket_url": url,
+        # Written by anyone who can open an issue: rendered, then sanitised (nh3).
+        "body": render_markdown(ticket.body) if ticket.body.strip() else None,
+        "comments": [
+            (comment, render_markdown(comment.body))
+            for comment in reversed(comments[:COMMENTS_SHOWN])
+        ],
+        "more_comments": len(comments) > COMMENTS_SHOWN,
         "tracker_url": http_url(ticket.html_url),
         "repo": repo,
         "repo_url": http_url(repo.html_url) if repo is not None else None,

@@ -3,11 +3,16 @@ the numeric id still working, and bad or unknown keys answered with a clear page
 
 from __future__ import annotations
 
+import re
+from datetime import UTC, datetime
+
 import httpx
 import pytest
 
 from bot.deps import Deps
+from bot.tables.mirror import Comment, Ticket
 from bot.web.ticket_pages import ticket_path
+from harness_store.db import transaction
 from tests.support.board import add_repo, add_ticket
 
 
@@ -67,3 +72,39 @@ async def test_bad_or_unknown_keys_get_a_clear_page(
 )
 def test_ticket_paths_use_the_key_when_it_is_one(source: str, key: str, path: str) -> None:
     assert ticket_path(source, key, 9) == path
+
+
+async def test_the_ticket_page_shows_its_description_labels_and_comments_sanitised(
+    client: httpx.AsyncClient, deps: Deps
+) -> None:
+    await add_repo(deps, 1, "acme/widgets")
+    ticket = await add_ticket(deps, "acme/widgets#5", repo_id=1)
+    hostile = '**Bold** <script>alert("x")</script> <img src=x onerror=alert(1)>'
+    async with transaction(deps.sessions) as session:
+        row = await session.get(Ticket, ticket)
+        assert row is not None
+        row.body, row.labels = hostile, ["openase", "<b>bug</b>"]
+        session.add_all(
+            Comment(
+                source="github",
+                external_id=str(n),
+                ticket_id=ticket,
+                author_login=f"user{n}",
+                body=f"comment {n} [link](javascript:alert(1))",
+                external_created_at=datetime(2026, 3, 1, 9, n, tzinfo=UTC),
+                deleted=n == 3,
+            )
+            for n in range(1, 5)
+        )
+
+    html = (await client.get("/tickets/acme/widgets/5")).text
+
+    description = html[html.index('id="description"') : html.index('id="comments"')]
+    assert "<strong>Bold</strong>" in description
+    assert "<script" not in html.split("<body>", 1)[1].replace('<script src="/static/', "")
+    assert "onerror" not in description
+    assert '<span class="label">&lt;b&gt;bug&lt;/b&gt;</span>' in description
+    comments = html[html.index('id="comments"') : html.index('id="checks"')]
+    assert [f"user{n}" for n in (1, 2, 4)] == re.findall(r"<strong>(user\d)</strong>", comments)
+    assert "comment 3" not in comments  # deleted on the tracker
+    assert 'href="javascript:' not in comments  # left as text, never a link
