@@ -18,6 +18,7 @@ from bot.web.live_events import run_events, tickets_events
 from bot.web.machine_pages import control_machine, machine_page, machines_page
 from bot.web.run_pages import run_page
 from bot.web.setup_page import CALLBACK_PATH, callback, register, setup
+from bot.web.ticket_list import ticket_list
 from bot.web.ticket_pages import (
     ticket_by_github_key,
     ticket_by_tracker_key,
@@ -42,6 +43,7 @@ def web_routes() -> list[BaseRoute]:
         Route("/metrics/dashboard", dashboard_page, methods=["GET"]),
         Route("/tickets", tickets_board, methods=["GET"]),
         Route("/tickets/events", tickets_events, methods=["GET"]),
+        Route("/tickets/list", ticket_list, methods=["GET"]),
         Route("/tickets/{id}", ticket_page, methods=["GET"]),
         Route("/tickets/{source}/{key}", ticket_by_tracker_key, methods=["GET"]),
         Route("/tickets/{owner}/{name}/{number}", ticket_by_github_key, methods=["GET"]),
