@@ -147,8 +147,8 @@ async def board_changes(
                         .order_by(changed_at, Ticket.id)
                     )
                 ).all()
-            for ticket, state, repo, changed in rows:
-                card = _json(Card.of(ticket, state, repo).to_json())
+            for ticket, state, repo, repo_url, changed in rows:
+                card = _json(Card.of(ticket, state, repo, repo_url).to_json())
                 previous = sent.get(ticket.id)
                 if previous is not None and previous[0] == card:
                     continue

@@ -61,6 +61,7 @@ class Phase:
     detail: str = ""
     lines: list[OutputLine] = field(default_factory=list)
     failed: bool = False  # an error line in it: shown open
+    open: bool = False
 
 
 def phases_of(events: list[tuple[str, dict[str, Any], datetime | None]]) -> list[Phase]:
@@ -77,6 +78,10 @@ def phases_of(events: list[tuple[str, dict[str, Any], datetime | None]]) -> list
             folds.append(Phase("start", at))
         folds[-1].lines.append(OutputLine(at, output_line(kind, event)))
         folds[-1].failed = folds[-1].failed or bool(event.get("is_error"))
+    # Open: folds with an error, and the last one that has anything to show.
+    with_lines = [fold for fold in folds if fold.lines]
+    for fold in folds:
+        fold.open = fold.failed or (bool(with_lines) and fold is with_lines[-1])
     return folds
 
 

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-from sqlalchemy import ColumnElement, Select, func, select
+from sqlalchemy import ColumnElement, Select, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import Response
@@ -114,9 +114,35 @@ class Card:
     attempt: int
     held: bool
     needs_input: bool
+    since: str | None = None  # ISO time it entered its state (how long it has been running)
+    waiting: str | None = None  # what it waits for, as the status comment says
+    failure: str | None = None  # the first line of why its last attempt failed
+    pr_number: int | None = None
+    pr_url: str | None = None
 
     @classmethod
-    def of(cls, ticket: Ticket, state: TicketState, repo: str | None) -> Card:
+    def of(
+        cls,
+        ticket: Ticket,
+        state: TicketState | None,
+        repo: str | None,
+        repo_url: str | None = None,
+    ) -> Card:
+        """A ticket's card; one nobody started (no workflow state) is in the backlog."""
+        if state is None:
+            return cls(
+                id=ticket.id,
+                key=ticket.key,
+                title=ticket.title,
+                repo=repo,
+                source=ticket.source,
+                state=State.BACKLOG.value,
+                attempt=0,
+                held=False,
+                needs_input=False,
+            )
+        failure = (state.last_failure or "").strip().splitlines()
+        home = http_url(repo_url)
         return cls(
             id=ticket.id,
             key=ticket.key,
@@ -127,6 +153,11 @@ class Card:
             attempt=state.attempt,
             held=state.held,
             needs_input=state.needs_input,
+            since=state.updated_at.isoformat() if state.updated_at else None,
+            waiting=state.waiting[:200] if state.waiting else None,
+            failure=failure[0][:200] if failure and state.state in ("todo", "failed") else None,
+            pr_number=state.pr_number,
+            pr_url=f"{home}/pull/{state.pr_number}" if home and state.pr_number else None,
         )
 
     @property
@@ -157,10 +188,10 @@ def state_label(state: str) -> str:
     return state.replace("_", " ").capitalize()
 
 
-def cards_query(filters: BoardFilters) -> Select[Ticket, TicketState, str]:
-    """Tickets with their workflow state and repository name, filtered."""
+def cards_query(filters: BoardFilters) -> Select[Ticket, TicketState, str, str | None]:
+    """Tickets with their workflow state and repository name and URL, filtered."""
     return (
-        select(Ticket, TicketState, Repository.full_name)
+        select(Ticket, TicketState, Repository.full_name, Repository.html_url)
         .join(TicketState, TicketState.ticket_id == Ticket.id)
         .outerjoin(Repository, Repository.id == Ticket.repository_id)
         .where(*filters.conditions())
@@ -168,36 +199,45 @@ def cards_query(filters: BoardFilters) -> Select[Ticket, TicketState, str]:
 
 
 async def board_columns(session: AsyncSession, filters: BoardFilters) -> list[Column]:
-    """Every canonical state's column (empty ones too), then custom stages in use."""
+    """Every canonical state's column (empty ones too), then custom stages in use. Open
+    tickets the engine never took up (no workflow state) are in the backlog."""
+    column = func.coalesce(TicketState.state, State.BACKLOG.value)
     ranked = (
         select(
-            TicketState.ticket_id.label("ticket_id"),
+            Ticket.id.label("ticket_id"),
             func.row_number()
             .over(
-                partition_by=TicketState.state,
-                order_by=(TicketState.updated_at.desc(), TicketState.ticket_id.desc()),
+                partition_by=column,
+                order_by=(
+                    func.coalesce(TicketState.updated_at, Ticket.updated_at).desc(),
+                    Ticket.id.desc(),
+                ),
             )
             .label("rank"),
-            func.count().over(partition_by=TicketState.state).label("total"),
+            func.count().over(partition_by=column).label("total"),
         )
-        .join(Ticket, Ticket.id == TicketState.ticket_id)
+        .outerjoin(TicketState, TicketState.ticket_id == Ticket.id)
         .outerjoin(Repository, Repository.id == Ticket.repository_id)
-        .where(*filters.conditions())
+        .where(
+            *filters.conditions(),
+            or_(TicketState.ticket_id.is_not(None), Ticket.state == "open"),
+        )
         .subquery()
     )
     statement = (
-        select(Ticket, TicketState, Repository.full_name, ranked.c.total)
+        select(Ticket, TicketState, Repository.full_name, Repository.html_url, ranked.c.total)
         .join(ranked, ranked.c.ticket_id == Ticket.id)
-        .join(TicketState, TicketState.ticket_id == Ticket.id)
+        .outerjoin(TicketState, TicketState.ticket_id == Ticket.id)
         .outerjoin(Repository, Repository.id == Ticket.repository_id)
         .where(ranked.c.rank <= COLUMN_LIMIT)
         .order_by(ranked.c.rank)
     )
     cards: dict[str, list[Card]] = {state: [] for state in BOARD_STATES}
     totals: dict[str, int] = {}
-    for ticket, state, repo, total in (await session.execute(statement)).all():
-        cards.setdefault(state.state, []).append(Card.of(ticket, state, repo))
-        totals[state.state] = total
+    for ticket, state, repo, repo_url, total in (await session.execute(statement)).all():
+        card = Card.of(ticket, state, repo, repo_url)
+        cards.setdefault(card.state, []).append(card)
+        totals[card.state] = total
     return [Column(state, found, totals.get(state, 0)) for state, found in cards.items()]
 
 

@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import update
 
 from bot.deps import Deps
-from bot.tables.mirror import PullRequest
+from bot.tables.mirror import PullRequest, Ticket
 from bot.tables.workflow import Activity, Run, RunEvent, RunState
 from bot.web.live_events import board_changes, run_output
 from bot.web.ticket_pages import ACTIVITY_PAGE, BoardFilters, database_now
@@ -70,9 +70,10 @@ async def test_the_board_groups_tickets_by_state(client: httpx.AsyncClient, deps
     assert card_ids(column_of(html, "in_progress")) == [held]
     assert card_ids(column_of(html, "done")) == [done]
     assert card_ids(column_of(html, "security_review")) == [stage]
-    for empty in ("backlog", "in_review", "merging", "canceled", "failed"):
+    # An open issue the engine never took up is in the backlog.
+    assert card_ids(column_of(html, "backlog")) == [untracked]
+    for empty in ("in_review", "merging", "canceled", "failed"):
         assert card_ids(column_of(html, empty)) == []
-    assert untracked not in card_ids(html)
 
     todo_card = column_of(html, "todo")
     assert 'href="/tickets/acme/api/1"' in todo_card  # by its key; /tickets/{todo} works too
@@ -88,6 +89,41 @@ async def test_the_board_groups_tickets_by_state(client: httpx.AsyncClient, deps
     assert re.search(r'data-events="/tickets/events\?since=2\d{3}-[^"]+"', html)
     assert '<script src="/static/live.js" defer></script>' in html
     assert "<script>" not in html
+
+
+async def test_cards_say_how_long_it_runs_its_pr_what_it_waits_on_and_why_it_failed(
+    client: httpx.AsyncClient, deps: Deps
+) -> None:
+    await add_repo(deps, 1, "acme/api")
+    running = await add_ticket(deps, "acme/api#1", repo_id=1, state="in_progress")
+    review = await add_ticket(deps, "acme/api#2", repo_id=1, state="in_review", pr_number=17)
+    waiting = await add_ticket(
+        deps, "acme/api#3", repo_id=1, waiting="no runner can sandbox runs <here>"
+    )
+    failed = await add_ticket(
+        deps, "acme/api#4", repo_id=1, state="failed", last_failure="tests failed\nmore"
+    )
+    closed = await add_ticket(deps, "acme/api#5", repo_id=1, state=None)
+    async with transaction(deps.sessions) as session:
+        await session.execute(update(Ticket).where(Ticket.id == closed).values(state="closed"))
+
+    html = (await client.get("/tickets")).text
+
+    card = html[html.index(f'id="ticket-{running}"') :]
+    assert re.match(r'[^>]*>.*?<span class="since muted">running since <time', card, re.S)
+    assert (
+        '<a class="pr" href="https://github.example/acme/api/pull/17">PR #<span '
+        'class="pr-number">17</span></a>'
+    ) in html
+    waits = html[html.index(f'id="ticket-{waiting}"') :]
+    assert (
+        '<span class="waiting">waiting: <span class="why">no runner can sandbox runs '
+        "&lt;here&gt;</span></span>"
+    ) in waits
+    fails = html[html.index(f'id="ticket-{failed}"') :]
+    assert '<span class="failure bad">failed: <span class="why">tests failed</span>' in fails
+    assert closed not in card_ids(html)  # closed before anyone started it: not on the board
+    assert review in card_ids(column_of(html, "in_review"))
 
 
 async def test_the_board_filters_by_repo_and_source(client: httpx.AsyncClient, deps: Deps) -> None:
@@ -405,6 +441,7 @@ async def test_the_board_stream_sends_each_changed_ticket_once(deps: Deps) -> No
         task.cancel()
     assert tickets_in(received.messages) == [(mine, "todo"), (mine, "in_progress")]
     card = json.loads(received.messages[-1]["data"])
+    assert datetime.fromisoformat(card.pop("since")) > since  # when it entered its state
     assert card == {
         "id": mine,
         "key": "acme/api#1",
@@ -415,6 +452,10 @@ async def test_the_board_stream_sends_each_changed_ticket_once(deps: Deps) -> No
         "attempt": 1,
         "held": False,
         "needs_input": False,
+        "waiting": None,
+        "failure": None,
+        "pr_number": None,
+        "pr_url": None,
         "url": "/tickets/acme/api/1",
     }
     assert datetime.fromisoformat(received.messages[-1]["id"]) > since

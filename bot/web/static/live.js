@@ -60,8 +60,46 @@
     var needsInput = document.createElement("span");
     needsInput.className = "flag needs-input";
     needsInput.textContent = "needs input";
-    card.append(key, " ", title, " ", meta, " ", held, " ", needsInput);
+    var since = document.createElement("span");
+    since.className = "since muted";
+    since.append("running since ", document.createElement("time"));
+    var pr = document.createElement("a");
+    pr.className = "pr";
+    var prNumber = document.createElement("span");
+    prNumber.className = "pr-number";
+    pr.append("PR #", prNumber);
+    var waiting = document.createElement("span");
+    waiting.className = "waiting";
+    var waitingWhy = document.createElement("span");
+    waitingWhy.className = "why";
+    waiting.append("waiting: ", waitingWhy);
+    var failure = document.createElement("span");
+    failure.className = "failure bad";
+    var failureWhy = document.createElement("span");
+    failureWhy.className = "why";
+    failure.append("failed: ", failureWhy);
+    card.append(key, " ", title, " ", meta, " ", since, " ", pr, " ", waiting, " ", failure,
+      " ", held, " ", needsInput);
     return card;
+  }
+
+  // The card's extra lines: each shown only when the ticket says something for it.
+  function showDetails(card, ticket) {
+    var since = card.querySelector(".since");
+    since.hidden = !(ticket.since && ticket.state === "in_progress");
+    var time = since.querySelector("time");
+    time.dateTime = ticket.since || "";
+    time.textContent = ticket.since ? ticket.since.slice(11, 16) + " UTC" : "";
+    var pr = card.querySelector(".pr");
+    pr.hidden = !ticket.pr_url;
+    if (ticket.pr_url) pr.href = ticket.pr_url;
+    pr.querySelector(".pr-number").textContent = ticket.pr_number ? String(ticket.pr_number) : "";
+    var waiting = card.querySelector(".waiting");
+    waiting.hidden = !ticket.waiting;
+    waiting.querySelector(".why").textContent = ticket.waiting || "";
+    var failure = card.querySelector(".failure");
+    failure.hidden = !ticket.failure;
+    failure.querySelector(".why").textContent = ticket.failure || "";
   }
 
   function showTicket(board, ticket) {
@@ -76,6 +114,7 @@
     card.querySelector(".attempt").textContent = String(ticket.attempt);
     card.querySelector(".held").hidden = !ticket.held;
     card.querySelector(".needs-input").hidden = !ticket.needs_input;
+    showDetails(card, ticket);
     card.dataset.state = ticket.state;
     var to = column(board, ticket.state);
     // Newest change first, as the server orders a column.
@@ -142,6 +181,7 @@
         newFold(data.at || "", data.phase);
       } else {
         var fold = lastFold() || newFold(data.at || "", "start");
+        fold.hidden = false;
         var time = document.createElement("span");
         time.className = "ts";
         time.textContent = data.at || "";
