@@ -12,10 +12,8 @@ activity.js, which sets everything as text), polled like the board (bot.web.live
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -40,17 +38,17 @@ from sqlalchemy import (
     tuple_,
     union_all,
 )
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 
 from bot.api.request import deps_of
-from bot.api.runs import KEEPALIVE_SECONDS, SSE_HEADERS, SSE_KEEPALIVE
+from bot.api.runs import KEEPALIVE_SECONDS, SSE_HEADERS
 from bot.api.tickets import REPO_NAME
 from bot.deps import Deps
 from bot.tables.mirror import Delivery, DeliveryStatus, Repository, Ticket
 from bot.tables.workflow import Activity, EffectStatus, OutboxEffect, TicketState
-from bot.web.live_events import POLL_SECONDS, SLACK, SSE_INTERRUPTED, resume_time
+from bot.web.live_events import POLL_SECONDS, Change, poll_changes, resume_time
 from bot.web.pages import Refused, bad_request, html_endpoint, page, reader
 from bot.web.ticket_pages import database_now
 
@@ -434,35 +432,24 @@ async def new_entries(
     keepalive_seconds: float = KEEPALIVE_SECONDS,
 ) -> AsyncIterator[str]:
     """`event: entry` for each entry recorded after `since` (now when None), oldest first."""
-    sent: dict[tuple[str, int], datetime] = {}
-    watermark = since
-    said_at = time.monotonic()
-    try:
-        while True:
-            async with deps.sessions() as session:
-                now = await database_now(session)
-                if watermark is None:
-                    watermark = now
-                statement = _branches(filters, _after(watermark - SLACK), False, 500)
-                rows = (await session.execute(statement)).all()
-            for row in rows:
-                entry = _entry(row)
-                if (entry.source, entry.id) in sent:
-                    continue
-                sent[(entry.source, entry.id)] = entry.at
-                data = json.dumps(entry.to_json(), separators=(",", ":"), ensure_ascii=False)
-                yield f"id: {now.isoformat()}\nevent: entry\ndata: {data}\n\n"
-                said_at = time.monotonic()
-            watermark = now
-            for key, at in list(sent.items()):
-                if at <= watermark - SLACK:
-                    del sent[key]  # older than any poll will look again
-            if time.monotonic() - said_at >= keepalive_seconds:
-                yield SSE_KEEPALIVE
-                said_at = time.monotonic()
-            if disconnected is not None and await disconnected():
-                return
-            await asyncio.sleep(poll_seconds)
-    except (SQLAlchemyError, OSError) as error:
-        log.warning("activity_event_stream_failed", error=type(error).__name__)
-        yield SSE_INTERRUPTED
+
+    async def entries(session: AsyncSession, cutoff: datetime) -> list[Change]:
+        rows = (await session.execute(_branches(filters, _after(cutoff), False, 500))).all()
+        changes: list[Change] = []
+        for row in rows:
+            entry = _entry(row)
+            data = json.dumps(entry.to_json(), separators=(",", ":"), ensure_ascii=False)
+            changes.append(((entry.source, entry.id), data, entry.at))
+        return changes
+
+    async for message in poll_changes(
+        deps,
+        entries,
+        "entry",
+        since,
+        name="activity",
+        disconnected=disconnected,
+        poll_seconds=poll_seconds,
+        keepalive_seconds=keepalive_seconds,
+    ):
+        yield message

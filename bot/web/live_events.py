@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from contextlib import aclosing
 from datetime import datetime, timedelta
 from typing import Any
@@ -29,6 +29,7 @@ from typing import Any
 import structlog
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 
@@ -118,6 +119,58 @@ def _bad(message: str) -> Response:
     return PlainTextResponse(f"Bad request: {message}", status_code=400)
 
 
+# A change: its key (a ticket, an entry), its message (JSON), when it changed.
+Change = tuple[Hashable, str, datetime]
+Fetch = Callable[[AsyncSession, datetime], Awaitable[list[Change]]]
+
+
+async def poll_changes(
+    deps: Deps,
+    fetch: Fetch,
+    event: str,
+    since: datetime | None,
+    *,
+    name: str,
+    disconnected: Callable[[], Awaitable[bool]] | None = None,
+    poll_seconds: float = POLL_SECONDS,
+    keepalive_seconds: float = KEEPALIVE_SECONDS,
+) -> AsyncIterator[str]:
+    """`event: <event>` for each change `fetch` finds after `since` (now when None), by
+    polling PostgreSQL. `fetch` gets a cutoff SLACK before the last poll's clock, so a row
+    committed late with an earlier time is still seen; a message already sent as it is now
+    is not sent again. `name` names the stream in the log when the database fails."""
+    sent: dict[Hashable, tuple[str, datetime]] = {}  # message last sent, when it changed
+    watermark = since
+    said_at = time.monotonic()
+    try:
+        while True:
+            async with deps.sessions() as session:
+                now = await database_now(session)
+                if watermark is None:
+                    watermark = now
+                changes = await fetch(session, watermark - SLACK)
+            for key, message, changed in changes:
+                previous = sent.get(key)
+                if previous is not None and previous[0] == message:
+                    continue
+                sent[key] = (message, changed)
+                yield f"id: {now.isoformat()}\nevent: {event}\ndata: {message}\n\n"
+                said_at = time.monotonic()
+            watermark = now
+            for key, (_, changed) in list(sent.items()):
+                if changed <= watermark - SLACK:
+                    del sent[key]  # older than any poll will look again
+            if time.monotonic() - said_at >= keepalive_seconds:
+                yield SSE_KEEPALIVE
+                said_at = time.monotonic()
+            if disconnected is not None and await disconnected():
+                return
+            await asyncio.sleep(poll_seconds)
+    except (SQLAlchemyError, OSError) as error:
+        log.warning(f"{name}_event_stream_failed", error=type(error).__name__)
+        yield SSE_INTERRUPTED
+
+
 async def board_changes(
     deps: Deps,
     filters: BoardFilters,
@@ -128,49 +181,33 @@ async def board_changes(
     keepalive_seconds: float = KEEPALIVE_SECONDS,
 ) -> AsyncIterator[str]:
     """`event: ticket` messages for tickets changed after `since` (now when None)."""
-    sent: dict[int, tuple[str, datetime]] = {}  # card JSON last sent, and when it changed
-    watermark = since
-    said_at = time.monotonic()
-    try:
-        while True:
-            async with deps.sessions() as session:
-                now = await database_now(session)
-                if watermark is None:
-                    watermark = now
-                cutoff = watermark - SLACK
-                changed_at = func.greatest(TicketState.updated_at, Ticket.updated_at)
-                rows = (
-                    await session.execute(
-                        cards_query(filters)
-                        .add_columns(changed_at)
-                        .where(or_(TicketState.updated_at > cutoff, Ticket.updated_at > cutoff))
-                        .order_by(changed_at, Ticket.id)
-                    )
-                ).all()
-            for ticket, state, repo, repo_url, changed in rows:
-                card = _json(Card.of(ticket, state, repo, repo_url).to_json())
-                previous = sent.get(ticket.id)
-                if previous is not None and previous[0] == card:
-                    continue
-                sent[ticket.id] = (card, changed)
-                yield f"id: {now.isoformat()}\nevent: ticket\ndata: {card}\n\n"
-                said_at = time.monotonic()
-            watermark = now
-            for ticket_id, (_, changed) in list(sent.items()):
-                if changed <= watermark - SLACK:
-                    del sent[ticket_id]  # older than any poll will look again
-            if time.monotonic() - said_at >= keepalive_seconds:
-                yield SSE_KEEPALIVE
-                said_at = time.monotonic()
-            if disconnected is not None and await disconnected():
-                return
-            await asyncio.sleep(poll_seconds)
-    except (SQLAlchemyError, OSError) as error:
-        log.warning("board_event_stream_failed", error=type(error).__name__)
-        yield SSE_INTERRUPTED
 
+    async def cards(session: AsyncSession, cutoff: datetime) -> list[Change]:
+        changed_at = func.greatest(TicketState.updated_at, Ticket.updated_at)
+        rows = (
+            await session.execute(
+                cards_query(filters)
+                .add_columns(changed_at)
+                .where(or_(TicketState.updated_at > cutoff, Ticket.updated_at > cutoff))
+                .order_by(changed_at, Ticket.id)
+            )
+        ).all()
+        return [
+            (ticket.id, _json(Card.of(ticket, state, repo, repo_url).to_json()), changed)
+            for ticket, state, repo, repo_url, changed in rows
+        ]
 
-# -- a run's output -------------------------------------------------------------------------
+    async for message in poll_changes(
+        deps,
+        cards,
+        "ticket",
+        since,
+        name="board",
+        disconnected=disconnected,
+        poll_seconds=poll_seconds,
+        keepalive_seconds=keepalive_seconds,
+    ):
+        yield message
 
 
 async def run_events(request: Request) -> Response:

@@ -71,7 +71,7 @@ def confinement(confined: bool, support: Support) -> tuple[SandboxPolicy, Sandbo
     if not confined:
         return SandboxPolicy(enabled=False), None
     if not support.available:
-        pytest.skip(support.problem)
+        pytest.skip(f"bubblewrap cannot confine here: {support.problem}")
     # Nothing read-only besides the CLI's install root, which the runner adds itself.
     return SandboxPolicy(), Sandbox(support)
 

@@ -352,6 +352,8 @@ async def test_no_secret_of_a_spec_stays_in_redis_once_its_job_is_done(
             agent=config,
             git_token=token,
             limits=Limits(kill_grace_seconds=0.5),
+            # A branch each: two runs of one ticket's branch at once would share a worktree.
+            work_branch=f"openase/{run_id}",
         )
         return spec.to_wire()
 
