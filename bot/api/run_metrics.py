@@ -1,19 +1,21 @@
-"""What `/metrics` reads about runs, runners and the outbox at scrape time (bot.metrics).
+"""What `/metrics` reads about runs, runners, tickets and the outbox at scrape time (bot.metrics).
 
 Every family is an aggregate with low-cardinality labels (state, outcome, machine, status,
-token kind): never a ticket or a run. From Postgres, three statements: runs by state and
+token kind): never a ticket or a run. From Postgres, four statements: runs by state and
 outcome; finished runs' durations as a histogram with their tokens and cost; the outbox by
-status. From Redis: the runner registry and each machine's queue length (one pipeline).
+status; lead time (label → PR, label → merge) as two histograms. From Redis: the runner
+registry and each machine's queue length (one pipeline).
 
-Lead time (label → PR, label → merge) is not here: it needs each ticket's first `todo`
-and its `in_review`/`done` from the activity log, a scan of that log on every scrape. The
-run duration histogram stands in for it.
+Lead time reads the moments each ticket's state row keeps (`labelled_at`, `pr_at`,
+`done_at`, stamped by the engine on the first move into each state): one pass over
+`ticket_states`, one row per ticket, never the activity log.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -21,17 +23,31 @@ from prometheus_client.core import (
     HistogramMetricFamily,
     Metric,
 )
-from sqlalchemy import BigInteger, Float, cast, func, select
+from sqlalchemy import BigInteger, ColumnElement, Float, cast, func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.deps import Deps
 from bot.engine.runs.machines import registered
 from bot.metrics import MetricsSource
-from bot.tables.workflow import EffectStatus, OutboxEffect, Run, RunState
+from bot.tables.workflow import EffectStatus, OutboxEffect, Run, RunState, TicketState
 from runner.contract import run_queue
 
 DURATION_BUCKETS = (60.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0)
 TOKEN_KINDS = ("input", "output", "cache_read", "cache_write")
 OUTBOX_STATUSES = (EffectStatus.PENDING, EffectStatus.FAILED)
+# Lead time is hours to days: 15 min, 30 min, 1 h, 2 h, 4 h, 8 h, 1 d, 2 d, 3 d, 7 d.
+LEAD_TIME_BUCKETS = (
+    900.0,
+    1800.0,
+    3600.0,
+    7200.0,
+    14400.0,
+    28800.0,
+    86400.0,
+    172800.0,
+    259200.0,
+    604800.0,
+)
 
 
 async def run_families(deps: Deps) -> list[Metric]:
@@ -75,6 +91,7 @@ async def run_families(deps: Deps) -> list[Metric]:
                 .group_by(OutboxEffect.status)
             )
         ).all()
+        lead = await lead_times(conn)
 
     active = GaugeMetricFamily(
         "openase_runs_active", "Runs sent to a machine and not over, by state.", labels=["state"]
@@ -101,7 +118,7 @@ async def run_families(deps: Deps) -> list[Metric]:
     total_seconds, cost = float(finished[len(DURATION_BUCKETS) + 1]), float(finished[-5])
     durations = HistogramMetricFamily(
         "openase_run_duration_seconds",
-        "Finished runs, from start to result (the stand-in for lead time; see README).",
+        "Finished runs, from start to result.",
     )
     buckets = [(str(bound), n) for bound, n in zip(DURATION_BUCKETS, counts, strict=False)]
     durations.add_metric([], [*buckets, ("+Inf", counts[-1])], total_seconds)
@@ -126,7 +143,33 @@ async def run_families(deps: Deps) -> list[Metric]:
     for status in OUTBOX_STATUSES:
         effects.add_metric([status.value], by_status.get(status.value, (0, 0.0))[0])
     oldest.add_metric([], max(0.0, float(by_status.get(EffectStatus.PENDING, (0, 0.0))[1])))
-    return [active, ended, durations, tokens, spent, effects, oldest]
+    return [active, ended, durations, tokens, spent, effects, oldest, *lead]
+
+
+async def lead_times(conn: AsyncConnection) -> list[Metric]:
+    """Label → PR and label → merge over every ticket that got there, in one statement."""
+    to_pr = func.extract("epoch", TicketState.pr_at - TicketState.labelled_at)
+    to_merge = func.extract("epoch", TicketState.done_at - TicketState.labelled_at)
+    columns: list[ColumnElement[Any]] = []
+    for seconds in (to_pr, to_merge):
+        columns += [func.count(seconds).filter(seconds <= bound) for bound in LEAD_TIME_BUCKETS]
+        columns += [func.count(seconds), func.coalesce(func.sum(seconds), 0)]
+    row = (await conn.execute(select(*columns).where(TicketState.labelled_at.is_not(None)))).one()
+    values = [float(value) for value in row]
+    families: list[Metric] = []
+    for name, what in (
+        ("openase_lead_time_to_pr_seconds", "its PR opened (the first move to in_review)"),
+        ("openase_lead_time_to_merge_seconds", "it was done (its PR merged, or it closed)"),
+    ):
+        *counts, total, summed = values[: len(LEAD_TIME_BUCKETS) + 2]
+        del values[: len(LEAD_TIME_BUCKETS) + 2]
+        family = HistogramMetricFamily(
+            name, f"Tickets, from the trigger label (first move out of the backlog) to {what}."
+        )
+        buckets = [(str(bound), n) for bound, n in zip(LEAD_TIME_BUCKETS, counts, strict=True)]
+        family.add_metric([], [*buckets, ("+Inf", total)], summed)
+        families.append(family)
+    return families
 
 
 async def runner_families(deps: Deps) -> list[Metric]:

@@ -17,13 +17,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import structlog
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from adapters.base import CodeHost
 from bot.config.control import ControlConfig
 from bot.config.loader import ConfigCache, RepoConfigResult, repo_config
+from bot.config.states import State
 from bot.deps import Deps
 from bot.engine.access import PermissionCache
 from bot.registry import TrackerClients
@@ -168,7 +169,14 @@ async def ensure_state(session: AsyncSession, loaded: Loaded, state: str) -> Tic
         return loaded.state
     await session.execute(
         insert(TicketState)
-        .values(ticket_id=loaded.ticket.id, state=state, attempt=0, version=0, cost_usd=0.0)
+        .values(
+            ticket_id=loaded.ticket.id,
+            state=state,
+            attempt=0,
+            version=0,
+            cost_usd=0.0,
+            **{name: func.now() for name in _moments_of(state)},
+        )
         .on_conflict_do_nothing(index_elements=[TicketState.ticket_id])
     )
     fresh = await load(session, loaded.ticket.id)
@@ -176,6 +184,27 @@ async def ensure_state(session: AsyncSession, loaded: Loaded, state: str) -> Tic
     assert fresh.state is not None
     loaded.state = fresh.state
     return fresh.state
+
+
+def _moments_of(state: str) -> list[str]:
+    """The moment columns entering `state` sets (when they are still empty)."""
+    moments = [] if state == State.BACKLOG else ["labelled_at"]
+    if state == State.IN_REVIEW:
+        moments.append("pr_at")
+    elif state == State.DONE:
+        moments.append("done_at")
+    return moments
+
+
+async def stamp_moments(session: AsyncSession, row: TicketState, state: str) -> None:
+    """Record the ticket's first moments that entering `state` makes (its lead time), at the
+    transaction's `now()`: the clock of the activity row logging the move, so the two agree.
+    A moment already set stays: a reopened ticket keeps its first PR and its first done."""
+    missing = [name for name in _moments_of(state) if getattr(row, name) is None]
+    if missing:
+        now = await session.scalar(select(func.now()))
+        for name in missing:
+            setattr(row, name, now)
 
 
 def by(actor: str | None) -> str:

@@ -16,7 +16,7 @@ from bot.config.states import TERMINAL, State, label_color
 from bot.config.workflow import Workflow
 from bot.effects.kinds import EffectKind
 from bot.effects.outbox import add_effect, revision_key
-from bot.engine.context import Engine, Followups, Loaded, ensure_state
+from bot.engine.context import Engine, Followups, Loaded, ensure_state, stamp_moments
 from bot.engine.status_comment import StatusView, render
 from bot.engine.tracker_tickets import (
     is_tracker,
@@ -114,6 +114,7 @@ class Decision:
         row.state = new_state
         for name, value in changes.items():
             setattr(row, name, value)
+        await stamp_moments(self.session, row, new_state)
         row.version += 1
         await self.session.flush()
         message = reason if old == new_state else f"{old} → {new_state}: {reason}"

@@ -40,7 +40,16 @@ from bot.config.workflow import DEFAULT_TRIGGER, DEFAULT_WORKFLOW, INTAKE_STATES
 from bot.effects.projects import resolve_item, state_for_option
 from bot.engine.commands.comments import body_commands, commented
 from bot.engine.commands.registry import Commands
-from bot.engine.context import BOT, Engine, Followups, Loaded, by, ensure_state, load
+from bot.engine.context import (
+    BOT,
+    Engine,
+    Followups,
+    Loaded,
+    by,
+    ensure_state,
+    load,
+    stamp_moments,
+)
 from bot.engine.decision import Decision, Reacting, note
 from bot.engine.reviews import pull_request_changed, rerun_gates, reviewed, tickets_at
 from bot.engine.tickets import load_event_ticket, own_change, ticket_id_of
@@ -103,6 +112,7 @@ async def _ticket_removed(r: Reacting, event: TicketRemoved) -> None:
         r.followups.cancel[row.run_id] = f"the issue was {event.reason}"
     old = row.state
     row.state, row.run_id, row.next_attempt_at = State.CANCELED, None, None
+    await stamp_moments(r.session, row, State.CANCELED)
     row.version += 1
     note(r.session, loaded.ticket.id, "state", f"{old} → canceled: issue {event.reason}")
     r.followups.dispatch_due = True

@@ -34,7 +34,10 @@ class TicketState(Timestamped, Base):
     """A ticket's place in its workflow; one row per ticket the engine has seen."""
 
     __tablename__ = "ticket_states"
-    __table_args__ = (Index("ix_ticket_states_state_next_attempt_at", "state", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_ticket_states_state_next_attempt_at", "state", "next_attempt_at"),
+        Index("ix_ticket_states_done_at", "done_at"),
+    )
 
     ticket_id: Mapped[int] = mapped_column(
         BigInteger, ForeignKey("tickets.id", ondelete="CASCADE"), primary_key=True
@@ -62,6 +65,12 @@ class TicketState(Timestamped, Base):
     gates_only: Mapped[bool] = mapped_column(Boolean, default=False)
     ask_session_id: Mapped[str | None] = mapped_column(String(200))  # `/ask` resumes it
     version: Mapped[int] = mapped_column(Integer, default=0)  # optimistic lock
+    # Its first moments, for lead time (the dashboard, /metrics): the first move out of the
+    # backlog (the trigger label), the first into in_review (its PR) and into done. Set once:
+    # a ticket reopened and done again keeps them, as the first PR is what lead time means.
+    labelled_at: Mapped[datetime | None]
+    pr_at: Mapped[datetime | None]
+    done_at: Mapped[datetime | None]
 
 
 class RunState(enum.StrEnum):

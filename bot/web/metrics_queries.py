@@ -2,16 +2,19 @@
 each function is one query whatever the number of tickets or runs, so a page costs a fixed
 number of round trips.
 
-What the tables hold and how the dashboard reads it (no column was added for it):
+What the tables hold and how the dashboard reads it:
 - a run's outcome is `runs.status` (the `RunResult.status`), or its `state` while it has
   none (queued, running, lost); its cost is `runs.cost_usd`; its gates are the hook results
   in `runs.result` (JSON): a gate failed when a blocking hook did not exit 0 or timed out;
-- a ticket's moments come from its activity log (`activity` rows of kind `state`, whose data
-  carries `old` and `new`): *labelled* is its first state change (the trigger label putting
-  it into its workflow), *PR* the first move to `in_review` (the run's PR is open),
-  *merged* the first move to `done` (the PR was merged, or the issue closed);
+- a ticket's moments are stored on its state row, stamped by the engine on the first move
+  into each (`ticket_states`, indexed on `done_at`): *labelled* is its first move out of
+  the backlog (the trigger label putting it into its workflow), *PR* the first move to
+  `in_review` (the run's PR is open), *merged* the first move to `done` (the PR was
+  merged, or the issue closed);
 - a ticket passed first time when it is done, none of its runs failed its gates, and its
-  review never sent it back (a move from `in_review` to anything but `merging` or `done`).
+  review never sent it back (a move from `in_review` to anything but `merging` or `done`,
+  read from its activity log: `activity` rows of kind `state`, whose data carries `old`
+  and `new`; only the done tickets' rows are read).
 """
 
 from __future__ import annotations
@@ -148,33 +151,30 @@ async def done_tickets(
     """Per UTC day, and over the whole range: tickets done, first passes, their cost (every
     run of theirs) and lead times label → PR and label → merge (p50, p90)."""
     query = _scoped(""",
-    scoped_tickets AS (SELECT DISTINCT ticket_id FROM scoped_runs),
-    moments AS (
-        SELECT a.ticket_id,
-               min(a.at) AS labelled_at,
-               min(a.at) FILTER (WHERE a.data->>'new' = 'in_review') AS pr_at,
-               min(a.at) FILTER (WHERE a.data->>'new' = 'done') AS done_at,
-               coalesce(bool_or(a.data->>'old' = 'in_review'
-                                AND a.data->>'new' NOT IN ('in_review', 'merging', 'done')),
-                        false) AS sent_back
-        FROM activity a JOIN scoped_tickets s ON s.ticket_id = a.ticket_id
-        WHERE a.kind = 'state'
-        GROUP BY a.ticket_id
+    done_in_range AS (
+        SELECT ts.ticket_id, ts.labelled_at, ts.pr_at, ts.done_at
+        FROM ticket_states ts
+        WHERE ts.done_at >= :since AND ts.done_at < :until
+          AND EXISTS (SELECT 1 FROM scoped_runs s WHERE s.ticket_id = ts.ticket_id)
     ),
     ticket_runs AS (
         SELECT r.ticket_id, bool_or(r.status = 'gates_failed') AS gates_failed,
                coalesce(sum(r.cost_usd), 0) AS cost
-        FROM runs r JOIN scoped_tickets s ON s.ticket_id = r.ticket_id
+        FROM runs r JOIN done_in_range d ON d.ticket_id = r.ticket_id
         GROUP BY r.ticket_id
     ),
     done AS (
-        SELECT (m.done_at AT TIME ZONE 'UTC')::date AS day,
-               extract(epoch FROM m.pr_at - m.labelled_at) AS to_pr,
-               extract(epoch FROM m.done_at - m.labelled_at) AS to_merge,
-               NOT m.sent_back AND NOT coalesce(t.gates_failed, false) AS first_pass,
+        SELECT (d.done_at AT TIME ZONE 'UTC')::date AS day,
+               extract(epoch FROM d.pr_at - d.labelled_at) AS to_pr,
+               extract(epoch FROM d.done_at - d.labelled_at) AS to_merge,
+               NOT coalesce(t.gates_failed, false) AND NOT EXISTS (
+                   SELECT 1 FROM activity a
+                   WHERE a.ticket_id = d.ticket_id AND a.kind = 'state'
+                     AND a.data->>'old' = 'in_review'
+                     AND a.data->>'new' NOT IN ('in_review', 'merging', 'done')
+               ) AS first_pass,
                coalesce(t.cost, 0) AS cost
-        FROM moments m LEFT JOIN ticket_runs t ON t.ticket_id = m.ticket_id
-        WHERE m.done_at >= :since AND m.done_at < :until
+        FROM done_in_range d LEFT JOIN ticket_runs t ON t.ticket_id = d.ticket_id
     )
     SELECT GROUPING(day) = 1 AS total, day, count(*),
            count(*) FILTER (WHERE first_pass), coalesce(sum(cost), 0),

@@ -1,5 +1,6 @@
-"""`/metrics` on runs, runners, queues, the outbox, tokens and cost (bot.api.run_metrics),
-and the Grafana dashboard in deploy/grafana, whose every query names a metric we expose."""
+"""`/metrics` on runs, runners, queues, the outbox, tokens, cost and tickets' lead time
+(bot.api.run_metrics), and the Grafana dashboard in deploy/grafana, whose every query names
+a metric we expose."""
 
 from __future__ import annotations
 
@@ -157,11 +158,52 @@ async def test_a_scrape_counts_runs_runners_queues_and_the_outbox(
     assert labels <= {"source", "event", "outcome", "state", "le", "kind", "status", "machine"}
 
 
+async def test_lead_times_are_histograms_of_the_tickets_moments(
+    client: httpx.AsyncClient, deps: Deps
+) -> None:
+    minute, hour, day = timedelta(minutes=1), timedelta(hours=1), timedelta(days=1)
+    # (PR after, done after) the trigger label: 20 min and 3 h; 5 h and 2 days; a PR after
+    # 10 days still open; one labelled and nothing more; one in the backlog.
+    for n, (to_pr, to_done) in enumerate(
+        [(20 * minute, 3 * hour), (5 * hour, 2 * day), (10 * day, None), (None, None)]
+    ):
+        await add_ticket(
+            deps,
+            f"acme/api#{n + 10}",
+            state="in_review",
+            labelled_at=T0,
+            pr_at=T0 + to_pr if to_pr else None,
+            done_at=T0 + to_done if to_done else None,
+        )
+    await add_ticket(deps, "acme/api#20", state="backlog")
+    samples, types = await scrape(client)
+
+    assert types["openase_lead_time_to_pr_seconds"] == "histogram"
+    pr = "openase_lead_time_to_pr_seconds"
+    assert [
+        value(samples, f"{pr}_bucket", le=le)
+        for le in ("900.0", "1800.0", "14400.0", "28800.0", "604800.0", "+Inf")
+    ] == [0, 1, 1, 2, 2, 3]
+    assert value(samples, f"{pr}_count") == 3
+    assert value(samples, f"{pr}_sum") == pytest.approx((20 * 60) + (5 * 3600) + (10 * 86400))
+
+    assert types["openase_lead_time_to_merge_seconds"] == "histogram"
+    merge = "openase_lead_time_to_merge_seconds"
+    assert [
+        value(samples, f"{merge}_bucket", le=le)
+        for le in ("7200.0", "14400.0", "86400.0", "172800.0", "259200.0", "+Inf")
+    ] == [0, 1, 1, 2, 2, 2]
+    assert value(samples, f"{merge}_count") == 2
+    assert value(samples, f"{merge}_sum") == pytest.approx(3 * 3600 + 2 * 86400)
+
+
 async def test_an_empty_database_still_gives_every_family(
     client: httpx.AsyncClient,
 ) -> None:
     samples, types = await scrape(client)
     assert value(samples, "openase_run_duration_seconds_count") == 0
+    assert value(samples, "openase_lead_time_to_pr_seconds_count") == 0
+    assert value(samples, "openase_lead_time_to_merge_seconds_bucket", le="+Inf") == 0
     assert value(samples, "openase_run_cost_usd_total") == 0
     assert value(samples, "openase_outbox_effects", status="pending") == 0
     assert value(samples, "openase_runners_online") == 0

@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import event
 
 from bot.deps import Deps
-from bot.tables.workflow import Activity, Run, RunState
+from bot.tables.workflow import Activity, Run, RunState, TicketState
 from harness_store.db import transaction
 from harness_store.store import publish_harness
 from runner.contract import RunStatus
@@ -78,9 +78,19 @@ async def a_run(
 
 
 async def moves(deps: Deps, ticket_id: int, *steps: tuple[datetime, str, str, str | None]) -> None:
-    """The ticket's state changes: (when, old, new, run id)."""
+    """The ticket's state changes: (when, old, new, run id), logged, and their first moments
+    stamped on its state row as the engine does."""
     async with transaction(deps.sessions) as session:
+        row = await session.get(TicketState, ticket_id)
+        assert row is not None
         for at, old, new, run_id in steps:
+            for name, entered in (
+                ("labelled_at", new != "backlog"),
+                ("pr_at", new == "in_review"),
+                ("done_at", new == "done"),
+            ):
+                if entered and getattr(row, name) is None:
+                    setattr(row, name, at)
             session.add(
                 Activity(
                     ticket_id=ticket_id,
@@ -331,6 +341,25 @@ async def test_hostile_names_stay_text(client: httpx.AsyncClient, deps: Deps) ->
     bad = await client.get("/metrics/dashboard", params={"from": "<script>x</script>"})
     assert bad.status_code == 400
     assert "<script>x" not in bad.text
+
+
+async def test_lead_time_is_read_from_the_moments_on_the_state_row(
+    client: httpx.AsyncClient, deps: Deps
+) -> None:
+    """A ticket whose moments the migration or the engine stored counts with no activity
+    rows; one reopened and done again counts on the day of its first done."""
+    await add_repo(deps, 1, "acme/api")
+    first = await add_ticket(
+        deps, "acme/api#1", repo_id=1, state="done", labelled_at=D1, pr_at=D1 + H, done_at=D2
+    )
+    await a_run(
+        deps, "r-1", first, D1, status=RunStatus.SUCCEEDED, cost=1.0, harness_version_id=None
+    )
+    await moves(deps, first, (D2 + H, "done", "todo", None), (D2 + 2 * H, "merging", "done", None))
+    html = (await client.get("/metrics/dashboard")).text
+    assert table(html, "done") == [[D2_DAY, "1"]]
+    assert table(html, "lead-time") == [[D2_DAY, "1.0", "1.0", "24.0", "24.0"]]
+    assert table(html, "first-pass") == [[D2_DAY, "1", "1", "100 %"]]
 
 
 @contextmanager
