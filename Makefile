@@ -55,7 +55,7 @@ bench-github: sync
 	$(VENV)/bin/python -m bench.github_client $(BENCH_ARGS)
 
 bench-web: sync
-	$(VENV)/bin/python -m bench.web_pages $(BENCH_ARGS)
+	$(VENV)/bin/python -m bench.web $(BENCH_ARGS)
 
 # Faults injected one by one under load (issue 19): `make chaos CHAOS_ARGS="--faults
 # redis,postgres --outage-seconds 5"`; `--help` lists the faults and settings.

@@ -25,6 +25,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
+import bot.tables.actions  # what people pressed on ticket pages, same metadata
 import bot.tables.machines  # what admins said of the runners, same metadata
 import bot.tables.sync  # what staying in step remembers, same metadata
 import bot.tables.workflow  # noqa: F401  # the workflow engine's tables, same metadata
@@ -105,6 +106,15 @@ class Ticket(Timestamped, Base):
         Index("ix_tickets_repository_number", "repository_id", "number"),
         Index("ix_tickets_labels", "labels", postgresql_using="gin"),
         Index("ix_tickets_state", "state"),
+        # /tickets/list (migration e8f4b2a0d3c6): its full-text search, exactly the
+        # expression bot.web.ticket_list searches with; its default order; tracker keys.
+        Index(
+            "ix_tickets_search",
+            text("to_tsvector('simple'::regconfig, (title || ' '::text) || body)"),
+            postgresql_using="gin",
+        ),
+        Index("ix_tickets_updated_at_id", "updated_at", "id"),
+        Index("ix_tickets_source_key", "source", "key"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)

@@ -23,6 +23,7 @@ from sqlalchemy import (
     String,
     Text,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
@@ -87,6 +88,24 @@ class Run(Base):
     __table_args__ = (
         Index("ix_runs_ticket_id", "ticket_id"),
         Index("ix_runs_state", "state"),
+        # The web pages' (migration e8f4b2a0d3c6): the dashboard's range scans read only
+        # this index; a machine's recent runs; filter choices and harness impact.
+        Index(
+            "ix_runs_queued_at",
+            "queued_at",
+            postgresql_include=[
+                "ticket_id",
+                "workflow",
+                "harness_version_id",
+                "state",
+                "status",
+                "cost_usd",
+            ],
+        ),
+        Index("ix_runs_machine_queued_at", "machine", "queued_at"),
+        Index("ix_runs_workflow", "workflow"),
+        Index("ix_runs_provider", text("(spec ->> '_provider')")),
+        Index("ix_runs_harness_version_id", "harness_version_id"),
     )
 
     id: Mapped[str] = mapped_column(String(128), primary_key=True)  # RunSpec.run_id
@@ -160,7 +179,27 @@ class Activity(Base):
     """What happened to a ticket, in order: state changes, runs, effects, config problems."""
 
     __tablename__ = "activity"
-    __table_args__ = (Index("ix_activity_ticket_id_id", "ticket_id", "id"),)
+    __table_args__ = (
+        Index("ix_activity_ticket_id_id", "ticket_id", "id"),
+        # /activity's keyset pages, all kinds and one (migration e8f4b2a0d3c6).
+        Index("ix_activity_at_id", "at", "id"),
+        Index("ix_activity_kind_at_id", "kind", "at", "id"),
+        # A review sending a ticket back (the dashboard's first passes), a run's move to
+        # in_review (a harness's impact): exactly as bot.web.metrics_queries asks.
+        Index(
+            "ix_activity_sent_back",
+            "ticket_id",
+            postgresql_where=text(
+                "kind = 'state' AND (data ->> 'old') = 'in_review'"
+                " AND (data ->> 'new') NOT IN ('in_review', 'merging', 'done')"
+            ),
+        ),
+        Index(
+            "ix_activity_pr_moves",
+            "run_id",
+            postgresql_where=text("kind = 'state' AND (data ->> 'new') = 'in_review'"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     ticket_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("tickets.id", ondelete="CASCADE"))

@@ -27,6 +27,7 @@ from sqlalchemy import (
     DateTime,
     SQLColumnExpression,
     String,
+    and_,
     cast,
     false,
     func,
@@ -62,6 +63,10 @@ WORKFLOW = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 PERSON = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})(?:\[bot\])?")
 CURSOR = re.compile(r"(?P<at>[0-9T:.+\-]{19,40})\|(?P<source>[a-z]{5,8})\|(?P<id>[0-9]{1,19})")
 MAX_SEARCH = 200
+# A substring search (q, person) reads at most this many activity rows a page: no index
+# serves an ILIKE, so one that matches little would otherwise read the whole log. A page
+# that reached the window's end before it filled up links on to the entries older than it.
+SEARCH_WINDOW = 20_000
 # Which rows of a source a read wants: (its time, its source name, its id) → condition.
 Window = Callable[
     [SQLColumnExpression[datetime], str, SQLColumnExpression[int]], ColumnElement[bool]
@@ -348,28 +353,69 @@ def _entry(row: Any) -> Entry:
     )
 
 
+def _between(
+    at: SQLColumnExpression[datetime],
+    source: str,
+    key: SQLColumnExpression[int],
+    before: Cursor | None,
+    floor: Cursor | None,
+) -> ColumnElement[bool]:
+    """Rows older than `before` and not older than `floor`, in the feed's (at, source, id)
+    order; the bare time bounds let an index on the time serve the range."""
+    here = tuple_(at, literal(source, String), key)
+    conditions: list[ColumnElement[bool]] = []
+    for cursor, older in ((before, True), (floor, False)):
+        if cursor is None:
+            continue
+        moment = literal(cursor.at, DateTime(timezone=True))
+        there = tuple_(moment, literal(cursor.source, String), literal(cursor.id, BigInteger))
+        conditions += [at <= moment, here < there] if older else [at >= moment, here >= there]
+    return and_(*conditions) if conditions else true()
+
+
+async def _search_floor(session: AsyncSession, before: Cursor | None) -> Cursor | None:
+    """The oldest activity row a search page reads (the SEARCH_WINDOW-th from `before`), or
+    None when fewer are left: read from the (at, id) index alone."""
+    query = select(Activity.at, Activity.id)
+    if before is not None:
+        query = query.where(_between(Activity.at, "activity", Activity.id, before, None))
+    row = (
+        await session.execute(
+            query.order_by(Activity.at.desc(), Activity.id.desc())
+            .offset(SEARCH_WINDOW - 1)
+            .limit(1)
+        )
+    ).one_or_none()
+    return None if row is None else Cursor(row.at, "activity", row.id)
+
+
+@dataclass(frozen=True)
+class FeedPage:
+    entries: list[Entry]
+    next: Cursor | None
+    searched_to: datetime | None = None  # a search stopped at its window, this far back
+
+
 async def newest(
     deps: Deps, filters: ActivityFilters, before: Cursor | None, limit: int = PAGE_SIZE
-) -> tuple[list[Entry], Cursor | None]:
+) -> FeedPage:
     """A page of entries older than `before` (the newest when None) and the next cursor."""
-
-    def window(
-        at: SQLColumnExpression[datetime], source: str, key: SQLColumnExpression[int]
-    ) -> ColumnElement[bool]:
-        if before is None:
-            return true()
-        return tuple_(at, literal(source, String), key) < tuple_(
-            literal(before.at, DateTime(timezone=True)),
-            literal(before.source, String),
-            literal(before.id, BigInteger),
-        )
-
+    searching = filters.q is not None or filters.person is not None
     async with deps.sessions() as session:
+        floor = await _search_floor(session, before) if searching else None
+
+        def window(
+            at: SQLColumnExpression[datetime], source: str, key: SQLColumnExpression[int]
+        ) -> ColumnElement[bool]:
+            return _between(at, source, key, before, floor)
+
         rows = (await session.execute(_branches(filters, window, True, limit + 1))).all()
     entries = [_entry(row) for row in rows]
-    more = len(entries) > limit
-    entries = entries[:limit]
-    return entries, (entries[-1].cursor if more and entries else None)
+    if len(entries) > limit:
+        return FeedPage(entries[:limit], entries[limit - 1].cursor)
+    if floor is not None:
+        return FeedPage(entries, floor, floor.at)
+    return FeedPage(entries, None)
 
 
 @html_endpoint
@@ -380,13 +426,16 @@ async def activity_page(request: Request) -> Response:
     deps = deps_of(request)
     async with deps.sessions() as session:
         since = await database_now(session)  # the stream continues from this read
-    entries, next_cursor = await newest(deps, filters, before)
+    found = await newest(deps, filters, before)
+    entries, next_cursor = found.entries, found.next
     context = {
         "title": "Activity",
         "entries": entries,
         "filters": filters,
         "types": TYPES,
         "first_page": before is None,
+        "searched_to": found.searched_to,
+        "search_window": SEARCH_WINDOW,
         "first_url": "/activity" + (f"?{filters.query()}" if filters.any else ""),
         "next_url": (
             "/activity?" + filters.query(before=next_cursor.text()) if next_cursor else None

@@ -23,8 +23,7 @@ from bot.web.metrics_queries import (
     done_tickets,
     filter_choices,
     gate_failures,
-    runs_by_day,
-    runs_by_outcome,
+    runs_in_range,
 )
 from bot.web.pages import bad_request, html_endpoint, page, reader
 
@@ -134,8 +133,7 @@ async def dashboard(request: Request) -> Response:
     async with deps_of(request).sessions() as session:
         choices = await filter_choices(session)
         days, total = await done_tickets(session, filters)
-        per_day = await runs_by_day(session, filters)
-        outcomes = await runs_by_outcome(session, filters)
+        per_day, outcomes = await runs_in_range(session, filters)
         gates = await gate_failures(session, filters)
     done_labels = [day.day.isoformat() for day in days if day.day is not None]
     run_labels = [day.day.isoformat() for day in per_day]

@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 import structlog
 from redis.exceptions import RedisError
-from sqlalchemy import func, select
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -132,6 +132,20 @@ class MachineView:
         return size(self.facts.memory_available_bytes) if self.facts else "—"
 
 
+# Each machine's newest run, one index probe per machine (ix_runs_machine_queued_at): the
+# names come from a skip scan over that index, never from grouping every run.
+_LAST_RUNS = """
+WITH RECURSIVE machines(name) AS (
+    SELECT min(machine) FROM runs
+    UNION ALL
+    SELECT (SELECT min(machine) FROM runs WHERE machine > machines.name)
+    FROM machines WHERE machines.name IS NOT NULL
+)
+SELECT name, (SELECT max(queued_at) FROM runs WHERE machine = machines.name)
+FROM machines WHERE name IS NOT NULL"""
+_LAST_RUN = "SELECT machine, max(queued_at) FROM runs WHERE machine = :name GROUP BY machine"
+
+
 async def _views(
     session: AsyncSession, machines: list[Machine], only: str | None = None
 ) -> list[MachineView]:
@@ -141,14 +155,13 @@ async def _views(
     found = await controls(session, machines, sent)
     await session.commit()
     controlled = (await session.scalars(select(MachineControl.name))).all()
-    last_runs = select(Run.machine, func.max(Run.queued_at)).where(Run.machine.is_not(None))
     live = select(Run.machine, Run.id).where(Run.state.in_(LIVE), Run.machine.is_not(None))
     if only is not None:
-        last_runs = last_runs.where(Run.machine == only)
         live = live.where(Run.machine == only)
-    last = {
-        str(name): at for name, at in (await session.execute(last_runs.group_by(Run.machine))).all()
-    }
+        last_runs = text(_LAST_RUN).bindparams(name=only)
+    else:
+        last_runs = text(_LAST_RUNS)
+    last = {str(name): at for name, at in (await session.execute(last_runs)).all() if at}
     running: dict[str, list[str]] = {}
     for name, run_id in (await session.execute(live.order_by(Run.queued_at))).all():
         running.setdefault(str(name), []).append(run_id)

@@ -52,21 +52,26 @@ class Filters:
 
 
 # The runs the filters select, whenever they were queued; the time range is applied by each
-# query to the moment it is about (a run's queueing, a ticket's merge).
+# query to the moment it is about (a run's queueing, a ticket's merge). The filters are
+# semi-joins on the run's own columns, no join: an unset one folds away when planned, and
+# a range of runs is then read from ix_runs_queued_at alone (it includes every column
+# counted here), never from the wide rows — except the provider's, which is in the spec.
 _SCOPED_RUNS = """
 scoped_runs AS (
     SELECT run.id, run.ticket_id, run.state, run.status, run.result, run.cost_usd,
            run.queued_at
     FROM runs run
-    JOIN tickets ticket ON ticket.id = run.ticket_id
-    LEFT JOIN repositories repo ON repo.id = ticket.repository_id
-    LEFT JOIN harness_versions hv ON hv.id = run.harness_version_id
-    WHERE (CAST(:repo AS text) IS NULL OR repo.full_name = CAST(:repo AS text))
+    WHERE (CAST(:repo AS text) IS NULL OR run.ticket_id IN (
+              SELECT ticket.id FROM tickets ticket
+              JOIN repositories repo ON repo.id = ticket.repository_id
+              WHERE repo.full_name = CAST(:repo AS text)))
       AND (CAST(:workflow AS text) IS NULL OR run.workflow = CAST(:workflow AS text))
       AND (CAST(:provider AS text) IS NULL OR run.spec->>'_provider' = CAST(:provider AS text))
-      AND (CAST(:harness AS text) IS NULL OR hv.name = CAST(:harness AS text))
-      AND (CAST(:harness_version AS integer) IS NULL
-           OR hv.version = CAST(:harness_version AS integer))
+      AND (CAST(:harness AS text) IS NULL OR run.harness_version_id IN (
+              SELECT hv.id FROM harness_versions hv
+              WHERE hv.name = CAST(:harness AS text)
+                AND (CAST(:harness_version AS integer) IS NULL
+                     OR hv.version = CAST(:harness_version AS integer))))
 )"""
 
 
@@ -83,34 +88,35 @@ class DayRuns:
     cost_usd: float
 
 
-async def runs_by_outcome(session: AsyncSession, filters: Filters) -> list[tuple[str, int]]:
-    """(outcome, runs), most frequent first."""
+async def runs_in_range(
+    session: AsyncSession, filters: Filters
+) -> tuple[list[DayRuns], list[tuple[str, int]]]:
+    """Runs queued and their cost per UTC day that had any; (outcome, runs), most frequent
+    first. One pass over the range for both."""
     query = _scoped("""
-        SELECT coalesce(status, state) AS outcome, count(*) FROM scoped_runs
-        WHERE queued_at >= :since AND queued_at < :until
-        GROUP BY 1 ORDER BY 2 DESC, 1""")
-    rows = await session.execute(query, filters.params())
-    return [(str(outcome), int(count)) for outcome, count in rows]
-
-
-async def runs_by_day(session: AsyncSession, filters: Filters) -> list[DayRuns]:
-    """Runs queued and their cost, per UTC day that had any."""
-    query = _scoped("""
-        SELECT (queued_at AT TIME ZONE 'UTC')::date AS day, count(*),
+        SELECT (queued_at AT TIME ZONE 'UTC')::date AS day, coalesce(status, state), count(*),
                coalesce(sum(cost_usd), 0)
         FROM scoped_runs WHERE queued_at >= :since AND queued_at < :until
-        GROUP BY 1 ORDER BY 1""")
-    rows = await session.execute(query, filters.params())
-    return [DayRuns(day, int(runs), float(cost)) for day, runs, cost in rows]
+        GROUP BY 1, 2""")
+    days: dict[date, DayRuns] = {}
+    outcomes: dict[str, int] = {}
+    for day, outcome, runs, cost in await session.execute(query, filters.params()):
+        seen = days.get(day) or DayRuns(day, 0, 0.0)
+        days[day] = DayRuns(day, seen.runs + int(runs), seen.cost_usd + float(cost))
+        outcomes[str(outcome)] = outcomes.get(str(outcome), 0) + int(runs)
+    ranked = sorted(outcomes.items(), key=lambda item: (-item[1], item[0]))
+    return [days[day] for day in sorted(days)], ranked
 
 
 async def gate_failures(session: AsyncSession, filters: Filters) -> list[tuple[str, int]]:
     """(hook name, blocking failures) over the runs in range, most failing first."""
+    # A blocking hook that failed makes the run `gates_failed` (runner.execute), so only
+    # those runs' results are read.
     query = _scoped("""
         SELECT hook->>'name' AS name, count(*)
         FROM scoped_runs,
              jsonb_array_elements(coalesce(result->'hook_results', '[]'::jsonb)) AS hook
-        WHERE queued_at >= :since AND queued_at < :until
+        WHERE queued_at >= :since AND queued_at < :until AND status = 'gates_failed'
           AND hook->>'on_failure' = 'block'
           AND (coalesce((hook->>'exit_code')::integer, -1) <> 0
                OR coalesce((hook->>'timed_out')::boolean, false))
@@ -214,18 +220,34 @@ class Choices:
     harnesses: list[str]  # name@version
 
 
+# Distinct values by skip scans (one index probe per value: ix_runs_workflow, ix_runs_provider)
+# and harness versions by a probe each (ix_runs_harness_version_id), never a pass over runs.
+_CHOICES = """
+WITH RECURSIVE workflows(value) AS (
+    SELECT min(workflow) FROM runs
+    UNION ALL
+    SELECT (SELECT min(workflow) FROM runs WHERE workflow > workflows.value)
+    FROM workflows WHERE workflows.value IS NOT NULL
+),
+providers(value) AS (
+    SELECT min(spec->>'_provider') FROM runs
+    UNION ALL
+    SELECT (SELECT min(spec->>'_provider') FROM runs WHERE spec->>'_provider' > providers.value)
+    FROM providers WHERE providers.value IS NOT NULL
+)
+SELECT 'repo', full_name FROM repositories
+UNION SELECT 'workflow', value FROM workflows
+UNION SELECT 'provider', value FROM providers
+UNION SELECT 'harness', hv.name || '@' || hv.version
+      FROM harness_versions hv WHERE EXISTS
+      (SELECT 1 FROM runs r WHERE r.harness_version_id = hv.id)
+ORDER BY 1, 2"""
+
+
 async def filter_choices(session: AsyncSession) -> Choices:
     """Every repository, and the workflows, providers and harness versions runs had."""
-    query = """
-        SELECT 'repo', full_name FROM repositories
-        UNION SELECT 'workflow', workflow FROM runs
-        UNION SELECT 'provider', spec->>'_provider' FROM runs WHERE spec ? '_provider'
-        UNION SELECT 'harness', hv.name || '@' || hv.version
-              FROM harness_versions hv WHERE EXISTS
-              (SELECT 1 FROM runs r WHERE r.harness_version_id = hv.id)
-        ORDER BY 1, 2"""
     found: dict[str, list[str]] = {"repo": [], "workflow": [], "provider": [], "harness": []}
-    for kind, value in await session.execute(text(query)):
+    for kind, value in await session.execute(text(_CHOICES)):
         if value is not None:
             found[kind].append(value)
     return Choices(found["repo"], found["workflow"], found["provider"], found["harness"])

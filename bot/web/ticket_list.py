@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
-from sqlalchemy import ColumnElement, Select, and_, exists, func, or_, select
+from sqlalchemy import ColumnElement, Select, and_, exists, func, literal_column, or_, select
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -115,7 +115,11 @@ def _statement(
     )
     where: list[ColumnElement[bool]] = []
     if query.q:
-        document = func.to_tsvector("simple", Ticket.title + " " + Ticket.body)
+        # Literals, not bound parameters: the GIN index ix_tickets_search is on exactly this
+        # expression, and a planner matches an index expression only against constants.
+        document = func.to_tsvector(
+            literal_column("'simple'"), Ticket.title + literal_column("' '") + Ticket.body
+        )
         where.append(document.op("@@")(func.websearch_to_tsquery("simple", query.q)))
     if query.repo:
         where.append(func.lower(Repository.full_name) == query.repo.lower())
