@@ -61,6 +61,7 @@ def pages(seeded: Seeded, versions: int, harnesses: int) -> list[Page]:
         *(f"?type={kind}" for kind in ("state", "run", "effect", "command", "config", "delivery")),
         f"?repo={repo}",
         "?workflow=coder",
+        f"?before={quote(seeded.activity_cursor)}",
     ]
     out += [Page("activity", f"/activity{query}") for query in activity]
     # Substring searches read a window of the log first (bot.web.activity_page).
@@ -69,6 +70,7 @@ def pages(seeded: Seeded, versions: int, harnesses: int) -> list[Page]:
         "?q=timeout",
         f"?q={quote('#' + seeded.small_key.rsplit('/', 1)[-1])}",
         "?q=no-such-line",
+        f"?q=no-such-line&before={quote(seeded.activity_cursor)}",
         f"?type=state&repo={repo}&q=review",
     ]
     out += [Page("activity search", f"/activity{query}") for query in searches]

@@ -39,6 +39,7 @@ class Seeded:
     small_run: str
     busy_key: str  # owner/name/number
     small_key: str
+    activity_cursor: str  # a page link's `before` deep in the activity log
     counts: dict[str, int]
 
 
@@ -264,6 +265,11 @@ async def seed(deps: Deps, args: argparse.Namespace) -> Seeded:
         # Plans as on a database that has lived a while (autovacuum has been by).
         autocommit = await conn.execution_options(isolation_level="AUTOCOMMIT")
         await autocommit.execute(text("VACUUM ANALYZE"))
+        deep = (
+            await conn.execute(
+                text("SELECT at, id FROM activity ORDER BY at DESC, id DESC OFFSET 5000 LIMIT 1")
+            )
+        ).one()
 
     def key(ticket: int) -> str:
         repo, number = str(rows.tickets[ticket - 1][5]).split("#")
@@ -276,4 +282,5 @@ async def seed(deps: Deps, args: argparse.Namespace) -> Seeded:
         "activity rows": len(rows.activity),
         "comments": len(rows.comments),
     }
-    return Seeded(busy, small, busy_run, small_run, key(busy), key(small), counts)
+    cursor = f"{deep.at.isoformat()}|activity|{deep.id}"
+    return Seeded(busy, small, busy_run, small_run, key(busy), key(small), cursor, counts)

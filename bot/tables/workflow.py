@@ -89,7 +89,8 @@ class Run(Base):
         Index("ix_runs_ticket_id", "ticket_id"),
         Index("ix_runs_state", "state"),
         # The web pages' (migration e8f4b2a0d3c6): the dashboard's range scans read only
-        # this index; a machine's recent runs; filter choices and harness impact.
+        # this index; a machine's recent runs; filter choices; a harness's impact reads
+        # its versions' runs from the last one alone.
         Index(
             "ix_runs_queued_at",
             "queued_at",
@@ -105,7 +106,11 @@ class Run(Base):
         Index("ix_runs_machine_queued_at", "machine", "queued_at"),
         Index("ix_runs_workflow", "workflow"),
         Index("ix_runs_provider", text("(spec ->> '_provider')")),
-        Index("ix_runs_harness_version_id", "harness_version_id"),
+        Index(
+            "ix_runs_harness_version_id",
+            "harness_version_id",
+            postgresql_include=["id", "ticket_id", "state", "status", "cost_usd", "queued_at"],
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(128), primary_key=True)  # RunSpec.run_id
@@ -197,6 +202,7 @@ class Activity(Base):
         Index(
             "ix_activity_pr_moves",
             "run_id",
+            postgresql_include=["at"],
             postgresql_where=text("kind = 'state' AND (data ->> 'new') = 'in_review'"),
         ),
     )

@@ -66,7 +66,7 @@ MAX_SEARCH = 200
 # A substring search (q, person) reads at most this many activity rows a page: no index
 # serves an ILIKE, so one that matches little would otherwise read the whole log. A page
 # that reached the window's end before it filled up links on to the entries older than it.
-SEARCH_WINDOW = 20_000
+SEARCH_WINDOW = 10_000
 # Which rows of a source a read wants: (its time, its source name, its id) → condition.
 Window = Callable[
     [SQLColumnExpression[datetime], str, SQLColumnExpression[int]], ColumnElement[bool]
@@ -231,7 +231,9 @@ def _branches(
             )
         )
     if filters.q is not None:
-        where.append(or_(_contains(Activity.message, filters.q), _contains(Ticket.key, filters.q)))
+        # The key as a semi-join: rows are filtered before they are joined to their ticket.
+        keyed = select(Ticket.id).where(_contains(Ticket.key, filters.q))
+        where.append(or_(_contains(Activity.message, filters.q), Activity.ticket_id.in_(keyed)))
     selects.append(
         finish(
             select(

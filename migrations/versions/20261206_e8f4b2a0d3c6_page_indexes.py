@@ -23,6 +23,8 @@ depends_on: str | Sequence[str] | None = None
 SEARCH = "to_tsvector('simple'::regconfig, (title || ' '::text) || body)"
 # What the dashboard counts per run, so its range scans never read the wide rows.
 RUN_NUMBERS = ["ticket_id", "workflow", "harness_version_id", "state", "status", "cost_usd"]
+# What a harness's impact page counts per run of its versions.
+VERSION_RUNS = ["id", "ticket_id", "state", "status", "cost_usd", "queued_at"]
 # The activity rows the dashboard and a harness's impact page look for, exactly as their
 # queries (bot.web.metrics_queries) say them: a review sending a ticket back, a move to
 # in_review (the run's PR).
@@ -45,7 +47,13 @@ def upgrade() -> None:
     op.create_index("ix_runs_machine_queued_at", "runs", ["machine", "queued_at"], unique=False)
     op.create_index("ix_runs_workflow", "runs", ["workflow"], unique=False)
     op.create_index("ix_runs_provider", "runs", [sa.text("(spec ->> '_provider')")], unique=False)
-    op.create_index("ix_runs_harness_version_id", "runs", ["harness_version_id"], unique=False)
+    op.create_index(
+        "ix_runs_harness_version_id",
+        "runs",
+        ["harness_version_id"],
+        unique=False,
+        postgresql_include=VERSION_RUNS,
+    )
     op.create_index("ix_activity_at_id", "activity", ["at", "id"], unique=False)
     op.create_index("ix_activity_kind_at_id", "activity", ["kind", "at", "id"], unique=False)
     op.create_index(
@@ -60,6 +68,7 @@ def upgrade() -> None:
         "activity",
         ["run_id"],
         unique=False,
+        postgresql_include=["at"],
         postgresql_where=sa.text(PR_MOVES),
     )
 
