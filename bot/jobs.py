@@ -26,6 +26,8 @@ __all__ = [
     "RUN_FINISHED_JOB",
     "RUN_JOB",
     "SWEEP_PENDING_CRON",
+    "TICKET_ACTION_JOB",
+    "action_job_id",
     "run_queue",
 ]
 
@@ -34,7 +36,14 @@ INGEST_JOB = "ingest_delivery"  # a stored webhook delivery, by its row id
 BACKFILL_JOB = "backfill_repository"  # a repository's open issues and PRs, by its row id
 DISPATCH_JOB = "dispatch_ticket"  # try to start a ticket (deferred to its backoff)
 PERFORM_OUTBOX_JOB = "perform_outbox"  # an installation's (or tracker's) due effects
+TICKET_ACTION_JOB = "ticket_action"  # an action pressed on a ticket's web page, by row id
 # RUN_FINISHED_JOB: a runner announces a run's result.
+
+
+def action_job_id(action_id: int) -> str:
+    """The arq job id of a web action: the same action is never queued twice at once."""
+    return f"ticket-action:{action_id}"
+
 
 # Crons of the control worker (unique across workers).
 SWEEP_PENDING_CRON = "cron:sweep_pending"  # deliveries that missed their queue

@@ -24,6 +24,7 @@ from bot.config.repo import CommandAccess
 from bot.config.workflow import REPO_CONFIG_PATH
 
 WRITE_PERMISSIONS = frozenset({"admin", "maintain", "write"})
+ADMIN = "Admin"  # the kind of an Actor signed in to the web page with the admin token
 
 log = structlog.get_logger(__name__)
 
@@ -41,6 +42,12 @@ class Actor:
 
     login: str
     kind: str | None
+
+    @property
+    def mention(self) -> str:
+        """How messages name them: `@login`, or "the admin" (the web page's admin token is
+        nobody's GitHub login, and `@admin` would ping a stranger)."""
+        return "the admin" if self.kind == ADMIN else f"@{self.login}"
 
     @property
     def is_bot(self) -> bool:

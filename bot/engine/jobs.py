@@ -16,6 +16,7 @@ with any number of workers running these at once.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from typing import Any
 
 import structlog
@@ -36,6 +37,7 @@ from bot.engine.after_commit import (
     recheck_merges,
 )
 from bot.engine.commands.registry import Commands
+from bot.engine.commands.web import carry_out_action, expire_actions, stranded_actions
 from bot.engine.context import Engine, Followups, load
 from bot.engine.decision import Decision
 from bot.engine.events import react
@@ -44,8 +46,10 @@ from bot.engine.results import finish_run, take_result
 from bot.engine.runs.dispatch import resend_queued
 from bot.engine.runs.spec import work_branch
 from bot.engine.runs.tracking import sweep_runs
-from bot.jobs import REMOVE_WORKTREE_JOB, run_queue
+from bot.jobs import REMOVE_WORKTREE_JOB, TICKET_ACTION_JOB, action_job_id, run_queue
+from bot.tables.actions import ActionState, TicketAction
 from bot.tables.workflow import EffectStatus, Run
+from harness_store.db import transaction
 from runner.contract import RunResult
 
 log = structlog.get_logger(__name__)
@@ -56,6 +60,9 @@ ENGINE_CTX_KEY = "engine"
 EngineProvider = Callable[[], "Engine | None"]
 TICK_SECONDS = frozenset(range(0, 60, 3))
 MERGE_CHECK_EVERY = 10  # ticks between fallback merge checks of reviewed tickets
+# A web action still pending this long after it was stored lost its job (the web process
+# enqueues it at once, and the worker takes it within milliseconds).
+STRANDED_AFTER = timedelta(seconds=15)
 
 
 def _engine(ctx: dict[str, Any]) -> Engine | None:
@@ -109,6 +116,7 @@ async def engine_tick(ctx: dict[str, Any]) -> dict[str, int]:
         await carry_out(engine, followups)
     resent = await resend_queued(engine)
     started = await dispatch_due(engine)
+    actions = await resend_actions(engine)
     merges = await recheck_merges(engine) if ticks % MERGE_CHECK_EVERY == 0 else 0
     counts = {
         "finished": len(sweep.finished),
@@ -117,10 +125,49 @@ async def engine_tick(ctx: dict[str, Any]) -> dict[str, int]:
         "resent": resent,
         "dispatched": started,
         "merge_checks": merges,
+        "actions_resent": actions,
     }
     if any(counts.values()):
         log.info("engine_tick", **counts)
     return counts
+
+
+async def ticket_action_job(ctx: dict[str, Any], action_id: int, commands: Commands) -> str:
+    """An action pressed on a ticket's web page (bot/engine/commands/web.py), once: its
+    row is locked and must still be pending, and records its outcome in the decision's
+    transaction. A failure (GitHub away) rolls back and leaves it pending for the tick."""
+    structlog.contextvars.clear_contextvars()
+    engine = _engine(ctx)
+    if engine is None:
+        return "engine_disabled"  # pending until an App is configured, or it expires
+    with structlog.contextvars.bound_contextvars(action_id=action_id):
+        async with transaction(engine.deps.sessions) as session:
+            action = await session.scalar(
+                select(TicketAction)
+                .where(TicketAction.id == action_id, TicketAction.state == ActionState.PENDING)
+                .with_for_update(skip_locked=True)
+            )
+            if action is None:
+                return "not_pending"  # done already, expired, or another worker has it
+            followups = await carry_out_action(session, engine, action, commands)
+            outcome = action.state
+        await carry_out(engine, followups)
+        return outcome
+
+
+async def resend_actions(engine: Engine) -> int:
+    """Web actions whose job Redis lost are sent again; ones too old are dropped."""
+    async with transaction(engine.deps.sessions) as session:
+        await expire_actions(session)
+        stranded = await stranded_actions(session, older_than=STRANDED_AFTER)
+    try:
+        for action_id in stranded:
+            await engine.deps.redis.enqueue_job(
+                TICKET_ACTION_JOB, action_id, _job_id=action_job_id(action_id)
+            )
+    except (RedisError, OSError) as exc:
+        log.warning("web_actions_not_resent", error=type(exc).__name__)
+    return len(stranded)
 
 
 class WorkflowReactor:

@@ -29,6 +29,7 @@ from bot.engine.jobs import (
     dispatch_job,
     engine_tick,
     run_finished_job,
+    ticket_action_job,
 )
 from bot.errors import ConfigError
 from bot.intake.backfill import BACKFILL_MAX_TRIES, backfill_job
@@ -48,6 +49,7 @@ from bot.jobs import (
     RECOVER_DELIVERIES_CRON,
     RUN_FINISHED_JOB,
     SWEEP_PENDING_CRON,
+    TICKET_ACTION_JOB,
 )
 from bot.processes.engine_slot import EngineSlot
 from bot.processes.resilience import ResilientWorker, riding_out
@@ -110,6 +112,11 @@ async def reconcile_pass(ctx: dict[str, Any]) -> dict[str, int]:
     return await reconcile_cron(ctx)
 
 
+async def ticket_action(ctx: dict[str, Any], action_id: int) -> str:
+    """A web page's action, carried out with every slash command this process knows."""
+    return await ticket_action_job(ctx, action_id, COMMANDS)
+
+
 def _without_app(ctx: dict[str, Any]) -> bool:
     """Whether no GitHub App is configured (after adopting one registered since): nothing
     was decided then, so the outbox has nothing due, and need not say so every 5 s."""
@@ -146,6 +153,8 @@ def control_functions() -> list[Function]:
         func(riding_out(perform_outbox_job), name=PERFORM_OUTBOX_JOB, keep_result=0, max_tries=1),
         func(riding_out(run_finished_job), name=RUN_FINISHED_JOB, keep_result=0, max_tries=3),
         func(riding_out(dispatch_job), name=DISPATCH_JOB, keep_result=0, max_tries=1),
+        # A failed try leaves the action pending: the engine's tick sends it again.
+        func(riding_out(ticket_action), name=TICKET_ACTION_JOB, keep_result=0, max_tries=1),
     ]
 
 

@@ -6,6 +6,9 @@ for `ticket_states` and `tickets` rows changed since the last poll; `id:` is the
 clock of the poll that found the change, so a reconnecting EventSource (Last-Event-ID)
 resumes where it left off.
 
+`GET /tickets/{id}/events`: `event: changed` with the ticket page's fingerprint whenever
+it changes (bot.web.ticket_live), and again every SLACK or so.
+
 `GET /runs/{id}/events?after=SEQ`: the run's output from bot.api.runs.tail_run, each event
 as `event: output` with `{"seq", "kind", "line"}` (the line the run page shows), then
 `event: end` with `{"state", "status"}` once the run is over. `event: interrupted` means
@@ -21,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Hashable
 from contextlib import aclosing
 from datetime import datetime, timedelta
 from typing import Any
@@ -53,6 +56,7 @@ from bot.tables.mirror import Ticket
 from bot.tables.workflow import Run, TicketState
 from bot.web.pages import Refused, reader
 from bot.web.run_pages import HIDDEN_KINDS, event_time, output_line
+from bot.web.ticket_live import fingerprint
 from bot.web.ticket_pages import BoardFilters, Card, cards_query, database_now
 
 log = structlog.get_logger(__name__)
@@ -206,6 +210,52 @@ async def board_changes(
         disconnected=disconnected,
         poll_seconds=poll_seconds,
         keepalive_seconds=keepalive_seconds,
+    ):
+        yield message
+
+
+async def ticket_events(request: Request) -> Response:
+    """`GET /tickets/{id}/events`: `event: changed` with the ticket page's fingerprint
+    (bot.web.ticket_live) when it changes, and again now and then; the page compares it
+    with its own and reloads its changing parts."""
+    try:
+        reader(request)
+    except Refused:
+        return _unauthorised()
+    raw = request.path_params["id"]
+    if not raw.isdigit() or len(raw) > 18:
+        return _bad("the ticket id must be a positive integer")
+    ticket_id = int(raw)
+    deps = deps_of(request)
+    async with deps.sessions() as session:
+        if await session.get(Ticket, ticket_id) is None:
+            return PlainTextResponse(f"No ticket {ticket_id}.", status_code=404)
+
+    return _stream(ticket_changes(deps, ticket_id, disconnected=request.is_disconnected))
+
+
+async def ticket_changes(
+    deps: Deps,
+    ticket_id: int,
+    *,
+    disconnected: Callable[[], Awaitable[bool]] | None = None,
+    poll_seconds: float = POLL_SECONDS,
+) -> AsyncGenerator[str, None]:
+    """`event: changed` with the ticket page's fingerprint: at once, whenever it changes,
+    and again once it is SLACK old (a page that missed one catches up)."""
+
+    async def current(session: AsyncSession, _cutoff: datetime) -> list[Change]:
+        now = await database_now(session)
+        return [(ticket_id, _json({"fingerprint": await fingerprint(session, ticket_id)}), now)]
+
+    async for message in poll_changes(
+        deps,
+        current,
+        "changed",
+        None,
+        name="ticket",
+        disconnected=disconnected,
+        poll_seconds=poll_seconds,
     ):
         yield message
 

@@ -14,10 +14,11 @@ from bot.web.dashboard_page import dashboard_page
 from bot.web.harness_impact import impact_page
 from bot.web.harness_pages import harness_routes
 from bot.web.home_page import home
-from bot.web.live_events import run_events, tickets_events
+from bot.web.live_events import run_events, ticket_events, tickets_events
 from bot.web.machine_pages import control_machine, machine_page, machines_page
 from bot.web.run_pages import run_page
 from bot.web.setup_page import CALLBACK_PATH, callback, register, setup
+from bot.web.ticket_actions import act_on_ticket
 from bot.web.ticket_list import ticket_list
 from bot.web.ticket_pages import (
     ticket_by_github_key,
@@ -45,6 +46,8 @@ def web_routes() -> list[BaseRoute]:
         Route("/tickets/events", tickets_events, methods=["GET"]),
         Route("/tickets/list", ticket_list, methods=["GET"]),
         Route("/tickets/{id}", ticket_page, methods=["GET"]),
+        Route("/tickets/{id}/actions", act_on_ticket, methods=["POST"]),
+        Route("/tickets/{id}/events", ticket_events, methods=["GET"]),
         Route("/tickets/{source}/{key}", ticket_by_tracker_key, methods=["GET"]),
         Route("/tickets/{owner}/{name}/{number}", ticket_by_github_key, methods=["GET"]),
         Route("/activity", activity_page, methods=["GET"]),

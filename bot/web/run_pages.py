@@ -18,9 +18,10 @@ from starlette.responses import Response
 from bot.api.request import ApiError, deps_of
 from bot.api.runs import parse_run_id
 from bot.tables.mirror import Ticket
-from bot.tables.workflow import Run, RunEvent, RunState
+from bot.tables.workflow import Run, RunEvent, RunState, TicketState
 from bot.web.pages import Refused, bad_request, html_endpoint, not_found, page, reader
-from bot.web.ticket_pages import ticket_path
+from bot.web.ticket_actions import action_context, said
+from bot.web.ticket_keys import ticket_path
 from harness_store.models import HarnessVersion, RunVersions, SkillVersion
 from runner.contract import HookResult
 
@@ -211,7 +212,12 @@ async def _run_context(request: Request, session: AsyncSession, run_id: str) -> 
     ).all()
     last_seq = await session.scalar(select(func.max(RunEvent.seq)).where(RunEvent.run_id == run_id))
     result = run.result or {}
+    state = await session.get(TicketState, run.ticket_id)
     return {
+        **action_context(request),
+        "outcome": await said(request, session, run.ticket_id),
+        # Cancel stops the ticket's run in flight (`/cancel`): only offered on that run.
+        "cancellable": state is not None and state.run_id == run.id and run.state in LIVE_STATES,
         "title": f"Run {run.id}",
         "run": run,
         "ticket": ticket,

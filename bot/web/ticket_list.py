@@ -24,7 +24,7 @@ from bot.api.tickets import REPO_NAME, SOURCES
 from bot.tables.mirror import Repository, Ticket
 from bot.tables.workflow import Run, TicketState
 from bot.web.pages import Refused, bad_request, page, reader
-from bot.web.ticket_pages import ticket_path
+from bot.web.ticket_keys import ticket_path
 
 PAGE_SIZE = 50
 QUERY_MAX = 200

@@ -9,24 +9,26 @@ so a card moved by live.js looks like one the server rendered.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 from sqlalchemy import ColumnElement, Select, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import Response
 
-from bot.api.request import MAX_ID, deps_of
+from bot.api.request import deps_of
 from bot.api.tickets import REPO_NAME, SOURCES
 from bot.config.states import State
 from bot.tables.mirror import Comment, PullRequest, Repository, Ticket
 from bot.tables.workflow import Activity, Run, TicketState
 from bot.web.markdown import render_markdown
 from bot.web.pages import Refused, bad_request, html_endpoint, not_found, page, reader
+from bot.web.ticket_actions import action_context, said
+from bot.web.ticket_keys import TRACKER_KEY, http_url, positive_id, ticket_path
+from bot.web.ticket_live import fingerprint
 from harness_store.store import pinned_harness
 from runner.contract import HookResult
 
@@ -35,39 +37,6 @@ ACTIVITY_PAGE = 200
 COMMENTS_SHOWN = 50  # the newest; the tracker has them all
 RUNS_LIMIT = 50
 BOARD_STATES: tuple[str, ...] = tuple(state.value for state in State)
-
-
-def http_url(value: str | None) -> str | None:
-    """`value` when it is an http(s) URL: a tracker's link must not become `javascript:`."""
-    if not value:
-        return None
-    try:
-        scheme = urlsplit(value).scheme
-    except ValueError:
-        return None
-    return value if scheme in ("http", "https") else None
-
-
-_GITHUB_KEY = re.compile(r"([A-Za-z0-9_.-]{1,100})/([A-Za-z0-9_.-]{1,100})#([0-9]{1,10})")
-_TRACKER_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,49}-[0-9]{1,10}")
-
-
-def ticket_path(source: str, key: str, ticket_id: int) -> str:
-    """A ticket's page by its human key: /tickets/acme/widgets/5 for GitHub's
-    "acme/widgets#5", /tickets/linear/ENG-12 for Linear's and Jira's; the id otherwise."""
-    github = _GITHUB_KEY.fullmatch(key)
-    if source == "github" and github is not None:
-        owner, name, number = github.groups()
-        return f"/tickets/{owner}/{name}/{number}"
-    if source in ("linear", "jira") and _TRACKER_KEY.fullmatch(key):
-        return f"/tickets/{source}/{key}"
-    return f"/tickets/{ticket_id}"
-
-
-def positive_id(request: Request, name: str, value: str) -> int:
-    if not re.fullmatch(r"[0-9]{1,19}", value) or not 1 <= int(value) <= MAX_ID:
-        raise bad_request(request, f"{name} must be a positive integer.")
-    return int(value)
 
 
 # -- the board ---------------------------------------------------------------------------------
@@ -340,7 +309,7 @@ async def ticket_by_tracker_key(request: Request) -> Response:
         source, key = request.path_params["source"], request.path_params["key"]
         if source not in ("linear", "jira"):
             raise not_found(request, f"There are no {source[:40]!r} tickets (linear or jira).")
-        if not _TRACKER_KEY.fullmatch(key):
+        if not TRACKER_KEY.fullmatch(key):
             raise bad_request(request, f"{key[:60]!r} is not an issue key (like ENG-12).")
         async with deps_of(request).sessions() as session:
             ticket_id = await session.scalar(
@@ -411,6 +380,10 @@ async def _ticket_context(
     )
     url = ticket_path(ticket.source, ticket.key, ticket.id)
     return {
+        **action_context(request),
+        "outcome": await said(request, session, ticket_id),
+        "events_url": f"/tickets/{ticket_id}/events",
+        "fingerprint": await fingerprint(session, ticket_id),
         "title": f"{ticket.key} {ticket.title}".strip(),
         "ticket": ticket,
         "ticket_url": url,

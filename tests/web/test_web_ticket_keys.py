@@ -11,7 +11,7 @@ import pytest
 
 from bot.deps import Deps
 from bot.tables.mirror import Comment, Ticket
-from bot.web.ticket_pages import ticket_path
+from bot.web.ticket_keys import ticket_path
 from harness_store.db import transaction
 from tests.support.board import add_repo, add_ticket
 

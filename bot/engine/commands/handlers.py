@@ -45,7 +45,7 @@ async def run(context: Context) -> Outcome:
         return Outcome(False, f"the ticket is already `{row.state}`.")
     await context.decision.send_back(
         flow,
-        reason=f"/run by @{context.actor.login}: workflow {flow.name}",
+        reason=f"/run by {context.actor.mention}: workflow {flow.name}",
         last_failure=None,
         held=False,
     )
@@ -63,8 +63,8 @@ async def retry(context: Context) -> Outcome:
     guidance = context.command.args
     await context.decision.send_back(
         flow,
-        reason=f"/retry by @{context.actor.login}",
-        feedback=f"@{context.actor.login} asked for a retry:\n\n{guidance}" if guidance else None,
+        reason=f"/retry by {context.actor.mention}",
+        feedback=f"{context.actor.mention} asked for a retry:\n\n{guidance}" if guidance else None,
     )
     return Outcome(True)
 
@@ -74,10 +74,10 @@ async def cancel(context: Context) -> Outcome:
     if row is None or row.state in TERMINAL or row.state == State.FAILED:
         return Outcome(False, "there is nothing to cancel.")
     if row.run_id is not None:
-        context.followups.cancel[row.run_id] = f"/cancel by @{context.actor.login}"
+        context.followups.cancel[row.run_id] = f"/cancel by {context.actor.mention}"
     await context.decision.transition(
         State.CANCELED,
-        reason=f"/cancel by @{context.actor.login}",
+        reason=f"/cancel by {context.actor.mention}",
         run_id=None,
     )
     return Outcome(True)
@@ -97,7 +97,7 @@ async def approve(context: Context) -> Outcome:
         return Outcome(False, f"there is nothing to approve: the ticket is `{state}`.")
     await context.decision.transition(
         row.state,
-        reason=f"approved by @{context.actor.login} (/approve)",
+        reason=f"approved by {context.actor.mention} (/approve)",
         approved=True,
     )
     context.followups.merge_checks.add(context.loaded.ticket.id)
@@ -120,7 +120,7 @@ async def _set_hold(context: Context, held: bool) -> Outcome:
         return Outcome(True, "it already is." if held else "it was not on hold.")
     await context.decision.transition(
         row.state,
-        reason=f"/{'hold' if held else 'unhold'} by @{context.actor.login}",
+        reason=f"/{'hold' if held else 'unhold'} by {context.actor.mention}",
         held=held,
     )
     if not held:
@@ -146,7 +146,7 @@ async def harness(context: Context) -> Outcome:
         return Outcome(False, f"{error}.")
     await context.decision.transition(
         context.loaded.state.state if context.loaded.state else State.BACKLOG,
-        reason=f"harness pinned to {target.name}@{target.version} by @{context.actor.login}",
+        reason=f"harness pinned to {target.name}@{target.version} by {context.actor.mention}",
     )
     return Outcome(True, f"the next runs use harness `{target.name}@{target.version}`.")
 

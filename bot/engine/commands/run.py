@@ -30,6 +30,8 @@ from bot.engine.tracker_tickets import (
 
 log = structlog.get_logger(__name__)
 
+REFUSED = "-1"  # the reaction to a command its author may not use (👎)
+
 
 @dataclass(frozen=True)
 class Source:
@@ -72,7 +74,12 @@ async def run_commands(r: Reacting, loaded: Loaded, source: Source, commands: Co
         spec = commands.get(parsed.name)
         assert spec is not None  # found holds known commands only
         with structlog.contextvars.bound_contextvars(command=parsed.name):
-            outcome, reaction = await _one(decision, source, parsed, spec, permissions, commands)
+            hint = ""
+            if is_tracker(loaded.ticket) and not (source.mapped or source.allow_all):
+                hint = access_hint(loaded.ticket.source)
+            outcome, reaction = await carry_out_command(
+                decision, source.author, parsed, spec, permissions, commands, hint=hint
+            )
         await _react(decision, source, reaction)
         if outcome.reply:
             await _reply(decision, source, parsed, outcome.reply)
@@ -85,33 +92,37 @@ def _listed(config: RepoConfig | None, name: str, actor: Actor) -> bool:
     return access is not None and actor.login.casefold() in {u.casefold() for u in access.users}
 
 
-async def _one(
+async def carry_out_command(
     decision: Decision,
-    source: Source,
+    actor: Actor,
     parsed: ParsedCommand,
     spec: Spec,
     permissions: PermissionSource,
     commands: Commands,
+    *,
+    hint: str = "",
+    admin: bool = False,
 ) -> tuple[Outcome, str]:
+    """One command: its author's permission checked (the web page's admin may do all),
+    then its handler. The outcome, and the reaction that acknowledges it: 🚀 done, 😕 not
+    possible, 👎 refused (`hint` follows the refusal)."""
     loaded, config = decision.loaded, decision.config
     assert loaded.repo is not None  # checked by the caller
-    access = config.commands.get(spec.name) if config is not None else None
-    verdict = await decide(
-        permissions,
-        command=spec.name,
-        needs=spec.needs,
-        actor=source.author,
-        access=access,
-        repo=loaded.repo.full_name,
-    )
-    if not verdict.allowed:
-        hint = ""
-        if is_tracker(loaded.ticket) and not (source.mapped or source.allow_all):
-            hint = access_hint(loaded.ticket.source)
-        return Outcome(False, f"🚫 {verdict.reason}{hint}"), "-1"
+    if not admin:
+        access = config.commands.get(spec.name) if config is not None else None
+        verdict = await decide(
+            permissions,
+            command=spec.name,
+            needs=spec.needs,
+            actor=actor,
+            access=access,
+            repo=loaded.repo.full_name,
+        )
+        if not verdict.allowed:
+            return Outcome(False, f"🚫 {verdict.reason}{hint}"), REFUSED
     if spec.bad_args(parsed.args):
         return Outcome(False, f"Usage: `{spec.usage}` — {spec.summary}"), "confused"
-    context = Context(decision, source.author, parsed, commands)
+    context = Context(decision, actor, parsed, commands)
     outcome = await spec.handler(context)
     return outcome, "rocket" if outcome.done else "confused"
 

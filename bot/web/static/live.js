@@ -1,6 +1,7 @@
-// Live updates for the ticket board and the run page (Server-Sent Events).
-// The pages are complete without this file; it only keeps them current. Everything from
-// the server is set as text (textContent), never as HTML.
+// Live updates for the ticket board, a ticket's page and the run page (Server-Sent Events).
+// The pages are complete without this file; it only keeps them current. What the streams
+// send is set as text (textContent), never as HTML; a ticket's page swaps in its own
+// sections as the server renders them for a reload (fetched from the same URL).
 "use strict";
 
 (function () {
@@ -208,10 +209,68 @@
     });
   }
 
+  // -- a ticket's page ------------------------------------------------------------------
+
+  // A section someone is typing in (or has typed into) is left alone until they are done.
+  function inUse(section) {
+    if (section.contains(document.activeElement) && document.activeElement !== document.body) {
+      return true;
+    }
+    var fields = section.querySelectorAll("textarea, input:not([type=hidden])");
+    for (var i = 0; i < fields.length; i++) {
+      if (fields[i].value) return true;
+    }
+    return section.querySelector("details[open]") !== null;
+  }
+
+  function refreshTicket(holder, wanted) {
+    return fetch(window.location.href, { headers: { Accept: "text/html" }, credentials: "same-origin" })
+      .then(function (response) {
+        if (!response.ok) throw new Error(String(response.status));
+        return response.text();
+      })
+      .then(function (html) {
+        var fresh = new DOMParser().parseFromString(html, "text/html");
+        document.querySelectorAll("[data-live]").forEach(function (section) {
+          var next = fresh.getElementById(section.id);
+          if (next && !inUse(section)) section.replaceWith(document.adoptNode(next));
+        });
+        var freshHolder = fresh.querySelector("[data-live-ticket]");
+        holder.dataset.fingerprint = freshHolder ? freshHolder.dataset.fingerprint : wanted;
+        status("Live: updated " + new Date().toLocaleTimeString() + ".");
+      });
+  }
+
+  function followTicket(holder) {
+    var source = new EventSource(holder.dataset.events);
+    var fetching = false;
+    source.addEventListener("open", function () {
+      status("Live: this page updates as the ticket changes.");
+    });
+    source.addEventListener("changed", function (event) {
+      var data = JSON.parse(event.data);
+      if (fetching || data.fingerprint === holder.dataset.fingerprint) return;
+      fetching = true;
+      refreshTicket(holder, data.fingerprint)
+        .catch(function () { status("Could not update the page; reload it to see changes."); })
+        .then(function () { fetching = false; });
+    });
+    source.addEventListener("interrupted", function () {
+      status("Reconnecting…");
+    });
+    source.addEventListener("error", function () {
+      if (source.readyState === EventSource.CLOSED) {
+        status("Live updates stopped. Reload the page to see changes.");
+      }
+    });
+  }
+
   function start() {
     if (typeof EventSource === "undefined") return;
     var board = document.querySelector("[data-live-board]");
     if (board) followBoard(board);
+    var ticket = document.querySelector("[data-live-ticket]");
+    if (ticket) followTicket(ticket);
     var output = document.querySelector("[data-live-run]");
     if (output) followRun(output);
   }
