@@ -136,6 +136,11 @@ async def _decide(decision: Decision, run: Run, result: RunResult | None) -> Non
     gates_only = (run.spec or {}).get("agent", {}).get("argv") == list(GATES_ONLY_AGENT.argv)
     if result is not None:
         await _report_checks(decision, run, result, gates_only)
+        row.checks = [
+            {"name": f"openase/{hook.name}", "passed": hook.passed, "gate": hook.on_failure}
+            for hook in result.hook_results
+            if hook.phase == "on_complete"
+        ]
     else:
         # Should the lost run's job ever run again (its runner comes back), it stops at once.
         followups.cancel[run.id] = "the run was declared lost and retried elsewhere"

@@ -72,6 +72,9 @@ class TicketState(Timestamped, Base):
     labelled_at: Mapped[datetime | None]
     pr_at: Mapped[datetime | None]
     done_at: Mapped[datetime | None]
+    # The gates of its latest finished run, for the board's cards: [{"name": "openase/test",
+    # "passed": true, "gate": "block"}, ...] (bot.engine.results sets it with the result).
+    checks: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB)
 
 
 class RunState(enum.StrEnum):

@@ -88,6 +88,8 @@ class Card:
     failure: str | None = None  # the first line of why its last attempt failed
     pr_number: int | None = None
     pr_url: str | None = None
+    # The gates of its latest finished run: (name without "openase/", passed).
+    checks: tuple[tuple[str, bool], ...] = ()
 
     @classmethod
     def of(
@@ -127,14 +129,27 @@ class Card:
             failure=failure[0][:200] if failure and state.state in ("todo", "failed") else None,
             pr_number=state.pr_number,
             pr_url=f"{home}/pull/{state.pr_number}" if home and state.pr_number else None,
+            checks=_card_checks(state.checks),
         )
 
     @property
     def url(self) -> str:
         return ticket_path(self.source, self.key, self.id)
 
+    @property
+    def checks_passed(self) -> int:
+        return sum(passed for _, passed in self.checks)
+
     def to_json(self) -> dict[str, Any]:
         return {**self.__dict__, "url": self.url}
+
+
+def _card_checks(stored: list[dict[str, Any]] | None) -> tuple[tuple[str, bool], ...]:
+    checks = []
+    for check in (stored or [])[:20]:
+        if isinstance(check, dict) and isinstance(check.get("name"), str):
+            checks.append((check["name"].removeprefix("openase/"), check.get("passed") is True))
+    return tuple(checks)
 
 
 @dataclass(frozen=True)

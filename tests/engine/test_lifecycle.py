@@ -40,6 +40,8 @@ async def test_a_labelled_issue_becomes_a_reviewed_merged_pr(open_world: OpenWor
         assert pull["base"]["ref"] == "main"
         assert "Closes #1" in pull["body"]
         assert row.head_sha == pull["head"]["sha"]
+        # The board's card shows the run's gates (bot.engine.results keeps them).
+        assert row.checks == [{"name": "openase/tests", "passed": True, "gate": "block"}]
         checks = await w.until(
             lambda: _async(
                 w.check_runs(pull["head"]["sha"])

@@ -96,7 +96,17 @@ async def test_cards_say_how_long_it_runs_its_pr_what_it_waits_on_and_why_it_fai
 ) -> None:
     await add_repo(deps, 1, "acme/api")
     running = await add_ticket(deps, "acme/api#1", repo_id=1, state="in_progress")
-    review = await add_ticket(deps, "acme/api#2", repo_id=1, state="in_review", pr_number=17)
+    review = await add_ticket(
+        deps,
+        "acme/api#2",
+        repo_id=1,
+        state="in_review",
+        pr_number=17,
+        checks=[
+            {"name": "openase/tests", "passed": True, "gate": "block"},
+            {"name": "openase/lint <x>", "passed": False, "gate": "warn"},
+        ],
+    )
     waiting = await add_ticket(
         deps, "acme/api#3", repo_id=1, waiting="no runner can sandbox runs <here>"
     )
@@ -122,6 +132,12 @@ async def test_cards_say_how_long_it_runs_its_pr_what_it_waits_on_and_why_it_fai
     ) in waits
     fails = html[html.index(f'id="ticket-{failed}"') :]
     assert '<span class="failure bad">failed: <span class="why">tests failed</span>' in fails
+    checked = html[html.index(f'id="ticket-{review}"') :]
+    assert (
+        '<span class="checks">checks <span class="tally">1/2</span>:<span class="list"> '
+        '<span class="ok">✓ tests</span> <span class="bad">✗ lint &lt;x&gt;</span></span></span>'
+    ) in checked
+    assert '<span class="checks" hidden>' in card  # no finished run yet: nothing to show
     assert closed not in card_ids(html)  # closed before anyone started it: not on the board
     assert review in card_ids(column_of(html, "in_review"))
 
@@ -456,6 +472,7 @@ async def test_the_board_stream_sends_each_changed_ticket_once(deps: Deps) -> No
         "failure": None,
         "pr_number": None,
         "pr_url": None,
+        "checks": [],
         "url": "/tickets/acme/api/1",
     }
     assert datetime.fromisoformat(received.messages[-1]["id"]) > since

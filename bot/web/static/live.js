@@ -79,8 +79,15 @@
     var failureWhy = document.createElement("span");
     failureWhy.className = "why";
     failure.append("failed: ", failureWhy);
+    var checks = document.createElement("span");
+    checks.className = "checks";
+    var tally = document.createElement("span");
+    tally.className = "tally";
+    var list = document.createElement("span");
+    list.className = "list";
+    checks.append("checks ", tally, ":", list);
     card.append(key, " ", title, " ", meta, " ", since, " ", pr, " ", waiting, " ", failure,
-      " ", held, " ", needsInput);
+      " ", checks, " ", held, " ", needsInput);
     return card;
   }
 
@@ -101,6 +108,19 @@
     var failure = card.querySelector(".failure");
     failure.hidden = !ticket.failure;
     failure.querySelector(".why").textContent = ticket.failure || "";
+    var checks = card.querySelector(".checks");
+    var results = ticket.checks || [];
+    checks.hidden = results.length === 0;
+    var passed = results.filter(function (check) { return check[1]; }).length;
+    checks.querySelector(".tally").textContent = passed + "/" + results.length;
+    var list = checks.querySelector(".list");
+    list.replaceChildren();
+    results.forEach(function (check) {
+      var item = document.createElement("span");
+      item.className = check[1] ? "ok" : "bad";
+      item.textContent = (check[1] ? "✓ " : "✗ ") + check[0];
+      list.append(" ", item);
+    });
   }
 
   function showTicket(board, ticket) {
