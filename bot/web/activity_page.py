@@ -378,17 +378,11 @@ def _between(
 async def _search_floor(session: AsyncSession, before: Cursor | None) -> Cursor | None:
     """The oldest activity row a search page reads (the SEARCH_WINDOW-th from `before`), or
     None when fewer are left: read from the (at, id) index alone."""
-    query = select(Activity.at, Activity.id)
+    query = select(Activity.at, Activity.id).order_by(Activity.at.desc(), Activity.id.desc())
     if before is not None:
         query = query.where(_between(Activity.at, "activity", Activity.id, before, None))
-    row = (
-        await session.execute(
-            query.order_by(Activity.at.desc(), Activity.id.desc())
-            .offset(SEARCH_WINDOW - 1)
-            .limit(1)
-        )
-    ).one_or_none()
-    return None if row is None else Cursor(row.at, "activity", row.id)
+    found = (await session.execute(query.offset(SEARCH_WINDOW - 1).limit(1))).one_or_none()
+    return None if found is None else Cursor(found.at, "activity", found.id)
 
 
 @dataclass(frozen=True)
@@ -415,9 +409,7 @@ async def newest(
     entries = [_entry(row) for row in rows]
     if len(entries) > limit:
         return FeedPage(entries[:limit], entries[limit - 1].cursor)
-    if floor is not None:
-        return FeedPage(entries, floor, floor.at)
-    return FeedPage(entries, None)
+    return FeedPage(entries, floor, floor.at if floor is not None else None)
 
 
 @html_endpoint
