@@ -483,6 +483,18 @@ class World:
                 .where(Ticket.number == number)
             )
 
+    async def ticket_id(self, number: int) -> int:
+        """The issue's ticket id, once a webhook has mirrored it."""
+
+        async def mirrored() -> int | None:
+            async with self.deps.sessions() as session:
+                found: int | None = await session.scalar(
+                    select(Ticket.id).where(Ticket.number == number)
+                )
+            return found
+
+        return await self.until(mirrored, what=f"#{number} mirrored")
+
     async def reach(self, number: int, state: str, *, within: float = 60) -> TicketState:
         async def there() -> TicketState | None:
             row = await self.state(number)

@@ -57,7 +57,7 @@ async def carry_out_action(
     followups = Followups(decision=f"web-action:{action.id}")
     outcome, state = await _decide(session, engine, action, commands, followups)
     action.state = state
-    action.message = _message(outcome, state)
+    action.message = _message(outcome) or None
     action.finished_at = datetime.now(UTC)
     for spec, _, _ in followups.sends:
         action.run_id = spec.run_id  # an Ask's run, for its page
@@ -65,7 +65,9 @@ async def carry_out_action(
         f"{_who(action)} pressed {BUTTONS.get(action.command, action.command)} on the web page"
     )
     detail = f": {action.args[:200]}" if action.args else ""
-    result = "" if state == ActionState.DONE else f" — {state.replace('_', ' ')}: {action.message}"
+    result = "" if state == ActionState.DONE else f" — {state.replace('_', ' ')}"
+    if result and action.message:
+        result += f": {action.message}"
     note(
         session,
         action.ticket_id,
@@ -121,12 +123,10 @@ def _who(action: TicketAction) -> str:
     return "The admin" if action.actor_kind == WEB_ADMIN else f"@{action.actor}"
 
 
-def _message(outcome: Outcome, state: ActionState) -> str:
+def _message(outcome: Outcome) -> str:
     """The handler's reply as a sentence for the page (it was written for a comment)."""
     text = (outcome.reply or "").strip().removeprefix("🚫").strip()
-    if not text:
-        return "Done." if state == ActionState.DONE else "Not done."
-    return text[0].upper() + text[1:]
+    return text[:1].upper() + text[1:]  # nothing to add: the page's headline says it
 
 
 async def expire_actions(session: AsyncSession) -> int:
