@@ -115,6 +115,8 @@ class Ticket(Timestamped, Base):
         ),
         Index("ix_tickets_updated_at_id", "updated_at", "id"),
         Index("ix_tickets_source_key", "source", "key"),
+        # The board's column totals, filtered or not, without reading the wide rows.
+        Index("ix_tickets_board", "state", "source", "repository_id", "id"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)

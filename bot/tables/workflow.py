@@ -37,6 +37,8 @@ class TicketState(Timestamped, Base):
     __tablename__ = "ticket_states"
     __table_args__ = (
         Index("ix_ticket_states_state_next_attempt_at", "state", "next_attempt_at"),
+        # The board: each column's newest cards (bot.web.board).
+        Index("ix_ticket_states_state_updated_at", "state", "updated_at", "ticket_id"),
         Index("ix_ticket_states_done_at", "done_at"),
     )
 

@@ -49,9 +49,9 @@ from bot.api.tickets import REPO_NAME
 from bot.deps import Deps
 from bot.tables.mirror import Delivery, DeliveryStatus, Repository, Ticket
 from bot.tables.workflow import Activity, EffectStatus, OutboxEffect, TicketState
+from bot.web.board import database_now
 from bot.web.live_events import POLL_SECONDS, Change, poll_changes, resume_time
 from bot.web.pages import Refused, bad_request, html_endpoint, page, reader
-from bot.web.ticket_pages import database_now
 
 log = structlog.get_logger(__name__)
 

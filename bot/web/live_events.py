@@ -54,10 +54,10 @@ from bot.api.runs import (
 from bot.deps import Deps
 from bot.tables.mirror import Ticket
 from bot.tables.workflow import Run, TicketState
+from bot.web.board import BoardFilters, Card, cards_query, database_now
 from bot.web.pages import Refused, reader
 from bot.web.run_pages import HIDDEN_KINDS, event_time, output_line
 from bot.web.ticket_live import fingerprint
-from bot.web.ticket_pages import BoardFilters, Card, cards_query, database_now
 
 log = structlog.get_logger(__name__)
 
@@ -196,10 +196,7 @@ async def board_changes(
                 .order_by(changed_at, Ticket.id)
             )
         ).all()
-        return [
-            (ticket.id, _json(Card.of(ticket, state, repo, repo_url).to_json()), changed)
-            for ticket, state, repo, repo_url, changed in rows
-        ]
+        return [(row[0], _json(Card.from_row(row).to_json()), row[-1]) for row in rows]
 
     async for message in poll_changes(
         deps,

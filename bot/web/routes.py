@@ -10,6 +10,7 @@ from starlette.staticfiles import StaticFiles
 from bot.web import github_login
 from bot.web.activity_page import activity_events, activity_page
 from bot.web.auth import login, login_form, logout
+from bot.web.board import tickets_board
 from bot.web.dashboard_page import dashboard_page
 from bot.web.harness_impact import impact_page
 from bot.web.harness_pages import harness_routes
@@ -20,12 +21,7 @@ from bot.web.run_pages import run_page
 from bot.web.setup_page import CALLBACK_PATH, callback, register, setup
 from bot.web.ticket_actions import act_on_ticket
 from bot.web.ticket_list import ticket_list
-from bot.web.ticket_pages import (
-    ticket_by_github_key,
-    ticket_by_tracker_key,
-    ticket_page,
-    tickets_board,
-)
+from bot.web.ticket_pages import ticket_by_github_key, ticket_by_tracker_key, ticket_page
 
 
 def web_routes() -> list[BaseRoute]:

@@ -1,4 +1,5 @@
-"""the gates of each ticket's latest finished run, for the board's cards
+"""the board: the gates of each ticket's latest finished run for its cards, an index for
+each column's newest cards and one for its totals
 
 Revision ID: a1b7c4d9e2f5
 Revises: f9a5c3b1e4d7
@@ -46,6 +47,21 @@ def upgrade() -> None:
         WHERE latest.ticket_id = ts.ticket_id
     """)
 
+    op.create_index(
+        "ix_ticket_states_state_updated_at",
+        "ticket_states",
+        ["state", "updated_at", "ticket_id"],
+        unique=False,
+    )
+    op.create_index(
+        "ix_tickets_board",
+        "tickets",
+        ["state", "source", "repository_id", "id"],
+        unique=False,
+    )
+
 
 def downgrade() -> None:
+    op.drop_index("ix_tickets_board", table_name="tickets")
+    op.drop_index("ix_ticket_states_state_updated_at", table_name="ticket_states")
     op.drop_column("ticket_states", "checks")

@@ -15,7 +15,7 @@ from bot.deps import Deps
 from bot.tables.mirror import Delivery, DeliveryStatus, Ticket
 from bot.tables.workflow import Activity, EffectStatus, OutboxEffect
 from bot.web.activity_page import PAGE_SIZE, ActivityFilters, new_entries
-from bot.web.ticket_pages import database_now
+from bot.web.board import database_now
 from harness_store.db import transaction
 from tests.support.board import HOSTILE, add_repo, add_ticket
 from tests.support.run_streams import T0, Received

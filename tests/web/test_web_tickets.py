@@ -19,8 +19,9 @@ from sqlalchemy import update
 from bot.deps import Deps
 from bot.tables.mirror import PullRequest, Ticket
 from bot.tables.workflow import Activity, Run, RunEvent, RunState
+from bot.web.board import BoardFilters, database_now
 from bot.web.live_events import board_changes, run_output
-from bot.web.ticket_pages import ACTIVITY_PAGE, BoardFilters, database_now
+from bot.web.ticket_pages import ACTIVITY_PAGE
 from harness_store.db import make_engine, make_sessionmaker, transaction
 from harness_store.store import pin_harness, publish_harness, publish_skill, record_run_versions
 from tests.support.board import (
