@@ -177,6 +177,14 @@ class Card:
     def url(self) -> str:
         return ticket_path(self.source, self.key, self.id)
 
+    def running_for(self, now: datetime) -> str:
+        """How long it has been in its state, as a card says it: "4 min", "2 h 5 min"."""
+        if not self.since:
+            return ""
+        minutes = max(0, int((now - datetime.fromisoformat(self.since)).total_seconds() // 60))
+        hours, minutes = divmod(minutes, 60)
+        return f"{hours} h {minutes} min" if hours else f"{minutes} min"
+
     @property
     def checks_passed(self) -> int:
         return sum(passed for _, passed in self.checks)
@@ -301,6 +309,7 @@ async def tickets_board(request: Request) -> Response:
         "sources": SOURCES,
         "repos": repos,
         "column_limit": COLUMN_LIMIT,
+        "now": since,
         "events_url": "/tickets/events?" + filters.query(since=since.isoformat()),
         "empty": not any(column.total for column in columns),
     }

@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from datetime import datetime, timedelta
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -19,7 +20,7 @@ from sqlalchemy import update
 from bot.deps import Deps
 from bot.tables.mirror import PullRequest, Ticket
 from bot.tables.workflow import Activity, Run, RunEvent, RunState
-from bot.web.board import BoardFilters, database_now
+from bot.web.board import BoardFilters, Card, database_now
 from bot.web.live_events import board_changes, run_output
 from bot.web.ticket_pages import ACTIVITY_PAGE
 from harness_store.db import make_engine, make_sessionmaker, transaction
@@ -121,7 +122,11 @@ async def test_cards_say_how_long_it_runs_its_pr_what_it_waits_on_and_why_it_fai
     html = (await client.get("/tickets")).text
 
     card = html[html.index(f'id="ticket-{running}"') :]
-    assert re.match(r'[^>]*>.*?<span class="since muted">running since <time', card, re.S)
+    assert re.match(
+        r'[^>]*>.*?<span class="since muted">running <span class="for">0 min</span>, since <time',
+        card,
+        re.S,
+    )
     assert (
         '<a class="pr" href="https://github.example/acme/api/pull/17">PR #<span '
         'class="pr-number">17</span></a>'
@@ -555,3 +560,12 @@ async def test_a_database_outage_is_a_503_page(
             assert "The database is unavailable" in answer.text
     finally:
         await nowhere.dispose()
+
+
+def test_a_card_says_how_long_it_has_run() -> None:
+    now = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
+    card = Card(1, "acme/api#1", "t", "acme/api", "github", "in_progress", 1, False, False)
+    assert card.running_for(now) == ""
+    started = replace(card, since=(now - timedelta(hours=2, minutes=5, seconds=59)).isoformat())
+    assert started.running_for(now) == "2 h 5 min"
+    assert replace(card, since=now.isoformat()).running_for(now) == "0 min"

@@ -63,7 +63,9 @@
     needsInput.textContent = "needs input";
     var since = document.createElement("span");
     since.className = "since muted";
-    since.append("running since ", document.createElement("time"));
+    var elapsed = document.createElement("span");
+    elapsed.className = "for";
+    since.append("running ", elapsed, ", since ", document.createElement("time"));
     var pr = document.createElement("a");
     pr.className = "pr";
     var prNumber = document.createElement("span");
@@ -91,6 +93,16 @@
     return card;
   }
 
+  // "running 4 min": from the card's <time>, kept current while the page is open.
+  function showElapsed(since) {
+    var time = since.querySelector("time");
+    var elapsed = since.querySelector(".for");
+    if (!time || !elapsed || !time.dateTime) return;
+    var minutes = Math.max(0, Math.floor((Date.now() - Date.parse(time.dateTime)) / 60000));
+    var hours = Math.floor(minutes / 60);
+    elapsed.textContent = hours ? hours + " h " + (minutes % 60) + " min" : minutes + " min";
+  }
+
   // The card's extra lines: each shown only when the ticket says something for it.
   function showDetails(card, ticket) {
     var since = card.querySelector(".since");
@@ -98,6 +110,7 @@
     var time = since.querySelector("time");
     time.dateTime = ticket.since || "";
     time.textContent = ticket.since ? ticket.since.slice(11, 16) + " UTC" : "";
+    showElapsed(since);
     var pr = card.querySelector(".pr");
     pr.hidden = !ticket.pr_url;
     if (ticket.pr_url) pr.href = ticket.pr_url;
@@ -147,6 +160,9 @@
   }
 
   function followBoard(board) {
+    window.setInterval(function () {
+      board.querySelectorAll(".card .since:not([hidden])").forEach(showElapsed);
+    }, 30000);
     var source = new EventSource(board.dataset.events);
     source.addEventListener("open", function () {
       status("Live: changes appear as they happen.");
