@@ -15,6 +15,7 @@ the columns it shows, not the ticket's body or the run's output.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -131,6 +132,8 @@ class Card:
     pr_url: str | None = None
     # The gates of its latest finished run: (name without "openase/", passed).
     checks: tuple[tuple[str, bool], ...] = ()
+    # What it waits on, linked: the tickets blocking it, the machines page. (text, path)
+    waiting_links: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_row(cls, row: Row[Any] | Sequence[Any]) -> Card:
@@ -167,6 +170,7 @@ class Card:
             needs_input=needs_input,
             since=changed.isoformat() if changed else None,
             waiting=waiting or None,
+            waiting_links=_waiting_links(waiting),
             failure=(failure or None) if state in ("todo", "failed") else None,
             pr_number=pr_number,
             pr_url=f"{home}/pull/{pr_number}" if home and pr_number else None,
@@ -191,6 +195,23 @@ class Card:
 
     def to_json(self) -> dict[str, Any]:
         return {**self.__dict__, "url": self.url}
+
+
+_TICKET_REF = re.compile(r"\b([A-Za-z0-9_.-]{1,100}/[A-Za-z0-9_.-]{1,100})#([0-9]{1,10})\b")
+
+
+def _waiting_links(waiting: str | None) -> tuple[tuple[str, str], ...]:
+    """Links for what a ticket waits on, read from the words the engine wrote: the issues
+    blocking it ("Waiting for acme/api#3 to close first") and the runners it needs."""
+    if not waiting:
+        return ()
+    links = [
+        (f"{name}#{number}", ticket_path("github", f"{name}#{number}", 0))
+        for name, number in _TICKET_REF.findall(waiting)[:5]
+    ]
+    if "runner" in waiting.casefold() or "machine" in waiting.casefold():
+        links.append(("machines", "/machines"))
+    return tuple(links)
 
 
 def _card_checks(stored: list[dict[str, Any]] | None) -> tuple[tuple[str, bool], ...]:

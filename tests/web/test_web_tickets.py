@@ -115,6 +115,12 @@ async def test_cards_say_how_long_it_runs_its_pr_what_it_waits_on_and_why_it_fai
     failed = await add_ticket(
         deps, "acme/api#4", repo_id=1, state="failed", last_failure="tests failed\nmore"
     )
+    blocked_id = await add_ticket(
+        deps,
+        "acme/api#6",
+        repo_id=1,
+        waiting="⏳ Waiting for acme/api#1, acme/web#9 to close first.",
+    )
     closed = await add_ticket(deps, "acme/api#5", repo_id=1, state=None)
     async with transaction(deps.sessions) as session:
         await session.execute(update(Ticket).where(Ticket.id == closed).values(state="closed"))
@@ -134,8 +140,13 @@ async def test_cards_say_how_long_it_runs_its_pr_what_it_waits_on_and_why_it_fai
     waits = html[html.index(f'id="ticket-{waiting}"') :]
     assert (
         '<span class="waiting">waiting: <span class="why">no runner can sandbox runs '
-        "&lt;here&gt;</span></span>"
+        '&lt;here&gt;</span><span class="links"> → <a href="/machines">machines</a></span></span>'
     ) in waits
+    blocked = html[html.index(f'id="ticket-{blocked_id}"') :]
+    assert (
+        '<span class="links"> → <a href="/tickets/acme/api/1">acme/api#1</a>'
+        ' → <a href="/tickets/acme/web/9">acme/web#9</a></span>'
+    ) in blocked
     fails = html[html.index(f'id="ticket-{failed}"') :]
     assert '<span class="failure bad">failed: <span class="why">tests failed</span>' in fails
     checked = html[html.index(f'id="ticket-{review}"') :]
@@ -479,6 +490,7 @@ async def test_the_board_stream_sends_each_changed_ticket_once(deps: Deps) -> No
         "pr_number": None,
         "pr_url": None,
         "checks": [],
+        "waiting_links": [],
         "url": "/tickets/acme/api/1",
     }
     assert datetime.fromisoformat(received.messages[-1]["id"]) > since

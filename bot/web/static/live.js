@@ -75,7 +75,9 @@
     waiting.className = "waiting";
     var waitingWhy = document.createElement("span");
     waitingWhy.className = "why";
-    waiting.append("waiting: ", waitingWhy);
+    var waitingLinks = document.createElement("span");
+    waitingLinks.className = "links";
+    waiting.append("waiting: ", waitingWhy, waitingLinks);
     var failure = document.createElement("span");
     failure.className = "failure bad";
     var failureWhy = document.createElement("span");
@@ -118,6 +120,14 @@
     var waiting = card.querySelector(".waiting");
     waiting.hidden = !ticket.waiting;
     waiting.querySelector(".why").textContent = ticket.waiting || "";
+    var links = waiting.querySelector(".links");
+    links.replaceChildren();
+    (ticket.waiting_links || []).forEach(function (link) {
+      var anchor = document.createElement("a");
+      anchor.href = link[1];  // a path on this site, built by the server from the words
+      anchor.textContent = link[0];
+      links.append(" → ", anchor);
+    });
     var failure = card.querySelector(".failure");
     failure.hidden = !ticket.failure;
     failure.querySelector(".why").textContent = ticket.failure || "";
