@@ -38,6 +38,14 @@ async def signed_in(
         client.cookies.clear()
 
 
+async def running(w: World, number: int, title: str) -> int:
+    """A ticket whose (slow) agent is at work; its id."""
+    w.add_issue(number, title, "[slow] add PASS")
+    await w.label(number, "openase")
+    await w.reach(number, State.IN_PROGRESS)
+    return await w.ticket_id(number)
+
+
 def nonce_for(page: str, action: str) -> str:
     """The one-time nonce of `action`'s form on a rendered page."""
     form = re.search(
@@ -166,10 +174,7 @@ async def test_a_form_sent_twice_acts_once(
     open_world: OpenWorld, client: httpx.AsyncClient
 ) -> None:
     async with open_world() as w:
-        w.add_issue(5, "Once", "[slow] add PASS")
-        await w.label(5, "openase")
-        await w.reach(5, State.IN_PROGRESS)
-        ticket = await w.ticket_id(5)
+        ticket = await running(w, 5, "Once")
         async with signed_in(w, client, WRITER) as csrf:
             page = (await client.get(f"/tickets/{ticket}")).text
             first = await press(client, csrf, ticket, "cancel", page=page)
@@ -227,10 +232,7 @@ async def test_an_action_whose_job_was_lost_is_sent_again_and_a_stale_one_droppe
     open_world: OpenWorld, client: httpx.AsyncClient
 ) -> None:
     async with open_world() as w:
-        w.add_issue(7, "Lost job", "[slow] add PASS")
-        await w.label(7, "openase")
-        await w.reach(7, State.IN_PROGRESS)
-        ticket = await w.ticket_id(7)
+        ticket = await running(w, 7, "Lost job")
         old = datetime.now(UTC) - timedelta(seconds=30)
         async with w.deps.sessions() as session, session.begin():
             # As the web process leaves them when Redis was away: stored, never enqueued.
@@ -278,10 +280,7 @@ async def test_cancel_on_the_run_page_and_ask_answers_in_the_thread(
     open_world: OpenWorld, client: httpx.AsyncClient
 ) -> None:
     async with open_world() as w:
-        w.add_issue(8, "Stop and ask", "[slow] add PASS")
-        await w.label(8, "openase")
-        await w.reach(8, State.IN_PROGRESS)
-        ticket = await w.ticket_id(8)
+        ticket = await running(w, 8, "Stop and ask")
         (run,) = await w.runs(8)
         async with signed_in(w, client, WRITER) as csrf:
             run_page = (await client.get(f"/runs/{run.id}")).text
