@@ -14,6 +14,8 @@ from bench.web.measure import Page
 from bench.web.rows import COMMON_WORD, HARNESS_NAMES, RARE_WORD, REPO_NAMES
 from bench.web.seed import Seeded
 
+CHARTS = "/metrics/dashboard/charts"
+
 
 def pages(seeded: Seeded, versions: int, harnesses: int) -> list[Page]:
     repo, other = REPO_NAMES[0], REPO_NAMES[1]
@@ -87,6 +89,17 @@ def pages(seeded: Seeded, versions: int, harnesses: int) -> list[Page]:
         f"?repo={other}&workflow=coder&provider=claude&days=90",
     ]
     out += [Page("dashboard", f"/metrics/dashboard{query}") for query in dashboard]
+    # Each chart is its own image request (its query, then pygal): all seven unfiltered, and
+    # one per query behind them (done tickets, runs, gate failures) with each filter.
+    charts = ("done", "lead-time", "first-pass", "gates", "outcomes", "cost-per-day")
+    out += [
+        Page("dashboard chart", f"{CHARTS}/{name}.svg") for name in (*charts, "cost-per-ticket")
+    ]
+    out += [
+        Page("dashboard chart", f"{CHARTS}/{name}.svg{query}")
+        for query in dashboard[1:]
+        for name in ("lead-time", "cost-per-day", "gates")
+    ]
     out += [
         Page("impact", "/harnesses/coder/impact"),
         Page("impact", f"/harnesses/{small_harness}/impact"),

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from bench.web import rows as data
 from bot.deps import Deps
 from bot.tables.mirror import Repository
+from bot.tables.stats import rebuild as rebuild_stats
 from bot.tables.workflow import TicketState
 from harness_store.builtin_content import builtin_harnesses, builtin_skills
 from harness_store.db import transaction
@@ -260,6 +261,8 @@ async def seed(deps: Deps, args: argparse.Namespace) -> Seeded:
             await conn.execute(text(sequence))
     async with transaction(deps.sessions) as session:
         await pin_harness(session, busy, "coder", max(1, args.versions - 2))
+        # The runs came by COPY, not through the engine: count them as the engine would.
+        await rebuild_stats(session)
     await register_machines(deps)
     async with deps.engine.connect() as conn:
         # Plans as on a database that has lived a while (autovacuum has been by).

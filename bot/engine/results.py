@@ -31,6 +31,7 @@ from bot.engine.runs.tracking import HANDED_BACK, collect_events, fetch_result
 from bot.engine.untrusted import fence
 from bot.errors import ConfigUnavailable
 from bot.tables.mirror import Ticket
+from bot.tables.stats import RunOver, count_run
 from bot.tables.workflow import Run, RunState
 from runner.contract import HookResult, RunResult, RunStatus
 
@@ -77,11 +78,15 @@ async def finish_run(engine: Engine, run_id: str, result: RunResult | None) -> F
             return None
     followups = Followups(decision=f"result:{run_id}")
     async with engine.deps.sessions() as session, session.begin():
-        if not await _mark(session, run_id, result):
+        over = await mark_over(session, run_id, result)
+        if over is None:
             return None
         fresh = await load(session, run.ticket_id)
         if fresh is not None:
             await _decide(Decision(session, engine, fresh, config, followups), run, result)
+        # The dashboard's rollups, last: their rows of the day are shared by every run that
+        # ends that day, so they stay locked only until this commits.
+        await count_run(session, over)
     log.info(
         "run_taken",
         run_id=run_id,
@@ -91,7 +96,9 @@ async def finish_run(engine: Engine, run_id: str, result: RunResult | None) -> F
     return followups
 
 
-async def _mark(session: AsyncSession, run_id: str, result: RunResult | None) -> bool:
+async def mark_over(session: AsyncSession, run_id: str, result: RunResult | None) -> RunOver | None:
+    """Mark the run finished with `result` (lost: None): what the dashboard's rollups count
+    of it (bot.tables.stats.count_run); None when it was already over."""
     open_states = (RunState.QUEUED, RunState.RUNNING)
     if result is None:
         values: dict[str, Any] = {"state": RunState.LOST, "finished_at": func.now()}
@@ -108,10 +115,29 @@ async def _mark(session: AsyncSession, run_id: str, result: RunResult | None) ->
         update(Run)
         .where(Run.id == run_id, Run.state.in_(open_states))
         .values(**values)
-        .returning(Run.id)
+        .returning(
+            Run.ticket_id,
+            Run.workflow,
+            Run.spec["_provider"].astext,
+            Run.harness_version_id,
+            Run.queued_at,
+        )
         .execution_options(synchronize_session=False)
     )
-    return changed.first() is not None
+    row = changed.first()
+    if row is None:
+        return None
+    ticket_id, workflow, provider, version_id, queued_at = row
+    return RunOver(
+        ticket_id=ticket_id,
+        workflow=workflow,
+        provider=provider,
+        harness_version_id=version_id,
+        queued_at=queued_at,
+        outcome=result.status.value if result is not None else RunState.LOST.value,
+        cost_usd=result.cost_usd if result is not None else None,
+        failed_gates=[hook.name for hook in result.gate_failures] if result is not None else [],
+    )
 
 
 async def _decide(decision: Decision, run: Run, result: RunResult | None) -> None:

@@ -1,7 +1,9 @@
-"""Charts for the metrics pages, drawn on the server as SVG by pygal and embedded as `data:`
-images: the page needs no JavaScript (pygal's tooltip script is left out), and the chart's
-own stylesheet applies inside the image while the page keeps its strict CSP. Every chart
-comes with the same numbers as an HTML table, which is what screen readers get."""
+"""Charts for the metrics pages, drawn on the server as SVG by pygal: the metrics dashboard
+serves each as an image of its own (bot/web/dashboard_page.py), a harness's impact page
+embeds its one as a `data:` image. Either way the page needs no JavaScript (pygal's tooltip
+script is left out), and the chart's own stylesheet applies inside the image while the page
+keeps its strict CSP. Every chart comes with the same numbers as an HTML table, which is
+what screen readers get."""
 
 from __future__ import annotations
 
@@ -38,9 +40,15 @@ class Chart:
 
     key: str  # the figure's id
     title: str
-    svg: str  # a data: URI
+    svg: str  # the image's src: a data: URI, or the chart's own URL
     columns: Sequence[str]
     rows: Sequence[tuple[str, Sequence[str]]] = field(default_factory=tuple)
+
+
+# Past a month of days a label every few days, past two weeks a line without dots: as
+# readable, and pygal draws in a third of the time (each dot is a group with its tooltip).
+MANY = 31
+DOTS = 14
 
 
 def _configure(chart: pygal.Graph, title: str, labels: Sequence[str]) -> None:
@@ -48,6 +56,9 @@ def _configure(chart: pygal.Graph, title: str, labels: Sequence[str]) -> None:
     chart.x_labels = list(labels)
     chart.x_label_rotation = 30 if len(labels) > 8 else 0
     chart.no_data_text = "No data in this range"
+    if len(labels) > MANY:
+        chart.x_labels_major_every = -(-len(labels) // 15)
+        chart.show_minor_x_labels = False
 
 
 def _options() -> dict[str, object]:
@@ -64,33 +75,46 @@ def _options() -> dict[str, object]:
     }
 
 
-def _data_uri(chart: pygal.Graph) -> str:
-    """The chart as a `data:` URI, without pygal's scripts (its config and tooltips)."""
+def _svg(chart: pygal.Graph) -> str:
+    """The chart as SVG, without pygal's scripts (its config and tooltips)."""
     tree = chart.render_tree()
     for parent in list(tree.iter()):
         for child in list(parent):
             if isinstance(child.tag, str) and child.tag.endswith("script"):
                 parent.remove(child)
-    svg = str(etree.tostring(tree, encoding="unicode"))
+    return str(etree.tostring(tree, encoding="unicode"))
+
+
+def data_uri(svg: str) -> str:
     return "data:image/svg+xml;charset=utf-8;base64," + base64.b64encode(svg.encode()).decode()
 
 
-def line(title: str, labels: Sequence[str], series: dict[str, Sequence[Number]]) -> str:
-    """A line chart, one line per series (None: no point that day)."""
-    chart = pygal.Line(allow_interruptions=True, **_options())
+def draw_line(title: str, labels: Sequence[str], series: dict[str, Sequence[Number]]) -> str:
+    """A line chart as SVG, one line per series (None: no point that day)."""
+    chart = pygal.Line(allow_interruptions=True, show_dots=len(labels) <= DOTS, **_options())
     _configure(chart, title, labels)
     for name, values in series.items():
         chart.add(name, list(values))
-    return _data_uri(chart)
+    return _svg(chart)
 
 
-def bar(title: str, labels: Sequence[str], series: dict[str, Sequence[Number]]) -> str:
-    """A bar chart, one bar per label and series."""
+def draw_bar(title: str, labels: Sequence[str], series: dict[str, Sequence[Number]]) -> str:
+    """A bar chart as SVG, one bar per label and series."""
     chart = pygal.Bar(**_options())
     _configure(chart, title, labels)
     for name, values in series.items():
         chart.add(name, list(values))
-    return _data_uri(chart)
+    return _svg(chart)
+
+
+def line(title: str, labels: Sequence[str], series: dict[str, Sequence[Number]]) -> str:
+    """A line chart as a `data:` URI."""
+    return data_uri(draw_line(title, labels, series))
+
+
+def bar(title: str, labels: Sequence[str], series: dict[str, Sequence[Number]]) -> str:
+    """A bar chart as a `data:` URI."""
+    return data_uri(draw_bar(title, labels, series))
 
 
 def number(value: Number, digits: int = 1) -> str:

@@ -1,9 +1,12 @@
 """The metrics dashboard: what the bot got done and what it cost, as server-drawn SVG charts
 with their numbers as tables (the queries and what they read: bot/web/metrics_queries.py).
 
-Route:
+Routes:
     GET /metrics/dashboard?repo=&workflow=&provider=&harness=NAME[@N]&days=7|30|90
                           (or from=YYYY-MM-DD&to=YYYY-MM-DD)
+    GET /metrics/dashboard/charts/{name}.svg?(the same filters)
+The page's SQL and each chart's are a fixed few statements (bot/web/metrics_queries.py);
+a chart is drawn (pygal) by its own image request, so the page waits for no drawing.
 `/metrics` itself is Prometheus's (bot/api).
 """
 
@@ -12,12 +15,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from bot.api.request import deps_of
-from bot.web.charts import Chart, bar, dollars, line, number, percent
+from bot.web.charts import Chart, dollars, number, percent
+from bot.web.dashboard_charts import SOURCES, done_figures, gate_figures, run_figures
 from bot.web.metrics_queries import (
     Filters,
     done_tickets,
@@ -25,9 +30,10 @@ from bot.web.metrics_queries import (
     gate_failures,
     runs_in_range,
 )
-from bot.web.pages import bad_request, html_endpoint, page, reader
+from bot.web.pages import bad_request, html_endpoint, not_found, page, reader
 
 PATH = "/metrics/dashboard"
+CHARTS = f"{PATH}/charts"
 RANGES = ("7", "30", "90")
 DEFAULT_DAYS = 30
 LONGEST = timedelta(days=366)
@@ -111,9 +117,9 @@ def _range(request: Request, values: dict[str, str], now: datetime) -> tuple[dat
                 f"days: unknown value {values['days'][:40]!r}; expected one of: "
                 + ", ".join(RANGES),
             )
-        return now - timedelta(days=int(values["days"])), now
+        return _last_days(now, int(values["days"]))
     if first is None and last is None:
-        return now - timedelta(days=DEFAULT_DAYS), now
+        return _last_days(now, DEFAULT_DAYS)
     end = _date(request, "to", last) if last else now.date()
     start = _date(request, "from", first) if first else end - timedelta(days=DEFAULT_DAYS - 1)
     if start > end:
@@ -125,8 +131,14 @@ def _range(request: Request, values: dict[str, str], now: datetime) -> tuple[dat
     return since, until
 
 
+def _last_days(now: datetime, days: int) -> tuple[datetime, datetime]:
+    """The last `days` whole UTC days, today included (the rollups count by day)."""
+    tomorrow = datetime.combine(now.date() + timedelta(days=1), time(), UTC)
+    return tomorrow - timedelta(days=days), tomorrow
+
+
 async def dashboard(request: Request) -> Response:
-    """The charts and tables for the filters asked."""
+    """The tables for the filters asked, each under its chart's image."""
     reader(request)
     asked = parse_filters(request, datetime.now(UTC))
     filters = asked.filters
@@ -135,101 +147,19 @@ async def dashboard(request: Request) -> Response:
         days, total = await done_tickets(session, filters)
         per_day, outcomes = await runs_in_range(session, filters)
         gates = await gate_failures(session, filters)
-    done_labels = [day.day.isoformat() for day in days if day.day is not None]
-    run_labels = [day.day.isoformat() for day in per_day]
+    figures = {
+        figure.key: figure
+        for figure in (
+            *done_figures(days),
+            *run_figures(per_day, outcomes),
+            *gate_figures(gates),
+        )
+    }
+    query = f"?{urlencode(asked.values)}" if asked.values else ""
     charts = [
-        Chart(
-            "done",
-            "Tickets done per day",
-            bar("Tickets done per day", done_labels, {"done": [d.done for d in days]}),
-            ("Day", "Done"),
-            [(label, (str(d.done),)) for label, d in zip(done_labels, days, strict=True)],
-        ),
-        Chart(
-            "lead-time",
-            "Lead time (hours): label → PR and label → merge",
-            line(
-                "Lead time (hours)",
-                done_labels,
-                {
-                    "label → PR p50": [d.to_pr_p50 for d in days],
-                    "label → PR p90": [d.to_pr_p90 for d in days],
-                    "label → merge p50": [d.to_merge_p50 for d in days],
-                    "label → merge p90": [d.to_merge_p90 for d in days],
-                },
-            ),
-            ("Day merged", "→ PR p50", "→ PR p90", "→ merge p50", "→ merge p90"),
-            [
-                (
-                    label,
-                    tuple(
-                        number(v)
-                        for v in (d.to_pr_p50, d.to_pr_p90, d.to_merge_p50, d.to_merge_p90)
-                    ),
-                )
-                for label, d in zip(done_labels, days, strict=True)
-            ],
-        ),
-        Chart(
-            "first-pass",
-            "First-pass rate (done with no failed gate and no change request)",
-            line(
-                "First-pass rate (%)",
-                done_labels,
-                {"first pass %": [_pct(d.first_pass_rate) for d in days]},
-            ),
-            ("Day", "Done", "First pass", "Rate"),
-            [
-                (label, (str(d.done), str(d.first_pass), percent(d.first_pass_rate)))
-                for label, d in zip(done_labels, days, strict=True)
-            ],
-        ),
-        Chart(
-            "gates",
-            "Gate failures per hook",
-            bar(
-                "Gate failures per hook",
-                [name for name, _ in gates],
-                {"failures": [count for _, count in gates]},
-            ),
-            ("Hook", "Failures"),
-            [(name, (str(count),)) for name, count in gates],
-        ),
-        Chart(
-            "outcomes",
-            "Runs by outcome",
-            bar(
-                "Runs by outcome",
-                [name for name, _ in outcomes],
-                {"runs": [count for _, count in outcomes]},
-            ),
-            ("Outcome", "Runs"),
-            [(name, (str(count),)) for name, count in outcomes],
-        ),
-        Chart(
-            "cost-per-day",
-            "Cost per day (USD)",
-            bar("Cost per day (USD)", run_labels, {"cost": [d.cost_usd for d in per_day]}),
-            ("Day", "Runs", "Cost"),
-            [
-                (label, (str(d.runs), dollars(d.cost_usd)))
-                for label, d in zip(run_labels, per_day, strict=True)
-            ],
-        ),
-        Chart(
-            "cost-per-ticket",
-            "Cost per ticket done (USD, every run of the ticket)",
-            line(
-                "Cost per ticket done (USD)",
-                done_labels,
-                {"cost per ticket": [d.cost_per_ticket for d in days]},
-            ),
-            ("Day", "Done", "Cost", "Per ticket"),
-            [
-                (label, (str(d.done), dollars(d.cost_usd), dollars(d.cost_per_ticket)))
-                for label, d in zip(done_labels, days, strict=True)
-            ],
-        ),
+        Chart(key, figure.title, f"{CHARTS}/{key}.svg{query}", figure.columns, figure.rows)
+        for key in SOURCES
+        for figure in (figures[key],)
     ]
     values = {
         "title": "Metrics",
@@ -241,7 +171,7 @@ async def dashboard(request: Request) -> Response:
         "cost": sum(d.cost_usd for d in per_day),
         "charts": charts,
         "since": filters.since,
-        "until": filters.until,
+        "last_day": filters.until - timedelta(days=1),
         "percent": percent,
         "dollars": dollars,
         "number": number,
@@ -249,8 +179,27 @@ async def dashboard(request: Request) -> Response:
     return page(request, "dashboard.html", values)
 
 
-def _pct(rate: float | None) -> float | None:
-    return None if rate is None else rate * 100
+async def dashboard_chart(request: Request) -> Response:
+    """One chart's SVG for the filters asked: its one query, then pygal."""
+    reader(request)
+    name = request.path_params["name"]
+    source = SOURCES.get(name)
+    if source is None:
+        raise not_found(request, f"The dashboard has no chart {name[:40]!r}.")
+    asked = parse_filters(request, datetime.now(UTC))
+    async with deps_of(request).sessions() as session:
+        figures = await source(session, asked.filters)
+    (figure,) = (figure for figure in figures if figure.key == name)
+    return Response(
+        figure.draw(),
+        media_type="image/svg+xml",
+        headers={
+            # Opened on its own, the image may style itself and do nothing else.
+            "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
 
 
 dashboard_page = html_endpoint(dashboard)
+chart_image = html_endpoint(dashboard_chart)

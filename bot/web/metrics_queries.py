@@ -4,8 +4,11 @@ number of round trips.
 
 What the tables hold and how the dashboard reads it:
 - a run's outcome is `runs.status` (the `RunResult.status`), or its `state` while it has
-  none (queued, running, lost); its cost is `runs.cost_usd`; its gates are the hook results
-  in `runs.result` (JSON): a gate failed when a blocking hook did not exit 0 or timed out;
+  none (queued, running, lost); its cost is `runs.cost_usd`; a gate failed when a blocking
+  hook did not exit 0 or timed out. The engine counts each run when it is over in the
+  rollups of bot/tables/stats.py (runs and cost per queueing day and outcome, gate failures
+  per day and hook, a ticket's runs per kind), which is what the dashboard reads; the few
+  runs still queued or running it reads from `runs` (ix_runs_state);
 - a ticket's moments are stored on its state row, stamped by the engine on the first move
   into each (`ticket_states`, indexed on `done_at`): *labelled* is its first move out of
   the backlog (the trigger label putting it into its workflow), *PR* the first move to
@@ -13,23 +16,23 @@ What the tables hold and how the dashboard reads it:
   merged, or the issue closed);
 - a ticket passed first time when it is done, none of its runs failed its gates, and its
   review never sent it back (a move from `in_review` to anything but `merging` or `done`,
-  read from its activity log: `activity` rows of kind `state`, whose data carries `old`
-  and `new`; only the done tickets' rows are read).
+  read from its activity log by ix_activity_sent_back; only the done tickets' rows).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import TextClause, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 
 @dataclass(frozen=True)
 class Filters:
-    """The dashboard's filters; None is "any". `until` is exclusive."""
+    """The dashboard's filters; None is "any". The range is whole UTC days: `since` and
+    `until` (exclusive) are midnights."""
 
     since: datetime
     until: datetime
@@ -43,6 +46,8 @@ class Filters:
         return {
             "since": self.since,
             "until": self.until,
+            "first_day": self.since.date(),
+            "last_day": (self.until - timedelta(days=1)).date(),
             "repo": self.repo,
             "workflow": self.workflow,
             "provider": self.provider,
@@ -51,34 +56,53 @@ class Filters:
         }
 
 
-# The runs the filters select, whenever they were queued; the time range is applied by each
-# query to the moment it is about (a run's queueing, a ticket's merge). The filters are
-# semi-joins on the run's own columns, no join: an unset one folds away when planned, and
-# a range of runs is then read from ix_runs_queued_at alone (it includes every column
-# counted here), never from the wide rows — except the provider's, which is in the spec.
-_SCOPED_RUNS = """
-scoped_runs AS (
-    SELECT run.id, run.ticket_id, run.state, run.status, run.result, run.cost_usd,
-           run.queued_at
-    FROM runs run
-    WHERE (CAST(:repo AS text) IS NULL OR run.ticket_id IN (
-              SELECT ticket.id FROM tickets ticket
-              JOIN repositories repo ON repo.id = ticket.repository_id
-              WHERE repo.full_name = CAST(:repo AS text)))
+# The harness versions asked for; an unset filter folds away when planned.
+_VERSIONS = """(SELECT hv.id FROM harness_versions hv
+                 WHERE hv.name = CAST(:harness AS text)
+                   AND (CAST(:harness_version AS integer) IS NULL
+                        OR hv.version = CAST(:harness_version AS integer)))"""
+_REPO_ID = "(SELECT repo.id FROM repositories repo WHERE repo.full_name = CAST(:repo AS text))"
+
+
+_UNFILTERED = """(CAST(:repo AS text) IS NULL AND CAST(:workflow AS text) IS NULL
+      AND CAST(:provider AS text) IS NULL AND CAST(:harness AS text) IS NULL)"""
+_KINDS_UNFILTERED = """(CAST(:workflow AS text) IS NULL AND CAST(:provider AS text) IS NULL
+      AND CAST(:harness AS text) IS NULL)"""
+
+
+def _kind_matches(alias: str) -> str:
+    """A rollup row (`alias`) of the workflow, provider and harness version asked."""
+    return f"""(CAST(:workflow AS text) IS NULL OR {alias}.workflow = CAST(:workflow AS text))
+      AND (CAST(:provider AS text) IS NULL OR {alias}.provider = CAST(:provider AS text))
+      AND (CAST(:harness AS text) IS NULL OR {alias}.harness_version_id IN {_VERSIONS})"""
+
+
+def _scope_matches(alias: str) -> str:
+    """A per-day rollup row (`alias`) of the filters and the range."""
+    return f"""{alias}.day BETWEEN :first_day AND :last_day
+      AND (CAST(:repo AS text) IS NULL OR {alias}.repository_id = {_REPO_ID})
+      AND {_kind_matches(alias)}"""
+
+
+# The runs still queued or running, whenever they were queued: a handful, read once from
+# ix_runs_state (MATERIALIZED: no other index of runs is worth a look for them), then
+# filtered as they are read.
+_OPEN_RUNS = f"""
+open_runs AS MATERIALIZED (
+    SELECT run.ticket_id, run.state, run.cost_usd, run.queued_at
+    FROM (
+        SELECT run.ticket_id, run.state, run.cost_usd, run.queued_at, run.workflow,
+               run.spec->>'_provider' AS provider, run.harness_version_id
+        FROM runs run WHERE run.state IN ('queued', 'running')
+        OFFSET 0
+    ) run
+    WHERE (CAST(:repo AS text) IS NULL OR (
+              SELECT ticket.repository_id FROM tickets ticket WHERE ticket.id = run.ticket_id
+          ) = {_REPO_ID})
       AND (CAST(:workflow AS text) IS NULL OR run.workflow = CAST(:workflow AS text))
-      AND (CAST(:provider AS text) IS NULL OR run.spec->>'_provider' = CAST(:provider AS text))
-      AND (CAST(:harness AS text) IS NULL OR run.harness_version_id IN (
-              SELECT hv.id FROM harness_versions hv
-              WHERE hv.name = CAST(:harness AS text)
-                AND (CAST(:harness_version AS integer) IS NULL
-                     OR hv.version = CAST(:harness_version AS integer))))
-)"""
-
-
-def _scoped(body: str) -> TextClause:
-    """`body` after the `scoped_runs` CTE (and others of its own, after a comma)."""
-    # Only this module's constants are joined; every value is a bound parameter.
-    return text(f"WITH {_SCOPED_RUNS}{body}")
+      AND (CAST(:provider AS text) IS NULL OR run.provider = CAST(:provider AS text))
+      AND (CAST(:harness AS text) IS NULL OR run.harness_version_id IN {_VERSIONS})
+)"""  # noqa: S608 -- joins constants; values are bound
 
 
 @dataclass(frozen=True)
@@ -88,19 +112,33 @@ class DayRuns:
     cost_usd: float
 
 
+# Only this module's constants are joined into the statements; every value is a parameter.
+# Unfiltered, the day's totals per outcome; filtered, the rollup by scope (an unset filter,
+# or the branch not taken, folds away when planned).
+_RUNS = text(f"""
+WITH {_OPEN_RUNS}
+SELECT day, outcome, sum(runs), sum(cost) FROM (
+    SELECT t.day, t.outcome, t.runs, t.cost_usd AS cost
+    FROM run_totals_daily t
+    WHERE {_UNFILTERED} AND t.day BETWEEN :first_day AND :last_day
+    UNION ALL
+    SELECT s.day, s.outcome, s.runs, s.cost_usd
+    FROM run_stats_daily s WHERE NOT ({_UNFILTERED}) AND {_scope_matches("s")}
+    UNION ALL
+    SELECT (queued_at AT TIME ZONE 'UTC')::date, state, 1, coalesce(cost_usd, 0)
+    FROM open_runs WHERE queued_at >= :since AND queued_at < :until
+) counted
+GROUP BY 1, 2""")  # noqa: S608 -- joins constants; values are bound
+
+
 async def runs_in_range(
     session: AsyncSession, filters: Filters
 ) -> tuple[list[DayRuns], list[tuple[str, int]]]:
     """Runs queued and their cost per UTC day that had any; (outcome, runs), most frequent
-    first. One pass over the range for both."""
-    query = _scoped("""
-        SELECT (queued_at AT TIME ZONE 'UTC')::date AS day, coalesce(status, state), count(*),
-               coalesce(sum(cost_usd), 0)
-        FROM scoped_runs WHERE queued_at >= :since AND queued_at < :until
-        GROUP BY 1, 2""")
+    first. One pass over the range's rollup rows for both."""
     days: dict[date, DayRuns] = {}
     outcomes: dict[str, int] = {}
-    for day, outcome, runs, cost in await session.execute(query, filters.params()):
+    for day, outcome, runs, cost in await session.execute(_RUNS, filters.params()):
         seen = days.get(day) or DayRuns(day, 0, 0.0)
         days[day] = DayRuns(day, seen.runs + int(runs), seen.cost_usd + float(cost))
         outcomes[str(outcome)] = outcomes.get(str(outcome), 0) + int(runs)
@@ -108,20 +146,14 @@ async def runs_in_range(
     return [days[day] for day in sorted(days)], ranked
 
 
+_GATES = text(f"""
+SELECT s.hook, sum(s.failures) FROM gate_failures_daily s WHERE {_scope_matches("s")}
+GROUP BY 1 ORDER BY 2 DESC, 1""")  # noqa: S608 -- joins constants; values are bound
+
+
 async def gate_failures(session: AsyncSession, filters: Filters) -> list[tuple[str, int]]:
-    """(hook name, blocking failures) over the runs in range, most failing first."""
-    # A blocking hook that failed makes the run `gates_failed` (runner.execute), so only
-    # those runs' results are read.
-    query = _scoped("""
-        SELECT hook->>'name' AS name, count(*)
-        FROM scoped_runs,
-             jsonb_array_elements(coalesce(result->'hook_results', '[]'::jsonb)) AS hook
-        WHERE queued_at >= :since AND queued_at < :until AND status = 'gates_failed'
-          AND hook->>'on_failure' = 'block'
-          AND (coalesce((hook->>'exit_code')::integer, -1) <> 0
-               OR coalesce((hook->>'timed_out')::boolean, false))
-        GROUP BY 1 ORDER BY 2 DESC, 1""")
-    rows = await session.execute(query, filters.params())
+    """(hook name, blocking failures) over the runs queued in range, most failing first."""
+    rows = await session.execute(_GATES, filters.params())
     return [(str(name), int(count)) for name, count in rows]
 
 
@@ -151,47 +183,51 @@ def _hours(seconds: Any) -> float | None:
     return None if seconds is None else float(seconds) / 3600
 
 
+# A done ticket's runs over: their totals (cost, a failed gate) and its repository from
+# ticket_run_totals;
+# whether one of them matches the filters from ticket_run_kinds, only when some are set and
+# the repository matched, by a probe per ticket (LIMIT 1: not a hash of every ticket's
+# kinds; on `total`, so it waits for the join); one still open matches from open_runs.
+_DONE = text(f"""
+WITH {_OPEN_RUNS},
+done AS (
+    SELECT (ts.done_at AT TIME ZONE 'UTC')::date AS day,
+           extract(epoch FROM ts.pr_at - ts.labelled_at) AS to_pr,
+           extract(epoch FROM ts.done_at - ts.labelled_at) AS to_merge,
+           NOT coalesce(total.gates_failed, false) AND NOT EXISTS (
+               SELECT 1 FROM activity a
+               WHERE a.ticket_id = ts.ticket_id AND a.kind = 'state'
+                 AND a.data->>'old' = 'in_review'
+                 AND a.data->>'new' NOT IN ('in_review', 'merging', 'done')
+           ) AS first_pass,
+           coalesce(total.cost_usd, 0) AS cost
+    FROM ticket_states ts LEFT JOIN ticket_run_totals total ON total.ticket_id = ts.ticket_id
+    WHERE ts.done_at >= :since AND ts.done_at < :until
+      AND ((total.ticket_id IS NOT NULL
+            AND (CAST(:repo AS text) IS NULL OR total.repository_id = {_REPO_ID})
+            AND ({_KINDS_UNFILTERED}
+                 OR coalesce((SELECT true FROM ticket_run_kinds k
+                              WHERE k.ticket_id = total.ticket_id AND {_kind_matches("k")}
+                              LIMIT 1), false)))
+           OR ts.ticket_id IN (SELECT ticket_id FROM open_runs))
+)
+SELECT GROUPING(day) = 1 AS total, day, count(*),
+       count(*) FILTER (WHERE first_pass), coalesce(sum(cost), 0),
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY to_pr) FILTER (WHERE to_pr IS NOT NULL),
+       percentile_cont(0.9) WITHIN GROUP (ORDER BY to_pr) FILTER (WHERE to_pr IS NOT NULL),
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY to_merge),
+       percentile_cont(0.9) WITHIN GROUP (ORDER BY to_merge)
+FROM done GROUP BY GROUPING SETS ((day), ()) ORDER BY total, day""")  # noqa: S608 -- joins constants; values are bound
+
+
 async def done_tickets(
     session: AsyncSession, filters: Filters
 ) -> tuple[list[DoneTickets], DoneTickets]:
     """Per UTC day, and over the whole range: tickets done, first passes, their cost (every
     run of theirs) and lead times label → PR and label → merge (p50, p90)."""
-    query = _scoped(""",
-    done_in_range AS (
-        SELECT ts.ticket_id, ts.labelled_at, ts.pr_at, ts.done_at
-        FROM ticket_states ts
-        WHERE ts.done_at >= :since AND ts.done_at < :until
-          AND EXISTS (SELECT 1 FROM scoped_runs s WHERE s.ticket_id = ts.ticket_id)
-    ),
-    ticket_runs AS (
-        SELECT r.ticket_id, bool_or(r.status = 'gates_failed') AS gates_failed,
-               coalesce(sum(r.cost_usd), 0) AS cost
-        FROM runs r JOIN done_in_range d ON d.ticket_id = r.ticket_id
-        GROUP BY r.ticket_id
-    ),
-    done AS (
-        SELECT (d.done_at AT TIME ZONE 'UTC')::date AS day,
-               extract(epoch FROM d.pr_at - d.labelled_at) AS to_pr,
-               extract(epoch FROM d.done_at - d.labelled_at) AS to_merge,
-               NOT coalesce(t.gates_failed, false) AND NOT EXISTS (
-                   SELECT 1 FROM activity a
-                   WHERE a.ticket_id = d.ticket_id AND a.kind = 'state'
-                     AND a.data->>'old' = 'in_review'
-                     AND a.data->>'new' NOT IN ('in_review', 'merging', 'done')
-               ) AS first_pass,
-               coalesce(t.cost, 0) AS cost
-        FROM done_in_range d LEFT JOIN ticket_runs t ON t.ticket_id = d.ticket_id
-    )
-    SELECT GROUPING(day) = 1 AS total, day, count(*),
-           count(*) FILTER (WHERE first_pass), coalesce(sum(cost), 0),
-           percentile_cont(0.5) WITHIN GROUP (ORDER BY to_pr) FILTER (WHERE to_pr IS NOT NULL),
-           percentile_cont(0.9) WITHIN GROUP (ORDER BY to_pr) FILTER (WHERE to_pr IS NOT NULL),
-           percentile_cont(0.5) WITHIN GROUP (ORDER BY to_merge),
-           percentile_cont(0.9) WITHIN GROUP (ORDER BY to_merge)
-    FROM done GROUP BY GROUPING SETS ((day), ()) ORDER BY total, day""")
     days: list[DoneTickets] = []
     total = DoneTickets(None, 0, 0, 0.0, None, None, None, None)
-    for row in await session.execute(query, filters.params()):
+    for row in await session.execute(_DONE, filters.params()):
         is_total, day, done, first, cost, pr50, pr90, merge50, merge90 = row
         numbers = DoneTickets(
             None if is_total else day,

@@ -11,7 +11,7 @@ from bot.web import github_login
 from bot.web.activity_page import activity_events, activity_page
 from bot.web.auth import login, login_form, logout
 from bot.web.board import tickets_board
-from bot.web.dashboard_page import dashboard_page
+from bot.web.dashboard_page import chart_image, dashboard_page
 from bot.web.harness_impact import impact_page
 from bot.web.harness_pages import harness_routes
 from bot.web.home_page import home
@@ -38,6 +38,7 @@ def web_routes() -> list[BaseRoute]:
         Route("/harnesses/{name}/impact", impact_page, methods=["GET"]),
         *harness_routes(),
         Route("/metrics/dashboard", dashboard_page, methods=["GET"]),
+        Route("/metrics/dashboard/charts/{name}.svg", chart_image, methods=["GET"]),
         Route("/tickets", tickets_board, methods=["GET"]),
         Route("/tickets/events", tickets_events, methods=["GET"]),
         Route("/tickets/list", ticket_list, methods=["GET"]),

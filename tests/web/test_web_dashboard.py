@@ -19,10 +19,13 @@ import pytest
 from sqlalchemy import event
 
 from bot.deps import Deps
+from bot.engine.results import mark_over
+from bot.tables.stats import count_run
 from bot.tables.workflow import Activity, Run, RunState, TicketState
+from bot.web.dashboard_charts import SOURCES
 from harness_store.db import transaction
 from harness_store.store import publish_harness
-from runner.contract import RunStatus
+from runner.contract import HookResult, RunResult, RunStatus
 from tests.support.board import add_repo, add_ticket
 
 HOSTILE_REPO = 'evil/<script>alert("repo")</script>'
@@ -56,6 +59,8 @@ async def a_run(
     workflow: str = "coder",
     hooks: tuple[dict[str, Any], ...] = (),
 ) -> None:
+    """A run queued at `queued_at`; with a `status`, its result taken as the engine takes
+    one (which counts it in the dashboard's rollups)."""
     async with transaction(deps.sessions) as session:
         session.add(
             Run(
@@ -64,17 +69,27 @@ async def a_run(
                 workflow=workflow,
                 attempt=1,
                 machine="m1",
-                state=RunState.FINISHED if status else RunState.RUNNING,
-                status=status.value if status else None,
+                state=RunState.RUNNING,
                 spec={"_provider": provider},
-                result={"hook_results": list(hooks)} if status else None,
                 harness_version_id=harness_version_id,
-                cost_usd=cost,
                 queued_at=queued_at,
                 started_at=queued_at,
-                finished_at=queued_at + H / 2 if status else None,
             )
         )
+    if status is None:
+        return
+    result = RunResult(
+        run_id=run_id,
+        status=status,
+        hook_results=tuple(HookResult.model_validate(hook) for hook in hooks),
+        cost_usd=cost,
+        started_at=queued_at,
+        finished_at=queued_at + H / 2,
+    )
+    async with transaction(deps.sessions) as session:
+        over = await mark_over(session, run_id, result)
+        assert over is not None
+        await count_run(session, over)
 
 
 async def moves(deps: Deps, ticket_id: int, *steps: tuple[datetime, str, str, str | None]) -> None:
@@ -255,13 +270,27 @@ async def test_the_dashboard_shows_the_numbers_under_each_chart(
     assert '<a href="/metrics/dashboard">Metrics</a>' in html  # in the main navigation
 
 
+async def images(client: httpx.AsyncClient, html: str) -> dict[str, ET.Element]:
+    """Each chart's image, fetched from the URL the page gives it and parsed, by key."""
+    charts = {}
+    for key, src in re.findall(
+        r'<figure class="chart" id="chart-([\w-]+)".*?<img src="([^"]+)"', html, re.S
+    ):
+        image = await client.get(html_lib.unescape(src))
+        assert image.status_code == 200, image.text
+        assert image.headers["content-type"] == "image/svg+xml"
+        assert "default-src 'none'" in image.headers["content-security-policy"]
+        charts[key] = ET.fromstring(image.content)  # noqa: S314 -- our own chart's SVG
+    return charts
+
+
 async def test_the_charts_are_svg_images_holding_their_series(
     client: httpx.AsyncClient, deps: Deps
 ) -> None:
     await seed(deps)
     html = (await client.get("/metrics/dashboard")).text
-    charts = svgs(html)
-    assert set(charts) == {
+    charts = await images(client, html)
+    assert list(charts) == [
         "done",
         "lead-time",
         "first-pass",
@@ -269,7 +298,7 @@ async def test_the_charts_are_svg_images_holding_their_series(
         "outcomes",
         "cost-per-day",
         "cost-per-ticket",
-    }
+    ]
     for svg in charts.values():
         assert svg.tag == "{http://www.w3.org/2000/svg}svg"
         assert not any(e.tag.endswith("script") for e in svg.iter())  # works without JS
@@ -279,6 +308,18 @@ async def test_the_charts_are_svg_images_holding_their_series(
     assert "tests" in svg_text(charts["gates"])
     assert "gates_failed" in svg_text(charts["outcomes"])
     assert "<script" not in html.replace("<script src=", "")  # no inline script on the page
+
+
+async def test_a_chart_takes_the_pages_filters(client: httpx.AsyncClient, deps: Deps) -> None:
+    await seed(deps)
+    html = (await client.get("/metrics/dashboard?workflow=docs&days=7")).text
+    assert '<img src="/metrics/dashboard/charts/outcomes.svg?workflow=docs&amp;days=7"' in html
+    outcomes = svg_text((await images(client, html))["outcomes"])
+    assert "succeeded" in outcomes
+    assert "gates_failed" not in outcomes  # B's, on the coder workflow
+    assert (await client.get("/metrics/dashboard/charts/nothing.svg")).status_code == 404
+    bad = await client.get("/metrics/dashboard/charts/done.svg?days=5")
+    assert bad.status_code == 400
 
 
 @pytest.mark.parametrize(
@@ -379,12 +420,20 @@ def counting(deps: Deps) -> Iterator[list[str]]:
 async def test_the_page_costs_the_same_queries_however_full(
     client: httpx.AsyncClient, deps: Deps
 ) -> None:
-    with counting(deps) as empty:
-        assert (await client.get("/metrics/dashboard")).status_code == 200
+    paths = ["/metrics/dashboard", *(f"/metrics/dashboard/charts/{key}.svg" for key in SOURCES)]
+    empty, full = [], []
+    for path in paths:
+        with counting(deps) as statements:
+            assert (await client.get(f"{path}?workflow=coder")).status_code == 200
+        empty.append(len(statements))
     await seed(deps)
-    with counting(deps) as full:
-        assert (await client.get("/metrics/dashboard")).status_code == 200
-    assert len(full) == len(empty) <= 6
+    for path in paths:
+        with counting(deps) as statements:
+            assert (await client.get(f"{path}?workflow=coder")).status_code == 200
+        full.append(len(statements))
+    assert full == empty
+    assert full[0] <= 6  # the page: filter choices, done tickets, runs, gate failures
+    assert max(full[1:]) <= 2  # a chart: its one query
 
 
 # -- a harness's impact ----------------------------------------------------------------------
