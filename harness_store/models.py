@@ -1,9 +1,10 @@
-"""The harness store's tables: append-only versions, pins per ticket, versions used per run.
+"""The harness store's tables: append-only versions, pins per ticket, versions used per run,
+and the summaries of who used them and how their runs went that the pages read.
 
 A version row is never updated or deleted: a change is a new row with the next number,
-and a rollback is a new row whose content equals an old one. `tickets` belongs to the
-control plane (bot.tables.mirror); it is referred to by name only, so this package never imports
-`bot`.
+and a rollback is a new row whose content equals an old one. `tickets`, `repositories` and
+`runs` belong to the control plane (bot.tables); they are referred to by name only, so this
+package never imports `bot`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import ClassVar
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
+    Float,
     ForeignKey,
     ForeignKeyConstraint,
     Index,
@@ -113,3 +115,90 @@ class RunVersions(Base):
     # No foreign key can reach into an array; publish never deletes, so ids stay valid.
     skill_version_ids: Mapped[list[int]] = mapped_column(ARRAY(BigInteger), default=list)
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+# Summaries the pages read instead of aggregating every run. Database triggers keep them
+# (migration c3d9e6f1a4b7, which also fills them from the rows already stored): every
+# write to `run_versions`, `runs` and `activity`, whoever makes it, updates them in its
+# own transaction, so they always agree with the rows they sum up.
+
+
+class HarnessUsage(Base):
+    """A (repository, workflow) whose runs were given this harness version (README /harnesses)."""
+
+    __tablename__ = "harness_usage"
+
+    harness_version_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("harness_versions.id"), primary_key=True
+    )
+    repository_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("repositories.id", ondelete="CASCADE"), primary_key=True
+    )
+    workflow: Mapped[str] = mapped_column(String(64), primary_key=True)  # runs.workflow
+
+
+class SkillUsage(Base):
+    """A (repository, workflow) whose runs were given this skill version (README /skills)."""
+
+    __tablename__ = "skill_usage"
+
+    skill_version_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("skill_versions.id"), primary_key=True
+    )
+    repository_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("repositories.id", ondelete="CASCADE"), primary_key=True
+    )
+    workflow: Mapped[str] = mapped_column(String(64), primary_key=True)
+
+
+class HarnessImpact(Base):
+    """One harness version's runs summed up, for /harnesses/{name}/impact: the runs whose
+    `runs.harness_version_id` it is, those that ended (finished or lost), succeeded, their
+    cost, and how many tickets they were for."""
+
+    __tablename__ = "harness_impact"
+
+    harness_version_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("harness_versions.id", ondelete="CASCADE"), primary_key=True
+    )
+    runs: Mapped[int] = mapped_column(Integer)
+    ended: Mapped[int] = mapped_column(Integer)
+    succeeded: Mapped[int] = mapped_column(Integer)
+    cost_usd: Mapped[float] = mapped_column(Float)
+    tickets: Mapped[int] = mapped_column(Integer)
+
+
+class HarnessImpactTicket(Base):
+    """How many of a harness version's runs were for one ticket: its ticket count changes
+    only when a pair appears or goes."""
+
+    __tablename__ = "harness_impact_tickets"
+
+    harness_version_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("harness_versions.id", ondelete="CASCADE"), primary_key=True
+    )
+    # No foreign key: a ticket's runs going (a cascade) update this row through the trigger.
+    ticket_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    runs: Mapped[int] = mapped_column(Integer)
+
+
+class HarnessImpactPr(Base):
+    """A run that moved its ticket to in_review (opened its PR): seconds from its queueing
+    to the first such move, the raw values of a version's median time to PR."""
+
+    __tablename__ = "harness_impact_prs"
+    __table_args__ = (
+        Index(
+            "ix_harness_impact_prs_harness_version_id",
+            "harness_version_id",
+            postgresql_include=["to_pr_seconds"],
+        ),
+    )
+
+    run_id: Mapped[str] = mapped_column(
+        String(128), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True
+    )
+    harness_version_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("harness_versions.id", ondelete="CASCADE")
+    )
+    to_pr_seconds: Mapped[float] = mapped_column(Float)

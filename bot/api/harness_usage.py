@@ -3,7 +3,9 @@
 The harness store records per run the versions it was given (`run_versions`); the run, its
 ticket and the ticket's repository live in the control plane's tables. Each function here is
 one query, whatever the number of names or versions asked about, so listings stay one round
-trip per column however long the store grows.
+trip per column however long the store grows. Who used a name is read from
+`harness_usage` and `skill_usage`, which triggers keep as runs' versions are recorded
+(harness_store.models), not from every run.
 """
 
 from __future__ import annotations
@@ -11,14 +13,19 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.tables.mirror import Repository, Ticket
 from bot.tables.workflow import Run
-from harness_store.models import HarnessVersion, RunVersions, SkillVersion
+from harness_store.models import (
+    HarnessUsage,
+    HarnessVersion,
+    RunVersions,
+    SkillUsage,
+    SkillVersion,
+)
 
 Usage = dict[str, list[tuple[str, str]]]
 
@@ -36,19 +43,7 @@ class VersionRun:
     created_at: datetime
 
 
-def _used_by(name: Any, joined: Select[Any]) -> Select[Any]:
-    """(name, repository, workflow), distinct, for runs joined to their ticket's repository."""
-    return (
-        joined.join(Run, Run.id == RunVersions.run_id)
-        .join(Ticket, Ticket.id == Run.ticket_id)
-        .join(Repository, Repository.id == Ticket.repository_id)
-        .with_only_columns(name, Repository.full_name, Run.workflow)
-        .distinct()
-        .order_by(name, Repository.full_name, Run.workflow)
-    )
-
-
-async def _usage(session: AsyncSession, query: Select[Any]) -> Usage:
+async def _usage(session: AsyncSession, query: Select[str, str, str]) -> Usage:
     usage: Usage = {}
     for name, repo, workflow in await session.execute(query):
         usage.setdefault(name, []).append((repo, workflow))
@@ -57,18 +52,26 @@ async def _usage(session: AsyncSession, query: Select[Any]) -> Usage:
 
 async def harness_usage(session: AsyncSession) -> Usage:
     """Harness name → the (repository, workflow) pairs whose runs used any of its versions."""
-    joined = select(HarnessVersion.name).join(
-        RunVersions, RunVersions.harness_version_id == HarnessVersion.id
+    query = (
+        select(HarnessVersion.name, Repository.full_name, HarnessUsage.workflow)
+        .join(HarnessUsage, HarnessUsage.harness_version_id == HarnessVersion.id)
+        .join(Repository, Repository.id == HarnessUsage.repository_id)
+        .distinct()
+        .order_by(HarnessVersion.name, Repository.full_name, HarnessUsage.workflow)
     )
-    return await _usage(session, _used_by(HarnessVersion.name, joined))
+    return await _usage(session, query)
 
 
 async def skill_usage(session: AsyncSession) -> Usage:
     """Skill name → the (repository, workflow) pairs whose runs used any of its versions."""
-    joined = select(SkillVersion.name).join(
-        RunVersions, SkillVersion.id == RunVersions.skill_version_ids.any_()
+    query = (
+        select(SkillVersion.name, Repository.full_name, SkillUsage.workflow)
+        .join(SkillUsage, SkillUsage.skill_version_id == SkillVersion.id)
+        .join(Repository, Repository.id == SkillUsage.repository_id)
+        .distinct()
+        .order_by(SkillVersion.name, Repository.full_name, SkillUsage.workflow)
     )
-    return await _usage(session, _used_by(SkillVersion.name, joined))
+    return await _usage(session, query)
 
 
 async def version_runs(

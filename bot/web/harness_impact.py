@@ -1,6 +1,6 @@
 """What each version of a harness did: runs, success rate, attempts per ticket, cost and time
 to PR, as a chart and a table, and two versions side by side (the numbers' query:
-bot/web/metrics_queries.py).
+bot/web/impact_queries.py).
 
 Route:
     GET /harnesses/{name}/impact?a=N&b=M    every version; with a and b, those two compared
@@ -16,7 +16,7 @@ from starlette.responses import Response
 from bot.api.request import deps_of
 from bot.web.charts import Chart, bar, dollars, number, percent
 from bot.web.harness_kinds import HARNESSES, context, current_or_404, name_of, version_number
-from bot.web.metrics_queries import VersionImpact, harness_impact
+from bot.web.impact_queries import VersionImpact, harness_impact
 from bot.web.pages import bad_request, html_endpoint, page, reader
 
 # (label, how a version's numbers show it)
