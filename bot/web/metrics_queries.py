@@ -1,6 +1,6 @@
-"""The numbers of the metrics dashboard and of a harness's impact page, aggregated in SQL:
-each function is one query whatever the number of tickets or runs, so a page costs a fixed
-number of round trips.
+"""The numbers of the metrics dashboard, aggregated in SQL: each function is one query
+whatever the number of tickets or runs, so a page costs a fixed number of round trips (a
+harness's impact page reads bot/web/impact_queries.py).
 
 What the tables hold and how the dashboard reads it:
 - a run's outcome is `runs.status` (the `RunResult.status`), or its `state` while it has
@@ -287,86 +287,3 @@ async def filter_choices(session: AsyncSession) -> Choices:
         if value is not None:
             found[kind].append(value)
     return Choices(found["repo"], found["workflow"], found["provider"], found["harness"])
-
-
-@dataclass(frozen=True)
-class VersionImpact:
-    """What one harness version's runs did; time to PR in hours."""
-
-    version: int
-    runs: int
-    ended: int  # finished or lost
-    succeeded: int
-    tickets: int
-    cost_usd: float
-    to_pr_p50: float | None
-    prs: int
-
-    @property
-    def success_rate(self) -> float | None:
-        return self.succeeded / self.ended if self.ended else None
-
-    @property
-    def attempts_per_ticket(self) -> float | None:
-        return self.runs / self.tickets if self.tickets else None
-
-    @property
-    def cost_per_run(self) -> float | None:
-        return self.cost_usd / self.runs if self.runs else None
-
-
-async def harness_impact(session: AsyncSession, name: str) -> list[VersionImpact]:
-    """Per version of harness `name` that runs were given: runs, success, attempts per
-    ticket, cost, and time to PR — from a run's queueing to the ticket's move to
-    `in_review` that the run caused (the activity row carries the run's id)."""
-    # Runs are counted per version and ticket first, so tickets are rows to count rather
-    # than a DISTINCT to sort; the runs come from ix_runs_harness_version_id alone (it
-    # includes every column read here; reading it twice beats materialising the CTE) and
-    # the PR moves from ix_activity_pr_moves.
-    query = """
-    WITH version_runs AS NOT MATERIALIZED (
-        SELECT hv.version, r.id, r.ticket_id, r.state, r.status, r.cost_usd, r.queued_at
-        FROM runs r JOIN harness_versions hv ON hv.id = r.harness_version_id
-        WHERE hv.name = :name
-    ),
-    per_ticket AS (
-        SELECT version, count(*) AS runs,
-               count(*) FILTER (WHERE state IN ('finished', 'lost')) AS ended,
-               count(*) FILTER (WHERE status = 'succeeded') AS succeeded,
-               coalesce(sum(cost_usd), 0) AS cost
-        FROM version_runs GROUP BY version, ticket_id
-    ),
-    totals AS (
-        SELECT version, sum(runs) AS runs, sum(ended) AS ended, sum(succeeded) AS succeeded,
-               count(*) AS tickets, sum(cost) AS cost
-        FROM per_ticket GROUP BY version
-    ),
-    prs AS (
-        SELECT v.version, extract(epoch FROM min(a.at) - v.queued_at) AS to_pr
-        FROM activity a JOIN version_runs v ON v.id = a.run_id
-        WHERE a.kind = 'state' AND a.data->>'new' = 'in_review'
-        GROUP BY v.version, v.id, v.queued_at
-    ),
-    pr_times AS (
-        SELECT version, percentile_cont(0.5) WITHIN GROUP (ORDER BY to_pr) AS to_pr,
-               count(*) AS prs
-        FROM prs GROUP BY version
-    )
-    SELECT t.version, t.runs, t.ended, t.succeeded, t.tickets, t.cost, p.to_pr,
-           coalesce(p.prs, 0)
-    FROM totals t LEFT JOIN pr_times p ON p.version = t.version
-    ORDER BY t.version"""
-    rows = await session.execute(text(query), {"name": name})
-    return [
-        VersionImpact(
-            int(version),
-            int(runs),
-            int(ended),
-            int(succeeded),
-            int(tickets),
-            float(cost),
-            _hours(to_pr),
-            int(prs),
-        )
-        for version, runs, ended, succeeded, tickets, cost, to_pr, prs in rows
-    ]
