@@ -1,0 +1,76 @@
+"""Issue #17, item 1 (its last point): a review asking for changes resumes the agent's own
+session — proved with the real Claude Code CLI against the scripted model server: the
+second run is started with the first run's session id, and the model's request for it
+carries the first conversation (the scenario's turns go on from where they stopped, which
+they only do when the conversation is there)."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from bot.config.states import State
+from tests.conftest import OpenWorld
+from tests.fakes.model_server import ModelServer, Scenario, Step, ToolCall
+from tests.support.agent_clis import agent_cli
+from tests.support.lifecycle import repo_config
+
+T = TypeVar("T")
+
+
+async def _async(value: T) -> T:
+    return value
+
+
+def bash(command: str) -> ToolCall:
+    return ToolCall("Bash", {"command": command, "description": command})
+
+
+async def test_a_review_resumes_the_claude_code_session(open_world: OpenWorld) -> None:
+    claude = agent_cli("claude")
+    scenario = Scenario(
+        steps=[
+            Step(tool_calls=(bash("printf 'first\\n' > PASS"),)),
+            Step(text="Added the PASS file."),
+            # Reached only by a request that carries the two turns above.
+            Step(tool_calls=(bash("printf 'reviewed\\n' >> PASS"),)),
+            Step(text="Addressed the review: PASS now says so."),
+        ]
+    )
+    with ModelServer(scenario) as model:
+        control = f"""\
+providers:
+  claude:
+    cli: claude_code
+    env: {{ANTHROPIC_BASE_URL: "{model.url}", ANTHROPIC_API_KEY: sk-test}}
+defaults:
+  provider: claude
+"""
+        config = repo_config(max_attempts=1).replace("provider: script", "provider: claude")
+        async with open_world(config=config, control=control, path_prefix=claude.parent) as w:
+            w.add_issue(1, "Add a PASS file", "Please add it.")
+            await w.label(1, "openase")
+            await w.reach(1, State.IN_REVIEW, within=120)
+            pull: Any = await w.until(lambda: _async(w.pull_for(1)), what="the PR")
+            first_requests = len(model.model_requests())
+
+            await w.review(pull, "changes_requested", "Say in PASS that it was reviewed.")
+            await w.until(lambda: _second_over(w), what="the second run to end", within=120)
+            await w.reach(1, State.IN_REVIEW, within=120)
+            first, second = await w.runs(1)
+
+    assert first.result is not None
+    session = first.result["session_id"]
+    assert session
+    assert second.spec["agent"]["resume_session_id"] == session
+    assert "Say in PASS that it was reviewed." in second.spec["prompt"]
+    resumed = model.model_requests()[first_requests:]
+    assert resumed, "the second run asked the model nothing"
+    # The resumed request holds the first run's conversation, answer included.
+    assert "Added the PASS file." in resumed[0].text
+    assert second.result is not None
+    assert second.result["summary"] == "Addressed the review: PASS now says so."
+
+
+async def _second_over(w: Any) -> bool:
+    runs = await w.runs(1)
+    return len(runs) >= 2 and runs[1].result is not None
