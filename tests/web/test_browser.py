@@ -127,6 +127,21 @@ async def test_the_board_moves_and_a_running_agents_output_appears_live(
         card = page.locator(f'section.column[data-state="in_review"] #ticket-{waiting}')
         await card.wait_for(timeout=10_000)
         assert "Add <b>login</b>" in await card.inner_text()  # shown as text, not markup
+        # Lines a card did not have are made in their place when the ticket needs them.
+        await move(
+            deps,
+            waiting,
+            held=True,
+            waiting="⏳ Waiting for acme/api#2 to close first.",
+            checks=[{"name": "openase/tests", "passed": True, "gate": "block"}],
+        )
+        await card.locator(".flag.held").wait_for(timeout=10_000)
+        text = await card.inner_text()
+        assert text.index("waiting:") < text.index("checks 1/1") < text.index("held")
+        assert await card.locator(".waiting a").get_attribute("href") == "/tickets/acme/api/2"
+        await move(deps, waiting, held=False, waiting=None)
+        await card.locator(".flag.held").wait_for(state="hidden", timeout=10_000)
+        assert await card.locator(".waiting").is_hidden()
         await screenshot(page, "board-live")
 
         await page.goto(f"{url}/runs/r1")

@@ -40,59 +40,73 @@
     if (count) count.textContent = String(Math.max(0, (parseInt(count.textContent, 10) || 0) + by));
   }
 
+  function element(tag, className, text) {
+    var made = document.createElement(tag);
+    if (className) made.className = className;
+    if (text) made.textContent = text;
+    return made;
+  }
+
   function newCard(ticket) {
-    var card = document.createElement("li");
-    card.className = "card";
+    var card = element("li", "card");
     card.id = "ticket-" + ticket.id;
-    var key = document.createElement("a");
-    key.className = "key";
-    var title = document.createElement("span");
-    title.className = "title";
-    var meta = document.createElement("span");
-    meta.className = "meta muted";
-    var repo = document.createElement("span");
-    repo.className = "repo";
-    var attempt = document.createElement("span");
-    attempt.className = "attempt";
-    meta.append(repo, " · attempt ", attempt);
-    var held = document.createElement("span");
-    held.className = "flag held";
-    held.textContent = "held";
-    var needsInput = document.createElement("span");
-    needsInput.className = "flag needs-input";
-    needsInput.textContent = "needs input";
-    var since = document.createElement("span");
-    since.className = "since muted";
-    var elapsed = document.createElement("span");
-    elapsed.className = "for";
-    since.append("running ", elapsed, ", since ", document.createElement("time"));
-    var pr = document.createElement("a");
-    pr.className = "pr";
-    var prNumber = document.createElement("span");
-    prNumber.className = "pr-number";
-    pr.append("PR #", prNumber);
-    var waiting = document.createElement("span");
-    waiting.className = "waiting";
-    var waitingWhy = document.createElement("span");
-    waitingWhy.className = "why";
-    var waitingLinks = document.createElement("span");
-    waitingLinks.className = "links";
-    waiting.append("waiting: ", waitingWhy, waitingLinks);
-    var failure = document.createElement("span");
-    failure.className = "failure bad";
-    var failureWhy = document.createElement("span");
-    failureWhy.className = "why";
-    failure.append("failed: ", failureWhy);
-    var checks = document.createElement("span");
-    checks.className = "checks";
-    var tally = document.createElement("span");
-    tally.className = "tally";
-    var list = document.createElement("span");
-    list.className = "list";
-    checks.append("checks ", tally, ":", list);
-    card.append(key, " ", title, " ", meta, " ", since, " ", pr, " ", waiting, " ", failure,
-      " ", checks, " ", held, " ", needsInput);
+    var meta = element("span", "meta muted");
+    meta.append(element("span", "repo"), " · attempt ", element("span", "attempt"));
+    card.append(element("a", "key"), " ", element("span", "title"), " ", meta);
     return card;
+  }
+
+  // A card's extra lines, in this order; the server renders only those with something
+  // to say, and live.js makes the others when a ticket first needs them.
+  var PARTS = {
+    since: function () {
+      var part = element("span", "since muted");
+      part.append("running ", element("span", "for"), ", since ", element("time"));
+      return part;
+    },
+    pr: function () {
+      var part = element("a", "pr");
+      part.append("PR #", element("span", "pr-number"));
+      return part;
+    },
+    waiting: function () {
+      var part = element("span", "waiting");
+      part.append("waiting: ", element("span", "why"), element("span", "links"));
+      return part;
+    },
+    failure: function () {
+      var part = element("span", "failure bad");
+      part.append("failed: ", element("span", "why"));
+      return part;
+    },
+    checks: function () {
+      var part = element("span", "checks");
+      part.append("checks ", element("span", "tally"), ":", element("span", "list"));
+      return part;
+    },
+    held: function () { return element("span", "flag held", "held"); },
+    "needs-input": function () { return element("span", "flag needs-input", "needs input"); },
+  };
+  var ORDER = Object.keys(PARTS);
+
+  // The card's `name` line when `wanted` (made in its place if missing), else hidden.
+  function part(card, name, wanted) {
+    var found = card.querySelector(":scope > ." + name);
+    if (!wanted) {
+      if (found) found.hidden = true;
+      return null;
+    }
+    if (!found) {
+      found = PARTS[name]();
+      var later = null;
+      for (var i = ORDER.indexOf(name) + 1; i < ORDER.length && !later; i++) {
+        later = card.querySelector(":scope > ." + ORDER[i]);
+      }
+      card.insertBefore(found, later);
+      card.insertBefore(document.createTextNode(" "), found);
+    }
+    found.hidden = false;
+    return found;
   }
 
   // "running 4 min": from the card's <time>, kept current while the page is open.
@@ -107,43 +121,45 @@
 
   // The card's extra lines: each shown only when the ticket says something for it.
   function showDetails(card, ticket) {
-    var since = card.querySelector(".since");
-    since.hidden = !(ticket.since && ticket.state === "in_progress");
-    var time = since.querySelector("time");
-    time.dateTime = ticket.since || "";
-    time.textContent = ticket.since ? ticket.since.slice(11, 16) + " UTC" : "";
-    showElapsed(since);
-    var pr = card.querySelector(".pr");
-    pr.hidden = !ticket.pr_url;
-    if (ticket.pr_url) pr.href = ticket.pr_url;
-    pr.querySelector(".pr-number").textContent = ticket.pr_number ? String(ticket.pr_number) : "";
-    var waiting = card.querySelector(".waiting");
-    waiting.hidden = !ticket.waiting;
-    waiting.querySelector(".why").textContent = ticket.waiting || "";
-    var links = waiting.querySelector(".links");
-    links.replaceChildren();
-    (ticket.waiting_links || []).forEach(function (link) {
-      var anchor = document.createElement("a");
-      anchor.href = link[1];  // a path on this site, built by the server from the words
-      anchor.textContent = link[0];
-      links.append(" → ", anchor);
-    });
-    var failure = card.querySelector(".failure");
-    failure.hidden = !ticket.failure;
-    failure.querySelector(".why").textContent = ticket.failure || "";
-    var checks = card.querySelector(".checks");
+    var since = part(card, "since", ticket.since && ticket.state === "in_progress");
+    if (since) {
+      var time = since.querySelector("time");
+      time.dateTime = ticket.since;
+      time.textContent = ticket.since.slice(11, 16) + " UTC";
+      showElapsed(since);
+    }
+    var pr = part(card, "pr", ticket.pr_url);
+    if (pr) {
+      pr.href = ticket.pr_url;
+      pr.querySelector(".pr-number").textContent = String(ticket.pr_number);
+    }
+    var waiting = part(card, "waiting", ticket.waiting);
+    if (waiting) {
+      waiting.querySelector(".why").textContent = ticket.waiting;
+      var links = waiting.querySelector(".links");
+      links.replaceChildren();
+      (ticket.waiting_links || []).forEach(function (link) {
+        var anchor = element("a", "", link[0]);
+        anchor.href = link[1];  // a path on this site, built by the server from the words
+        links.append(" → ", anchor);
+      });
+    }
+    var failure = part(card, "failure", ticket.failure);
+    if (failure) failure.querySelector(".why").textContent = ticket.failure;
     var results = ticket.checks || [];
-    checks.hidden = results.length === 0;
-    var passed = results.filter(function (check) { return check[1]; }).length;
-    checks.querySelector(".tally").textContent = passed + "/" + results.length;
-    var list = checks.querySelector(".list");
-    list.replaceChildren();
-    results.forEach(function (check) {
-      var item = document.createElement("span");
-      item.className = check[1] ? "ok" : "bad";
-      item.textContent = (check[1] ? "✓ " : "✗ ") + check[0];
-      list.append(" ", item);
-    });
+    var checks = part(card, "checks", results.length > 0);
+    if (checks) {
+      var passed = results.filter(function (check) { return check[1]; }).length;
+      checks.querySelector(".tally").textContent = passed + "/" + results.length;
+      var list = checks.querySelector(".list");
+      list.replaceChildren();
+      results.forEach(function (check) {
+        list.append(" ", element("span", check[1] ? "ok" : "bad",
+          (check[1] ? "✓ " : "✗ ") + check[0]));
+      });
+    }
+    part(card, "held", ticket.held);
+    part(card, "needs-input", ticket.needs_input);
   }
 
   function showTicket(board, ticket) {
@@ -156,8 +172,6 @@
     card.querySelector(".title").textContent = ticket.title;
     card.querySelector(".repo").textContent = ticket.repo || ticket.source;
     card.querySelector(".attempt").textContent = String(ticket.attempt);
-    card.querySelector(".held").hidden = !ticket.held;
-    card.querySelector(".needs-input").hidden = !ticket.needs_input;
     showDetails(card, ticket);
     card.dataset.state = ticket.state;
     var to = column(board, ticket.state);
