@@ -253,6 +253,20 @@ class CodeHost(Protocol):
         body: str | None = None,
     ) -> Json: ...
 
+    async def create_issue(
+        self,
+        full_name: str,
+        installation_id: int,
+        *,
+        title: str,
+        body: str,
+        labels: Sequence[str] = (),
+    ) -> Json: ...
+
+    async def recent_issues(
+        self, full_name: str, installation_id: int, *, count: int = 30
+    ) -> list[Json]: ...
+
     # checks
     async def check_runs(
         self, full_name: str, ref: str, installation_id: int

@@ -25,6 +25,7 @@ __all__ = [
     "REMOVE_WORKTREE_JOB",
     "RUN_FINISHED_JOB",
     "RUN_JOB",
+    "SCHEDULES_CRON",
     "SWEEP_PENDING_CRON",
     "TICKET_ACTION_JOB",
     "action_job_id",
@@ -51,6 +52,7 @@ PERFORM_OUTBOX_CRON = "perform_outbox_cron"  # effects due again, jobs Redis los
 ENGINE_TICK_CRON = "engine_tick"  # results, lost runs and due tickets an event missed
 RECOVER_DELIVERIES_CRON = "recover_deliveries"  # ask GitHub again for deliveries we missed
 RECONCILE_CRON = "reconcile"  # read back issues and PRs changed while webhooks were missed
+SCHEDULES_CRON = "schedules"  # scheduled tickets: each slot files one issue
 
 # On a machine's queue (run_queue(machine)), run by `openase runner`: RUN_JOB executes a
 # run, REMOVE_WORKTREE_JOB drops a finished ticket's worktree.

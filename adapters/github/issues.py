@@ -11,7 +11,13 @@ from contextlib import aclosing
 
 from adapters.base import Json
 from adapters.errors import RequestRejected
-from adapters.github.transport import GitHubTransport, checked_full_name, json_object, segment
+from adapters.github.transport import (
+    GitHubTransport,
+    checked_full_name,
+    json_body,
+    json_object,
+    segment,
+)
 
 
 class IssueEndpoints(GitHubTransport):
@@ -169,6 +175,38 @@ class IssueEndpoints(GitHubTransport):
         return json_object(response)
 
     # --- the issue ---------------------------------------------------------------------
+
+    async def create_issue(
+        self,
+        full_name: str,
+        installation_id: int,
+        *,
+        title: str,
+        body: str,
+        labels: Sequence[str] = (),
+    ) -> Json:
+        """Open an issue (`POST /repos/{owner}/{repo}/issues`); labels GitHub lacks are
+        created with it. The issue as GitHub answers it."""
+        response = await self.request(
+            "POST",
+            f"/repos/{checked_full_name(full_name)}/issues",
+            installation_id=installation_id,
+            json={"title": title, "body": body, "labels": list(labels)},
+        )
+        return json_object(response)
+
+    async def recent_issues(
+        self, full_name: str, installation_id: int, *, count: int = 30
+    ) -> list[Json]:
+        """The newest issues and pull requests, open or closed, newest first (one page)."""
+        response = await self.request(
+            "GET",
+            f"/repos/{checked_full_name(full_name)}/issues",
+            installation_id=installation_id,
+            params={"state": "all", "sort": "created", "direction": "desc", "per_page": count},
+        )
+        items = json_body(response)
+        return [item for item in items if isinstance(item, dict)] if isinstance(items, list) else []
 
     async def update_issue(
         self,

@@ -22,6 +22,7 @@ from bot.config.problems import (
     read_yaml,
     without_extensions,
 )
+from bot.config.schedules import MAX_SCHEDULES, Schedule
 from bot.config.states import state_of_label
 from bot.config.workflow import (
     CANONICAL_STATES,
@@ -58,6 +59,7 @@ class RepoConfig(_Model):
     ]
     state_labels: dict[StateName, LabelName] = Field(default_factory=dict)
     commands: dict[CommandName, CommandAccess] = Field(default_factory=dict)
+    schedules: Annotated[tuple[Schedule, ...], Field(max_length=MAX_SCHEDULES)] = ()
 
     def workflow(self, name: str) -> Workflow | None:
         return self.workflows.get(name)
@@ -186,6 +188,7 @@ def _check(config: RepoConfig, control: ControlConfig, doc: YamlDoc) -> list[Con
     problems += _ambiguities(flows, doc)
     problems += _cycles(flows, doc)
     problems += _state_labels(config, doc)
+    problems += _schedules(config, doc)
     return problems
 
 
@@ -279,6 +282,25 @@ def _state_labels(config: RepoConfig, doc: YamlDoc) -> list[ConfigProblem]:
         elif folded in triggers:
             problems.append(doc.problem(path, f"{label!r} is also a trigger label"))
         owners.setdefault(folded, state)
+    return problems
+
+
+def _schedules(config: RepoConfig, doc: YamlDoc) -> list[ConfigProblem]:
+    problems = []
+    seen: set[str] = set()
+    for index, schedule in enumerate(config.schedules):
+        if schedule.name in seen:
+            problems.append(
+                doc.problem(("schedules", index, "name"), f"{schedule.name!r} is used twice")
+            )
+        seen.add(schedule.name)
+        if schedule.workflow is not None and schedule.workflow not in config.workflows:
+            problems.append(
+                doc.problem(
+                    ("schedules", index, "workflow"),
+                    f"no workflow {schedule.workflow!r} (workflows: {', '.join(config.workflows)})",
+                )
+            )
     return problems
 
 

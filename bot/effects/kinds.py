@@ -21,6 +21,7 @@ class EffectKind(enum.StrEnum):
     COMMENT = "post_comment"
     ISSUE = "update_issue"
     PROJECT_STATUS = "set_project_status"  # bot/effects/projects.py: the card's Status column
+    CREATE_ISSUE = "create_issue"  # bot/effects/issues.py: a scheduled ticket
 
 
 # --- payloads (what the engine writes to the outbox) ---------------------------------------
@@ -101,6 +102,14 @@ class IssueUpdatePayload(TypedDict):
     body: NotRequired[str]
 
 
+class CreateIssuePayload(TypedDict):
+    repo: str
+    title: str
+    body: str  # `marker` is added when absent, so a retry finds the issue it opened
+    labels: list[str]
+    marker: str  # schedule_marker(...)
+
+
 # --- markers ------------------------------------------------------------------------------------
 
 STATUS_MARKER = "<!-- openase:status -->"
@@ -115,6 +124,11 @@ def pr_marker(ticket: int | str) -> str:
 def comment_marker(name: str) -> str:
     """The hidden marker of one reply, so a retry finds it instead of posting it again."""
     return f"<!-- openase:comment {_marker_text(name)} -->"
+
+
+def schedule_marker(schedule: str, slot: str) -> str:
+    """The hidden marker of the issue one schedule's slot filed."""
+    return f"<!-- openase:schedule {_marker_text(schedule)} slot={_marker_text(slot)} -->"
 
 
 def _marker_text(text: str) -> str:

@@ -18,6 +18,7 @@ from pathlib import Path
 from bot.config.names import is_repository
 from bot.errors import ConfigError, OpenaseError
 from bot.harness import cli as harness_cli
+from bot.processes import schedule_cli
 from bot.processes.commands import dispatch
 
 DESCRIPTION = """\
@@ -109,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     sync.add_argument("repo", metavar="OWNER/REPO|linear:TEAM|jira:PROJECT", type=repository)
+    schedule_cli.add_parser(commands)
     _add_runner_parser(commands)
     _add_try_parser(commands)
     harness_cli.add_parsers(commands)

@@ -23,6 +23,7 @@ from bot.config.manifest import github_manifest, load_app_yml
 from bot.errors import ConfigError, OpenaseError
 from bot.harness import cli as harness_cli
 from bot.logging import configure_logging
+from bot.processes import schedule_cli
 from bot.servers.embedded import EmbeddedRedis
 from bot.servers.services import (
     ServiceUrls,
@@ -75,6 +76,11 @@ def dispatch(args: argparse.Namespace) -> int:
         urls = running_urls(settings)
         _configure_logging()
         return asyncio.run(_sync(settings, urls, args.repo))
+    if args.command == "schedule":
+        schedule_cli.check(args)
+        urls = running_urls(settings)
+        _configure_logging(level=logging.WARNING)
+        return asyncio.run(schedule_cli.run(settings, urls, args))
     if args.command == "doctor":
         # The report is the output; log lines would only get in its way.
         _configure_logging(level=logging.ERROR)

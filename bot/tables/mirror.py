@@ -27,6 +27,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 import bot.tables.actions  # what people pressed on ticket pages, same metadata
 import bot.tables.machines  # what admins said of the runners, same metadata
+import bot.tables.schedules  # scheduled tickets' slots and pauses, same metadata
 import bot.tables.stats  # the metrics dashboard's rollups, same metadata
 import bot.tables.sync  # what staying in step remembers, same metadata
 import bot.tables.workflow  # noqa: F401  # the workflow engine's tables, same metadata

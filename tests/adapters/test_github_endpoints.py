@@ -208,6 +208,37 @@ async def test_an_issue_update_sends_only_what_is_given(
     ]
 
 
+async def test_an_issue_is_opened_and_found_among_the_newest(
+    host: CodeHost, github_api: FakeGitHubAPI, widgets: FakeRepo
+) -> None:
+    opened = await host.create_issue(
+        REPO, INSTALLATION, title="Weekly deps", body="Update them.", labels=["deps", "openase"]
+    )
+    newest = await host.recent_issues(REPO, INSTALLATION, count=5)
+
+    assert (opened["title"], opened["body"], opened["state"]) == (
+        "Weekly deps",
+        "Update them.",
+        "open",
+    )
+    assert [label["name"] for label in opened["labels"]] == ["deps", "openase"]
+    assert newest[0]["number"] == opened["number"] > 7
+    assert sent(github_api) == [
+        (
+            "POST",
+            "/repos/acme/widgets/issues",
+            {},
+            {"title": "Weekly deps", "body": "Update them.", "labels": ["deps", "openase"]},
+        ),
+        (
+            "GET",
+            "/repos/acme/widgets/issues",
+            {"state": "all", "sort": "created", "direction": "desc", "per_page": "5"},
+            None,
+        ),
+    ]
+
+
 # --- checks -----------------------------------------------------------------------------------
 
 

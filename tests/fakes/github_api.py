@@ -710,6 +710,7 @@ class FakeGitHubAPI:
             ("POST", r"/pulls/comments/(?P<cid>\d+)/reactions", self._react),
             ("POST", r"/issues/(?P<number>\d+)/reactions", self._react),
             ("PATCH", r"/issues/(?P<number>\d+)", self._update_issue),
+            ("POST", r"/issues", self._create_issue),
             ("GET", r"/commits/(?P<ref>[^/]+)/check-runs", self._list_check_runs),
             ("POST", r"/check-runs", self._create_check_run),
             ("PATCH", r"/check-runs/(?P<rid>\d+)", self._update_check_run),
@@ -1024,6 +1025,33 @@ class FakeGitHubAPI:
         }
         self.reactions.append(reaction)
         return self._answer(201, self._public(reaction))
+
+    def _create_issue(self, request: httpx.Request, name: str) -> httpx.Response:
+        repo = self._writable(request, name)
+        if isinstance(repo, httpx.Response):
+            return repo
+        body = self._body(request, gh.ReposOwnerRepoIssuesPostBody)
+        if isinstance(body, httpx.Response):
+            return body
+        numbers = [i["number"] for i in repo.issues] + [p["number"] for p in repo.pulls]
+        names = [lb if isinstance(lb, str) else lb.get("name") for lb in body.get("labels") or []]
+        labels = [
+            self._repo_label(repo, n) or self._new_label(repo, n, "ededed", None) for n in names
+        ]
+        issue = self.add_issue(repo, max(numbers, default=0) + 1, title=str(body["title"]))
+        now = self.clock().strftime("%Y-%m-%dT%H:%M:%SZ")
+        issue.update(
+            body=body.get("body"),
+            labels=labels,
+            user=self.bot_user,
+            performed_via_github_app=self._app_object(),
+            state="open",
+            comments=0,
+            created_at=now,
+            updated_at=now,
+            closed_at=None,
+        )
+        return self._answer(201, issue)
 
     def _update_issue(self, request: httpx.Request, name: str, number: str) -> httpx.Response:
         repo = self._writable(request, name)

@@ -1,0 +1,110 @@
+"""`openase schedule list|pause|resume|run`: a repository's scheduled tickets
+(bot/engine/schedules.py), from the command line.
+
+It reads each repository's `.github/openase.yml` as the worker does (the GitHub App's
+credentials) and keeps pauses in PostgreSQL (the URLs, or a running `openase up`), so a
+pause holds across restarts and every worker honours it. `run` decides the issue at once;
+a worker's outbox opens it. Heavy imports wait until a command runs (bot/processes/
+commands.py says why).
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+from bot.errors import ConfigError
+
+if TYPE_CHECKING:
+    from bot.deps import Deps
+    from bot.engine.context import Engine
+    from bot.servers.services import ServiceUrls
+    from bot.settings import Settings
+
+ACTIONS = ("list", "pause", "resume", "run")
+
+
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    schedule = commands.add_parser(
+        "schedule",
+        help="list, pause, resume or run a repository's scheduled tickets",
+        description=(
+            "Scheduled tickets (`schedules:` in .github/openase.yml). `list` shows each "
+            "schedule with its next run; `pause NAME` and `resume NAME` stop and restart one "
+            "(kept in PostgreSQL); `run NAME` files its issue now. Needs the GitHub App "
+            "(OPENASE_GITHUB_APP_ID and key) and OPENASE_DATABASE_URL / OPENASE_REDIS_URL, "
+            "or a running `openase up` with the same OPENASE_DATA_DIR."
+        ),
+    )
+    schedule.add_argument("action", choices=ACTIONS)
+    schedule.add_argument("name", nargs="?", help="the schedule (pause, resume, run)")
+    schedule.add_argument("--repo", metavar="OWNER/NAME", help="the repository (list: optional)")
+
+
+def check(args: argparse.Namespace) -> None:
+    """Refuse what argparse cannot: a NAME and --repo where the action needs them."""
+    if args.action != "list" and (args.name is None or args.repo is None):
+        raise ConfigError(f"`openase schedule {args.action}` needs a NAME and --repo OWNER/NAME")
+
+
+async def run(settings: Settings, urls: ServiceUrls, args: argparse.Namespace) -> int:
+    """The command with this process's own clients."""
+    from bot.deps import build_deps
+    from bot.processes.engine_slot import build_engine
+
+    check(args)
+    deps = await build_deps(settings, database_url=urls.database_url, redis_url=urls.redis_url)
+    try:
+        engine = build_engine(deps)
+        if engine is None:
+            raise ConfigError(
+                "no GitHub App is configured: set OPENASE_GITHUB_APP_ID and its private key, "
+                "or register one on the setup page"
+            )
+        return await schedule_command(deps, engine, args)
+    finally:
+        await deps.close()
+
+
+async def schedule_command(deps: Deps, engine: Engine, args: argparse.Namespace) -> int:
+    """Do `args.action`; print what it did. 1 when the schedule is not there."""
+    from bot.engine.schedules import find_schedule, run_now, schedule_views, set_paused
+    from harness_store.db import transaction
+
+    check(args)
+    if args.action == "list":
+        views = await schedule_views(engine, full_name=args.repo)
+        if not views:
+            print("openase: no schedules")
+        for view in views:
+            state = "paused" if view.paused else "active"
+            last = (
+                "never"
+                if view.last_slot is None
+                else f"{view.last_slot:%Y-%m-%d %H:%M} UTC {view.last_outcome}"
+                + ("" if view.last_issue is None else f" #{view.last_issue}")
+            )
+            print(
+                f"{view.repository}  {view.schedule.name}  {view.schedule.cron} "
+                f"({view.schedule.timezone})  {state}  next {view.next_at:%Y-%m-%d %H:%M} UTC  "
+                f"last {last}"
+            )
+        return 0
+    found = await find_schedule(engine, args.repo, args.name)
+    if found is None:
+        print(f"openase: {args.repo} has no schedule {args.name!r}")
+        return 1
+    repo, config, schedule = found
+    who = "cli"
+    if args.action in ("pause", "resume"):
+        async with transaction(deps.sessions) as session:
+            await set_paused(session, repo.id, schedule.name, paused=args.action == "pause", by=who)
+        done = "paused" if args.action == "pause" else "resumed"
+        print(f"openase: {repo.full_name} {schedule.name} {done}")
+        return 0
+    outcome = await run_now(engine, repo, config, schedule, by=who)
+    if outcome != "filed":
+        print(f"openase: {repo.full_name} {schedule.name}: {outcome} (see the worker's log)")
+        return 1
+    print(f"openase: {repo.full_name} {schedule.name}: filed; a worker opens the issue")
+    return 0

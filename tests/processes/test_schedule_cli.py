@@ -1,0 +1,104 @@
+"""`openase schedule list|pause|resume|run`: what it prints and keeps (real PostgreSQL, the
+fake GitHub), and the usage it refuses."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from bot.deps import Deps
+from bot.effects.issues import PERFORMERS
+from bot.effects.perform import perform_pending
+from bot.engine.context import Engine
+from bot.engine.schedules import schedules_tick
+from bot.processes.cli import build_parser, main
+from bot.processes.schedule_cli import schedule_command
+from bot.tables.schedules import ScheduleControl, SlotOutcome
+from tests.fakes.github_api import FakeGitHubAPI, FakeRepo
+from tests.support.schedules import MONDAY, WEDNESDAY, new_engine, scheduled_repo
+
+
+@pytest.fixture
+def engine(deps: Deps, tmp_path: Path) -> Engine:
+    return new_engine(deps, tmp_path)
+
+
+@pytest.fixture
+async def repo(deps: Deps, github_api: FakeGitHubAPI) -> FakeRepo:
+    return await scheduled_repo(deps, github_api)
+
+
+def printed(capsys: pytest.CaptureFixture[str]) -> str:
+    """What the command printed (the test's log lines go to stdout too)."""
+    lines = capsys.readouterr().out.splitlines(keepends=True)
+    return "".join(line for line in lines if not re.match(r"\d{4}-\d\d-\d\d \d", line))
+
+
+async def command(deps: Deps, engine: Engine, *argv: str) -> int:
+    return await schedule_command(deps, engine, build_parser().parse_args(["schedule", *argv]))
+
+
+async def test_list_shows_next_runs_and_pause_resume_keep_the_state(
+    deps: Deps, engine: Engine, repo: FakeRepo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert await command(deps, engine, "list") == 0
+    (line,) = printed(capsys).splitlines()
+    assert line.startswith("octo/sched  weekly-deps  0 9 * * 1 (Europe/Berlin)  active  next ")
+    assert line.endswith(" UTC  last never")
+
+    assert await command(deps, engine, "pause", "weekly-deps", "--repo", "octo/sched") == 0
+    assert printed(capsys) == "openase: octo/sched weekly-deps paused\n"
+    async with deps.sessions() as session:
+        control = await session.scalar(select(ScheduleControl))
+    assert control is not None
+    assert (control.paused, control.changed_by) == (True, "cli")
+    await schedules_tick(engine, WEDNESDAY)
+    assert await schedules_tick(engine, MONDAY) == {SlotOutcome.PAUSED: 1}
+    assert await command(deps, engine, "list", "--repo", "octo/sched") == 0
+    out = printed(capsys)
+    assert "  paused  next " in out
+    assert "last 2026-12-07 08:00 UTC paused" in out
+
+    assert await command(deps, engine, "resume", "weekly-deps", "--repo", "octo/sched") == 0
+    assert printed(capsys) == "openase: octo/sched weekly-deps resumed\n"
+    await command(deps, engine, "list")
+    assert "  active  next " in printed(capsys)
+
+
+async def test_run_files_the_issue_now(
+    deps: Deps, engine: Engine, repo: FakeRepo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert await command(deps, engine, "run", "weekly-deps", "--repo", "octo/sched") == 0
+    assert printed(capsys) == ("openase: octo/sched weekly-deps: filed; a worker opens the issue\n")
+    assert await perform_pending(deps, PERFORMERS) == 1
+    (issue,) = [i for i in repo.issues if "openase:schedule" in (i.get("body") or "")]
+    assert issue["title"].startswith("Update dependencies (")
+    await command(deps, engine, "list")
+    assert f" filed #{issue['number']}" in printed(capsys)
+
+
+async def test_an_unknown_schedule_is_named(
+    deps: Deps, engine: Engine, repo: FakeRepo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert await command(deps, engine, "run", "nightly", "--repo", "octo/sched") == 1
+    assert printed(capsys) == "openase: octo/sched has no schedule 'nightly'\n"
+
+
+@pytest.mark.parametrize(
+    "argv", [["pause"], ["run", "weekly-deps"], ["resume", "--repo", "octo/sched"]]
+)
+def test_actions_need_a_name_and_a_repository(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["schedule", *argv]) == 2
+    err = capsys.readouterr().err
+    assert f"`openase schedule {argv[0]}` needs a NAME and --repo OWNER/NAME" in err
+
+
+def test_schedule_has_help(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["schedule", "--help"])
+    assert "next run" in capsys.readouterr().out
