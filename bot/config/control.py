@@ -1,9 +1,10 @@
 """The control-plane config (`OPENASE_CONFIG`): providers, defaults, machine routing and
 which repository a Linear team or Jira project works in (DESIGN §5).
 
-Provider `env` values are the only place `${VAR}` is replaced from the process environment,
-so API keys stay out of the file; they are held as `SecretStr` and never shown in a
-message. Without a file the built-in config has one provider, `claude`.
+Provider `env` values and notification channels (bot/config/notifications.py) are the only
+places `${VAR}` is replaced from the process environment, so API keys stay out of the file;
+they are held as `SecretStr` and never shown in a message. Without a file the built-in
+config has one provider, `claude`.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from pydantic import (
     field_validator,
 )
 
+from bot.config.notifications import Notifications, check_rules, interpolate_channels
+from bot.config.notifications import is_secret as _is_channel_secret
 from bot.config.problems import (
     ConfigProblem,
     KeyPath,
@@ -230,6 +233,7 @@ class ControlConfig(_Model):
     machines: Machines = Machines()
     linear: LinearConfig = LinearConfig()
     jira: JiraConfig = JiraConfig()
+    notifications: Notifications = Notifications()
 
     def provider(self, name: str) -> Provider:
         """The provider called `name`; KeyError when there is none."""
@@ -289,6 +293,7 @@ def parse_control_config(
     if "providers" not in data:
         data["providers"] = _builtin_providers(env)
     problems = _interpolate(data, doc, env)
+    problems += interpolate_channels(data, doc, env, _expand)
     _infer_default_provider(data)
     try:
         config = ControlConfig.model_validate(data)
@@ -297,7 +302,7 @@ def parse_control_config(
         return sorted(problems, key=by_line)
     if problems:
         return problems
-    problems = _cross_check(config, doc)
+    problems = _cross_check(config, doc) + check_rules(config.notifications, doc)
     return sorted(problems, key=by_line) if problems else config
 
 
@@ -316,6 +321,8 @@ def _infer_default_provider(data: dict[str, Any]) -> None:
 
 
 def _is_secret(path: KeyPath) -> bool:
+    if _is_channel_secret(path):
+        return True
     return len(path) >= 3 and path[0] == "providers" and path[2] == "env"
 
 

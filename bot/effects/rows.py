@@ -229,6 +229,8 @@ def service_of(kind: str, installation_id: int | None) -> str:
     for tracker in _TRACKERS:
         if kind.startswith(f"{tracker}_"):
             return tracker
+    if kind.startswith("notify_"):  # bot/effects/notifications.py: a lane per channel
+        return f"notification lane {installation_id}"
     return f"github installation {installation_id}"
 
 
