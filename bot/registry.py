@@ -28,6 +28,9 @@ from adapters.linear.verify import SIGNATURE_HEADER as LINEAR_SIGNATURE_HEADER
 from adapters.linear.verify import TIMESTAMP_FIELD as LINEAR_TIMESTAMP_FIELD
 from adapters.linear.verify import signature_valid as linear_signature_valid
 from adapters.linear.verify import timestamp_fresh as linear_timestamp_fresh
+from adapters.notify import mail as notify_mail
+from adapters.notify import slack as notify_slack
+from adapters.notify import webhook as notify_webhook
 from bot.errors import ConfigError
 from bot.settings import Settings
 
@@ -61,6 +64,9 @@ __all__ = [
     "linear_signature_valid",
     "linear_ticket_from_issue",
     "linear_timestamp_fresh",
+    "notify_mail",
+    "notify_slack",
+    "notify_webhook",
     "parser_for",
 ]
 

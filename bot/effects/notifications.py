@@ -1,6 +1,6 @@
 """Notifications through the outbox: what the engine decides (`notify`: one effect per
 channel a rule sends the event to) and the performers that send them (Slack, the signed
-webhook, e-mail; the senders are in adapters/notify/).
+webhook, e-mail; the senders are in adapters/notify/, reached through bot/registry.py).
 
 Never twice: an effect's key is the event's occurrence and the channel
 (`notify:<occurrence>:<event>:<channel>`), so deciding the same thing again adds nothing,
@@ -24,9 +24,11 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from adapters.notify import mail, slack, webhook
 from bot.config.notifications import Channel, Notifications
 from bot.effects.outbox import EffectContext, EffectRefused, Performer, add_effect
+from bot.registry import notify_mail as mail
+from bot.registry import notify_slack as slack
+from bot.registry import notify_webhook as webhook
 
 Json = dict[str, Any]
 
