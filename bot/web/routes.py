@@ -18,6 +18,7 @@ from bot.web.home_page import home
 from bot.web.live_events import run_events, ticket_events, tickets_events
 from bot.web.machine_pages import control_machine, machine_page, machines_page
 from bot.web.run_pages import run_page
+from bot.web.schedule_pages import control_schedule, schedules_page
 from bot.web.setup_page import CALLBACK_PATH, callback, register, setup
 from bot.web.ticket_actions import act_on_ticket
 from bot.web.ticket_list import ticket_list
@@ -54,6 +55,8 @@ def web_routes() -> list[BaseRoute]:
         Route("/machines/{name}", machine_page, methods=["GET"]),
         Route("/machines/{name}", control_machine, methods=["POST"]),
         Route("/runs/{id}/events", run_events, methods=["GET"]),
+        Route("/schedules", schedules_page, methods=["GET"]),
+        Route("/schedules/{owner}/{repo}/{name}", control_schedule, methods=["POST"]),
         Mount(
             "/static", app=StaticFiles(directory=Path(__file__).parent / "static"), name="static"
         ),

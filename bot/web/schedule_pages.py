@@ -1,0 +1,109 @@
+"""`/schedules`: every repository's scheduled tickets (bot/engine/schedules.py) with their
+next run and last slot. `POST /schedules/{owner}/{repo}/{name}` (admin only, CSRF checked)
+pauses, resumes or runs one now; the pause is kept in PostgreSQL and every worker honours it.
+
+The schedules are what each repository's `.github/openase.yml` says at its default branch's
+head, read with the GitHub App as the worker reads them (cached per commit).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import structlog
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from adapters.errors import AdapterError
+from bot.api.request import deps_of
+from bot.config.control import load_control_config
+from bot.config.loader import ConfigCache
+from bot.engine.context import Engine
+from bot.engine.schedules import ScheduleView, find_schedule, run_now, schedule_views, set_paused
+from bot.errors import ConfigError
+from bot.web.pages import Refused, bad_request, form_of, html_endpoint, not_found, page, reader
+from bot.web.pages import writer as signed_in_writer
+from harness_store.db import transaction
+
+log = structlog.get_logger(__name__)
+
+ACTIONS = ("pause", "resume", "run")
+ADMIN_ONLY = "Only the admin may pause, resume or run a schedule: sign in with OPENASE_ADMIN_TOKEN."
+_CONFIGS = ConfigCache()  # the web process's, shared by its requests
+
+
+def _engine(request: Request) -> Engine:
+    deps = deps_of(request)
+    return Engine(
+        deps=deps,
+        github=deps.github_app(),
+        control=load_control_config(deps.settings.config),
+        configs=_CONFIGS,
+    )
+
+
+def _is_admin(request: Request) -> bool:
+    session = reader(request)
+    return session is not None and session.kind == "admin"
+
+
+def url_of(view: ScheduleView) -> str:
+    return f"/schedules/{view.repository}/{view.schedule.name}"
+
+
+@html_endpoint
+async def schedules_page(request: Request) -> Response:
+    problem = None
+    views: list[ScheduleView] = []
+    try:
+        views = await schedule_views(_engine(request), now=datetime.now(UTC))
+    except ConfigError as exc:
+        problem = f"Schedules cannot be read: {exc}"
+    except AdapterError as exc:
+        problem = f"GitHub does not answer: {exc}"
+    context = {
+        "title": "Schedules",
+        "schedules": [(view, url_of(view)) for view in views],
+        "problem": problem,
+        "admin": _is_admin(request),
+    }
+    return page(request, "schedules.html", context)
+
+
+@html_endpoint
+async def control_schedule(request: Request) -> Response:
+    """Pause, resume or run now: only the admin, with the form's CSRF token."""
+    user = signed_in_writer(request)
+    form = await form_of(request)
+    if user.kind != "admin":
+        raise Refused(
+            page(request, "error.html", {"title": "Forbidden", "message": ADMIN_ONLY}, 403)
+        )
+    action = form.get("action", "")
+    if action not in ACTIONS:
+        raise bad_request(request, "action: pause, resume or run.")
+    full_name = f"{request.path_params['owner']}/{request.path_params['repo']}"
+    name = request.path_params["name"]
+    try:
+        engine = _engine(request)
+    except ConfigError as exc:
+        raise bad_request(request, f"Schedules cannot be read: {exc}") from exc
+    found = await find_schedule(engine, full_name, name)
+    if found is None:
+        raise not_found(request, f"{full_name} has no schedule {name!r}.")
+    repo, config, schedule = found
+    if action == "run":
+        outcome = await run_now(engine, repo, config, schedule, by=user.label)
+    else:
+        async with transaction(deps_of(request).sessions) as session:
+            await set_paused(session, repo.id, name, paused=action == "pause", by=user.label)
+        outcome = action
+    log.info(
+        "schedule_control",
+        repo=full_name,
+        schedule=name,
+        action=action,
+        by=user.label,
+        outcome=outcome,
+    )
+    return RedirectResponse("/schedules", status_code=303)

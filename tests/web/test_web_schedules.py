@@ -1,0 +1,95 @@
+"""`/schedules`: each repository's schedules with next run and last slot; Pause, Resume and
+Run now — admin only, CSRF-checked, kept in PostgreSQL."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+from sqlalchemy import select
+
+from bot.deps import Deps
+from bot.effects.issues import PERFORMERS
+from bot.effects.perform import perform_pending
+from bot.tables.schedules import ScheduleControl, ScheduleSlot
+from bot.web.session import SESSION_COOKIE, encode, new_session
+from tests.fakes.github_api import FakeGitHubAPI
+from tests.support.schedules import CONFIG, scheduled_repo
+from tests.support.signing_in import csrf_of, sign_in
+
+URL = "/schedules/octo/sched/weekly-deps"
+# The web process reads the control config of its settings (none here: the default provider).
+WEB_CONFIG = CONFIG.replace(", provider: script", "")
+
+
+async def paused(deps: Deps) -> dict[str, tuple[bool, str]]:
+    async with deps.sessions() as session:
+        rows = await session.scalars(select(ScheduleControl))
+        return {row.schedule: (row.paused, row.changed_by) for row in rows}
+
+
+async def act(web: httpx.AsyncClient, action: str) -> httpx.Response:
+    token = csrf_of((await web.get("/schedules")).text)
+    return await web.post(URL, data={"csrf": token, "action": action})
+
+
+async def test_the_admin_pauses_resumes_and_runs_now(
+    web: httpx.AsyncClient, deps: Deps, github_api: FakeGitHubAPI
+) -> None:
+    repo = await scheduled_repo(deps, github_api, WEB_CONFIG)
+    await sign_in(web)
+    page = (await web.get("/schedules")).text
+    assert "weekly-deps" in page
+    assert "<code>0 9 * * 1</code> Europe/Berlin" in page
+    assert re.search(r'<time datetime="\d{4}-\d\d-\d\dT\d\d:00:00\+00:00">', page)
+    assert "Pause weekly-deps" in page
+    assert "Run now weekly-deps" in page
+
+    done = await act(web, "pause")
+    assert (done.status_code, done.headers["location"]) == (303, "/schedules")
+    assert await paused(deps) == {"weekly-deps": (True, "admin")}
+    page = (await web.get("/schedules")).text
+    assert "<strong>paused</strong>" in page
+    assert "Resume weekly-deps" in page
+    assert "Pause weekly-deps" not in page
+
+    assert (await act(web, "resume")).status_code == 303
+    assert await paused(deps) == {"weekly-deps": (False, "admin")}
+
+    assert (await act(web, "run")).status_code == 303
+    async with deps.sessions() as session:
+        slot = await session.scalar(select(ScheduleSlot))
+    assert slot is not None
+    assert (slot.outcome, slot.by) == ("filed", "admin")
+    assert await perform_pending(deps, PERFORMERS) == 1
+    (issue,) = [i for i in repo.issues if "openase:schedule" in (i.get("body") or "")]
+    assert f"filed #{issue['number']}" in (await web.get("/schedules")).text
+
+
+async def test_only_the_admin_with_the_forms_token_may(
+    web: httpx.AsyncClient, deps: Deps, github_api: FakeGitHubAPI
+) -> None:
+    await scheduled_repo(deps, github_api, WEB_CONFIG)
+    signed_out = await web.post(URL, data={"csrf": "x", "action": "pause"})
+    assert signed_out.status_code == 303
+    assert signed_out.headers["location"].startswith("/login?next=")
+
+    web.cookies.set(SESSION_COOKIE, encode(deps.settings, new_session("octocat", "github")))
+    page = await web.get("/schedules")
+    assert page.status_code == 200
+    assert "weekly-deps" in page.text
+    assert "Pause weekly-deps" not in page.text
+    refused = await web.post(URL, data={"csrf": csrf_of(page.text), "action": "pause"})
+    assert refused.status_code == 403
+    web.cookies.delete(SESSION_COOKIE)
+
+    await sign_in(web)
+    forged = await web.post(URL, data={"csrf": "forged-token-of-some-length", "action": "pause"})
+    assert forged.status_code == 403
+    assert (await act(web, "reboot")).status_code == 400
+    token = csrf_of((await web.get("/schedules")).text)
+    missing = await web.post(
+        "/schedules/octo/sched/nightly", data={"csrf": token, "action": "pause"}
+    )
+    assert missing.status_code == 404
+    assert await paused(deps) == {}
