@@ -107,12 +107,13 @@ async def notify(
     session: AsyncSession, notifications: Notifications, occurrence: Occurrence
 ) -> set[int]:
     """Outbox effects telling each channel a rule names of `occurrence`, in the caller's
-    transaction; the lanes to perform after its commit."""
+    transaction; the lanes of the new ones, to perform after its commit (none when every
+    channel was told of it already)."""
     repo = occurrence.ticket.repo if occurrence.ticket is not None else None
     lanes: set[int] = set()
     for name in notifications.channels_for(occurrence.event, repo, occurrence.workflow):
         channel = notifications.channels[name]
-        await add_effect(
+        added = await add_effect(
             session,
             key=f"notify:{occurrence.id}:{occurrence.event}:{name}"[:255],
             kind=_KIND_OF[channel.kind],
@@ -120,7 +121,8 @@ async def notify(
             ticket_id=occurrence.ticket_id,
             installation_id=lane(name),
         )
-        lanes.add(lane(name))
+        if added:
+            lanes.add(lane(name))
     return lanes
 
 
