@@ -15,6 +15,7 @@ from bot.config.repo import RepoConfig
 from bot.config.states import TERMINAL, State, label_color
 from bot.config.workflow import Workflow
 from bot.effects.kinds import EffectKind
+from bot.effects.notifications import Occurrence, TicketRef, notify
 from bot.effects.outbox import add_effect, revision_key
 from bot.engine.context import Engine, Followups, Loaded, ensure_state, stamp_moments
 from bot.engine.status_comment import StatusView, render
@@ -31,6 +32,14 @@ from bot.tables.workflow import Activity, Run, TicketState
 from runner.contract import HookResult
 
 log = structlog.get_logger(__name__)
+
+# The states whose entering is a notification's event (`done` only with a pull request).
+FAILURE_TAIL = 1000  # characters of the last failure a notification quotes
+STATE_EVENTS: dict[str, str] = {
+    State.FAILED: "ticket_failed",
+    State.IN_REVIEW: "in_review",
+    State.DONE: "merged",
+}
 
 
 def note(
@@ -122,7 +131,51 @@ class Decision:
         log.info("ticket_state", ticket_id=self.ticket.id, old=old, new=new_state, reason=reason)
         label = (created or old != new_state) if relabel is None else relabel
         await self.publish(label=label)
+        if old != new_state:
+            await self.notify_state(new_state, reason)
         return row
+
+    async def notify_state(self, state: str, reason: str) -> None:
+        """Tell the channels the control config's rules name that the ticket moved where
+        people want to hear of: failed, ready for review, merged."""
+        row = self.loaded.state
+        event = STATE_EVENTS.get(state)
+        if state == State.DONE and (row is None or row.pr_number is None):
+            event = None  # closed or moved to done by hand: nothing was merged
+        failure = row.last_failure if row is not None else None
+        if event == "ticket_failed" and failure and failure not in reason:
+            reason = f"{reason}\n{failure[-FAILURE_TAIL:]}"  # what failed, not only that
+        if event is not None:
+            await self.notify(event, reason)
+
+    async def notify(self, event: str, reason: str) -> None:
+        """Notification effects of `event` on this ticket (one per channel, once per ticket
+        version: deciding it again adds nothing)."""
+        notifications = self.engine.control.notifications
+        row, repo, ticket = self.loaded.state, self.loaded.repo, self.ticket
+        if not notifications.rules or row is None:
+            return
+        base = self.engine.deps.settings.base_url
+        pull = None
+        if row.pr_number is not None and repo is not None and repo.html_url:
+            pull = f"{repo.html_url}/pull/{row.pr_number}"
+        occurrence = Occurrence(
+            id=f"ticket:{ticket.id}:v{row.version}",
+            event=event,
+            reason=reason,
+            ticket=TicketRef(
+                key=ticket.key,
+                title=ticket.title,
+                url=ticket.html_url,
+                repo=repo.full_name if repo is not None else None,
+            ),
+            ticket_id=ticket.id,
+            state=row.state,
+            workflow=row.workflow,
+            pull_request_url=pull,
+            page_url=f"{base}/tickets/{ticket.id}",
+        )
+        self.followups.outbox.update(await notify(self.session, notifications, occurrence))
 
     async def send_back(self, flow: Workflow, *, reason: str, **changes: Any) -> None:
         """Put the ticket in `flow`'s pickup state for a fresh run and ask for its dispatch:

@@ -36,6 +36,7 @@ from bot.engine.after_commit import (
     dispatch_now,
     recheck_merges,
 )
+from bot.engine.alerts import notice_failing_deliveries, notice_offline_runners
 from bot.engine.commands.registry import Commands
 from bot.engine.commands.web import carry_out_action, expire_actions, stranded_actions
 from bot.engine.context import Engine, Followups, load
@@ -60,6 +61,7 @@ ENGINE_CTX_KEY = "engine"
 EngineProvider = Callable[[], "Engine | None"]
 TICK_SECONDS = frozenset(range(0, 60, 3))
 MERGE_CHECK_EVERY = 10  # ticks between fallback merge checks of reviewed tickets
+ALERT_EVERY = 20  # ticks between looks for failing webhook deliveries (about a minute)
 # A web action still pending this long after it was stored lost its job (the web process
 # enqueues it at once, and the worker takes it within milliseconds).
 STRANDED_AFTER = timedelta(seconds=15)
@@ -118,6 +120,8 @@ async def engine_tick(ctx: dict[str, Any]) -> dict[str, int]:
     started = await dispatch_due(engine)
     actions = await resend_actions(engine)
     merges = await recheck_merges(engine) if ticks % MERGE_CHECK_EVERY == 0 else 0
+    offline = await notice_offline_runners(engine)
+    failing = await notice_failing_deliveries(engine) if ticks % ALERT_EVERY == 0 else 0
     counts = {
         "finished": len(sweep.finished),
         "lost": len(sweep.lost),
@@ -126,6 +130,8 @@ async def engine_tick(ctx: dict[str, Any]) -> dict[str, int]:
         "dispatched": started,
         "merge_checks": merges,
         "actions_resent": actions,
+        "runners_offline": offline,
+        "deliveries_failing": failing,
     }
     if any(counts.values()):
         log.info("engine_tick", **counts)

@@ -15,8 +15,11 @@ from arq.connections import ArqRedis
 from arq.cron import CronJob
 from arq.worker import Function, Worker, func
 
+from bot.config.notifications import Notifications
 from bot.deps import Deps, redis_client
 from bot.effects import github as github_effects
+from bot.effects import issues as issue_effects
+from bot.effects import notifications as notification_effects
 from bot.effects import trackers as tracker_effects
 from bot.effects.outbox import Performer, SettleHook
 from bot.effects.perform import perform_pending
@@ -31,6 +34,7 @@ from bot.engine.jobs import (
     run_finished_job,
     ticket_action_job,
 )
+from bot.engine.schedules import schedules_tick
 from bot.errors import ConfigError
 from bot.intake.backfill import BACKFILL_MAX_TRIES, backfill_job
 from bot.intake.ingest import ingest_delivery
@@ -48,6 +52,7 @@ from bot.jobs import (
     RECONCILE_CRON,
     RECOVER_DELIVERIES_CRON,
     RUN_FINISHED_JOB,
+    SCHEDULES_CRON,
     SWEEP_PENDING_CRON,
     TICKET_ACTION_JOB,
 )
@@ -61,6 +66,7 @@ log = structlog.get_logger(__name__)
 # Every effect kind the outbox can perform, with its performer.
 PERFORMERS: Mapping[str, Performer] = {
     **github_effects.PERFORMERS,
+    **issue_effects.PERFORMERS,
     **tracker_effects.PERFORMERS,
 }
 # Every slash command, in the order `/help` lists them.
@@ -90,7 +96,7 @@ async def perform_outbox_job(ctx: dict[str, Any], installation_id: int | None = 
         return 0
     return await perform_pending(
         ctx["deps"],
-        PERFORMERS,
+        performers(ctx),
         installations=None if installation_id is None else [installation_id],
         on_settled=_on_settled(ctx),
     )
@@ -102,7 +108,7 @@ async def perform_outbox_cron(ctx: dict[str, Any]) -> int:
     structlog.contextvars.bind_contextvars(job=PERFORM_OUTBOX_CRON)
     if _without_app(ctx):
         return 0
-    return await perform_pending(ctx["deps"], PERFORMERS, on_settled=_on_settled(ctx))
+    return await perform_pending(ctx["deps"], performers(ctx), on_settled=_on_settled(ctx))
 
 
 async def reconcile_pass(ctx: dict[str, Any]) -> dict[str, int]:
@@ -110,6 +116,13 @@ async def reconcile_pass(ctx: dict[str, Any]) -> dict[str, int]:
     (at worker start, or an App registered since, it may not be yet)."""
     _current_engine(ctx)
     return await reconcile_cron(ctx)
+
+
+async def schedules_pass(ctx: dict[str, Any]) -> dict[str, int]:
+    """The scheduled tickets' cron: each due slot files one issue (bot/engine/schedules.py)."""
+    structlog.contextvars.clear_contextvars()
+    engine = _current_engine(ctx)
+    return {} if engine is None else await schedules_tick(engine)
 
 
 async def ticket_action(ctx: dict[str, Any], action_id: int) -> str:
@@ -132,6 +145,17 @@ def _without_app(ctx: dict[str, Any]) -> bool:
 def _current_engine(ctx: dict[str, Any]) -> Engine | None:
     slot: EngineSlot | None = ctx.get(ENGINE_CTX_KEY)
     return None if slot is None else slot()
+
+
+def performers(ctx: dict[str, Any]) -> Mapping[str, Performer]:
+    """Every performer; the notifications' send to the channels of the engine's control
+    config (bot/effects/notifications.py)."""
+
+    def channels() -> Notifications | None:
+        engine = _current_engine(ctx)
+        return None if engine is None else engine.control.notifications
+
+    return {**PERFORMERS, **notification_effects.performers(channels)}
 
 
 def _on_settled(ctx: dict[str, Any]) -> SettleHook | None:
@@ -200,6 +224,14 @@ def control_crons(settings: Settings) -> list[CronJob]:
             ]
             if settings.reconcile_minutes
             else []
+        ),
+        cron(
+            riding_out(schedules_pass),
+            name=SCHEDULES_CRON,
+            second=10,
+            unique=True,
+            run_at_startup=True,  # a slot missed while no worker ran is filed now (once)
+            timeout=300,
         ),
         cron(
             riding_out(engine_tick),
