@@ -27,17 +27,13 @@ from bot.engine.runs.machines import Machine, registered
 from bot.tables.machines import ControlState, MachineAction, MachineControl
 from bot.tables.mirror import Ticket
 from bot.tables.workflow import Run, RunState
-from bot.web.pages import Refused, bad_request, form_of, html_endpoint, not_found, page, reader
-from bot.web.pages import writer as signed_in_writer
+from bot.web.pages import admin_action, html_endpoint, is_admin, not_found, page
 from harness_store.db import transaction
 
 log = structlog.get_logger(__name__)
 
 RECENT_RUNS = 50
 RECENT_ACTIONS = 20
-ADMIN_ONLY = (
-    "Only the admin may pause, resume or drain a machine: sign in with OPENASE_ADMIN_TOKEN."
-)
 LIVE = (RunState.QUEUED, RunState.RUNNING)
 
 
@@ -192,14 +188,9 @@ async def _registry(request: Request) -> tuple[list[Machine], str | None]:
         return [], "Redis does not answer: the runners' registrations cannot be read."
 
 
-def _is_admin(request: Request) -> bool:
-    session = reader(request)
-    return session is not None and session.kind == "admin"
-
-
 @html_endpoint
 async def machines_page(request: Request) -> Response:
-    admin = _is_admin(request)
+    admin = is_admin(request)
     machines, problem = await _registry(request)
     async with deps_of(request).sessions() as session:
         views = await _views(session, machines)
@@ -209,7 +200,7 @@ async def machines_page(request: Request) -> Response:
 
 @html_endpoint
 async def machine_page(request: Request) -> Response:
-    admin = _is_admin(request)
+    admin = is_admin(request)
     name = request.path_params["name"]
     machines, problem = await _registry(request)
     async with deps_of(request).sessions() as session:
@@ -258,15 +249,9 @@ async def machine_page(request: Request) -> Response:
 @html_endpoint
 async def control_machine(request: Request) -> Response:
     """Pause, resume or drain: only the admin, with the form's CSRF token."""
-    user = signed_in_writer(request)
-    form = await form_of(request)
-    if user.kind != "admin":
-        raise Refused(
-            page(request, "error.html", {"title": "Forbidden", "message": ADMIN_ONLY}, 403)
-        )
-    action = form.get("action", "")
-    if action not in ACTIONS:
-        raise bad_request(request, "action: pause, resume or drain.")
+    user, action, _ = await admin_action(
+        request, tuple(ACTIONS), "pause, resume or drain a machine"
+    )
     name = request.path_params["name"]
     machines, _ = await _registry(request)
     async with transaction(deps_of(request).sessions) as session:

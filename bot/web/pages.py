@@ -67,6 +67,31 @@ def login_redirect(request: Request) -> Response:
     return RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)
 
 
+def is_admin(request: Request) -> bool:
+    """Whether the reader signed in with the admin token (sends others to the login page
+    when reads need one)."""
+    session = reader(request)
+    return session is not None and session.kind == "admin"
+
+
+async def admin_action(
+    request: Request, actions: Sequence[str], what: str
+) -> tuple[Session, str, dict[str, str]]:
+    """An admin's form POST: the session, the `action` (one of `actions`) and the form.
+    Signed-out people go to the login page, a bad CSRF token is a 403, someone else a 403
+    saying who may, an unknown action a 400 naming the ones there are."""
+    user = writer(request)
+    form = await form_of(request)
+    if user.kind != "admin":
+        message = f"Only the admin may {what}: sign in with OPENASE_ADMIN_TOKEN."
+        raise Refused(page(request, "error.html", {"title": "Forbidden", "message": message}, 403))
+    action = form.get("action", "")
+    if action not in actions:
+        listed = ", ".join(actions[:-1]) + f" or {actions[-1]}"
+        raise bad_request(request, f"action: {listed}.")
+    return user, action, form
+
+
 async def form_of(request: Request) -> dict[str, str]:
     """The POSTed form, after its CSRF token and origin are checked (403 otherwise)."""
     form = await request.form()

@@ -21,14 +21,12 @@ from bot.config.loader import ConfigCache
 from bot.engine.context import Engine
 from bot.engine.schedules import ScheduleView, find_schedule, run_now, schedule_views, set_paused
 from bot.errors import ConfigError
-from bot.web.pages import Refused, bad_request, form_of, html_endpoint, not_found, page, reader
-from bot.web.pages import writer as signed_in_writer
+from bot.web.pages import admin_action, bad_request, html_endpoint, is_admin, not_found, page
 from harness_store.db import transaction
 
 log = structlog.get_logger(__name__)
 
 ACTIONS = ("pause", "resume", "run")
-ADMIN_ONLY = "Only the admin may pause, resume or run a schedule: sign in with OPENASE_ADMIN_TOKEN."
 _CONFIGS = ConfigCache()  # the web process's, shared by its requests
 
 
@@ -40,11 +38,6 @@ def _engine(request: Request) -> Engine:
         control=load_control_config(deps.settings.config),
         configs=_CONFIGS,
     )
-
-
-def _is_admin(request: Request) -> bool:
-    session = reader(request)
-    return session is not None and session.kind == "admin"
 
 
 def url_of(view: ScheduleView) -> str:
@@ -65,7 +58,7 @@ async def schedules_page(request: Request) -> Response:
         "title": "Schedules",
         "schedules": [(view, url_of(view)) for view in views],
         "problem": problem,
-        "admin": _is_admin(request),
+        "admin": is_admin(request),
     }
     return page(request, "schedules.html", context)
 
@@ -73,15 +66,7 @@ async def schedules_page(request: Request) -> Response:
 @html_endpoint
 async def control_schedule(request: Request) -> Response:
     """Pause, resume or run now: only the admin, with the form's CSRF token."""
-    user = signed_in_writer(request)
-    form = await form_of(request)
-    if user.kind != "admin":
-        raise Refused(
-            page(request, "error.html", {"title": "Forbidden", "message": ADMIN_ONLY}, 403)
-        )
-    action = form.get("action", "")
-    if action not in ACTIONS:
-        raise bad_request(request, "action: pause, resume or run.")
+    user, action, _ = await admin_action(request, ACTIONS, "pause, resume or run a schedule")
     full_name = f"{request.path_params['owner']}/{request.path_params['repo']}"
     name = request.path_params["name"]
     try:

@@ -31,7 +31,7 @@ from starlette.responses import RedirectResponse, Response
 
 from bot.api.request import deps_of
 from bot.config.workflow import HarnessPin
-from bot.engine.commands.web import BUTTONS
+from bot.engine.commands.web import BUTTONS, actor_of
 from bot.jobs import TICKET_ACTION_JOB, action_job_id
 from bot.tables.actions import ActionState, TicketAction
 from bot.tables.mirror import Ticket
@@ -212,7 +212,7 @@ async def said(
     if action is None or action.ticket_id != ticket_id:
         return None
     label = BUTTONS.get(action.command, action.command)
-    who = "the admin" if action.actor_kind == "admin" else f"@{action.actor}"
+    who = actor_of(action).mention
     return Said(label, who, action.args, action.state, action.message, action.run_id)
 
 

@@ -17,7 +17,6 @@ from sqlalchemy import select
 from bot.deps import Deps
 from bot.tables.machines import MachineAction, MachineControl
 from bot.tables.workflow import Run, RunState
-from bot.web.machine_pages import ADMIN_ONLY
 from bot.web.session import SESSION_COOKIE, encode, new_session
 from harness_store.db import transaction
 from runner.contract import MACHINES_SET, machine_key
@@ -231,7 +230,7 @@ async def test_only_the_admin_with_the_forms_token_may(web: httpx.AsyncClient, d
     assert "Pause m1" not in page.text  # no forms for a reader who may not use them
     refused = await web.post("/machines/m1", data={"csrf": csrf_of(page.text), "action": "pause"})
     assert refused.status_code == 403
-    assert ADMIN_ONLY in refused.text
+    assert "Only the admin may pause, resume or drain a machine" in refused.text
     web.cookies.delete(SESSION_COOKIE)
 
     await sign_in(web)

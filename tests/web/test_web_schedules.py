@@ -81,12 +81,15 @@ async def test_only_the_admin_with_the_forms_token_may(
     assert "Pause weekly-deps" not in page.text
     refused = await web.post(URL, data={"csrf": csrf_of(page.text), "action": "pause"})
     assert refused.status_code == 403
+    assert "Only the admin may pause, resume or run a schedule" in refused.text
     web.cookies.delete(SESSION_COOKIE)
 
     await sign_in(web)
     forged = await web.post(URL, data={"csrf": "forged-token-of-some-length", "action": "pause"})
     assert forged.status_code == 403
-    assert (await act(web, "reboot")).status_code == 400
+    unknown = await act(web, "reboot")
+    assert unknown.status_code == 400
+    assert "action: pause, resume or run." in unknown.text
     token = csrf_of((await web.get("/schedules")).text)
     missing = await web.post(
         "/schedules/octo/sched/nightly", data={"csrf": token, "action": "pause"}

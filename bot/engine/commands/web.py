@@ -62,7 +62,8 @@ async def carry_out_action(
     for spec, _, _ in followups.sends:
         action.run_id = spec.run_id  # an Ask's run, for its page
     pressed = (
-        f"{_who(action)} pressed {BUTTONS.get(action.command, action.command)} on the web page"
+        f"{_sentence(actor_of(action).mention)} pressed "
+        f"{BUTTONS.get(action.command, action.command)} on the web page"
     )
     detail = f": {action.args[:200]}" if action.args else ""
     result = "" if state == ActionState.DONE else f" — {state.replace('_', ' ')}"
@@ -103,7 +104,7 @@ async def _decide(
     repo, installation = loaded.repo, loaded.repo.installation_id
     decision = await Decision.on(session, engine, loaded, followups)
     admin = action.actor_kind == WEB_ADMIN
-    actor = Actor(action.actor, ADMIN if admin else "User")
+    actor = actor_of(action)
     # Signed in with GitHub: their login's access to the repository decides, on a Linear
     # or Jira ticket too (as for a tracker user config maps to a GitHub login).
     permissions = GitHubPermissions(
@@ -119,14 +120,20 @@ async def _decide(
     return outcome, ActionState.DONE if outcome.done else ActionState.NOT_DONE
 
 
-def _who(action: TicketAction) -> str:
-    return "The admin" if action.actor_kind == WEB_ADMIN else f"@{action.actor}"
+def _sentence(text: str) -> str:
+    """`text` to open a sentence ("The admin"), a login's case kept."""
+    return text[:1].upper() + text[1:]
+
+
+def actor_of(action: TicketAction) -> Actor:
+    """Who pressed it, as the command's handler sees them."""
+    return Actor(action.actor, ADMIN if action.actor_kind == WEB_ADMIN else "User")
 
 
 def _message(outcome: Outcome) -> str:
     """The handler's reply as a sentence for the page (it was written for a comment)."""
-    text = (outcome.reply or "").strip().removeprefix("🚫").strip()
-    return text[:1].upper() + text[1:]  # nothing to add: the page's headline says it
+    # Empty when there is nothing to add: the page's headline says it.
+    return _sentence((outcome.reply or "").strip().removeprefix("🚫").strip())
 
 
 async def expire_actions(session: AsyncSession) -> int:
