@@ -24,7 +24,9 @@ from pydantic import (
 )
 
 # 2: RunSpec.sandbox (issue 15); a runner of version 1 would run a spec unconfined.
-SCHEMA_VERSION = 2
+# 3: RunStatus.NEEDS_INPUT and RunResult.question (issue 17): a runner of version 2 would
+# report an agent that stopped to ask as a success.
+SCHEMA_VERSION = 3
 
 # arq queue a machine's runner listens on; the control plane enqueues `RUN_JOB` there.
 RUN_QUEUE_PREFIX = "openase:runs:"
@@ -67,6 +69,11 @@ def machine_key(machine: str) -> str:
 
 
 MACHINES_SET = "openase:machines"
+
+# The agent's way to ask a person (the built-in `ask-a-human` skill): the run names a file
+# in this variable; a question written there and the agent's exit make the run needs_input.
+QUESTION_FILE_ENV = "OPENASE_QUESTION_FILE"
+QUESTION_LIMIT = 4000  # characters of a question kept
 
 
 class ContractMismatch(Exception):
@@ -291,6 +298,8 @@ class RunStatus(StrEnum):
     CANCELED = "canceled"
     INFRA_ERROR = "infra_error"  # the runner could not do its part (git, disk, missing CLI)
     REFUSED = "refused"  # the spec was not acceptable (schema version, invalid fields)
+    # The agent stopped to ask a person (the `ask-a-human` skill): `RunResult.question`.
+    NEEDS_INPUT = "needs_input"
 
 
 class HookResult(_Model):
@@ -325,6 +334,8 @@ class RunResult(_Model):
     cost_usd: float | None = None
     session_id: str | None = None
     summary: str | None = None  # the agent's final message
+    # What the agent asked (status needs_input), as it wrote it: plain text, capped.
+    question: str | None = Field(default=None, max_length=QUESTION_LIMIT)
     agent_exit_code: int | None = None
     machine: str | None = None
     started_at: datetime

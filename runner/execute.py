@@ -26,6 +26,7 @@ from runner.agent_outcome import judge
 from runner.agents import agent_for
 from runner.agents.base import Agent, AgentRun, Outcome, StreamParser, scrubbed_env
 from runner.contract import (
+    QUESTION_FILE_ENV,
     AgentEvent,
     EventKind,
     HookPhase,
@@ -40,6 +41,7 @@ from runner.git import GitError
 from runner.hooks import run_hooks
 from runner.materialise import Materialised, cleanup, materialise_skills
 from runner.process import AgentStartError, ProcessOutcome, StopReason, supervise
+from runner.questions import prepare, question_file, read_question
 from runner.sandbox.bwrap import program_roots
 from runner.sandbox.confine import RunSandbox, Sandbox
 from runner.workspace import Workspace, Worktree
@@ -273,6 +275,8 @@ async def _run_agent(
     prompt = compose_prompt(spec)
     prompt_file = run.run_dir / "prompt.md"
     prompt_file.write_text(prompt)
+    asked = question_file(run.home)
+    prepare(asked)
     agent_run = AgentRun(
         workspace=worktree.path,
         home=run.home,
@@ -301,6 +305,7 @@ async def _run_agent(
         "GIT_AUTHOR_EMAIL": identity.email,
         "GIT_COMMITTER_NAME": identity.name,
         "GIT_COMMITTER_EMAIL": identity.email,
+        QUESTION_FILE_ENV: str(asked),
         **invocation.env,
     }
 
@@ -387,7 +392,22 @@ async def _run_agent(
         cancel_reason=run.cancellation.reason,
         cancel_class=run.cancellation.error_class,
     )
-    return outcome, parser, process.exit_code
+    return _asked(outcome, read_question(asked)), parser, process.exit_code
+
+
+def _asked(outcome: Outcome, question: str | None) -> Outcome:
+    """An agent that left a question and ended on its own (finished or gave up) waits for
+    its answer; one stopped by a limit or a cancel keeps that outcome (its question may be
+    half written, and the limit is what the person must hear about)."""
+    if question is None or outcome.status not in (RunStatus.SUCCEEDED, RunStatus.AGENT_ERROR):
+        return outcome
+    return Outcome(
+        RunStatus.NEEDS_INPUT,
+        summary=outcome.summary,
+        error="the agent asked a question and waits for the answer",
+        error_class="needs_input",
+        question=question,
+    )
 
 
 async def _finish(
@@ -438,14 +458,16 @@ async def _finish(
             error = "blocking on_complete hook failed: " + ", ".join(failed)
             error_class = "gates_failed"
 
-    closing: HookPhase = (
-        "on_done"
-        if status is RunStatus.SUCCEEDED
-        else "on_cancel"
-        if status is RunStatus.CANCELED
-        else "on_error"
-    )
-    await run.hooks(closing, worktree)
+    # A run waiting for an answer has not ended its work: no closing hooks until it does.
+    if status is not RunStatus.NEEDS_INPUT:
+        closing: HookPhase = (
+            "on_done"
+            if status is RunStatus.SUCCEEDED
+            else "on_cancel"
+            if status is RunStatus.CANCELED
+            else "on_error"
+        )
+        await run.hooks(closing, worktree)
 
     state = parser.state if parser is not None else None
     result = run.result(
@@ -458,6 +480,7 @@ async def _finish(
         cost_usd=state.cost_usd if state else None,
         session_id=state.session_id if state else None,
         summary=outcome.summary or (state.final_text if state else None),
+        question=outcome.question if status is RunStatus.NEEDS_INPUT else None,
         agent_exit_code=exit_code,
     )
     run.phase("done", status=result.status.value, head_sha=head_sha, pushed=pushed)

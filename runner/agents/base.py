@@ -72,6 +72,7 @@ class Outcome:
     summary: str | None = None
     error: str | None = None
     error_class: str | None = None
+    question: str | None = None  # status needs_input: what the agent asked
 
 
 @dataclass
