@@ -54,13 +54,10 @@ def judge(
             outcome = parser.finish(code, process.stderr_tail)
     else:
         status, template = _STOPPED[process.stop_reason]
-        state = parser.state
-        spent = (
-            f"${state.cost_usd:.4f}" if state.cost_usd is not None else ""
-        ) or f"{state.usage.total_tokens} tokens"
+        spent = _spent(parser, limits)
         outcome = Outcome(
             status,
-            summary=state.final_text,
+            summary=parser.state.final_text,
             error=template.format(
                 wall=limits.wall_seconds,
                 stall=limits.stall_seconds,
@@ -70,3 +67,16 @@ def judge(
             error_class=(cancel_class if status is RunStatus.CANCELED else status.value),
         )
     return outcome
+
+
+def _spent(parser: StreamParser, limits: Limits) -> str:
+    """What a run stopped over budget had spent, against the limit it reached: dollars when
+    the budget is in dollars and the usage could be priced, else tokens."""
+    state = parser.state
+    cost, budget = state.cost_usd, limits.budget_usd
+    if budget is not None and cost is not None and cost >= budget:
+        return f"${cost:.4f} of the ${budget:g} budget"
+    tokens = state.usage.total_tokens
+    if limits.max_tokens is not None and tokens >= limits.max_tokens:
+        return f"{tokens} tokens of the {limits.max_tokens} allowed"
+    return f"${cost:.4f}" if cost is not None else f"{tokens} tokens"

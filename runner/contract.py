@@ -132,6 +132,27 @@ class SkillSpec(_Model):
 
 AgentCli = Literal["claude_code", "codex", "gemini", "command"]
 
+Rate = Annotated[float, Field(ge=0, le=10_000)]
+
+
+class ModelPrice(_Model):
+    """A model's list prices in USD per million tokens (runner/pricing/prices.toml, or the
+    control config's `prices:`); the runner prices each model turn's usage with them."""
+
+    input: Rate
+    output: Rate
+    cache_read: Rate
+    cache_write: Rate
+
+    def cost(self, usage: Usage) -> float:
+        """What `usage` costs at these prices, in USD."""
+        return (
+            usage.input_tokens * self.input
+            + usage.output_tokens * self.output
+            + usage.cache_read_tokens * self.cache_read
+            + usage.cache_write_tokens * self.cache_write
+        ) / 1_000_000
+
 
 class AgentConfig(_Model):
     cli: AgentCli
@@ -145,6 +166,9 @@ class AgentConfig(_Model):
     max_turns: int | None = Field(default=None, ge=1)
     resume_session_id: str | None = None
     extra_args: tuple[str, ...] = ()
+    # Prices of the models this CLI may call (model name -> price), resolved by the control
+    # plane from the shipped table and the control config; matched by runner/pricing.
+    prices: dict[str, ModelPrice] = Field(default_factory=dict)
 
     @field_serializer("env", when_used="json")
     def _reveal_env(
@@ -332,6 +356,8 @@ class RunResult(_Model):
     hook_results: tuple[HookResult, ...] = ()
     usage: Usage = Usage()
     cost_usd: float | None = None
+    # Why cost_usd is missing or partial: a model the run's prices do not know.
+    cost_note: str | None = None
     session_id: str | None = None
     summary: str | None = None  # the agent's final message
     # What the agent asked (status needs_input), as it wrote it: plain text, capped.

@@ -40,6 +40,7 @@ from runner.events import EventSink
 from runner.git import GitError
 from runner.hooks import run_hooks
 from runner.materialise import Materialised, cleanup, materialise_skills
+from runner.pricing import Meter
 from runner.process import AgentStartError, ProcessOutcome, StopReason, supervise
 from runner.questions import prepare, question_file, read_question
 from runner.sandbox.bwrap import program_roots
@@ -288,7 +289,7 @@ async def _run_agent(
         limits=spec.limits,
         session_id=None if spec.agent.resume_session_id else str(uuid.uuid4()),
     )
-    parser = agent.parser()
+    parser = agent.parser(Meter.for_agent(spec.agent, spec.limits.budget_usd))
     try:
         invocation = agent.invocation(agent_run, binary)
     except ValueError as error:
@@ -478,6 +479,7 @@ async def _finish(
         pushed=pushed,
         usage=state.usage if state else Usage(),
         cost_usd=state.cost_usd if state else None,
+        cost_note=state.cost_note if state else None,
         session_id=state.session_id if state else None,
         summary=outcome.summary or (state.final_text if state else None),
         question=outcome.question if status is RunStatus.NEEDS_INPUT else None,

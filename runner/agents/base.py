@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from runner.contract import AgentCli, AgentConfig, AgentEvent, EventKind, Limits, RunStatus, Usage
+from runner.pricing import Meter
 
 # Variables an agent process may inherit from the runner: none of them carries a secret.
 # Everything else (App key, webhook secret, database URL, git token, the runner's own
@@ -80,7 +81,10 @@ class StreamState:
     """Running totals a parser keeps; the runner reads them for budgets and the result."""
 
     usage: Usage = field(default_factory=Usage)
+    # Priced per model turn by the parser's Meter (the CLI's own total, where it reports
+    # one, replaces it at the end); None while nothing could be priced.
     cost_usd: float | None = None
+    cost_note: str | None = None  # why the cost leaves tokens out (a model with no price)
     session_id: str | None = None
     final_text: str | None = None
     # Set when the output shows the agent cannot get anywhere (e.g. it retries an unreachable
@@ -110,7 +114,9 @@ class Agent(Protocol):
         """argv and env; may write files under run.home (CLI settings), never elsewhere."""
         ...
 
-    def parser(self) -> StreamParser: ...
+    def parser(self, meter: Meter | None = None) -> StreamParser:
+        """A parser for one run; `meter` prices its usage (none: the cost stays unknown)."""
+        ...
 
 
 # --- helpers the CLI modules share ------------------------------------------------------
@@ -213,8 +219,17 @@ class JsonLinesParser(ABC):
     object, or one of a shape this version of the CLI does not know, becomes a LOG event:
     `feed` never raises."""
 
-    def __init__(self) -> None:
+    def __init__(self, meter: Meter | None = None) -> None:
         self.state = StreamState()
+        self.meter = meter or Meter()
+
+    def _priced(self, key: str, usage: Usage, model: str | None = None) -> list[AgentEvent]:
+        """Price one model turn (a later report under the same key replaces it) and keep
+        the state's cost current; the LOG event saying a model has no price, once."""
+        events = self.meter.turn(key, usage, model)
+        self.state.cost_usd = self.meter.cost_usd
+        self.state.cost_note = self.meter.note
+        return events
 
     def feed(self, line: str) -> list[AgentEvent]:
         text = line.strip()

@@ -27,6 +27,7 @@ from runner.agents.base import (
     token_count,
 )
 from runner.contract import AgentCli, AgentEvent, EventKind, RunStatus, Usage
+from runner.pricing import Meter
 
 # Tools that run without asking: print mode has nobody to ask, so anything else is denied.
 ALLOWED_TOOLS = "Bash Read Edit Write Glob Grep"
@@ -81,15 +82,15 @@ class ClaudeCode:
         argv += config.extra_args
         return prompt_on_stdin(run, argv, QUIET_ENV)
 
-    def parser(self) -> ClaudeCodeParser:
-        return ClaudeCodeParser()
+    def parser(self, meter: Meter | None = None) -> ClaudeCodeParser:
+        return ClaudeCodeParser(meter)
 
 
 class ClaudeCodeParser(JsonLinesParser):
     """stream-json lines -> events; keeps usage, cost, session id and the final result."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, meter: Meter | None = None) -> None:
+        super().__init__(meter)
         self.result: dict[str, Any] | None = None
         self._last_text: str | None = None  # the summary when a run ends without a result text
         # Usage per assistant message id: every block of a message repeats its usage.
@@ -137,10 +138,18 @@ class ClaudeCodeParser(JsonLinesParser):
         usage = message.get("usage")
         if isinstance(usage, dict) and message.get("id"):
             before = self.state.usage
-            self._message_usage[str(message["id"])] = _usage(usage)
+            key = str(message["id"])
+            self._message_usage[key] = turn = _usage(usage)
             self.state.usage = sum(self._message_usage.values(), Usage())
+            # Each message names its model (a subagent's may differ from the run's).
+            model = message.get("model")
+            events += self._priced(key, turn, model if isinstance(model, str) else None)
             if self.state.usage != before:
-                events.append(AgentEvent(kind=EventKind.USAGE, usage=self.state.usage))
+                events.append(
+                    AgentEvent(
+                        kind=EventKind.USAGE, usage=self.state.usage, cost_usd=self.state.cost_usd
+                    )
+                )
         return events
 
     def _tool_results(self, data: dict[str, Any]) -> list[AgentEvent]:
@@ -166,7 +175,9 @@ class ClaudeCodeParser(JsonLinesParser):
         self.state.final_text = final if isinstance(final, str) and final else self._last_text
         self._note_session(data.get("session_id"))
         cost = data.get("total_cost_usd")
-        if isinstance(cost, int | float):
+        if isinstance(cost, int | float) and (cost > 0 or self.state.cost_usd is None):
+            # Claude Code's own total also counts calls no stream line shows (its small
+            # helper requests), so it replaces the per-turn estimate.
             self.state.cost_usd = float(cost)
         # The result's usage covers the whole run, including the last message's output
         # tokens that the per-block lines were sent before.

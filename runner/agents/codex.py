@@ -41,6 +41,7 @@ from runner.agents.base import (
     with_stderr,
 )
 from runner.contract import AgentCli, AgentEvent, EventKind, RunStatus, Usage
+from runner.pricing import Meter
 
 PROVIDER = "openase"
 BASE_URL_VAR = "OPENAI_BASE_URL"
@@ -100,8 +101,8 @@ class Codex:
         argv.append("-")  # the prompt: read from stdin
         return prompt_on_stdin(run, argv, {"CODEX_HOME": str(codex_home)})
 
-    def parser(self) -> CodexParser:
-        return CodexParser()
+    def parser(self, meter: Meter | None = None) -> CodexParser:
+        return CodexParser(meter)
 
 
 def _provider(env: dict[str, SecretStr]) -> dict[str, str]:
@@ -143,8 +144,8 @@ def toml_string(text: str) -> str:
 class CodexParser(JsonLinesParser):
     """JSONL events -> AgentEvents; keeps the thread id, token totals and the last message."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, meter: Meter | None = None) -> None:
+        super().__init__(meter)
         self.completed = False  # a turn.completed arrived
         self.failure: str | None = None  # the turn.failed message
         self.last_error: str | None = None  # the latest `error` event (may be a retry)
@@ -201,15 +202,20 @@ class CodexParser(JsonLinesParser):
     def _turn_completed(self, data: dict[str, Any]) -> list[AgentEvent]:
         self.completed = True
         raw = data.get("usage")
+        events: list[AgentEvent] = []
         if isinstance(raw, dict):
             self.state.usage = _usage(raw)
+            # The thread's totals so far, at the configured model (Codex names none).
+            events = self._priced("thread", self.state.usage)
         return [
-            AgentEvent(kind=EventKind.USAGE, usage=self.state.usage),
+            *events,
+            AgentEvent(kind=EventKind.USAGE, usage=self.state.usage, cost_usd=self.state.cost_usd),
             AgentEvent(
                 kind=EventKind.RESULT,
                 text=self.state.final_text,
                 is_error=False,
                 usage=self.state.usage,
+                cost_usd=self.state.cost_usd,
                 session_id=self.state.session_id,
             ),
         ]

@@ -28,6 +28,7 @@ from runner.agents.base import (
     stderr_end,
 )
 from runner.contract import AgentCli, AgentEvent, EventKind, RunStatus
+from runner.pricing import Meter
 
 SUMMARY_CHARS = 2000
 PLACEHOLDERS = ("prompt", "prompt_file", "instructions_file", "workspace", "ticket", "model")
@@ -69,8 +70,8 @@ class Command:
         }
         return prompt_on_stdin(run, argv, extra)
 
-    def parser(self) -> CommandParser:
-        return CommandParser()
+    def parser(self, meter: Meter | None = None) -> CommandParser:
+        return CommandParser()  # plain text: no usage to price
 
 
 def expand_argv(template: Sequence[str], values: Mapping[str, str | None]) -> list[str]:

@@ -43,6 +43,7 @@ from runner.agents.base import (
     with_stderr,
 )
 from runner.contract import AgentCli, AgentConfig, AgentEvent, EventKind, RunStatus, Usage
+from runner.pricing import Meter
 
 DEFAULT_MODEL = "gemini-2.5-pro"  # always named: the default "auto" first asks a router model
 MAX_ATTEMPTS_VAR = "GEMINI_MAX_ATTEMPTS"
@@ -91,8 +92,8 @@ class Gemini:
         argv += ["-p", ""]  # headless; stdin holds the prompt
         return prompt_on_stdin(run, argv, {"GEMINI_CLI_TRUST_WORKSPACE": "true"})
 
-    def parser(self) -> GeminiParser:
-        return GeminiParser()
+    def parser(self, meter: Meter | None = None) -> GeminiParser:
+        return GeminiParser(meter)
 
 
 def write_settings(path: Path, config: AgentConfig) -> None:
@@ -133,8 +134,10 @@ def _max_attempts(value: SecretStr | None) -> int:
 class GeminiParser(JsonLinesParser):
     """stream-json lines -> AgentEvents; keeps the session id, usage and the final result."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, meter: Meter | None = None) -> None:
+        super().__init__(meter)
+        # The invocation always names a model: the configured one, else DEFAULT_MODEL.
+        self.meter.model = self.meter.model or DEFAULT_MODEL
         self.result: dict[str, Any] | None = None
         self._pieces: list[str] = []  # the current model turn's text so far
 
@@ -152,6 +155,8 @@ class GeminiParser(JsonLinesParser):
         events = self._flush()
         if kind == "init":
             model = {"model": data["model"]} if data.get("model") else {}
+            if isinstance(data.get("model"), str):
+                self.meter.model = data["model"]
             events.append(self._session_event(data.get("session_id"), model))
         elif kind == "tool_use":
             parameters = data.get("parameters")
@@ -185,7 +190,12 @@ class GeminiParser(JsonLinesParser):
         events: list[AgentEvent] = []
         if isinstance(stats, dict):
             self.state.usage = _usage(stats)
-            events.append(AgentEvent(kind=EventKind.USAGE, usage=self.state.usage))
+            events += self._price_stats(stats)
+            events.append(
+                AgentEvent(
+                    kind=EventKind.USAGE, usage=self.state.usage, cost_usd=self.state.cost_usd
+                )
+            )
         failed = data.get("status") != "success"
         details = {
             key: stats[key]
@@ -198,10 +208,23 @@ class GeminiParser(JsonLinesParser):
                 text=_error_text(data) if failed else self.state.final_text,
                 is_error=failed,
                 usage=self.state.usage,
+                cost_usd=self.state.cost_usd,
                 session_id=self.state.session_id,
                 data=details,
             )
         )
+        return events
+
+    def _price_stats(self, stats: dict[str, Any]) -> list[AgentEvent]:
+        """The run's usage priced per model where the stats break it down (`models`, each
+        model's own counts), else all at the run's model."""
+        models = stats.get("models")
+        if not isinstance(models, dict) or not models:
+            return self._priced("run", self.state.usage)
+        events: list[AgentEvent] = []
+        for name, counts in models.items():
+            if isinstance(counts, dict):
+                events += self._priced(f"model:{name}", _usage(counts), str(name))
         return events
 
     def finish(self, exit_code: int, stderr_tail: str) -> Outcome:

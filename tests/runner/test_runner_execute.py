@@ -222,7 +222,7 @@ async def test_a_token_budget_stops_the_agent(tmp_path: Path) -> None:
     result, events = await run(tmp_path, spec)
 
     assert result.status is RunStatus.OVER_BUDGET
-    assert result.error == "budget spent: 5000 tokens"
+    assert result.error == "budget spent: 5000 tokens of the 5000 allowed"
     assert 5000 <= result.usage.total_tokens < 6000
     assert result.session_id == "sess-1"
     assert show(remote, "openase/7-add-hello", "partial.txt") == "spent tokens"
