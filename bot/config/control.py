@@ -21,14 +21,17 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from bot.config.notifications import Notifications, check_rules, interpolate_channels
 from bot.config.notifications import is_secret as _is_channel_secret
+from bot.config.prices import Prices, check_prices, prices_for, resolved
 from bot.config.problems import (
     ConfigProblem,
     KeyPath,
@@ -51,7 +54,7 @@ from bot.config.workflow import (
     WorkflowName,
 )
 from bot.errors import ConfigError
-from runner.contract import AgentCli, AgentConfig, Limits, SandboxPolicy
+from runner.contract import AgentCli, AgentConfig, Limits, ModelPrice, SandboxPolicy
 
 BUILTIN_PROVIDER = "claude"
 BUILTIN_FILE = "(built-in control-plane config)"
@@ -88,6 +91,8 @@ class ProviderLimits(_Model):
     stall_seconds: Seconds | None = None
     budget_usd: Dollars | None = None
     max_tokens: Count | None = None
+    # A cap on what one ticket may spend across all its runs (bot/engine/budgets.py).
+    ticket_budget_usd: Dollars | None = None
 
 
 class Provider(_Model):
@@ -102,6 +107,9 @@ class Provider(_Model):
     # Hosts every run of this provider may reach besides its model API (which is always
     # allowed, as is any http(s) URL among `env`, such as a base URL).
     network: Network = Network()
+    # The prices its runs are sent, resolved by ControlConfig from the shipped table and
+    # the config's `prices:` (not a key of the file).
+    _prices: dict[str, ModelPrice] = PrivateAttr(default_factory=dict)
 
     @field_validator("argv")
     @classmethod
@@ -120,7 +128,13 @@ class Provider(_Model):
 
     def agent_config(self) -> AgentConfig:
         """The `AgentConfig` a RunSpec carries for this provider."""
-        return AgentConfig(cli=self.cli, model=self.model, argv=self.argv, env=dict(self.env))
+        return AgentConfig(
+            cli=self.cli,
+            model=self.model,
+            argv=self.argv,
+            env=dict(self.env),
+            prices=dict(self._prices),
+        )
 
 
 def _check_placeholders(element: str) -> None:
@@ -234,6 +248,15 @@ class ControlConfig(_Model):
     linear: LinearConfig = LinearConfig()
     jira: JiraConfig = JiraConfig()
     notifications: Notifications = Notifications()
+    # Model prices over the shipped table (bot/config/prices.py).
+    prices: Prices = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _price_providers(self) -> ControlConfig:
+        overrides = resolved(self.prices)
+        for provider in self.providers.values():
+            provider._prices = prices_for(provider.cli, provider.model, overrides)
+        return self
 
     def provider(self, name: str) -> Provider:
         """The provider called `name`; KeyError when there is none."""
@@ -303,6 +326,7 @@ def parse_control_config(
     if problems:
         return problems
     problems = _cross_check(config, doc) + check_rules(config.notifications, doc)
+    problems += check_prices(config.prices, doc)
     return sorted(problems, key=by_line) if problems else config
 
 
@@ -435,6 +459,12 @@ def run_limits(workflow: Workflow, provider: Provider) -> Limits:
         budget_usd=_stricter(own.budget_usd, cap.budget_usd),
         max_tokens=_stricter(own.max_tokens, cap.max_tokens),
     )
+
+
+def ticket_budget(workflow: Workflow, provider: Provider) -> float | None:
+    """What one ticket may spend in all, across its attempts and relay stages, when this
+    workflow is about to run it: the workflow's within the provider's cap."""
+    return _stricter(workflow.limits.ticket_budget_usd, provider.limits.ticket_budget_usd)
 
 
 _N = TypeVar("_N", int, float)

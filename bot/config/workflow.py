@@ -182,6 +182,8 @@ class Concurrency(_Model):
 class WorkflowLimits(_Model):
     concurrency: Concurrency = Concurrency()
     budget_usd: Dollars | None = None
+    # What one ticket may spend across all its attempts and relay stages (bot/engine/budgets.py).
+    ticket_budget_usd: Dollars | None = None
     wall_seconds: Seconds | None = None
     stall_seconds: Seconds | None = None
     max_tokens: Count | None = None

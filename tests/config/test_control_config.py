@@ -64,6 +64,7 @@ def test_the_design_example_validates_as_written() -> None:
         "stall_seconds": 300,
         "budget_usd": 5,
         "max_tokens": None,
+        "ticket_budget_usd": None,
     }
     script = config.provider("script")
     assert script.argv == ("python3", "agent.py", "{prompt_file}")
