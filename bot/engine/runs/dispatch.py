@@ -35,6 +35,7 @@ from bot.config.repo import RepoConfig, stage_for
 from bot.config.states import State
 from bot.config.workflow import Workflow
 from bot.engine.blockers import blockers, open_blockers
+from bot.engine.budgets import refuse_if_spent
 from bot.engine.context import Decided, Engine, Followups, Loaded, load
 from bot.engine.decision import Decision
 from bot.engine.runs.claims import Limits as ClaimLimits
@@ -124,6 +125,18 @@ async def _prepare(engine: Engine, ticket_id: int) -> Prepared | Decided:
     workflow = _workflow_for(config, row, ticket)
     if workflow is None:
         return Decided("no_workflow")
+    provider = engine.control.providers[workflow.provider]
+    refused = await refuse_if_spent(
+        engine,
+        ticket_id,
+        config,
+        workflow,
+        provider,
+        spent=row.cost_usd or 0.0,
+        not_pickup=NOT_PICKUP,
+    )
+    if refused is not None:
+        return refused
     async with engine.deps.sessions() as session:
         waiting = await open_blockers(
             session, blockers(ticket.body, repo.full_name), exclude_ticket_id=ticket.id
@@ -134,7 +147,6 @@ async def _prepare(engine: Engine, ticket_id: int) -> Prepared | Decided:
             "blocked",
             await _wait(engine, ticket_id, config, f"⏳ Waiting for {refs} to close first."),
         )
-    provider = engine.control.providers[workflow.provider]
     needs = Requirements(
         # A gates-only run needs no agent CLI: every runner has `command`.
         cli=GATES_ONLY_AGENT.cli if row.gates_only else provider.cli,
