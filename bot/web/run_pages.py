@@ -1,6 +1,7 @@
-"""`/runs/{id}`: one run — its state, machine, cost and times, the exact harness and skill
-versions it was given, its hook results, and the agent's output so far (followed live by
-live.js through bot.web.live_events)."""
+"""`/runs/{id}`: one run — its state, machine, cost (while it runs, as its usage events priced
+it; against its budget) and times, the exact harness and skill versions it was given, its
+hook results, and the agent's output so far (followed live by live.js through
+bot.web.live_events)."""
 
 from __future__ import annotations
 
@@ -187,6 +188,19 @@ async def run_page(request: Request) -> Response:
     return page(request, "run.html", context)
 
 
+async def live_cost(session: AsyncSession, run_id: str) -> float | None:
+    """The cost the run's newest usage event carries (the runner prices each model turn),
+    or None before one has."""
+    event = await session.scalar(
+        select(RunEvent.event)
+        .where(RunEvent.run_id == run_id, RunEvent.kind == "usage")
+        .order_by(RunEvent.seq.desc())
+        .limit(1)
+    )
+    cost = event.get("cost_usd") if isinstance(event, dict) else None
+    return float(cost) if isinstance(cost, int | float) else None
+
+
 def _duration(run: Run) -> str | None:
     """How long it ran ("1 min 5 s"), once it has finished."""
     if run.started_at is None or run.finished_at is None:
@@ -213,6 +227,7 @@ async def _run_context(request: Request, session: AsyncSession, run_id: str) -> 
     last_seq = await session.scalar(select(func.max(RunEvent.seq)).where(RunEvent.run_id == run_id))
     result = run.result or {}
     state = await session.get(TicketState, run.ticket_id)
+    limits = (run.spec or {}).get("limits") or {}
     return {
         **action_context(request),
         "outcome": await said(request, session, run.ticket_id),
@@ -231,6 +246,10 @@ async def _run_context(request: Request, session: AsyncSession, run_id: str) -> 
             [(kind, event, at) for _, kind, event, at in reversed(shown[:OUTPUT_LIMIT])]
         ),
         "duration": _duration(run),
+        # Until the run reports its cost, what its usage events priced it at so far.
+        "estimate": await live_cost(session, run_id) if run.cost_usd is None else None,
+        "budget": limits.get("budget_usd"),
+        "cost_note": result.get("cost_note"),
         "output_cut": len(shown) > OUTPUT_LIMIT,
         "live": run.state in LIVE_STATES,
         "events_url": f"/runs/{quote(run.id, safe='')}/events?after={last_seq or 0}",
