@@ -42,7 +42,7 @@ from runner.hooks import run_hooks
 from runner.materialise import Materialised, cleanup, materialise_skills
 from runner.pricing import Meter
 from runner.process import AgentStartError, ProcessOutcome, StopReason, supervise
-from runner.questions import prepare, question_file, read_question
+from runner.questions import prepare, question_file, read_question, with_question
 from runner.sandbox.bwrap import program_roots
 from runner.sandbox.confine import RunSandbox, Sandbox
 from runner.workspace import Workspace, Worktree
@@ -393,22 +393,7 @@ async def _run_agent(
         cancel_reason=run.cancellation.reason,
         cancel_class=run.cancellation.error_class,
     )
-    return _asked(outcome, read_question(asked)), parser, process.exit_code
-
-
-def _asked(outcome: Outcome, question: str | None) -> Outcome:
-    """An agent that left a question and ended on its own (finished or gave up) waits for
-    its answer; one stopped by a limit or a cancel keeps that outcome (its question may be
-    half written, and the limit is what the person must hear about)."""
-    if question is None or outcome.status not in (RunStatus.SUCCEEDED, RunStatus.AGENT_ERROR):
-        return outcome
-    return Outcome(
-        RunStatus.NEEDS_INPUT,
-        summary=outcome.summary,
-        error="the agent asked a question and waits for the answer",
-        error_class="needs_input",
-        question=question,
-    )
+    return with_question(outcome, read_question(asked)), parser, process.exit_code
 
 
 async def _finish(

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from runner.contract import QUESTION_LIMIT
+from runner.agents.base import Outcome
+from runner.contract import QUESTION_LIMIT, RunStatus
 
 _MARK = "\n[... the question was cut here]"
 
@@ -43,3 +44,18 @@ def read_question(path: Path) -> str | None:
     if len(text) > QUESTION_LIMIT:
         text = text[: QUESTION_LIMIT - len(_MARK)].rstrip() + _MARK
     return text
+
+
+def with_question(outcome: Outcome, question: str | None) -> Outcome:
+    """An agent that left a question and ended on its own (finished or gave up) waits for
+    its answer; one stopped by a limit or a cancel keeps that outcome (its question may be
+    half written, and the limit is what the person must hear about)."""
+    if question is None or outcome.status not in (RunStatus.SUCCEEDED, RunStatus.AGENT_ERROR):
+        return outcome
+    return Outcome(
+        RunStatus.NEEDS_INPUT,
+        summary=outcome.summary,
+        error="the agent asked a question and waits for the answer",
+        error_class="needs_input",
+        question=question,
+    )

@@ -23,6 +23,10 @@ class State(enum.StrEnum):
 
 
 LABEL_PREFIX = "openase/"
+# Carried while the agent waits for a person's answer (bot.engine.questions), beside the
+# state's status label.
+QUESTION_LABEL = f"{LABEL_PREFIX}needs-input"
+QUESTION_COLOR = "d876e3"
 
 TERMINAL: frozenset[str] = frozenset({State.DONE, State.CANCELED})
 # Only the engine enters these: each stands for something it started (a run, a merge).

@@ -188,6 +188,8 @@ class WorkflowLimits(_Model):
     stall_seconds: Seconds | None = None
     max_tokens: Count | None = None
     backoff_seconds: Seconds = 60  # retry n waits backoff_seconds * 2**(n-1)
+    # An agent's question no one has answered is reminded once after this long.
+    remind_after_seconds: Seconds = 24 * 3600
 
 
 _HOST = re.compile(r"(\*\.)?[A-Za-z0-9]([A-Za-z0-9.-]{0,252}[A-Za-z0-9])?(:[0-9]{1,5})?")

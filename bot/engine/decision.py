@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.config.repo import RepoConfig
-from bot.config.states import TERMINAL, State, label_color
+from bot.config.states import QUESTION_COLOR, QUESTION_LABEL, TERMINAL, State, label_color
 from bot.config.workflow import Workflow
 from bot.effects.kinds import EffectKind
 from bot.effects.notifications import Occurrence, TicketRef, notify
@@ -25,6 +25,7 @@ from bot.engine.tracker_tickets import (
     link_pull_request,
     publish_tracker,
     tracker_comment,
+    tracker_label,
 )
 from bot.errors import ConfigUnavailable
 from bot.tables.mirror import Ticket
@@ -116,13 +117,17 @@ class Decision:
         state changed, or `relabel`) its status label and its Projects card."""
         created = self.loaded.state is None
         row = await ensure_state(self.session, self.loaded, new_state)
-        old = row.state
+        old, was_waiting = row.state, row.needs_input
         run_id = changes.get("run_id", row.run_id)  # the run the change is about, for the log
         if run_id is None:
             run_id = row.run_id
         row.state = new_state
         for name, value in changes.items():
             setattr(row, name, value)
+        if row.needs_input and new_state != State.IN_PROGRESS:
+            # Answered, retried, canceled, merged: no run will read the question now.
+            row.needs_input, row.question, row.question_run_id = False, None, None
+            row.asked_at = row.reminded_at = None
         await stamp_moments(self.session, row, new_state)
         row.version += 1
         await self.session.flush()
@@ -131,6 +136,8 @@ class Decision:
         log.info("ticket_state", ticket_id=self.ticket.id, old=old, new=new_state, reason=reason)
         label = (created or old != new_state) if relabel is None else relabel
         await self.publish(label=label)
+        if was_waiting != row.needs_input:
+            await self._question_label(on=row.needs_input)
         if old != new_state:
             await self.notify_state(new_state, reason)
         return row
@@ -257,6 +264,39 @@ class Decision:
         )
         self.followups.outbox.add(inst)
 
+    async def _question_label(self, *, on: bool) -> None:
+        """Carry `openase/needs-input` while the agent waits for an answer, on the issue or
+        on its Linear or Jira issue."""
+        ticket, repo, row = self.ticket, self.loaded.repo, self.loaded.state
+        if repo is None or row is None:
+            return
+        add, remove = (QUESTION_LABEL, []) if on else (None, [QUESTION_LABEL])
+        key = revision_key(f"question-label:{ticket.id}", row.version)
+        if is_tracker(ticket):
+            lane = await tracker_label(
+                self.session, ticket, key=key, add=add, remove=remove, color=QUESTION_COLOR
+            )
+            self.followups.outbox.add(lane)
+            return
+        if ticket.number is None:
+            return
+        await add_effect(
+            self.session,
+            key=key,
+            kind=EffectKind.STATUS_LABEL,
+            payload={
+                "repo": repo.full_name,
+                "number": ticket.number,
+                "add": add,
+                "remove": remove,
+                "color": QUESTION_COLOR,
+                "description": "OpenASE: the agent asked a question and waits for the answer",
+            },
+            ticket_id=ticket.id,
+            installation_id=repo.installation_id,
+        )
+        self.followups.outbox.add(repo.installation_id)
+
     async def status_view(self) -> StatusView:
         """What the status comment says about the ticket now."""
         row = self.loaded.state
@@ -296,6 +336,7 @@ class Decision:
             held=row.held,
             note=row.waiting,
             checks=_checks(run),
+            question=row.question if row.needs_input else None,
         )
 
     async def comment(self, *, key: str, body: str) -> bool:

@@ -43,6 +43,7 @@ from bot.engine.context import Engine, Followups, load
 from bot.engine.decision import Decision
 from bot.engine.events import react
 from bot.engine.gate_progress import report_gating
+from bot.engine.questions import remind_waiting
 from bot.engine.results import finish_run, take_result
 from bot.engine.runs.dispatch import resend_queued
 from bot.engine.runs.spec import work_branch
@@ -120,6 +121,9 @@ async def engine_tick(ctx: dict[str, Any]) -> dict[str, int]:
     started = await dispatch_due(engine)
     actions = await resend_actions(engine)
     merges = await recheck_merges(engine) if ticks % MERGE_CHECK_EVERY == 0 else 0
+    reminded = await remind_waiting(engine)
+    for followups in reminded:
+        await carry_out(engine, followups)
     offline = await notice_offline_runners(engine)
     failing = await notice_failing_deliveries(engine) if ticks % ALERT_EVERY == 0 else 0
     counts = {
@@ -130,6 +134,7 @@ async def engine_tick(ctx: dict[str, Any]) -> dict[str, int]:
         "dispatched": started,
         "merge_checks": merges,
         "actions_resent": actions,
+        "questions_reminded": len(reminded),
         "runners_offline": offline,
         "deliveries_failing": failing,
     }

@@ -26,8 +26,10 @@ from bot.engine.blockers import backoff
 from bot.engine.commands.ask import ASK, answer
 from bot.engine.context import Engine, Followups, load
 from bot.engine.decision import Decision
+from bot.engine.questions import asked
 from bot.engine.runs.spec import GATES_ONLY_AGENT, work_branch
 from bot.engine.runs.tracking import HANDED_BACK, collect_events, fetch_result
+from bot.engine.status_comment import quoted
 from bot.engine.untrusted import fence
 from bot.errors import ConfigUnavailable
 from bot.tables.mirror import Ticket
@@ -176,6 +178,9 @@ async def _decide(decision: Decision, run: Run, result: RunResult | None) -> Non
         return
     workflow = config.workflow(run.workflow) if config is not None else None
     followups.dispatch_due = True  # a slot is free
+    if result is not None and result.status is RunStatus.NEEDS_INPUT and workflow is not None:
+        await asked(decision, workflow, run, result)
+        return
     if (
         result is not None
         and result.succeeded
@@ -370,6 +375,14 @@ async def _report_checks(decision: Decision, run: Run, result: RunResult, gates_
             },
         )
     ok = result.succeeded
+    conclusion, title = ("success", "Gates passed") if ok else ("failure", f"Run {result.status}")
+    summary = (result.summary or "")[:60_000] or "The agent finished and every gate passed."
+    if not ok:
+        summary = describe(result)[:60_000]
+    if result.status is RunStatus.NEEDS_INPUT:
+        # Not a failure: a person must act (GitHub shows "Action required" with the link).
+        conclusion, title = "action_required", "The agent asks a question"
+        summary = f"The agent waits for an answer on the ticket:\n\n{quoted(result.question or '')}"
     await _check_effect(
         decision,
         run_id=run.id,
@@ -381,11 +394,9 @@ async def _report_checks(decision: Decision, run: Run, result: RunResult, gates_
             "name": "openase",
             "external_id": f"{run.id}:openase",
             "status": "completed",
-            "conclusion": "success" if ok else "failure",
-            "title": "Gates passed" if ok else f"Run {result.status.value}",
-            "summary": describe(result)[:60_000]
-            if not ok
-            else (result.summary or "")[:60_000] or "The agent finished and every gate passed.",
+            "conclusion": conclusion,
+            "title": title,
+            "summary": summary[:60_000],
             "details_url": details,
         },
     )

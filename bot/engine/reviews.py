@@ -169,5 +169,6 @@ def _feedback(who: str, state: str, body: str, comments: list[tuple[str, str]]) 
         Untrusted(f"review comment by @{who} on {where}", text, limit=REVIEW_COMMENT_LIMIT)
         for where, text in comments
     ]
-    head = f"@{who} reviewed the pull request ({state.replace('_', ' ')})."
+    head = f"## Review feedback to address\n\n@{who} reviewed the pull request "
+    head += f"({state.replace('_', ' ')})."
     return f"{head}\n\n{untrusted(pieces)}" if pieces else f"{head} The review has no text."

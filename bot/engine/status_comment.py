@@ -3,6 +3,7 @@ view of the ticket. `bot.effects.github` adds the hidden marker and edits it in 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from bot.config.states import State
@@ -18,6 +19,12 @@ _HEADLINES: dict[str, str] = {
     State.CANCELED: "🚫 Canceled.",
     State.FAILED: "❌ Failed: every attempt is used up. A human decides what next (`/retry`).",
 }
+QUESTION_SHOWN = 4000  # characters of the question (the runner caps it at as many)
+ANSWER_HOW = (
+    "Reply with a comment to answer (someone with write access), or `/answer` and the "
+    "answer; the agent's session then goes on."
+)
+_MENTION = re.compile(r"@(?=[A-Za-z0-9])")
 # GitHub renders at most 65536 characters of a comment; the failure gets what is left.
 MAX_BODY = 60_000
 FAILURE_TAIL = 6_000
@@ -39,6 +46,7 @@ class StatusView:
     waiting_for: tuple[str, ...] = ()  # "acme/api#12": open blockers
     note: str | None = None  # e.g. why no machine took it
     checks: tuple[tuple[str, str], ...] = ()  # (check name, "passed" | "failed"), last run
+    question: str | None = None  # the agent's open question (it waits for the answer)
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -50,10 +58,21 @@ def _tail(text: str, limit: int) -> str:
     return "… (earlier output omitted)\n" + (cut[newline + 1 :] if newline >= 0 else cut)
 
 
+def quoted(text: str) -> str:
+    """The agent's words as a Markdown quote that pings no one (an agent steered by a
+    ticket into mentioning strangers must not get to)."""
+    safe = _MENTION.sub("@\u200b", text.strip())
+    return "\n".join(f"> {line}" if line.strip() else ">" for line in safe.splitlines())
+
+
 def render(view: StatusView) -> str:
     """Markdown for the status comment (without its marker)."""
     headline = _HEADLINES.get(view.state, f"➡️ In stage `{view.state}`.")
+    if view.question is not None:
+        headline = "❓ The agent asked a question and waits for the answer."
     lines = [f"**OpenASE** · {headline}"]
+    if view.question is not None:
+        lines += ["", quoted(view.question[:QUESTION_SHOWN]), "", ANSWER_HOW]
     if view.held:
         lines.append("")
         lines.append("⏸️ **On hold** (`/unhold` to continue).")

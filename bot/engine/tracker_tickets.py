@@ -195,6 +195,29 @@ async def publish_tracker(
     return lane(ticket)
 
 
+async def tracker_label(
+    session: AsyncSession,
+    ticket: Ticket,
+    *,
+    key: str,
+    add: str | None,
+    remove: list[str],
+    color: str,
+) -> int:
+    """Add the label `add` to the tracker issue, or take those in `remove` off (idempotent
+    by `key`); returns the lane."""
+    linear = ticket.source == LINEAR
+    await add_effect(
+        session,
+        key=key,
+        kind=TrackerEffect.LINEAR_LABELS if linear else TrackerEffect.JIRA_LABELS,
+        payload=_issue_fields(ticket) | {"add": add, "remove": remove, "color": color},
+        ticket_id=ticket.id,
+        installation_id=lane(ticket),
+    )
+    return lane(ticket)
+
+
 async def tracker_comment(session: AsyncSession, ticket: Ticket, *, key: str, body: str) -> bool:
     """A one-off comment on the tracker issue (idempotent by `key`)."""
     linear = ticket.source == LINEAR

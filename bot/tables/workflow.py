@@ -40,6 +40,7 @@ class TicketState(Timestamped, Base):
         # The board: each column's newest cards (bot.web.board).
         Index("ix_ticket_states_state_updated_at", "state", "updated_at", "ticket_id"),
         Index("ix_ticket_states_done_at", "done_at"),
+        Index("ix_ticket_states_asked_at", "asked_at", postgresql_where=text("needs_input")),
     )
 
     ticket_id: Mapped[int] = mapped_column(
@@ -51,7 +52,13 @@ class TicketState(Timestamped, Base):
     workflow: Mapped[str | None] = mapped_column(String(64))
     attempt: Mapped[int] = mapped_column(Integer, default=0)  # attempts in this stage
     held: Mapped[bool] = mapped_column(Boolean, default=False)  # /hold
+    # The agent asked a person (bot.engine.questions): the ticket stays in_progress with no
+    # run, out of the concurrency count, until an answer sends it back with the question.
     needs_input: Mapped[bool] = mapped_column(Boolean, default=False)
+    question: Mapped[str | None] = mapped_column(Text)  # the open question, as it was asked
+    question_run_id: Mapped[str | None] = mapped_column(String(128))  # the run that asked
+    asked_at: Mapped[datetime | None]
+    reminded_at: Mapped[datetime | None]  # the one reminder of an unanswered question
     approved: Mapped[bool] = mapped_column(Boolean, default=False)  # /approve or a review
     next_attempt_at: Mapped[datetime | None]  # backoff after a failed attempt
     run_id: Mapped[str | None] = mapped_column(String(128))  # the run in flight

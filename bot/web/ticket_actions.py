@@ -1,5 +1,5 @@
-"""`POST /tickets/{id}/actions`: Run, Retry, Cancel, Hold, Unhold, Approve, Pin harness and
-Ask, pressed on a ticket's (or its run's) page.
+"""`POST /tickets/{id}/actions`: Run, Retry, Cancel, Hold, Unhold, Approve, Answer, Pin
+harness and Ask, pressed on a ticket's (or its run's) page.
 
 The form is checked here (signed in, CSRF token, a known action, its field well formed);
 the action is stored as a `ticket_actions` row and enqueued for the control worker, which
@@ -45,12 +45,18 @@ log = structlog.get_logger(__name__)
 
 WAIT_SECONDS = 5.0  # how long the POST waits for the control worker's outcome
 POLL_SECONDS = 0.1
-TEXT_LIMIT = 4_000  # characters of Retry guidance or an Ask question
+TEXT_LIMIT = 4_000  # characters of Retry guidance, an Ask question or an Answer
 _NONCE = re.compile(r"[A-Za-z0-9_-]{16,64}")
 _WORKFLOW = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 # The form field each action's argument comes from (the others take none).
-FIELDS = {"run": "workflow", "retry": "guidance", "harness": "harness", "ask": "question"}
+FIELDS = {
+    "run": "workflow",
+    "retry": "guidance",
+    "harness": "harness",
+    "ask": "question",
+    "answer": "answer",
+}
 
 
 def nonces() -> dict[str, str]:
@@ -66,10 +72,12 @@ def _argument(request: Request, action: str, form: dict[str, str]) -> str:
         raise bad_request(
             request, "workflow: a workflow's name (letters, digits, . _ -); empty for the default."
         )
-    if action in ("retry", "ask") and len(value) > TEXT_LIMIT:
+    if action in ("retry", "ask", "answer") and len(value) > TEXT_LIMIT:
         raise bad_request(request, f"{field}: at most {TEXT_LIMIT} characters ({len(value)} sent).")
     if action == "ask" and not value:
         raise bad_request(request, "question: write the question to ask the agent.")
+    if action == "answer" and not value:
+        raise bad_request(request, "answer: write the answer to the agent's question.")
     if action == "harness":
         try:
             HarnessPin.parse(value)

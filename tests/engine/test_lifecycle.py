@@ -450,7 +450,12 @@ async def test_a_repository_without_config_gets_the_default_workflow(open_world:
         (run,) = await w.runs(13)
         assert run.workflow == "coder"
         assert run.spec["harness"]["name"] == "coder"
-        assert [skill["name"] for skill in run.spec["skills"]] == ["run-tests", "commit-message"]
+        # The workflow's default skills, and the built-in every run gets.
+        assert [skill["name"] for skill in run.spec["skills"]] == [
+            "run-tests",
+            "commit-message",
+            "ask-a-human",
+        ]
 
 
 async def test_a_config_github_will_not_serve_is_waited_for_never_defaulted(

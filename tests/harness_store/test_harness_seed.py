@@ -17,7 +17,7 @@ from harness_store.seed import AUTHOR, MESSAGE, seed_builtins
 from harness_store.skills import parse_front_matter, validate_skill
 
 HARNESSES = ["coder", "docs", "reviewer", "tester"]
-SKILLS = ["commit-message", "run-tests", "summarize-change"]
+SKILLS = ["ask-a-human", "commit-message", "run-tests", "summarize-change"]
 TICKET = TicketVars(
     key="octo/hello#12",
     number=12,

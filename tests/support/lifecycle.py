@@ -74,6 +74,15 @@ AGENT = textwrap.dedent(
                 print("the proxy said", proxy.recv(200).decode(errors="replace").split("\\r")[0])
         except OSError as error:
             print("no proxy:", error)
+    answered = "The answer to your question" in prompt
+    if "[ask]" in prompt and not answered:  # the ask-a-human skill: ask, keep the draft, stop
+        (work / "DRAFT").write_text("half done\\n")
+        asked = pathlib.Path(os.environ["OPENASE_QUESTION_FILE"])
+        asked.write_text("Which colour should the button be, @bob: red or blue?\\n")
+        print("I need to know the colour first")
+        sys.exit(0)
+    if answered:
+        (work / "ANSWER").write_text(prompt.split("The answer to your question", 1)[1])
     (work / "attempts.txt").open("a").write("attempt\\n")
     passes = not ("[never-pass]" in prompt or ("[fail-first]" in prompt and not retried))
     if passes:

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from adapters.base import CommentCreated, TicketInfo
 from bot.config.routes import tracker_identities
 from bot.engine.access import Actor
+from bot.engine.commands.answers import answer_from_comment
 from bot.engine.commands.registry import Commands
 from bot.engine.commands.run import Source, run_commands
 from bot.engine.context import BOT, Engine, Loaded
@@ -25,9 +26,12 @@ async def commented(r: Reacting, event: CommentCreated, commands: Commands) -> N
     """A new comment's commands, on the issue itself or on its PR's conversation."""
     session, engine = r.session, r.engine
     comment = event.comment
-    if not comment.body or "/" not in comment.body:
+    if not comment.body:
         return
     ticket_ids = await _tickets_commented(session, event.ticket)
+    commanding = "/" in comment.body
+    if not commanding:  # no commands: of interest only as an answer the agent waits for
+        ticket_ids = await _waiting_for_answer(session, ticket_ids)
     author = Actor(comment.author_login or "ghost", comment.author_type)
     wanted = any(line.strip().startswith("/run") for line in comment.body.splitlines())
     for ticket_id in ticket_ids:
@@ -53,7 +57,10 @@ async def commented(r: Reacting, event: CommentCreated, commands: Commands) -> N
             source = Source(
                 comment.body, author, _int(comment.external_id), f"c{comment.external_id}"
             )
-        await run_commands(r, loaded, source, commands)
+        ran = await run_commands(r, loaded, source, commands) if commanding else 0
+        if not ran:
+            # While the agent waits, a writer's plain comment is the answer it waits for.
+            await answer_from_comment(r, loaded, source)
 
 
 async def body_commands(r: Reacting, loaded: Loaded, info: TicketInfo, commands: Commands) -> None:
@@ -125,6 +132,17 @@ async def _tickets_commented(session: AsyncSession, info: TicketInfo) -> list[in
     if prs:
         return list(prs)
     return [own] if own is not None else []
+
+
+async def _waiting_for_answer(session: AsyncSession, ticket_ids: list[int]) -> list[int]:
+    if not ticket_ids:
+        return []
+    waiting = await session.scalars(
+        select(TicketState.ticket_id).where(
+            TicketState.ticket_id.in_(ticket_ids), TicketState.needs_input.is_(True)
+        )
+    )
+    return list(waiting.all())
 
 
 def _int(text: str) -> int | None:

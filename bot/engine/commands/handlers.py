@@ -6,6 +6,7 @@ from __future__ import annotations
 from bot.config.states import TERMINAL, State
 from bot.config.workflow import INTAKE_STATES, HarnessPin, Workflow
 from bot.engine.access import Level
+from bot.engine.commands.answers import ANSWER, answer
 from bot.engine.commands.ask import start_ask
 from bot.engine.commands.registry import Context, Outcome, Spec
 from bot.engine.status_comment import render
@@ -56,7 +57,7 @@ async def retry(context: Context) -> Outcome:
     row, flow = context.loaded.state, _flow(context)
     if row is None or flow is None:
         return Outcome(False, "this ticket has not run yet; use `/run`.")
-    if row.state in BUSY:
+    if row.state in BUSY and not row.needs_input:
         return Outcome(False, f"the ticket is `{row.state}` right now; `/cancel` it first.")
     if row.state == State.DONE:
         return Outcome(False, "the ticket is done; reopen it and `/run` it to start over.")
@@ -64,7 +65,12 @@ async def retry(context: Context) -> Outcome:
     await context.decision.send_back(
         flow,
         reason=f"/retry by {context.actor.mention}",
-        feedback=f"{context.actor.mention} asked for a retry:\n\n{guidance}" if guidance else None,
+        feedback=(
+            f"## Guidance for this attempt\n\n{context.actor.mention} asked for a retry:"
+            f"\n\n{guidance}"
+            if guidance
+            else None
+        ),
     )
     return Outcome(True)
 
@@ -229,6 +235,14 @@ SPECS: tuple[Spec, ...] = (
         Level.WRITE,
         "required",
         handler=harness,
+    ),
+    Spec(
+        ANSWER,
+        "/answer TEXT",
+        "answer the agent's question; its session goes on (a plain comment works too)",
+        Level.WRITE,
+        "required",
+        handler=answer,
     ),
     Spec(
         "ask",

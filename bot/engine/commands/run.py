@@ -53,23 +53,16 @@ async def run_commands(r: Reacting, loaded: Loaded, source: Source, commands: Co
     found = [parsed for parsed in parse_commands(source.body) if parsed.name in commands]
     if not found or loaded.repo is None or loaded.repo.installation_id is None:
         return 0
-    repo, installation, engine = loaded.repo, loaded.repo.installation_id, r.engine
-    config = (await engine.config_of(repo)).config
-    decision = Decision(r.session, engine, loaded, config, r.followups)
+    config = (await r.engine.config_of(loaded.repo)).config
+    decision = Decision(r.session, r.engine, loaded, config, r.followups)
     if source.author.kind == BOT:
         # Bots (ours included) are not answered at all, so two bots never talk in circles;
         # one listed under `commands.<name>.users` may use that command.
         found = [parsed for parsed in found if _listed(config, parsed.name, source.author)]
         if not found:
             return 0
-    permissions: PermissionSource = GitHubPermissions(
-        engine.github, repo.full_name, installation, cache=engine.permissions
-    )
-    if is_tracker(loaded.ticket):
-        permissions = TrackerPermissions(
-            permissions, mapped=source.mapped, allow_all=source.allow_all
-        )
-    await _react(decision, source, "eyes")
+    permissions = permissions_for(decision, source)
+    await react(decision, source, "eyes")
     for parsed in found:
         spec = commands.get(parsed.name)
         assert spec is not None  # found holds known commands only
@@ -80,11 +73,28 @@ async def run_commands(r: Reacting, loaded: Loaded, source: Source, commands: Co
             outcome, reaction = await carry_out_command(
                 decision, source.author, parsed, spec, permissions, commands, hint=hint
             )
-        await _react(decision, source, reaction)
+        await react(decision, source, reaction)
         if outcome.reply:
             await _reply(decision, source, parsed, outcome.reply)
         log.info("command", name=parsed.name, done=outcome.done, actor=source.author.login)
     return len(found)
+
+
+def permissions_for(decision: Decision, source: Source) -> PermissionSource:
+    """Who may do what, asked of GitHub for the ticket's repository (a tracker's user: as
+    the control config maps them)."""
+    engine, loaded = decision.engine, decision.loaded
+    repo = loaded.repo
+    assert repo is not None  # checked by the callers
+    assert repo.installation_id is not None
+    permissions: PermissionSource = GitHubPermissions(
+        engine.github, repo.full_name, repo.installation_id, cache=engine.permissions
+    )
+    if is_tracker(loaded.ticket):
+        permissions = TrackerPermissions(
+            permissions, mapped=source.mapped, allow_all=source.allow_all
+        )
+    return permissions
 
 
 def _listed(config: RepoConfig | None, name: str, actor: Actor) -> bool:
@@ -127,7 +137,8 @@ async def carry_out_command(
     return outcome, "rocket" if outcome.done else "confused"
 
 
-async def _react(decision: Decision, source: Source, content: str) -> None:
+async def react(decision: Decision, source: Source, content: str) -> None:
+    """Acknowledge the comment (or issue body) with a reaction, once per `content`."""
     session, loaded, followups = decision.session, decision.loaded, decision.followups
     repo = loaded.repo
     assert repo is not None

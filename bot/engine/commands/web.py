@@ -40,6 +40,7 @@ BUTTONS = {
     "hold": "Hold",
     "unhold": "Unhold",
     "approve": "Approve",
+    "answer": "Answer",
     "harness": "Pin harness",
     "ask": "Ask",
 }

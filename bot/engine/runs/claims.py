@@ -63,8 +63,11 @@ async def lock_claims(session: AsyncSession, repository_id: int | None, workflow
 def _in_progress(
     workflow: str | None = None, repository_id: int | None = None
 ) -> ScalarSelect[int]:
+    # A ticket waiting for a person's answer has no run: it holds no slot meanwhile.
     query = (
-        select(func.count()).select_from(TicketState).where(TicketState.state == State.IN_PROGRESS)
+        select(func.count())
+        .select_from(TicketState)
+        .where(TicketState.state == State.IN_PROGRESS, TicketState.needs_input.is_(False))
     )
     if workflow is not None:
         query = query.where(TicketState.workflow == workflow)

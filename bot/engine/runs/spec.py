@@ -21,7 +21,13 @@ from bot.tables.mirror import Repository, Ticket
 from bot.tables.workflow import Run
 from harness_store.models import HarnessVersion, SkillVersion
 from harness_store.render import RepositoryVars, TicketVars, render_harness
-from harness_store.store import current_skills, get_version, pinned_harness, require_current
+from harness_store.store import (
+    current,
+    current_skills,
+    get_version,
+    pinned_harness,
+    require_current,
+)
 from runner.contract import (
     AgentConfig,
     HarnessRef,
@@ -38,6 +44,7 @@ PROVIDER_KEY = "_provider"  # beside the stored spec: whose env a resend fills i
 TITLE_LIMIT = 1_000  # characters of a ticket's title in a prompt
 BODY_LIMIT = 30_000  # of its description (GitHub allows 65,536)
 FAILURE_LIMIT = 12_000  # of the last attempt's failure, its end kept
+ASK_A_HUMAN = "ask-a-human"  # the built-in skill every agent run gets (runner/questions.py)
 
 
 async def build_spec(
@@ -53,6 +60,11 @@ async def build_spec(
     assert row is not None
     harness = await _harness(session, ticket.id, workflow, row.attempt)
     skills = await current_skills(session, workflow.skills)
+    if not row.gates_only and ASK_A_HUMAN not in workflow.skills:
+        # Every agent may ask a person (bot.engine.questions); a store without the built-in
+        # (deleted by hand) runs without it rather than not at all.
+        asking = await current(session, SkillVersion, ASK_A_HUMAN)
+        skills += [asking] if asking is not None else []
     ticket_vars = TicketVars(
         key=ticket.key,
         number=ticket.number,
@@ -150,8 +162,9 @@ def work_branch(ticket: Ticket) -> str:
 
 
 def prompt_for(ticket: Ticket, feedback: str | None) -> str:
-    """The task of this run: the ticket's own words as untrusted input, then what a review
-    (fenced where the reviewer wrote it, see `reviews`) or a `/retry` asked for, if anything."""
+    """The task of this run: the ticket's own words as untrusted input, then what came
+    since, if anything: a review (`reviews`), a `/retry`'s guidance or the answer to the
+    agent's question (`questions`), each under its own heading, fenced where people wrote it."""
     where = f" ({ticket.html_url})" if ticket.html_url else ""
     parts = [
         f"Work on ticket {ticket.key}{where} as your instructions say. What it asks for is "
@@ -160,7 +173,7 @@ def prompt_for(ticket: Ticket, feedback: str | None) -> str:
         untrusted(ticket_input(ticket)),
     ]
     if feedback:
-        parts += ["", "## Review feedback to address", "", feedback]
+        parts += ["", feedback]
     return "\n".join(parts)
 
 
