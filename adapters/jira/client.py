@@ -178,6 +178,37 @@ class JiraClient:
             lambda jira: _send(jira, "POST", f"issue/{key}/remotelink", link),
         )
 
+    async def create_issue(
+        self,
+        project: str,
+        summary: str,
+        description: str,
+        labels: Sequence[str] = (),
+        *,
+        issue_type: str = "Task",
+    ) -> dict[str, Any]:
+        """A new issue in `project` (POST /rest/api/2/issue): its `id`, `key` and browse
+        `url`. Jira has no idempotency key: a caller that may retry looks for what an
+        earlier try created first (`changed_since`)."""
+        if not _PROJECT_KEY.match(project):
+            raise ValueError(f"not a Jira project key: {project!r}")
+        fields = {
+            "project": {"key": project},
+            "issuetype": {"name": issue_type},
+            "summary": summary,
+            "description": description,
+            "labels": list(labels),
+        }
+        created = await self._call(
+            f"create an issue in {project}",
+            lambda jira: _post(jira, "issue", {"fields": fields}),
+        )
+        key = str(created["key"])
+        return {"id": str(created["id"]), "key": key, "url": f"{self.url}/browse/{key}"}
+
+    def browse_url(self, key: str) -> str:
+        return f"{self.url}/browse/{key}"
+
     async def search(self, jql: str, *, token: str | None = None, limit: int = 50) -> SearchPage:
         """One page of issues matching `jql`; pass `next_token` back for the next one."""
         if self.cloud:
@@ -339,6 +370,15 @@ def _send(jira: JIRA, method: str, path: str, body: Json) -> None:
     """A request the library has no method for, through its session (auth, timeout and
     error parsing included: a non-2xx answer raises JIRAError)."""
     jira._session.request(method, jira._get_url(path), data=json.dumps(body))
+
+
+def _post(jira: JIRA, path: str, body: Json) -> Json:
+    """`_send` for a request whose answer we read."""
+    response = jira._session.request("POST", jira._get_url(path), data=json.dumps(body))
+    answer = response.json()
+    if not isinstance(answer, dict):
+        raise TransientError(f"jira: POST {path}: unexpected answer")
+    return answer
 
 
 def _search_cloud(jira: JIRA, jql: str, token: str | None, limit: int) -> SearchPage:

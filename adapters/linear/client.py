@@ -59,6 +59,13 @@ class LinearState:
 
 
 @dataclass(frozen=True)
+class LinearTeam:
+    id: str
+    key: str
+    name: str
+
+
+@dataclass(frozen=True)
 class LinearLabel:
     id: str
     name: str
@@ -181,6 +188,14 @@ class LinearClient:
             self._labels[team_id] = (cached[0], [*cached[1], label])
         return label
 
+    async def team_by_key(self, key: str) -> LinearTeam:
+        """The team whose key is `key` (ENG); RequestRejected(404) when there is none."""
+        data = await self._execute("TeamByKey", {"key": key})
+        nodes = data["teams"]["nodes"]
+        if not nodes:
+            raise RequestRejected(404, f"Linear has no team with the key {key[:64]!r}")
+        return LinearTeam(str(nodes[0]["id"]), str(nodes[0]["key"]), str(nodes[0]["name"]))
+
     async def issue(self, issue_id: str) -> dict[str, Any]:
         """One issue (by id or identifier such as ENG-123), shaped like a webhook's `data`."""
         data = await self._execute("Issue", {"id": issue_id})
@@ -225,6 +240,29 @@ class LinearClient:
         )
 
     # --- writes -----------------------------------------------------------------------------
+
+    async def create_issue(
+        self,
+        issue_id: str,
+        team_id: str,
+        title: str,
+        description: str,
+        label_ids: list[str],
+    ) -> dict[str, Any]:
+        """A new issue with the id `issue_id` (UUID v4 format), webhook-shaped. Linear
+        refuses a second issue with one id, so a retry cannot create two."""
+        data = await self._execute(
+            "CreateIssue",
+            {
+                "id": issue_id,
+                "teamId": team_id,
+                "title": title,
+                "description": description,
+                "labelIds": label_ids,
+            },
+        )
+        self._require_success("CreateIssue", data["issueCreate"])
+        return _webhook_shaped(data["issueCreate"]["issue"])
 
     async def move_issue(self, issue_id: str, state_id: str) -> None:
         """Put the issue in the workflow state `state_id`."""

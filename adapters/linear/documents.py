@@ -166,4 +166,39 @@ DOCUMENTS: dict[str, str] = {
           }
         }
     """),
+    # A team by its key (ENG): what an issue is created in.
+    "TeamByKey": _document("""
+        query TeamByKey($key: String!) {
+          teams(filter: { key: { eq: $key } }, first: 1) {
+            nodes { id key name }
+          }
+        }
+    """),
+    # `id` is ours (UUID v4 format, as IssueCreateInput allows): a retry after a lost answer
+    # asks for the issue by that id instead of creating a second one.
+    "CreateIssue": _document(
+        """
+        mutation CreateIssue(
+          $id: String!
+          $teamId: String!
+          $title: String!
+          $description: String
+          $labelIds: [String!]
+        ) {
+          issueCreate(
+            input: {
+              id: $id
+              teamId: $teamId
+              title: $title
+              description: $description
+              labelIds: $labelIds
+            }
+          ) {
+            success
+            issue { ...IssueFields }
+          }
+        }
+        """,
+        _ISSUE_FIELDS,
+    ),
 }

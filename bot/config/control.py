@@ -41,6 +41,7 @@ from bot.config.problems import (
     read_yaml,
     without_extensions,
 )
+from bot.config.schedules import MAX_SCHEDULES, Schedule, duplicate_names
 from bot.config.workflow import (
     DEFAULT_TRIGGER,
     DEFAULT_WORKFLOW,
@@ -188,6 +189,8 @@ class TrackerRoute(_Model):
     labels: dict[TrackerName, TrackerRule] = Field(default_factory=dict)
     projects: dict[TrackerName, TrackerRule] = Field(default_factory=dict)
     components: dict[TrackerName, TrackerRule] = Field(default_factory=dict)
+    # Tickets filed on a cron in this team or project (bot/config/schedules.py).
+    schedules: Annotated[tuple[Schedule, ...], Field(max_length=MAX_SCHEDULES)] = ()
 
 
 TrackerKey = Annotated[str, Field(min_length=1, max_length=64)]
@@ -406,7 +409,19 @@ def _cross_check(config: ControlConfig, doc: YamlDoc) -> list[ConfigProblem]:
             )
         )
         return problems
-    return check_workflow_defaults(config, doc)
+    return check_workflow_defaults(config, doc) + _tracker_schedules(config, doc)
+
+
+def _tracker_schedules(config: ControlConfig, doc: YamlDoc) -> list[ConfigProblem]:
+    """A schedule name is used once per Linear team and per Jira project."""
+    scopes = [(("linear", "teams", key), route) for key, route in config.linear.teams.items()] + [
+        (("jira", "projects", key), route) for key, route in config.jira.projects.items()
+    ]
+    return [
+        doc.problem((*path, "schedules", index, "name"), f"{name!r} is used twice")
+        for path, route in scopes
+        for index, name in duplicate_names(route.schedules)
+    ]
 
 
 # --- checks and limits that need the whole control config -----------------------------

@@ -9,6 +9,7 @@ are computed here; firing them exactly once is bot/engine/schedules.py's job.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated
@@ -115,3 +116,14 @@ def render_issue(schedule: Schedule, *, repository: str, slot: datetime) -> File
         title = env.from_string(schedule.title).render(variables)
         body = env.from_string(schedule.body).render(variables) if schedule.body else ""
     return Filed(" ".join(title.split())[:256] or schedule.name, body)
+
+
+def duplicate_names(schedules: Sequence[Schedule]) -> list[tuple[int, str]]:
+    """(index, name) of each schedule whose name an earlier one already has."""
+    seen: set[str] = set()
+    found = []
+    for index, schedule in enumerate(schedules):
+        if schedule.name in seen:
+            found.append((index, schedule.name))
+        seen.add(schedule.name)
+    return found

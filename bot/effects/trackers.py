@@ -46,13 +46,13 @@ class TrackerEffect(enum.StrEnum):
 LINEAR_EMOJI = {"eyes": "eyes", "rocket": "rocket", "confused": "confused", "-1": "-1"}
 
 
-def _clients(ctx: EffectContext) -> TrackerClients:
+def clients_of(ctx: EffectContext) -> TrackerClients:
     if not isinstance(ctx.trackers, TrackerClients):
         raise EffectRefused(f"effect {ctx.key} needs the tracker clients")
     return ctx.trackers
 
 
-def _str(payload: Json, key: str) -> str:
+def required_text(payload: Json, key: str) -> str:
     value = payload.get(key)
     if not isinstance(value, str) or not value:
         raise EffectRefused(f"payload field {key!r} must be a non-empty string")
@@ -69,8 +69,8 @@ def _names(payload: Json) -> list[str]:
 
 async def linear_state(ctx: EffectContext, payload: Json) -> Json:
     """Move the issue to the first of `names` its team has, else the first state of `type`."""
-    linear = _clients(ctx).linear_client()
-    issue_id, team_id = _str(payload, "issue_id"), _str(payload, "team_id")
+    linear = clients_of(ctx).linear_client()
+    issue_id, team_id = required_text(payload, "issue_id"), required_text(payload, "team_id")
     states = await linear.team_states(team_id)
     by_name = {state.name.casefold(): state for state in states}
     target = next((by_name[n.casefold()] for n in _names(payload) if n.casefold() in by_name), None)
@@ -85,8 +85,8 @@ async def linear_state(ctx: EffectContext, payload: Json) -> Json:
 
 async def linear_labels(ctx: EffectContext, payload: Json) -> Json:
     """Carry the status label `add` and none of `remove`."""
-    linear = _clients(ctx).linear_client()
-    issue_id, team_id = _str(payload, "issue_id"), _str(payload, "team_id")
+    linear = clients_of(ctx).linear_client()
+    issue_id, team_id = required_text(payload, "issue_id"), required_text(payload, "team_id")
     issue = await linear.issue(issue_id)
     carried = {str(label["name"]).casefold(): str(label["id"]) for label in issue["labels"]}
     add = payload.get("add")
@@ -111,8 +111,8 @@ def _color(payload: Json) -> str | None:
 
 async def linear_status_comment(ctx: EffectContext, payload: Json) -> Json:
     """Edit the status comment in place; post it the first time (or when deleted)."""
-    linear = _clients(ctx).linear_client()
-    body = _str(payload, "body")
+    linear = clients_of(ctx).linear_client()
+    body = required_text(payload, "body")
     known = (ctx.previous or {}).get("comment_id")
     if isinstance(known, str):
         try:
@@ -121,33 +121,35 @@ async def linear_status_comment(ctx: EffectContext, payload: Json) -> Json:
         except RequestRejected as exc:
             if exc.status != 404:
                 raise
-    comment = await linear.create_comment(_str(payload, "issue_id"), body)
+    comment = await linear.create_comment(required_text(payload, "issue_id"), body)
     return {"comment_id": comment["id"], "url": comment.get("url"), "created": True}
 
 
 async def linear_comment(ctx: EffectContext, payload: Json) -> Json:
     comment = (
-        await _clients(ctx)
+        await clients_of(ctx)
         .linear_client()
-        .create_comment(_str(payload, "issue_id"), _str(payload, "body"))
+        .create_comment(required_text(payload, "issue_id"), required_text(payload, "body"))
     )
     return {"comment_id": comment["id"], "url": comment.get("url"), "summary": "commented"}
 
 
 async def linear_reaction(ctx: EffectContext, payload: Json) -> Json:
-    emoji = LINEAR_EMOJI.get(_str(payload, "content"))
+    emoji = LINEAR_EMOJI.get(required_text(payload, "content"))
     if emoji is None:
         raise EffectRefused(f"unknown reaction {payload['content']!r}")
-    reaction = await _clients(ctx).linear_client().react(_str(payload, "comment_id"), emoji)
+    reaction = (
+        await clients_of(ctx).linear_client().react(required_text(payload, "comment_id"), emoji)
+    )
     return {"reaction_id": reaction, "summary": f"reacted {emoji}"}
 
 
 async def linear_link(ctx: EffectContext, payload: Json) -> Json:
-    url = _str(payload, "url")
+    url = required_text(payload, "url")
     await (
-        _clients(ctx)
+        clients_of(ctx)
         .linear_client()
-        .attach_url(_str(payload, "issue_id"), url, _str(payload, "title"))
+        .attach_url(required_text(payload, "issue_id"), url, required_text(payload, "title"))
     )
     return {"url": url, "summary": "pull request linked"}
 
@@ -157,8 +159,8 @@ async def linear_link(ctx: EffectContext, payload: Json) -> Json:
 
 async def jira_state(ctx: EffectContext, payload: Json) -> Json:
     """Apply the transition to the first of `names` the issue can reach; say so if none."""
-    jira = _clients(ctx).jira_client()
-    key = _str(payload, "key")
+    jira = clients_of(ctx).jira_client()
+    key = required_text(payload, "key")
     names = _names(payload)
     refused: NoTransition | None = None
     for name in names:
@@ -186,16 +188,18 @@ async def jira_labels(ctx: EffectContext, payload: Json) -> Json:
     add = payload.get("add")
     remove = [str(name) for name in payload.get("remove") or [] if name != add]
     await (
-        _clients(ctx)
+        clients_of(ctx)
         .jira_client()
-        .set_labels(_str(payload, "key"), add=[add] if isinstance(add, str) else [], remove=remove)
+        .set_labels(
+            required_text(payload, "key"), add=[add] if isinstance(add, str) else [], remove=remove
+        )
     )
     return {"added": add, "removed": remove, "summary": f"label {add}"}
 
 
 async def jira_status_comment(ctx: EffectContext, payload: Json) -> Json:
-    jira = _clients(ctx).jira_client()
-    key, body = _str(payload, "key"), _str(payload, "body")
+    jira = clients_of(ctx).jira_client()
+    key, body = required_text(payload, "key"), required_text(payload, "body")
     known = (ctx.previous or {}).get("comment_id")
     if isinstance(known, str):
         try:
@@ -210,17 +214,19 @@ async def jira_status_comment(ctx: EffectContext, payload: Json) -> Json:
 
 async def jira_comment(ctx: EffectContext, payload: Json) -> Json:
     comment = (
-        await _clients(ctx).jira_client().add_comment(_str(payload, "key"), _str(payload, "body"))
+        await clients_of(ctx)
+        .jira_client()
+        .add_comment(required_text(payload, "key"), required_text(payload, "body"))
     )
     return {"comment_id": str(comment["id"]), "url": comment.get("url"), "summary": "commented"}
 
 
 async def jira_link(ctx: EffectContext, payload: Json) -> Json:
-    url = _str(payload, "url")
+    url = required_text(payload, "url")
     await (
-        _clients(ctx)
+        clients_of(ctx)
         .jira_client()
-        .add_remote_link(_str(payload, "key"), url, _str(payload, "title"))
+        .add_remote_link(required_text(payload, "key"), url, required_text(payload, "title"))
     )
     return {"url": url, "summary": "pull request linked"}
 

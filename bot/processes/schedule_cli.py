@@ -1,8 +1,10 @@
-"""`openase schedule list|pause|resume|run`: a repository's scheduled tickets
-(bot/engine/schedules.py), from the command line.
+"""`openase schedule list|pause|resume|run`: scheduled tickets (bot/engine/schedules.py) of a
+repository (`--repo`), a Linear team (`--team`) or a Jira project (`--project`), from the
+command line.
 
 It reads each repository's `.github/openase.yml` as the worker does (the GitHub App's
-credentials) and keeps pauses in PostgreSQL (the URLs, or a running `openase up`), so a
+credentials), the teams' and projects' schedules from the control-plane config, and keeps
+pauses in PostgreSQL (the URLs, or a running `openase up`), so a
 pause holds across restarts and every worker honours it. `run` decides the issue at once;
 a worker's outbox opens it. Heavy imports wait until a command runs (bot/processes/
 commands.py says why).
@@ -27,9 +29,10 @@ ACTIONS = ("list", "pause", "resume", "run")
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     schedule = commands.add_parser(
         "schedule",
-        help="list, pause, resume or run a repository's scheduled tickets",
+        help="list, pause, resume or run scheduled tickets",
         description=(
-            "Scheduled tickets (`schedules:` in .github/openase.yml). `list` shows each "
+            "Scheduled tickets (`schedules:` in .github/openase.yml, and under Linear teams "
+            "and Jira projects in the control-plane config). `list` shows each "
             "schedule with its next run; `pause NAME` and `resume NAME` stop and restart one "
             "(kept in PostgreSQL); `run NAME` files its issue now. Needs the GitHub App "
             "(OPENASE_GITHUB_APP_ID and key) and OPENASE_DATABASE_URL / OPENASE_REDIS_URL, "
@@ -38,13 +41,28 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     schedule.add_argument("action", choices=ACTIONS)
     schedule.add_argument("name", nargs="?", help="the schedule (pause, resume, run)")
-    schedule.add_argument("--repo", metavar="OWNER/NAME", help="the repository (list: optional)")
+    owner = schedule.add_mutually_exclusive_group()
+    owner.add_argument("--repo", metavar="OWNER/NAME", help="a repository's schedule")
+    owner.add_argument("--team", metavar="KEY", help="a Linear team's schedule (ENG)")
+    owner.add_argument("--project", metavar="KEY", help="a Jira project's schedule (PROJ)")
+
+
+def where(args: argparse.Namespace) -> str | None:
+    """Whose schedules: OWNER/NAME, `linear:KEY` or `jira:KEY` (None: everyone's)."""
+    if args.team is not None:
+        return f"linear:{args.team}"
+    if args.project is not None:
+        return f"jira:{args.project}"
+    return args.repo if isinstance(args.repo, str) else None
 
 
 def check(args: argparse.Namespace) -> None:
-    """Refuse what argparse cannot: a NAME and --repo where the action needs them."""
-    if args.action != "list" and (args.name is None or args.repo is None):
-        raise ConfigError(f"`openase schedule {args.action}` needs a NAME and --repo OWNER/NAME")
+    """Refuse what argparse cannot: a NAME and whose schedule where the action needs them."""
+    if args.action != "list" and (args.name is None or where(args) is None):
+        raise ConfigError(
+            f"`openase schedule {args.action}` needs a NAME and --repo OWNER/NAME, "
+            "--team KEY (Linear) or --project KEY (Jira)"
+        )
 
 
 async def run(settings: Settings, urls: ServiceUrls, args: argparse.Namespace) -> int:
@@ -68,12 +86,13 @@ async def run(settings: Settings, urls: ServiceUrls, args: argparse.Namespace) -
 
 async def schedule_command(deps: Deps, engine: Engine, args: argparse.Namespace) -> int:
     """Do `args.action`; print what it did. 1 when the schedule is not there."""
-    from bot.engine.schedules import find_schedule, run_now, schedule_views, set_paused
+    from bot.engine.schedule_slots import run_now, set_paused
+    from bot.engine.schedules import find_schedule, schedule_views
     from harness_store.db import transaction
 
     check(args)
     if args.action == "list":
-        views = await schedule_views(engine, full_name=args.repo)
+        views = await schedule_views(engine, full_name=where(args))
         if not views:
             print("openase: no schedules")
         for view in views:
@@ -82,7 +101,7 @@ async def schedule_command(deps: Deps, engine: Engine, args: argparse.Namespace)
                 "never"
                 if view.last_slot is None
                 else f"{view.last_slot:%Y-%m-%d %H:%M} UTC {view.last_outcome}"
-                + ("" if view.last_issue is None else f" #{view.last_issue}")
+                + ("" if view.last_issue is None else f" {view.last_issue}")
             )
             print(
                 f"{view.repository}  {view.schedule.name}  {view.schedule.cron} "
@@ -90,21 +109,31 @@ async def schedule_command(deps: Deps, engine: Engine, args: argparse.Namespace)
                 f"last {last}"
             )
         return 0
-    found = await find_schedule(engine, args.repo, args.name)
+    owner_name = where(args) or ""
+    found = await find_schedule(engine, owner_name, args.name)
     if found is None:
-        print(f"openase: {args.repo} has no schedule {args.name!r}")
+        named = (
+            f"Linear team {args.team}"
+            if args.team is not None
+            else f"Jira project {args.project}"
+            if args.project is not None
+            else owner_name
+        )
+        print(f"openase: {named} has no schedule {args.name!r}")
         return 1
-    repo, config, schedule = found
-    who = "cli"
+    target, schedule = found
+    who, label = "cli", target.owner.label
     if args.action in ("pause", "resume"):
         async with transaction(deps.sessions) as session:
-            await set_paused(session, repo.id, schedule.name, paused=args.action == "pause", by=who)
+            await set_paused(
+                session, target.owner, schedule.name, paused=args.action == "pause", by=who
+            )
         done = "paused" if args.action == "pause" else "resumed"
-        print(f"openase: {repo.full_name} {schedule.name} {done}")
+        print(f"openase: {label} {schedule.name} {done}")
         return 0
-    outcome = await run_now(engine, repo, config, schedule, by=who)
+    outcome = await run_now(engine, target, schedule, by=who)
     if outcome != "filed":
-        print(f"openase: {repo.full_name} {schedule.name}: {outcome} (see the worker's log)")
+        print(f"openase: {label} {schedule.name}: {outcome} (see the worker's log)")
         return 1
-    print(f"openase: {repo.full_name} {schedule.name}: filed; a worker opens the issue")
+    print(f"openase: {label} {schedule.name}: filed; a worker opens the issue")
     return 0

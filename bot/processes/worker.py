@@ -20,6 +20,7 @@ from bot.deps import Deps, redis_client
 from bot.effects import github as github_effects
 from bot.effects import issues as issue_effects
 from bot.effects import notifications as notification_effects
+from bot.effects import tracker_issues as tracker_issue_effects
 from bot.effects import trackers as tracker_effects
 from bot.effects.outbox import Performer, SettleHook
 from bot.effects.perform import perform_pending
@@ -68,6 +69,7 @@ PERFORMERS: Mapping[str, Performer] = {
     **github_effects.PERFORMERS,
     **issue_effects.PERFORMERS,
     **tracker_effects.PERFORMERS,
+    **tracker_issue_effects.PERFORMERS,
 }
 # Every slash command, in the order `/help` lists them.
 COMMANDS = Commands(handlers.SPECS)

@@ -1,6 +1,11 @@
-"""Scheduled tickets (`schedules:` in `.github/openase.yml`): each slot a schedule reached,
-claimed once across every worker by the unique key, and which issue it filed; and which
-schedules an admin paused (CLI or web page), kept across restarts."""
+"""Scheduled tickets (`schedules:` in `.github/openase.yml`, and in the control-plane config
+for Linear teams and Jira projects): each slot a schedule reached, claimed once across every
+worker by the unique key, and which issue it filed; and which schedules an admin paused (CLI
+or web page), kept across restarts.
+
+A schedule belongs to a `scope`: `github:<repository id>` for a repository's (its
+`repository_id` set too, so the rows go with the repository), `linear:<TEAM>` or
+`jira:<PROJECT>` for a team's or project's (bot/engine/schedule_slots.py)."""
 
 from __future__ import annotations
 
@@ -22,15 +27,16 @@ class SlotOutcome(enum.StrEnum):
 
 
 class ScheduleSlot(Base):
-    """One slot of one repository's schedule (a manual run is a slot at its own time)."""
+    """One slot of one schedule (a manual run is a slot at its own time)."""
 
     __tablename__ = "schedule_slots"
     __table_args__ = (
-        UniqueConstraint("repository_id", "schedule", "slot_at", name="uq_schedule_slots_slot"),
+        UniqueConstraint("scope", "schedule", "slot_at", name="uq_schedule_slots_slot"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
-    repository_id: Mapped[int] = mapped_column(
+    scope: Mapped[str] = mapped_column(String(100))
+    repository_id: Mapped[int | None] = mapped_column(
         BigInteger, ForeignKey("repositories.id", ondelete="CASCADE")
     )
     schedule: Mapped[str] = mapped_column(String(64))
@@ -47,10 +53,11 @@ class ScheduleControl(Base):
 
     __tablename__ = "schedule_controls"
 
-    repository_id: Mapped[int] = mapped_column(
-        BigInteger, ForeignKey("repositories.id", ondelete="CASCADE"), primary_key=True
-    )
+    scope: Mapped[str] = mapped_column(String(100), primary_key=True)
     schedule: Mapped[str] = mapped_column(String(64), primary_key=True)
+    repository_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("repositories.id", ondelete="CASCADE")
+    )
     paused: Mapped[bool]
     changed_by: Mapped[str] = mapped_column(String(100))
     changed_at: Mapped[datetime] = mapped_column(server_default=func.now())

@@ -57,6 +57,7 @@ def web_routes() -> list[BaseRoute]:
         Route("/runs/{id}/events", run_events, methods=["GET"]),
         Route("/schedules", schedules_page, methods=["GET"]),
         Route("/schedules/{owner}/{repo}/{name}", control_schedule, methods=["POST"]),
+        Route("/schedules/{scope}/{name}", control_schedule, methods=["POST"]),
         Mount(
             "/static", app=StaticFiles(directory=Path(__file__).parent / "static"), name="static"
         ),

@@ -1,9 +1,12 @@
-"""`/schedules`: every repository's scheduled tickets (bot/engine/schedules.py) with their
-next run and last slot. `POST /schedules/{owner}/{repo}/{name}` (admin only, CSRF checked)
-pauses, resumes or runs one now; the pause is kept in PostgreSQL and every worker honours it.
+"""`/schedules`: every scheduled ticket (bot/engine/schedules.py) with its next run and last
+slot. `POST /schedules/{owner}/{repo}/{name}` (a repository's) or `POST /schedules/
+{linear|jira}:{KEY}/{name}` (a Linear team's or Jira project's), admin only and CSRF
+checked, pauses, resumes or runs one now; the pause is kept in PostgreSQL and every worker
+honours it.
 
-The schedules are what each repository's `.github/openase.yml` says at its default branch's
-head, read with the GitHub App as the worker reads them (cached per commit).
+A repository's schedules are what its `.github/openase.yml` says at its default branch's
+head, read with the GitHub App as the worker reads them (cached per commit); a team's or
+project's are the control-plane config's.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from bot.api.request import deps_of
 from bot.config.control import load_control_config
 from bot.config.loader import ConfigCache
 from bot.engine.context import Engine
-from bot.engine.schedules import ScheduleView, find_schedule, run_now, schedule_views, set_paused
+from bot.engine.schedule_slots import GITHUB, run_now, set_paused
+from bot.engine.schedules import ScheduleView, find_schedule, schedule_views
 from bot.errors import ConfigError
 from bot.web.pages import admin_action, bad_request, html_endpoint, is_admin, not_found, page
 from harness_store.db import transaction
@@ -41,7 +45,9 @@ def _engine(request: Request) -> Engine:
 
 
 def url_of(view: ScheduleView) -> str:
-    return f"/schedules/{view.repository}/{view.schedule.name}"
+    owner = view.owner
+    where = owner.key if owner.source == GITHUB else f"{owner.source}:{owner.key}"
+    return f"/schedules/{where}/{view.schedule.name}"
 
 
 @html_endpoint
@@ -67,25 +73,26 @@ async def schedules_page(request: Request) -> Response:
 async def control_schedule(request: Request) -> Response:
     """Pause, resume or run now: only the admin, with the form's CSRF token."""
     user, action, _ = await admin_action(request, ACTIONS, "pause, resume or run a schedule")
-    full_name = f"{request.path_params['owner']}/{request.path_params['repo']}"
-    name = request.path_params["name"]
+    params = request.path_params
+    where = params["scope"] if "scope" in params else f"{params['owner']}/{params['repo']}"
+    name = params["name"]
     try:
         engine = _engine(request)
     except ConfigError as exc:
         raise bad_request(request, f"Schedules cannot be read: {exc}") from exc
-    found = await find_schedule(engine, full_name, name)
+    found = await find_schedule(engine, where, name)
     if found is None:
-        raise not_found(request, f"{full_name} has no schedule {name!r}.")
-    repo, config, schedule = found
+        raise not_found(request, f"{where} has no schedule {name!r}.")
+    target, schedule = found
     if action == "run":
-        outcome = await run_now(engine, repo, config, schedule, by=user.label)
+        outcome = await run_now(engine, target, schedule, by=user.label)
     else:
         async with transaction(deps_of(request).sessions) as session:
-            await set_paused(session, repo.id, name, paused=action == "pause", by=user.label)
+            await set_paused(session, target.owner, name, paused=action == "pause", by=user.label)
         outcome = action
     log.info(
         "schedule_control",
-        repo=full_name,
+        scope=target.owner.scope,
         schedule=name,
         action=action,
         by=user.label,

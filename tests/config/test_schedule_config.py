@@ -1,4 +1,5 @@
-"""`schedules:` in `.github/openase.yml`: parsed, slot times, one clear problem per mistake."""
+"""`schedules:` in `.github/openase.yml` and under Linear teams and Jira projects in the
+control-plane config: parsed, slot times, one clear problem per mistake."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from bot.config.control import ControlConfig, parse_control_config
 from bot.config.problems import ConfigProblem
 from bot.config.repo import RepoConfig, parse_repo_config
 from bot.config.schedules import Schedule, render_issue
@@ -109,3 +111,78 @@ def test_schedule_model_refuses_unknown_keys() -> None:
     assert isinstance(found, list)
     assert [p.key for p in found] == ["schedules[1].skip_open"]
     assert Schedule.model_fields.keys() >= {"name", "cron", "timezone", "skip_if_open"}
+
+
+# --- a Linear team's and a Jira project's, in the control-plane config --------------------
+
+TRACKER_SCHEDULES = """\
+providers: {script: {cli: command, argv: [python3, agent.py, "{prompt_file}"]}}
+linear:
+  teams:
+    ENG:
+      repo: acme/api
+      schedules:
+        - {name: weekly-triage, cron: "0 9 * * 1", title: "Triage {{ date }}", labels: [triage]}
+jira:
+  projects:
+    PROJ:
+      repo: acme/api
+      schedules:
+        - name: nightly-scan
+          cron: "30 2 * * *"
+          timezone: Europe/Berlin
+          title: Nightly scan
+          workflow: security
+"""
+
+
+def test_teams_and_projects_have_schedules() -> None:
+    config = parse_control_config(TRACKER_SCHEDULES, file="control.yml", environ={})
+    assert isinstance(config, ControlConfig), config
+    (triage,) = config.linear.teams["ENG"].schedules
+    (scan,) = config.jira.projects["PROJ"].schedules
+    assert (triage.name, triage.labels, triage.skip_if_open) == ("weekly-triage", ("triage",), True)
+    assert (scan.timezone, scan.workflow) == ("Europe/Berlin", "security")
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key", "reason"),
+    [
+        (
+            'cron: "0 9 * * 1"',
+            'cron: "0 25 * * 1"',
+            "linear.teams.ENG.schedules[0].cron",
+            "is not a valid cron expression",
+        ),
+        (
+            "timezone: Europe/Berlin",
+            "timezone: Europe/Atlantis",
+            "jira.projects.PROJ.schedules[0].timezone",
+            "is not an IANA time zone",
+        ),
+        (
+            "title: Nightly scan",
+            'title: "{% if %}"',
+            "jira.projects.PROJ.schedules[0].title",
+            "is not a valid template",
+        ),
+        (
+            "          workflow: security\n",
+            "          workflow: security\n        - {name: nightly-scan, cron: '0 1 * * *', "
+            "title: Again}\n",
+            "jira.projects.PROJ.schedules[1].name",
+            "'nightly-scan' is used twice",
+        ),
+    ],
+)
+def test_a_bad_team_or_project_schedule_is_one_clear_problem(
+    old: str, new: str, key: str, reason: str
+) -> None:
+    found = parse_control_config(
+        TRACKER_SCHEDULES.replace(old, new), file="control.yml", environ={}
+    )
+    assert isinstance(found, list), found
+    (problem,) = found
+    assert (problem.file, problem.key) == ("control.yml", key)
+    assert reason in problem.reason
+    assert problem.line is not None

@@ -16,13 +16,8 @@ from bot.deps import Deps
 from bot.effects.issues import PERFORMERS
 from bot.effects.perform import perform_pending
 from bot.engine.context import Engine
-from bot.engine.schedules import (
-    find_schedule,
-    run_now,
-    schedule_views,
-    schedules_tick,
-    set_paused,
-)
+from bot.engine.schedule_slots import GITHUB, Owner, run_now, set_paused
+from bot.engine.schedules import find_schedule, schedule_views, schedules_tick
 from bot.tables.mirror import Ticket
 from bot.tables.schedules import ScheduleSlot, SlotOutcome
 from harness_store.db import transaction
@@ -37,6 +32,8 @@ from tests.support.schedules import (
     new_engine,
     scheduled_repo,
 )
+
+OWNER = Owner(GITHUB, FULL_NAME, REPO_ID)
 
 
 @pytest.fixture
@@ -136,7 +133,7 @@ async def test_paused_files_nothing_and_run_now_files_at_once(
 ) -> None:
     await schedules_tick(engine, WEDNESDAY)
     async with transaction(deps.sessions) as session:
-        await set_paused(session, REPO_ID, "weekly-deps", paused=True, by="admin")
+        await set_paused(session, OWNER, "weekly-deps", paused=True, by="admin")
     assert await schedules_tick(engine, MONDAY) == {SlotOutcome.PAUSED: 1}
     (view,) = await schedule_views(engine, now=MONDAY)
     assert (view.paused, view.next_at) == (True, MONDAY.replace(second=0) + timedelta(days=7))
@@ -148,13 +145,13 @@ async def test_paused_files_nothing_and_run_now_files_at_once(
     assert len(filed(repo)) == 1
     # Resumed: the next slot files (the run-now issue closed meanwhile).
     async with transaction(deps.sessions) as session:
-        await set_paused(session, REPO_ID, "weekly-deps", paused=False, by="admin")
+        await set_paused(session, OWNER, "weekly-deps", paused=False, by="admin")
     (view,) = await schedule_views(engine, now=MONDAY)
     assert not view.paused
-    assert view.last_issue == filed(repo)[0]["number"]
-    assert view.last_issue is not None
-    await add_ticket(deps, f"{FULL_NAME}#{view.last_issue}", repo_id=REPO_ID, state=None)
-    await close_in_mirror(deps, view.last_issue)
+    number = filed(repo)[0]["number"]
+    assert view.last_issue == f"#{number}"
+    await add_ticket(deps, f"{FULL_NAME}#{number}", repo_id=REPO_ID, state=None)
+    await close_in_mirror(deps, number)
     assert await schedules_tick(engine, MONDAY + timedelta(days=7)) == {SlotOutcome.FILED: 1}
 
 

@@ -145,6 +145,7 @@ class FakeJira:
         self.outbound: list[Json] = []
         self.crashes: list[str] = []  # tracebacks of the fake's own bugs (answered 500)
         self._faults: list[_Fault] = []
+        self._lost: list[tuple[str, re.Pattern[str]]] = []
         self._ids = itertools.count(10000)
         self._numbers: dict[str, itertools.count[int]] = {}
         self._page_tokens: dict[str, tuple[str, int]] = {}
@@ -340,6 +341,12 @@ class FakeJira:
         with self.lock:
             self._faults += [_Fault(status, {}, body) for _ in range(times)]
 
+    def lose_answer(self, method: str, path: str, times: int = 1) -> None:
+        """Do the next `times` requests of `method` on a path matching `path`, then answer
+        502 (a proxy lost Jira's answer): the change is made, the caller does not learn of it."""
+        with self.lock:
+            self._lost += [(method, re.compile(path))] * times
+
     def slow(self, seconds: float, times: int = 1) -> None:
         """The next `times` requests are answered (normally) after `seconds`."""
         with self.lock:
@@ -406,7 +413,12 @@ class FakeJira:
             return _error(400, "Unexpected character in the request body: not JSON.")
         try:
             with self.lock:
-                return self._route(method, parts.path, query, body)
+                answer = self._route(method, parts.path, query, body)
+                for lost in self._lost:
+                    if lost[0] == method and lost[1].search(parts.path):
+                        self._lost.remove(lost)
+                        return 502, {"errorMessages": ["Bad Gateway"], "errors": {}}, {}
+                return answer
         except Exception:
             self.crashes.append(traceback.format_exc())
             return _error(500, "the fake crashed; see FakeJira.crashes")
@@ -446,6 +458,7 @@ class FakeJira:
         yield {"GET", "PUT"}, re.compile(issue + r"/comment/(?P<id>[^/]+)"), self._comment
         yield {"GET", "POST"}, re.compile(issue + "/remotelink"), self._remote_links
         yield {"GET", "PUT"}, re.compile(api + "/issue/(?P<key>[^/]+)"), self._issue
+        yield {"POST"}, re.compile(api + "/issue"), self._create
 
     # --- endpoints -----------------------------------------------------------------------
 
@@ -508,6 +521,40 @@ class FakeJira:
         if args["v"] != "2" or not isinstance(body, dict):
             return _error(400, "The fake edits issues through API v2 with a JSON object.")
         return self._edit(issue, body)
+
+    def _create(self, method: str, args: Json, query: Any, body: Any) -> Answer:
+        """POST /issue as Jira answers it: 201 with id, key and self; 400 naming each field
+        that is wrong. The API user is the reporter; the issue starts in To Do."""
+        fields = body.get("fields") if isinstance(body, dict) else None
+        if args["v"] != "2" or not isinstance(fields, dict):
+            return _error(400, "The fake creates issues through API v2 with `fields`.")
+        errors: Json = {}
+        project = str((fields.get("project") or {}).get("key"))
+        if project not in self.projects:
+            errors["project"] = "Specify a valid project ID or key"
+        if (fields.get("issuetype") or {}).get("name") != "Task":
+            errors["issuetype"] = "Specify a valid issue type"
+        if not isinstance(fields.get("summary"), str) or not fields["summary"].strip():
+            errors["summary"] = "You must specify a summary of the issue."
+        labels = fields.get("labels") or []
+        for label in labels:
+            if not isinstance(label, str) or not label or " " in label:
+                errors["labels"] = f"The label '{label}' contains spaces which is invalid."
+        extra = set(fields) - {"project", "issuetype", "summary", "description", "labels"}
+        for name in sorted(extra):
+            errors[name] = _not_settable(name)
+        if errors:
+            return _error(400, errors=errors)
+        created = self.add_issue(
+            project,
+            fields["summary"],
+            fields.get("description") or "",
+            labels=labels,
+            reporter=self.api_user,
+        )
+        issue = self.issues[created["key"]]
+        self.outbound.append(self._issue_event(issue, "jira:issue_created", self.api_user))
+        return 201, {"id": issue["id"], "key": issue["key"], "self": issue["self"]}, {}
 
     def _edit(self, issue: Json, body: Json) -> Answer:
         fields = issue["fields"]

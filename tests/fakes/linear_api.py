@@ -137,15 +137,18 @@ class FakeLinear:
         self.invalid: list[tuple[str, list[Json]]] = []  # (document, errors) Linear would refuse
         self.outbound: list[Json] = []  # webhooks Linear would send for the mutations made
         self._faults: list[_Fault] = []
+        self._lost: list[str] = []  # operations whose next answer is lost after doing them
         self._last_ms = 0
         self.viewer = self.add_user("OpenASE", "openase@acme.test")  # the API key's user
         self.human = self.add_user("Ada Lovelace", "ada@example.com")  # default issue creator
         self._root: Json = {
             "viewer": lambda info: self.viewer,
             "team": self._team,
+            "teams": self._teams,
             "issueLabels": self._issue_labels,
             "issue": lambda info, id: self._issue_view(self._issue_ref(id)),
             "issues": self._issues,
+            "issueCreate": self._issue_create,
             "issueUpdate": self._issue_update,
             "issueAddLabel": lambda info, id, labelId: self._relabel(id, labelId, add=True),
             "issueRemoveLabel": lambda info, id, labelId: self._relabel(id, labelId, add=False),
@@ -317,6 +320,11 @@ class FakeLinear:
         answer: Json | str = body if body is not None else {"errors": [_SERVER_ERROR]}
         self._faults.extend(_Fault(status, answer) for _ in range(times))
 
+    def lose_answer(self, operation: str, times: int = 1) -> None:
+        """Do the next `times` requests of `operation`, then answer 502 (a proxy lost
+        Linear's answer): the change is made, the caller does not learn of it."""
+        self._lost.extend([operation] * times)
+
     def disconnect(
         self, times: int = 1, error: type[httpx.TransportError] = httpx.ConnectError
     ) -> None:
@@ -458,6 +466,9 @@ class FakeLinear:
         answer: Json = {"data": result.data}
         if result.errors:
             answer["errors"] = [e.formatted for e in result.errors]
+        if operation in self._lost:
+            self._lost.remove(operation)
+            return _answer(502, "<html><body>502 Bad Gateway</body></html>")
         return _answer(200, answer)
 
     def _refused(self, query: str, errors: Iterable[GraphQLError], code: str) -> httpx.Response:
@@ -482,6 +493,11 @@ class FakeLinear:
         if id not in self.teams:
             raise _not_found("Team")
         return self._team_view(self.teams[id])
+
+    def _teams(self, info: Any, **args: Any) -> Json:
+        where = args.get("filter")
+        teams = [team for team in self.teams.values() if self._matches("team", team, where)]
+        return _connection(teams, self._team_view, args)
 
     def _issue_labels(self, info: Any, **args: Any) -> Json:
         return self._labels_connection(list(self.labels.values()), args)
@@ -608,6 +624,36 @@ class FakeLinear:
         return not rest or (other is not None and self._matches(kind, other, rest))
 
     # --- mutations ----------------------------------------------------------------------------
+
+    def _issue_create(self, info: Any, input: Json) -> Json:
+        """A new issue by the API key's user, in the team's first unstarted state (Linear's
+        default for a team without triage), with the id given if any (Linear refuses an id
+        that is taken)."""
+        _only(input, {"id", "teamId", "title", "description", "labelIds"}, "IssueCreateInput")
+        team = self.teams.get(input["teamId"])
+        if team is None:
+            raise _not_found("Team")
+        wanted = input.get("id")
+        if wanted is not None:
+            try:
+                uuid.UUID(wanted)
+            except ValueError:
+                raise _invalid("Argument Validation Error", "id must be a UUID.") from None
+            if wanted in self.issues:
+                raise _invalid("Duplicate id", "An issue with this id already exists.")
+        if not input.get("title"):
+            raise _invalid("Argument Validation Error", "An issue needs a title.")
+        issue = self.add_issue(
+            team["key"], input["title"], input.get("description") or "", creator=self.viewer
+        )
+        for label_id in input.get("labelIds") or []:
+            self._applicable(issue, label_id)
+        issue["labelIds"] = list(dict.fromkeys(input.get("labelIds") or []))
+        if wanted is not None:
+            self.issues[wanted] = self.issues.pop(issue["id"]) | {"id": wanted}
+            issue = self.issues[wanted]
+        self.outbound.append(self.issue_webhook(issue["id"], "create", actor=self.viewer))
+        return {"success": True, "lastSyncId": 1.0, "issue": self._issue_view(issue)}
 
     def _issue_update(self, info: Any, id: str, input: Json) -> Json:
         issue = self._issue_ref(id)

@@ -16,9 +16,16 @@ from bot.engine.context import Engine
 from bot.engine.schedules import schedules_tick
 from bot.processes.cli import build_parser, main
 from bot.processes.schedule_cli import schedule_command
-from bot.tables.schedules import ScheduleControl, SlotOutcome
+from bot.registry import TrackerClients
+from bot.tables.schedules import ScheduleControl, ScheduleSlot, SlotOutcome
 from tests.fakes.github_api import FakeGitHubAPI, FakeRepo
-from tests.support.schedules import MONDAY, WEDNESDAY, new_engine, scheduled_repo
+from tests.support.schedules import (
+    MONDAY,
+    WEDNESDAY,
+    new_engine,
+    scheduled_repo,
+    tracker_engine,
+)
 
 
 @pytest.fixture
@@ -102,3 +109,35 @@ def test_schedule_has_help(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["schedule", "--help"])
     assert "next run" in capsys.readouterr().out
+
+
+async def test_a_teams_and_a_projects_schedules_by_their_keys(
+    deps: Deps, repo: FakeRepo, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    engine = tracker_engine(deps, tmp_path, TrackerClients())
+    assert await command(deps, engine, "list", "--team", "ENG") == 0
+    (line,) = printed(capsys).splitlines()
+    assert line.startswith("Linear team ENG  weekly-triage  0 9 * * 1 (Europe/Berlin)  active  ")
+
+    assert await command(deps, engine, "pause", "weekly-scan", "--project", "PROJ") == 0
+    assert printed(capsys) == "openase: Jira project PROJ weekly-scan paused\n"
+    async with deps.sessions() as session:
+        control = await session.scalar(select(ScheduleControl))
+    assert control is not None
+    assert (control.scope, control.schedule, control.paused) == ("jira:PROJ", "weekly-scan", True)
+
+    assert await command(deps, engine, "run", "weekly-triage", "--team", "eng") == 0
+    assert printed(capsys) == (
+        "openase: Linear team ENG weekly-triage: filed; a worker opens the issue\n"
+    )
+    async with deps.sessions() as session:
+        slot = await session.scalar(select(ScheduleSlot))
+    assert slot is not None
+    assert (slot.scope, slot.outcome, slot.by) == ("linear:ENG", "filed", "cli")
+
+    assert await command(deps, engine, "list") == 0
+    out = printed(capsys)
+    assert "Jira project PROJ  weekly-scan  0 9 * * 1 (Europe/Berlin)  paused  " in out
+    assert "octo/sched  weekly-deps  " in out
+    assert await command(deps, engine, "run", "weekly-triage", "--project", "PROJ") == 1
+    assert printed(capsys) == "openase: Jira project PROJ has no schedule 'weekly-triage'\n"

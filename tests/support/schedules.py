@@ -57,3 +57,43 @@ async def scheduled_repo(deps: Deps, github_api: FakeGitHubAPI, config: str = CO
             )
         )
     return fake
+
+
+# A Linear team and a Jira project routed to octo/sched, each with a weekly schedule whose
+# workflow (the repository's `coder`) adds its trigger label.
+TRACKER_CONTROL = f"""\
+linear:
+  teams:
+    ENG:
+      repo: {FULL_NAME}
+      schedules:
+        - name: weekly-triage
+          cron: "0 9 * * 1"
+          timezone: Europe/Berlin
+          title: "Triage ({{{{ date }}}})"
+          body: "Sort **{{{{ repository }}}}**'s new issues."
+          labels: [triage]
+          workflow: coder
+jira:
+  projects:
+    PROJ:
+      repo: {FULL_NAME}
+      schedules:
+        - name: weekly-scan
+          cron: "0 9 * * 1"
+          timezone: Europe/Berlin
+          title: "Scan ({{{{ date }}}})"
+          body: "Run the **scanner** on {{{{ repository }}}}."
+          labels: [security]
+          workflow: coder
+"""
+
+
+def tracker_engine(deps: Deps, tmp_path: Path, trackers: TrackerClients) -> Engine:
+    """An engine whose control config has the team's and the project's schedules."""
+    return Engine(
+        deps=deps,
+        github=deps.github_app(),
+        control=control_config(tmp_path / "agent.py", TRACKER_CONTROL),
+        trackers=trackers,
+    )

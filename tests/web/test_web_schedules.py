@@ -4,8 +4,10 @@ Run now — admin only, CSRF-checked, kept in PostgreSQL."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import httpx
+from pydantic import SecretStr
 from sqlalchemy import select
 
 from bot.deps import Deps
@@ -13,8 +15,10 @@ from bot.effects.issues import PERFORMERS
 from bot.effects.perform import perform_pending
 from bot.tables.schedules import ScheduleControl, ScheduleSlot
 from bot.web.session import SESSION_COOKIE, encode, new_session
+from tests.conftest import AppWith
 from tests.fakes.github_api import FakeGitHubAPI
-from tests.support.schedules import CONFIG, scheduled_repo
+from tests.support.schedules import CONFIG, TRACKER_CONTROL, scheduled_repo
+from tests.support.signing_in import TOKEN as ADMIN_TOKEN
 from tests.support.signing_in import csrf_of, sign_in
 
 URL = "/schedules/octo/sched/weekly-deps"
@@ -96,3 +100,44 @@ async def test_only_the_admin_with_the_forms_token_may(
     )
     assert missing.status_code == 404
     assert await paused(deps) == {}
+
+
+async def test_a_teams_and_a_projects_schedules_are_shown_and_controlled(
+    app_with: AppWith, deps: Deps, github_api: FakeGitHubAPI, tmp_path: Path
+) -> None:
+    control = tmp_path / "control.yml"
+    control.write_text("providers: {claude: {cli: claude_code}}\n" + TRACKER_CONTROL)
+    await scheduled_repo(deps, github_api, WEB_CONFIG)
+    async with app_with(admin_token=SecretStr(ADMIN_TOKEN), config=control) as web:
+        await sign_in(web)
+        page = (await web.get("/schedules")).text
+        assert '<td data-label="Repository or team">Linear team ENG</td>' in page
+        assert '<td data-label="Repository or team">Jira project PROJ</td>' in page
+        assert 'action="/schedules/linear:ENG/weekly-triage"' in page
+        assert 'action="/schedules/jira:PROJ/weekly-scan"' in page
+
+        token = csrf_of(page)
+        done = await web.post(
+            "/schedules/linear:ENG/weekly-triage", data={"csrf": token, "action": "pause"}
+        )
+        assert done.status_code == 303
+        done = await web.post(
+            "/schedules/jira:PROJ/weekly-scan", data={"csrf": token, "action": "run"}
+        )
+        assert done.status_code == 303
+        missing = await web.post(
+            "/schedules/jira:PROJ/weekly-triage", data={"csrf": token, "action": "run"}
+        )
+        assert missing.status_code == 404
+        assert "jira:PROJ has no schedule &#39;weekly-triage&#39;." in missing.text
+        page = (await web.get("/schedules")).text
+        assert "Resume weekly-triage" in page
+    async with deps.sessions() as session:
+        controls = (await session.scalars(select(ScheduleControl))).all()
+        slots = (await session.scalars(select(ScheduleSlot))).all()
+    assert [(c.scope, c.schedule, c.paused) for c in controls] == [
+        ("linear:ENG", "weekly-triage", True)
+    ]
+    assert [(s.scope, s.schedule, s.outcome, s.by) for s in slots] == [
+        ("jira:PROJ", "weekly-scan", "filed", "admin")
+    ]

@@ -1,0 +1,128 @@
+"""Scheduled tickets through the running product: two control workers (the product's own,
+with their crons) file a due slot's issue once, with no test code running the cron, and the
+issue's trigger label starts the agent (a real `openase runner`) like a person's label; a
+repository whose schedule has a bad cron is told so like any config error."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+
+from bot.config.states import State
+from bot.tables.mirror import Installation, Repository
+from bot.tables.schedules import ScheduleSlot, SlotOutcome
+from bot.tables.workflow import EffectStatus, OutboxEffect
+from harness_store.db import transaction
+from tests.conftest import OpenWorld
+from tests.support.lifecycle import INSTALLATION, REPO_ID, World, repo_config
+
+Json = dict[str, Any]
+NAME = "nightly-scan"
+SCHEDULE = f"""\
+schedules:
+  - name: {NAME}
+    cron: "0 3 * * *"
+    title: "Nightly scan ({{{{ date }}}})"
+    body: "Scan {{{{ repository }}}} for what broke overnight."
+    workflow: coder
+"""
+
+
+def filed(w: World) -> list[Json]:
+    return [issue for issue in w.repo.issues if "openase:schedule" in (issue.get("body") or "")]
+
+
+async def _async(value: Any) -> Any:
+    return value
+
+
+async def seen_before(w: World, slot: datetime) -> None:
+    """The repository as the mirror knows it, and the schedule as an earlier worker left
+    it: its first slot recorded (not filed), days ago; no worker has run since."""
+    data = w.repo.data
+    async with transaction(w.deps.sessions) as session:
+        session.add(Installation(id=INSTALLATION, account_login="octo", account_type="User"))
+        await session.flush()
+        session.add(
+            Repository(
+                id=REPO_ID,
+                full_name=data["full_name"],
+                installation_id=INSTALLATION,
+                default_branch="main",
+                clone_url=data["clone_url"],
+                html_url=data.get("html_url"),
+            )
+        )
+        await session.flush()
+        session.add(
+            ScheduleSlot(
+                scope=f"github:{REPO_ID}",
+                repository_id=REPO_ID,
+                schedule=NAME,
+                slot_at=slot,
+                outcome=SlotOutcome.FIRST_SEEN,
+            )
+        )
+
+
+async def test_running_workers_file_a_missed_slot_once_and_its_label_starts_the_agent(
+    open_world: OpenWorld,
+) -> None:
+    async with open_world(config=repo_config(extra=SCHEDULE), workers=0) as w:
+        today = datetime.now(UTC).replace(hour=3, minute=0, second=0, microsecond=0)
+        due = today if today <= datetime.now(UTC) else today - timedelta(days=1)
+        await seen_before(w, due - timedelta(days=3))
+        # Two workers start after the downtime; each runs the schedules' cron at once.
+        await w.start_worker()
+        await w.start_worker()
+
+        (issue,) = await w.until(lambda: _async(filed(w)), what="the scheduled issue")
+        assert issue["title"] == f"Nightly scan ({due:%Y-%m-%d})"
+        assert issue["body"].startswith("Scan octo/hello for what broke overnight.")
+        assert [label["name"] for label in issue["labels"]] == ["openase"]
+        # The slot is settled once: both workers ran the cron, one claimed the slot.
+        async with w.deps.sessions() as session:
+            slots = (
+                await session.execute(
+                    select(ScheduleSlot.slot_at, ScheduleSlot.outcome, ScheduleSlot.by).order_by(
+                        ScheduleSlot.id
+                    )
+                )
+            ).all()
+            effects = (
+                await session.scalars(
+                    select(OutboxEffect).where(OutboxEffect.kind == "create_issue")
+                )
+            ).all()
+        assert slots[1:] == [(due, SlotOutcome.FILED, None)]
+        assert [(e.status, e.attempts) for e in effects] == [(EffectStatus.DONE, 1)]
+
+        # GitHub tells of the issue the App opened, labelled: the agent takes it.
+        await w.send(
+            "issues", {"action": "opened", "issue": issue, **w.envelope("openase[bot]", "Bot")}
+        )
+        await w.reach(issue["number"], State.IN_REVIEW)
+        pull = await w.until(lambda: _async(w.pull_for(issue["number"])), what="the PR")
+        assert f"#{issue['number']}" in pull["body"]
+        assert len(filed(w)) == 1
+
+
+async def test_a_bad_cron_is_reported_like_any_config_error(open_world: OpenWorld) -> None:
+    broken = repo_config(extra=SCHEDULE.replace('"0 3 * * *"', '"0 3 * * 8"'))
+    async with open_world(config=broken) as w:
+        w.add_issue(14, "Scan by hand", "add PASS")
+        await w.label(14, "openase")
+        said = await w.until(
+            lambda: _async([c for c in w.bot_comments(14) if "cannot run this ticket" in c]),
+            what="the config comment",
+        )
+        (comment,) = said
+        assert ".github/openase.yml" in comment
+        problems = [line for line in comment.splitlines() if line.startswith("- ")]
+        (problem,) = problems
+        assert "schedules[0].cron" in problem
+        assert "'0 3 * * 8' is not a valid cron expression" in problem
+        assert await w.runs(14) == []
+        assert filed(w) == []
