@@ -23,6 +23,7 @@ from bot.effects.annotations import annotations_from_output
 from bot.effects.kinds import EffectKind
 from bot.effects.outbox import add_effect, revision_key
 from bot.engine.blockers import backoff
+from bot.engine.budgets import run_ended
 from bot.engine.commands.ask import ASK, answer
 from bot.engine.context import Engine, Followups, load
 from bot.engine.decision import Decision
@@ -158,6 +159,7 @@ async def _decide(decision: Decision, run: Run, result: RunResult | None) -> Non
     if row is None:
         return
     row.cost_usd = (row.cost_usd or 0.0) + cost
+    await run_ended(decision, result)
     if result is not None and result.session_id:
         row.session_id = result.session_id
     # A gates-only run starts from the work branch on the remote and adds nothing to it.

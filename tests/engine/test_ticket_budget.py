@@ -4,7 +4,10 @@ input tokens, which Claude Code prices at about $0.40):
 
 - a ticket budget (`limits.ticket_budget_usd`) counts every run: once the first attempt has
   spent it, the failed gate's retry is not started — the ticket fails with one comment
-  saying spent against budget and how to go on, and `budget_exceeded` goes out once.
+  saying spent against budget and how to go on, and `budget_exceeded` goes out once;
+- it counts every relay stage too: the next stage does not start once the first has spent
+  that stage's ticket budget;
+- a run's own budget stops the agent mid-run, and `budget_exceeded` goes out for it.
 """
 
 from __future__ import annotations
@@ -18,9 +21,9 @@ from typing import Any, TypeVar
 from bot.config.control import ControlConfig, parse_control_config
 from bot.config.states import State
 from tests.conftest import OpenWorld
-from tests.fakes.model_server import ModelServer, Scenario, Step
+from tests.fakes.model_server import ModelServer, Scenario, Step, ToolCall
 from tests.support.agent_clis import agent_cli
-from tests.support.lifecycle import World, repo_config
+from tests.support.lifecycle import SANDBOX, World, repo_config
 from tests.support.receivers import Receivers, receivers
 
 T = TypeVar("T")
@@ -123,6 +126,76 @@ async def test_a_spent_ticket_budget_stops_further_attempts(open_world: OpenWorl
     (budget,) = received["budget_exceeded"]
     assert budget["reason"] == f"the ticket has spent {spent_text}; no further run starts"
     assert budget["state"] == State.FAILED
+    assert len(received["ticket_failed"]) == 1
+
+
+RELAY = f"""\
+workflows:
+  design:
+    trigger_labels: [openase]
+    provider: claude
+    skills: []
+    harness: docs
+    finish: build
+    {SANDBOX}
+  build:
+    pickup: build
+    provider: claude
+    skills: []
+    limits: {{ticket_budget_usd: 0.3}}
+    {SANDBOX}
+"""
+
+
+async def test_a_relay_stage_does_not_start_once_the_ticket_spent_its_budget(
+    open_world: OpenWorld,
+) -> None:
+    claude = agent_cli("claude")
+    with scripted(Step(text="Design written down.", input_tokens=TOKENS)) as model:
+        async with open_world(
+            config=RELAY, control=claude_control(model.url), path_prefix=claude.parent
+        ) as w:
+            w.add_issue(1, "Design then build", "Please.")
+            await w.label(1, "openase")
+            row = await w.reach(1, State.FAILED, within=120)
+            await asyncio.sleep(2)
+            runs = await w.runs(1)
+            comments = [c for c in w.bot_comments(1) if "OpenASE stopped this ticket" in c]
+
+    assert [run.workflow for run in runs] == ["design"], await w.story()
+    assert runs[0].status == "succeeded"
+    (comment,) = comments
+    assert f"${row.cost_usd:,.2f} of its $0.30 budget" in comment
+    assert "of the `build` workflow" in comment
+
+
+async def test_a_run_stopped_at_its_budget_tells_the_channels(open_world: OpenWorld) -> None:
+    claude = agent_cli("claude")
+    bash = ToolCall("Bash", {"command": "printf 'x\\n' > PASS", "description": "write PASS"})
+    with scripted(
+        Step(tool_calls=(bash,), input_tokens=TOKENS), Step(text="Done.", input_tokens=TOKENS)
+    ) as model:
+        config = repo_config(max_attempts=1).replace("provider: script", "provider: claude")
+        control = claude_control(model.url, limits="limits: {budget_usd: 0.25}")
+        async with (
+            receivers() as got,
+            open_world(config=config, control=control, path_prefix=claude.parent) as w,
+        ):
+            listen(w, got)
+            w.add_issue(1, "Add a PASS file", "Please add it.")
+            await w.label(1, "openase")
+            await w.reach(1, State.FAILED, within=120)
+            received = await events_received(w, got, 2)
+            runs = await w.runs(1)
+        requests = model.model_requests()
+
+    (run,) = runs
+    assert run.result is not None
+    assert run.result["status"] == "over_budget", await w.story()
+    assert len(requests) == 1  # stopped after the first turn, before a second model call
+    (budget,) = received["budget_exceeded"]
+    assert budget["reason"].startswith(f"run {run.id} stopped: budget spent: $0.4")
+    assert budget["reason"].endswith("of the $0.25 budget")
     assert len(received["ticket_failed"]) == 1
 
 
