@@ -42,7 +42,7 @@ from bot.engine.runs.claims import Limits as ClaimLimits
 from bot.engine.runs.claims import claim
 from bot.engine.runs.machine_controls import controls, in_flight, stopped
 from bot.engine.runs.machines import Machine, Requirements, choose, registered, why_none
-from bot.engine.runs.spec import GATES_ONLY_AGENT, PROVIDER_KEY, build_spec
+from bot.engine.runs.spec import GATES_ONLY_AGENT, PROVIDER_KEY, build_spec, session_machine
 from bot.engine.runs.tracking import HANDED_BACK, fetch_result
 from bot.errors import ConfigUnavailable
 from bot.jobs import RUN_JOB, run_queue
@@ -141,6 +141,9 @@ async def _prepare(engine: Engine, ticket_id: int) -> Prepared | Decided:
         waiting = await open_blockers(
             session, blockers(ticket.body, repo.full_name), exclude_ticket_id=ticket.id
         )
+        prefer = None  # a resumed run goes where the agent's session is, if it can
+        if row.feedback and row.session_id and not row.gates_only:
+            prefer = await session_machine(session, ticket.id, row.session_id)
     if waiting:
         refs = ", ".join(f"{ref.full_name}#{ref.number}" for ref in waiting)
         return Decided(
@@ -158,6 +161,7 @@ async def _prepare(engine: Engine, ticket_id: int) -> Prepared | Decided:
             )
         ),
         sandboxed=workflow.sandbox == "on",
+        prefer=prefer,
     )
     machines = await registered(engine.deps.redis)
     async with engine.deps.sessions() as session:
@@ -301,7 +305,7 @@ async def _claim_and_send(engine: Engine, prepared: Prepared) -> Decided:
         decision = Decision(session, engine, fresh, config, followups)
         try:
             spec, harness_id, skill_ids = await build_spec(
-                session, fresh, repo, workflow, prepared.provider, run_id, token.value
+                session, fresh, repo, workflow, prepared.provider, run_id, token.value, machine.name
             )
         except (RenderError, NotFound) as error:
             await _refuse(decision, pickup, workflow, str(error))

@@ -112,6 +112,9 @@ class Requirements:
     cli: str
     labels: frozenset[str] = frozenset()
     sandboxed: bool = True  # only a runner that can confine the run may take it
+    # The machine holding the agent's session a resumed run continues (its HOME keeps it):
+    # chosen when it qualifies and has a free slot, else the run starts a new session.
+    prefer: str | None = None
 
 
 def choose(
@@ -122,7 +125,8 @@ def choose(
     stopped: Mapping[str, str] | None = None,
     now: float | None = None,
 ) -> Machine | None:
-    """The machine with the most free slots among those that qualify; None if none does.
+    """The machine with the most free slots among those that qualify (`needs.prefer` first
+    when it qualifies); None if none does.
 
     `in_flight` counts runs already sent to each machine that its last heartbeat may not
     show yet, so a burst of dispatches does not overfill one machine. `stopped` names the
@@ -149,7 +153,15 @@ def choose(
     ]
     if not candidates:
         return None
-    return min(candidates, key=lambda machine: (-free(machine), machine.running, machine.name))
+    return min(
+        candidates,
+        key=lambda machine: (
+            machine.name != needs.prefer,
+            -free(machine),
+            machine.running,
+            machine.name,
+        ),
+    )
 
 
 def why_none(

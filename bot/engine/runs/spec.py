@@ -55,6 +55,7 @@ async def build_spec(
     provider: Provider,
     run_id: str,
     token: str,
+    machine: str | None = None,
 ) -> tuple[RunSpec, int, list[int]]:
     row, ticket = loaded.state, loaded.ticket
     assert row is not None
@@ -83,7 +84,11 @@ async def build_spec(
     if row.gates_only:
         agent = GATES_ONLY_AGENT
     elif row.feedback and row.session_id:
-        agent = agent.model_copy(update={"resume_session_id": row.session_id})
+        # Only where the session is: another machine's agent would not find it, and the
+        # prompt carries what the review or the answer says either way.
+        held_by = await session_machine(session, ticket.id, row.session_id)
+        if held_by in (None, machine):
+            agent = agent.model_copy(update={"resume_session_id": row.session_id})
     spec = RunSpec(
         run_id=run_id,
         ticket=TicketRef(
@@ -116,6 +121,18 @@ async def build_spec(
         git_token=SecretStr(token),
     )
     return spec, harness.id, [skill.id for skill in skills]
+
+
+async def session_machine(session: AsyncSession, ticket_id: int, session_id: str) -> str | None:
+    """The machine whose run of the ticket reported the agent session `session_id` (its
+    per-ticket HOME keeps the session); None when no run says so."""
+    found = await session.scalar(
+        select(Run.machine)
+        .where(Run.ticket_id == ticket_id, Run.result["session_id"].astext == session_id)
+        .order_by(Run.queued_at.desc())
+        .limit(1)
+    )
+    return str(found) if found is not None else None
 
 
 async def _harness(

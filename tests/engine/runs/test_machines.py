@@ -80,6 +80,20 @@ def machine(
         ([machine("a", sandbox=""), machine("b", running=1)], Requirements("command"), {}, "b"),
         ([machine("a", sandbox="")], Requirements("command"), {}, None),
         ([machine("a", sandbox="")], Requirements("command", sandboxed=False), {}, "a"),
+        # A resumed run goes where its agent's session is, even to the busier machine ...
+        (
+            [machine("a"), machine("b", running=1)],
+            Requirements("command", prefer="b"),
+            {},
+            "b",
+        ),
+        # ... unless that machine cannot take it: then anywhere (a new session).
+        (
+            [machine("a"), machine("b", running=2)],
+            Requirements("command", prefer="b"),
+            {},
+            "a",
+        ),
     ],
 )
 def test_choose(

@@ -1,11 +1,13 @@
 """The RunSpec of a claimed ticket keeps what third parties wrote out of the harness: the
 ticket's title and description and the last attempt's gate output reach the agent only in
-its prompt, fenced as untrusted input (issue #15)."""
+its prompt, fenced as untrusted input (issue #15); a run resumes the agent's session only
+on the machine that holds it (issue #17)."""
 
 from __future__ import annotations
 
 import pytest
 from markdown_it import MarkdownIt
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.config.control import Provider
@@ -16,7 +18,7 @@ from bot.engine.context import load
 from bot.engine.runs.spec import build_spec
 from bot.engine.untrusted import NOTICE
 from bot.tables.mirror import Repository, Ticket
-from bot.tables.workflow import TicketState
+from bot.tables.workflow import Run, TicketState
 from harness_store.builtin_content import builtin_harnesses
 from harness_store.db import transaction
 from harness_store.errors import UntrustedVariable
@@ -119,3 +121,41 @@ async def test_a_harness_stored_before_that_reads_ticket_text_is_refused_with_wh
 
     assert caught.value.variable == "ticket.title"
     assert str(caught.value).startswith("line 1: 'ticket.title' is not available to harnesses")
+
+
+@pytest.mark.parametrize(("machine", "resumed"), [("m1", True), ("m2", False)])
+async def test_an_answer_resumes_the_session_only_on_the_machine_that_holds_it(
+    deps: Deps, machine: str, resumed: bool
+) -> None:
+    async with transaction(deps.sessions) as session:
+        await seed_builtins(session)
+        await spec_for(session, "coder")  # the ticket, its state and repository
+        row = await session.get(TicketState, (await session.scalar(select(Ticket.id))))
+        assert row is not None
+        row.session_id, row.feedback = "sess-1", "## The answer to your question\n\nBlue."
+        session.add(
+            Run(
+                id="run-0",
+                ticket_id=row.ticket_id,
+                workflow="coder",
+                attempt=1,
+                machine="m1",
+                state="finished",
+                spec={},
+                result={"session_id": "sess-1"},
+            )
+        )
+        await session.flush()
+        loaded = await load(session, row.ticket_id)
+        repo = await session.get(Repository, 77)
+        assert loaded is not None
+        assert repo is not None
+        flow = Workflow.model_validate(
+            {"name": "coder", "trigger_labels": ["openase"], "provider": "script", "skills": []}
+        )
+        spec, _, _ = await build_spec(
+            session, loaded, repo, flow, PROVIDER, "run-2", "token", machine
+        )
+    assert spec.agent.resume_session_id == ("sess-1" if resumed else None)
+    assert "Blue." in spec.prompt  # the answer reaches the agent either way
+    assert [skill.name for skill in spec.skills] == ["ask-a-human"]
