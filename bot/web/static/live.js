@@ -121,7 +121,9 @@
 
   // The card's extra lines: each shown only when the ticket says something for it.
   function showDetails(card, ticket) {
-    var since = part(card, "since", ticket.since && ticket.state === "in_progress");
+    // Not "running" while the agent waits for a person's answer: no run is.
+    var since = part(card, "since",
+      ticket.since && ticket.state === "in_progress" && !ticket.needs_input);
     if (since) {
       var time = since.querySelector("time");
       time.dateTime = ticket.since;
