@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 import structlog
 
+from adapters.errors import AdapterError
 from bot.config.repo import RepoConfig
 from bot.config.schedules import Schedule
 from bot.effects.kinds import EffectKind, schedule_marker
@@ -30,6 +31,7 @@ from bot.engine.schedule_slots import (
     repositories,
 )
 from bot.engine.tracker_schedules import find_tracker_schedule, tracker_schedules
+from bot.errors import ConfigUnavailable
 from bot.tables.mirror import Repository
 from bot.tables.schedules import SlotOutcome
 
@@ -135,6 +137,24 @@ async def schedule_views(
                 )
             )
     return views
+
+
+async def config_problems(
+    engine: Engine, *, full_name: str | None = None
+) -> list[tuple[str, tuple[str, ...]]]:
+    """The repositories (or the one) whose `.github/openase.yml` has problems, so none of
+    their schedules runs: each with its problems as the ticket comment lists them."""
+    if full_name is not None and ":" in full_name:
+        return []
+    found = []
+    for repo in await repositories(engine, full_name=full_name):
+        try:
+            result = await engine.config_of(repo)
+        except (AdapterError, ConfigUnavailable, LookupError):
+            continue  # unreadable now: nothing to say about its content
+        if result.config is None:
+            found.append((repo.full_name, tuple(str(problem) for problem in result.problems)))
+    return found
 
 
 async def find_schedule(engine: Engine, where: str, name: str) -> tuple[Target, Schedule] | None:

@@ -87,7 +87,7 @@ async def run(settings: Settings, urls: ServiceUrls, args: argparse.Namespace) -
 async def schedule_command(deps: Deps, engine: Engine, args: argparse.Namespace) -> int:
     """Do `args.action`; print what it did. 1 when the schedule is not there."""
     from bot.engine.schedule_slots import run_now, set_paused
-    from bot.engine.schedules import find_schedule, schedule_views
+    from bot.engine.schedules import config_problems, find_schedule, schedule_views
     from harness_store.db import transaction
 
     check(args)
@@ -108,6 +108,10 @@ async def schedule_command(deps: Deps, engine: Engine, args: argparse.Namespace)
                 f"({view.schedule.timezone})  {state}  next {view.next_at:%Y-%m-%d %H:%M} UTC  "
                 f"last {last}"
             )
+        for full_name, problems in await config_problems(engine, full_name=where(args)):
+            print(f"openase: {full_name}: no schedule of it runs; its config has problems:")
+            for problem in problems:
+                print(f"  {problem}")
         return 0
     owner_name = where(args) or ""
     found = await find_schedule(engine, owner_name, args.name)

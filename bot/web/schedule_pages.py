@@ -23,7 +23,7 @@ from bot.config.control import load_control_config
 from bot.config.loader import ConfigCache
 from bot.engine.context import Engine
 from bot.engine.schedule_slots import GITHUB, run_now, set_paused
-from bot.engine.schedules import ScheduleView, find_schedule, schedule_views
+from bot.engine.schedules import ScheduleView, config_problems, find_schedule, schedule_views
 from bot.errors import ConfigError
 from bot.web.pages import admin_action, bad_request, html_endpoint, is_admin, not_found, page
 from harness_store.db import transaction
@@ -54,8 +54,11 @@ def url_of(view: ScheduleView) -> str:
 async def schedules_page(request: Request) -> Response:
     problem = None
     views: list[ScheduleView] = []
+    broken: list[tuple[str, tuple[str, ...]]] = []
     try:
-        views = await schedule_views(_engine(request), now=datetime.now(UTC))
+        engine = _engine(request)
+        views = await schedule_views(engine, now=datetime.now(UTC))
+        broken = await config_problems(engine)
     except ConfigError as exc:
         problem = f"Schedules cannot be read: {exc}"
     except AdapterError as exc:
@@ -64,6 +67,7 @@ async def schedules_page(request: Request) -> Response:
         "title": "Schedules",
         "schedules": [(view, url_of(view)) for view in views],
         "problem": problem,
+        "broken": broken,
         "admin": is_admin(request),
     }
     return page(request, "schedules.html", context)

@@ -20,6 +20,7 @@ from bot.registry import TrackerClients
 from bot.tables.schedules import ScheduleControl, ScheduleSlot, SlotOutcome
 from tests.fakes.github_api import FakeGitHubAPI, FakeRepo
 from tests.support.schedules import (
+    CONFIG,
     MONDAY,
     WEDNESDAY,
     new_engine,
@@ -141,3 +142,18 @@ async def test_a_teams_and_a_projects_schedules_by_their_keys(
     assert "octo/sched  weekly-deps  " in out
     assert await command(deps, engine, "run", "weekly-triage", "--project", "PROJ") == 1
     assert printed(capsys) == "openase: Jira project PROJ has no schedule 'weekly-triage'\n"
+
+
+async def test_list_names_a_repository_whose_bad_cron_stops_its_schedules(
+    deps: Deps, engine: Engine, github_api: FakeGitHubAPI, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await scheduled_repo(deps, github_api, CONFIG.replace('"0 9 * * 1"', '"0 9 * * mon-"'))
+    assert await command(deps, engine, "list", "--repo", "octo/sched") == 0
+    lines = printed(capsys).splitlines()
+    assert lines[:2] == [
+        "openase: no schedules",
+        "openase: octo/sched: no schedule of it runs; its config has problems:",
+    ]
+    (problem,) = lines[2:]
+    assert problem.startswith("  .github/openase.yml, line 5: schedules[0].cron: ")
+    assert "'0 9 * * mon-' is not a valid cron expression" in problem

@@ -141,3 +141,15 @@ async def test_a_teams_and_a_projects_schedules_are_shown_and_controlled(
     assert [(s.scope, s.schedule, s.outcome, s.by) for s in slots] == [
         ("jira:PROJ", "weekly-scan", "filed", "admin")
     ]
+
+
+async def test_a_repository_whose_bad_cron_stops_its_schedules_is_named(
+    web: httpx.AsyncClient, deps: Deps, github_api: FakeGitHubAPI
+) -> None:
+    await scheduled_repo(deps, github_api, WEB_CONFIG.replace('"0 9 * * 1"', '"0 9 * * 1-9"'))
+    await sign_in(web)
+    page = (await web.get("/schedules")).text
+    assert "No schedules." not in page
+    assert '<section class="bad" role="alert" aria-label="octo/sched: config problems">' in page
+    cron = "schedules[0].cron: &#39;0 9 * * 1-9&#39; is not a valid cron expression"
+    assert f"<li>.github/openase.yml, line 5: {cron}" in page
