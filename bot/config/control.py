@@ -413,14 +413,25 @@ def _cross_check(config: ControlConfig, doc: YamlDoc) -> list[ConfigProblem]:
 
 
 def _tracker_schedules(config: ControlConfig, doc: YamlDoc) -> list[ConfigProblem]:
-    """A schedule name is used once per Linear team and per Jira project."""
+    """A schedule name is used once per Linear team and per Jira project; a Jira label has
+    no spaces (Jira refuses one that has)."""
     scopes = [(("linear", "teams", key), route) for key, route in config.linear.teams.items()] + [
         (("jira", "projects", key), route) for key, route in config.jira.projects.items()
     ]
-    return [
+    problems = [
         doc.problem((*path, "schedules", index, "name"), f"{name!r} is used twice")
         for path, route in scopes
         for index, name in duplicate_names(route.schedules)
+    ]
+    return problems + [
+        doc.problem(
+            ("jira", "projects", key, "schedules", index, "labels", at),
+            f"Jira labels cannot contain spaces; got {label!r}",
+        )
+        for key, route in config.jira.projects.items()
+        for index, schedule in enumerate(route.schedules)
+        for at, label in enumerate(schedule.labels)
+        if any(character.isspace() for character in label)
     ]
 
 

@@ -173,6 +173,12 @@ def test_teams_and_projects_have_schedules() -> None:
             "jira.projects.PROJ.schedules[1].name",
             "'nightly-scan' is used twice",
         ),
+        (
+            "workflow: security\n",
+            "workflow: security\n          labels: [ok, needs triage]\n",
+            "jira.projects.PROJ.schedules[0].labels[1]",
+            "Jira labels cannot contain spaces; got 'needs triage'",
+        ),
     ],
 )
 def test_a_bad_team_or_project_schedule_is_one_clear_problem(
