@@ -22,6 +22,7 @@ from pathlib import Path
 
 from pydantic import SecretStr, ValidationError
 
+from bot.config.prices import prices_for
 from bot.errors import ConfigError
 from harness_store.builtin_content import builtin_harnesses
 from harness_store.errors import HarnessStoreError
@@ -170,6 +171,8 @@ def build_spec(options: TrialOptions) -> RunSpec:
             binary=options.agent_bin,
             max_turns=options.max_turns,
         )
+        # The shipped prices, so --budget-usd holds in dollars as in a ticket's runs.
+        agent = agent.model_copy(update={"prices": prices_for(agent.cli, agent.model, {})})
         return RunSpec(
             run_id=f"try-{stamp}-{int(time.time() * 1000) % 1000:03d}",
             ticket=ticket,
