@@ -157,12 +157,16 @@ async def config_problems(
     return found
 
 
-async def find_schedule(engine: Engine, where: str, name: str) -> tuple[Target, Schedule] | None:
+async def find_schedule(
+    engine: Engine, where: str, name: str, *, labelled: bool = True
+) -> tuple[Target, Schedule] | None:
     """The schedule `name` of the repository `where` (OWNER/NAME), or of the Linear team or
-    Jira project `linear:KEY` / `jira:KEY`, and where it files; None when there is none."""
+    Jira project `linear:KEY` / `jira:KEY`, and where it files; None when there is none.
+    A team's or project's, `labelled` (to file it): ConfigUnavailable while its trigger
+    label cannot be known."""
     source, _, key = where.partition(":")
     if key:
-        return await find_tracker_schedule(engine, source.lower(), key, name)
+        return await find_tracker_schedule(engine, source.lower(), key, name, labelled=labelled)
     for repo in await repositories(engine, full_name=where):
         config = await repo_config_of(engine, repo)
         if config is None:

@@ -21,6 +21,7 @@ from bot.effects.trackers import LANES
 from bot.engine.context import Engine
 from bot.engine.jira_text import to_wiki
 from bot.engine.schedule_slots import Owner, Target, repo_config_of, repositories
+from bot.errors import ConfigUnavailable
 from bot.registry import JIRA, LINEAR
 
 log = structlog.get_logger(__name__)
@@ -59,16 +60,28 @@ async def tracker_schedules(
 
 
 async def find_tracker_schedule(
-    engine: Engine, source: str, key: str, name: str
+    engine: Engine, source: str, key: str, name: str, *, labelled: bool = True
 ) -> tuple[Target, Schedule] | None:
-    """The schedule `name` of the Linear team or Jira project `key`, and where it files."""
+    """The schedule `name` of the Linear team or Jira project `key`, and where it files
+    (`labelled`: with its trigger label, as filing needs; ConfigUnavailable while that
+    cannot be known)."""
     for owner, route in tracker_routes(engine):
         if owner.source != source or owner.key.casefold() != key.casefold():
             continue
         for schedule in route.schedules:
-            if schedule.name == name:
-                target = await tracker_target(engine, owner, route, schedule)
-                return None if target is None else (target, schedule)
+            if schedule.name != name:
+                continue
+            if not labelled:
+                return _target(owner, route, ()), schedule
+            target = await tracker_target(engine, owner, route, schedule)
+            if target is None:
+                raise ConfigUnavailable(
+                    f"{owner.label} {name} waits: the trigger label of workflow "
+                    f"{schedule.workflow!r} cannot be read from {route.repo}'s "
+                    ".github/openase.yml (not installed, unreadable, invalid, or without "
+                    "that workflow)"
+                )
+            return target, schedule
     return None
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from bot.errors import ConfigError
+from bot.errors import ConfigError, ConfigUnavailable
 
 if TYPE_CHECKING:
     from bot.deps import Deps
@@ -114,7 +114,11 @@ async def schedule_command(deps: Deps, engine: Engine, args: argparse.Namespace)
                 print(f"  {problem}")
         return 0
     owner_name = where(args) or ""
-    found = await find_schedule(engine, owner_name, args.name)
+    try:
+        found = await find_schedule(engine, owner_name, args.name, labelled=args.action == "run")
+    except ConfigUnavailable as exc:
+        print(f"openase: {exc}")
+        return 1
     if found is None:
         named = (
             f"Linear team {args.team}"

@@ -24,7 +24,7 @@ from bot.config.loader import ConfigCache
 from bot.engine.context import Engine
 from bot.engine.schedule_slots import GITHUB, run_now, set_paused
 from bot.engine.schedules import ScheduleView, config_problems, find_schedule, schedule_views
-from bot.errors import ConfigError
+from bot.errors import ConfigError, ConfigUnavailable
 from bot.web.pages import admin_action, bad_request, html_endpoint, is_admin, not_found, page
 from harness_store.db import transaction
 
@@ -84,7 +84,10 @@ async def control_schedule(request: Request) -> Response:
         engine = _engine(request)
     except ConfigError as exc:
         raise bad_request(request, f"Schedules cannot be read: {exc}") from exc
-    found = await find_schedule(engine, where, name)
+    try:
+        found = await find_schedule(engine, where, name, labelled=action == "run")
+    except ConfigUnavailable as exc:
+        raise bad_request(request, f"{exc}.") from exc
     if found is None:
         raise not_found(request, f"{where} has no schedule {name!r}.")
     target, schedule = found

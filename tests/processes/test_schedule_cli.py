@@ -19,9 +19,11 @@ from bot.processes.schedule_cli import schedule_command
 from bot.registry import TrackerClients
 from bot.tables.schedules import ScheduleControl, ScheduleSlot, SlotOutcome
 from tests.fakes.github_api import FakeGitHubAPI, FakeRepo
+from tests.support.lifecycle import control_config
 from tests.support.schedules import (
     CONFIG,
     MONDAY,
+    TRACKER_CONTROL,
     WEDNESDAY,
     new_engine,
     scheduled_repo,
@@ -157,3 +159,26 @@ async def test_list_names_a_repository_whose_bad_cron_stops_its_schedules(
     (problem,) = lines[2:]
     assert problem.startswith("  .github/openase.yml, line 5: schedules[0].cron: ")
     assert "'0 9 * * mon-' is not a valid cron expression" in problem
+
+
+async def test_a_team_schedule_whose_workflow_is_unknown_waits_and_says_why(
+    deps: Deps, repo: FakeRepo, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The routed repository (octo/sched) has no workflow `nightly`: no trigger label to add.
+    unknown = TRACKER_CONTROL.replace("workflow: coder", "workflow: nightly", 1)
+    engine = Engine(
+        deps=deps,
+        github=deps.github_app(),
+        control=control_config(tmp_path / "agent.py", unknown),
+        trackers=TrackerClients(),
+    )
+    assert await command(deps, engine, "run", "weekly-triage", "--team", "ENG") == 1
+    assert printed(capsys) == (
+        "openase: Linear team ENG weekly-triage waits: the trigger label of workflow "
+        "'nightly' cannot be read from octo/sched's .github/openase.yml (not installed, "
+        "unreadable, invalid, or without that workflow)\n"
+    )
+    assert await command(deps, engine, "pause", "weekly-triage", "--team", "ENG") == 0
+    assert printed(capsys) == "openase: Linear team ENG weekly-triage paused\n"
+    async with deps.sessions() as session:
+        assert await session.scalar(select(ScheduleSlot)) is None
