@@ -11,6 +11,7 @@ import structlog
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.config.control import ticket_budget
 from bot.config.repo import RepoConfig
 from bot.config.states import QUESTION_COLOR, QUESTION_LABEL, TERMINAL, State, label_color
 from bot.config.workflow import Workflow
@@ -330,6 +331,7 @@ class Decision:
             machine=run.machine if run is not None else None,
             harness=harness,
             cost_usd=row.cost_usd,
+            budget_usd=self.ticket_budget(flow),
             run_url=self.engine.run_url(row.run_id) if live and row.run_id else None,
             pull_request_url=pull_url,
             last_failure=row.last_failure if row.state != State.DONE else None,
@@ -338,6 +340,11 @@ class Decision:
             checks=_checks(run),
             question=row.question if row.needs_input else None,
         )
+
+    def ticket_budget(self, flow: Workflow | None) -> float | None:
+        """What the ticket may spend in all under `flow` (bot/engine/budgets.py)."""
+        provider = self.engine.control.providers.get(flow.provider) if flow else None
+        return ticket_budget(flow, provider) if flow and provider else None
 
     async def comment(self, *, key: str, body: str) -> bool:
         """A one-off reply on the ticket (idempotent by `key`); whether it is a new one."""

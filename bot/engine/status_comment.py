@@ -39,6 +39,7 @@ class StatusView:
     machine: str | None = None
     harness: str | None = None  # "coder@3"
     cost_usd: float = 0.0
+    budget_usd: float | None = None  # the ticket's budget (limits.ticket_budget_usd)
     run_url: str | None = None  # the live run page
     pull_request_url: str | None = None
     last_failure: str | None = None
@@ -92,8 +93,9 @@ def render(view: StatusView) -> str:
         rows.append(("Machine", f"`{view.machine}`"))
     if view.harness:
         rows.append(("Harness", f"`{view.harness}`"))
-    if view.cost_usd:
-        rows.append(("Cost so far", f"${view.cost_usd:,.2f}"))
+    if view.cost_usd or view.budget_usd:
+        budget = f" of its ${view.budget_usd:,.2f} budget" if view.budget_usd else ""
+        rows.append(("Cost so far", f"${view.cost_usd:,.2f}{budget}"))
     if view.pull_request_url:
         rows.append(("Pull request", view.pull_request_url))
     if view.checks:

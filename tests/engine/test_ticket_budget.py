@@ -107,6 +107,10 @@ async def test_a_spent_ticket_budget_stops_further_attempts(open_world: OpenWorl
             runs = await w.runs(1)
             comments = [c for c in w.bot_comments(1) if "OpenASE stopped this ticket" in c]
             labels = w.labels(1)
+            status = await w.until(
+                lambda: _async(next((c for c in w.bot_comments(1) if "budget |" in c), None)),
+                what="the status comment with the budget",
+            )
 
     assert len(runs) == 1, await w.story()  # the retry was never started
     (run,) = runs
@@ -122,6 +126,7 @@ async def test_a_spent_ticket_budget_stops_further_attempts(open_world: OpenWorl
     assert "raise `limits.ticket_budget_usd` in `.github/openase.yml`" in comment
     assert "`/retry`" in comment
     assert "openase/failed" in labels
+    assert f"| Cost so far | {spent_text} |" in status
     assert sorted(received) == ["budget_exceeded", "ticket_failed"]
     (budget,) = received["budget_exceeded"]
     assert budget["reason"] == f"the ticket has spent {spent_text}; no further run starts"
