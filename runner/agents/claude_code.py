@@ -1,7 +1,9 @@
 """Claude Code in print mode (`claude -p`), read through its `stream-json` output.
 
 Facts this relies on (measured on 2.1.330, see AGENT-CLIS.md): each content block of an
-assistant message arrives as its own `assistant` line carrying the message's usage so far;
+assistant message arrives as its own `assistant` line carrying the message's usage so far
+(its input, and output as of its start); with `--include-partial-messages` the raw
+`stream_event` lines follow, whose `message_delta` has the message's whole output count;
 the final `result` line holds the run's usage and cost; an API failure ends with
 `subtype: "success"` but `is_error: true`, so `is_error` is what counts.
 """
@@ -65,6 +67,9 @@ class ClaudeCode:
             "--output-format",
             "stream-json",
             "--verbose",
+            # Raw stream events too: only their message_delta lines say how many output tokens
+            # a model turn produced, so the cost of each turn is known as it ends.
+            "--include-partial-messages",
             # acceptEdits + an allow-list works as root, where bypassing permissions is refused.
             "--permission-mode",
             "acceptEdits",
@@ -95,6 +100,8 @@ class ClaudeCodeParser(JsonLinesParser):
         self._last_text: str | None = None  # the summary when a run ends without a result text
         # Usage per assistant message id: every block of a message repeats its usage.
         self._message_usage: dict[str, Usage] = {}
+        # The message each (sub)agent is streaming: (id, model) by parent_tool_use_id.
+        self._streaming: dict[str | None, tuple[str, str | None]] = {}
 
     def _event(self, data: dict[str, Any]) -> list[AgentEvent]:
         kind = data.get("type")
@@ -106,6 +113,8 @@ class ClaudeCodeParser(JsonLinesParser):
             return self._tool_results(data)
         if kind == "result":
             return [self._result(data)]
+        if kind == "stream_event":
+            return self._stream_event(data)
         return []  # hook, status and rate-limit lines: nothing a run report needs
 
     def _assistant(self, data: dict[str, Any]) -> list[AgentEvent]:
@@ -137,19 +146,61 @@ class ClaudeCodeParser(JsonLinesParser):
                 )
         usage = message.get("usage")
         if isinstance(usage, dict) and message.get("id"):
-            before = self.state.usage
-            key = str(message["id"])
-            self._message_usage[key] = turn = _usage(usage)
-            self.state.usage = sum(self._message_usage.values(), Usage())
             # Each message names its model (a subagent's may differ from the run's).
             model = message.get("model")
-            events += self._priced(key, turn, model if isinstance(model, str) else None)
-            if self.state.usage != before:
-                events.append(
-                    AgentEvent(
-                        kind=EventKind.USAGE, usage=self.state.usage, cost_usd=self.state.cost_usd
-                    )
+            events += self._message(
+                str(message["id"]), _usage(usage), model if isinstance(model, str) else None
+            )
+        return events
+
+    def _stream_event(self, data: dict[str, Any]) -> list[AgentEvent]:
+        """A raw API stream event: a message's start names it and has its input, its delta
+        has its output."""
+        event = data.get("event") or {}
+        parent = data.get("parent_tool_use_id")
+        if event.get("type") == "message_start":
+            message = event.get("message") or {}
+            if not message.get("id"):
+                return []
+            model = message.get("model")
+            self._streaming[parent] = (
+                str(message["id"]),
+                model if isinstance(model, str) else None,
+            )
+            # Its input is known (and billed) as the turn starts: priced before it goes on.
+            usage = message.get("usage")
+            if not isinstance(usage, dict):
+                return []
+            return self._message(str(message["id"]), _usage(usage), self._streaming[parent][1])
+        streaming = self._streaming.get(parent)
+        if (
+            event.get("type") == "message_delta"
+            and streaming
+            and isinstance(event.get("usage"), dict)
+        ):
+            return self._message(streaming[0], _usage(event["usage"]), streaming[1])
+        return []  # content deltas: the assistant lines carry the content
+
+    def _message(self, key: str, usage: Usage, model: str | None) -> list[AgentEvent]:
+        """What is known of one message's usage so far (counts only grow: the largest of
+        each), priced; a USAGE event when the run's totals moved."""
+        known = self._message_usage.get(key, Usage())
+        turn = Usage(
+            input_tokens=max(known.input_tokens, usage.input_tokens),
+            output_tokens=max(known.output_tokens, usage.output_tokens),
+            cache_read_tokens=max(known.cache_read_tokens, usage.cache_read_tokens),
+            cache_write_tokens=max(known.cache_write_tokens, usage.cache_write_tokens),
+        )
+        before = self.state.usage
+        self._message_usage[key] = turn
+        self.state.usage = sum(self._message_usage.values(), Usage())
+        events = self._priced(key, turn, model)
+        if self.state.usage != before:
+            events.append(
+                AgentEvent(
+                    kind=EventKind.USAGE, usage=self.state.usage, cost_usd=self.state.cost_usd
                 )
+            )
         return events
 
     def _tool_results(self, data: dict[str, Any]) -> list[AgentEvent]:

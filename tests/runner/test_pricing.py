@@ -197,3 +197,61 @@ def test_a_meter_replaces_a_turn_reported_again() -> None:
     meter.turn("msg_1", Usage(input_tokens=2_000_000))  # the same turn, more known of it
     meter.turn("msg_2", Usage(output_tokens=1_000_000), "claude-sonnet-4-5")
     assert meter.cost_usd == pytest.approx(2 * 1.0 + 15.0)
+
+
+# Recorded from claude 2.1.330 with --include-partial-messages against the scripted server
+# (a turn of 1,000 input and 300 output tokens; content deltas and status lines left out).
+PARTIAL_TURN = [
+    '{"type": "stream_event", "event": {"type": "message_start", "message": {"id": "msg_000", '
+    '"type": "message", "role": "assistant", "model": "claude-opus-5-5", "content": [], '
+    '"stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 1000, '
+    '"output_tokens": 1}}}, "session_id": "6f3bb1dd-c3cf-4587-88e2-f8e2191c1141", '
+    '"parent_tool_use_id": null, "uuid": "0b5e6c1e-4d0e-4a59-a3c0-1f1d0d9c2a11"}',
+    '{"type": "assistant", "message": {"id": "msg_000", "type": "message", "role": '
+    '"assistant", "model": "claude-opus-5-5", "content": [{"type": "tool_use", "id": '
+    '"toolu_000_00", "name": "Bash", "input": {"command": "echo hi", "description": "x"}}], '
+    '"stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 1000, '
+    '"output_tokens": 1}}, "parent_tool_use_id": null, "session_id": '
+    '"6f3bb1dd-c3cf-4587-88e2-f8e2191c1141"}',
+    '{"type": "stream_event", "event": {"type": "message_delta", "delta": {"stop_reason": '
+    '"tool_use", "stop_sequence": null}, "usage": {"output_tokens": 300}}, "session_id": '
+    '"6f3bb1dd-c3cf-4587-88e2-f8e2191c1141", "parent_tool_use_id": null, "uuid": '
+    '"9a1c7f2e-5b3d-4c8e-8f6a-2d4e6b8c0a13"}',
+    '{"type": "stream_event", "event": {"type": "message_stop"}, "session_id": '
+    '"6f3bb1dd-c3cf-4587-88e2-f8e2191c1141", "parent_tool_use_id": null, "uuid": '
+    '"c4d2e8f0-1a3b-4c5d-9e7f-0a2b4c6d8e15"}',
+]
+
+
+def test_claude_code_prices_a_turns_output_when_its_message_delta_arrives() -> None:
+    parser = parser_for("claude_code", Meter(ANTHROPIC, budget_usd=1.0))
+    start, assistant, delta, stop = PARTIAL_TURN
+
+    # Priced as the turn starts, before its content (a tool call) arrives.
+    (started,) = parser.feed(start)
+    assert started.cost_usd == pytest.approx(1000 * 4 / 1e6 + 1 * 20 / 1e6)
+    assert feed(parser, [assistant])[-1].kind is EventKind.TOOL_CALL  # nothing new to price
+    (usage,) = parser.feed(delta)
+    # The whole output of the turn, at claude-opus-5-5's $20 a million.
+    assert usage.kind is EventKind.USAGE
+    assert usage.usage == Usage(input_tokens=1000, output_tokens=300)
+    assert usage.cost_usd == pytest.approx(1000 * 4 / 1e6 + 300 * 20 / 1e6)
+    assert parser.feed(stop) == []
+    # A repeated assistant line of the same message does not undo what the delta said.
+    feed(parser, [assistant])
+    assert parser.state.usage == Usage(input_tokens=1000, output_tokens=300)
+
+
+def test_a_subagents_stream_is_priced_at_its_own_model() -> None:
+    parser = parser_for("claude_code", Meter(ANTHROPIC))
+    start, _, delta, _ = PARTIAL_TURN
+    sub_start = (
+        start.replace('"msg_000"', '"msg_sub"')
+        .replace("claude-opus-5-5", "claude-haiku-4-5")
+        .replace('"parent_tool_use_id": null', '"parent_tool_use_id": "toolu_task"')
+    )
+    sub_delta = delta.replace('"parent_tool_use_id": null', '"parent_tool_use_id": "toolu_task"')
+    feed(parser, [start, sub_start, sub_delta, delta])
+    opus = ANTHROPIC["claude-opus-5-5"].cost(Usage(input_tokens=1000, output_tokens=300))
+    haiku = ANTHROPIC["claude-haiku-4-5"].cost(Usage(input_tokens=1000, output_tokens=300))
+    assert parser.state.cost_usd == pytest.approx(opus + haiku)

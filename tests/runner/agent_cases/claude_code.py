@@ -132,6 +132,7 @@ PRINT_MODE = [
     "--output-format",
     "stream-json",
     "--verbose",
+    "--include-partial-messages",
     "--permission-mode",
     "acceptEdits",
     "--allowedTools",
