@@ -19,7 +19,7 @@ from bot.tables.machines import MachineAction, MachineControl
 from bot.tables.workflow import Run, RunState
 from bot.web.session import SESSION_COOKIE, encode, new_session
 from harness_store.db import transaction
-from runner.contract import MACHINES_SET, machine_key
+from runner.contract import MACHINES_SET, SCHEMA_VERSION, machine_key
 from runner.machine import MachineFacts
 from tests.support.board import HOSTILE, add_run, add_ticket
 from tests.support.browser import chromium, screenshot, served
@@ -112,7 +112,7 @@ async def test_the_page_lists_live_and_offline_machines(web: httpx.AsyncClient, 
         "1 of 4",
         '<a href="/runs/r1">r1</a>',
         "50.0 GB, 8.0 GB",
-        "contract 2",
+        f"contract {SCHEMA_VERSION}",
         "bubblewrap 0.8.0",
         "healthy",
         "s ago",
