@@ -1,22 +1,30 @@
 """Scheduled tickets through the running product: two control workers (the product's own,
 with their crons) file a due slot's issue once, with no test code running the cron, and the
-issue's trigger label starts the agent (a real `openase runner`) like a person's label; a
-repository whose schedule has a bad cron is told so like any config error."""
+issue's trigger label starts the agent (a real `openase runner`) like a person's label — a
+repository's on GitHub, and a Linear team's, whose issue comes back as Linear's signed
+webhook; a repository whose schedule has a bad cron is told so like any config error."""
 
 from __future__ import annotations
 
+import json
+import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from pydantic import AnyHttpUrl, SecretStr
 from sqlalchemy import select
 
+from adapters.linear.verify import sign as linear_sign
 from bot.config.states import State
+from bot.registry import TrackerClients
 from bot.tables.mirror import Installation, Repository
 from bot.tables.schedules import ScheduleSlot, SlotOutcome
 from bot.tables.workflow import EffectStatus, OutboxEffect
 from harness_store.db import transaction
-from tests.conftest import OpenWorld
-from tests.support.lifecycle import INSTALLATION, REPO_ID, World, repo_config
+from tests.conftest import AppWith, OpenWorld
+from tests.fakes.linear_api import FakeLinear
+from tests.support.lifecycle import FULL_NAME, INSTALLATION, REPO_ID, World, repo_config
 
 Json = dict[str, Any]
 NAME = "nightly-scan"
@@ -38,9 +46,9 @@ async def _async(value: Any) -> Any:
     return value
 
 
-async def seen_before(w: World, slot: datetime) -> None:
-    """The repository as the mirror knows it, and the schedule as an earlier worker left
-    it: its first slot recorded (not filed), days ago; no worker has run since."""
+async def seen_before(w: World, slot: datetime, scope: str = f"github:{REPO_ID}") -> None:
+    """The repository as the mirror knows it, and the schedule (of `scope`) as an earlier
+    worker left it: its first slot recorded (not filed), days ago; no worker has run since."""
     data = w.repo.data
     async with transaction(w.deps.sessions) as session:
         session.add(Installation(id=INSTALLATION, account_login="octo", account_type="User"))
@@ -58,8 +66,8 @@ async def seen_before(w: World, slot: datetime) -> None:
         await session.flush()
         session.add(
             ScheduleSlot(
-                scope=f"github:{REPO_ID}",
-                repository_id=REPO_ID,
+                scope=scope,
+                repository_id=REPO_ID if scope.startswith("github:") else None,
                 schedule=NAME,
                 slot_at=slot,
                 outcome=SlotOutcome.FIRST_SEEN,
@@ -126,3 +134,76 @@ async def test_a_bad_cron_is_reported_like_any_config_error(open_world: OpenWorl
         assert "'0 3 * * 8' is not a valid cron expression" in problem
         assert await w.runs(14) == []
         assert filed(w) == []
+
+
+TEAM = f"""\
+linear:
+  teams:
+    ENG:
+      repo: {FULL_NAME}
+      schedules:
+        - name: {NAME}
+          cron: "0 3 * * *"
+          title: "Nightly scan ({{{{ date }}}})"
+          body: "Scan {{{{ repository }}}}."
+          workflow: coder
+"""
+LINEAR_SECRET = "linear-webhook-secret"
+
+
+async def test_a_linear_teams_missed_slot_is_filed_once_and_the_agent_works_on_it(
+    open_world: OpenWorld,
+    app_with: AppWith,
+    linear_fake: FakeLinear,
+    tracker_clients: TrackerClients,
+) -> None:
+    linear_fake.add_team("ENG", "Engineering")
+    settings = {
+        "linear_api_key": SecretStr(linear_fake.api_key),
+        "linear_webhook_secret": SecretStr(LINEAR_SECRET),
+        "linear_api_url": AnyHttpUrl(linear_fake.url),
+    }
+    async with (
+        app_with(**settings) as http,
+        open_world(control_extra=TEAM, trackers=tracker_clients, workers=0) as w,
+    ):
+        now = datetime.now(UTC)
+        due = now.replace(hour=3, minute=0, second=0, microsecond=0)
+        due = due if due <= now else due - timedelta(days=1)
+        await seen_before(w, due - timedelta(days=3), scope="linear:ENG")
+        await w.start_worker()
+        await w.start_worker()
+
+        def filed_in_linear() -> list[Json]:
+            return [
+                i for i in linear_fake.issues.values() if i["creatorId"] == linear_fake.viewer["id"]
+            ]
+
+        (issue,) = await w.until(lambda: _async(filed_in_linear()), what="the Linear issue")
+        assert issue["title"] == f"Nightly scan ({due:%Y-%m-%d})"
+        assert [linear_fake.labels[i]["name"] for i in issue["labelIds"]] == ["openase"]
+
+        # Linear's webhook for the issue the API key's user created: the agent takes it.
+        (created,) = [
+            o for o in linear_fake.outbound if (o["type"], o["action"]) == ("Issue", "create")
+        ]
+        body = json.dumps(created | {"webhookTimestamp": int(time.time() * 1000)}).encode()
+        response = await http.post(
+            "/webhooks/linear",
+            content=body,
+            headers={
+                "Content-Type": "application/json; charset=utf-8",
+                "Linear-Delivery": str(uuid.uuid4()),
+                "Linear-Event": "Issue",
+                "Linear-Signature": linear_sign(LINEAR_SECRET.encode(), body),
+            },
+        )
+        assert response.status_code in (200, 202), response.text
+        pull = await w.until(
+            lambda: _async(
+                next((p for p in w.repo.pulls if p["head"]["ref"] == "openase/eng-1"), None)
+            ),
+            what="the PR for ENG-1",
+        )
+        assert pull["title"] == f"ENG-1: Nightly scan ({due:%Y-%m-%d})"
+        assert len(filed_in_linear()) == 1
