@@ -1,8 +1,9 @@
 """Scheduled tickets through the running product: two control workers (the product's own,
 with their crons) file a due slot's issue once, with no test code running the cron, and the
 issue's trigger label starts the agent (a real `openase runner`) like a person's label — a
-repository's on GitHub, and a Linear team's, whose issue comes back as Linear's signed
-webhook; a repository whose schedule has a bad cron is told so like any config error."""
+repository's on GitHub, a Linear team's and a Jira project's, whose issues come back as
+their trackers' signed webhooks; a repository whose schedule has a bad cron is told so like
+any config error."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Any
 from pydantic import AnyHttpUrl, SecretStr
 from sqlalchemy import select
 
+from adapters.jira.verify import sign as jira_sign
 from adapters.linear.verify import sign as linear_sign
 from bot.config.states import State
 from bot.registry import TrackerClients
@@ -22,7 +24,8 @@ from bot.tables.mirror import Installation, Repository
 from bot.tables.schedules import ScheduleSlot, SlotOutcome
 from bot.tables.workflow import EffectStatus, OutboxEffect
 from harness_store.db import transaction
-from tests.conftest import AppWith, OpenWorld
+from tests.conftest import JIRA_EMAIL, AppWith, OpenWorld
+from tests.fakes.jira_server import FakeJira
 from tests.fakes.linear_api import FakeLinear
 from tests.support.lifecycle import FULL_NAME, INSTALLATION, REPO_ID, World, repo_config
 
@@ -207,3 +210,64 @@ async def test_a_linear_teams_missed_slot_is_filed_once_and_the_agent_works_on_i
         )
         assert pull["title"] == f"ENG-1: Nightly scan ({due:%Y-%m-%d})"
         assert len(filed_in_linear()) == 1
+
+
+PROJECT = TEAM.replace("linear:\n  teams:\n    ENG:", "jira:\n  projects:\n    PROJ:")
+JIRA_SECRET = "jira-webhook-secret"
+
+
+async def test_a_jira_projects_missed_slot_is_filed_once_and_the_agent_works_on_it(
+    open_world: OpenWorld,
+    app_with: AppWith,
+    jira_fake: FakeJira,
+    tracker_clients: TrackerClients,
+) -> None:
+    jira_fake.add_project("PROJ", "Project")
+    settings = {
+        "jira_url": AnyHttpUrl(jira_fake.url),
+        "jira_email": JIRA_EMAIL,
+        "jira_api_token": SecretStr(jira_fake.token),
+        "jira_webhook_secret": SecretStr(JIRA_SECRET),
+    }
+    async with (
+        app_with(**settings) as http,
+        open_world(control_extra=PROJECT, trackers=tracker_clients, workers=0) as w,
+    ):
+        now = datetime.now(UTC)
+        due = now.replace(hour=3, minute=0, second=0, microsecond=0)
+        due = due if due <= now else due - timedelta(days=1)
+        await seen_before(w, due - timedelta(days=3), scope="jira:PROJ")
+        await w.start_worker()
+        await w.start_worker()
+
+        def filed_in_jira() -> list[Json]:
+            return [
+                i
+                for i in jira_fake.issues.values()
+                if "openase:schedule" in (i["fields"]["description"] or "")
+            ]
+
+        (issue,) = await w.until(lambda: _async(filed_in_jira()), what="the Jira issue")
+        assert issue["fields"]["summary"] == f"Nightly scan ({due:%Y-%m-%d})"
+        assert issue["fields"]["labels"] == ["openase"]
+
+        # Jira's webhook for the issue the API user created: the agent takes it.
+        (created,) = [o for o in jira_fake.outbound if o["webhookEvent"] == "jira:issue_created"]
+        body = json.dumps(created).encode()
+        response = await http.post(
+            "/webhooks/jira",
+            content=body,
+            headers={
+                "Content-Type": "application/json",
+                "X-Atlassian-Webhook-Identifier": str(uuid.uuid4().int % 10**9),
+                "X-Hub-Signature": jira_sign(JIRA_SECRET.encode(), body),
+            },
+        )
+        assert response.status_code in (200, 202), response.text
+        branch = f"openase/{issue['key'].lower()}"
+        pull = await w.until(
+            lambda: _async(next((p for p in w.repo.pulls if p["head"]["ref"] == branch), None)),
+            what=f"the PR for {issue['key']}",
+        )
+        assert pull["title"] == f"{issue['key']}: Nightly scan ({due:%Y-%m-%d})"
+        assert len(filed_in_jira()) == 1
