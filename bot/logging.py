@@ -49,8 +49,11 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]  # typesh
             self._explicit = value
 
 
-def configure_logging(*, json: bool | None = None, level: int = logging.INFO) -> None:
-    """Route structlog and stdlib logging through one pipeline to stderr."""
+def configure_logging(
+    *, json: bool | None = None, level: int = logging.INFO, process: str | None = None
+) -> None:
+    """Route structlog and stdlib logging through one pipeline to stderr. `process` names
+    this process on every line (`openase up`'s children share its stderr)."""
     if json is None:
         json = not sys.stderr.isatty()
     shared: list[Processor] = [
@@ -60,6 +63,8 @@ def configure_logging(*, json: bool | None = None, level: int = logging.INFO) ->
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         redact,
     ]
+    if process is not None:
+        shared.insert(0, _ProcessName(process))
     renderer: Processor = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
     )
@@ -88,6 +93,19 @@ def configure_logging(*, json: bool | None = None, level: int = logging.INFO) ->
     arq = logging.getLogger("arq.worker")
     if not any(isinstance(f, QuietCrons) for f in arq.filters):
         arq.addFilter(QuietCrons())
+
+
+class _ProcessName:
+    """structlog processor: which process wrote the line."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __call__(
+        self, _: Any, __: str, event_dict: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        event_dict.setdefault("process", self.name)
+        return event_dict
 
 
 class QuietCrons(logging.Filter):

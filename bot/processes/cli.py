@@ -57,9 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     commands.add_parser(
         "up",
-        help="web app and control worker in one process, for one machine",
+        help="web app, control worker and runner for one machine, supervised",
         description=(
-            "Run the web app and the control worker in one process. Without "
+            "Run the web app, the control worker and this machine's runner as child processes, "
+            "each started again if it ends, all stopped in order on SIGINT/SIGTERM. Without "
             "OPENASE_DATABASE_URL / OPENASE_REDIS_URL, start embedded PostgreSQL and Redis "
             "under OPENASE_DATA_DIR (default ~/.local/share/openase). Migrates, then serves on "
             "OPENASE_HOST:OPENASE_PORT (default 127.0.0.1:2080). Without "

@@ -23,7 +23,7 @@ from bot.config.manifest import github_manifest, load_app_yml
 from bot.errors import ConfigError, OpenaseError
 from bot.harness import cli as harness_cli
 from bot.logging import configure_logging
-from bot.processes import schedule_cli
+from bot.processes import schedule_cli, supervised
 from bot.servers.embedded import EmbeddedRedis
 from bot.servers.services import (
     ServiceUrls,
@@ -47,16 +47,18 @@ def dispatch(args: argparse.Namespace) -> int:
         # The run's own events are the output; only trouble is worth a log line.
         _configure_logging(level=logging.WARNING)
         return _try(args)
+    if args.command in ("serve", "worker", "runner"):
+        supervised.die_with_supervisor()  # started by `openase up`: go when it goes
     settings = load_settings()
     if args.command in ("harness", "skill"):
         return harness_cli.run(args, settings)
     if args.command == "runner":
-        _configure_logging()
+        _configure_logging(process=supervised.process_name())
         return _runner(settings, args)
     # The App registered on the setup page, wherever the environment configures none.
     settings = with_stored_app(settings)
     if args.command == "up":
-        _configure_logging()
+        _configure_logging(process="up")
         return _up(settings)
     if args.command == "serve" and settings.github_webhook_secret is None:
         raise ConfigError(
@@ -66,7 +68,7 @@ def dispatch(args: argparse.Namespace) -> int:
         )
     if args.command in ("serve", "worker"):
         urls = configured_urls(settings)
-        _configure_logging()
+        _configure_logging(process=supervised.process_name())
         return _serve(settings, urls, web=args.command == "serve")
     if args.command == "migrate":
         database_url = require_database_url(settings)
@@ -88,8 +90,8 @@ def dispatch(args: argparse.Namespace) -> int:
     raise AssertionError(f"unhandled command {args.command!r}")  # argparse allows no other
 
 
-def _configure_logging(level: int = logging.INFO) -> None:
-    configure_logging(level=level)
+def _configure_logging(level: int = logging.INFO, process: str | None = None) -> None:
+    configure_logging(level=level, process=process)
     # pgserver narrates every pg_ctl call and alembic every plugin it loads at INFO; their
     # warnings and errors are what matter.
     for chatty in ("pgserver", "alembic.runtime.plugins"):
@@ -109,22 +111,24 @@ def _app_manifest(url: str | None) -> int:
 
 
 def _up(settings: Settings) -> int:
-    from bot.processes import up
+    from bot.processes import lifecycle, up
 
-    return up.run(lambda shutdown: up.up(settings, shutdown))
+    return lifecycle.run(lambda shutdown: up.up(settings, shutdown))
 
 
 def _serve(settings: Settings, urls: ServiceUrls, *, web: bool) -> int:
     """`serve` (web app only) or `worker` (control worker only)."""
-    from bot.processes import up
+    from bot.processes import control_plane, lifecycle
 
     def announce(port: int | None) -> None:
         if port is not None:
-            up.log.info("listening", url=up.base_url(settings.host, port))
+            control_plane.log.info("listening", url=lifecycle.base_url(settings.host, port))
 
-    return up.run(
-        lambda shutdown: up.run_control_plane(
-            settings, urls, shutdown, web=web, worker=not web, announce=announce
+    # Under `openase up`, the socket it bound (and keeps for the next web process).
+    sock = supervised.inherited_socket() if web else None
+    return lifecycle.run(
+        lambda shutdown: control_plane.run_control_plane(
+            settings, urls, shutdown, web=web, worker=not web, announce=announce, sock=sock
         )
     )
 

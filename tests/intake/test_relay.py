@@ -24,7 +24,8 @@ from adapters.github.verify import sign
 from bot.deps import Deps
 from bot.intake.relay import WebhookRelay
 from bot.intake.relay_status import read_relay_status
-from bot.processes.up import Shutdown, run_control_plane
+from bot.processes.control_plane import run_control_plane
+from bot.processes.lifecycle import Shutdown
 from bot.servers.outages import Backoff
 from bot.servers.services import ServiceUrls
 from bot.settings import Settings

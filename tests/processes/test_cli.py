@@ -243,7 +243,7 @@ def test_up_keeps_one_webhook_secret_in_the_data_dir(tmp_path: Path) -> None:
     ],
 )
 def test_printed_urls_are_ones_a_browser_on_this_machine_can_open(host: str, shown: str) -> None:
-    from bot.processes.up import base_url
+    from bot.processes.lifecycle import base_url
 
     assert base_url(host, 2080) == shown
 

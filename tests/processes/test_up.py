@@ -3,8 +3,10 @@
 `openase up` takes one data dir through three lives: a clean start and Ctrl-C, a restart
 that finds its data and secret and is then killed with SIGKILL, and a start over the
 crashed run's leftovers that SIGTERM stops. After each clean stop no server of that data
-dir may be left running. Then the mixed case (one URL given, the other embedded) and the
-production pair `serve` + `worker` against the test session's servers.
+dir may be left running. `up` supervises its web app, worker and runner as processes of
+their own: each killed is started again and the product works on; SIGTERM stops them all;
+a killed `up` takes them with it. Then the mixed case (one URL given, the other embedded)
+and the production pair `serve` + `worker` against the test session's servers.
 """
 
 from __future__ import annotations
@@ -57,14 +59,17 @@ class Process:
     def output(self) -> str:
         return self.stdout.read_text() + "\n--- stderr ---\n" + self.stderr.read_text()
 
-    def wait_ready(self, timeout: float = 30.0) -> None:
-        """Until /healthz answers 200 (the web app runs and reaches Postgres and Redis)."""
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Until /healthz answers 200 (the web app runs and reaches Postgres and Redis) and,
+        for `up`, its banner is printed (once it saw the web app answer)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 pytest.fail(f"openase {self.command} exited early:\n{self.output()}")
             try:
-                if httpx.get(self.base_url + "/healthz", timeout=1).status_code == 200:
+                if httpx.get(self.base_url + "/healthz", timeout=1).status_code == 200 and (
+                    self.command != "up" or "Ctrl-C stops everything." in self.stdout.read_text()
+                ):
                     return
             except httpx.TransportError:
                 pass
@@ -156,6 +161,42 @@ def server_pids(directory: Path) -> list[int]:
         if needle in cmdline:
             pids.append(int(proc.name))
     return pids
+
+
+def alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie nobody reaped yet has ended)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def children_of(pid: int) -> dict[str, int]:
+    """`up`'s supervised processes by command (`serve`, `worker`, `runner`): pid."""
+    found = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            ppid = int((proc / "stat").read_text().rpartition(")")[2].split()[1])
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):  # exited while we looked
+            continue
+        if ppid == pid and b"bot.processes.cli" in argv and alive(int(proc.name)):
+            found[argv[argv.index(b"bot.processes.cli") + 1].decode()] = int(proc.name)
+    return found
+
+
+def wait_for_children(up: Process, expected: set[str], unlike: dict[str, int]) -> dict[str, int]:
+    """Until `up` runs each of `expected`, none with the pid it had in `unlike`."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        found = children_of(up.process.pid)
+        if set(found) == expected and all(found[n] != unlike.get(n) for n in expected):
+            return found
+        time.sleep(0.1)
+    pytest.fail(f"children {expected} not (re)started: {children_of(up.process.pid)}")
 
 
 def embedded_db(data_dir: Path) -> str:
@@ -255,6 +296,60 @@ def test_up_serves_stops_cleanly_and_keeps_its_data(launcher: Launcher) -> None:
     deliver(third.base_url, secret, db)
     assert third.stop(signal.SIGTERM) == 0, third.output()
     assert server_pids(data_dir) == []
+
+
+SUPERVISED = {"serve", "worker", "runner"}
+
+
+def test_up_restarts_a_killed_child_and_sigterm_stops_them_all(launcher: Launcher) -> None:
+    db = embedded_db(launcher.data_dir)
+    up = launcher.start("up")
+    up.wait_ready()
+    secret = up.printed_secret()
+    first = wait_for_children(up, SUPERVISED, {})
+    deliver(up.base_url, secret, db)  # served by `serve`, performed by `worker`
+
+    killed = first
+    for command in ("worker", "serve", "runner"):
+        os.kill(killed[command], signal.SIGKILL)
+        killed = wait_for_children(up, SUPERVISED, {command: killed[command]})
+        up.wait_ready()
+        deliver(up.base_url, secret, db)  # the product works again
+    assert all(not alive(pid) for pid in first.values())
+
+    log = log_lines(up)
+    ended = [line for line in log if line["event"] == "process_ended"]
+    assert [(line["child"], line["status"]) for line in ended] == [
+        ("worker", "killed by SIGKILL"),
+        ("web", "killed by SIGKILL"),
+        ("runner", "killed by SIGKILL"),
+    ]
+    # Each line says which process wrote it.
+    assert {"up", "web", "worker", "runner"} <= {line.get("process") for line in log}
+    assert up.stdout.read_text().count("OpenASE is up.") == 1
+
+    assert up.stop(signal.SIGTERM) == 0, up.output()
+    assert not any(alive(pid) for pid in killed.values())
+    assert server_pids(launcher.data_dir) == []
+    stopped = [line["child"] for line in log_lines(up) if line["event"] == "process_stopped"]
+    assert stopped == ["web", "worker", "runner"]  # in this order: no delivery goes unseen
+
+
+def log_lines(up: Process) -> list[dict[str, str]]:
+    lines = up.stderr.read_text().splitlines()
+    return [json.loads(line) for line in lines if line.startswith("{")]
+
+
+def test_a_killed_up_leaves_no_child_behind(launcher: Launcher) -> None:
+    up = launcher.start("up")
+    up.wait_ready()
+    children = wait_for_children(up, SUPERVISED, {})
+    up.process.kill()
+    up.process.wait()
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in children.values()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(alive(pid) for pid in children.values()), up.output()
 
 
 def test_up_refuses_a_data_dir_another_up_is_using(launcher: Launcher) -> None:
