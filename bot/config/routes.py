@@ -13,8 +13,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bot.config.control import ControlConfig, TrackerAccess, TrackerRoute, TrackerRule
+from bot.config.control import ControlConfig
 from bot.config.states import State
+from bot.config.trackers import TrackerAccess, TrackerRoute, TrackerRule
 from bot.registry import JIRA, LINEAR
 
 TRACKERS = (LINEAR, JIRA)
@@ -79,6 +80,7 @@ def route_of(
     """The repository and workflow of a Linear or Jira ticket; None when none is configured."""
     if not tracker:
         return None
+    routes: Mapping[str, TrackerRoute]
     if source == LINEAR:
         scope, routes, narrower = tracker.get("team_key"), control.linear.teams, "projects"
         picks: Iterable[str] = [tracker["project"]] if tracker.get("project") else []

@@ -112,7 +112,12 @@ async def jira_create_issue(ctx: EffectContext, payload: Json) -> Json:
     body = str(payload.get("body") or "")
     description = f"{body}\n\n_{marker}_" if body else f"_{marker}_"
     issue = await jira.create_issue(
-        project, required_text(payload, "title"), description, _labels(payload)
+        project,
+        required_text(payload, "title"),
+        description,
+        _labels(payload),
+        # Effects stored before issue types were configurable file a Task, as they would have.
+        issue_type=str(payload.get("issue_type") or "Task"),
     )
     return _jira_result(issue["key"], issue["url"], created=True, issue_id=issue["id"])
 

@@ -14,8 +14,8 @@ from collections.abc import AsyncIterator
 
 import structlog
 
-from bot.config.control import TrackerRoute
 from bot.config.schedules import Schedule
+from bot.config.trackers import JiraRoute, TrackerRoute
 from bot.effects.tracker_issues import TrackerIssueEffect, tracker_schedule_marker
 from bot.effects.trackers import LANES
 from bot.engine.context import Engine
@@ -112,11 +112,19 @@ def _target(owner: Owner, route: TrackerRoute, labels: tuple[str, ...]) -> Targe
         repository=route.repo,
         kind=KINDS[owner.source],
         lane=LANES[owner.source],
-        fields={"team_key": owner.key} if linear else {"project_key": owner.key},
+        fields=_fields(owner, route),
         marker=tracker_schedule_marker,
         labels=labels,
         text=(lambda body: body) if linear else to_wiki,
     )
+
+
+def _fields(owner: Owner, route: TrackerRoute) -> dict[str, str]:
+    """Where the issue is filed: the Linear team, or the Jira project and its issue type."""
+    if owner.source == LINEAR:
+        return {"team_key": owner.key}
+    issue_type = route.issue_type if isinstance(route, JiraRoute) else "Task"
+    return {"project_key": owner.key, "issue_type": issue_type}
 
 
 async def _trigger_label(engine: Engine, full_name: str, workflow: str) -> str | None:

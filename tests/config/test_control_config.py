@@ -230,6 +230,17 @@ def test_defaults_provider_may_be_left_out_with_one_provider() -> None:
             "characters (for example 'run-tests'); got 'Coder'",
         ),
         (
+            "jira: {projects: {PROJ: {repo: acme/api, issue_type: ''}}}\n",
+            "jira.projects.PROJ.issue_type",
+            "must not be empty",
+        ),
+        (
+            "linear: {teams: {ENG: {repo: acme/api, issue_type: Task}}}\n",
+            "linear.teams.ENG.issue_type",
+            "is not a known key (known keys: repo, workflow, labels, projects, components, "
+            "schedules)",
+        ),
+        (
             "machines: {labels: [gpu]}\n",
             "machines.labels",
             "is not a known key (did you mean 'default_labels'? known keys: default_labels)",

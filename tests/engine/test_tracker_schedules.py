@@ -143,7 +143,7 @@ async def test_each_slot_files_one_issue_in_linear_and_in_jira_across_workers(
     # Jira's documented create request: fields with project, issue type, summary, labels.
     ((_, _, body),) = [r for r in jira_fake.requests if r[:2] == ("POST", "/rest/api/2/issue")]
     assert body["fields"]["project"] == {"key": "PROJ"}
-    assert body["fields"]["issuetype"] == {"name": "Task"}
+    assert body["fields"]["issuetype"] == {"name": "Story"}  # the project's `issue_type`
 
     # Later ticks in the same week file nothing more.
     assert await schedules_tick(engine, MONDAY + timedelta(hours=5)) == {}

@@ -532,7 +532,8 @@ class FakeJira:
         project = str((fields.get("project") or {}).get("key"))
         if project not in self.projects:
             errors["project"] = "Specify a valid project ID or key"
-        if (fields.get("issuetype") or {}).get("name") != "Task":
+        # A stock Jira Software project's issue types.
+        if (fields.get("issuetype") or {}).get("name") not in ("Task", "Story", "Bug", "Epic"):
             errors["issuetype"] = "Specify a valid issue type"
         if not isinstance(fields.get("summary"), str) or not fields["summary"].strip():
             errors["summary"] = "You must specify a summary of the issue."

@@ -78,6 +78,7 @@ jira:
   projects:
     PROJ:
       repo: {FULL_NAME}
+      issue_type: Story
       schedules:
         - name: weekly-scan
           cron: "0 9 * * 1"
