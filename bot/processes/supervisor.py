@@ -125,6 +125,7 @@ class Supervisor:
         """Run `child` until the stop, starting it again whenever it ends by itself."""
         spec = child.spec
         while not self._stopping.is_set():
+            child.started = time.monotonic()
             try:
                 process = await asyncio.create_subprocess_exec(
                     *spec.argv,
@@ -139,7 +140,7 @@ class Supervisor:
                 log.error("process_not_started", child=spec.name, error=repr(error))
                 returncode = None
             else:
-                child.process, child.started = process, time.monotonic()
+                child.process = process
                 log.info("process_started", child=spec.name, pid=process.pid)
                 if self._stopping.is_set():  # the stop began while it was being started
                     child.send(signal.SIGTERM)

@@ -36,7 +36,9 @@ log = structlog.get_logger(__name__)
 
 # How long `up` lets a child take over its stop before killing it: the grace, then closing.
 CHILD_STOP_SECONDS = SHUTDOWN_GRACE + 10.0
-# Web processes `up` runs on the one socket (why one: README, Benchmark).
+# Web processes `up` runs on the one socket. One: a second answered no more webhooks on two
+# cores (README, Benchmark), and each more would need the session key and an App registered
+# on another's /setup shared with it (bot/web/session.py, setup_page.py), and run the relay.
 WEB_PROCESSES = 1
 
 

@@ -352,6 +352,20 @@ def test_a_killed_up_leaves_no_child_behind(launcher: Launcher) -> None:
     assert not any(alive(pid) for pid in children.values()), up.output()
 
 
+def test_a_second_signal_stops_up_at_once_and_leaves_nothing(launcher: Launcher) -> None:
+    up = launcher.start("up")
+    up.wait_ready()
+    children = wait_for_children(up, SUPERVISED, {})
+    up.process.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + 10
+    while "shutdown_requested" not in up.stderr.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert up.stop(signal.SIGINT) == 0, up.output()
+    assert "shutdown_forced" in up.stderr.read_text()
+    assert not any(alive(pid) for pid in children.values())
+    assert server_pids(launcher.data_dir) == []
+
+
 def test_up_refuses_a_data_dir_another_up_is_using(launcher: Launcher) -> None:
     first = launcher.start("up")
     first.wait_ready()
