@@ -136,6 +136,7 @@ async def execute_run(ctx: dict[str, Any], spec_wire: object) -> dict[str, Any]:
     handed_back = False
     try:
         try:
+            await _announce(ctx)  # while the run gets going: the machine choice sees it
             result = await asyncio.shield(task)
         except asyncio.CancelledError:
             # arq abort or runner shutdown: stop the agent, keep its work, then let arq
@@ -174,7 +175,11 @@ async def execute_run(ctx: dict[str, Any], spec_wire: object) -> dict[str, Any]:
 async def _finish(ctx: dict[str, Any], result: RunResult, sink: RedisEventSink) -> None:
     """Deliver the result after the run's events; with Redis away, it waits on disk."""
     results: Results = ctx["results"]
-    results.keep(result)
+    results.keep(result)  # from here a second start of the run finds it finished
+    # Its slot is free: the registry says so before the result goes out, so the control
+    # plane, taking the result, sends the next run here at once, not after a heartbeat.
+    ctx["runs"].pop(result.run_id, None)
+    await _announce(ctx)
     await sink.close()
     if sink.done and await results.deliver(result):
         return
@@ -256,6 +261,19 @@ async def _register(ctx: dict[str, Any]) -> None:
         pipe.expire(key, MACHINE_TTL_SECONDS)
         pipe.sadd(MACHINES_SET, config.machine)
         await pipe.execute()
+
+
+async def _announce(ctx: dict[str, Any]) -> None:
+    """Register now, between heartbeats (a run started or ended); with Redis away, the
+    heartbeat will once it is back."""
+    outage: RedisOutage = ctx["outage"]
+    if outage.away:
+        return
+    try:
+        await _register(ctx)
+    except (RedisError, OSError) as error:
+        stop_if_cancelled(error)
+        outage.noticed(error)
 
 
 async def _heartbeat(ctx: dict[str, Any]) -> None:
@@ -364,7 +382,9 @@ def make_runner(config: RunnerConfig, *, burst: bool = False) -> Worker:
         keep_result=0,
         allow_abort_jobs=True,
         handle_signals=False,
-        poll_delay=0.05,
+        # A run waits this long at most for the runner to look at its queue (label ->
+        # agent start counts it); a look is one cheap Redis command.
+        poll_delay=0.01,
         ctx={"state": RunnerState(), "outage": outage, "runs": {}, "sinks": {}},
     )
     return worker

@@ -23,7 +23,9 @@ from bot.config.states import State
 from bot.effects.outbox import enqueue_perform
 from bot.engine.context import Decided, Engine, Followups
 from bot.engine.merge_gate import consider_merge
-from bot.engine.runs.dispatch import NOT_PICKUP, dispatch_ticket, send
+from bot.engine.runs.dispatch import NOT_PICKUP, dispatch_ticket
+from bot.engine.runs.machine_controls import free_slots_now
+from bot.engine.runs.sending import send
 from bot.jobs import DISPATCH_JOB
 from bot.tables.mirror import Ticket
 from bot.tables.workflow import TicketState
@@ -68,7 +70,7 @@ async def _signal(engine: Engine, followups: Followups) -> None:
         except (RedisError, OSError) as exc:
             log.warning("cancel_not_sent", run_id=run_id, error=type(exc).__name__)
     for spec, machine, token_expires in followups.sends:
-        await send(engine, spec, machine, token_expires)
+        await send(redis, spec, machine, token_expires)
     stamp = followups.decision or f"{time.time_ns()}"
     for installation_id in followups.outbox:
         await enqueue_perform(
@@ -112,6 +114,11 @@ async def dispatch_due(engine: Engine, *, limit: int = DUE_BATCH) -> int:
 
 
 async def _dispatch_due(engine: Engine, *, limit: int = DUE_BATCH) -> list[Decided]:
+    """Start due tickets, oldest first, while the machines have free slots: with none left,
+    the rest would only each find out again that no runner has room."""
+    free = await free_slots_now(engine.deps.redis, engine.deps.sessions)
+    if free <= 0:
+        return []
     now = datetime.now(UTC)
     async with engine.deps.sessions() as session:
         ids = (
@@ -131,10 +138,20 @@ async def _dispatch_due(engine: Engine, *, limit: int = DUE_BATCH) -> list[Decid
         ).all()
     decided: list[Decided] = []
     for ticket_id in ids:
+        if free <= 0:
+            break
         try:
-            decided.append(await dispatch_ticket(engine, ticket_id))
+            outcome = await dispatch_ticket(engine, ticket_id)
         except Exception:  # one ticket's trouble must not stop the others
             log.warning("dispatch_failed", ticket_id=ticket_id, exc_info=True)
+            continue
+        decided.append(outcome)
+        if outcome.outcome == "dispatched":
+            free -= 1
+        elif outcome.outcome in ("no_machine", "not_claimed"):
+            # Another dispatcher (a worker, a finished run's followups) may have taken the
+            # slots meanwhile: counted again, not tried ticket after ticket.
+            free = await free_slots_now(engine.deps.redis, engine.deps.sessions)
     return decided
 
 

@@ -380,3 +380,33 @@ async def test_no_secret_of_a_spec_stays_in_redis_once_its_job_is_done(
 
 async def _said(redis: ArqRedis, run_id: str, text: str) -> bool:
     return any(event.text == text for event in await events_of(redis, run_id))
+
+
+async def test_the_registry_counts_a_run_from_its_start_and_frees_its_slot_before_its_result(
+    redis: ArqRedis, runner: tuple[asyncio.Event, RunnerConfig], tmp_path: Path
+) -> None:
+    """The control plane, taking a result, sends the next run to the slot it freed: the
+    registry says so by then, not at the next heartbeat (every 5 s)."""
+    remote = make_remote(tmp_path)
+    gate = tmp_path / "go"
+    agent = script(
+        tmp_path,
+        "agent.py",
+        f"import os, time\nwhile not os.path.exists({str(gate)!r}):\n    time.sleep(0.05)\n",
+    )
+    spec = spec_for(remote, [str(agent)], run_id="slot-1")
+
+    async def running() -> int:
+        value = await cast(Awaitable[bytes | None], redis.hget(machine_key(MACHINE), "running"))
+        return int(value or 0)
+
+    async def agent_started() -> bool:
+        events = await events_of(redis, "slot-1")
+        return any(e.kind is EventKind.PHASE and e.text == "agent" for e in events)
+
+    await enqueue(redis, spec.to_wire(), "slot-1")
+    await wait_for(agent_started)
+    assert await running() == 1  # the heartbeat is seconds away: the run's start said it
+    gate.write_text("")
+    await result_of(redis, "slot-1")
+    assert await running() == 0

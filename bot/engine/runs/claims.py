@@ -78,6 +78,22 @@ def _in_progress(
     return query.scalar_subquery()
 
 
+async def room(
+    session: AsyncSession, *, repository_id: int | None, workflow: str, limits: Limits
+) -> bool:
+    """Whether the limits leave room for one more run by what is committed now, without the
+    locks: no means `claim` would refuse too, so the caller spares itself the work before it
+    (a git token, a spec); yes is only a hint, `claim` decides."""
+    checks = []
+    if limits.workflow is not None:
+        checks.append(_in_progress(workflow=workflow) < limits.workflow)
+    if limits.repo is not None and repository_id is not None:
+        checks.append(_in_progress(repository_id=repository_id) < limits.repo)
+    if not checks:
+        return True
+    return bool(await session.scalar(select(and_(*checks))))
+
+
 async def claim(
     session: AsyncSession,
     *,

@@ -17,15 +17,14 @@ secrets, so no token outlives its run in Redis.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import structlog
 from arq.constants import job_key_prefix
-from arq.jobs import Job
 from pydantic import SecretStr
-from redis.exceptions import RedisError
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -39,13 +38,19 @@ from bot.engine.budgets import refuse_if_spent
 from bot.engine.context import Decided, Engine, Followups, Loaded, load
 from bot.engine.decision import Decision
 from bot.engine.runs.claims import Limits as ClaimLimits
-from bot.engine.runs.claims import claim
+from bot.engine.runs.claims import claim, room
 from bot.engine.runs.machine_controls import controls, in_flight, stopped
-from bot.engine.runs.machines import Machine, Requirements, choose, registered, why_none
+from bot.engine.runs.machines import (
+    Machine,
+    Requirements,
+    choose,
+    registered,
+    why_none,
+)
+from bot.engine.runs.sending import send
 from bot.engine.runs.spec import GATES_ONLY_AGENT, PROVIDER_KEY, build_spec, session_machine
 from bot.engine.runs.tracking import HANDED_BACK, fetch_result
 from bot.errors import ConfigUnavailable
-from bot.jobs import RUN_JOB, run_queue
 from bot.tables.mirror import Repository, Ticket
 from bot.tables.workflow import Run, RunState, TicketState
 from harness_store.errors import NotFound, RenderError
@@ -69,9 +74,6 @@ CONFIG_WAIT = (
 )
 # A queued run not seen by its runner this long after it was sent is sent again.
 RESEND_AFTER = timedelta(seconds=20)
-# A queued run's job expires this long before its git token (GitHub's live an hour), so a
-# run a runner starts has at least this much of the token left to fetch and push with.
-RUN_TOKEN_SPARE = timedelta(minutes=15)
 
 
 @dataclass(frozen=True)
@@ -167,16 +169,21 @@ async def _prepare(engine: Engine, ticket_id: int) -> Prepared | Decided:
     async with engine.deps.sessions() as session:
         sent = await in_flight(session)
         crowded = await _crowded(session, workflow)
+        free = await room(
+            session, repository_id=repo.id, workflow=workflow.name, limits=_limits(workflow)
+        )
         # Paused and draining machines (the machines page); one small query.
         not_taking = stopped(await controls(session, machines, sent))
         await session.commit()  # a drain found over is stored as paused
+    if not free:  # the workflow's or the repository's limit is reached
+        return Decided("not_claimed")
     candidates = [machine for machine in machines if machine.name not in crowded]
     machine = choose(candidates, needs, in_flight=sent, stopped=not_taking)
     if machine is None:
         reason = why_none(candidates, needs, stopped=not_taking)
         return Decided(
             "no_machine",
-            await _wait(engine, ticket_id, config, f"⏳ Waiting for a runner: {reason}."),
+            await _wait(engine, ticket_id, config, f"⏳ Waiting for a runner: {reason}.", row),
         )
     taking = [machine for machine in candidates if machine.name not in not_taking]
     return Prepared(loaded, repo, config, workflow, provider, taking, needs)
@@ -202,6 +209,12 @@ def _workflow_for(config: RepoConfig, row: TicketState, ticket: Ticket) -> Workf
     return stage_for(config, row.state, ticket.labels)
 
 
+def _limits(workflow: Workflow) -> ClaimLimits:
+    return ClaimLimits(
+        workflow=workflow.limits.concurrency.workflow, repo=workflow.limits.concurrency.repo
+    )
+
+
 async def _crowded(session: AsyncSession, workflow: Workflow) -> set[str]:
     """Machines already running as many of this workflow's tickets as it allows on one."""
     limit = workflow.limits.concurrency.machine
@@ -219,9 +232,19 @@ async def _crowded(session: AsyncSession, workflow: Workflow) -> set[str]:
     return {str(machine) for machine, count in rows.all() if count >= limit}
 
 
-async def _wait(engine: Engine, ticket_id: int, config: RepoConfig | None, why: str) -> Followups:
-    """Say on the status comment what the ticket waits for (once per new reason)."""
+async def _wait(
+    engine: Engine,
+    ticket_id: int,
+    config: RepoConfig | None,
+    why: str,
+    seen: TicketState | None = None,
+) -> Followups:
+    """Say on the status comment what the ticket waits for (once per new reason). `seen`,
+    the row as read a moment ago: when it says so already, nothing is locked to find that
+    out again (a burst's waiting tickets are looked at each time a slot frees)."""
     followups = Followups()
+    if seen is not None and seen.waiting == why:
+        return followups
     async with engine.deps.sessions() as session, session.begin():
         loaded = await load(session, ticket_id)
         if loaded is None or loaded.state is None or loaded.state.waiting == why:
@@ -261,6 +284,55 @@ async def _report_config(
     return followups
 
 
+# What a spec is built from on the ticket's state row: a spec built before the claim is the
+# one the claim's row asks for when these are as they were when it was built.
+_SPEC_INPUTS = ("gates_only", "feedback", "session_id", "last_failure")
+Built = tuple[RunSpec, int, list[int]] | RenderError | NotFound
+
+
+async def _build(
+    session: AsyncSession,
+    prepared: Prepared,
+    loaded: Loaded,
+    run_id: str,
+    attempt: int,
+    machine: str | None,
+) -> Built:
+    """The run's spec (without its git token), or why the harness or a skill cannot be had.
+
+    Before the claim, `machine` is the one holding the agent's session, if any
+    (`Requirements.prefer`); `_for_machine` drops the resumption when the run goes elsewhere."""
+    try:
+        return await build_spec(
+            session,
+            loaded,
+            prepared.repo,
+            prepared.workflow,
+            prepared.provider,
+            run_id,
+            "",
+            machine,
+            attempt=attempt,
+        )
+    except (RenderError, NotFound) as error:
+        return error
+
+
+def _for_machine(spec: RunSpec, machine: str, prefer: str | None) -> RunSpec:
+    """The spec for the chosen machine: an agent session resumes only where it is kept."""
+    if prefer is None or machine == prefer or spec.agent.resume_session_id is None:
+        return spec
+    agent = spec.agent.model_copy(update={"resume_session_id": None})
+    return spec.model_copy(update={"agent": agent})
+
+
+def _unchanged(before: TicketState, after: TicketState, attempt: int) -> bool:
+    """Whether the claimed row is the one the spec was built from."""
+    return after.attempt == attempt and all(
+        getattr(before, name) == getattr(after, name) for name in _SPEC_INPUTS
+    )
+
+
 async def _claim_and_send(engine: Engine, prepared: Prepared) -> Decided:
     loaded, repo, config, workflow = (
         prepared.loaded,
@@ -268,11 +340,24 @@ async def _claim_and_send(engine: Engine, prepared: Prepared) -> Decided:
         prepared.config,
         prepared.workflow,
     )
-    assert loaded.state is not None
+    before = loaded.state
+    assert before is not None
     assert repo.installation_id is not None
-    pickup = loaded.state.state
-    token = await engine.github.run_token(repo.installation_id, repo.full_name, write=True)
+    pickup = before.state
     run_id = f"t{loaded.ticket.id}-{workflow.name}-{secrets.token_hex(4)}"
+    attempt = before.attempt + 1  # the claim's, unless the row changes meanwhile
+
+    async def build_early() -> Built:
+        async with engine.deps.sessions() as session:
+            return await _build(session, prepared, loaded, run_id, attempt, prepared.needs.prefer)
+
+    # The slow parts before the claim, side by side: the git token (a GitHub call) and the
+    # spec (the harness rendered); the claim's transaction holds the claim locks, and every
+    # other claim waits for it.
+    token, built = await asyncio.gather(
+        engine.github.run_token(repo.installation_id, repo.full_name, write=True),
+        build_early(),
+    )
     followups = Followups(decision=f"claim:{run_id}")
     async with engine.deps.sessions() as session, session.begin():
         # The machine is chosen again under one lock for all claims, from the runs committed
@@ -291,10 +376,7 @@ async def _claim_and_send(engine: Engine, prepared: Prepared) -> Decided:
             workflow=workflow.name,
             pickup=pickup,
             run_id=run_id,
-            limits=ClaimLimits(
-                workflow=workflow.limits.concurrency.workflow,
-                repo=workflow.limits.concurrency.repo,
-            ),
+            limits=_limits(workflow),
             now=datetime.now(UTC),
         )
         if claimed is None:
@@ -303,13 +385,19 @@ async def _claim_and_send(engine: Engine, prepared: Prepared) -> Decided:
         assert fresh is not None
         assert fresh.state is not None
         decision = Decision(session, engine, fresh, config, followups)
-        try:
-            spec, harness_id, skill_ids = await build_spec(
-                session, fresh, repo, workflow, prepared.provider, run_id, token.value, machine.name
+        if not _unchanged(before, fresh.state, attempt):
+            # Changed between the read and the claim (rare): built again from the claimed row.
+            built = await _build(
+                session, prepared, fresh, run_id, fresh.state.attempt, machine.name
             )
-        except (RenderError, NotFound) as error:
-            await _refuse(decision, pickup, workflow, str(error))
+        elif isinstance(built, tuple):
+            early, harness_id, skill_ids = built
+            early = _for_machine(early, machine.name, prepared.needs.prefer)
+            built = (early, harness_id, skill_ids)
+        if not isinstance(built, tuple):
+            await _refuse(decision, pickup, workflow, str(built))
             return Decided("harness_error", followups)
+        spec, harness_id, skill_ids = built
         session.add(
             Run(
                 id=run_id,
@@ -342,7 +430,8 @@ async def _claim_and_send(engine: Engine, prepared: Prepared) -> Decided:
             waiting=None,
             gates_only=False,
         )
-    sent = await send(engine, spec, machine.name, token.expires_at)
+    spec = spec.model_copy(update={"git_token": SecretStr(token.value)})
+    sent = await send(engine.deps.redis, spec, machine.name, token.expires_at)
     log.info("dispatched", run_id=run_id, machine=machine.name, sent=sent)
     return Decided("dispatched", followups)
 
@@ -357,29 +446,6 @@ async def _refuse(decision: Decision, pickup: str, workflow: Workflow, error: st
         body=f"❌ {message[0].upper()}{message[1:]}.\n\nFix it, then move the ticket back to "
         f"`{pickup}`.",
     )
-
-
-async def send(engine: Engine, spec: RunSpec, machine: str, token_expires: datetime) -> bool:
-    """Put the run on the machine's queue (job id = run id: sending twice queues it once).
-
-    The job holds the spec, its token with it, until a runner takes it: it expires
-    `RUN_TOKEN_SPARE` before the token, and `resend_queued` sends the run again then."""
-    waits = token_expires - datetime.now(UTC) - RUN_TOKEN_SPARE
-    if waits <= timedelta(0):  # a token this short-lived is none to start with
-        log.warning("run_not_sent", run_id=spec.run_id, error="git token about to expire")
-        return False
-    try:
-        job: Job | None = await engine.deps.redis.enqueue_job(
-            RUN_JOB,
-            spec.to_wire(),
-            _job_id=spec.run_id,
-            _queue_name=run_queue(machine),
-            _expires=waits,
-        )
-    except (RedisError, OSError) as exc:
-        log.warning("run_not_sent", run_id=spec.run_id, error=type(exc).__name__)
-        return False
-    return job is not None
 
 
 async def resend_queued(engine: Engine, *, older_than: timedelta = RESEND_AFTER) -> int:
@@ -419,7 +485,7 @@ async def resend_queued(engine: Engine, *, older_than: timedelta = RESEND_AFTER)
             spec = spec.model_copy(update={"agent": agent})
         token = await engine.github.run_token(installation_id, full_name, write=spec.push)
         spec = spec.model_copy(update={"git_token": SecretStr(token.value)})
-        if await send(engine, spec, run.machine, token.expires_at):
+        if await send(redis, spec, run.machine, token.expires_at):
             sent += 1
             log.info("run_resent", run_id=run.id, machine=run.machine)
     return sent

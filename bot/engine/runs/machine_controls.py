@@ -14,10 +14,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from redis.asyncio import Redis
 from sqlalchemy import func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.engine.runs.machines import Machine
+from bot.engine.runs.machines import Machine, free_slots, registered
 from bot.tables.machines import ControlState, MachineAction, MachineControl
 from bot.tables.workflow import Run, RunState
 
@@ -105,3 +106,16 @@ async def in_flight(session: AsyncSession) -> dict[str, int]:
         .group_by(Run.machine)
     )
     return {str(machine): int(count) for machine, count in rows.all()}
+
+
+async def free_slots_now(redis: Redis, sessions: async_sessionmaker[AsyncSession]) -> int:
+    """New runs the registered machines could take at this moment (`free_slots`), paused
+    and draining ones left out."""
+    machines = await registered(redis)
+    if not machines:
+        return 0
+    async with sessions() as session:
+        sent = await in_flight(session)
+        not_taking = stopped(await controls(session, machines, sent))
+        await session.commit()  # a drain found over is stored as paused
+    return free_slots(machines, in_flight=sent, stopped=not_taking)

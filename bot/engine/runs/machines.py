@@ -117,6 +117,36 @@ class Requirements:
     prefer: str | None = None
 
 
+def _free(machine: Machine, in_flight: Mapping[str, int]) -> int:
+    """Slots the machine has for a new run: its heartbeat's count of running runs may lag
+    behind the runs sent to it (`in_flight`), or count one the engine thinks over."""
+    return machine.capacity - max(machine.running, in_flight.get(machine.name, 0))
+
+
+def _taking(machine: Machine, stopped: Mapping[str, str], now: float) -> bool:
+    """Alive, of this schema, and not paused or draining."""
+    return (
+        machine.fresh(now)
+        and machine.name not in stopped
+        and machine.schema_version == SCHEMA_VERSION
+    )
+
+
+def free_slots(
+    machines: Sequence[Machine],
+    *,
+    in_flight: Mapping[str, int],
+    stopped: Mapping[str, str],
+    now: float | None = None,
+) -> int:
+    """New runs all machines together could take now, whatever each run needs: while it is
+    0, no waiting ticket can start and trying them is wasted work."""
+    now = time.time() if now is None else now
+    return sum(
+        max(0, _free(machine, in_flight)) for machine in machines if _taking(machine, stopped, now)
+    )
+
+
 def choose(
     machines: Sequence[Machine],
     needs: Requirements,
@@ -138,14 +168,12 @@ def choose(
     stopped = stopped or {}
 
     def free(machine: Machine) -> int:
-        return machine.capacity - max(machine.running, in_flight.get(machine.name, 0))
+        return _free(machine, in_flight)
 
     candidates = [
         machine
         for machine in machines
-        if machine.fresh(now)
-        and machine.name not in stopped
-        and machine.schema_version == SCHEMA_VERSION
+        if _taking(machine, stopped, now)
         and needs.cli in machine.clis
         and needs.labels <= machine.labels
         and (machine.sandbox or not needs.sandboxed)

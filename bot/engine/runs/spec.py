@@ -56,10 +56,15 @@ async def build_spec(
     run_id: str,
     token: str,
     machine: str | None = None,
+    *,
+    attempt: int | None = None,
 ) -> tuple[RunSpec, int, list[int]]:
+    """The run's spec, its harness version id and its skills' version ids; `attempt` is the
+    run's attempt when the row does not say it yet (a spec built before the claim)."""
     row, ticket = loaded.state, loaded.ticket
     assert row is not None
-    harness = await _harness(session, ticket.id, workflow, row.attempt)
+    attempt = row.attempt if attempt is None else attempt
+    harness = await _harness(session, ticket.id, workflow, attempt)
     skills = await current_skills(session, workflow.skills)
     if not row.gates_only and ASK_A_HUMAN not in workflow.skills:
         # Every agent may ask a person (bot.engine.questions); a store without the built-in
@@ -78,7 +83,7 @@ async def build_spec(
         clone_url=repo.clone_url or "",
     )
     text = render_harness(
-        harness.content, ticket=ticket_vars, repository=repo_vars, attempt=row.attempt
+        harness.content, ticket=ticket_vars, repository=repo_vars, attempt=attempt
     )
     agent = provider.agent_config()
     if row.gates_only:
@@ -115,7 +120,7 @@ async def build_spec(
         hooks=workflow.hooks,
         limits=run_limits(workflow, provider),
         sandbox=sandbox_policy(provider, workflow),
-        attempt=row.attempt,
+        attempt=attempt,
         # A retry, or a Retry after giving up, learns why; the runner adds it to the prompt.
         previous_failure=failure_input(row.last_failure),
         git_token=SecretStr(token),

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from bot.config.states import State
 from bot.deps import Deps
-from bot.engine.runs.claims import Limits, claim
+from bot.engine.runs.claims import Limits, claim, room
 from bot.tables.mirror import Repository, Ticket
 from bot.tables.workflow import TicketState
 
@@ -128,3 +128,29 @@ async def test_held_tickets_and_backoff_wait(deps: Deps) -> None:
     assert not await try_claim(deps, held, repo_id, Limits(), "a")
     assert not await try_claim(deps, backing_off, repo_id, Limits(), "b")
     assert await try_claim(deps, due, repo_id, Limits(), "c")
+
+
+async def room_for(deps: Deps, repo_id: int, limits: Limits) -> bool:
+    async with deps.sessions() as session:
+        return await room(session, repository_id=repo_id, workflow="coder", limits=limits)
+
+
+async def test_room_foretells_the_claim_and_a_ticket_awaiting_an_answer_holds_no_slot(
+    deps: Deps,
+) -> None:
+    """Dispatch asks `room` before it mints a token and builds a spec: where it says no,
+    the claim would refuse as well."""
+    (first, repo_id), (second, _), (third, _) = await seed(deps, 3)
+    limits = Limits(repo=1)
+    assert await room_for(deps, repo_id, limits)
+    assert await try_claim(deps, first, repo_id, limits, "run-1")
+    assert not await room_for(deps, repo_id, limits)
+    assert not await try_claim(deps, second, repo_id, limits, "run-2")
+    assert await room_for(deps, repo_id, Limits())  # no limit, always room
+    async with deps.sessions() as session, session.begin():
+        asking = await session.get(TicketState, first)
+        assert asking is not None
+        asking.needs_input = True  # its run ended with a question: it waits, holding nothing
+    assert await room_for(deps, repo_id, limits)
+    assert await try_claim(deps, third, repo_id, limits, "run-3")
+    assert not await room_for(deps, repo_id, Limits(workflow=1))

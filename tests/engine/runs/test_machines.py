@@ -13,6 +13,7 @@ from bot.engine.runs.machines import (
     Machine,
     Requirements,
     choose,
+    free_slots,
     parse_machine,
     registered,
     why_none,
@@ -101,6 +102,25 @@ def test_choose(
 ) -> None:
     picked = choose(machines, needs, in_flight=in_flight, now=NOW)
     assert (picked.name if picked else None) == chosen
+
+
+@pytest.mark.parametrize(
+    ("machines", "in_flight", "stopped", "free"),
+    [
+        ([machine("a"), machine("b", running=1)], {}, {}, 3),
+        # Sent but not yet counted by the heartbeat, and the other way round.
+        ([machine("a"), machine("b", running=1)], {"a": 2, "b": 0}, {}, 1),
+        ([machine("a", running=2)], {"a": 3}, {}, 0),  # over full counts as full, not less
+        ([machine("a"), machine("b", age=60)], {}, {}, 2),  # b's heartbeat is stale
+        ([machine("a"), machine("b")], {}, {"b": "paused by admin"}, 2),
+        ([machine("a", schema_version=SCHEMA_VERSION - 1)], {}, {}, 0),
+        ([], {}, {}, 0),
+    ],
+)
+def test_free_slots_count_what_any_run_could_take(
+    machines: list[Machine], in_flight: dict[str, int], stopped: dict[str, str], free: int
+) -> None:
+    assert free_slots(machines, in_flight=in_flight, stopped=stopped, now=NOW) == free
 
 
 @pytest.mark.parametrize(

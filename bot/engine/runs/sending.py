@@ -1,0 +1,64 @@
+"""Putting a run on its machine's arq queue in one Redis round trip.
+
+arq's `enqueue_job` makes three (WATCH, EXISTS, then MULTI/EXEC) so that a job id is queued
+once; a script does the same check and writes atomically, in one. The job is arq's own
+(`serialize_job`, the pool's serializer): the runner's arq worker cannot tell the
+difference. Sending twice still queues the run once (job id = run id)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import structlog
+from arq.connections import ArqRedis
+from arq.constants import job_key_prefix, result_key_prefix
+from arq.jobs import serialize_job
+from arq.utils import timestamp_ms
+from redis.exceptions import RedisError
+
+from bot.jobs import RUN_JOB, run_queue
+from runner.contract import RunSpec
+
+log = structlog.get_logger(__name__)
+
+# A queued run's job expires this long before its git token (GitHub's live an hour), so a
+# run a runner starts has at least this much of the token left to fetch and push with.
+RUN_TOKEN_SPARE = timedelta(minutes=15)
+
+# KEYS: the job, its arq result, the queue; ARGV: expiry (ms), the job, its score, its id.
+_ENQUEUE_ONCE = """
+if redis.call('exists', KEYS[1], KEYS[2]) ~= 0 then
+  return 0
+end
+redis.call('psetex', KEYS[1], ARGV[1], ARGV[2])
+redis.call('zadd', KEYS[3], ARGV[3], ARGV[4])
+return 1
+"""
+
+
+async def enqueue_run(redis: ArqRedis, spec: RunSpec, machine: str, expires: timedelta) -> bool:
+    """Queue the run's job unless a job of that id is queued or kept; whether it was."""
+    now = timestamp_ms()
+    job = serialize_job(RUN_JOB, (spec.to_wire(),), {}, None, now, serializer=redis.job_serializer)
+    keys = [job_key_prefix + spec.run_id, result_key_prefix + spec.run_id, run_queue(machine)]
+    enqueue = redis.register_script(_ENQUEUE_ONCE)  # EVALSHA, EVAL when Redis lacks it
+    queued = await enqueue(
+        keys=keys, args=[int(expires.total_seconds() * 1000), job, now, spec.run_id]
+    )
+    return bool(queued)
+
+
+async def send(redis: ArqRedis, spec: RunSpec, machine: str, token_expires: datetime) -> bool:
+    """Put the run on the machine's queue (job id = run id: sending twice queues it once).
+
+    The job holds the spec, its token with it, until a runner takes it: it expires
+    `RUN_TOKEN_SPARE` before the token, and `resend_queued` sends the run again then."""
+    waits = token_expires - datetime.now(UTC) - RUN_TOKEN_SPARE
+    if waits <= timedelta(0):  # a token this short-lived is none to start with
+        log.warning("run_not_sent", run_id=spec.run_id, error="git token about to expire")
+        return False
+    try:
+        return await enqueue_run(redis, spec, machine, waits)
+    except (RedisError, OSError) as exc:
+        log.warning("run_not_sent", run_id=spec.run_id, error=type(exc).__name__)
+        return False
