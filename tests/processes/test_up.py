@@ -163,6 +163,9 @@ def server_pids(directory: Path) -> list[int]:
     return pids
 
 
+SUPERVISED = {"serve", "worker", "runner"}  # the commands `up` runs as its children
+
+
 def alive(pid: int) -> bool:
     """Whether `pid` runs (a zombie nobody reaped yet has ended)."""
     try:
@@ -197,6 +200,14 @@ def wait_for_children(up: Process, expected: set[str], unlike: dict[str, int]) -
             return found
         time.sleep(0.1)
     pytest.fail(f"children {expected} not (re)started: {children_of(up.process.pid)}")
+
+
+def wait_until_gone(children: dict[str, int], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while any(alive(pid) for pid in children.values()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = {name: pid for name, pid in children.items() if alive(pid)}
+    assert not left, f"still running {timeout}s after `up` was killed: {left}"
 
 
 def embedded_db(data_dir: Path) -> str:
@@ -285,9 +296,12 @@ def test_up_serves_stops_cleanly_and_keeps_its_data(launcher: Launcher) -> None:
     second.wait_ready()
     assert second.printed_secret() == secret
     assert tickets_titled(db, title) == 1
+    children = wait_for_children(second, SUPERVISED, {})
     second.process.kill()
     second.process.wait()
     assert server_pids(data_dir) != []  # postgres and redis outlive a SIGKILLed parent
+    # Its web app, worker and runner do not (and the port is free once the web app is gone).
+    wait_until_gone(children)
 
     # Third life: reuses the running postgres, replaces the stale redis, stops on SIGTERM.
     third = launcher.start("up", port)
@@ -296,9 +310,6 @@ def test_up_serves_stops_cleanly_and_keeps_its_data(launcher: Launcher) -> None:
     deliver(third.base_url, secret, db)
     assert third.stop(signal.SIGTERM) == 0, third.output()
     assert server_pids(data_dir) == []
-
-
-SUPERVISED = {"serve", "worker", "runner"}
 
 
 def test_up_restarts_a_killed_child_and_sigterm_stops_them_all(launcher: Launcher) -> None:
@@ -346,10 +357,7 @@ def test_a_killed_up_leaves_no_child_behind(launcher: Launcher) -> None:
     children = wait_for_children(up, SUPERVISED, {})
     up.process.kill()
     up.process.wait()
-    deadline = time.monotonic() + 10
-    while any(alive(pid) for pid in children.values()) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not any(alive(pid) for pid in children.values()), up.output()
+    wait_until_gone(children)
 
 
 def test_a_second_signal_stops_up_at_once_and_leaves_nothing(launcher: Launcher) -> None:
