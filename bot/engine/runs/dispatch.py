@@ -39,6 +39,7 @@ from bot.engine.context import Decided, Engine, Followups, Loaded, load
 from bot.engine.decision import Decision
 from bot.engine.runs.claims import Limits as ClaimLimits
 from bot.engine.runs.claims import claim, room
+from bot.engine.runs.exclusive import sole_dispatcher
 from bot.engine.runs.machine_controls import controls, in_flight, stopped
 from bot.engine.runs.machines import (
     Machine,
@@ -90,12 +91,15 @@ class Prepared:
 async def dispatch_ticket(engine: Engine, ticket_id: int) -> Decided:
     """Try to start the ticket's next run; what happened, as one word (for logs and tests)."""
     with structlog.contextvars.bound_contextvars(ticket_id=ticket_id):
-        prepared = await _prepare(engine, ticket_id)
-        if isinstance(prepared, Decided):
-            if prepared.outcome not in ("untracked", "not_pickup", "backoff", "held", "closed"):
-                log.info("dispatch_waits", outcome=prepared.outcome)
-            return prepared
-        return await _claim_and_send(engine, prepared)
+        async with sole_dispatcher(engine.deps.redis, ticket_id) as sole:
+            if not sole:
+                return Decided("dispatching")  # another dispatcher is on it right now
+            prepared = await _prepare(engine, ticket_id)
+            if isinstance(prepared, Decided):
+                if prepared.outcome not in ("untracked", "not_pickup", "backoff", "held", "closed"):
+                    log.info("dispatch_waits", outcome=prepared.outcome)
+                return prepared
+            return await _claim_and_send(engine, prepared)
 
 
 async def _prepare(engine: Engine, ticket_id: int) -> Prepared | Decided:
