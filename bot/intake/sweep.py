@@ -20,9 +20,12 @@ log = structlog.get_logger(__name__)
 # A pending delivery older than this missed its queue (Redis was down, or lost the job).
 SWEEP_AFTER = timedelta(seconds=60)
 # Older than this, its job is taken to be orphaned: a worker died holding it, and arq keeps
-# a dead job's in-progress key (blocking a re-enqueue) until the longest job timeout passes.
-# The sweep then ingests it itself; row locks make that safe beside a live job.
-ORPHANED_AFTER = timedelta(minutes=3)
+# a dead job's in-progress key (blocking a re-enqueue) until the longest job timeout passes
+# (10 min). The sweep then ingests it itself; row locks make that safe beside a live job,
+# and ingesting is idempotent, so one merely queued behind a long backlog that the sweep
+# takes first is a no-op for its job later. Short, so a SIGKILLed worker's deliveries are
+# in within a minute (the sweep runs every 15 s).
+ORPHANED_AFTER = timedelta(seconds=30)
 SWEEP_BATCH = 1000
 
 

@@ -192,7 +192,7 @@ def control_crons(settings: Settings) -> list[CronJob]:
         cron(
             riding_out(sweep_pending),
             name=SWEEP_PENDING_CRON,
-            second=0,
+            second={0, 15, 30, 45},  # an orphaned delivery waits at most ORPHANED_AFTER + 15 s
             run_at_startup=False,
             unique=True,
         ),
