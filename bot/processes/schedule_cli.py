@@ -13,6 +13,7 @@ commands.py says why).
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import TYPE_CHECKING
 
 from bot.errors import ConfigError, ConfigUnavailable
@@ -117,7 +118,7 @@ async def schedule_command(deps: Deps, engine: Engine, args: argparse.Namespace)
     try:
         found = await find_schedule(engine, owner_name, args.name, labelled=args.action == "run")
     except ConfigUnavailable as exc:
-        print(f"openase: {exc}")
+        print(f"openase: {exc}", file=sys.stderr)
         return 1
     if found is None:
         named = (
@@ -127,7 +128,7 @@ async def schedule_command(deps: Deps, engine: Engine, args: argparse.Namespace)
             if args.project is not None
             else owner_name
         )
-        print(f"openase: {named} has no schedule {args.name!r}")
+        print(f"openase: {named} has no schedule {args.name!r}", file=sys.stderr)
         return 1
     target, schedule = found
     who, label = "cli", target.owner.label
@@ -141,7 +142,8 @@ async def schedule_command(deps: Deps, engine: Engine, args: argparse.Namespace)
         return 0
     outcome = await run_now(engine, target, schedule, by=who)
     if outcome != "filed":
-        print(f"openase: {label} {schedule.name}: {outcome} (see the worker's log)")
+        why = f"{outcome} (see the worker's log)"
+        print(f"openase: {label} {schedule.name}: {why}", file=sys.stderr)
         return 1
     print(f"openase: {label} {schedule.name}: filed; a worker opens the issue")
     return 0

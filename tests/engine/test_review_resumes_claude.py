@@ -25,6 +25,19 @@ def bash(command: str) -> ToolCall:
     return ToolCall("Bash", {"command": command, "description": command})
 
 
+# One attempt of the coder workflow, run by the real Claude Code CLI.
+CONFIG = repo_config(max_attempts=1).replace("provider: script", "provider: claude")
+
+
+def control_for(model_url: str) -> str:
+    """The control config: Claude Code against the scripted model server."""
+    return (
+        "providers:\n  claude:\n    cli: claude_code\n"
+        f'    env: {{ANTHROPIC_BASE_URL: "{model_url}", ANTHROPIC_API_KEY: sk-test}}\n'
+        "defaults:\n  provider: claude\n"
+    )
+
+
 async def test_a_review_resumes_the_claude_code_session(open_world: OpenWorld) -> None:
     claude = agent_cli("claude")
     scenario = Scenario(
@@ -37,16 +50,9 @@ async def test_a_review_resumes_the_claude_code_session(open_world: OpenWorld) -
         ]
     )
     with ModelServer(scenario) as model:
-        control = f"""\
-providers:
-  claude:
-    cli: claude_code
-    env: {{ANTHROPIC_BASE_URL: "{model.url}", ANTHROPIC_API_KEY: sk-test}}
-defaults:
-  provider: claude
-"""
-        config = repo_config(max_attempts=1).replace("provider: script", "provider: claude")
-        async with open_world(config=config, control=control, path_prefix=claude.parent) as w:
+        async with open_world(
+            config=CONFIG, control=control_for(model.url), path_prefix=claude.parent
+        ) as w:
             w.add_issue(1, "Add a PASS file", "Please add it.")
             await w.label(1, "openase")
             await w.reach(1, State.IN_REVIEW, within=120)
@@ -93,16 +99,9 @@ async def test_an_answer_resumes_the_claude_code_session(open_world: OpenWorld) 
         ]
     )
     with ModelServer(scenario) as model:
-        control = f"""\
-providers:
-  claude:
-    cli: claude_code
-    env: {{ANTHROPIC_BASE_URL: "{model.url}", ANTHROPIC_API_KEY: sk-test}}
-defaults:
-  provider: claude
-"""
-        config = repo_config(max_attempts=1).replace("provider: script", "provider: claude")
-        async with open_world(config=config, control=control, path_prefix=claude.parent) as w:
+        async with open_world(
+            config=CONFIG, control=control_for(model.url), path_prefix=claude.parent
+        ) as w:
             w.add_issue(2, "Colour the PASS file", "Ask which colour, then write it.")
             await w.label(2, "openase")
 
