@@ -7,7 +7,7 @@ UV     := $(TOOLS)/bin/uv
 VENV   := .venv
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: run test lint typecheck check bench bench-workspace bench-runner bench-github bench-engine bench-web chaos sync clean
+.PHONY: run test lint typecheck check bench bench-workspace bench-runner bench-github bench-engine bench-web bench-scale chaos sync clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -56,6 +56,12 @@ bench-github: sync
 
 bench-web: sync
 	$(VENV)/bin/python -m bench.web $(BENCH_ARGS)
+
+# Issue 18, target 5: 10,000 tickets, 200 runs on 20 runners, then a second worker and a third
+# web process; `make bench-scale BENCH_ARGS="--tickets 500 --runs 20 --runners 4
+# --agent-seconds 10"` tries it small; `--help` lists the options.
+bench-scale: sync
+	$(VENV)/bin/python -m bench.scale $(BENCH_ARGS)
 
 # Faults injected one by one under load (issue 19): `make chaos CHAOS_ARGS="--faults
 # redis,postgres --outage-seconds 5"`; `--help` lists the faults and settings.

@@ -15,6 +15,7 @@ with any number of workers running these at once.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
@@ -66,6 +67,8 @@ ALERT_EVERY = 20  # ticks between looks for failing webhook deliveries (about a 
 # A web action still pending this long after it was stored lost its job (the web process
 # enqueues it at once, and the worker takes it within milliseconds).
 STRANDED_AFTER = timedelta(seconds=15)
+# A tick that did nothing is logged anyway when it took this long (make bench-scale reads it).
+SLOW_TICK_SECONDS = 0.1
 
 
 def _engine(ctx: dict[str, Any]) -> Engine | None:
@@ -96,6 +99,7 @@ async def dispatch_job(ctx: dict[str, Any], ticket_id: int) -> str:
 
 async def engine_tick(ctx: dict[str, Any]) -> dict[str, int]:
     """The cron: everything an announcement, a send or a webhook may have missed."""
+    began = time.monotonic()
     structlog.contextvars.clear_contextvars()
     engine = _engine(ctx)
     if engine is None:
@@ -138,8 +142,9 @@ async def engine_tick(ctx: dict[str, Any]) -> dict[str, int]:
         "runners_offline": offline,
         "deliveries_failing": failing,
     }
-    if any(counts.values()):
-        log.info("engine_tick", **counts)
+    seconds = round(time.monotonic() - began, 3)
+    if any(counts.values()) or seconds >= SLOW_TICK_SECONDS:
+        log.info("engine_tick", seconds=seconds, **counts)
     return counts
 
 

@@ -1,0 +1,210 @@
+"""Reading back what happened, from where the truth is: PostgreSQL (deliveries, runs, the
+outbox, ticket states), the fake GitHub's state and request log (as sampled), and the
+worker processes' JSON logs (engine tick durations, which worker ingested what)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from bench.scale.cluster import Cluster
+from bench.scale.sampler import Request
+from bot.effects.kinds import STATUS_MARKER, EffectKind
+from bot.engine.jobs import SLOW_TICK_SECONDS, TICK_SECONDS
+
+TICK_EVERY = 60 / len(TICK_SECONDS)
+_MARKER = re.compile(r"<!-- openase:[^>]*-->")
+
+
+async def fetch(cluster: Cluster, query: str, *args: Any) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(cluster.postgres.url, timeout=10)
+    try:
+        rows: list[asyncpg.Record] = await conn.fetch(query, *args, timeout=60)
+        return rows
+    finally:
+        await conn.close()
+
+
+async def wait_ingested(cluster: Cluster, delivery_ids: list[str], within: float) -> float | None:
+    """Seconds until every one of these deliveries was ingested (None: not in time)."""
+    began = time.monotonic()
+    while time.monotonic() - began < within:
+        rows = await fetch(
+            cluster,
+            "select count(*) from deliveries where delivery_id = any($1) "
+            "and status in ('done', 'ignored')",
+            delivery_ids,
+        )
+        if rows[0][0] >= len(delivery_ids):
+            return time.monotonic() - began
+        await asyncio.sleep(1)
+    return None
+
+
+_BATCH = """
+    with t as (select id from tickets where source = 'github' and number = any($1))
+    select
+      (select count(*) from ticket_states s join t on t.id = s.ticket_id
+        where s.state = 'in_review'),
+      (select count(*) from runs r join t on t.id = r.ticket_id where r.state = 'running'),
+      (select count(*) from runs r join t on t.id = r.ticket_id
+        where r.state in ('queued', 'running')),
+      (select count(*) from outbox o join t on t.id = o.ticket_id where o.status = 'pending')
+"""
+
+
+async def batch_progress(cluster: Cluster, numbers: list[int]) -> tuple[int, int, int, int]:
+    """(in review, running, open runs, effects pending) of these tickets."""
+    row = (await fetch(cluster, _BATCH, numbers))[0]
+    return int(row[0]), int(row[1]), int(row[2]), int(row[3])
+
+
+def _log_events(paths: list[Path], names: set[str]) -> list[dict[str, Any]]:
+    events = []
+    for path in paths:
+        with contextlib.suppress(OSError), path.open() as lines:
+            for line in lines:
+                if line.startswith("{"):
+                    with contextlib.suppress(ValueError):
+                        event = json.loads(line)
+                        if event.get("event") in names:
+                            events.append(event)
+    return events
+
+
+@dataclass(frozen=True)
+class Ticks:
+    slots: int  # ticks due in the window (one per TICK_EVERY seconds)
+    slow: list[float]  # seconds of each tick that logged its duration (>= the threshold,
+    # or one that did something); the others took under SLOW_TICK_SECONDS
+
+    def quantile(self, q: float) -> float | None:
+        """The q-quantile in seconds; None when it is among the unlogged (fast) ticks."""
+        total = max(self.slots, len(self.slow))
+        fast = total - len(self.slow)
+        index = min(total - 1, int(q * total))
+        if index < fast:
+            return None
+        ordered = sorted(self.slow)
+        value = ordered[index - fast]
+        return None if value < SLOW_TICK_SECONDS else value
+
+
+def ticks(cluster: Cluster, began: float, ended: float) -> Ticks:
+    """The engine ticks of every control worker between two epoch times."""
+    logs = [p.log for p in cluster.of("worker")]
+    slow = []
+    for event in _log_events(logs, {"engine_tick"}):
+        at = datetime.fromisoformat(str(event.get("timestamp"))).timestamp()
+        if began <= at <= ended and "seconds" in event:
+            slow.append(float(event["seconds"]))
+    return Ticks(int((ended - began) / TICK_EVERY), slow)
+
+
+def content_per_minute(requests: list[Request], began: float, ended: float) -> dict[int, int]:
+    """Per installation: the most content-creating requests in any 60 s of the window."""
+    seconds: dict[int, Counter[int]] = {}
+    for request in requests:
+        if request.content and request.installation is not None and began <= request.at <= ended:
+            seconds.setdefault(request.installation, Counter())[int(request.at)] += 1
+    most: dict[int, int] = {}
+    for installation, per_second in seconds.items():
+        start = min(per_second)
+        best = 0
+        for window in range(start, int(ended) + 1):
+            best = max(best, sum(per_second.get(window + s, 0) for s in range(60)))
+            if window > max(per_second):
+                break
+        most[installation] = best
+    return most
+
+
+def content_total(requests: list[Request]) -> dict[int, int]:
+    counted: Counter[int] = Counter(
+        r.installation for r in requests if r.content and r.installation is not None
+    )
+    return dict(counted)
+
+
+async def status_edits(cluster: Cluster) -> tuple[int, int]:
+    """(performed, superseded) status-comment updates of the outbox."""
+    rows = await fetch(
+        cluster,
+        "select count(*) filter (where not coalesce(result ? 'superseded_by', false)), "
+        "count(*) filter (where coalesce(result ? 'superseded_by', false)) "
+        "from outbox where kind = $1 and status = 'done'",
+        EffectKind.STATUS_COMMENT.value,
+    )
+    return int(rows[0][0]), int(rows[0][1])
+
+
+@dataclass
+class Twice:
+    tickets: int = 0
+    runs_not_one: int = 0  # tickets without exactly one run
+    status_comments_not_one: int = 0
+    duplicate_pulls: int = 0
+    duplicate_checks: int = 0
+    deliveries_missing: int = 0  # acknowledged, no row or not ingested
+    deliveries_ingested_twice: int = 0
+
+    @property
+    def clean(self) -> bool:
+        return not any(
+            (
+                self.runs_not_one,
+                self.status_comments_not_one,
+                self.duplicate_pulls,
+                self.duplicate_checks,
+                self.deliveries_missing,
+                self.deliveries_ingested_twice,
+            )
+        )
+
+
+async def done_twice(cluster: Cluster, numbers: list[int], delivery_ids: list[str]) -> Twice:
+    """What of these tickets' and deliveries' work was done other than exactly once."""
+    twice = Twice(tickets=len(numbers))
+    rows = await fetch(
+        cluster,
+        "select t.number, count(r.id) from tickets t left join runs r on r.ticket_id = t.id "
+        "where t.source = 'github' and t.number = any($1) group by t.number",
+        numbers,
+    )
+    runs = {int(r[0]): int(r[1]) for r in rows}
+    twice.runs_not_one = sum(1 for n in numbers if runs.get(n) != 1)
+    fake, repo = cluster.github.fake, cluster.repo
+    status: Counter[int] = Counter()
+    for comment in fake.comments.values():
+        if STATUS_MARKER in (comment.get("body") or ""):
+            status[comment["_on"][1]] += 1
+    twice.status_comments_not_one = sum(1 for n in numbers if status[n] != 1)
+    pulls = Counter(pull["head"]["ref"] for pull in repo.pulls)
+    twice.duplicate_pulls = sum(n - 1 for n in pulls.values() if n > 1)
+    checks = Counter((run["name"], run["head_sha"]) for run in fake.check_runs.values())
+    twice.duplicate_checks = sum(n - 1 for n in checks.values() if n > 1)
+    rows = await fetch(
+        cluster,
+        "select delivery_id, count(*) from deliveries where delivery_id = any($1) "
+        "and status in ('done', 'ignored') group by delivery_id",
+        delivery_ids,
+    )
+    stored = {r[0]: int(r[1]) for r in rows}
+    twice.deliveries_missing = sum(1 for d in delivery_ids if d not in stored)
+    logs = [p.log for p in cluster.of("worker")]
+    ingested = Counter(e.get("delivery_id") for e in _log_events(logs, {"delivery_ingested"}))
+    wanted = set(delivery_ids)
+    twice.deliveries_ingested_twice = sum(
+        1 for d, n in ingested.items() if d in wanted and n > 1
+    ) + sum(n - 1 for n in stored.values() if n > 1)
+    return twice
