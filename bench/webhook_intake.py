@@ -12,12 +12,17 @@ deliveries over keep-alive HTTP/1.1 connections from this process and prints:
   accepted/s, ack latency p50/p90/p99/max beside issue 18's targets, seconds until all are
   ingested, and a check that every delivery was stored exactly once and ingested into its
   own ticket.
+Unless --no-probot, the deliveries go in rounds (--rounds, default 3), each also sent to a
+minimal Probot app (bench/probot_rival.py; needs node and npm, else skipped), ours first
+and probot first in turn, our ingest drained before probot's turn; it prints both rates
+per round and overall, and ours as a ratio of probot's (issue 18: >= 0.3x).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -34,6 +39,8 @@ from typing import Any
 import asyncpg
 
 from adapters.github.verify import sign
+from bench import probot_rival
+from bench.probot_rival import WEBHOOK_PATH
 from bench.services import bench_services
 
 FIXTURE = Path(__file__).parent.parent / "tests/fixtures/github/webhooks/issues.json"
@@ -50,8 +57,8 @@ def _free_port() -> int:
         return port
 
 
-def _requests(count: int, port: int) -> list[bytes]:
-    """Pre-built raw HTTP requests: distinct delivery ids and issues, signed like GitHub."""
+def _bodies(count: int) -> list[tuple[bytes, str]]:
+    """Distinct issues, each with the signature GitHub would send."""
     template: dict[str, Any] = next(
         e for e in json.loads(FIXTURE.read_text()) if e["action"] == "opened"
     )
@@ -61,11 +68,19 @@ def _requests(count: int, port: int) -> list[bytes]:
         template["issue"]["number"] = i + 1
         template["issue"]["title"] = f"Bench issue {i}"
         body = json.dumps(template).encode()
+        out.append((body, sign(SECRET.encode(), body)))
+    return out
+
+
+def _requests(bodies: list[tuple[bytes, str]], port: int, path: str) -> list[bytes]:
+    """Pre-built raw HTTP requests of `bodies`, each with a fresh delivery id."""
+    out = []
+    for body, signature in bodies:
         head = (
-            f"POST /webhooks/github HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
             "Content-Type: application/json\r\nUser-Agent: GitHub-Hookshot/bench\r\n"
             f"X-GitHub-Event: issues\r\nX-GitHub-Delivery: {uuid.uuid4()}\r\n"
-            f"X-Hub-Signature-256: {sign(SECRET.encode(), body)}\r\n"
+            f"X-Hub-Signature-256: {signature}\r\n"
             f"Content-Length: {len(body)}\r\n\r\n"
         )
         out.append(head.encode() + body)
@@ -121,6 +136,45 @@ def _pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=1000)[int(q * 1000) - 1] if len(values) > 1 else values[0]
 
 
+async def _send(
+    port: int, requests: list[bytes], connections: int
+) -> tuple[float, list[float], dict[int, int]]:
+    """Send `requests` over `connections` keep-alive connections: seconds, latencies, statuses."""
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    started = time.perf_counter()
+    await asyncio.gather(
+        *(_connection(port, requests, latencies, statuses) for _ in range(connections))
+    )
+    return time.perf_counter() - started, latencies, statuses
+
+
+async def _drain(conn: asyncpg.Connection, deadline: float) -> None:
+    """Wait until no delivery is pending (or the deadline passes)."""
+    pending = "select count(*) from deliveries where status='pending'"
+    while time.perf_counter() < deadline:
+        if not await conn.fetchval(pending):
+            return
+        await asyncio.sleep(0.05)
+
+
+async def _turn(
+    port: int,
+    requests: list[bytes],
+    connections: int,
+    statuses: dict[int, int],
+    latencies: list[float],
+) -> probot_rival.Round:
+    """One server's turn in a round; its statuses and latencies are added to the totals."""
+    count, started = len(requests), time.perf_counter()
+    seconds, got_latencies, got = await _send(port, requests, connections)
+    for status, times in got.items():
+        statuses[status] = statuses.get(status, 0) + times
+    latencies += got_latencies
+    p99 = _pct([x * 1000 for x in got_latencies], 0.99)
+    return probot_rival.Round(count, seconds, p99, started)
+
+
 async def run(args: argparse.Namespace, database_url: str, redis_url: str) -> int:
     port = _free_port()
     env = {
@@ -132,46 +186,78 @@ async def run(args: argparse.Namespace, database_url: str, redis_url: str) -> in
         "OPENASE_HOST": "127.0.0.1",
     }
     cli = [sys.executable, "-m", "bot.processes.cli"]
+    n = args.deliveries
+    rounds = args.rounds or min(n, 1 if args.no_probot else 3)
+    # Round r sends deliveries offsets[r]:offsets[r + 1]; the same bodies go to probot.
+    offsets = [n * r // rounds for r in range(rounds + 1)]
+    bodies = _bodies(n)
     log = open(args.log, "w")  # noqa: SIM115, ASYNC230  # lives as long as the subprocesses
     data_dir = tempfile.mkdtemp(prefix="oa-bench-up-")
     if args.up:  # its runner's workspaces and lock live in the data dir; nothing embedded
         env["OPENASE_DATA_DIR"] = data_dir
     serve = subprocess.Popen([*cli, "up" if args.up else "serve"], env=env, stdout=log, stderr=log)
     worker = None
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    ours: list[probot_rival.Round] = []
+    theirs: list[probot_rival.Round] = []
+    their_statuses: dict[int, int] = {}
+    ingest_seconds = 0.0  # each of our rounds from its first send until none is pending
     try:
-        await _wait_http(port, time.monotonic() + 60)
-        if not args.worker_after and not args.up:
-            worker = subprocess.Popen([*cli, "worker"], env=env, stdout=log, stderr=log)
-        requests = _requests(args.deliveries, port)
-        print(
-            f"sending {len(requests)} signed issues deliveries over {args.connections} connections"
-        )
-        latencies: list[float] = []
-        statuses: dict[int, int] = {}
-        started = time.perf_counter()
-        await asyncio.gather(
-            *(_connection(port, requests, latencies, statuses) for _ in range(args.connections))
-        )
-        elapsed = time.perf_counter() - started
-        if worker is None and not args.up:
-            worker = subprocess.Popen([*cli, "worker"], env=env, stdout=log, stderr=log)
-        conn = await asyncpg.connect(database_url)
-        try:
-            while True:
-                pending = await conn.fetchval(
-                    "select count(*) from deliveries where status='pending'"
+        with contextlib.ExitStack() as rival:
+            probot_port = None
+            if not args.no_probot:
+                probot_port = await probot_rival.start(
+                    rival, _free_port(), SECRET, log, bodies[0][0]
                 )
-                if pending == 0 or time.perf_counter() - started > args.ingest_timeout:
-                    break
-                await asyncio.sleep(0.05)
-            ingested_after = time.perf_counter() - started
-            stored = await conn.fetchval("select count(*) from deliveries")
-            distinct = await conn.fetchval("select count(distinct delivery_id) from deliveries")
-            done = await conn.fetchval("select count(*) from deliveries where status='done'")
-            tickets = await conn.fetchval("select count(*) from tickets")
-            links = await conn.fetchval("select count(*) from delivery_tickets")
-        finally:
-            await conn.close()
+            await _wait_http(port, time.monotonic() + 60)
+            if not args.worker_after and not args.up:
+                worker = subprocess.Popen([*cli, "worker"], env=env, stdout=log, stderr=log)
+            # Every request is built before the first round; the same bodies go to both.
+            mine = _requests(bodies, port, "/webhooks/github")
+            our_rounds = [mine[offsets[r] : offsets[r + 1]] for r in range(rounds)]
+            their_rounds = [
+                _requests(bodies[offsets[r] : offsets[r + 1]], probot_port, WEBHOOK_PATH)
+                for r in range(rounds)
+                if probot_port is not None
+            ]
+            against = " alternating with probot's" if probot_port is not None else ""
+            print(
+                f"sending {n} signed issues deliveries over {args.connections} connections"
+                f" in {rounds} round(s){against}"
+            )
+            conn = await asyncpg.connect(database_url)
+            try:
+                for r in range(rounds):
+                    # Ours first in rounds 1, 3, ...; probot first in rounds 2, 4, ...
+                    for side in ("ours", "probot") if r % 2 == 0 else ("probot", "ours"):
+                        if side == "ours":
+                            turn = await _turn(
+                                port, our_rounds[r], args.connections, statuses, latencies
+                            )
+                            ours.append(turn)
+                            # Drained before whatever comes next, so our ingesting takes no
+                            # CPU from probot's turn; the rates count sending time only.
+                            if worker is not None or args.up:
+                                await _drain(conn, turn.started + args.ingest_timeout)
+                            ingest_seconds += time.perf_counter() - turn.started
+                        elif probot_port is not None:
+                            turn = await _turn(
+                                probot_port, their_rounds[r], args.connections, their_statuses, []
+                            )
+                            theirs.append(turn)
+                if worker is None and not args.up:
+                    started = time.perf_counter()
+                    worker = subprocess.Popen([*cli, "worker"], env=env, stdout=log, stderr=log)
+                    await _drain(conn, started + args.ingest_timeout)
+                    ingest_seconds += time.perf_counter() - started
+                stored = await conn.fetchval("select count(*) from deliveries")
+                distinct = await conn.fetchval("select count(distinct delivery_id) from deliveries")
+                done = await conn.fetchval("select count(*) from deliveries where status='done'")
+                tickets = await conn.fetchval("select count(*) from tickets")
+                links = await conn.fetchval("select count(*) from delivery_tickets")
+            finally:
+                await conn.close()
     finally:
         for proc in (worker, serve):
             if proc is not None:
@@ -180,13 +266,13 @@ async def run(args: argparse.Namespace, database_url: str, redis_url: str) -> in
         log.close()
         shutil.rmtree(data_dir, ignore_errors=True)
 
-    n = args.deliveries
+    elapsed = sum(r.seconds for r in ours)
     ms = [x * 1000 for x in latencies]
     print(f"accepted:        {statuses.get(202, 0)} of {n} (statuses {statuses})")
     rate, p99 = n / elapsed, _pct(ms, 0.99)
     rate_met = _met(rate >= TARGET_ACCEPTED_PER_SECOND)
     print(
-        f"accept rate:     {rate:,.0f} deliveries/s over {elapsed:.2f} s"
+        f"accept rate:     {rate:,.0f} deliveries/s over {elapsed:.2f} s of sending"
         f"   (target >= {TARGET_ACCEPTED_PER_SECOND:,}/s: {rate_met})"
     )
     print(
@@ -195,12 +281,16 @@ async def run(args: argparse.Namespace, database_url: str, redis_url: str) -> in
         f"   (target p99 <= {TARGET_P99_MS:.0f} ms: {_met(p99 <= TARGET_P99_MS)})"
     )
     print(
-        f"all ingested:    {ingested_after:.2f} s after the first send "
-        f"({n / ingested_after:,.0f} deliveries/s end to end)"
+        f"all ingested:    {ingest_seconds:.2f} s from first send to none pending, over our"
+        f" {rounds} round(s) ({n / ingest_seconds:,.0f} deliveries/s end to end)"
     )
     print(f"stored {stored}, distinct {distinct}, done {done}, tickets {tickets}, links {links}")
     ok = statuses.get(202, 0) == n and stored == distinct == done == tickets == links == n
     print("no delivery lost or duplicated" if ok else "MISMATCH: deliveries lost or duplicated")
+    if theirs:
+        answered = sum(c for s, c in their_statuses.items() if 200 <= s < 300)
+        print(f"probot answered: {answered} of {n} with 2xx (statuses {their_statuses})")
+        probot_rival.report(ours, theirs)
     return 0 if ok else 1
 
 
@@ -214,7 +304,22 @@ def main() -> int:
     )
     parser.add_argument("--deliveries", type=int, default=20_000)
     parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--ingest-timeout", type=float, default=600)
+    parser.add_argument(
+        "--ingest-timeout",
+        type=float,
+        default=600,
+        help="seconds each of our rounds may take from its first send until none is pending",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        help="split the deliveries into this many rounds (default 3, or 1 with --no-probot)",
+    )
+    parser.add_argument(
+        "--no-probot",
+        action="store_true",
+        help="skip the rounds against a minimal Probot app (bench/probot/)",
+    )
     parser.add_argument(
         "--worker-after", action="store_true", help="start the worker only after all are accepted"
     )
@@ -225,6 +330,8 @@ def main() -> int:
     )
     parser.add_argument("--log", default=os.path.join(tempfile.gettempdir(), "openase-bench.log"))
     args = parser.parse_args()
+    if args.rounds is not None and not 1 <= args.rounds <= args.deliveries:
+        parser.error("--rounds must be between 1 and --deliveries")
     with bench_services() as services:
         return asyncio.run(run(args, services.database_url, services.redis_url))
 
