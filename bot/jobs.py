@@ -17,7 +17,6 @@ __all__ = [
     "CONTROL_QUEUE",
     "DISPATCH_JOB",
     "ENGINE_TICK_CRON",
-    "INGEST_JOB",
     "PERFORM_OUTBOX_CRON",
     "PERFORM_OUTBOX_JOB",
     "RECONCILE_CRON",
@@ -26,14 +25,13 @@ __all__ = [
     "RUN_FINISHED_JOB",
     "RUN_JOB",
     "SCHEDULES_CRON",
-    "SWEEP_PENDING_CRON",
     "TICKET_ACTION_JOB",
     "action_job_id",
     "run_queue",
 ]
 
-# On the control queue (CONTROL_QUEUE), run by `openase worker`:
-INGEST_JOB = "ingest_delivery"  # a stored webhook delivery, by its row id
+# On the control queue (CONTROL_QUEUE), run by `openase worker` (which also ingests stored
+# deliveries, claimed from PostgreSQL: bot/intake/pump.py):
 BACKFILL_JOB = "backfill_repository"  # a repository's open issues and PRs, by its row id
 DISPATCH_JOB = "dispatch_ticket"  # try to start a ticket (deferred to its backoff)
 PERFORM_OUTBOX_JOB = "perform_outbox"  # an installation's (or tracker's) due effects
@@ -47,7 +45,6 @@ def action_job_id(action_id: int) -> str:
 
 
 # Crons of the control worker (unique across workers).
-SWEEP_PENDING_CRON = "cron:sweep_pending"  # deliveries that missed their queue
 PERFORM_OUTBOX_CRON = "perform_outbox_cron"  # effects due again, jobs Redis lost
 ENGINE_TICK_CRON = "engine_tick"  # results, lost runs and due tickets an event missed
 RECOVER_DELIVERIES_CRON = "recover_deliveries"  # ask GitHub again for deliveries we missed

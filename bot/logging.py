@@ -112,7 +112,7 @@ class QuietCrons(logging.Filter):
     """arq logs every job's start and end; the crons that tick every few seconds would
     drown the log. Their failures (warnings and errors) still come through."""
 
-    NAMES = ("engine_tick", "perform_outbox_cron", "cron:sweep_pending", "recover_deliveries")
+    NAMES = ("engine_tick", "perform_outbox_cron", "recover_deliveries")
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno >= logging.WARNING:

@@ -2,15 +2,15 @@
 deliveries ingested and how long they waited, changes the reconcile cron read back.
 
 Counters are Redis hashes. The ingest latency histogram keeps one count per bucket (the
-one a latency falls in), made cumulative when read: four commands per delivery, however
-many buckets. Writes and reads each go through MULTI/EXEC so a scrape never sees a bucket
-incremented without its `count` (a histogram whose buckets exceed +Inf is rejected by
+one a latency falls in), made cumulative when read: two commands per delivery however many
+buckets, and two per batch. Writes and reads each go through MULTI/EXEC so a scrape never
+sees a bucket incremented without its `count` (a histogram whose buckets exceed +Inf is rejected by
 Prometheus).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import structlog
@@ -26,20 +26,33 @@ RECONCILED_COUNTS = "openase:metrics:reconciled_total"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
-async def record_ingest(redis: Redis, *, event: str, outcome: str, latency_seconds: float) -> None:
-    """Count one ingested delivery and its received-to-ingested latency."""
+async def record_ingests(
+    redis: Redis,
+    ingested: Iterable[tuple[str, str, float]],
+    *,
+    noticed: Callable[[BaseException], object] = lambda error: None,
+) -> None:
+    """Count ingested deliveries, each `(event, outcome, received-to-ingested seconds)`, in
+    one transaction. `noticed` is told of a failure first; when it answers that Redis is
+    away (bot/servers/outages.py), the outage has said so once and this says nothing."""
     pipe = redis.pipeline(transaction=True)
-    pipe.hincrby(INGEST_COUNTS, f"{event}|{outcome}", 1)
-    bucket = next((f"in:{b}" for b in LATENCY_BUCKETS if latency_seconds <= b), "in:+Inf")
-    pipe.hincrby(INGEST_LATENCY, bucket, 1)
-    pipe.hincrby(INGEST_LATENCY, "count", 1)
-    pipe.hincrbyfloat(INGEST_LATENCY, "sum", latency_seconds)
+    count, total = 0, 0.0
+    for event, outcome, latency_seconds in ingested:
+        pipe.hincrby(INGEST_COUNTS, f"{event}|{outcome}", 1)
+        bucket = next((f"in:{b}" for b in LATENCY_BUCKETS if latency_seconds <= b), "in:+Inf")
+        pipe.hincrby(INGEST_LATENCY, bucket, 1)
+        count, total = count + 1, total + latency_seconds
+    if not count:
+        return
+    pipe.hincrby(INGEST_LATENCY, "count", count)
+    pipe.hincrbyfloat(INGEST_LATENCY, "sum", total)
     try:
         await pipe.execute()
     except (OSError, RedisError) as exc:
-        # Metrics are best effort; the delivery itself is already safe in Postgres.
+        # Metrics are best effort; the deliveries themselves are already safe in Postgres.
         # (redis-py's ConnectionError is a RedisError, not the builtin one.)
-        log.warning("metrics_not_recorded", error=type(exc).__name__)
+        if noticed(exc) is None:
+            log.warning("metrics_not_recorded", error=type(exc).__name__)
 
 
 async def record_reconciled(redis: Redis, changes: Mapping[str, int]) -> None:

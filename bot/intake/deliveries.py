@@ -1,4 +1,5 @@
-"""A delivery's way in, wherever it arrived: verify, store, enqueue (STYLE practice 1).
+"""A delivery's way in, wherever it arrived: verify, store (STYLE practice 1); storing it
+pending queues it for the control worker (bot/intake/pump.py).
 
 `POST /webhooks/*` (bot/intake/webhooks.py) and the webhook relay (bot/intake/relay.py)
 both hand a delivery's headers and body bytes to `receive`, so a relayed delivery is
@@ -19,10 +20,8 @@ from typing import Any, Literal
 import asyncpg
 import structlog
 from pydantic import SecretStr
-from redis.exceptions import RedisError
 
 from bot.deps import Deps
-from bot.jobs import INGEST_JOB
 from bot.metrics import WEBHOOK_ACK_SECONDS, WEBHOOK_DELIVERIES
 from bot.registry import (
     GITHUB_SIGNATURE_HEADER,
@@ -82,10 +81,6 @@ class Rejected(Exception):
         self.outcome = outcome
 
 
-def ingest_job_id(source: str, pk: int) -> str:
-    return f"ingest:{source}:{pk}"
-
-
 async def receive(
     deps: Deps,
     source: Source,
@@ -95,7 +90,7 @@ async def receive(
     query: Mapping[str, str] | None = None,
     started: float | None = None,
 ) -> Outcome:
-    """Verify, store and enqueue one delivery, and count it in the webhook metrics.
+    """Verify and store one delivery (queued for the worker), and count it in the metrics.
 
     `query` is the URL's query (Jira's `?token=`); `started` (a `time.perf_counter()`) is
     when the delivery began to arrive, for the acknowledgement latency.
@@ -135,7 +130,7 @@ def _metric_event(source: Source, headers: Headers) -> str:
     return "jira"
 
 
-# --- storing and enqueueing ---------------------------------------------------------------
+# --- storing -----------------------------------------------------------------------------
 
 
 def _strip_nul(value: Any) -> Any:
@@ -204,23 +199,6 @@ async def store_delivery(
     return pk
 
 
-async def enqueue_ingest(deps: Deps, source: str, pk: int) -> bool:
-    """Hand the delivery to the control worker; False if Redis would not take it.
-
-    A stored delivery that missed the queue is not lost: the worker's sweep enqueues
-    pending deliveries it finds in Postgres.
-    """
-    try:
-        await deps.redis.enqueue_job(INGEST_JOB, pk, _job_id=ingest_job_id(source, pk))
-    except (RedisError, OSError) as exc:
-        # Said once per outage; the delivery waits in Postgres for the sweep (at once when
-        # Redis is back, in the worker that notices).
-        if deps.outages.noticed(exc) is None:
-            log.warning("enqueue_failed", delivery_pk=pk, error=type(exc).__name__)
-        return False
-    return True
-
-
 def _require_json(headers: Headers) -> None:
     media_type = headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type != "application/json":
@@ -280,13 +258,14 @@ async def _store(
     return pk
 
 
-async def _accepted(deps: Deps, source: str, pk: int) -> Outcome:
-    queued = await enqueue_ingest(deps, source, pk)
-    log.info("delivery_accepted", delivery_pk=pk, queued=queued)
+def _accepted(pk: int) -> Outcome:
+    # Stored pending is queued: Postgres tells the control worker as the insert commits
+    # (bot/intake/pump.py), so no second store has to take it, nor be up.
+    log.info("delivery_accepted", delivery_pk=pk)
     return Outcome(202, {"status": "accepted", "delivery": pk}, "accepted")
 
 
-async def _store_and_enqueue(
+async def _store_and_accept(
     deps: Deps,
     *,
     source: str,
@@ -300,7 +279,7 @@ async def _store_and_enqueue(
     )
     if isinstance(stored, Outcome):
         return stored
-    return await _accepted(deps, source, stored)
+    return _accepted(stored)
 
 
 def _configured(secret: SecretStr | None, tracker: str, variable: str) -> bytes:
@@ -356,7 +335,7 @@ async def _github(deps: Deps, headers: Headers, body: bytes, query: Mapping[str,
     if is_ping:
         log.info("ping", zen=payload.get("zen"))
         return Outcome(200, {"status": "pong", "delivery": stored}, "pong")
-    return await _accepted(deps, "github", stored)
+    return _accepted(stored)
 
 
 async def _linear(deps: Deps, headers: Headers, body: bytes, query: Mapping[str, str]) -> Outcome:
@@ -380,7 +359,7 @@ async def _linear(deps: Deps, headers: Headers, body: bytes, query: Mapping[str,
     action, _, _ = _summary(payload)
     structlog.contextvars.bind_contextvars(delivery_id=delivery_id, event=event, action=action)
 
-    return await _store_and_enqueue(
+    return await _store_and_accept(
         deps, source="linear", delivery_id=delivery_id, event=event, payload=payload, raw=raw
     )
 
@@ -409,7 +388,7 @@ async def _jira(deps: Deps, headers: Headers, body: bytes, query: Mapping[str, s
     if not _DELIVERY_ID.match(delivery_id):
         raise Rejected(400, "malformed X-Atlassian-Webhook-Identifier header", "bad_request")
     structlog.contextvars.bind_contextvars(delivery_id=delivery_id, event=event)
-    return await _store_and_enqueue(
+    return await _store_and_accept(
         deps, source="jira", delivery_id=delivery_id, event=event, payload=payload, raw=raw
     )
 

@@ -4,7 +4,7 @@ For a machine GitHub cannot reach (a laptop behind NAT), the App's webhook URL i
 channel's (https://smee.io/<channel>) and `up`/`serve` with OPENASE_WEBHOOK_PROXY_URL
 read the channel's server-sent events. Each delivery goes to `deliveries.receive`, as a
 direct POST does: the signature checked over the body bytes, stored and deduplicated by
-delivery id, enqueued, counted. The channel's format, and how the signed bytes are rebuilt
+delivery id, queued, counted. The channel's format, and how the signed bytes are rebuilt
 from it: bot/intake/smee.py.
 
 - GitHub only. The channel stands in for the GitHub App's webhook URL; Linear and Jira
@@ -14,8 +14,8 @@ from it: bot/intake/smee.py.
 - Nothing read is let go unstored while storing could still succeed: when the store fails
   (PostgreSQL down) the same delivery is offered again, with backoff, before the next is
   read (the stream is ordered, and smee keeps nothing to replay). A refused delivery (bad
-  signature, malformed) is logged and skipped; Redis down only delays the ingest job (the
-  worker's sweep enqueues stored deliveries).
+  signature, malformed) is logged and skipped; Redis down does not matter (a stored
+  delivery is queued in PostgreSQL itself: bot/intake/pump.py).
 - A lost channel is reconnected with exponential backoff and jitter (1 s doubling to 60 s,
   reset once a connection stayed up `stable_after` seconds), logged (`relay_connected`,
   `relay_disconnected` with the reason), counted, and shown on the setup page through

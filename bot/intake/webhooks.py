@@ -1,5 +1,5 @@
 """`POST /webhooks/github`, `/webhooks/linear`, `/webhooks/jira`: read the body, hand it to
-the intake (bot/intake/deliveries.py: verify, store, enqueue), answer. Nothing else
+the intake (bot/intake/deliveries.py: verify, store), answer. Nothing else
 happens here (STYLE practice 1)."""
 
 from __future__ import annotations

@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands.add_parser(
         "worker",
-        help="control worker only: ingest deliveries, backfill, sweeps",
+        help="control worker only: ingest deliveries, engine, outbox, backfill",
         description="Run the arq control worker. Needs OPENASE_DATABASE_URL and OPENASE_REDIS_URL.",
     )
     commands.add_parser(

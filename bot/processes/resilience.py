@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import structlog
 from arq.typing import WorkerCoroutine
@@ -32,14 +32,28 @@ log = structlog.get_logger(__name__)
 Job = Callable[..., Awaitable[object]]
 
 
-class ResilientWorker(Worker):
-    """arq's Worker that outlives Redis outages (see the module docstring)."""
+class Alongside(Protocol):
+    """Work of the worker's process that needs no Redis (the ingest pump)."""
 
-    def __init__(self, *args: Any, outages: Outages, **kwargs: Any) -> None:
+    def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class ResilientWorker(Worker):
+    """arq's Worker that outlives Redis outages (see the module docstring). `alongside`
+    starts with it, before it waits for Redis, and stops as it closes."""
+
+    def __init__(
+        self, *args: Any, outages: Outages, alongside: Alongside | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.outages = outages
+        self.alongside = alongside
 
     async def main(self) -> None:
+        if self.alongside is not None:
+            self.alongside.start()
         # Starting (the pool, arq's INFO, our on_startup) needs Redis too: wait, then again.
         while True:
             try:
@@ -68,6 +82,8 @@ class ResilientWorker(Worker):
         # cancelled one raises CancelledError out of close(): on_shutdown never ran and the
         # pool stayed open. A job cut short is safe to cut (its rows say what is left to do);
         # the worker must still close.
+        if self.alongside is not None:
+            await self.alongside.stop()
         for task in self.tasks.values():
             task.cancel()
         await asyncio.gather(*self.tasks.values(), return_exceptions=True)

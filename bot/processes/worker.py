@@ -1,12 +1,12 @@
 """The arq control-plane worker, and the composition root of everything that plugs into the
 control plane: the jobs and crons it runs (under the names in bot/jobs.py), the outbox's
-performers by effect kind, the slash commands, and the workflow engine handed to ingest.
+performers by effect kind, the slash commands, the workflow engine handed to ingest, and the
+ingest pump beside arq (bot/intake/pump.py).
 Nothing below this module imports what plugs into it (STYLE practice 12)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import timedelta
 from typing import Any
 
 import structlog
@@ -38,23 +38,20 @@ from bot.engine.jobs import (
 from bot.engine.schedules import schedules_tick
 from bot.errors import ConfigError
 from bot.intake.backfill import BACKFILL_MAX_TRIES, backfill_job
-from bot.intake.ingest import ingest_delivery
+from bot.intake.pump import IngestPump
 from bot.intake.reconcile import pass_minutes, reconcile_cron
 from bot.intake.recovery import recover_deliveries_cron
-from bot.intake.sweep import sweep_pending
 from bot.jobs import (
     BACKFILL_JOB,
     CONTROL_QUEUE,
     DISPATCH_JOB,
     ENGINE_TICK_CRON,
-    INGEST_JOB,
     PERFORM_OUTBOX_CRON,
     PERFORM_OUTBOX_JOB,
     RECONCILE_CRON,
     RECOVER_DELIVERIES_CRON,
     RUN_FINISHED_JOB,
     SCHEDULES_CRON,
-    SWEEP_PENDING_CRON,
     TICKET_ACTION_JOB,
 )
 from bot.processes.engine_slot import EngineSlot
@@ -79,15 +76,10 @@ RECOVERY_MINUTES = frozenset(range(0, 60, 5))  # reading GitHub's delivery log
 MAX_TRIES = 8
 # ctx key of the outbox's SettleHook (the engine's reactions to performed effects).
 ON_SETTLED_CTX_KEY = "outbox_on_settled"
+PUMP_CTX_KEY = "ingest_pump"
 
 
 # --- jobs whose rooms know nothing of arq's ctx ----------------------------------------------
-
-
-async def ingest_job(ctx: dict[str, Any], pk: int) -> str:
-    structlog.contextvars.clear_contextvars()
-    _current_engine(ctx)  # hands a just-configured App's engine to ingest
-    return await ingest_delivery(ctx["deps"], pk)
 
 
 async def perform_outbox_job(ctx: dict[str, Any], installation_id: int | None = None) -> int:
@@ -132,6 +124,11 @@ async def ticket_action(ctx: dict[str, Any], action_id: int) -> str:
     return await ticket_action_job(ctx, action_id, COMMANDS)
 
 
+async def _drain(ctx: dict[str, Any]) -> int:
+    pump: IngestPump = ctx[PUMP_CTX_KEY]
+    return await pump.drain()
+
+
 def _without_app(ctx: dict[str, Any]) -> bool:
     """Whether no GitHub App is configured (after adopting one registered since): nothing
     was decided then, so the outbox has nothing due, and need not say so every 5 s."""
@@ -169,12 +166,11 @@ def _on_settled(ctx: dict[str, Any]) -> SettleHook | None:
 
 
 def control_functions() -> list[Function]:
-    # keep_result=0: a finished job frees its id at once, so the same id (a sweep's
-    # re-enqueue, the next installation event or sync, the next decision) can come again.
+    # keep_result=0: a finished job frees its id at once, so the same id (the next
+    # installation event or sync, the next decision) can come again.
     # riding_out: a store away leaves the work where PostgreSQL keeps it, for the crons
     # (backfill retries by itself, with backoff).
     return [
-        func(riding_out(ingest_job), name=INGEST_JOB, keep_result=0, max_tries=MAX_TRIES),
         func(backfill_job, name=BACKFILL_JOB, keep_result=0, max_tries=BACKFILL_MAX_TRIES),
         func(riding_out(perform_outbox_job), name=PERFORM_OUTBOX_JOB, keep_result=0, max_tries=1),
         func(riding_out(run_finished_job), name=RUN_FINISHED_JOB, keep_result=0, max_tries=3),
@@ -189,13 +185,6 @@ def control_crons(settings: Settings) -> list[CronJob]:
     # Registered with or without a GitHub App: one may be registered while the worker runs
     # (the setup page), and each does nothing until then.
     return [
-        cron(
-            riding_out(sweep_pending),
-            name=SWEEP_PENDING_CRON,
-            second={0, 15, 30, 45},  # an orphaned delivery waits at most ORPHANED_AFTER + 15 s
-            run_at_startup=False,
-            unique=True,
-        ),
         cron(
             riding_out(perform_outbox_cron),
             name=PERFORM_OUTBOX_CRON,
@@ -263,27 +252,37 @@ def make_worker(
     so never pass a pool something else still uses (such as `deps.redis`).
     """
 
-    async def catch_up(store: Store, seconds: float) -> None:
-        # A store is back: what waited in PostgreSQL meanwhile goes now, not at the next
-        # minute's sweep (deliveries whose jobs Redis lost, or that were stored meanwhile).
-        await sweep_pending({"deps": deps}, older_than=timedelta(0))
+    pump = IngestPump(deps)
 
-    async def on_startup(ctx: dict[str, Any]) -> None:
-        # Run again when starting met a Redis outage (ResilientWorker.main): idempotent.
+    async def catch_up(store: Store, seconds: float) -> None:
+        # A store is back: the deliveries that waited in PostgreSQL meanwhile go now.
+        pump.wake()
+
+    def set_up(ctx: dict[str, Any]) -> None:
+        # Needs no Redis: the pump ingests (with the engine deciding) before arq has Redis.
         ctx["deps"] = deps
         if ENGINE_CTX_KEY not in ctx:
             ctx[ENGINE_CTX_KEY] = EngineSlot(
                 ctx, deps, COMMANDS, settle_key=ON_SETTLED_CTX_KEY, fixed=engine
             )
             deps.outages.on_back.append(catch_up)
-        # Deliveries stored while no worker ran (or whose job Redis lost) are picked up now.
-        await riding_out(sweep_pending)(ctx, older_than=timedelta(0))
+            # Before each batch: hands a just-configured App's engine to ingest.
+            pump.prepare = lambda: _current_engine(ctx)
+            ctx[PUMP_CTX_KEY] = pump
+
+    async def on_startup(ctx: dict[str, Any]) -> None:
+        # Run again when starting met a Redis outage (ResilientWorker.main): idempotent.
+        set_up(ctx)
+        if burst:
+            # A burst (tests, one-off runs): what is stored now is ingested before the
+            # queue's jobs, so the follow-ups it enqueues run in the same burst.
+            await riding_out(_drain)(ctx)
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
         if catch_up in deps.outages.on_back:
             deps.outages.on_back.remove(catch_up)
 
-    return ResilientWorker(
+    worker = ResilientWorker(
         # Built here, not by arq's main(): arq's pings at once and would end a worker that
         # starts while Redis is away (ResilientWorker waits for it instead).
         redis_pool=redis_pool or redis_client(redis_url),
@@ -298,4 +297,7 @@ def make_worker(
         handle_signals=False,
         poll_delay=0.01,
         outages=deps.outages,
+        alongside=None if burst else pump,
     )
+    set_up(worker.ctx)
+    return worker

@@ -49,6 +49,8 @@ class Delivery(Base):
     __table_args__ = (
         UniqueConstraint("source", "delivery_id"),
         Index("ix_deliveries_status_received", "status", "received_at"),
+        # What the control worker claims, in order (bot/intake/pump.py).
+        Index("ix_deliveries_pending", "id", postgresql_where=text("status = 'pending'")),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -64,6 +66,8 @@ class Delivery(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     received_at: Mapped[datetime] = mapped_column(server_default=text("now()"))
     processed_at: Mapped[datetime | None]
+    # A pending delivery is not claimed before this (a failing service, an error's backoff).
+    retry_at: Mapped[datetime | None]
 
 
 class Installation(Timestamped, Base):

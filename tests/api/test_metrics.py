@@ -11,7 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 
 from bot.deps import Deps
-from bot.worker_metrics import LATENCY_BUCKETS, read_ingest, record_ingest
+from bot.worker_metrics import LATENCY_BUCKETS, read_ingest, record_ingests
 from tests.support.helpers import GitHubWebhookSender, github_example
 from tests.support.outages import client_for, postgres_down, redis_down
 
@@ -43,13 +43,8 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 
 
 async def test_ingest_metrics_come_from_redis(client: httpx.AsyncClient, deps: Deps) -> None:
-    for event, outcome, latency in [
-        ("issues", "done", 0.003),
-        ("issues", "done", 0.2),
-        ("issues", "failed", 7.0),
-        ("ping", "ignored", 100.0),
-    ]:
-        await record_ingest(deps.redis, event=event, outcome=outcome, latency_seconds=latency)
+    await record_ingests(deps.redis, [("issues", "done", 0.003), ("issues", "done", 0.2)])
+    await record_ingests(deps.redis, [("issues", "failed", 7.0), ("ping", "ignored", 100.0)])
 
     samples, types = await scrape(client)
     assert types["openase_ingest"] == "counter"
@@ -110,7 +105,7 @@ async def test_webhook_deliveries_and_pending_gauge(
 
 
 async def test_metrics_answer_without_redis(deps: Deps) -> None:
-    await record_ingest(deps.redis, event="issues", outcome="done", latency_seconds=0.1)
+    await record_ingests(deps.redis, [("issues", "done", 0.1)])
     async with redis_down(deps) as broken, client_for(broken) as http:
         samples, types = await scrape(http)
     assert value(samples, "openase_metrics_source_up", source="redis") == 0
@@ -122,7 +117,7 @@ async def test_metrics_answer_without_redis(deps: Deps) -> None:
 
 
 async def test_metrics_answer_without_postgres(deps: Deps) -> None:
-    await record_ingest(deps.redis, event="issues", outcome="done", latency_seconds=0.1)
+    await record_ingests(deps.redis, [("issues", "done", 0.1)])
     async with postgres_down(deps) as broken, client_for(broken) as http:
         samples, types = await scrape(http)
     assert value(samples, "openase_metrics_source_up", source="postgres") == 0
@@ -130,7 +125,7 @@ async def test_metrics_answer_without_postgres(deps: Deps) -> None:
     assert value(samples, "openase_ingest_total", event="issues", outcome="done") == 1
 
 
-async def test_record_ingest_tolerates_redis_down(deps: Deps) -> None:
+async def test_record_ingests_tolerates_redis_down(deps: Deps) -> None:
     async with redis_down(deps) as broken:
-        await record_ingest(broken.redis, event="issues", outcome="done", latency_seconds=0.1)
+        await record_ingests(broken.redis, [("issues", "done", 0.1)])
     assert (await read_ingest(deps.redis)).count == 0

@@ -4,14 +4,15 @@ GitHub answers; through the whole engine (tests/support/lifecycle.py) minus the 
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
-from arq import Retry
 from sqlalchemy import select
 from structlog.testing import capture_logs
 
 from bot.engine import context
 from bot.engine.jobs import WorkflowReactor
-from bot.intake.ingest import MAX_ATTEMPTS, ingest_delivery
+from bot.intake.ingest import MAX_ATTEMPTS, WAITING, ingest_batch, ingest_delivery
 from bot.processes.worker import COMMANDS
 from bot.tables.mirror import Delivery
 from tests.conftest import OpenWorld
@@ -40,11 +41,14 @@ async def test_a_delivery_waits_for_a_failing_github_without_using_its_attempts(
         await w.label(5, "bug")
         waiting = (await _last_delivery(w)).id
         with capture_logs() as logs:
+            assert [done.status for done in await ingest_batch(w.deps)] == [WAITING]
             for _ in range(MAX_ATTEMPTS + 2):  # more tries than a failing delivery gets
-                with pytest.raises(Retry):
-                    await ingest_delivery(w.deps, waiting)
+                assert await ingest_delivery(w.deps, waiting) == WAITING
         row = await _last_delivery(w)
         assert (row.id, row.status, row.attempts) == (waiting, "pending", 0)
+        assert row.retry_at is not None
+        assert row.retry_at > datetime.now(UTC)
+        assert await ingest_batch(w.deps) == []  # held back until then: no worker claims it
         said = [line["event"] for line in logs if line["log_level"] in ("warning", "error")]
         assert said == ["service_unavailable"]  # once, however many tries
 

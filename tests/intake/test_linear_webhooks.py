@@ -33,6 +33,7 @@ from adapters.linear.verify import sign, signature_valid, timestamp_fresh
 from bot.deps import Deps
 from bot.tables.mirror import Comment, Delivery, Ticket
 from tests.conftest import AppWith
+from tests.support.deliveries import queued_deliveries
 from tests.support.helpers import FIXTURES
 
 SECRET = "linear-test-secret-not-real"
@@ -75,7 +76,7 @@ async def _deliveries(deps: Deps) -> list[Delivery]:
 
 
 async def _queued_jobs(deps: Deps) -> int:
-    return len(await deps.redis.queued_jobs(queue_name="openase:control"))
+    return len(await queued_deliveries(deps))
 
 
 # --- verify ---------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from bot.settings import Settings
 from bot.tables.mirror import Delivery
 from tests.conftest import Services
 from tests.fakes.smee_channel import WAIT, FakeSmeeChannel, github_body, javascript_json
+from tests.support.deliveries import queued_deliveries
 from tests.support.helpers import TEST_WEBHOOK_SECRET, GitHubWebhookSender, github_example
 from tests.support.outages import redis_down
 
@@ -140,8 +141,7 @@ async def test_a_relayed_delivery_is_stored_once_and_its_ingest_enqueued(deps: D
         "opened",
     )
     assert row.payload == payload
-    jobs = await deps.redis.queued_jobs(queue_name="openase:control")
-    assert [(job.function, job.args) for job in jobs] == [("ingest_delivery", (row.id,))]
+    assert await queued_deliveries(deps) == [row.id]
     [line] = _named(logs, "relay_event")
     assert (line["outcome"], line["delivery_id"], line["github_event"]) == (
         "accepted",
@@ -168,7 +168,7 @@ async def test_a_delivery_relayed_twice_or_also_posted_directly_is_stored_once(
     assert [line["outcome"] for line in _named(logs, "relay_event")] == ["accepted", "duplicate"]
     assert direct.json() == {"status": "duplicate"}
     assert [row.delivery_id for row in await _stored(deps)] == ["same-guid"]
-    assert len(await deps.redis.queued_jobs(queue_name="openase:control")) == 1
+    assert len(await queued_deliveries(deps)) == 1
 
 
 async def test_a_forged_delivery_is_refused_unstored_and_the_relay_goes_on(deps: Deps) -> None:
@@ -277,7 +277,7 @@ async def test_a_delivery_that_arrives_while_postgres_is_down_is_stored_once_it_
     # Kept in the order the channel sent them, each stored once.
     assert [row.delivery_id for row in await _stored(deps)] == ["first", "second"]
     assert {line["delivery_id"] for line in _named(logs, "relay_store_failed")} == {"first"}
-    assert len(await deps.redis.queued_jobs(queue_name="openase:control")) == 2
+    assert len(await queued_deliveries(deps)) == 2
 
 
 async def test_stopping_past_the_grace_names_the_delivery_it_could_not_store(
@@ -311,7 +311,7 @@ def test_backoff_doubles_with_jitter_up_to_its_cap() -> None:
         assert len(set(delays)) > 1  # jittered
 
 
-async def test_with_redis_down_the_relay_still_stores_for_the_sweep_to_enqueue(
+async def test_with_redis_down_the_relay_still_stores_and_queues(
     deps: Deps,
 ) -> None:
     async with redis_down(deps) as no_redis, FakeSmeeChannel() as channel:
@@ -322,10 +322,10 @@ async def test_with_redis_down_the_relay_still_stores_for_the_sweep_to_enqueue(
                 await _until(lambda: relay.status.events_stored == 1)
 
     assert [row.delivery_id for row in await _stored(deps)] == ["redis-down"]
-    assert [row.status for row in await _stored(deps)] == ["pending"]  # the sweep enqueues it
-    [outage] = _named(logs, "store_unavailable")  # the outage, said once
-    assert outage["store"] == "redis"
-    assert len(_named(logs, "relay_status_not_written")) == 1  # said once, not every write
+    assert [row.status for row in await _stored(deps)] == ["pending"]
+    assert len(await queued_deliveries(deps)) == 1  # queued in Postgres: no Redis needed
+    # Only the relay's status (shown on the setup page) needs Redis: said once, not each write.
+    assert len(_named(logs, "relay_status_not_written")) == 1
 
 
 async def test_what_is_not_a_github_delivery_is_refused_and_logged(deps: Deps) -> None:

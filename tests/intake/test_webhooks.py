@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -17,6 +18,7 @@ from bot.processes.app import create_app
 from bot.settings import Settings
 from bot.tables.mirror import Delivery
 from tests.conftest import Services
+from tests.support.deliveries import notifications, queued_deliveries
 from tests.support.helpers import TEST_WEBHOOK_SECRET, GitHubWebhookSender, github_example
 
 RunWorker = Callable[[], Awaitable[object]]
@@ -28,7 +30,7 @@ async def _count(deps: Deps) -> int:
 
 
 async def _queued_jobs(deps: Deps) -> int:
-    return len(await deps.redis.queued_jobs(queue_name="openase:control"))
+    return len(await queued_deliveries(deps))
 
 
 def _body() -> bytes:
@@ -134,12 +136,14 @@ async def test_oversized_payload_is_refused_while_streaming(
     assert await _count(deps) == 0
 
 
-async def test_accepted_delivery_is_stored_before_the_answer_and_enqueued_once(
+async def test_accepted_delivery_is_stored_before_the_answer_and_queued_once(
     github: GitHubWebhookSender, deps: Deps
 ) -> None:
     payload = github_example("issues", "opened")
-    response = await github.send("issues", payload, delivery_id="d-1")
-    assert response.status_code == 202
+    async with notifications(deps) as heard:
+        response = await github.send("issues", payload, delivery_id="d-1")
+        assert response.status_code == 202
+        await asyncio.wait_for(heard.get(), 5)  # an idle worker is woken at once
     pk = response.json()["delivery"]
     async with deps.sessions() as s:
         row = (await s.execute(select(Delivery).where(Delivery.id == pk))).scalar_one()
@@ -152,8 +156,7 @@ async def test_accepted_delivery_is_stored_before_the_answer_and_enqueued_once(
     assert row.repository == payload["repository"]["full_name"]
     assert row.payload == payload
     assert row.status == "pending"
-    jobs = await deps.redis.queued_jobs(queue_name="openase:control")
-    assert [(j.function, j.args) for j in jobs] == [("ingest_delivery", (pk,))]
+    assert await queued_deliveries(deps) == [pk]
 
 
 async def test_redelivery_is_acknowledged_and_not_processed_twice(
@@ -209,7 +212,7 @@ async def test_postgres_unavailable_answers_503_and_enqueues_nothing(
     assert await _queued_jobs(deps) == 0
 
 
-async def test_redis_down_still_stores_and_the_sweep_enqueues_later(
+async def test_redis_down_still_stores_and_queues(
     services: Services, settings: Settings, deps: Deps, run_worker: RunWorker
 ) -> None:
     # Redis went away after start: a client whose socket leads nowhere.
@@ -228,9 +231,9 @@ async def test_redis_down_still_stores_and_the_sweep_enqueues_later(
             "issues", github_example("issues", "opened")
         )
     await no_redis.redis.aclose()
-    # Stored in Postgres, so acknowledging is honest; the worker's sweep picks it up.
+    # Stored in Postgres, so acknowledging is honest, and queued there: no Redis needed.
     assert response.status_code == 202
-    assert await _queued_jobs(deps) == 0
+    assert await _queued_jobs(deps) == 1
     await run_worker()
     async with deps.sessions() as s:
         assert (await s.execute(select(Delivery.status))).scalar_one() == "done"
