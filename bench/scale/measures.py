@@ -86,7 +86,10 @@ def _log_events(paths: list[Path], names: set[str]) -> list[dict[str, Any]]:
 class Ticks:
     slots: int  # ticks due in the window (one per TICK_EVERY seconds)
     slow: list[float]  # seconds of each tick that logged its duration (>= the threshold,
-    # or one that did something); the others took under SLOW_TICK_SECONDS
+    # or one that did something, or arq's timeout cut it short); the others took under
+    # SLOW_TICK_SECONDS
+    timed_out: int = 0  # cut short by arq's job timeout (counted in `slow` at their length)
+    most_at_once: int = 1  # ticks running at the same moment (one per worker was meant)
 
     def quantile(self, q: float) -> float | None:
         """The q-quantile in seconds; None when it is among the unlogged (fast) ticks."""
@@ -100,15 +103,45 @@ class Ticks:
         return None if value < SLOW_TICK_SECONDS else value
 
 
+# arq's line for a job its timeout cancelled: "120.06s ! engine_tick failed, TimeoutError: ".
+_TIMED_OUT = re.compile(r"^\s*(?P<seconds>[0-9.]+)s ! engine_tick failed, TimeoutError")
+
+
+def _tick_lines(paths: list[Path]) -> list[tuple[float, float, bool]]:
+    """(ended at, seconds, timed out) of every engine tick these logs show."""
+    found = []
+    for path in paths:
+        with contextlib.suppress(OSError), path.open() as lines:
+            for line in lines:
+                if "engine_tick" not in line or not line.startswith("{"):
+                    continue
+                with contextlib.suppress(ValueError):
+                    event = json.loads(line)
+                    at = datetime.fromisoformat(str(event.get("timestamp"))).timestamp()
+                    text = str(event.get("event"))
+                    cut = _TIMED_OUT.match(text)
+                    if text == "engine_tick" and "seconds" in event:
+                        found.append((at, float(event["seconds"]), False))
+                    elif cut is not None:
+                        found.append((at, float(cut["seconds"]), True))
+    return found
+
+
 def ticks(cluster: Cluster, began: float, ended: float) -> Ticks:
-    """The engine ticks of every control worker between two epoch times."""
-    logs = [p.log for p in cluster.of("worker")]
-    slow = []
-    for event in _log_events(logs, {"engine_tick"}):
-        at = datetime.fromisoformat(str(event.get("timestamp"))).timestamp()
-        if began <= at <= ended and "seconds" in event:
-            slow.append(float(event["seconds"]))
-    return Ticks(int((ended - began) / TICK_EVERY), slow)
+    """The engine ticks of every control worker that ended between two epoch times."""
+    lines = _tick_lines([p.log for p in cluster.of("worker")])
+    mine = [(at, seconds, cut) for at, seconds, cut in lines if began <= at <= ended]
+    edges = sorted([(at - seconds, 1) for at, seconds, _ in mine] + [(at, -1) for at, _, _ in mine])
+    running = most = 0
+    for _, step in edges:
+        running += step
+        most = max(most, running)
+    return Ticks(
+        int((ended - began) / TICK_EVERY),
+        [seconds for _, seconds, _ in mine],
+        timed_out=sum(1 for _, _, cut in mine if cut),
+        most_at_once=max(1, most),
+    )
 
 
 def content_per_minute(requests: list[Request], began: float, ended: float) -> dict[int, int]:

@@ -75,6 +75,12 @@ def tick_rows(report: Report, label: str, ticks: Ticks) -> None:
             f"{ticks.slots} / {len(ticks.slow)}",
         )
     )
+    report.add(
+        Row("  ticks cut short by arq's timeout", str(ticks.timed_out), "0", not ticks.timed_out)
+    )
+    report.add(
+        Row("  most ticks running at once", str(ticks.most_at_once), "1", ticks.most_at_once <= 1)
+    )
 
 
 def lag_rows(report: Report, label: str, lags: list[Lag]) -> None:

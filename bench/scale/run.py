@@ -46,13 +46,15 @@ class ScaleOptions:
 class Batch:
     numbers: list[int]
     labelled_at: float  # epoch
-    done_at: float | None = None  # every ticket in review, no run open, no effect pending
+    runs_done_at: float | None = None  # every ticket in review, no run open
+    done_at: float | None = None  # ... and no effect of theirs pending in the outbox
 
     @property
     def per_minute(self) -> float | None:
-        if self.done_at is None:
+        """Runs finished a minute: from the labels to the last ticket in review."""
+        if self.runs_done_at is None:
             return None
-        return 60 * len(self.numbers) / (self.done_at - self.labelled_at)
+        return 60 * len(self.numbers) / (self.runs_done_at - self.labelled_at)
 
 
 async def _start(here: Cluster, role: str, count: int) -> None:
@@ -71,7 +73,10 @@ async def _run_batch(here: Cluster, load: Load, numbers: list[int], within: floa
     last_note = 0.0
     while time.time() - batch.labelled_at < within:
         in_review, running, open_runs, effects = await measures.batch_progress(here, numbers)
-        if in_review == len(numbers) and open_runs == 0 and effects == 0:
+        if in_review == len(numbers) and open_runs == 0 and batch.runs_done_at is None:
+            batch.runs_done_at = time.time()
+            print(f"  all in review after {batch.runs_done_at - batch.labelled_at:.1f} s")
+        if batch.runs_done_at is not None and effects == 0:
             batch.done_at = time.time()
             break
         if running == len(numbers) and not all_running_seen:
@@ -91,7 +96,7 @@ async def _run_batch(here: Cluster, load: Load, numbers: list[int], within: floa
     if batch.done_at is None:
         print("  NOT done within the time", flush=True)
     else:
-        print(f"  done in {batch.done_at - batch.labelled_at:.1f} s", flush=True)
+        print(f"  outbox drained after {batch.done_at - batch.labelled_at:.1f} s", flush=True)
     return batch
 
 
@@ -119,6 +124,10 @@ async def _measure_phase(
             "-" if batch.per_minute is None else f"{batch.per_minute:.1f} runs/min",
         )
     )
+    drained = (
+        "not in time" if batch.done_at is None else f"{batch.done_at - batch.labelled_at:.0f} s"
+    )
+    report.add(Row(f"  labels -> outbox drained ({label})", drained))
 
 
 async def session(options: ScaleOptions) -> tuple[Report, Path]:
@@ -156,8 +165,9 @@ async def session(options: ScaleOptions) -> tuple[Report, Path]:
             report.add(
                 Row(
                     f"{plain} tickets mirrored (sent + ingested)",
-                    "not in time" if ingested is None else f"{total:.0f} s",
-                    was=f"{plain / max(total, 1e-9):.0f} tickets/s",
+                    "not in time"
+                    if ingested is None
+                    else f"{total:.0f} s, {plain / max(total, 1e-9):.0f}/s",
                 )
             )
             print()
