@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, func, select
+from sqlalchemy import ColumnElement, Executable, and_, bindparam, delete, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -102,13 +102,16 @@ async def link_refs_to_ticket(
     session: AsyncSession, ticket_id: int, full_name: str, number: int
 ) -> None:
     """PRs that referred to this ticket before it was mirrored get linked now."""
-    await _materialise_links(
-        session,
-        and_(PullRequestRef.full_name == full_name.lower(), PullRequestRef.number == number),
-    )
+    conn = await session.connection()
+    await conn.execute(_LINK_REFS_TO_TICKET, {"full_name": full_name.lower(), "number": number})
 
 
 async def _materialise_links(session: AsyncSession, which_refs: ColumnElement[bool]) -> None:
+    await session.execute(_links_from(which_refs))
+
+
+def _links_from(which_refs: ColumnElement[bool]) -> Executable:
+    """Link each ticket to the PRs whose `which_refs` name it."""
     source = (
         select(Ticket.id, PullRequestRef.pull_request_id, func.min(PullRequestRef.via))
         .join(Repository, Repository.id == Ticket.repository_id)
@@ -122,8 +125,17 @@ async def _materialise_links(session: AsyncSession, which_refs: ColumnElement[bo
         .where(which_refs, Ticket.source == "github")
         .group_by(Ticket.id, PullRequestRef.pull_request_id)
     )
-    await session.execute(
+    return (
         insert(TicketPullRequest)
         .from_select(["ticket_id", "pull_request_id", "via"], source)
         .on_conflict_do_nothing()
     )
+
+
+# Every new ticket runs it: built once, so SQLAlchemy compiles it once (bot/intake/upserts.py).
+_LINK_REFS_TO_TICKET = _links_from(
+    and_(
+        PullRequestRef.full_name == bindparam("full_name"),
+        PullRequestRef.number == bindparam("number"),
+    )
+)

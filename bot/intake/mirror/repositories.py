@@ -40,6 +40,7 @@ _UPSERT_REPOSITORY = upsert(
 _SELECT_REPOSITORY = select(
     *(Repository.__table__.c[name] for name in ("id", *_REPOSITORY_FIELDS))
 ).where(Repository.id == bindparam("id"))
+_SEEN_KEY = "mirror_repositories_seen"
 _ENSURE_INSTALLATION = (
     insert(Installation)
     .values(account_login="", account_type="")
@@ -74,7 +75,9 @@ async def upsert_repository(
     stored as inactive if new, otherwise left as it is.
 
     Most events repeat what is stored; those skip the write, because an upsert locks the
-    row until commit and would serialise every concurrent ingest of the repository.
+    row until commit and would serialise every concurrent ingest of the repository. In a
+    batch of deliveries (one transaction), a repository already stored or checked with the
+    same values is not even read again.
     """
     conn = await session.connection()
     if active is None:
@@ -102,14 +105,30 @@ async def upsert_repository(
         "html_url": repo.html_url,
         "installation_id": installation_id,
     }
+    seen = _seen_in_transaction(session)
+    known = tuple(values.values())
+    if seen.get(repo.id) == known:
+        return
     stored = (await conn.execute(_SELECT_REPOSITORY, {"id": repo.id})).mappings().one_or_none()
-    if stored is not None and all(
+    if stored is None or not all(
         value is None or stored[name] == value for name, value in values.items()
     ):
-        return
-    if installation_id is not None:
-        await conn.execute(_ENSURE_INSTALLATION, {"id": installation_id})
-    await conn.execute(_UPSERT_REPOSITORY, values)
+        if installation_id is not None:
+            await conn.execute(_ENSURE_INSTALLATION, {"id": installation_id})
+        await conn.execute(_UPSERT_REPOSITORY, values)
+    seen[repo.id] = known
+
+
+def _seen_in_transaction(session: AsyncSession) -> dict[int, tuple[Any, ...]]:
+    """Repositories stored or checked in the session's current transaction, with the
+    values they were checked with (forgotten with the transaction: a rollback undoes them)."""
+    transaction = session.sync_session.get_transaction()
+    cached = session.info.get(_SEEN_KEY)
+    if cached is None or cached[0] is not transaction:
+        cached = (transaction, {})
+        session.info[_SEEN_KEY] = cached
+    seen: dict[int, tuple[Any, ...]] = cached[1]
+    return seen
 
 
 async def upsert_installation(
@@ -139,6 +158,7 @@ async def upsert_installation(
 async def installation_changed(
     session: AsyncSession, event: InstallationChanged, applied: Applied
 ) -> None:
+    session.info.pop(_SEEN_KEY, None)  # repositories change beside upsert_repository
     inst = event.installation
     suspended = event.action == "suspend" if event.action in ("suspend", "unsuspend") else None
     if not await upsert_installation(
@@ -158,6 +178,7 @@ async def installation_changed(
 async def repositories_changed(
     session: AsyncSession, event: RepositoriesChanged, applied: Applied
 ) -> None:
+    session.info.pop(_SEEN_KEY, None)  # repositories change beside upsert_repository
     await upsert_installation(session, event.installation)
     for repo in event.added:
         await upsert_repository(session, repo, event.installation.id)

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import and_, func, literal_column, select, update
+from sqlalchemy import BigInteger, and_, any_, bindparam, func, literal_column, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from adapters.base import (
@@ -51,6 +52,12 @@ _UPSERT_COMMENT = upsert(
 _DELETE_COMMENT = upsert(Comment, ["source", "external_id"], update=["deleted"])
 
 _UPSERT_LABEL = upsert(Label, ["id"])
+_LABELS = select(Label.id, Label.name, Label.deleted).where(
+    Label.id == any_(bindparam("ids", type_=ARRAY(BigInteger)))
+)
+_TICKET_ID = select(Ticket.id).where(
+    Ticket.source == bindparam("source"), Ticket.external_id == bindparam("external_id")
+)
 
 
 async def upsert_ticket(
@@ -91,9 +98,7 @@ async def upsert_ticket(
     if row is None:  # stale: the stored row is newer; it still counts as touched
         ticket_id = (
             await conn.execute(
-                select(Ticket.id).where(
-                    Ticket.source == ticket.source, Ticket.external_id == ticket.external_id
-                )
+                _TICKET_ID, {"source": ticket.source, "external_id": ticket.external_id}
             )
         ).scalar_one()
         return int(ticket_id)
@@ -108,8 +113,9 @@ async def _current_label_names(session: AsyncSession, ticket: TicketInfo) -> lis
     wins over the older name a late-arriving issue event still carries."""
     if not ticket.label_ids or len(ticket.label_ids) != len(ticket.labels):
         return list(ticket.labels)
-    rows = await session.execute(select(Label).where(Label.id.in_(ticket.label_ids)))
-    known = {label.id: label for label in rows.scalars()}
+    conn = await session.connection()
+    rows = await conn.execute(_LABELS, {"ids": list(ticket.label_ids)})
+    known = {label.id: label for label in rows}
     names = []
     for label_id, name in zip(ticket.label_ids, ticket.labels, strict=True):
         label = known.get(label_id)
