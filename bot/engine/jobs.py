@@ -47,6 +47,7 @@ from bot.engine.gate_progress import report_gating
 from bot.engine.questions import remind_waiting
 from bot.engine.results import finish_run, take_result
 from bot.engine.runs.dispatch import resend_queued
+from bot.engine.runs.exclusive import sole_holder
 from bot.engine.runs.spec import work_branch
 from bot.engine.runs.tracking import sweep_runs
 from bot.jobs import REMOVE_WORKTREE_JOB, TICKET_ACTION_JOB, action_job_id, run_queue
@@ -62,6 +63,8 @@ log = structlog.get_logger(__name__)
 ENGINE_CTX_KEY = "engine"
 EngineProvider = Callable[[], "Engine | None"]
 TICK_SECONDS = frozenset(range(0, 60, 3))
+TICK_KEY = "openase:engine_tick"  # held by the tick that is running (any worker's)
+TICK_HOLD_MS = 120_000  # the tick's arq timeout: a worker that died mid-tick frees it then
 MERGE_CHECK_EVERY = 10  # ticks between fallback merge checks of reviewed tickets
 ALERT_EVERY = 20  # ticks between looks for failing webhook deliveries (about a minute)
 # A web action still pending this long after it was stored lost its job (the web process
@@ -98,12 +101,25 @@ async def dispatch_job(ctx: dict[str, Any], ticket_id: int) -> str:
 
 
 async def engine_tick(ctx: dict[str, Any]) -> dict[str, int]:
-    """The cron: everything an announcement, a send or a webhook may have missed."""
-    began = time.monotonic()
+    """The cron: everything an announcement, a send or a webhook may have missed.
+
+    One at a time across workers: arq's `unique` only keeps workers off the same slot, so a
+    tick longer than the 3 s between slots was joined by the next slot's, each repeating
+    the same sweep (16 at once under `make bench-scale`'s 200 runs, and arq's timeout cut
+    them off). A tick that finds one running skips its slot."""
     structlog.contextvars.clear_contextvars()
     engine = _engine(ctx)
     if engine is None:
         return {}
+    async with sole_holder(engine.deps.redis, TICK_KEY, TICK_HOLD_MS) as sole:
+        if not sole:
+            log.debug("engine_tick_skipped", reason="the previous tick is still running")
+            return {}
+        return await _tick(ctx, engine)
+
+
+async def _tick(ctx: dict[str, Any], engine: Engine) -> dict[str, int]:
+    began = time.monotonic()
     ticks = ctx.setdefault("engine_ticks", 0) + 1
     ctx["engine_ticks"] = ticks
 

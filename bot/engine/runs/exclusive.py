@@ -1,4 +1,4 @@
-"""One dispatcher per ticket at a time, across every worker.
+"""One dispatcher per ticket at a time, across every worker (and one engine tick).
 
 A label's webhook, the tick's due tickets and a freed slot may all ask to dispatch the same
 ticket at once. The claim lets only one of them start a run, but each would first prepare
@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -32,12 +32,19 @@ def dispatching_key(ticket_id: int) -> str:
     return f"openase:dispatching:{ticket_id}"
 
 
-@asynccontextmanager
-async def sole_dispatcher(redis: Redis, ticket_id: int) -> AsyncIterator[bool]:
+def sole_dispatcher(redis: Redis, ticket_id: int) -> AbstractAsyncContextManager[bool]:
     """Whether this dispatcher is the ticket's only one now (False: another is on it)."""
-    key, mine = dispatching_key(ticket_id), secrets.token_hex(8)
+    return sole_holder(redis, dispatching_key(ticket_id), HOLD_MS)
+
+
+@asynccontextmanager
+async def sole_holder(redis: Redis, key: str, hold_ms: int) -> AsyncIterator[bool]:
+    """Whether this is the only holder of `key` now (False: another holds it). The key is
+    released on the way out, or expires after `hold_ms` if its holder died; without Redis
+    every caller goes on (True), unguarded."""
+    mine = secrets.token_hex(8)
     try:
-        held = bool(await redis.set(key, mine, nx=True, px=HOLD_MS))
+        held = bool(await redis.set(key, mine, nx=True, px=hold_ms))
     except (RedisError, OSError):
         held = None  # Redis away: no guard, the claim alone decides
     if held is False:
