@@ -33,10 +33,12 @@ import argparse
 import asyncio
 import json
 import logging
+import re
 import statistics
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, MutableMapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -420,6 +422,10 @@ async def measure_burst(
         spread = await runs_per_machine(w)
         machine_of = await machines_of(w)
         requests = len(w.fake.requests)
+        kinds = Counter(
+            f"{r.method} {re.sub(r'/[0-9a-f]{7,40}(?=/|$)|/[0-9]+', '/…', r.url.path)}"
+            for r in w.fake.requests
+        )
     print(f"  all in review after {elapsed:.1f} s: {60 * args.burst / elapsed:.1f} tickets/minute")
     busy = sum(line.done - line.first_event for line in lines)
     window = max(x.done for x in lines) - min(x.first_event for x in lines)
@@ -452,8 +458,10 @@ async def measure_burst(
     )
     print(
         f"  GitHub API requests: {requests}, {requests / args.burst:.0f} a ticket (an "
-        "installation may make 5,000 an hour, 15,000 on Enterprise Cloud)"
+        "installation may make 5,000 an hour, 15,000 on Enterprise Cloud); the most made:"
     )
+    for kind, count in kinds.most_common(8):
+        print(f"    {count:6} {count / args.burst:5.1f} a ticket  {kind}")
     print(f"  label -> agent started (queued for a slot)  {_stats([x.to_agent for x in lines])}")
     print(f"  {verdict}")
     return exact and verdict.startswith(f"{args.burst} runs")
