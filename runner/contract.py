@@ -43,6 +43,12 @@ def run_queue(machine: str) -> str:
     return f"{RUN_QUEUE_PREFIX}{machine}"
 
 
+def run_wake_channel(machine: str) -> str:
+    """The Redis channel a run's sender publishes on as it queues the run, so the machine's
+    runner looks at its queue at once instead of polling it often (runner/wakeup.py)."""
+    return f"openase:runner-wake:{machine}"
+
+
 def run_events_stream(run_id: str) -> str:
     """Redis stream of a run's `AgentEvent`s (bounded; see runner.events)."""
     return f"openase:run:{run_id}:events"

@@ -25,6 +25,8 @@ from redis.asyncio import ConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from runner.wakeup import Wakeup
+
 log = structlog.get_logger(__name__)
 
 # Redis is asked again after a jittered wait growing from FIRST_WAIT to WAIT_CAP seconds,
@@ -169,10 +171,19 @@ class RedisOutage:
 class OutlastingWorker(Worker):
     """arq's Worker riding out Redis outages (see the module docstring)."""
 
-    def __init__(self, *args: Any, redis_url: str, outage: RedisOutage, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        redis_url: str,
+        outage: RedisOutage,
+        wakeup: Wakeup | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.redis_url = redis_url
         self.outage = outage
+        # Each look at the queue waits for it (a run sent, a run ended) or its timeout.
+        self.wakeup = wakeup
         self.closing = asyncio.Event()
         # Jobs marked in progress whose function never started: freed once Redis is back.
         self._stranded: set[str] = set()
@@ -192,6 +203,8 @@ class OutlastingWorker(Worker):
     async def _poll_iteration(self) -> None:
         if cancelling():  # a cancellation something below swallowed: stop all the same
             raise asyncio.CancelledError
+        if self.wakeup is not None:
+            await self.wakeup.wait()
         try:
             await super()._poll_iteration()
         except Exception as error:
@@ -226,6 +239,8 @@ class OutlastingWorker(Worker):
             raise
         finally:
             self._began.discard(job_id)
+            if self.wakeup is not None:  # its slot is free: the next queued run takes it now
+                self.wakeup.wake()
 
     async def finish_job(self, *args: Any, **kwargs: Any) -> None:
         # A run's result must reach arq too, or the job (still queued, still "in

@@ -55,6 +55,7 @@ from runner.machine import MachineFacts, disk_free, find_clis, memory_available
 from runner.redis_outage import OutlastingWorker, RedisOutage, stop_if_cancelled
 from runner.sandbox import bwrap
 from runner.sandbox.confine import Sandbox
+from runner.wakeup import Wakeup
 from runner.workspace import Workspace
 
 log = structlog.get_logger(__name__)
@@ -331,6 +332,7 @@ def make_runner(config: RunnerConfig, *, burst: bool = False) -> Worker:
             results.wake()  # what a previous runner process here finished but never delivered
             outage.on_back.append(back)
         await _register(ctx)
+        wakeup.start(ctx["redis"])
         if "heartbeat" not in ctx:
             ctx["heartbeat"] = asyncio.create_task(_heartbeat(ctx))
         log.info(
@@ -342,6 +344,7 @@ def make_runner(config: RunnerConfig, *, burst: bool = False) -> Worker:
         )
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
+        await wakeup.stop()
         for name in ("heartbeat", "courier"):
             task: asyncio.Task[None] | None = ctx.pop(name, None)
             if task is not None:
@@ -361,6 +364,7 @@ def make_runner(config: RunnerConfig, *, burst: bool = False) -> Worker:
                 pipe.srem(MACHINES_SET, config.machine)
                 await pipe.execute()
 
+    wakeup = Wakeup(config.machine)
     worker = OutlastingWorker(
         functions=[
             func(execute_run, name=RUN_JOB, timeout=JOB_TIMEOUT_SECONDS, max_tries=3),
@@ -382,9 +386,10 @@ def make_runner(config: RunnerConfig, *, burst: bool = False) -> Worker:
         keep_result=0,
         allow_abort_jobs=True,
         handle_signals=False,
-        # A run waits this long at most for the runner to look at its queue (label ->
-        # agent start counts it); a look is one cheap Redis command.
-        poll_delay=0.01,
+        # The poll itself waits for a run's wake-up (runner/wakeup.py), or at most
+        # IDLE_POLL_SECONDS: a run is taken the moment it is sent, an idle runner is idle.
+        poll_delay=0,
+        wakeup=wakeup,
         ctx={"state": RunnerState(), "outage": outage, "runs": {}, "sinks": {}},
     )
     return worker

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
@@ -23,6 +24,8 @@ from arq.connections import ArqRedis, RedisSettings, create_pool
 from arq.jobs import Job, JobStatus
 from structlog.testing import capture_logs
 
+from bot.engine.runs.sending import send
+from runner import wakeup
 from runner.contract import (
     MACHINES_SET,
     REMOVE_WORKTREE_JOB,
@@ -410,3 +413,25 @@ async def test_the_registry_counts_a_run_from_its_start_and_frees_its_slot_befor
     gate.write_text("")
     await result_of(redis, "slot-1")
     assert await running() == 0
+
+
+@pytest.fixture
+def seldom_polled(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A runner that looks at its queue unwoken only every minute (runner/wakeup.py)."""
+    monkeypatch.setattr(wakeup, "IDLE_POLL_SECONDS", 60.0)
+
+
+async def test_a_run_sent_by_the_engine_is_taken_at_once_without_polling(
+    seldom_polled: None,
+    redis: ArqRedis,
+    runner: tuple[asyncio.Event, RunnerConfig],
+    tmp_path: Path,
+) -> None:
+    remote = make_remote(tmp_path)
+    agent = script(tmp_path, "agent.py", "open('x.txt', 'w').write('x')\n")
+    await asyncio.sleep(0.5)  # the runner's first look at its queue is over: it waits now
+    for number in (1, 2, 3):  # one after another: each also wakes it as the last one ends
+        spec = spec_for(remote, [str(agent)], run_id=f"wake-{number}")
+        assert await send(redis, spec, MACHINE, datetime.now(UTC) + timedelta(hours=1))
+        result = await asyncio.wait_for(result_of(redis, f"wake-{number}"), 30)
+        assert result.status is RunStatus.SUCCEEDED

@@ -1,4 +1,4 @@
-"""Putting a run on its machine's arq queue in one Redis round trip.
+"""Putting a run on its machine's arq queue in one Redis round trip, and waking its runner.
 
 arq's `enqueue_job` makes three (WATCH, EXISTS, then MULTI/EXEC) so that a job id is queued
 once; a script does the same check and writes atomically, in one. The job is arq's own
@@ -17,7 +17,7 @@ from arq.utils import timestamp_ms
 from redis.exceptions import RedisError
 
 from bot.jobs import RUN_JOB, run_queue
-from runner.contract import RunSpec
+from runner.contract import RunSpec, run_wake_channel
 
 log = structlog.get_logger(__name__)
 
@@ -25,13 +25,15 @@ log = structlog.get_logger(__name__)
 # run a runner starts has at least this much of the token left to fetch and push with.
 RUN_TOKEN_SPARE = timedelta(minutes=15)
 
-# KEYS: the job, its arq result, the queue; ARGV: expiry (ms), the job, its score, its id.
+# KEYS: the job, its arq result, the queue; ARGV: expiry (ms), the job, its score, its id,
+# the machine's wake-up channel (published on, in the same round trip: runner/wakeup.py).
 _ENQUEUE_ONCE = """
 if redis.call('exists', KEYS[1], KEYS[2]) ~= 0 then
   return 0
 end
 redis.call('psetex', KEYS[1], ARGV[1], ARGV[2])
 redis.call('zadd', KEYS[3], ARGV[3], ARGV[4])
+redis.call('publish', ARGV[5], ARGV[4])
 return 1
 """
 
@@ -43,7 +45,14 @@ async def enqueue_run(redis: ArqRedis, spec: RunSpec, machine: str, expires: tim
     keys = [job_key_prefix + spec.run_id, result_key_prefix + spec.run_id, run_queue(machine)]
     enqueue = redis.register_script(_ENQUEUE_ONCE)  # EVALSHA, EVAL when Redis lacks it
     queued = await enqueue(
-        keys=keys, args=[int(expires.total_seconds() * 1000), job, now, spec.run_id]
+        keys=keys,
+        args=[
+            int(expires.total_seconds() * 1000),
+            job,
+            now,
+            spec.run_id,
+            run_wake_channel(machine),
+        ],
     )
     return bool(queued)
 
