@@ -127,6 +127,7 @@ async def ingest_batch(deps: Deps, limit: int = BATCH) -> list[Ingested]:
             raise  # a store is away: the rows stay pending, claimed again once it is back
         log.info("batch_applied_alone", deliveries=len(claimed), error=type(error).__name__)
         return [await _alone(deps, pk) for pk in claimed]
+    deps.outages.services.succeeded(SERVICE_READS)
     await _after_commit(deps, applied)
     return applied.ingested
 
@@ -241,7 +242,13 @@ async def _after_commit(deps: Deps, applied: _Applied) -> None:
         ):
             log.info("delivery_ingested", delivery_pk=ingested.pk, status=ingested.status)
     for after in applied.afters:
-        await after()
+        try:
+            await after()
+        except Exception as error:
+            if deps.outages.noticed(error) is None:  # else said once by the outage
+                # Committed already; the engine's tick does what these follow-ups missed.
+                # One delivery's trouble must not keep the rest of the batch's from going.
+                log.warning("followups_failed", exc_info=True)
     for repo_id in sorted(applied.backfill):
         # After commit, so the job finds the repository row. A lost enqueue is repaired by
         # `openase sync`; the mirror still fills from webhooks meanwhile.
