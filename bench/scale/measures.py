@@ -27,7 +27,8 @@ _MARKER = re.compile(r"<!-- openase:[^>]*-->")
 
 
 async def fetch(cluster: Cluster, query: str, *args: Any) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(cluster.postgres.url, timeout=10)
+    # Generous: with 200 sandboxed agents starting at once, a connection took over 10 s.
+    conn = await asyncpg.connect(cluster.postgres.url, timeout=60)
     try:
         rows: list[asyncpg.Record] = await conn.fetch(query, *args, timeout=60)
         return rows
