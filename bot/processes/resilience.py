@@ -52,8 +52,17 @@ class ResilientWorker(Worker):
         self.alongside = alongside
 
     async def main(self) -> None:
-        if self.alongside is not None:
-            self.alongside.start()
+        if self.alongside is None:
+            return await self._main()
+        # What runs alongside lives exactly as long as this: a worker whose main() was
+        # cancelled without close() (a test, an embedding) leaves nothing running.
+        self.alongside.start()
+        try:
+            await self._main()
+        finally:
+            await self.alongside.stop()
+
+    async def _main(self) -> None:
         # Starting (the pool, arq's INFO, our on_startup) needs Redis too: wait, then again.
         while True:
             try:
