@@ -1,7 +1,7 @@
 """The control worker's ingest: pending deliveries claimed in batches as soon as stored.
 
 A delivery's row is its place in the queue. Whoever stores one pending (the web app, the
-relay, the recovery of missed deliveries, a retry from the CLI) makes Postgres notify
+relay, the recovery of missed deliveries) or sets one pending again makes Postgres notify
 channel `openase_deliveries` as it commits (a trigger: migration c4e9a2d7f1b6). The pump
 listens on a connection of its own, claims the due pending deliveries in batches
 (bot/intake/ingest.py) until none is left, and waits for the next notification, or at
