@@ -144,6 +144,17 @@ class Run(Base):
     last_heartbeat_at: Mapped[datetime | None]
 
 
+class RunEventCursor(Base):
+    """How far a run's Redis event stream is persisted: the id of its last entry read."""
+
+    __tablename__ = "run_event_cursors"
+
+    run_id: Mapped[str] = mapped_column(
+        String(128), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True
+    )
+    entry_id: Mapped[str] = mapped_column(String(64))
+
+
 class RunEvent(Base):
     """An `AgentEvent` of a run, persisted from the runner's Redis stream."""
 

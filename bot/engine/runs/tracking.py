@@ -28,7 +28,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.tables.workflow import Run, RunEvent, RunState
+from bot.tables.workflow import Run, RunEvent, RunEventCursor, RunState
 from runner.contract import (
     AgentEvent,
     ContractMismatch,
@@ -61,26 +61,39 @@ LOST_REASON = "the run was declared lost (its runner was cut off) and retried el
 
 
 async def collect_events(
-    redis: Redis, sessions: async_sessionmaker[AsyncSession], run_id: str
+    redis: Redis,
+    sessions: async_sessionmaker[AsyncSession],
+    run_id: str,
+    *,
+    cursor: str | None = None,
+    cursor_known: bool = False,
 ) -> int:
-    """Copy the run's new stream entries into `run_events`; how many were new."""
-    async with sessions() as session:
-        last = await session.scalar(
-            select(func.coalesce(func.max(RunEvent.seq), 0)).where(RunEvent.run_id == run_id)
-        )
+    """Copy the run's new stream entries into `run_events`; how many were new.
+
+    It reads on from the run's cursor (the last entry persisted, `run_event_cursors`;
+    `cursor_known`: the caller read it into `cursor` already), not the whole stream again
+    each time."""
+    if not cursor_known:
+        async with sessions() as session:
+            cursor = await session.scalar(
+                select(RunEventCursor.entry_id).where(RunEventCursor.run_id == run_id)
+            )
     stored = 0
-    cursor = "-"
+    start = "-" if cursor is None else f"({cursor}"
     while True:
-        entries = await redis.xrange(run_events_stream(run_id), min=cursor, count=_READ_BATCH)
-        events = _decode(entries, after=int(last or 0))
-        if events:
-            stored += await _store(sessions, run_id, events)
+        entries = await redis.xrange(run_events_stream(run_id), min=start, count=_READ_BATCH)
+        if not entries:
+            return stored
+        last = entries[-1][0].decode()
+        # Entries past the cursor are new but for another worker's race: the insert keeps
+        # each seq once, whoever stores it.
+        stored += await _store(sessions, run_id, _decode(entries), last)
         if len(entries) < _READ_BATCH:
             return stored
-        cursor = "(" + entries[-1][0].decode()
+        start = f"({last}"
 
 
-def _decode(entries: list[tuple[bytes, dict[bytes, bytes]]], after: int) -> list[AgentEvent]:
+def _decode(entries: list[tuple[bytes, dict[bytes, bytes]]]) -> list[AgentEvent]:
     events = []
     for _, fields in entries:
         try:
@@ -88,15 +101,20 @@ def _decode(entries: list[tuple[bytes, dict[bytes, bytes]]], after: int) -> list
         except (KeyError, ValueError, ContractMismatch) as error:
             log.warning("run_event_unreadable", error=str(error))
             continue
-        if event.seq > after:
-            events.append(event)
+        events.append(event)
     return events
 
 
 async def _store(
-    sessions: async_sessionmaker[AsyncSession], run_id: str, events: list[AgentEvent]
+    sessions: async_sessionmaker[AsyncSession],
+    run_id: str,
+    events: list[AgentEvent],
+    cursor: str,
 ) -> int:
     async with sessions() as session, session.begin():
+        if not events:  # only unreadable entries: read past them
+            await _move_cursor(session, run_id, cursor)
+            return 0
         inserted = await session.execute(
             insert(RunEvent)
             .values(
@@ -125,7 +143,18 @@ async def _store(
                 last_heartbeat_at=latest,
             )
         )
+        await _move_cursor(session, run_id, cursor)
         return count
+
+
+async def _move_cursor(session: AsyncSession, run_id: str, entry_id: str) -> None:
+    """Whatever the run's state. (Two workers reading at once may set it back a little:
+    the next read repeats a few entries, which are stored once.)"""
+    await session.execute(
+        insert(RunEventCursor)
+        .values(run_id=run_id, entry_id=entry_id)
+        .on_conflict_do_update(index_elements=["run_id"], set_={"entry_id": entry_id})
+    )
 
 
 async def fetch_result(redis: Redis, run_id: str) -> RunResult | None:
@@ -177,15 +206,22 @@ async def sweep_runs(
     async with sessions() as session:
         open_runs = (
             await session.execute(
-                select(Run.id, Run.state, Run.machine, Run.queued_at, Run.last_heartbeat_at).where(
-                    Run.state.in_((RunState.QUEUED, RunState.RUNNING))
+                select(
+                    Run.id,
+                    Run.state,
+                    Run.machine,
+                    Run.queued_at,
+                    Run.last_heartbeat_at,
+                    RunEventCursor.entry_id,
                 )
+                .outerjoin(RunEventCursor, RunEventCursor.run_id == Run.id)
+                .where(Run.state.in_((RunState.QUEUED, RunState.RUNNING)))
             )
         ).all()
     finished: list[tuple[str, RunResult]] = []
     lost: list[str] = []
-    for run_id, state, machine, queued_at, heartbeat_at in open_runs:
-        await collect_events(redis, sessions, run_id)
+    for run_id, state, machine, queued_at, heartbeat_at, cursor in open_runs:
+        await collect_events(redis, sessions, run_id, cursor=cursor, cursor_known=True)
         result = await fetch_result(redis, run_id)
         if result is not None and result.error_class != HANDED_BACK:
             if await finish(run_id, result):
