@@ -39,6 +39,11 @@ CONTROL_QUEUE = "openase:control"
 RUN_FINISHED_JOB = "run_finished"
 
 
+def run_finished_job_id(run_id: str) -> str:
+    """The announcement's arq job id: one job per run, however many announce it."""
+    return f"run-finished:{run_id}"
+
+
 def run_queue(machine: str) -> str:
     return f"{RUN_QUEUE_PREFIX}{machine}"
 

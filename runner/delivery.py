@@ -30,6 +30,7 @@ from runner.contract import (
     RUN_FINISHED_JOB,
     ContractMismatch,
     RunResult,
+    run_finished_job_id,
     run_result_key,
 )
 from runner.redis_outage import RedisOutage, stop_if_cancelled
@@ -53,7 +54,7 @@ async def store(redis: ArqRedis, result: RunResult) -> None:
 async def announce(redis: ArqRedis, run_id: str) -> None:
     """Tell the control plane the result is there (its sweep finds it anyway, later)."""
     await redis.enqueue_job(
-        RUN_FINISHED_JOB, run_id, _job_id=f"run-finished:{run_id}", _queue_name=CONTROL_QUEUE
+        RUN_FINISHED_JOB, run_id, _job_id=run_finished_job_id(run_id), _queue_name=CONTROL_QUEUE
     )
 
 

@@ -7,6 +7,7 @@ Under pytest-xdist each test process starts embedded servers of its own.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -24,6 +25,7 @@ from adapters.jira.client import JiraClient
 from adapters.linear.client import LinearClient
 from bot.deps import Deps, build_deps
 from bot.intake.ingest import ingest_delivery
+from bot.intake.pump import PUMP_TASK
 from bot.processes.app import create_app
 from bot.processes.migrate import upgrade
 from bot.processes.worker import make_worker
@@ -148,7 +150,7 @@ $reset$"""  # noqa: S608  # our own tables' names, not input
 
 
 @pytest.fixture
-async def deps(session_deps: Deps) -> Deps:
+async def deps(session_deps: Deps) -> AsyncIterator[Deps]:
     """The shared clients, over an empty database and an empty Redis."""
     async with session_deps.engine.begin() as conn:
         await conn.execute(text(_EMPTY_TABLES))
@@ -160,7 +162,15 @@ async def deps(session_deps: Deps) -> Deps:
     # No outage another test saw (or caught up from) is carried into this one.
     await session_deps.outages.aclose()
     session_deps.outages = Outages(probes=session_deps.outages.probes)
-    return session_deps
+    yield session_deps
+    # Tests share one event loop and these Deps: an ingest pump a test left running would
+    # claim the next tests' deliveries with its own engine (or none).
+    left = [
+        task for task in asyncio.all_tasks() if task.get_name() == PUMP_TASK and not task.done()
+    ]
+    for task in left:
+        task.cancel()
+    assert not left, f"{len(left)} ingest pump(s) left running by this test"
 
 
 @pytest.fixture

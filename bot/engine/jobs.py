@@ -4,8 +4,9 @@ composition root (bot/processes/worker.py) registers them under the names in bot
 - `run_finished_job` (enqueued by a runner when a run has a result) takes the result in.
 - `dispatch_job` (deferred to a ticket's backoff) tries to start it.
 - `engine_tick` (cron, every few seconds, one at a time across workers) is the safety
-  net: results whose announcement was lost, lost runs, queued runs whose send was lost,
-  tickets due for a (re)try, reviewed tickets whose checks may have gone green.
+  net: results whose announcement was lost (announced again), lost runs, queued runs
+  whose send was lost, tickets due for a (re)try, reviewed tickets whose checks may have
+  gone green.
 - `settle_hook` reacts to performed outbox effects: a PR opened, a merge done or refused.
 - `WorkflowReactor` is what ingest hands a delivery's events to.
 
@@ -54,7 +55,7 @@ from bot.jobs import REMOVE_WORKTREE_JOB, TICKET_ACTION_JOB, action_job_id, run_
 from bot.tables.actions import ActionState, TicketAction
 from bot.tables.workflow import EffectStatus, Run
 from harness_store.db import transaction
-from runner.contract import RunResult
+from runner.contract import RUN_FINISHED_JOB, RunResult, run_finished_job_id
 
 log = structlog.get_logger(__name__)
 
@@ -123,17 +124,23 @@ async def _tick(ctx: dict[str, Any], engine: Engine) -> dict[str, int]:
     ticks = ctx.setdefault("engine_ticks", 0) + 1
     ctx["engine_ticks"] = ticks
 
-    async def finish(run_id: str, result: RunResult | None) -> bool:
-        followups = await finish_run(engine, run_id, result)
+    async def announce(run_id: str, result: RunResult) -> bool:
+        # Its runner's announcement does the taking in (`run_finished_job`); under the same
+        # job id this is a no-op while that is queued or running, and its stand-in if it was
+        # lost. Taking 200 results in one after another made ticks of many seconds.
+        job = await engine.deps.redis.enqueue_job(
+            RUN_FINISHED_JOB, run_id, _job_id=run_finished_job_id(run_id)
+        )
+        return job is not None
+
+    async def lose(run_id: str) -> bool:
+        followups = await finish_run(engine, run_id, None)
         if followups is None:
             return False
         await carry_out(engine, followups)
         return True
 
-    async def lose(run_id: str) -> bool:
-        return await finish(run_id, None)
-
-    sweep = await sweep_runs(engine.deps.redis, engine.deps.sessions, finish=finish, lose=lose)
+    sweep = await sweep_runs(engine.deps.redis, engine.deps.sessions, finish=announce, lose=lose)
     gating = await report_gating(engine)
     for followups in gating:
         await carry_out(engine, followups)
@@ -147,7 +154,7 @@ async def _tick(ctx: dict[str, Any], engine: Engine) -> dict[str, int]:
     offline = await notice_offline_runners(engine)
     failing = await notice_failing_deliveries(engine) if ticks % ALERT_EVERY == 0 else 0
     counts = {
-        "finished": len(sweep.finished),
+        "results_announced": len(sweep.finished),
         "lost": len(sweep.lost),
         "gating": len(gating),
         "resent": resent,

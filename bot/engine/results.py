@@ -28,8 +28,9 @@ from bot.engine.commands.ask import ASK, answer
 from bot.engine.context import Engine, Followups, load
 from bot.engine.decision import Decision
 from bot.engine.questions import asked
+from bot.engine.runs.events import collect_events
 from bot.engine.runs.spec import GATES_ONLY_AGENT, work_branch
-from bot.engine.runs.tracking import HANDED_BACK, collect_events, fetch_result
+from bot.engine.runs.tracking import HANDED_BACK, fetch_result
 from bot.engine.status_comment import quoted
 from bot.engine.untrusted import fence
 from bot.errors import ConfigUnavailable

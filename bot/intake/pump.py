@@ -31,6 +31,7 @@ CHANNEL = "openase_deliveries"
 POLL_SECONDS = 1.0  # the longest an idle pump waits without a notification
 CONCURRENT_BATCHES = 2  # transactions in flight at once (see IngestPump.drain)
 STOP_GRACE_SECONDS = 15.0  # a stopping pump finishes the batch in hand for this long
+PUMP_TASK = "ingest-pump"  # the running pump's task name
 
 
 class IngestPump:
@@ -85,7 +86,7 @@ class IngestPump:
     def start(self) -> None:
         if not self.running:
             self._stopping = False
-            self._task = asyncio.create_task(self._run(), name="ingest-pump")
+            self._task = asyncio.create_task(self._run(), name=PUMP_TASK)
 
     async def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
         """Stop after the batch in hand (cut short after `grace` s: its transaction is then

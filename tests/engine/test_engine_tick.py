@@ -6,14 +6,25 @@ under `make bench-scale`'s 200 runs). Real engine, real PostgreSQL and Redis."""
 from __future__ import annotations
 
 import asyncio
+import json
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
 
 from bot.engine import jobs
-from bot.engine.jobs import ENGINE_CTX_KEY, TICK_KEY, engine_tick
+from bot.engine.jobs import ENGINE_CTX_KEY, TICK_KEY, engine_tick, run_finished_job
 from bot.engine.runs.exclusive import sole_holder
+from bot.tables.mirror import Ticket
+from bot.tables.workflow import Run, RunState
+from runner.contract import (
+    CONTROL_QUEUE,
+    RunResult,
+    RunStatus,
+    run_finished_job_id,
+    run_result_key,
+)
 from tests.conftest import OpenWorld
 
 
@@ -50,3 +61,52 @@ async def test_a_tick_held_by_another_worker_is_skipped(open_world: OpenWorld) -
             with capture_logs() as logs:
                 assert await engine_tick(ctx) == {}
         assert [line["event"] for line in logs] == ["engine_tick_skipped"]
+
+
+async def test_a_result_whose_announcement_was_lost_is_announced_again_once(
+    open_world: OpenWorld,
+) -> None:
+    """The tick does not take results in itself (200 runs ending at once made ticks of
+    many seconds): it enqueues the run's own announcement again, under its job id, so a
+    result is taken in by one job however many ticks see it first."""
+    async with open_world(runners=0, workers=0) as w:
+        ctx: dict[str, Any] = {ENGINE_CTX_KEY: lambda: w.engine}
+        async with w.deps.sessions() as session, session.begin():
+            ticket = Ticket(source="github", external_id="t1", key="o/r#1", state="open")
+            session.add(ticket)
+            await session.flush()
+            session.add(
+                Run(
+                    id="ended",
+                    ticket_id=ticket.id,
+                    workflow="coder",
+                    attempt=1,
+                    machine="m1",
+                    state=RunState.RUNNING,
+                    spec={},
+                    queued_at=datetime.now(UTC),
+                )
+            )
+        now = datetime.now(UTC)
+        result = RunResult(
+            run_id="ended", status=RunStatus.AGENT_ERROR, started_at=now, finished_at=now
+        )
+        # As the runner stores it; its announcement never reached the queue.
+        await w.deps.redis.set(run_result_key("ended"), json.dumps(result.to_wire()))
+
+        first = await engine_tick(ctx)
+        second = await engine_tick(ctx)
+
+        queued = await w.deps.redis.zrange(CONTROL_QUEUE, 0, -1)
+        assert queued == [run_finished_job_id("ended").encode()]
+        assert (first["results_announced"], second["results_announced"]) == (1, 0)
+        async with w.deps.sessions() as session:
+            run = await session.get(Run, "ended")
+            assert run is not None
+            assert run.state == RunState.RUNNING
+
+        assert await run_finished_job(ctx, "ended")
+        async with w.deps.sessions() as session:
+            run = await session.get(Run, "ended")
+            assert run is not None
+            assert (run.state, run.status) == (RunState.FINISHED, "agent_error")

@@ -18,19 +18,18 @@ of life later (a zombie whose runner was cut off longer than the window).
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import structlog
 from redis.asyncio import Redis
-from sqlalchemy import func, select, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import Row, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.tables.workflow import Run, RunEvent, RunEventCursor, RunState
+from bot.engine.runs.events import READ_BATCH, StreamRead, collect_events, store_batch, stream_start
+from bot.tables.workflow import Run, RunEventCursor, RunState
 from runner.contract import (
-    AgentEvent,
     ContractMismatch,
     RunResult,
     machine_key,
@@ -50,7 +49,6 @@ QUEUED_LOST_AFTER = timedelta(seconds=60)
 # The runner stores a result with this error class when it hands a run back to its queue
 # on shutdown: the job runs again, so that is not the run's result.
 HANDED_BACK = "runner_shutdown"
-_READ_BATCH = 500
 # Sweeps run every few seconds; a longer pause means nobody could watch the runs.
 WATCH_GAP = timedelta(seconds=15)
 WATCHED_KEY = "openase:runs:watched"
@@ -60,106 +58,12 @@ LOST_CANCEL_TTL_SECONDS = 7 * 24 * 3600
 LOST_REASON = "the run was declared lost (its runner was cut off) and retried elsewhere"
 
 
-async def collect_events(
-    redis: Redis,
-    sessions: async_sessionmaker[AsyncSession],
-    run_id: str,
-    *,
-    cursor: str | None = None,
-    cursor_known: bool = False,
-) -> int:
-    """Copy the run's new stream entries into `run_events`; how many were new.
-
-    It reads on from the run's cursor (the last entry persisted, `run_event_cursors`;
-    `cursor_known`: the caller read it into `cursor` already), not the whole stream again
-    each time."""
-    if not cursor_known:
-        async with sessions() as session:
-            cursor = await session.scalar(
-                select(RunEventCursor.entry_id).where(RunEventCursor.run_id == run_id)
-            )
-    stored = 0
-    start = "-" if cursor is None else f"({cursor}"
-    while True:
-        entries = await redis.xrange(run_events_stream(run_id), min=start, count=_READ_BATCH)
-        if not entries:
-            return stored
-        last = entries[-1][0].decode()
-        # Entries past the cursor are new but for another worker's race: the insert keeps
-        # each seq once, whoever stores it.
-        stored += await _store(sessions, run_id, _decode(entries), last)
-        if len(entries) < _READ_BATCH:
-            return stored
-        start = f"({last}"
-
-
-def _decode(entries: list[tuple[bytes, dict[bytes, bytes]]]) -> list[AgentEvent]:
-    events = []
-    for _, fields in entries:
-        try:
-            event = AgentEvent.from_wire(json.loads(fields[b"event"]))
-        except (KeyError, ValueError, ContractMismatch) as error:
-            log.warning("run_event_unreadable", error=str(error))
-            continue
-        events.append(event)
-    return events
-
-
-async def _store(
-    sessions: async_sessionmaker[AsyncSession],
-    run_id: str,
-    events: list[AgentEvent],
-    cursor: str,
-) -> int:
-    async with sessions() as session, session.begin():
-        if not events:  # only unreadable entries: read past them
-            await _move_cursor(session, run_id, cursor)
-            return 0
-        inserted = await session.execute(
-            insert(RunEvent)
-            .values(
-                [
-                    {
-                        "run_id": run_id,
-                        "seq": event.seq,
-                        "kind": event.kind.value,
-                        "event": event.to_wire(),
-                        "at": event.at,
-                    }
-                    for event in events
-                ]
-            )
-            .on_conflict_do_nothing()
-            .returning(RunEvent.seq)
-        )
-        count = len(inserted.all())
-        latest = max(event.at for event in events)
-        await session.execute(
-            update(Run)
-            .where(Run.id == run_id, Run.state.in_((RunState.QUEUED, RunState.RUNNING)))
-            .values(
-                state=RunState.RUNNING,
-                started_at=func.coalesce(Run.started_at, min(event.at for event in events)),
-                last_heartbeat_at=latest,
-            )
-        )
-        await _move_cursor(session, run_id, cursor)
-        return count
-
-
-async def _move_cursor(session: AsyncSession, run_id: str, entry_id: str) -> None:
-    """Whatever the run's state. (Two workers reading at once may set it back a little:
-    the next read repeats a few entries, which are stored once.)"""
-    await session.execute(
-        insert(RunEventCursor)
-        .values(run_id=run_id, entry_id=entry_id)
-        .on_conflict_do_update(index_elements=["run_id"], set_={"entry_id": entry_id})
-    )
-
-
 async def fetch_result(redis: Redis, run_id: str) -> RunResult | None:
     """The run's result, once its runner has stored one (an unreadable one is logged)."""
-    raw = await redis.get(run_result_key(run_id))
+    return _parse_result(run_id, await redis.get(run_result_key(run_id)))
+
+
+def _parse_result(run_id: str, raw: bytes | None) -> RunResult | None:
     if raw is None:
         return None
     try:
@@ -179,6 +83,16 @@ Finisher = Callable[[str, RunResult], Awaitable[bool]]
 Loser = Callable[[str], Awaitable[bool]]
 
 
+@dataclass(frozen=True)
+class _Seen:
+    """What Redis says of one open run, read for every open run in one round trip."""
+
+    read: StreamRead  # its stream's entries past the cursor
+    result: RunResult | None
+    alive: bool  # its liveness key exists
+    machine_registered: bool  # its machine is in the registry (asked of queued runs only)
+
+
 async def sweep_runs(
     redis: Redis,
     sessions: async_sessionmaker[AsyncSession],
@@ -187,11 +101,13 @@ async def sweep_runs(
     finish: Finisher | None = None,
     lose: Loser | None = None,
 ) -> Sweep:
-    """For every unfinished run: take in a result if there is one, else declare the run
-    lost when its machine stopped showing signs of life.
+    """For every unfinished run: persist its new events, take in a result if there is
+    one, else declare the run lost when its machine stopped showing signs of life.
 
     `finish` and `lose` record that (and may decide on it in the same transaction, as the
-    engine does); each returns whether it changed the run, so only one caller acts."""
+    engine does); each returns whether it changed the run, so only one caller acts. The
+    runs are read from Redis in one round trip and their events stored in one transaction;
+    only a run with a result or out of time costs more."""
     now = now or datetime.now(UTC)
 
     async def recorded_finish(run_id: str, result: RunResult) -> bool:
@@ -218,23 +134,29 @@ async def sweep_runs(
                 .where(Run.state.in_((RunState.QUEUED, RunState.RUNNING)))
             )
         ).all()
+    seen = await _look(redis, open_runs)
+    await store_batch(sessions, [look.read for look in seen])
     finished: list[tuple[str, RunResult]] = []
     lost: list[str] = []
-    for run_id, state, machine, queued_at, heartbeat_at, cursor in open_runs:
-        await collect_events(redis, sessions, run_id, cursor=cursor, cursor_known=True)
-        result = await fetch_result(redis, run_id)
+    for (run_id, state, _, queued_at, heartbeat_at, _), look in zip(open_runs, seen, strict=True):
+        if look.read.more:  # a backlog (a worker was away): the rest of it before deciding
+            await collect_events(redis, sessions, run_id)
+        result = look.result
         if result is not None and result.error_class != HANDED_BACK:
+            # Its last events may have come after the read above: all of them first.
+            await collect_events(redis, sessions, run_id)
             if await finish(run_id, result):
                 finished.append((run_id, result))
             continue
-        if await redis.exists(run_heartbeat_key(run_id)):
+        if look.alive:
             continue
         if state == RunState.RUNNING:
-            seen = max(heartbeat_at or queued_at, watched_since)
-            gone = now - seen > LOST_AFTER
+            seen_at = max(heartbeat_at or queued_at, watched_since)
+            gone = now - seen_at > LOST_AFTER
         else:  # queued: waiting for a slot is fine while its machine is registered
-            machine_gone = machine is None or not await redis.exists(machine_key(machine))
-            gone = machine_gone and now - max(queued_at, watched_since) > QUEUED_LOST_AFTER
+            gone = not look.machine_registered and (
+                now - max(queued_at, watched_since) > QUEUED_LOST_AFTER
+            )
         # Redis emptied mid-sweep (its note is gone with it) says nothing about the run.
         if gone and await redis.exists(WATCHED_KEY) and await lose(run_id):
             log.warning("run_lost", run_id=run_id)
@@ -242,6 +164,40 @@ async def sweep_runs(
             await _tell_to_stop(redis, run_id)
     await _stop_zombies(redis, sessions, now)
     return Sweep(finished, lost)
+
+
+_OpenRun = Row[
+    str, str, str | None, datetime, datetime | None, str
+]  # the last: the cursor (may be None)
+
+
+async def _look(redis: Redis, open_runs: Sequence[_OpenRun]) -> list[_Seen]:
+    """Each open run's new stream entries, result, liveness and (queued) machine, in one
+    pipelined round trip. Entries are read before the result: a result seen means the
+    entries read may still miss its last events (the sweep reads on for those)."""
+    if not open_runs:
+        return []
+    async with redis.pipeline(transaction=False) as pipe:
+        for run_id, state, machine, _, _, cursor in open_runs:
+            pipe.xrange(run_events_stream(run_id), min=stream_start(cursor), count=READ_BATCH)
+            pipe.get(run_result_key(run_id))
+            pipe.exists(run_heartbeat_key(run_id))
+            if state == RunState.QUEUED and machine is not None:
+                pipe.exists(machine_key(machine))
+        replies = iter(await pipe.execute())
+    seen = []
+    for run_id, state, machine, _, _, _ in open_runs:
+        entries, raw_result, alive = next(replies), next(replies), next(replies)
+        registered = state == RunState.QUEUED and machine is not None and bool(next(replies))
+        seen.append(
+            _Seen(
+                read=StreamRead(run_id, entries),
+                result=_parse_result(run_id, raw_result),
+                alive=bool(alive),
+                machine_registered=registered,
+            )
+        )
+    return seen
 
 
 async def _watching(redis: Redis, now: datetime) -> datetime:
@@ -276,9 +232,17 @@ async def _stop_zombies(
                 )
             )
         ).all()
-    for run_id in recent:
-        if await redis.exists(run_heartbeat_key(run_id)):
-            if not await redis.exists(run_cancel_key(run_id)):
+    if not recent:
+        return
+    async with redis.pipeline(transaction=False) as pipe:
+        for run_id in recent:
+            pipe.exists(run_heartbeat_key(run_id))
+            pipe.exists(run_cancel_key(run_id))
+        replies = await pipe.execute()
+    for index, run_id in enumerate(recent):
+        alive, told = replies[2 * index], replies[2 * index + 1]
+        if alive:
+            if not told:
                 log.warning("run_zombie_stopped", run_id=run_id)
             await _tell_to_stop(redis, run_id)
 

@@ -9,14 +9,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from bot.deps import Deps
+from bot.engine.runs.events import READ_BATCH, collect_events
 from bot.engine.runs.tracking import (
     LOST_AFTER,
     LOST_REASON,
     QUEUED_LOST_AFTER,
-    collect_events,
     sweep_runs,
 )
 from bot.tables.mirror import Ticket
@@ -28,6 +28,7 @@ from runner.contract import (
     RunStatus,
     machine_key,
     run_cancel_key,
+    run_events_stream,
     run_heartbeat_key,
     run_result_key,
 )
@@ -92,6 +93,86 @@ async def test_events_are_persisted_once_in_order(deps: Deps) -> None:
     run = await run_row(deps, "r1")
     assert run.state == RunState.RUNNING
     assert run.started_at is not None
+
+
+async def emit(deps: Deps, run_id: str, texts: list[str]) -> None:
+    """What a runner writes to the run's stream while its agent works, numbered on from
+    what it wrote before."""
+    stream = run_events_stream(run_id)
+    written = await deps.redis.xlen(stream)
+    for seq, text in enumerate(texts, start=written + 1):
+        event = AgentEvent(kind=EventKind.TEXT, text=text, run_id=run_id, seq=seq)
+        await deps.redis.xadd(stream, {"event": json.dumps(event.to_wire())})
+
+
+async def test_one_sweep_persists_the_new_events_of_every_open_run(deps: Deps) -> None:
+    """Read from Redis for all runs at once and stored in one transaction; the next sweep
+    reads on from each run's cursor."""
+    runs = [f"many{n}" for n in range(30)]
+    for run_id in runs:
+        await add_run(deps, run_id)
+        await emit(deps, run_id, [f"{run_id} a", f"{run_id} b"])
+    await add_run(deps, "quiet")  # queued, nothing written yet
+
+    await sweep_runs(deps.redis, deps.sessions, now=NOW)
+    for run_id in runs[:5]:
+        await emit(deps, run_id, [f"{run_id} c"])  # more output since
+    await sweep_runs(deps.redis, deps.sessions, now=NOW + TICK)
+
+    async with deps.sessions() as session:
+        stored = (await session.execute(select(RunEvent.run_id, RunEvent.seq))).all()
+        states = {row.id: row.state for row in await session.execute(select(Run.id, Run.state))}
+    assert len(stored) == 30 * 2 + 5
+    assert {(run_id, seq) for run_id, seq in stored if run_id == "many0"} == {
+        ("many0", 1),
+        ("many0", 2),
+        ("many0", 3),
+    }
+    assert {states[run_id] for run_id in runs} == {RunState.RUNNING}
+    assert states["quiet"] == RunState.QUEUED
+
+
+async def test_a_sweep_reads_a_backlog_longer_than_one_read_to_its_end(deps: Deps) -> None:
+    """A stream that grew while no worker swept (more than one read's worth): all of it."""
+    await add_run(deps, "backlog")
+    await emit(deps, "backlog", [f"line {n}" for n in range(READ_BATCH * 2 + 7)])
+
+    await sweep_runs(deps.redis, deps.sessions, now=NOW)
+
+    async with deps.sessions() as session:
+        count = await session.scalar(select(func.count()).select_from(RunEvent))
+        last = await session.scalar(select(func.max(RunEvent.seq)))
+    assert (count, last) == (READ_BATCH * 2 + 7, READ_BATCH * 2 + 7)
+
+
+async def test_a_result_is_taken_in_with_the_events_written_before_it(deps: Deps) -> None:
+    """Its last events may come after the sweep's one read of every stream: the run is
+    read to its end before it is finished."""
+    await add_run(deps, "ending", state=RunState.RUNNING)
+    await emit(deps, "ending", ["work"])
+    await sweep_runs(deps.redis, deps.sessions, now=NOW)
+    await emit(deps, "ending", ["last words"])
+    result = RunResult(
+        run_id="ending",
+        status=RunStatus.SUCCEEDED,
+        cost_usd=0.1,
+        started_at=NOW,
+        finished_at=NOW + timedelta(minutes=1),
+    )
+    await deps.redis.set(run_result_key("ending"), json.dumps(result.to_wire()))
+    finished_with: list[int] = []
+
+    async def finish(run_id: str, taken: RunResult) -> bool:
+        async with deps.sessions() as session:
+            finished_with.append(
+                await session.scalar(select(func.count()).where(RunEvent.run_id == run_id)) or 0
+            )
+        return True
+
+    sweep = await sweep_runs(deps.redis, deps.sessions, now=NOW + TICK, finish=finish)
+
+    assert sweep.finished == [("ending", result)]
+    assert finished_with == [2]
 
 
 async def test_a_stored_result_finishes_the_run(deps: Deps) -> None:
