@@ -105,6 +105,7 @@ __all__ = [
     "TrackerComment",
     "TrackerLabelChanged",
     "WebhookParser",
+    "WriteGate",
 ]
 
 # An object as an API answered it. Where a caller keeps parts of an answer in its own
@@ -122,6 +123,16 @@ class WebhookParser(Protocol):
     def __call__(self, event: str, payload: dict[str, object]) -> ParsedDelivery: ...
 
 
+class WriteGate(Protocol):
+    """Asked before each content-creating request as an installation (what GitHub's
+    secondary rate limits count: POST, PATCH, PUT, DELETE, GraphQL mutations)."""
+
+    async def write(self, installation_id: int) -> None:
+        """Count one such request about to go out; Paced (adapters.errors), counting
+        nothing, when the installation's budget has no room for it now."""
+        ...
+
+
 class CodeHost(Protocol):
     """Where the code lives and is reviewed (GitHub): repositories, issues, pull requests,
     checks and project boards, asked as one installation of an App.
@@ -134,6 +145,11 @@ class CodeHost(Protocol):
     def app_id(self) -> int: ...
 
     async def aclose(self) -> None: ...
+
+    def paced(self, gate: WriteGate) -> CodeHost:
+        """This client (its connections, tokens and limits shared) sending each
+        content-creating request as an installation only once `gate` lets it."""
+        ...
 
     async def installation_token(self, installation_id: int) -> str: ...
 

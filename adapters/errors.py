@@ -27,6 +27,11 @@ class RateLimited(AdapterError):
         return max(0.0, (self.retry_at - (now or datetime.now(UTC))).total_seconds())
 
 
+class Paced(RateLimited):
+    """Not sent: our own budget of content-creating requests (GitHub's secondary rate
+    limits) has no room before `retry_at`. Nothing went out; the same request may go then."""
+
+
 class TransientError(AdapterError):
     """A server error, timeout or network failure: the same request may succeed later."""
 

@@ -70,6 +70,11 @@ class Settings(BaseSettings):
     # GitHub's web host, where Apps are registered and people sign in. Default: github.com
     # for api.github.com, else the API URL without `/api/v3` (GitHub Enterprise Server).
     github_web_url: AnyHttpUrl | None = None
+    # The outbox's budget of content-creating requests (POST, PATCH, PUT, DELETE, GraphQL
+    # mutations) per installation, shared by every worker: GitHub's secondary rate limits
+    # allow 80 a minute and 500 an hour (bot/effects/pacing.py).
+    github_writes_per_minute: Annotated[int, Field(gt=0)] = 80
+    github_writes_per_hour: Annotated[int, Field(gt=0)] = 500
 
     linear_api_key: SecretStr | None = None
     linear_webhook_secret: SecretStr | None = None

@@ -8,23 +8,28 @@ cache and automatic retries are off: the cache would answer our `If-None-Match` 
 (we would never see a 304), and a retry that sleeps inside a job hides a rate limit from
 the queue, which should defer the job instead. All requests of one App share a pool of
 keep-alive connections (adapters/github/pooled.py); `aclose()` closes it at shutdown.
+
+A client made by `paced(gate)` asks the gate before each content-creating request as an
+installation (`creates_content`), so the outbox counts the requests it really sends, here
+where every one of them passes, rather than a guess per effect (bot/effects/pacing.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import re
 from collections.abc import AsyncGenerator, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 from urllib.parse import quote
 
 import httpx
 import structlog
 from githubkit.exception import RequestError, RequestFailed
 
-from adapters.base import AccessToken, CachedPage, EtagStore, Json, Page, PayloadError
+from adapters.base import AccessToken, CachedPage, EtagStore, Json, Page, PayloadError, WriteGate
 from adapters.errors import AdapterError, RateLimited, RequestRejected, TransientError
 from adapters.github.auth import (
     app_jwt,
@@ -50,6 +55,10 @@ TOKEN_REFRESH_MARGIN = timedelta(minutes=5)
 SECONDARY_LIMIT_WAIT = timedelta(seconds=60)
 
 _FULL_NAME = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+# What GitHub's secondary rate limits count as content-creating (its "Rate limits for the
+# REST API"); a GraphQL request only when its document is a mutation.
+CONTENT_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
+_MUTATION = re.compile(r"^(?:\s|,|#[^\n]*)*mutation\b")
 
 
 def graphql_url(api_url: str) -> str:
@@ -92,6 +101,24 @@ class GitHubTransport:
         self._token_locks: dict[int, asyncio.Lock] = {}
         # Per credential (the App, or one installation): when its exhausted limit resets.
         self._blocked_until: dict[int | None, datetime] = {}
+        self._graphql_url = graphql_url(self.api_url)
+        self._gate: WriteGate | None = None
+
+    def paced(self, gate: WriteGate) -> Self:
+        """This client, sharing its connections, tokens and limits, whose content-creating
+        requests as an installation each wait for `gate` to let them out."""
+        clone = copy.copy(self)  # shallow: the pool and the token and limit dicts are shared
+        clone._gate = gate
+        return clone
+
+    def creates_content(self, method: str, target: str, json: Any) -> bool:
+        """Whether GitHub counts this request against its content-creating limits."""
+        if method.upper() not in CONTENT_METHODS:
+            return False
+        if target == self._graphql_url:
+            query = json.get("query") if isinstance(json, dict) else None
+            return isinstance(query, str) and _MUTATION.match(query) is not None
+        return True
 
     async def aclose(self) -> None:
         """Close the pooled connections (at shutdown); a later request opens new ones."""
@@ -174,6 +201,12 @@ class GitHubTransport:
         """
         target = self._absolute(url)
         self._check_budget(installation_id, method, target)
+        if (
+            self._gate is not None
+            and installation_id is not None
+            and self.creates_content(method, target, json)
+        ):
+            await self._gate.write(installation_id)  # Paced: nothing is sent
         response = await self._send(method, target, installation_id, params, json, headers)
         if response.status_code == 401 and installation_id is not None:
             # A revoked or rotated token: drop it and try once with a new one.

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.scale import measures
-from bench.scale.cluster import Cluster, cluster
+from bench.scale.cluster import WRITES_PER_HOUR, Cluster, cluster
 from bench.scale.load import Load
 from bench.scale.report import (
     CONTENT_PER_HOUR,
@@ -143,6 +143,13 @@ async def session(options: ScaleOptions) -> tuple[Report, Path]:
         root=options.root,
     ) as here:
         print(f"working directory {here.root} (logs in {here.root / 'logs'})", flush=True)
+        print(
+            f"the outbox's budget raised to {WRITES_PER_HOUR:,} content-creating requests an "
+            f"hour (OPENASE_GITHUB_WRITES_PER_HOUR; GitHub allows {CONTENT_PER_HOUR}): the "
+            "bench's ~5 per ticket would otherwise take hours; the minute's "
+            f"{CONTENT_PER_MINUTE} stays",
+            flush=True,
+        )
         sampler = Sampler(here)
         stop = asyncio.Event()
         sampling = asyncio.create_task(sampler.run(stop))

@@ -19,6 +19,13 @@ the lock, so besides making a dead worker's effect wait, the lease matters only 
 connection drops mid-effect. A performer that finds the lock taken skips that installation:
 the holder checks again for due effects after releasing it, so nothing committed meanwhile
 waits for the cron fallback.
+
+The installation's content-creating GitHub requests are paced (bot/effects/pacing.py): the
+performers' GitHub client asks the pacer before each one. An effect met with a spent
+budget, before it starts or at a write midway (Paced), waits with the installation's
+others until the budget has room, as for a rate limit, its attempt given back; the drainer
+leaves the installation, and the cron takes the effects up when they come due. An effect
+superseded meanwhile is skipped when claimed, before the budget is asked, unsent.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from typing import Any
 
 import structlog
@@ -37,7 +45,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from adapters.base import CodeHost
-from adapters.errors import RateLimited, RequestRejected, TransientError
+from adapters.errors import Paced, RateLimited, RequestRejected, TransientError
 from bot.deps import AfterCommit, Deps
 from bot.effects import rows
 from bot.effects.outbox import (
@@ -48,6 +56,7 @@ from bot.effects.outbox import (
     SettleHook,
     key_scope,
 )
+from bot.effects.pacing import WriteLimits, WritePacer
 from bot.effects.rows import Claimed
 from bot.errors import ConfigError
 from bot.registry import TrackerClients
@@ -85,15 +94,19 @@ async def perform_pending(
     installations: Iterable[int | None] | None = None,
     github: CodeHost | None = None,
     on_settled: SettleHook | None = None,
+    pacer: WritePacer | None = None,
 ) -> int:
     """Perform due effects (of `installations`, else all) with the performer of each one's
-    kind; how many were done or failed."""
+    kind; how many were done or failed. `pacer`: the installations' budgets of
+    content-creating GitHub requests (default: the settings' limits, PostgreSQL's clock)."""
     if github is None:
         try:
             github = deps.github_app()
         except ConfigError as exc:
             log.error("outbox_no_github_app", error=str(exc))
             return 0  # effects stay pending until the App is configured
+    if pacer is None:
+        pacer = WritePacer(deps.sessions, WriteLimits.of(deps.settings))
     worker = _Worker(
         engine=deps.engine,
         sessions=deps.sessions,
@@ -102,6 +115,7 @@ async def perform_pending(
         performers=performers,
         on_settled=on_settled,
         outages=deps.outages,
+        pacer=pacer,
     )
     queue = deque(
         await rows.due_installations(deps.sessions) if installations is None else installations
@@ -134,10 +148,17 @@ class _Worker:
     performers: Mapping[str, Performer]
     on_settled: SettleHook | None
     outages: Outages
+    pacer: WritePacer
 
     @property
     def services(self) -> ServiceFailures:
         return self.outages.services
+
+    @cached_property
+    def paced_github(self) -> CodeHost:
+        """The client of the effects that write to GitHub: each content-creating request
+        asks the pacer first (the others are handed the client as it is)."""
+        return self.github.paced(self.pacer)
 
     async def drain(self, installation_id: int | None, *, budget: int) -> _Drained:
         """Perform this installation's due effects one by one, holding its lock."""
@@ -153,11 +174,12 @@ class _Worker:
                     return _Drained(locked=True, settled=settled)
                 effect = await rows.claim(self.sessions, installation_id)
                 if effect is None:
+                    await self._caught_up(installation_id)
                     return _Drained(locked=True, settled=settled, complete=True)
                 outcome = await self._perform(effect)
                 if outcome in (EffectStatus.DONE, EffectStatus.FAILED):
                     settled += 1
-                if outcome in ("rate_limited", "unavailable"):
+                if outcome in ("rate_limited", "unavailable", "paced"):
                     # Everything else of this installation would meet the same (its others
                     # are held back, bot/effects/rows.py `hold`).
                     return _Drained(locked=True, settled=settled)
@@ -184,6 +206,13 @@ class _Worker:
         performer = self.performers.get(effect.kind)
         if performer is None:
             return await self._fail(effect, f"no performer for effect kind {effect.kind!r}", None)
+        github = self.github
+        if effect.installation_id is not None and rows.writes_to_github(effect.kind):
+            # Not even its reads while there is no room: it would be refused at its first write.
+            until = await self.pacer.room_at(effect.installation_id)
+            if until is not None:
+                return await self._paced(effect, effect.installation_id, until)
+            github = self.paced_github
         context = EffectContext(
             id=effect.id,
             key=effect.key,
@@ -195,12 +224,15 @@ class _Worker:
             previous=None
             if scope is None
             else await rows.previous_result(self.sessions, scope, effect.id),
-            github=self.github,
+            github=github,
             sessions=self.sessions,
             trackers=self.trackers,
         )
         try:
             result = await performer(context, effect.payload)
+        except Paced as exc:  # a write midway found the budget spent: nothing was sent
+            assert effect.installation_id is not None  # only installations' writes are paced
+            return await self._paced(effect, effect.installation_id, exc.retry_at)
         except RateLimited as exc:
             await rows.reschedule(self.sessions, effect, exc.retry_at, str(exc), counted=False)
             held = await rows.hold(self.sessions, effect, exc.retry_at, str(exc))
@@ -223,6 +255,31 @@ class _Worker:
         await self._settle(effect, EffectStatus.DONE, result, None)
         log.info("outbox_effect_done", kind=effect.kind)
         return EffectStatus.DONE
+
+    async def _paced(self, effect: Claimed, installation_id: int, until: datetime) -> str:
+        """Wait for the installation's budget to have room, with its other effects: not a
+        failed try. Said once when pacing starts holding the installation back."""
+        why = self.pacer.spent(installation_id, until)
+        await rows.reschedule(self.sessions, effect, until, why, counted=False)
+        held = await rows.hold(self.sessions, effect, until, why)
+        if await self.pacer.holding(installation_id, until):
+            log.info(
+                "github_writes_paced",
+                installation_id=installation_id,
+                resumes_at=until.isoformat(),
+                limits=str(self.pacer.limits),
+                waiting=held + 1,
+            )
+        return "paced"
+
+    async def _caught_up(self, installation_id: int | None) -> None:
+        if installation_id is None:
+            return
+        since = await self.pacer.caught_up(installation_id)
+        if since is not None:
+            log.info(
+                "github_writes_unpaced", installation_id=installation_id, since=since.isoformat()
+            )
 
     async def _unavailable(self, effect: Claimed, exc: TransientError) -> str:
         """Retry this effect later, and hold back the installation's others that write to

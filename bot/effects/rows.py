@@ -234,6 +234,11 @@ def service_of(kind: str, installation_id: int | None) -> str:
     return f"github installation {installation_id}"
 
 
+def writes_to_github(kind: str) -> bool:
+    """Whether an effect of `kind` writes to GitHub, as its installation."""
+    return service_of(kind, None).startswith("github ")
+
+
 def _writes_to(kind: str) -> ColumnElement[bool]:
     """The effects that write to the same service as an effect of `kind`."""
     for tracker in _TRACKERS:

@@ -203,6 +203,29 @@ class OutboxEffect(Base):
     done_at: Mapped[datetime | None]
 
 
+class GitHubWrite(Base):
+    """A content-creating request the outbox sent to GitHub as an installation, kept for an
+    hour: the sliding log its pacing counts (bot/effects/pacing.py)."""
+
+    __tablename__ = "github_writes"
+    __table_args__ = (Index("ix_github_writes_installation_id_at", "installation_id", "at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    installation_id: Mapped[int] = mapped_column(BigInteger)
+    at: Mapped[datetime]
+
+
+class GitHubWritesPaced(Base):
+    """An installation whose writes pacing holds back: since when (said once in the log
+    then), and until when at least. Gone once its backlog is out."""
+
+    __tablename__ = "github_writes_paced"
+
+    installation_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    since: Mapped[datetime]
+    until: Mapped[datetime]
+
+
 class Activity(Base):
     """What happened to a ticket, in order: state changes, runs, effects, config problems."""
 
