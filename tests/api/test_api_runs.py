@@ -20,7 +20,7 @@ from pydantic import SecretStr
 from bot.api.request import encode_cursor
 from bot.api.runs import event_stream
 from bot.deps import Deps
-from bot.engine.runs.tracking import collect_events
+from bot.engine.runs.events import collect_events
 from bot.tables.mirror import Ticket
 from bot.tables.workflow import Activity, Run, RunState
 from harness_store.db import transaction
