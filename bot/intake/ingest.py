@@ -13,7 +13,7 @@ ingested alone (`ingest_delivery`), so one bad delivery costs the others only a 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -109,8 +109,15 @@ class _Applied:
     backfill: set[int] = field(default_factory=set)
 
 
-async def ingest_batch(deps: Deps, limit: int = BATCH) -> list[Ingested]:
+async def ingest_batch(
+    deps: Deps, limit: int = BATCH, *, prepare: Callable[[], object] = lambda: None
+) -> list[Ingested]:
     """Claim and apply up to `limit` due pending deliveries; what became of each.
+
+    `prepare` runs once the deliveries are claimed, before they are applied (the worker
+    hands ingest the engine of a GitHub App registered since): whatever happened before a
+    delivery was stored has happened by then. (Run before the claim, a delivery signed by
+    an App registered in between was applied without its engine, and never acted on.)
 
     An empty list: none is due (or every due one is held by another worker)."""
     claimed: list[int] = []
@@ -121,6 +128,7 @@ async def ingest_batch(deps: Deps, limit: int = BATCH) -> list[Ingested]:
             if not rows:
                 return []
             claimed = [row.id for row in rows]
+            prepare()
             applied = await _apply(deps, session, rows)
     except Exception as error:
         if deps.outages.noticed(error) is not None:

@@ -36,8 +36,8 @@ PUMP_TASK = "ingest-pump"  # the running pump's task name
 
 class IngestPump:
     """Ingests pending deliveries while it runs (`start`/`stop`), or until none is due
-    (`drain`). `prepare` runs before each batch (the worker adopts a just-registered App's
-    engine there)."""
+    (`drain`). `prepare` runs before each batch is applied (the worker adopts a
+    just-registered App's engine there)."""
 
     def __init__(self, deps: Deps, *, prepare: Callable[[], object] = lambda: None) -> None:
         self.deps = deps
@@ -76,8 +76,7 @@ class IngestPump:
     async def _drain_one(self) -> int:
         taken = 0
         while not self._stopping:
-            self.prepare()
-            batch = await ingest_batch(self.deps)
+            batch = await ingest_batch(self.deps, prepare=self.prepare)
             taken += len(batch)
             if len(batch) < BATCH:
                 break

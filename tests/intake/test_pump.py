@@ -12,11 +12,14 @@ from sqlalchemy import func, select
 from structlog.testing import capture_logs
 
 from bot.deps import Deps
+from bot.engine.jobs import WorkflowReactor
 from bot.intake.deliveries import store_delivery
-from bot.intake.ingest import BATCH
+from bot.intake.ingest import BATCH, ingest_batch
 from bot.intake.pump import IngestPump
+from bot.processes.worker import COMMANDS
 from bot.servers.outages import Outages
 from bot.tables.mirror import Delivery, DeliveryTicket
+from tests.conftest import OpenWorld
 from tests.support.helpers import github_example
 from tests.support.outages import postgres_down
 
@@ -85,3 +88,29 @@ async def test_postgres_away_is_said_once_and_waited_out(deps: Deps) -> None:
     assert set(said) <= {("store_unavailable", "postgres"), ("store_back", "postgres")}
     assert not [line for line in logs if line["log_level"] == "error"]
     assert await _statuses(deps) == {"pending": 1}
+
+
+async def test_the_engine_is_prepared_for_a_batch_once_it_is_claimed(
+    open_world: OpenWorld,
+) -> None:
+    """`openase up` with a GitHub App registered while the worker runs: the App's first
+    delivery is stored after the App was, so the engine looked up once the batch is claimed
+    is the App's, and the delivery is acted on (looked up before the claim, it was applied
+    without an engine and the ticket never started)."""
+    async with open_world(runners=0, workers=0) as w:
+        prepared: list[int] = []
+
+        def prepare() -> None:  # as the worker's: hands ingest the engine there is now
+            prepared.append(len(prepared))
+            w.deps.workflow = WorkflowReactor(w.engine, COMMANDS)
+
+        assert await ingest_batch(w.deps, prepare=prepare) == []
+        assert prepared == []  # nothing claimed, nothing to prepare for
+
+        w.add_issue(5, "Soon", "add PASS")
+        await w.label(5, "openase")
+        assert [done.status for done in await ingest_batch(w.deps, prepare=prepare)] == ["done"]
+        assert prepared == [0]
+        state = await w.state(5)
+        assert state is not None
+        assert state.state == "todo"

@@ -17,13 +17,16 @@ of life later (a zombie whose runner was cut off longer than the window).
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import structlog
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from sqlalchemy import Row, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -177,14 +180,14 @@ async def _look(redis: Redis, open_runs: Sequence[_OpenRun]) -> list[_Seen]:
     entries read may still miss its last events (the sweep reads on for those)."""
     if not open_runs:
         return []
-    async with redis.pipeline(transaction=False) as pipe:
-        for run_id, state, machine, _, _, cursor in open_runs:
-            pipe.xrange(run_events_stream(run_id), min=stream_start(cursor), count=READ_BATCH)
-            pipe.get(run_result_key(run_id))
-            pipe.exists(run_heartbeat_key(run_id))
-            if state == RunState.QUEUED and machine is not None:
-                pipe.exists(machine_key(machine))
-        replies = iter(await pipe.execute())
+    pipe = redis.pipeline(transaction=False)
+    for run_id, state, machine, _, _, cursor in open_runs:
+        pipe.xrange(run_events_stream(run_id), min=stream_start(cursor), count=READ_BATCH)
+        pipe.get(run_result_key(run_id))
+        pipe.exists(run_heartbeat_key(run_id))
+        if state == RunState.QUEUED and machine is not None:
+            pipe.exists(machine_key(machine))
+    replies = iter(await _execute(pipe))
     seen = []
     for run_id, state, machine, _, _, _ in open_runs:
         entries, raw_result, alive = next(replies), next(replies), next(replies)
@@ -219,6 +222,15 @@ async def _tell_to_stop(redis: Redis, run_id: str) -> None:
     await redis.set(run_cancel_key(run_id), LOST_REASON, ex=LOST_CANCEL_TTL_SECONDS, nx=True)
 
 
+async def _execute(pipe: Pipeline) -> list[Any]:
+    """The pipeline's replies. It takes a connection for the execution only and gives it
+    back as that ends (no `async with`, whose exit would give it back a second time);
+    shielded, so that a tick cancelled mid-read (its worker stopping) still lets it end
+    and give the connection back, rather than leave it to the garbage collector's
+    'unclosed client' warning."""
+    return await asyncio.shield(pipe.execute())
+
+
 async def _stop_zombies(
     redis: Redis, sessions: async_sessionmaker[AsyncSession], now: datetime
 ) -> None:
@@ -234,11 +246,11 @@ async def _stop_zombies(
         ).all()
     if not recent:
         return
-    async with redis.pipeline(transaction=False) as pipe:
-        for run_id in recent:
-            pipe.exists(run_heartbeat_key(run_id))
-            pipe.exists(run_cancel_key(run_id))
-        replies = await pipe.execute()
+    pipe = redis.pipeline(transaction=False)
+    for run_id in recent:
+        pipe.exists(run_heartbeat_key(run_id))
+        pipe.exists(run_cancel_key(run_id))
+    replies = await _execute(pipe)
     for index, run_id in enumerate(recent):
         alive, told = replies[2 * index], replies[2 * index + 1]
         if alive:
