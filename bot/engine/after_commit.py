@@ -38,11 +38,20 @@ DUE_BATCH = 100
 
 
 async def carry_out(engine: Engine, followups: Followups) -> None:
-    """Do what a committed decision asked for, and what the decisions that starts ask for."""
+    """Do what a committed decision asked for, and what the decisions that starts ask for.
+
+    The outbox is woken last, once the runs are sent: its effects (labels, comments) then
+    do not compete with starting the agent for this process's time, and cost that start
+    tens of milliseconds (issue #18's label -> agent); they go out right after."""
     pending = deque([followups])
+    wake: list[tuple[str, int | None]] = []
     while pending:
         current = pending.popleft()
         await _signal(engine, current)
+        stamp = current.decision or f"{time.time_ns()}"
+        wake.extend(
+            (f"{stamp}:{installation_id}", installation_id) for installation_id in current.outbox
+        )
         for ticket_id in sorted(current.dispatch):
             pending.extend(
                 await _decide("dispatch_failed", ticket_id, dispatch_ticket(engine, ticket_id))
@@ -59,10 +68,12 @@ async def carry_out(engine: Engine, followups: Followups) -> None:
                     pending.append(decided.followups)
             except Exception:  # the cron tries again
                 log.warning("dispatch_due_failed", ticket_id=0, exc_info=True)
+    for decision, installation_id in wake:
+        await enqueue_perform(engine.deps.redis, decision=decision, installation_id=installation_id)
 
 
 async def _signal(engine: Engine, followups: Followups) -> None:
-    """The parts that only tell others: cancel runs, send runs, wake the outbox."""
+    """The parts that only tell others: cancel runs, send runs."""
     redis = engine.deps.redis
     for run_id, reason in followups.cancel.items():
         try:
@@ -71,11 +82,6 @@ async def _signal(engine: Engine, followups: Followups) -> None:
             log.warning("cancel_not_sent", run_id=run_id, error=type(exc).__name__)
     for spec, machine, token_expires in followups.sends:
         await send(redis, spec, machine, token_expires)
-    stamp = followups.decision or f"{time.time_ns()}"
-    for installation_id in followups.outbox:
-        await enqueue_perform(
-            redis, decision=f"{stamp}:{installation_id}", installation_id=installation_id
-        )
 
 
 async def _decide(event: str, ticket_id: int, work: Awaitable[Decided]) -> list[Followups]:
