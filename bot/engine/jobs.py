@@ -2,11 +2,12 @@
 composition root (bot/processes/worker.py) registers them under the names in bot/jobs.py.
 
 - `run_finished_job` (enqueued by a runner when a run has a result) takes the result in.
-- `dispatch_job` (deferred to a ticket's backoff) tries to start it.
+- `dispatch_job` (deferred to a ticket's backoff, or handed out by the tick) tries to
+  start it.
 - `engine_tick` (cron, every few seconds, one at a time across workers) is the safety
   net: results whose announcement was lost (announced again), lost runs, queued runs
-  whose send was lost, tickets due for a (re)try, reviewed tickets whose checks may have
-  gone green.
+  whose send was lost, tickets due for a (re)try (a dispatch job each), reviewed tickets
+  whose checks may have gone green.
 - `settle_hook` reacts to performed outbox effects: a PR opened, a merge done or refused.
 - `WorkflowReactor` is what ingest hands a delivery's events to.
 
@@ -34,8 +35,8 @@ from bot.effects.outbox import SettledEffect, SettleHook
 from bot.engine.after_commit import (
     carry_out,
     check_merge_now,
-    dispatch_due,
     dispatch_now,
+    hand_out_due,
     recheck_merges,
 )
 from bot.engine.alerts import notice_failing_deliveries, notice_offline_runners
@@ -145,7 +146,7 @@ async def _tick(ctx: dict[str, Any], engine: Engine) -> dict[str, int]:
     for followups in gating:
         await carry_out(engine, followups)
     resent = await resend_queued(engine)
-    started = await dispatch_due(engine)
+    handed = await hand_out_due(engine)
     actions = await resend_actions(engine)
     merges = await recheck_merges(engine) if ticks % MERGE_CHECK_EVERY == 0 else 0
     reminded = await remind_waiting(engine)
@@ -158,7 +159,7 @@ async def _tick(ctx: dict[str, Any], engine: Engine) -> dict[str, int]:
         "lost": len(sweep.lost),
         "gating": len(gating),
         "resent": resent,
-        "dispatched": started,
+        "dispatches_handed_out": handed,
         "merge_checks": merges,
         "actions_resent": actions,
         "questions_reminded": len(reminded),

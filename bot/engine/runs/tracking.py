@@ -108,12 +108,16 @@ async def sweep_runs(
     one, else declare the run lost when its machine stopped showing signs of life.
 
     `finish` and `lose` record that (and may decide on it in the same transaction, as the
-    engine does); each returns whether it changed the run, so only one caller acts. The
+    engine does); each returns whether it changed the run, so only one caller acts. A run's
+    events written after the sweep's read are `finish`'s to collect (the default does; the
+    engine's announces the result, and its job collects them). The
     runs are read from Redis in one round trip and their events stored in one transaction;
     only a run with a result or out of time costs more."""
     now = now or datetime.now(UTC)
 
     async def recorded_finish(run_id: str, result: RunResult) -> bool:
+        # Its last events may have come after the sweep's one read: all of them first.
+        await collect_events(redis, sessions, run_id)
         return await _finish(sessions, run_id, result)
 
     async def recorded_loss(run_id: str) -> bool:
@@ -146,8 +150,6 @@ async def sweep_runs(
             await collect_events(redis, sessions, run_id)
         result = look.result
         if result is not None and result.error_class != HANDED_BACK:
-            # Its last events may have come after the read above: all of them first.
-            await collect_events(redis, sessions, run_id)
             if await finish(run_id, result):
                 finished.append((run_id, result))
             continue

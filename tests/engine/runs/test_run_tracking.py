@@ -160,19 +160,14 @@ async def test_a_result_is_taken_in_with_the_events_written_before_it(deps: Deps
         finished_at=NOW + timedelta(minutes=1),
     )
     await deps.redis.set(run_result_key("ending"), json.dumps(result.to_wire()))
-    finished_with: list[int] = []
 
-    async def finish(run_id: str, taken: RunResult) -> bool:
-        async with deps.sessions() as session:
-            finished_with.append(
-                await session.scalar(select(func.count()).where(RunEvent.run_id == run_id)) or 0
-            )
-        return True
-
-    sweep = await sweep_runs(deps.redis, deps.sessions, now=NOW + TICK, finish=finish)
+    sweep = await sweep_runs(deps.redis, deps.sessions, now=NOW + TICK)
 
     assert sweep.finished == [("ending", result)]
-    assert finished_with == [2]
+    async with deps.sessions() as session:
+        texts = (await session.scalars(select(RunEvent.event).order_by(RunEvent.seq))).all()
+    assert [event["text"] for event in texts] == ["work", "last words"]
+    assert (await run_row(deps, "ending")).state == RunState.FINISHED
 
 
 async def test_a_stored_result_finishes_the_run(deps: Deps) -> None:
