@@ -127,9 +127,15 @@ class WriteGate(Protocol):
     """Asked before each content-creating request as an installation (what GitHub's
     secondary rate limits count: POST, PATCH, PUT, DELETE, GraphQL mutations)."""
 
-    async def write(self, installation_id: int) -> None:
+    async def write(self, installation_id: int) -> object:
         """Count one such request about to go out; Paced (adapters.errors), counting
-        nothing, when the installation's budget has no room for it now."""
+        nothing, when the installation's budget has no room for it now. What it answers is
+        handed to `sent` once the request is over."""
+        ...
+
+    async def sent(self, written: object) -> None:
+        """The request `write` let out is over (answered, or failed): GitHub has counted it
+        by now, whatever delayed it on its way."""
         ...
 
 

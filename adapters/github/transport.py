@@ -201,17 +201,23 @@ class GitHubTransport:
         """
         target = self._absolute(url)
         self._check_budget(installation_id, method, target)
-        if (
-            self._gate is not None
-            and installation_id is not None
-            and self.creates_content(method, target, json)
-        ):
-            await self._gate.write(installation_id)  # Paced: nothing is sent
-        response = await self._send(method, target, installation_id, params, json, headers)
-        if response.status_code == 401 and installation_id is not None:
-            # A revoked or rotated token: drop it and try once with a new one.
-            self._tokens.pop(installation_id, None)
+        gate = self._gate if self.creates_content(method, target, json) else None
+        written: object = None
+        if gate is not None and installation_id is not None:
+            written = await gate.write(installation_id)  # Paced: nothing is sent
+        else:
+            gate = None  # the App's own requests are not paced
+        try:
             response = await self._send(method, target, installation_id, params, json, headers)
+            if response.status_code == 401 and installation_id is not None:
+                # A revoked or rotated token: drop it and try once with a new one.
+                self._tokens.pop(installation_id, None)
+                response = await self._send(method, target, installation_id, params, json, headers)
+        finally:
+            if gate is not None:
+                # Counted from when it is over, by when GitHub has surely counted it (it
+                # may have waited on its way for a connection, or for this event loop).
+                await gate.sent(written)
         self._note_budget(installation_id, response)
         log.debug(
             "github_request",
