@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import tempfile
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -27,6 +28,7 @@ from bot.deps import Deps, build_deps
 from bot.intake.ingest import ingest_delivery
 from bot.intake.pump import PUMP_TASK
 from bot.processes.app import create_app
+from bot.processes.engine_clock import THREAD_NAME as CLOCK_THREAD
 from bot.processes.migrate import upgrade
 from bot.processes.worker import make_worker
 from bot.registry import Clients, TrackerClients
@@ -171,6 +173,9 @@ async def deps(session_deps: Deps) -> AsyncIterator[Deps]:
     for task in left:
         task.cancel()
     assert not left, f"{len(left)} ingest pump(s) left running by this test"
+    # ... and an engine clock left running would tick and record over the next tests.
+    clocks = [t for t in threading.enumerate() if t.name == CLOCK_THREAD and t.is_alive()]
+    assert not clocks, f"{len(clocks)} engine clock(s) left running by this test"
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -50,6 +50,7 @@ from bot.engine.questions import remind_waiting
 from bot.engine.results import finish_run, take_result
 from bot.engine.runs.dispatch import resend_queued
 from bot.engine.runs.exclusive import sole_holder
+from bot.engine.runs.recorder import recorder_live
 from bot.engine.runs.spec import work_branch
 from bot.engine.runs.tracking import sweep_runs
 from bot.jobs import REMOVE_WORKTREE_JOB, TICKET_ACTION_JOB, action_job_id, run_queue
@@ -72,6 +73,9 @@ ALERT_EVERY = 20  # ticks between looks for failing webhook deliveries (about a 
 # A web action still pending this long after it was stored lost its job (the web process
 # enqueues it at once, and the worker takes it within milliseconds).
 STRANDED_AFTER = timedelta(seconds=15)
+# A result is announced again by the tick once it is this old: its runner's own
+# announcement normally takes it in within moments, seconds when 200 runs end at once.
+RESULT_GRACE = timedelta(seconds=5)
 # A tick that did nothing is logged anyway when it took this long (make bench-scale reads it).
 SLOW_TICK_SECONDS = 0.1
 
@@ -128,7 +132,11 @@ async def _tick(ctx: dict[str, Any], engine: Engine) -> dict[str, int]:
     async def announce(run_id: str, result: RunResult) -> bool:
         # Its runner's announcement does the taking in (`run_finished_job`); under the same
         # job id this is a no-op while that is queued or running, and its stand-in if it was
-        # lost. Taking 200 results in one after another made ticks of many seconds.
+        # lost. Taking 200 results in one after another made ticks of many seconds; so did
+        # announcing again each of 83 results whose announcements were queued behind
+        # others: only a result its announcement has had time to take in is announced.
+        if datetime.now(UTC) - result.finished_at < RESULT_GRACE:
+            return False
         job = await engine.deps.redis.enqueue_job(
             RUN_FINISHED_JOB, run_id, _job_id=run_finished_job_id(run_id)
         )
@@ -141,7 +149,15 @@ async def _tick(ctx: dict[str, Any], engine: Engine) -> dict[str, int]:
         await carry_out(engine, followups)
         return True
 
-    sweep = await sweep_runs(engine.deps.redis, engine.deps.sessions, finish=announce, lose=lose)
+    # A recorder holding its lease persists the runs' events as they come (else: this).
+    recording = await recorder_live(engine.deps.redis)
+    sweep = await sweep_runs(
+        engine.deps.redis,
+        engine.deps.sessions,
+        finish=announce,
+        lose=lose,
+        events=not recording,
+    )
     gating = await report_gating(engine)
     for followups in gating:
         await carry_out(engine, followups)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, cast
 
 import structlog
@@ -33,7 +33,8 @@ Job = Callable[..., Awaitable[object]]
 
 
 class Alongside(Protocol):
-    """Work of the worker's process that needs no Redis (the ingest pump)."""
+    """Work of the worker's process beside arq's jobs: the ingest pump (needs no Redis),
+    the run events' recorder (bot/engine/runs/recorder.py)."""
 
     def start(self) -> None: ...
 
@@ -41,26 +42,28 @@ class Alongside(Protocol):
 
 
 class ResilientWorker(Worker):
-    """arq's Worker that outlives Redis outages (see the module docstring). `alongside`
-    starts with it, before it waits for Redis, and stops as it closes."""
+    """arq's Worker that outlives Redis outages (see the module docstring). What runs
+    `alongside` starts with it, before it waits for Redis, and stops as it closes."""
 
     def __init__(
-        self, *args: Any, outages: Outages, alongside: Alongside | None = None, **kwargs: Any
+        self, *args: Any, outages: Outages, alongside: Sequence[Alongside] = (), **kwargs: Any
     ) -> None:
         super().__init__(*args, **kwargs)
         self.outages = outages
-        self.alongside = alongside
+        self.alongside = tuple(alongside)
 
     async def main(self) -> None:
-        if self.alongside is None:
-            return await self._main()
         # What runs alongside lives exactly as long as this: a worker whose main() was
         # cancelled without close() (a test, an embedding) leaves nothing running.
-        self.alongside.start()
+        for each in self.alongside:
+            each.start()
         try:
             await self._main()
         finally:
-            await self.alongside.stop()
+            await self._stop_alongside()
+
+    async def _stop_alongside(self) -> None:
+        await asyncio.gather(*(each.stop() for each in self.alongside))
 
     async def _main(self) -> None:
         # Starting (the pool, arq's INFO, our on_startup) needs Redis too: wait, then again.
@@ -91,8 +94,7 @@ class ResilientWorker(Worker):
         # cancelled one raises CancelledError out of close(): on_shutdown never ran and the
         # pool stayed open. A job cut short is safe to cut (its rows say what is left to do);
         # the worker must still close.
-        if self.alongside is not None:
-            await self.alongside.stop()
+        await self._stop_alongside()
         for task in self.tasks.values():
             task.cancel()
         await asyncio.gather(*self.tasks.values(), return_exceptions=True)

@@ -13,7 +13,7 @@ import structlog
 from arq import cron
 from arq.connections import ArqRedis
 from arq.cron import CronJob
-from arq.worker import Function, Worker, func
+from arq.worker import Function, func
 
 from bot.config.notifications import Notifications
 from bot.deps import Deps, redis_client
@@ -54,6 +54,7 @@ from bot.jobs import (
     SCHEDULES_CRON,
     TICKET_ACTION_JOB,
 )
+from bot.processes.engine_clock import EngineClock
 from bot.processes.engine_slot import EngineSlot
 from bot.processes.resilience import ResilientWorker, riding_out
 from bot.servers.outages import Store
@@ -180,11 +181,13 @@ def control_functions() -> list[Function]:
     ]
 
 
-def control_crons(settings: Settings) -> list[CronJob]:
+def control_crons(settings: Settings, *, tick: bool = True) -> list[CronJob]:
+    """The control worker's crons; with `tick`, the engine's tick among them (else the
+    worker's engine clock ticks, bot/processes/engine_clock.py)."""
     # unique: one sweep per tick however many workers run (they would only contend anyway).
     # Registered with or without a GitHub App: one may be registered while the worker runs
     # (the setup page), and each does nothing until then.
-    return [
+    crons = [
         cron(
             riding_out(perform_outbox_cron),
             name=PERFORM_OUTBOX_CRON,
@@ -224,15 +227,30 @@ def control_crons(settings: Settings) -> list[CronJob]:
             run_at_startup=True,  # a slot missed while no worker ran is filed now (once)
             timeout=300,
         ),
-        cron(
-            riding_out(engine_tick),
-            name=ENGINE_TICK_CRON,
-            second=set(TICK_SECONDS),
-            unique=True,
-            run_at_startup=True,
-            timeout=120,
-        ),
     ]
+    if tick:
+        crons.append(
+            cron(
+                riding_out(engine_tick),
+                name=ENGINE_TICK_CRON,
+                second=set(TICK_SECONDS),
+                unique=True,
+                run_at_startup=True,
+                timeout=120,
+            )
+        )
+    return crons
+
+
+def _clock(deps: Deps, redis_url: str, *, tick: bool) -> EngineClock:
+    """The engine's clock, on the worker's stores with connections of its own."""
+    return EngineClock(
+        deps.settings,
+        database_url=deps.engine.url.render_as_string(hide_password=False),
+        redis_url=redis_url,
+        commands=COMMANDS,
+        tick=tick,
+    )
 
 
 def make_worker(
@@ -243,7 +261,7 @@ def make_worker(
     burst: bool = False,
     engine: Engine | None = None,
     redis_pool: ArqRedis | None = None,
-) -> Worker:
+) -> ResilientWorker:
     """An arq worker on the control queue with these `deps` (shared with an in-process web
     app, or a test's); `engine` may be shared with other workers of the process (else it is
     built from the settings, or as soon as a GitHub App is configured).
@@ -287,7 +305,7 @@ def make_worker(
         # starts while Redis is away (ResilientWorker waits for it instead).
         redis_pool=redis_pool or redis_client(redis_url),
         functions=control_functions(),
-        cron_jobs=control_crons(settings),
+        cron_jobs=control_crons(settings, tick=burst or engine is not None),
         queue_name=CONTROL_QUEUE,
         on_startup=on_startup,
         on_shutdown=on_shutdown,
@@ -297,7 +315,8 @@ def make_worker(
         handle_signals=False,
         poll_delay=0.01,
         outages=deps.outages,
-        alongside=None if burst else pump,
+        # The clock ticks with an engine of its own; a fixed engine ticks in arq's crons.
+        alongside=() if burst else (pump, _clock(deps, redis_url, tick=engine is None)),
     )
     set_up(worker.ctx)
     return worker

@@ -160,6 +160,9 @@ class Outages:
     probes: dict[Store, Probe] = field(default_factory=dict)
     on_back: list[OnBack] = field(default_factory=list)
     services: ServiceFailures = field(default_factory=ServiceFailures)
+    # Says nothing of the stores' comings and goings: another view of the same process
+    # says it (the engine's clock, bot/processes/engine_clock.py, beside the worker's).
+    quiet: bool = False
     _away: dict[Store, _Away] = field(default_factory=dict)
     _watchers: dict[Store, asyncio.Task[None]] = field(default_factory=dict)
     _back_at: dict[Store, float] = field(default_factory=dict)
@@ -192,8 +195,8 @@ class Outages:
             return
         now = time.monotonic()
         relapse = now - self._back_at.get(store, -RELAPSE_SECONDS) < RELAPSE_SECONDS
-        self._away[store] = _Away(now, error, quiet=relapse)
-        if relapse:
+        self._away[store] = _Away(now, error, quiet=relapse or self.quiet)
+        if relapse or self.quiet:
             log.debug("store_unavailable_again", store=store, error=error)
         else:
             log.warning("store_unavailable", store=store, error=error)

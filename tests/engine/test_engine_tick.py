@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -87,9 +87,10 @@ async def test_a_result_whose_announcement_was_lost_is_announced_again_once(
                     queued_at=datetime.now(UTC),
                 )
             )
-        now = datetime.now(UTC)
+        # Ended a while ago: a result just stored is its runner's announcement's to take.
+        ended = datetime.now(UTC) - timedelta(minutes=1)
         result = RunResult(
-            run_id="ended", status=RunStatus.AGENT_ERROR, started_at=now, finished_at=now
+            run_id="ended", status=RunStatus.AGENT_ERROR, started_at=ended, finished_at=ended
         )
         # As the runner stores it; its announcement never reached the queue.
         await w.deps.redis.set(run_result_key("ended"), json.dumps(result.to_wire()))

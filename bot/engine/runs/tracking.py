@@ -103,6 +103,7 @@ async def sweep_runs(
     now: datetime | None = None,
     finish: Finisher | None = None,
     lose: Loser | None = None,
+    events: bool = True,
 ) -> Sweep:
     """For every unfinished run: persist its new events, take in a result if there is
     one, else declare the run lost when its machine stopped showing signs of life.
@@ -112,7 +113,8 @@ async def sweep_runs(
     events written after the sweep's read are `finish`'s to collect (the default does; the
     engine's announces the result, and its job collects them). The
     runs are read from Redis in one round trip and their events stored in one transaction;
-    only a run with a result or out of time costs more."""
+    only a run with a result or out of time costs more. `events=False` leaves the streams
+    to the event recorder (bot/engine/runs/recorder.py) that is recording them."""
     now = now or datetime.now(UTC)
 
     async def recorded_finish(run_id: str, result: RunResult) -> bool:
@@ -141,7 +143,7 @@ async def sweep_runs(
                 .where(Run.state.in_((RunState.QUEUED, RunState.RUNNING)))
             )
         ).all()
-    seen = await _look(redis, open_runs)
+    seen = await _look(redis, open_runs, events=events)
     await store_batch(sessions, [look.read for look in seen])
     finished: list[tuple[str, RunResult]] = []
     lost: list[str] = []
@@ -176,15 +178,17 @@ _OpenRun = Row[
 ]  # the last: the cursor (may be None)
 
 
-async def _look(redis: Redis, open_runs: Sequence[_OpenRun]) -> list[_Seen]:
-    """Each open run's new stream entries, result, liveness and (queued) machine, in one
-    pipelined round trip. Entries are read before the result: a result seen means the
-    entries read may still miss its last events (the sweep reads on for those)."""
+async def _look(redis: Redis, open_runs: Sequence[_OpenRun], *, events: bool) -> list[_Seen]:
+    """Each open run's new stream entries (with `events`), result, liveness and (queued)
+    machine, in one pipelined round trip. Entries are read before the result: a result
+    seen means the entries read may still miss its last events (the sweep reads on for
+    those)."""
     if not open_runs:
         return []
     pipe = redis.pipeline(transaction=False)
     for run_id, state, machine, _, _, cursor in open_runs:
-        pipe.xrange(run_events_stream(run_id), min=stream_start(cursor), count=READ_BATCH)
+        if events:
+            pipe.xrange(run_events_stream(run_id), min=stream_start(cursor), count=READ_BATCH)
         pipe.get(run_result_key(run_id))
         pipe.exists(run_heartbeat_key(run_id))
         if state == RunState.QUEUED and machine is not None:
@@ -192,7 +196,8 @@ async def _look(redis: Redis, open_runs: Sequence[_OpenRun]) -> list[_Seen]:
     replies = iter(await _execute(pipe))
     seen = []
     for run_id, state, machine, _, _, _ in open_runs:
-        entries, raw_result, alive = next(replies), next(replies), next(replies)
+        entries = next(replies) if events else []
+        raw_result, alive = next(replies), next(replies)
         registered = state == RunState.QUEUED and machine is not None and bool(next(replies))
         seen.append(
             _Seen(

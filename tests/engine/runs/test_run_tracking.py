@@ -190,13 +190,13 @@ async def test_a_stored_result_finishes_the_run(deps: Deps) -> None:
     assert (run.state, run.status, run.cost_usd) == (RunState.FINISHED, "gates_failed", 0.25)
 
 
-async def sweeps(deps: Deps, start: datetime, end: datetime) -> list[str]:
+async def sweeps(deps: Deps, start: datetime, end: datetime, *, events: bool = True) -> list[str]:
     """The engine's cron, every 3 s from `start` to `end` (a control plane watching): the
     runs it declared lost."""
     lost: list[str] = []
     at = start
     while at <= end:
-        lost += (await sweep_runs(deps.redis, deps.sessions, now=at)).lost
+        lost += (await sweep_runs(deps.redis, deps.sessions, now=at, events=events)).lost
         at += TICK
     return lost
 
