@@ -17,6 +17,7 @@ __all__ = [
     "CONTROL_QUEUE",
     "DISPATCH_JOB",
     "ENGINE_TICK_CRON",
+    "GATING_JOB",
     "PERFORM_OUTBOX_CRON",
     "PERFORM_OUTBOX_JOB",
     "RECONCILE_CRON",
@@ -27,6 +28,7 @@ __all__ = [
     "SCHEDULES_CRON",
     "TICKET_ACTION_JOB",
     "action_job_id",
+    "gating_job_id",
     "run_queue",
 ]
 
@@ -36,12 +38,18 @@ BACKFILL_JOB = "backfill_repository"  # a repository's open issues and PRs, by i
 DISPATCH_JOB = "dispatch_ticket"  # try to start a ticket (deferred to its backoff)
 PERFORM_OUTBOX_JOB = "perform_outbox"  # an installation's (or tracker's) due effects
 TICKET_ACTION_JOB = "ticket_action"  # an action pressed on a ticket's web page, by row id
+GATING_JOB = "report_gating"  # a run reached its gates: in-progress check runs for them
 # RUN_FINISHED_JOB: a runner announces a run's result.
 
 
 def action_job_id(action_id: int) -> str:
     """The arq job id of a web action: the same action is never queued twice at once."""
     return f"ticket-action:{action_id}"
+
+
+def gating_job_id(run_id: str) -> str:
+    """The arq job id of reporting a run's gates: queued once however many ticks see it."""
+    return f"gating:{run_id}"
 
 
 # Crons of the control worker (unique across workers).

@@ -33,6 +33,12 @@ def parse(argv: list[str] | None = None) -> ScaleOptions:
         default=defaults.agent_seconds,
         help="how long the agent streams output (%(default)s)",
     )
+    add(
+        "--runs-only",
+        action="store_true",
+        help="end each batch once its runs are done, without waiting for the paced outbox "
+        "(quick tries of the engine; what the outbox has not sent yet counts as not done)",
+    )
     add("--root", type=Path, help="working directory (default: a new temporary one)")
     args = parser.parse_args(argv)
     return ScaleOptions(
@@ -42,6 +48,7 @@ def parse(argv: list[str] | None = None) -> ScaleOptions:
         runners=args.runners,
         slots=args.slots,
         agent_seconds=args.agent_seconds,
+        runs_only=args.runs_only,
         root=args.root,
     )
 

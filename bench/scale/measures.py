@@ -104,7 +104,8 @@ class Ticks:
         return None if value < SLOW_TICK_SECONDS else value
 
 
-# arq's line for a job its timeout cancelled: "120.06s ! engine_tick failed, TimeoutError: ".
+# arq's line for a job its timeout cancelled: "120.06s ! engine_tick failed, TimeoutError: "
+# (a worker with a fixed engine ticks in arq); the engine clock's is `engine_tick_timed_out`.
 _TIMED_OUT = re.compile(r"^\s*(?P<seconds>[0-9.]+)s ! engine_tick failed, TimeoutError")
 
 
@@ -123,6 +124,8 @@ def _tick_lines(paths: list[Path]) -> list[tuple[float, float, bool]]:
                     cut = _TIMED_OUT.match(text)
                     if text == "engine_tick" and "seconds" in event:
                         found.append((at, float(event["seconds"]), False))
+                    elif text == "engine_tick_timed_out" and "seconds" in event:
+                        found.append((at, float(event["seconds"]), True))
                     elif cut is not None:
                         found.append((at, float(cut["seconds"]), True))
     return found

@@ -9,6 +9,7 @@ meanwhile commits its completed check runs after, never before, these.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from sqlalchemy import select
@@ -22,29 +23,46 @@ from runner.contract import EventKind
 GATING = "gating"
 
 
-async def report_gating(engine: Engine) -> list[Followups]:
-    """In-progress check runs for every running run that reached its gates: what follows
-    each run's new ones (so their count is how many runs were reported)."""
+async def unreported_gating(engine: Engine) -> list[str]:
+    """Running runs that reached their gates (pushed) whose check runs are not reported."""
+    return [run_id for run_id, _ in await _unreported(engine)]
+
+
+async def report_gating(engine: Engine, run_ids: Collection[str] | None = None) -> list[Followups]:
+    """In-progress check runs for every running run (of `run_ids`, or all) that reached its
+    gates: what follows each run's new ones (so their count is how many runs were
+    reported). The tick hands each run to a job of its own (bot/engine/jobs.py)."""
+    reported: list[Followups] = []
+    for run_id, data in await _unreported(engine, run_ids):
+        followups = await _report(engine, run_id, data)
+        if followups.outbox:
+            reported.append(followups)
+    return reported
+
+
+async def _unreported(
+    engine: Engine, run_ids: Collection[str] | None = None
+) -> list[tuple[str, dict[str, Any]]]:
+    query = (
+        select(RunEvent.run_id, RunEvent.event)
+        .join(Run, Run.id == RunEvent.run_id)
+        .where(
+            Run.state == RunState.RUNNING,
+            RunEvent.kind == EventKind.PHASE,
+            RunEvent.event["text"].astext == GATING,
+        )
+    )
+    if run_ids is not None:
+        query = query.where(Run.id.in_(list(run_ids)))
     async with engine.deps.sessions() as session:
-        rows = (
-            await session.execute(
-                select(RunEvent.run_id, RunEvent.event)
-                .join(Run, Run.id == RunEvent.run_id)
-                .where(
-                    Run.state == RunState.RUNNING,
-                    RunEvent.kind == EventKind.PHASE,
-                    RunEvent.event["text"].astext == GATING,
-                )
-            )
-        ).all()
+        rows = (await session.execute(query)).all()
     pushed: list[tuple[str, dict[str, Any]]] = []
     for run_id, event in rows:
         data = event.get("data") or {}
         if isinstance(data.get("head_sha"), str) and data.get("pushed"):
             pushed.append((run_id, data))
-    reported: list[Followups] = []
     if not pushed:
-        return reported
+        return []
     # Reported already: the `openase` check run is added last, in the same transaction as
     # the gates'. One query for all, rather than a locked transaction per run every tick
     # (200 runs at their gates made ticks of many seconds).
@@ -52,44 +70,47 @@ async def report_gating(engine: Engine) -> list[Followups]:
     async with engine.deps.sessions() as session:
         reported_keys = select(OutboxEffect.key).where(OutboxEffect.key.in_(last_keys))
         done = set(await session.scalars(reported_keys))
-    for run_id, data in pushed:
-        if _key(data["head_sha"], "openase", run_id) in done:
-            continue
-        sha, hooks = data["head_sha"], data.get("hooks") or []
-        followups = Followups(decision=f"gating:{run_id}")
-        async with engine.deps.sessions() as session, session.begin():
-            run = await session.get(Run, run_id, with_for_update=True)
-            if run is None or run.state != RunState.RUNNING:
-                continue
-            loaded = await load(session, run.ticket_id, lock=False)
-            if loaded is None or loaded.repo is None:
-                continue
-            repo = loaded.repo
-            gates = [hook for hook in hooks if isinstance(hook, str)]
-            checks = [(f"openase/{gate}", gate) for gate in gates] + [("openase", "openase")]
-            for name, hook in checks:
-                added = await add_effect(
-                    session,
-                    key=_key(sha, name, run_id),
-                    kind=EffectKind.CHECK_RUN,
-                    payload={
-                        "repo": repo.full_name,
-                        "head_sha": sha,
-                        "name": name,
-                        "external_id": f"{run_id}:{hook}",  # as the completed one
-                        "status": "in_progress",
-                        "title": "Running" if name != "openase" else "Gates running",
-                        "summary": f"Attempt {run.attempt} of `{run.workflow}`: gates running.",
-                        "details_url": engine.run_url(run_id),
-                    },
-                    ticket_id=run.ticket_id,
-                    installation_id=repo.installation_id,
-                )
-                if added:
-                    followups.outbox.add(repo.installation_id)
-        if followups.outbox:
-            reported.append(followups)
-    return reported
+    return [
+        (run_id, data)
+        for run_id, data in pushed
+        if _key(data["head_sha"], "openase", run_id) not in done
+    ]
+
+
+async def _report(engine: Engine, run_id: str, data: dict[str, Any]) -> Followups:
+    sha, hooks = data["head_sha"], data.get("hooks") or []
+    followups = Followups(decision=f"gating:{run_id}")
+    async with engine.deps.sessions() as session, session.begin():
+        run = await session.get(Run, run_id, with_for_update=True)
+        if run is None or run.state != RunState.RUNNING:
+            return followups
+        loaded = await load(session, run.ticket_id, lock=False)
+        if loaded is None or loaded.repo is None:
+            return followups
+        repo = loaded.repo
+        gates = [hook for hook in hooks if isinstance(hook, str)]
+        checks = [(f"openase/{gate}", gate) for gate in gates] + [("openase", "openase")]
+        for name, hook in checks:
+            added = await add_effect(
+                session,
+                key=_key(sha, name, run_id),
+                kind=EffectKind.CHECK_RUN,
+                payload={
+                    "repo": repo.full_name,
+                    "head_sha": sha,
+                    "name": name,
+                    "external_id": f"{run_id}:{hook}",  # as the completed one
+                    "status": "in_progress",
+                    "title": "Running" if name != "openase" else "Gates running",
+                    "summary": f"Attempt {run.attempt} of `{run.workflow}`: gates running.",
+                    "details_url": engine.run_url(run_id),
+                },
+                ticket_id=run.ticket_id,
+                installation_id=repo.installation_id,
+            )
+            if added:
+                followups.outbox.add(repo.installation_id)
+    return followups
 
 
 def _key(sha: str, check: str, run_id: str) -> str:

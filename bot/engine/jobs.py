@@ -4,10 +4,13 @@ composition root (bot/processes/worker.py) registers them under the names in bot
 - `run_finished_job` (enqueued by a runner when a run has a result) takes the result in.
 - `dispatch_job` (deferred to a ticket's backoff, or handed out by the tick) tries to
   start it.
-- `engine_tick` (cron, every few seconds, one at a time across workers) is the safety
-  net: results whose announcement was lost (announced again), lost runs, queued runs
-  whose send was lost, tickets due for a (re)try (a dispatch job each), reviewed tickets
-  whose checks may have gone green.
+- `gating_job` (handed out by the tick) shows a run's gates as in-progress check runs.
+- `engine_tick` (every 3 s on the worker's engine clock, bot/processes/engine_clock.py, or
+  as an arq cron; one at a time across workers) is the safety net: results whose
+  announcement was lost (announced again), lost runs, queued runs whose send was lost,
+  tickets due for a (re)try (a dispatch job each), runs at their gates (a gating job
+  each), reviewed tickets whose checks may have gone green. It hands work out rather than
+  doing it: its round trips are its length.
 - `settle_hook` reacts to performed outbox effects: a PR opened, a merge done or refused.
 - `WorkflowReactor` is what ingest hands a delivery's events to.
 
@@ -17,6 +20,7 @@ with any number of workers running these at once.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -45,7 +49,7 @@ from bot.engine.commands.web import carry_out_action, expire_actions, stranded_a
 from bot.engine.context import Engine, Followups, load
 from bot.engine.decision import Decision
 from bot.engine.events import react
-from bot.engine.gate_progress import report_gating
+from bot.engine.gate_progress import report_gating, unreported_gating
 from bot.engine.questions import remind_waiting
 from bot.engine.results import finish_run, take_result
 from bot.engine.runs.dispatch import resend_queued
@@ -53,7 +57,14 @@ from bot.engine.runs.exclusive import sole_holder
 from bot.engine.runs.recorder import recorder_live
 from bot.engine.runs.spec import work_branch
 from bot.engine.runs.tracking import sweep_runs
-from bot.jobs import REMOVE_WORKTREE_JOB, TICKET_ACTION_JOB, action_job_id, run_queue
+from bot.jobs import (
+    GATING_JOB,
+    REMOVE_WORKTREE_JOB,
+    TICKET_ACTION_JOB,
+    action_job_id,
+    gating_job_id,
+    run_queue,
+)
 from bot.tables.actions import ActionState, TicketAction
 from bot.tables.workflow import EffectStatus, Run
 from harness_store.db import transaction
@@ -106,6 +117,19 @@ async def dispatch_job(ctx: dict[str, Any], ticket_id: int) -> str:
     return await dispatch_now(engine, ticket_id)
 
 
+async def gating_job(ctx: dict[str, Any], run_id: str) -> int:
+    """A run reached its gates (the tick saw it): its gates' check runs, in progress."""
+    structlog.contextvars.clear_contextvars()
+    engine = _engine(ctx)
+    if engine is None:
+        return 0
+    with structlog.contextvars.bound_contextvars(run_id=run_id):
+        reported = await report_gating(engine, [run_id])
+        for followups in reported:
+            await carry_out(engine, followups)
+        return len(reported)
+
+
 async def engine_tick(ctx: dict[str, Any]) -> dict[str, int]:
     """The cron: everything an announcement, a send or a webhook may have missed.
 
@@ -128,6 +152,7 @@ async def _tick(ctx: dict[str, Any], engine: Engine) -> dict[str, int]:
     began = time.monotonic()
     ticks = ctx.setdefault("engine_ticks", 0) + 1
     ctx["engine_ticks"] = ticks
+    laps = _Laps()
 
     async def announce(run_id: str, result: RunResult) -> bool:
         # Its runner's announcement does the taking in (`run_finished_job`); under the same
@@ -158,22 +183,26 @@ async def _tick(ctx: dict[str, Any], engine: Engine) -> dict[str, int]:
         lose=lose,
         events=not recording,
     )
-    gating = await report_gating(engine)
-    for followups in gating:
-        await carry_out(engine, followups)
+    laps.lap("sweep")
+    gating = await _hand_out(engine, GATING_JOB, gating_job_id, await unreported_gating(engine))
+    laps.lap("gating")
     resent = await resend_queued(engine)
+    laps.lap("resend")
     handed = await hand_out_due(engine)
+    laps.lap("due")
     actions = await resend_actions(engine)
     merges = await recheck_merges(engine) if ticks % MERGE_CHECK_EVERY == 0 else 0
     reminded = await remind_waiting(engine)
     for followups in reminded:
         await carry_out(engine, followups)
+    laps.lap("actions, merges, questions")
     offline = await notice_offline_runners(engine)
     failing = await notice_failing_deliveries(engine) if ticks % ALERT_EVERY == 0 else 0
+    laps.lap("alerts")
     counts = {
         "results_announced": len(sweep.finished),
         "lost": len(sweep.lost),
-        "gating": len(gating),
+        "gating_handed_out": gating,
         "resent": resent,
         "dispatches_handed_out": handed,
         "merge_checks": merges,
@@ -184,8 +213,35 @@ async def _tick(ctx: dict[str, Any], engine: Engine) -> dict[str, int]:
     }
     seconds = round(time.monotonic() - began, 3)
     if any(counts.values()) or seconds >= SLOW_TICK_SECONDS:
-        log.info("engine_tick", seconds=seconds, **counts)
+        log.info("engine_tick", seconds=seconds, slowest=laps.slowest(), **counts)
     return counts
+
+
+async def _hand_out(
+    engine: Engine, job: str, job_id: Callable[[str], str], run_ids: Sequence[str]
+) -> int:
+    """A job each for these runs, enqueued side by side; how many were not queued yet."""
+    enqueued = await asyncio.gather(
+        *(engine.deps.redis.enqueue_job(job, run_id, _job_id=job_id(run_id)) for run_id in run_ids)
+    )
+    return sum(each is not None for each in enqueued)
+
+
+class _Laps:
+    """How long each part of a tick took: its log line names the slowest."""
+
+    def __init__(self) -> None:
+        self.last = time.monotonic()
+        self.seconds: dict[str, float] = {}
+
+    def lap(self, part: str) -> None:
+        now = time.monotonic()
+        self.seconds[part] = now - self.last
+        self.last = now
+
+    def slowest(self, count: int = 3) -> str:
+        ranked = sorted(self.seconds.items(), key=lambda item: -item[1])[:count]
+        return ", ".join(f"{part} {1000 * seconds:.0f} ms" for part, seconds in ranked)
 
 
 async def ticket_action_job(ctx: dict[str, Any], action_id: int, commands: Commands) -> str:

@@ -32,6 +32,7 @@ from bot.engine.jobs import (
     TICK_SECONDS,
     dispatch_job,
     engine_tick,
+    gating_job,
     run_finished_job,
     ticket_action_job,
 )
@@ -46,6 +47,7 @@ from bot.jobs import (
     CONTROL_QUEUE,
     DISPATCH_JOB,
     ENGINE_TICK_CRON,
+    GATING_JOB,
     PERFORM_OUTBOX_CRON,
     PERFORM_OUTBOX_JOB,
     RECONCILE_CRON,
@@ -176,6 +178,8 @@ def control_functions() -> list[Function]:
         func(riding_out(perform_outbox_job), name=PERFORM_OUTBOX_JOB, keep_result=0, max_tries=1),
         func(riding_out(run_finished_job), name=RUN_FINISHED_JOB, keep_result=0, max_tries=3),
         func(riding_out(dispatch_job), name=DISPATCH_JOB, keep_result=0, max_tries=1),
+        # A failed try leaves the run unreported: the engine's tick hands it out again.
+        func(riding_out(gating_job), name=GATING_JOB, keep_result=0, max_tries=1),
         # A failed try leaves the action pending: the engine's tick sends it again.
         func(riding_out(ticket_action), name=TICKET_ACTION_JOB, keep_result=0, max_tries=1),
     ]
