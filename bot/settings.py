@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     # `openase up` runs a runner for this machine under this name (default: the host name).
     machine: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")] | None = None
     runner_max_runs: Annotated[int, Field(ge=1, le=64)] = 2
+    # The CPU niceness `up`'s runner and its agents run at (`openase runner --nice`): the
+    # control plane on the same machine keeps answering while agents build and test.
+    runner_nice: Annotated[int, Field(ge=0, le=19)] = 10
     # Paths `up`'s runner shows read-only in the runs' sandbox (`openase runner
     # --sandbox-read`), separated by the OS path separator (":").
     sandbox_read: str = ""

@@ -28,6 +28,7 @@ from redis.asyncio import Redis
 from bench.chaos.cluster import APP_ID, CLI, REPO_ROOT, SECRET
 from bench.chaos.stores import PostgresServer, RedisServer, free_port
 from bot.engine.runs.machines import registered
+from bot.settings import Settings
 from tests.fakes.github_api import FakeRepo
 from tests.fakes.github_graphql import FakeGitHubGraphQL
 from tests.fakes.github_http import ServedGitHub, served_github
@@ -45,6 +46,7 @@ RATE_LIMIT = 50_000
 # report still holds the total against 500 an hour.
 WRITES_PER_HOUR = 10_000
 
+RUNNER_NICE = Settings.model_fields["runner_nice"].default  # `openase up`'s
 # The agent: a line about every half second for SECONDS, then the file the gate wants.
 AGENT = textwrap.dedent(
     """\
@@ -123,10 +125,12 @@ class Cluster:
         if role == "runner":
             name = f"runner-r{number:02d}"
             machine = name.removeprefix("runner-")
+            # At `openase up`'s niceness: its runners share the machine with the control
+            # plane, as `up`'s does (OPENASE_RUNNER_NICE).
             argv = [
                 *CLI, "runner", "--machine", machine, "--max-runs", str(self.slots),
                 "--workspace-root", str(self.root / f"ws-{machine}"), "--drain-seconds", "5",
-                "--sandbox-read", str(self.root / "agents"),
+                "--sandbox-read", str(self.root / "agents"), f"--nice={RUNNER_NICE}",
             ]  # fmt: skip
             env = self._env(control=False)
         else:

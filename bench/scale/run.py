@@ -202,29 +202,9 @@ async def session(options: ScaleOptions) -> tuple[Report, Path]:
             await _measure_phase(report, here, sampler, "phase 2", first)
             print()
 
-            print(
-                f"phase 3: a second worker and a third web process join; {options.second_batch} "
-                "more tickets labelled through all three"
-            )
-            sampler.samples.phase = "phase 3"
-            await _start(here, "worker", 1)
-            await _start(here, "serve", 1)
-            start = max(i["number"] for i in here.repo.issues) + 1  # PRs took numbers too
-            numbers = list(range(start, start + options.second_batch))
-            second = await _run_batch(here, load, numbers, within, runs_only=options.runs_only)
-            await _measure_phase(report, here, sampler, "phase 3", second)
-            before, after = first.per_minute, second.per_minute
-            if before is not None and after is not None:
-                per_run_before = before / len(first.numbers)
-                per_run_after = after / len(second.numbers)
-                report.add(
-                    Row(
-                        "throughput after / before (per ticket of a batch)",
-                        f"{per_run_after / per_run_before:.2f}",
-                        ">= 1.00 (no drop)",
-                        per_run_after >= per_run_before,
-                    )
-                )
+            numbers: list[int] = []
+            if options.second_batch:
+                numbers = await _phase_three(report, here, sampler, load, options, first, within)
             twice = await measures.done_twice(
                 here, first.numbers + numbers, [o.delivery_id for o in load.offered]
             )
@@ -249,3 +229,40 @@ async def session(options: ScaleOptions) -> tuple[Report, Path]:
             stop.set()
             await sampling
     return report, here.root
+
+
+async def _phase_three(
+    report: Report,
+    here: Cluster,
+    sampler: Sampler,
+    load: Load,
+    options: ScaleOptions,
+    first: Batch,
+    within: float,
+) -> list[int]:
+    """A second worker and a third web process join, and the second batch is labelled
+    through all three; the tickets labelled."""
+    print(
+        f"phase 3: a second worker and a third web process join; {options.second_batch} "
+        "more tickets labelled through all three"
+    )
+    sampler.samples.phase = "phase 3"
+    await _start(here, "worker", 1)
+    await _start(here, "serve", 1)
+    start = max(i["number"] for i in here.repo.issues) + 1  # PRs took numbers too
+    numbers = list(range(start, start + options.second_batch))
+    second = await _run_batch(here, load, numbers, within, runs_only=options.runs_only)
+    await _measure_phase(report, here, sampler, "phase 3", second)
+    before, after = first.per_minute, second.per_minute
+    if before is not None and after is not None:
+        per_run_before = before / len(first.numbers)
+        per_run_after = after / len(second.numbers)
+        report.add(
+            Row(
+                "throughput after / before (per ticket of a batch)",
+                f"{per_run_after / per_run_before:.2f}",
+                ">= 1.00 (no drop)",
+                per_run_after >= per_run_before,
+            )
+        )
+    return numbers

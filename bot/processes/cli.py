@@ -20,6 +20,7 @@ from bot.errors import ConfigError, OpenaseError
 from bot.harness import cli as harness_cli
 from bot.processes import schedule_cli
 from bot.processes.commands import dispatch
+from runner.priority import NICEST
 
 DESCRIPTION = """\
 OpenASE: a GitHub App that mirrors issues into Postgres and drives them through a workflow.
@@ -158,6 +159,18 @@ def positive_int(value: str) -> int:
     return number
 
 
+def niceness(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = -1
+    if not 0 <= number <= NICEST:
+        raise argparse.ArgumentTypeError(
+            f"expected a niceness from 0 (normal) to {NICEST} (lowest priority), got {value!r}"
+        )
+    return number
+
+
 def positive_float(value: str) -> float:
     try:
         number = float(value)
@@ -210,6 +223,17 @@ def _add_runner_parser(commands: argparse._SubParsersAction[argparse.ArgumentPar
             "show PATH read-only inside the runs' sandbox (repeatable): where a command "
             "agent's scripts or extra tools live; the system and the agent CLI's own "
             "installation are always visible, nothing else of this machine is"
+        ),
+    )
+    runner.add_argument(
+        "--nice",
+        type=niceness,
+        default=0,
+        metavar="N",
+        help=(
+            "run the runner, its agents and hooks at CPU niceness N (0-19, default 0): on a "
+            "machine shared with the control plane, agents then never slow it down "
+            "(`openase up` starts its runner at OPENASE_RUNNER_NICE, 10)"
         ),
     )
 

@@ -137,6 +137,7 @@ def _runner(settings: Settings, args: argparse.Namespace) -> int:
     from redis.exceptions import RedisError  # start-up: see the module docstring
 
     from runner import worker
+    from runner.priority import yield_cpu
 
     redis_url = settings.redis_url or EmbeddedRedis.running_url(redis_dir(settings))
     if redis_url is None:
@@ -154,6 +155,7 @@ def _runner(settings: Settings, args: argparse.Namespace) -> int:
         drain_seconds=args.drain_seconds,
         sandbox_read=tuple(path.expanduser().resolve() for path in args.sandbox_read),
     )
+    yield_cpu(args.nice)  # before the runner starts a thread or an agent: they inherit it
     try:
         return worker.run(config)
     except (OSError, RedisError) as exc:

@@ -123,6 +123,7 @@ def children(
         "runner",
         f"--machine={machine}",
         f"--max-runs={settings.runner_max_runs}",
+        f"--nice={settings.runner_nice}",
         f"--drain-seconds={SHUTDOWN_GRACE}",
         f"--workspace-root={settings.data_dir / 'workspaces' / machine}",
         *(f"--sandbox-read={path}" for path in settings.sandbox_read_paths()),
