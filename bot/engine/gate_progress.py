@@ -81,7 +81,9 @@ async def _report(engine: Engine, run_id: str, data: dict[str, Any]) -> Followup
     sha, hooks = data["head_sha"], data.get("hooks") or []
     followups = Followups(decision=f"gating:{run_id}")
     async with engine.deps.sessions() as session, session.begin():
-        run = await session.get(Run, run_id, with_for_update=True)
+        # NO KEY UPDATE: the run's events are stored meanwhile (their foreign key's share
+        # lock waits for FOR UPDATE, not for this).
+        run = await session.get(Run, run_id, with_for_update={"key_share": True})
         if run is None or run.state != RunState.RUNNING:
             return followups
         loaded = await load(session, run.ticket_id, lock=False)

@@ -17,13 +17,15 @@ from structlog.testing import capture_logs
 
 from bot.deps import Deps
 from bot.engine.runs import recorder as recording
+from bot.engine.runs.events import StreamRead, store_batch
 from bot.engine.runs.recorder import (
     RECORDER_KEY,
     EventRecorder,
     recorder_live,
 )
 from bot.engine.runs.tracking import LOST_AFTER, sweep_runs
-from bot.tables.workflow import RunEvent, RunEventCursor, RunState
+from bot.tables.workflow import Run, RunEvent, RunEventCursor, RunState
+from runner.contract import run_events_stream
 from tests.engine.runs.test_run_tracking import (
     NOW,
     TICK,
@@ -172,3 +174,24 @@ async def test_the_tick_leaves_the_streams_to_a_live_recorder_and_still_sees_res
     lost = await sweeps(deps, NOW, NOW + LOST_AFTER + 2 * TICK, events=False)
     assert lost == ["t1"]
     assert await events_of(deps, "t1") == []
+
+
+async def test_a_run_whose_row_is_held_does_not_hold_up_the_others_events(deps: Deps) -> None:
+    """Another transaction holds one run's row (its result being taken in, its gates being
+    reported): every run's events are stored all the same, at once; only that run's sign
+    of life waits for the next batch."""
+    await add_run(deps, "held")
+    await add_run(deps, "free")
+    await emit(deps, "held", ["h"])
+    await emit(deps, "free", ["f"])
+    async with deps.sessions() as holder, holder.begin():
+        await holder.get(Run, "held", with_for_update={"key_share": True})
+        reads = [
+            StreamRead(run_id, await deps.redis.xrange(run_events_stream(run_id)))
+            for run_id in ("held", "free")
+        ]
+        stored = await asyncio.wait_for(store_batch(deps.sessions, reads), 5)
+    assert stored == 2
+    assert await events_of(deps, "held") == ["h"]
+    assert (await run_row(deps, "held")).state == RunState.QUEUED  # the next batch's
+    assert (await run_row(deps, "free")).state == RunState.RUNNING
