@@ -50,6 +50,7 @@ from bot.engine.context import Engine, Followups, load
 from bot.engine.decision import Decision
 from bot.engine.events import react
 from bot.engine.gate_progress import report_gating, unreported_gating
+from bot.engine.laps import Laps
 from bot.engine.questions import remind_waiting
 from bot.engine.results import finish_run, take_result
 from bot.engine.runs.dispatch import resend_queued
@@ -152,7 +153,7 @@ async def _tick(ctx: dict[str, Any], engine: Engine) -> dict[str, int]:
     began = time.monotonic()
     ticks = ctx.setdefault("engine_ticks", 0) + 1
     ctx["engine_ticks"] = ticks
-    laps = _Laps()
+    laps = Laps()
 
     async def announce(run_id: str, result: RunResult) -> bool:
         # Its runner's announcement does the taking in (`run_finished_job`); under the same
@@ -225,23 +226,6 @@ async def _hand_out(
         *(engine.deps.redis.enqueue_job(job, run_id, _job_id=job_id(run_id)) for run_id in run_ids)
     )
     return sum(each is not None for each in enqueued)
-
-
-class _Laps:
-    """How long each part of a tick took: its log line names the slowest."""
-
-    def __init__(self) -> None:
-        self.last = time.monotonic()
-        self.seconds: dict[str, float] = {}
-
-    def lap(self, part: str) -> None:
-        now = time.monotonic()
-        self.seconds[part] = now - self.last
-        self.last = now
-
-    def slowest(self, count: int = 3) -> str:
-        ranked = sorted(self.seconds.items(), key=lambda item: -item[1])[:count]
-        return ", ".join(f"{part} {1000 * seconds:.0f} ms" for part, seconds in ranked)
 
 
 async def ticket_action_job(ctx: dict[str, Any], action_id: int, commands: Commands) -> str:

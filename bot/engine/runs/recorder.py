@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-import time
 
 import structlog
 from redis.asyncio import Redis
@@ -31,6 +30,7 @@ from redis.exceptions import RedisError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.engine.laps import Laps
 from bot.engine.runs.events import READ_BATCH, StreamRead, store_batch
 from bot.servers.outages import Outages
 from bot.tables.workflow import Run, RunEventCursor, RunState
@@ -43,6 +43,7 @@ LEASE_MS = 10_000  # a recorder that died frees the lease this long after its la
 BLOCK_MS = 1_000  # how long one XREAD waits for a new entry (< the client's 5 s timeout)
 PAUSE_SECONDS = 0.5  # at least this between two stores: a batch, not a transaction an entry
 REFRESH_SECONDS = 1.0  # the open runs are looked up again this often
+SLOW_STEP_SECONDS = 1.0  # a step this long is logged, with its slowest parts
 RETRY_SECONDS = 1.0  # after a failure (a store away, a bug): try again after this
 
 # Renew the lease only while it is still ours; 1 if it was.
@@ -107,21 +108,31 @@ class EventRecorder:
     async def step(self) -> int:
         """Hold (or wait for) the lease, and record what the open runs' streams have new;
         how many events were stored."""
+        laps = Laps()
         if not await self._hold():
             await asyncio.sleep(REFRESH_SECONDS)
             return 0
-        now = time.monotonic()
-        if now - self._refreshed >= REFRESH_SECONDS:
+        laps.lap("lease")
+        if laps.last - self._refreshed >= REFRESH_SECONDS:
             await self._refresh()
-            self._refreshed = now
+            self._refreshed = laps.last
+            laps.lap("open runs")
         if not self.positions:
             await asyncio.sleep(REFRESH_SECONDS)
             return 0
-        began = time.monotonic()
-        stored = await self._record()
+        stored = await self._record(laps)
+        # Waiting for entries is no slowness (up to BLOCK_MS when the runs are quiet).
+        read = laps.seconds.get("read", 0.0)
+        if laps.total - read >= SLOW_STEP_SECONDS or read >= BLOCK_MS / 1000 + SLOW_STEP_SECONDS:
+            log.info(
+                "run_recorder_slow",
+                seconds=round(laps.total, 3),
+                stored=stored,
+                slowest=laps.slowest(),
+            )
         # Entries keep coming from 200 runs at once: gather them for a moment rather than
         # store each as it comes (a transaction an entry), but never longer than that.
-        await asyncio.sleep(max(0.0, PAUSE_SECONDS - (time.monotonic() - began)))
+        await asyncio.sleep(max(0.0, PAUSE_SECONDS - laps.total))
         return stored
 
     async def _hold(self) -> bool:
@@ -165,19 +176,22 @@ class EventRecorder:
             positions[run_id] = max(known, stored, key=_entry_order)
         self.positions = positions
 
-    async def _record(self) -> int:
+    async def _record(self, laps: Laps) -> int:
         streams = {
             run_events_stream(run_id): position for run_id, position in self.positions.items()
         }
         answer = await self.redis.xread(streams, count=READ_BATCH, block=BLOCK_MS)  # type: ignore[arg-type]  # redis-py wants str | bytes keys, a dict of str
         reads = _reads(answer, self.positions)
+        laps.lap("read")
         if not reads:
             return 0
-        stored = await store_batch(self.sessions, reads)
+        stored = await store_batch(self.sessions, reads, skip_held=True)
+        laps.lap("store")
         for read in reads:
-            self.positions[read.run_id] = read.last_entry
-        self.stored += stored
-        return stored
+            if read.run_id not in stored.held:  # else read again next time
+                self.positions[read.run_id] = read.last_entry
+        self.stored += stored.inserted
+        return stored.inserted
 
 
 def _reads(answer: object, positions: dict[str, str]) -> list[StreamRead]:

@@ -144,7 +144,7 @@ async def sweep_runs(
             )
         ).all()
     seen = await _look(redis, open_runs, events=events)
-    await store_batch(sessions, [look.read for look in seen])
+    await store_batch(sessions, [look.read for look in seen], skip_held=True)
     finished: list[tuple[str, RunResult]] = []
     lost: list[str] = []
     for (run_id, state, _, queued_at, heartbeat_at, _), look in zip(open_runs, seen, strict=True):

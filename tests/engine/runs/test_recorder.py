@@ -17,7 +17,7 @@ from structlog.testing import capture_logs
 
 from bot.deps import Deps
 from bot.engine.runs import recorder as recording
-from bot.engine.runs.events import StreamRead, store_batch
+from bot.engine.runs.events import Stored, StreamRead, collect_events, store_batch
 from bot.engine.runs.recorder import (
     RECORDER_KEY,
     EventRecorder,
@@ -190,8 +190,40 @@ async def test_a_run_whose_row_is_held_does_not_hold_up_the_others_events(deps: 
             StreamRead(run_id, await deps.redis.xrange(run_events_stream(run_id)))
             for run_id in ("held", "free")
         ]
-        stored = await asyncio.wait_for(store_batch(deps.sessions, reads), 5)
-    assert stored == 2
+        stored = await asyncio.wait_for(store_batch(deps.sessions, reads, skip_held=True), 5)
+    assert stored == Stored(2)
     assert await events_of(deps, "held") == ["h"]
     assert (await run_row(deps, "held")).state == RunState.QUEUED  # the next batch's
     assert (await run_row(deps, "free")).state == RunState.RUNNING
+
+
+async def test_a_run_whose_events_another_writer_is_storing_is_read_again_not_waited_for(
+    deps: Deps,
+) -> None:
+    """A result's job collecting a run's last events holds its cursor until it commits,
+    which a busy worker may take seconds to: the recorder leaves that run for its next
+    read, and stores the others' at once."""
+    for run_id in ("collecting", "other"):
+        await add_run(deps, run_id)
+        await emit(deps, run_id, [f"{run_id} 1"])
+    await collect_events(deps.redis, deps.sessions, "collecting")  # its cursor row exists
+    await emit(deps, "collecting", ["collecting 2"])
+    recorder = EventRecorder(deps.redis, deps.sessions, deps.outages)
+    async with deps.sessions() as job, job.begin():
+        await job.execute(
+            select(RunEventCursor).where(RunEventCursor.run_id == "collecting").with_for_update()
+        )
+        async with recorder_running(recorder):
+
+            async def other() -> bool:
+                return await events_of(deps, "other") == ["other 1"]
+
+            await until(other)
+            assert await events_of(deps, "collecting") == ["collecting 1"]
+    # The job is done (it stored nothing new here): the recorder reads the run again.
+
+    async def collected() -> bool:
+        return await events_of(deps, "collecting") == ["collecting 1", "collecting 2"]
+
+    async with recorder_running(recorder):
+        await until(collected)
