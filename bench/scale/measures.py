@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+from redis.asyncio import Redis
 
 from bench.scale.cluster import Cluster
 from bench.scale.sampler import Request
 from bot.effects.kinds import STATUS_MARKER, EffectKind
 from bot.engine.jobs import SLOW_TICK_SECONDS, TICK_SECONDS
+from runner.contract import run_events_stream
 
 TICK_EVERY = 60 / len(TICK_SECONDS)
 _MARKER = re.compile(r"<!-- openase:[^>]*-->")
@@ -34,6 +36,31 @@ async def fetch(cluster: Cluster, query: str, *args: Any) -> list[asyncpg.Record
         return rows
     finally:
         await conn.close()
+
+
+async def unpersisted(cluster: Cluster, numbers: list[int]) -> int:
+    """Events the runs of these tickets wrote to their Redis streams and `run_events` does
+    not hold (every run is over when this is asked: nothing may be left)."""
+    rows = await fetch(
+        cluster,
+        "select r.id, coalesce(max(e.seq), 0) from runs r join tickets t on t.id = r.ticket_id "
+        "left join run_events e on e.run_id = r.id "
+        "where t.source = 'github' and t.number = any($1) group by r.id",
+        numbers,
+    )
+    redis = Redis.from_url(cluster.redis.url)
+    try:
+        async with redis.pipeline(transaction=False) as pipe:
+            for run_id, _ in rows:
+                pipe.xrevrange(run_events_stream(run_id), count=1)
+            lasts = await pipe.execute()
+    finally:
+        await redis.aclose()
+    missing = 0
+    for (_, stored), last in zip(rows, lasts, strict=True):
+        if last:  # (a stream the runner let expire says nothing)
+            missing += max(0, int(json.loads(last[0][1][b"event"])["seq"]) - int(stored))
+    return missing
 
 
 async def wait_ingested(cluster: Cluster, delivery_ids: list[str], within: float) -> float | None:

@@ -86,7 +86,9 @@ def tick_rows(report: Report, label: str, ticks: Ticks) -> None:
     )
 
 
-def lag_rows(report: Report, label: str, lags: list[Lag]) -> None:
+def lag_rows(report: Report, label: str, lags: list[Lag], left: int | None) -> None:
+    """How far behind the persisted run events were; `left`: how many of the batch's
+    were not persisted once its runs were over (None: some still running then)."""
     if not lags:
         report.add(Row(f"run events behind ({label})", "no samples"))
         return
@@ -102,13 +104,12 @@ def lag_rows(report: Report, label: str, lags: list[Lag]) -> None:
         )
     )
     report.add(Row("  most events not yet persisted", f"{backlog} ({busy} open runs)"))
-    ends = lags[-1]
     report.add(
         Row(
-            "  not yet persisted at the phase's end",
-            f"{ends.backlog}",
+            "  not persisted once the batch's runs were over",
+            "runs still open" if left is None else str(left),
             "0",
-            ends.backlog == 0,
+            left == 0,
         )
     )
 

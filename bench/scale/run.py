@@ -114,7 +114,8 @@ async def _measure_phase(
 ) -> None:
     ended = batch.done_at or time.time()
     tick_rows(report, label, measures.ticks(here, batch.labelled_at, ended))
-    lag_rows(report, label, [lag for phase, lag in sampler.samples.lags if phase == label])
+    left = None if batch.runs_done_at is None else await measures.unpersisted(here, batch.numbers)
+    lag_rows(report, label, [lag for phase, lag in sampler.samples.lags if phase == label], left)
     requests = sampler.samples.requests
     most = measures.content_per_minute(requests, batch.labelled_at, ended)
     for installation, count in sorted(most.items()):
