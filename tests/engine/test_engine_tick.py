@@ -48,6 +48,10 @@ async def test_a_tick_skips_its_slot_while_another_is_running(
         assert {} in (first, second)
         assert "engine_tick_skipped" in [line["event"] for line in logs]
         assert not await w.deps.redis.exists(TICK_KEY)  # released by its holder
+        # The tick that ran was slow, and its line says which part was.
+        [ran] = [line for line in logs if line["event"] == "engine_tick"]
+        assert ran["seconds"] >= 0.5
+        assert ran["slowest"].startswith("sweep 5")  # "sweep 5xx ms, ..."
 
         await engine_tick(ctx)  # the next slot's tick runs
         assert len(sweeps) == 2

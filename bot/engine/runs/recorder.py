@@ -100,7 +100,6 @@ class EventRecorder:
                     if self.outages.noticed(error) is None and not failing:
                         log.error("run_recorder_failed", exc_info=True)
                         failing = True
-                    self._holding = False
                     await _wait(stop, RETRY_SECONDS)
         finally:
             await self._release()
@@ -136,19 +135,19 @@ class EventRecorder:
         return stored
 
     async def _hold(self) -> bool:
+        """Whether this recorder holds the lease now: still its own (renewed, also after a
+        failed step, whose lease may not have run out), or free (taken)."""
+        renewed = await self.redis.register_script(_RENEW)(
+            keys=[RECORDER_KEY], args=[self.token, LEASE_MS]
+        )
+        if renewed:
+            self._holding = True
+            return True
+        self._holding = bool(await self.redis.set(RECORDER_KEY, self.token, nx=True, px=LEASE_MS))
         if self._holding:
-            renewed = await self.redis.register_script(_RENEW)(
-                keys=[RECORDER_KEY], args=[self.token, LEASE_MS]
-            )
-            self._holding = bool(renewed)
-        if not self._holding:
-            self._holding = bool(
-                await self.redis.set(RECORDER_KEY, self.token, nx=True, px=LEASE_MS)
-            )
-            if self._holding:
-                log.info("run_recorder_recording")
-                self.positions.clear()  # another recorder moved the cursors meanwhile
-                self._refreshed = -REFRESH_SECONDS
+            log.info("run_recorder_recording")
+            self.positions.clear()  # another recorder may have moved the cursors meanwhile
+            self._refreshed = -REFRESH_SECONDS
         return self._holding
 
     async def _release(self) -> None:
