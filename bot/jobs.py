@@ -18,6 +18,7 @@ __all__ = [
     "DISPATCH_JOB",
     "ENGINE_TICK_CRON",
     "GATING_JOB",
+    "MERGE_RECHECK_JOB",
     "PERFORM_OUTBOX_CRON",
     "PERFORM_OUTBOX_JOB",
     "RECONCILE_CRON",
@@ -39,6 +40,7 @@ DISPATCH_JOB = "dispatch_ticket"  # try to start a ticket (deferred to its backo
 PERFORM_OUTBOX_JOB = "perform_outbox"  # an installation's (or tracker's) due effects
 TICKET_ACTION_JOB = "ticket_action"  # an action pressed on a ticket's web page, by row id
 GATING_JOB = "report_gating"  # a run reached its gates: in-progress check runs for them
+MERGE_RECHECK_JOB = "recheck_merges"  # every reviewed ticket's merge gate looked at again
 # RUN_FINISHED_JOB: a runner announces a run's result.
 
 

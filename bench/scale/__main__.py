@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import os
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -61,7 +62,15 @@ async def run(options: ScaleOptions) -> int:
     )
     print(f"machine: {os.cpu_count()} CPUs, load average {load}\n", flush=True)
     started = time.monotonic()
-    report, root = await session(options)
+    # SIGTERM (a `kill`, a CI timeout) stops the cluster as Ctrl-C does: its processes run
+    # in sessions of their own and would outlive this one, loading the machine.
+    session_task = asyncio.ensure_future(session(options))
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, session_task.cancel)
+    try:
+        report, root = await session_task
+    except asyncio.CancelledError:
+        print("\nstopped (SIGTERM): the cluster's processes are stopped", flush=True)
+        return 143
     missed = report.missed()
     print(f"\n{len(report.rows) - len(missed)} rows met or informative, {len(missed)} NOT met "
           f"({time.monotonic() - started:.0f} s)")  # fmt: skip

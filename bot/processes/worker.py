@@ -33,6 +33,7 @@ from bot.engine.jobs import (
     dispatch_job,
     engine_tick,
     gating_job,
+    recheck_merges_job,
     run_finished_job,
     ticket_action_job,
 )
@@ -48,6 +49,7 @@ from bot.jobs import (
     DISPATCH_JOB,
     ENGINE_TICK_CRON,
     GATING_JOB,
+    MERGE_RECHECK_JOB,
     PERFORM_OUTBOX_CRON,
     PERFORM_OUTBOX_JOB,
     RECONCILE_CRON,
@@ -180,6 +182,7 @@ def control_functions() -> list[Function]:
         func(riding_out(dispatch_job), name=DISPATCH_JOB, keep_result=0, max_tries=1),
         # A failed try leaves the run unreported: the engine's tick hands it out again.
         func(riding_out(gating_job), name=GATING_JOB, keep_result=0, max_tries=1),
+        func(riding_out(recheck_merges_job), name=MERGE_RECHECK_JOB, keep_result=0, max_tries=1),
         # A failed try leaves the action pending: the engine's tick sends it again.
         func(riding_out(ticket_action), name=TICKET_ACTION_JOB, keep_result=0, max_tries=1),
     ]

@@ -14,8 +14,15 @@ import pytest
 from structlog.testing import capture_logs
 
 from bot.engine import jobs
-from bot.engine.jobs import ENGINE_CTX_KEY, TICK_KEY, engine_tick, run_finished_job
+from bot.engine.jobs import (
+    ENGINE_CTX_KEY,
+    MERGE_CHECK_EVERY,
+    TICK_KEY,
+    engine_tick,
+    run_finished_job,
+)
 from bot.engine.runs.exclusive import sole_holder
+from bot.jobs import MERGE_RECHECK_JOB
 from bot.tables.mirror import Ticket
 from bot.tables.workflow import Run, RunState
 from runner.contract import (
@@ -115,3 +122,20 @@ async def test_a_result_whose_announcement_was_lost_is_announced_again_once(
             run = await session.get(Run, "ended")
             assert run is not None
             assert (run.state, run.status) == (RunState.FINISHED, "agent_error")
+
+
+async def test_the_merge_recheck_is_handed_to_one_job_every_few_ticks(
+    open_world: OpenWorld,
+) -> None:
+    """Every reviewed ticket's gate looked at one by one made ticks of seconds with 400 in
+    review: the tick hands it to a job, queued once however many ticks come meanwhile."""
+    async with open_world(runners=0, workers=0) as w:
+        ctx: dict[str, Any] = {ENGINE_CTX_KEY: lambda: w.engine}
+        ctx["engine_ticks"] = MERGE_CHECK_EVERY - 1
+        handed = await engine_tick(ctx)
+        ctx["engine_ticks"] = 2 * MERGE_CHECK_EVERY - 1
+        again = await engine_tick(ctx)  # the first is still queued
+        quiet = await engine_tick(ctx)  # not a recheck tick
+        assert [c["merge_rechecks_handed_out"] for c in (handed, again, quiet)] == [1, 0, 0]
+        queued = await w.deps.redis.zrange(CONTROL_QUEUE, 0, -1)
+        assert queued == [MERGE_RECHECK_JOB.encode()]

@@ -117,6 +117,16 @@ async def store_batch(
                 rows.add(read.run_id, _decode(read.entries), read.last_entry)
         if not rows.cursors:
             return Stored(0, held)
+        # The cursors first, whatever the runs' states (a run of only unreadable entries is
+        # read past them): their rows, locked from here on, tell another writer of these
+        # runs to leave them (`skip_held`) before any event row could make it wait.
+        await session.execute(
+            _MOVE_CURSORS,
+            {
+                "ids": [cursor[0] for cursor in rows.cursors],
+                "entries": [cursor[1] for cursor in rows.cursors],
+            },
+        )
         inserted = 0
         if rows.events:
             result = await session.execute(
@@ -141,14 +151,6 @@ async def store_batch(
                     "running": RunState.RUNNING.value,
                 },
             )
-        # Whatever the run's state; a run of only unreadable entries is read past them.
-        await session.execute(
-            _MOVE_CURSORS,
-            {
-                "ids": [cursor[0] for cursor in rows.cursors],
-                "entries": [cursor[1] for cursor in rows.cursors],
-            },
-        )
     return Stored(inserted, held)
 
 
@@ -204,12 +206,15 @@ def _decode(entries: StreamEntries) -> list[AgentEvent]:
 
 
 # Each a single statement whatever the batch's size (arrays, not one parameter per value:
-# asyncpg takes at most 32,767 parameters).
+# asyncpg takes at most 32,767 parameters). Rows are written in (run, seq) order, as every
+# writer of a run's events does: two batches sharing runs then wait for each other at most,
+# never each for the other (unsorted, the recorder's batch and a result's job deadlocked).
 _INSERT_EVENTS = text(
     """
     INSERT INTO run_events (run_id, seq, kind, event, at)
     SELECT v.run_id, v.seq, v.kind, v.event::jsonb, v.at
     FROM unnest(:run_ids, :seqs, :kinds, :events, :ats) AS v(run_id, seq, kind, event, at)
+    ORDER BY v.run_id, v.seq
     ON CONFLICT DO NOTHING
     RETURNING run_id
     """
@@ -249,7 +254,8 @@ _MARK_RUNNING = text(
 _MOVE_CURSORS = text(
     """
     INSERT INTO run_event_cursors (run_id, entry_id)
-    SELECT * FROM unnest(:ids, :entries)
+    SELECT * FROM unnest(:ids, :entries) AS v(run_id, entry_id)
+    ORDER BY v.run_id
     ON CONFLICT (run_id) DO UPDATE SET entry_id = excluded.entry_id
     """
 ).bindparams(
