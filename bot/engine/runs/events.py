@@ -19,11 +19,11 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import structlog
 from redis.asyncio import Redis
-from sqlalchemy import ARRAY, DateTime, Integer, String, Text, bindparam, select, text
+from sqlalchemy import ARRAY, DateTime, Float, Integer, String, Text, bindparam, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.tables.workflow import RunEventCursor, RunState
@@ -32,6 +32,9 @@ from runner.contract import AgentEvent, ContractMismatch, run_events_stream
 log = structlog.get_logger(__name__)
 
 READ_BATCH = 500  # stream entries read a run at a time
+# How stale a running run's last sign of life (`runs.last_heartbeat_at`) may be before a
+# batch moves it: it is declared lost after 45 s without one (bot/engine/runs/tracking.py).
+SIGN_OF_LIFE_EVERY = timedelta(seconds=10)
 
 StreamEntries = list[tuple[bytes, dict[bytes, bytes]]]
 
@@ -149,6 +152,7 @@ async def store_batch(
                     "lasts": [life[2] for life in rows.lives],
                     "open": [RunState.QUEUED.value, RunState.RUNNING.value],
                     "running": RunState.RUNNING.value,
+                    "every": SIGN_OF_LIFE_EVERY.total_seconds(),
                 },
             )
     return Stored(inserted, held)
@@ -226,11 +230,12 @@ _INSERT_EVENTS = text(
     bindparam("ats", type_=ARRAY(DateTime(timezone=True))),
 )
 
-# A run whose row another transaction holds (its result being taken in, its gates being
-# reported) is left for the next batch: waiting for it held up the whole batch, every run's
-# events with it, for as long as those decisions took (10 s behind when 200 runs ended at
-# once under `make bench-scale`). A run being finished needs no sign of life; a queued one
-# is marked running by the next batch, a moment later.
+# A run's row is written only when it changes state (queued -> running) or its last sign of
+# life is `SIGN_OF_LIFE_EVERY` old: a batch every 0.5 s locked every open run's row, and a
+# result being taken in waited for the batch to commit. A run whose row another transaction
+# holds (its result being taken in, its gates being reported) is left for a later batch:
+# waiting for it held up the whole batch, every run's events with it (10 s behind when 200
+# runs ended at once under `make bench-scale`).
 _MARK_RUNNING = text(
     """
     UPDATE runs AS r
@@ -239,9 +244,12 @@ _MARK_RUNNING = text(
     FROM unnest(:ids, :firsts, :lasts) AS v(id, first, last)
     WHERE r.id = v.id AND r.state = ANY(:open)
       AND r.id IN (
-        SELECT free.id FROM runs AS free
-        WHERE free.id = ANY(:ids) AND free.state = ANY(:open)
-        FOR NO KEY UPDATE SKIP LOCKED
+        SELECT due.id FROM runs AS due
+        JOIN unnest(:ids, :lasts) AS w(id, last) ON w.id = due.id
+        WHERE due.state = ANY(:open)
+          AND (due.state <> :running OR due.last_heartbeat_at IS NULL
+               OR due.last_heartbeat_at < w.last - make_interval(secs => :every))
+        FOR NO KEY UPDATE OF due SKIP LOCKED
       )
     """
 ).bindparams(
@@ -249,6 +257,7 @@ _MARK_RUNNING = text(
     bindparam("firsts", type_=ARRAY(DateTime(timezone=True))),
     bindparam("lasts", type_=ARRAY(DateTime(timezone=True))),
     bindparam("open", type_=ARRAY(String)),
+    bindparam("every", type_=Float),
 )
 
 _MOVE_CURSORS = text(

@@ -6,9 +6,11 @@ test_engine_clock.py.)"""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
 
 import pytest
 from redis.asyncio import Redis
@@ -17,7 +19,13 @@ from structlog.testing import capture_logs
 
 from bot.deps import Deps
 from bot.engine.runs import recorder as recording
-from bot.engine.runs.events import Stored, StreamRead, collect_events, store_batch
+from bot.engine.runs.events import (
+    SIGN_OF_LIFE_EVERY,
+    Stored,
+    StreamRead,
+    collect_events,
+    store_batch,
+)
 from bot.engine.runs.recorder import (
     RECORDER_KEY,
     EventRecorder,
@@ -25,7 +33,7 @@ from bot.engine.runs.recorder import (
 )
 from bot.engine.runs.tracking import LOST_AFTER, sweep_runs
 from bot.tables.workflow import Run, RunEvent, RunEventCursor, RunState
-from runner.contract import run_events_stream
+from runner.contract import AgentEvent, EventKind, run_events_stream
 from tests.engine.runs.test_run_tracking import (
     NOW,
     TICK,
@@ -227,3 +235,21 @@ async def test_a_run_whose_events_another_writer_is_storing_is_read_again_not_wa
 
     async with recorder_running(recorder):
         await until(collected)
+
+
+async def test_a_running_runs_sign_of_life_is_written_only_once_it_is_stale(deps: Deps) -> None:
+    """Its row locked by every batch, a result being taken in waited for the batch: a
+    running run's last sign of life moves only once SIGN_OF_LIFE_EVERY old (it is lost
+    after 45 s without one)."""
+    await add_run(deps, "beat", state=RunState.RUNNING, heartbeat_at=NOW)
+
+    async def store(seq: int, after: timedelta) -> datetime | None:
+        event = AgentEvent(kind=EventKind.TEXT, text="x", run_id="beat", seq=seq, at=NOW + after)
+        entry = (f"{seq}-0".encode(), {b"event": json.dumps(event.to_wire()).encode()})
+        await store_batch(deps.sessions, [StreamRead("beat", [entry])])
+        return (await run_row(deps, "beat")).last_heartbeat_at
+
+    assert await store(1, SIGN_OF_LIFE_EVERY / 2) == NOW
+    late = SIGN_OF_LIFE_EVERY + timedelta(seconds=1)
+    assert await store(2, late) == NOW + late
+    assert await events_of(deps, "beat") == ["x", "x"]
