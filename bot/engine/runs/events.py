@@ -103,8 +103,8 @@ async def store_batch(
     skip_held: bool = False,
 ) -> Stored:
     """Store what was read of these runs' streams in one transaction. Each run read moves
-    its cursor, and is marked running (it started: its runner wrote), with the time of its
-    latest event as its last sign of life.
+    its cursor, and is then marked running (it started: its runner wrote), with the time of
+    its latest event as its last sign of life.
 
     `skip_held`: a run whose cursor another transaction holds (a result's job collecting
     its last events) is left out, to be read again, rather than waited for: such a
@@ -143,7 +143,11 @@ async def store_batch(
                 },
             )
             inserted = len(result.all())
-        if rows.lives:
+    if rows.lives:
+        # In a transaction of its own, one statement long: the runs' rows are locked only
+        # as long as that (results being taken in wait for them), not while events are
+        # written. Should it not happen, the run's next events do it.
+        async with sessions() as session, session.begin():
             await session.execute(
                 _MARK_RUNNING,
                 {
