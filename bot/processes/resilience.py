@@ -34,7 +34,7 @@ Job = Callable[..., Awaitable[object]]
 
 class Alongside(Protocol):
     """Work of the worker's process beside arq's jobs: the ingest pump (needs no Redis),
-    the run events' recorder (bot/engine/runs/recorder.py)."""
+    the engine's clock (bot/processes/engine_clock.py: the tick and the run recorder)."""
 
     def start(self) -> None: ...
 
