@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 
 HOLD_MS = 30_000  # longer than any dispatch's preparation and claim take
 # Delete the key only while it is still ours (it may have expired and been taken since).
-_RELEASE = """
+RELEASE_IF_MINE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
   return redis.call('del', KEYS[1])
 end
@@ -55,4 +55,4 @@ async def sole_holder(redis: Redis, key: str, hold_ms: int) -> AsyncIterator[boo
     finally:
         if held:
             with contextlib.suppress(RedisError, OSError):  # else it expires by itself
-                await redis.register_script(_RELEASE)(keys=[key], args=[mine])
+                await redis.register_script(RELEASE_IF_MINE)(keys=[key], args=[mine])

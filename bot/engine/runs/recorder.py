@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.engine.laps import Laps
 from bot.engine.runs.events import READ_BATCH, StreamRead, store_batch
+from bot.engine.runs.exclusive import RELEASE_IF_MINE
 from bot.servers.outages import Outages
 from bot.tables.workflow import Run, RunEventCursor, RunState
 from runner.contract import run_events_stream
@@ -50,12 +51,6 @@ RETRY_SECONDS = 1.0  # after a failure (a store away, a bug): try again after th
 _RENEW = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
   return redis.call('pexpire', KEYS[1], ARGV[2])
-end
-return 0
-"""
-_RELEASE = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-  return redis.call('del', KEYS[1])
 end
 return 0
 """
@@ -153,7 +148,9 @@ class EventRecorder:
     async def _release(self) -> None:
         if self._holding:
             with contextlib.suppress(RedisError, OSError):  # else it expires by itself
-                await self.redis.register_script(_RELEASE)(keys=[RECORDER_KEY], args=[self.token])
+                await self.redis.register_script(RELEASE_IF_MINE)(
+                    keys=[RECORDER_KEY], args=[self.token]
+                )
             self._holding = False
 
     async def _refresh(self) -> None:
