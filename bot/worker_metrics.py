@@ -2,14 +2,15 @@
 deliveries ingested and how long they waited, changes the reconcile cron read back.
 
 Counters are Redis hashes. The ingest latency histogram keeps one count per bucket (the
-one a latency falls in), made cumulative when read: two commands per delivery however many
-buckets, and two per batch. Writes and reads each go through MULTI/EXEC so a scrape never
-sees a bucket incremented without its `count` (a histogram whose buckets exceed +Inf is rejected by
-Prometheus).
+one a latency falls in), made cumulative when read: a batch of deliveries is one command
+per outcome and bucket it has, and two more. Writes and reads each go through MULTI/EXEC
+so a scrape never sees a bucket incremented without its `count` (a histogram whose buckets
+exceed +Inf is rejected by Prometheus).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -35,15 +36,21 @@ async def record_ingests(
     """Count ingested deliveries, each `(event, outcome, received-to-ingested seconds)`, in
     one transaction. `noticed` is told of a failure first; when it answers that Redis is
     away (bot/servers/outages.py), the outage has said so once and this says nothing."""
-    pipe = redis.pipeline(transaction=True)
+    outcomes: Counter[str] = Counter()
+    buckets: Counter[str] = Counter()
     count, total = 0, 0.0
     for event, outcome, latency_seconds in ingested:
-        pipe.hincrby(INGEST_COUNTS, f"{event}|{outcome}", 1)
-        bucket = next((f"in:{b}" for b in LATENCY_BUCKETS if latency_seconds <= b), "in:+Inf")
-        pipe.hincrby(INGEST_LATENCY, bucket, 1)
+        outcomes[f"{event}|{outcome}"] += 1
+        buckets[next((f"in:{b}" for b in LATENCY_BUCKETS if latency_seconds <= b), "in:+Inf")] += 1
         count, total = count + 1, total + latency_seconds
     if not count:
         return
+    # A command per distinct key, not per delivery: a batch of 100 is a handful of commands.
+    pipe = redis.pipeline(transaction=True)
+    for key, times in outcomes.items():
+        pipe.hincrby(INGEST_COUNTS, key, times)
+    for bucket, times in buckets.items():
+        pipe.hincrby(INGEST_LATENCY, bucket, times)
     pipe.hincrby(INGEST_LATENCY, "count", count)
     pipe.hincrbyfloat(INGEST_LATENCY, "sum", total)
     try:

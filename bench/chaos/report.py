@@ -207,7 +207,11 @@ async def measure(report: PhaseReport, cluster: Cluster, load: Load) -> PhaseRep
     )  # fmt: skip
     report.deliveries_lost = len(acked - {r[0] for r in rows})
     logs = cluster.every_log()
-    ingested = Counter(e.get("delivery_id") for e in _log_events(logs, {"delivery_ingested"}))
+    ingested = Counter(
+        delivery
+        for line in _log_events(logs, {"deliveries_ingested"})
+        for delivery in line.get("delivery_ids", ())
+    )
     report.deliveries_twice = sum(1 for d in acked if ingested[d] > 1)
 
     numbers = load.tickets_of(phase)

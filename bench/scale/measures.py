@@ -266,7 +266,11 @@ async def done_twice(cluster: Cluster, numbers: list[int], delivery_ids: list[st
     stored = {r[0]: int(r[1]) for r in rows}
     twice.deliveries_missing = sum(1 for d in delivery_ids if d not in stored)
     logs = [p.log for p in cluster.of("worker")]
-    ingested = Counter(e.get("delivery_id") for e in _log_events(logs, {"delivery_ingested"}))
+    ingested = Counter(
+        delivery
+        for line in _log_events(logs, {"deliveries_ingested"})
+        for delivery in line.get("delivery_ids", ())
+    )
     wanted = set(delivery_ids)
     twice.deliveries_ingested_twice = sum(
         1 for d, n in ingested.items() if d in wanted and n > 1

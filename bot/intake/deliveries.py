@@ -262,7 +262,7 @@ def _accepted(pk: int) -> Outcome:
     # Stored pending is queued: Postgres tells the control worker as the insert commits
     # (bot/intake/pump.py), so no second store has to take it, nor be up. Said at debug
     # level: a line per delivery cost the web process a fifth of its time at 1,400/s; the
-    # worker says `delivery_ingested` of each, and the metrics count every outcome.
+    # worker names each in its `deliveries_ingested` line, and the metrics count every outcome.
     log.debug("delivery_accepted", delivery_pk=pk)
     return Outcome(202, {"status": "accepted", "delivery": pk}, "accepted")
 

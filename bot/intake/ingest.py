@@ -13,6 +13,7 @@ ingested alone (`ingest_delivery`), so one bad delivery costs the others only a 
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -20,7 +21,7 @@ from typing import Any
 
 import structlog
 from redis.exceptions import RedisError
-from sqlalchemy import Row, bindparam, insert, select, text, update
+from sqlalchemy import Row, bindparam, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -34,7 +35,7 @@ from bot.intake import mirror
 from bot.jobs import BACKFILL_JOB
 from bot.registry import parser_for
 from bot.servers.outages import Backoff
-from bot.tables.mirror import Delivery, DeliveryStatus, DeliveryTicket
+from bot.tables.mirror import Delivery, DeliveryStatus
 from bot.worker_metrics import record_ingests
 from harness_store.db import transaction
 
@@ -86,6 +87,18 @@ _FINISH = text(
     bindparam("ids", type_=ARRAY(BigInteger)),
     bindparam("statuses", type_=ARRAY(String)),
     bindparam("errors", type_=ARRAY(Text)),
+)
+
+# Which tickets each delivery of a batch touched, in one statement (an insert each was
+# asyncpg's executemany: a statement per row).
+_LINK = text(
+    """
+    INSERT INTO delivery_tickets (delivery_id, ticket_id)
+    SELECT * FROM unnest(:deliveries, :tickets)
+    """
+).bindparams(
+    bindparam("deliveries", type_=ARRAY(BigInteger)),
+    bindparam("tickets", type_=ARRAY(BigInteger)),
 )
 
 
@@ -189,18 +202,23 @@ async def _alone(deps: Deps, pk: int) -> Ingested:
 async def _apply(deps: Deps, session: AsyncSession, rows: Sequence[Row[Any]]) -> _Applied:
     """Apply the locked pending `rows` in the caller's transaction, in order."""
     applied = _Applied()
-    links: list[dict[str, int]] = []
+    links: list[tuple[int, int]] = []  # (delivery, ticket)
     statuses: list[str] = []
     errors: list[str | None] = []
     now = datetime.now(UTC)
-    for row in rows:
+    parsed = [_parse(row) for row in rows]
+    await mirror.prefetch(
+        session,
+        [event for each in parsed if isinstance(each, ParsedDelivery) for event in each.events],
+    )
+    for row, delivery in zip(rows, parsed, strict=True):
         structlog.contextvars.bind_contextvars(
             delivery_id=row.delivery_id,
             event=row.event,
             installation_id=row.installation_id,
             repository=row.repository,
         )
-        status, error = await _apply_one(deps, session, row, applied, links)
+        status, error = await _apply_one(deps, session, row, delivery, applied, links)
         structlog.contextvars.clear_contextvars()
         statuses.append(status)
         errors.append(error)
@@ -208,7 +226,8 @@ async def _apply(deps: Deps, session: AsyncSession, rows: Sequence[Row[Any]]) ->
         applied.ingested.append(Ingested(row.id, row.event, status, latency, row.delivery_id))
     conn = await session.connection()
     if links:
-        await conn.execute(insert(DeliveryTicket), links)
+        deliveries, tickets = zip(*links, strict=True)
+        await conn.execute(_LINK, {"deliveries": list(deliveries), "tickets": list(tickets)})
     await conn.execute(
         _FINISH,
         {"now": now, "ids": [row.id for row in rows], "statuses": statuses, "errors": errors},
@@ -216,20 +235,27 @@ async def _apply(deps: Deps, session: AsyncSession, rows: Sequence[Row[Any]]) ->
     return applied
 
 
+def _parse(row: Row[Any]) -> ParsedDelivery | PayloadError:
+    """The delivery's events, or why its payload cannot be applied (now or ever)."""
+    try:
+        return parser_for(row.source)(row.event, row.payload)
+    except PayloadError as exc:
+        return exc
+
+
 async def _apply_one(
     deps: Deps,
     session: AsyncSession,
     row: Row[Any],
+    parsed: ParsedDelivery | PayloadError,
     applied: _Applied,
-    links: list[dict[str, int]],
+    links: list[tuple[int, int]],
 ) -> tuple[str, str | None]:
     """Apply one delivery; its status and error. Raises when applying failed (the caller's
     transaction is then rolled back)."""
-    try:
-        parsed: ParsedDelivery = parser_for(row.source)(row.event, row.payload)
-    except PayloadError as exc:  # nothing written yet: the rest of the batch goes on
-        log.warning("delivery_failed", delivery_pk=row.id, error=str(exc))
-        return DeliveryStatus.FAILED, str(exc)[:4000]
+    if isinstance(parsed, PayloadError):  # nothing written: the rest of the batch goes on
+        log.warning("delivery_failed", delivery_pk=row.id, error=str(parsed))
+        return DeliveryStatus.FAILED, str(parsed)[:4000]
     if not parsed.events:
         return DeliveryStatus.IGNORED, parsed.ignored_reason
     done = await mirror.apply(session, parsed.events, installation_id=row.installation_id)
@@ -238,17 +264,19 @@ async def _apply_one(
         applied.afters.append(
             await deps.workflow.react(session, parsed.events, row.installation_id)
         )
-    links.extend({"delivery_id": row.id, "ticket_id": t} for t in sorted(done.tickets))
+    links.extend((row.id, ticket) for ticket in sorted(done.tickets))
     applied.backfill |= done.backfill
     return DeliveryStatus.DONE, parsed.ignored_reason
 
 
 async def _after_commit(deps: Deps, applied: _Applied) -> None:
-    for ingested in applied.ingested:
-        with structlog.contextvars.bound_contextvars(
-            delivery_id=ingested.delivery_id, event=ingested.event
-        ):
-            log.info("delivery_ingested", delivery_pk=ingested.pk, status=ingested.status)
+    # One line a transaction, naming each delivery (a line each cost the worker a seventh of
+    # its time at 600 deliveries/s); a failed one also has a warning line of its own.
+    log.info(
+        "deliveries_ingested",
+        statuses=dict(Counter(done.status for done in applied.ingested)),
+        delivery_ids=[done.delivery_id for done in applied.ingested],
+    )
     for after in applied.afters:
         try:
             await after()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, func, or_
+from sqlalchemy import ColumnElement, Table, bindparam, func, or_
 from sqlalchemy.dialects.postgresql import Insert, insert
 from sqlalchemy.sql.dml import ReturningInsert
 
@@ -24,15 +24,22 @@ def upsert(
     keep_when_null: Iterable[str] = (),
     guard: Callable[[Table, Any], ColumnElement[bool]] | None = None,
     returning: str | None = None,
+    bound: Iterable[str] | None = None,
 ) -> Insert | ReturningInsert[Any]:
     """An upsert of `model` on `keys` that updates `update` (default: every other column).
 
     `keep_when_null` columns keep their stored value when the incoming one is NULL (events
     that do not carry a field). `guard(table, excluded)` limits which conflicts update.
+    `bound`: the columns inserted, each from the parameter of its name, for an upsert used
+    inside another statement (a CTE, where the execution's parameters do not pick them).
     """
     table: Table = model.__table__  # type: ignore[assignment]  # declarative models have a Table
     keys = list(keys)
     statement = insert(table)
+    if bound is not None:
+        statement = statement.values(
+            {name: bindparam(name, type_=table.c[name].type) for name in bound}
+        )
     excluded = statement.excluded
     keep = set(keep_when_null)
     skip = {*keys, "created_at", "updated_at", "id"} if update is None else set()

@@ -501,6 +501,9 @@ async def test_issue_and_comment_deliveries_reach_the_mirror(
     assert ticket.labels == ["Bug", "openase"]
     assert ticket.body.startswith("Emails with a `+`")
     assert ticket.external_updated_at == _at("2026-11-20T09:15:02.311")
+    # The comment stubs carry no tracker fields: the issue's team, state and labels stay.
+    assert ticket.tracker is not None
+    assert ticket.tracker["team_key"] == "ENG", ticket.tracker
     assert (comment.source, comment.ticket_id) == ("linear", ticket.id)
     assert comment.body.endswith("drops `+` and `%`.")
     assert comment.author_login == "Ada Lovelace"

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from bot.deps import Deps
 from bot.intake.ingest import ingest_delivery
@@ -200,6 +200,31 @@ async def test_label_rename_reaches_every_ticket(
     deleted["label"].update(name="openase", id=77)
     await github.send("label", deleted)
     await run_worker()
+    assert (await _ticket(deps)).labels == ["defect"]
+
+
+async def test_in_one_batch_a_rename_wins_over_the_old_name_a_later_issue_event_carries(
+    github: GitHubWebhookSender, deps: Deps, run_worker: RunWorker
+) -> None:
+    """A batch reads its tickets' labels once, before applying (bot/intake/mirror/tickets.py
+    `prefetch_labels`); a label event in the batch must still count for the deliveries
+    after it, as when each delivery read the labels itself."""
+    await github.send("issues", _issue("labeled", "2024-01-02T00:00:00Z", ["bug", "openase"]))
+    await run_worker()
+    rename = github_example("label", "edited")
+    rename["label"]["name"] = "defect"
+    rename["changes"] = {"name": {"from": "bug"}}
+    await github.send("label", rename)
+    # Sent before the rename reached GitHub's issue payloads: it still says "bug".
+    await github.send("issues", _issue("edited", "2024-01-03T00:00:00Z", ["bug", "openase"]))
+    deleted = github_example("label", "deleted")
+    deleted["label"].update(name="openase", id=77)
+    await github.send("label", deleted)
+    await github.send("issues", _issue("edited", "2024-01-04T00:00:00Z", ["bug", "openase"]))
+    await run_worker()  # the four deliveries in one batch
+    async with deps.sessions() as s:
+        batches = await s.scalars(select(func.count(func.distinct(Delivery.processed_at))))
+    assert list(batches) == [2]
     assert (await _ticket(deps)).labels == ["defect"]
 
 

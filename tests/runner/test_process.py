@@ -22,6 +22,7 @@ from runner.process import (
     StopReason,
     supervise,
 )
+from tests.support.processes import gone
 
 ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
 
@@ -70,24 +71,6 @@ async def run(
         merge_stderr=merge_stderr,
     )
     return outcome, lines
-
-
-def alive(pid: int) -> bool:
-    """Running, as opposed to gone or a zombie nobody has reaped yet (PID 1 may not reap)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-async def gone(pid: int, within: float = 2.0) -> bool:
-    deadline = time.monotonic() + within
-    while alive(pid):
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.02)
-    return True
 
 
 # --- output ---------------------------------------------------------------------------

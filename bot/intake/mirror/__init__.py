@@ -43,12 +43,27 @@ from bot.intake.mirror.repositories import (
 )
 from bot.intake.mirror.tickets import (
     label_changed,
+    prefetch_labels,
     tracker_label_changed,
     upsert_comment,
     upsert_ticket,
 )
 
-__all__ = ["Applied", "apply"]
+__all__ = ["Applied", "apply", "prefetch"]
+
+
+async def prefetch(session: AsyncSession, events: Sequence[NormalizedEvent]) -> None:
+    """Read at once what applying these events (a batch's, in order) reads of each: the
+    labels of their tickets."""
+    tickets = [
+        event.ticket
+        for event in events
+        if isinstance(
+            event,
+            TicketUpserted | TicketRemoved | CommentCreated | CommentEdited | CommentDeleted,
+        )
+    ]
+    await prefetch_labels(session, tickets)
 
 
 async def apply(

@@ -15,6 +15,7 @@ from adapters.base import (
     RepositoriesChanged,
 )
 from bot.intake.mirror.applied import Applied
+from bot.intake.mirror.memo import forget, in_transaction
 from bot.intake.upserts import not_older, upsert
 from bot.tables.mirror import (
     Installation,
@@ -105,7 +106,8 @@ async def upsert_repository(
         "html_url": repo.html_url,
         "installation_id": installation_id,
     }
-    seen = _seen_in_transaction(session)
+    # Repositories stored or checked in this transaction, with the values checked.
+    seen: dict[int, tuple[Any, ...]] = in_transaction(session, _SEEN_KEY)
     known = tuple(values.values())
     if seen.get(repo.id) == known:
         return
@@ -117,18 +119,6 @@ async def upsert_repository(
             await conn.execute(_ENSURE_INSTALLATION, {"id": installation_id})
         await conn.execute(_UPSERT_REPOSITORY, values)
     seen[repo.id] = known
-
-
-def _seen_in_transaction(session: AsyncSession) -> dict[int, tuple[Any, ...]]:
-    """Repositories stored or checked in the session's current transaction, with the
-    values they were checked with (forgotten with the transaction: a rollback undoes them)."""
-    transaction = session.sync_session.get_transaction()
-    cached = session.info.get(_SEEN_KEY)
-    if cached is None or cached[0] is not transaction:
-        cached = (transaction, {})
-        session.info[_SEEN_KEY] = cached
-    seen: dict[int, tuple[Any, ...]] = cached[1]
-    return seen
 
 
 async def upsert_installation(
@@ -158,7 +148,7 @@ async def upsert_installation(
 async def installation_changed(
     session: AsyncSession, event: InstallationChanged, applied: Applied
 ) -> None:
-    session.info.pop(_SEEN_KEY, None)  # repositories change beside upsert_repository
+    forget(session, _SEEN_KEY)  # repositories change beside upsert_repository
     inst = event.installation
     suspended = event.action == "suspend" if event.action in ("suspend", "unsuspend") else None
     if not await upsert_installation(
@@ -178,7 +168,7 @@ async def installation_changed(
 async def repositories_changed(
     session: AsyncSession, event: RepositoriesChanged, applied: Applied
 ) -> None:
-    session.info.pop(_SEEN_KEY, None)  # repositories change beside upsert_repository
+    forget(session, _SEEN_KEY)  # repositories change beside upsert_repository
     await upsert_installation(session, event.installation)
     for repo in event.added:
         await upsert_repository(session, repo, event.installation.id)

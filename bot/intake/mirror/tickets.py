@@ -4,6 +4,7 @@ event brings them back."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import BigInteger, and_, any_, bindparam, func, literal_column, select, update
@@ -18,7 +19,8 @@ from adapters.base import (
     TicketInfo,
     TrackerLabelChanged,
 )
-from bot.intake.mirror.pulls import link_refs_to_ticket
+from bot.intake.mirror.memo import in_transaction
+from bot.intake.mirror.pulls import links_of_new_tickets
 from bot.intake.mirror.repositories import upsert_repository
 from bot.intake.upserts import not_older, upsert
 from bot.tables.mirror import (
@@ -27,21 +29,56 @@ from bot.tables.mirror import (
     PullRequest,
     Ticket,
 )
+from bot.tables.plain import PlainStatement
 
 TOMBSTONES = ("deleted", "transferred")
 
-_UPSERT_TICKET = upsert(
-    Ticket,
-    ["source", "external_id"],
-    # Linear and Jira tickets name no repository: the engine routes them, and their own
-    # events (and comment stubs, which carry no tracker fields) must not undo that.
-    keep_when_null=["repository_id", "tracker"],
-    guard=lambda t, ex: and_(t.c.state.not_in(TOMBSTONES), not_older("external_updated_at")(t, ex)),
-).returning(
-    Ticket.__table__.c.id,
-    # Postgres' tell for "this row was inserted, not updated": only new tickets need their
-    # PR links resolved here; later PR events keep the links of existing tickets current.
-    literal_column("xmax = 0").label("inserted"),
+# What `upsert_ticket` stores of a ticket.
+_TICKET_FIELDS = (
+    "source",
+    "external_id",
+    "repository_id",
+    "number",
+    "key",
+    "title",
+    "body",
+    "state",
+    "state_reason",
+    "author_login",
+    "assignees",
+    "labels",
+    "milestone",
+    "html_url",
+    "external_created_at",
+    "external_updated_at",
+    "closed_at",
+    "tracker",
+)
+_UPSERTED_TICKET = (
+    upsert(
+        Ticket,
+        ["source", "external_id"],
+        # Linear and Jira tickets name no repository: the engine routes them, and their own
+        # events (and comment stubs, which carry no tracker fields) must not undo that.
+        keep_when_null=["repository_id", "tracker"],
+        guard=lambda t, ex: and_(
+            *(t.c.state != tombstone for tombstone in TOMBSTONES),
+            not_older("external_updated_at")(t, ex),
+        ),
+        bound=_TICKET_FIELDS,
+    )
+    .returning(
+        Ticket.__table__.c.id,
+        # Postgres' tell for "this row was inserted, not updated": only new tickets need their
+        # PR links resolved here; later PR events keep the links of existing tickets current.
+        literal_column("xmax = 0").label("inserted"),
+    )
+    .cte("upserted")
+)
+# The upsert and a new ticket's PR links, one statement (no row: the stored state is newer);
+# on plain asyncpg, since every ingested delivery of a ticket runs it.
+_UPSERT_TICKET = PlainStatement(
+    select(_UPSERTED_TICKET.c.id).add_cte(links_of_new_tickets(_UPSERTED_TICKET).cte("linked"))
 )
 _REMOVE_TICKET = upsert(Ticket, ["source", "external_id"], update=["state"], returning="id")
 _UPSERT_COMMENT = upsert(
@@ -55,6 +92,7 @@ _UPSERT_LABEL = upsert(Label, ["id"])
 _LABELS = select(Label.id, Label.name, Label.deleted).where(
     Label.id == any_(bindparam("ids", type_=ARRAY(BigInteger)))
 )
+_LABELS_KEY = "mirror_labels_known"  # labels read or written in this transaction
 _TICKET_ID = select(Ticket.id).where(
     Ticket.source == bindparam("source"), Ticket.external_id == bindparam("external_id")
 )
@@ -93,8 +131,15 @@ async def upsert_ticket(
     }
     conn = await session.connection()
     # A removal is final whatever its timestamp; otherwise only a newer state is applied.
-    statement = _REMOVE_TICKET if removed else _UPSERT_TICKET
-    row = (await conn.execute(statement, values)).one_or_none()
+    row: Sequence[Any] | None
+    if removed:
+        row = (await conn.execute(_REMOVE_TICKET, values)).one_or_none()
+    else:
+        issue_of = ticket.repo if ticket.source == "github" else None  # PRs refer to these
+        values["ref_full_name"] = issue_of.full_name.lower() if issue_of else None
+        values["ref_number"] = ticket.number if issue_of else None
+        upserted = await _UPSERT_TICKET.fetch(session, values)
+        row = upserted[0] if upserted else None
     if row is None:  # stale: the stored row is newer; it still counts as touched
         ticket_id = (
             await conn.execute(
@@ -102,10 +147,7 @@ async def upsert_ticket(
             )
         ).scalar_one()
         return int(ticket_id)
-    inserted = getattr(row, "inserted", False)
-    if inserted and ticket.repo is not None and ticket.number is not None:
-        await link_refs_to_ticket(session, row.id, ticket.repo.full_name, ticket.number)
-    return int(row.id)
+    return int(row[0])
 
 
 async def _current_label_names(session: AsyncSession, ticket: TicketInfo) -> list[str]:
@@ -113,17 +155,35 @@ async def _current_label_names(session: AsyncSession, ticket: TicketInfo) -> lis
     wins over the older name a late-arriving issue event still carries."""
     if not ticket.label_ids or len(ticket.label_ids) != len(ticket.labels):
         return list(ticket.labels)
-    conn = await session.connection()
-    rows = await conn.execute(_LABELS, {"ids": list(ticket.label_ids)})
-    known = {label.id: label for label in rows}
+    known = await known_labels(session, ticket.label_ids)
     names = []
     for label_id, name in zip(ticket.label_ids, ticket.labels, strict=True):
         label = known.get(label_id)
         if label is None:
             names.append(name)
-        elif not label.deleted:
-            names.append(label.name)
+        elif not label[1]:  # not deleted
+            names.append(label[0])
     return names
+
+
+async def known_labels(
+    session: AsyncSession, label_ids: Iterable[int]
+) -> dict[int, tuple[str, bool] | None]:
+    """The stored name and deletion of each label, None for one not stored; read once a
+    transaction (a batch reads all its deliveries' labels at once: `prefetch_labels`)."""
+    memo: dict[int, tuple[str, bool] | None] = in_transaction(session, _LABELS_KEY)
+    missing = sorted({label_id for label_id in label_ids if label_id not in memo})
+    if missing:
+        conn = await session.connection()
+        memo.update(dict.fromkeys(missing))
+        for label in await conn.execute(_LABELS, {"ids": missing}):
+            memo[label.id] = (label.name, label.deleted)
+    return memo
+
+
+async def prefetch_labels(session: AsyncSession, tickets: Iterable[TicketInfo]) -> None:
+    """Read the labels of all these tickets in one statement (a batch about to be applied)."""
+    await known_labels(session, [label for ticket in tickets for label in ticket.label_ids])
 
 
 async def upsert_comment(
@@ -189,6 +249,7 @@ async def label_changed(
         "deleted": event.action == "deleted",
     }
     await (await session.connection()).execute(_UPSERT_LABEL, values)
+    in_transaction(session, _LABELS_KEY)[event.label_id] = (event.name, values["deleted"])
     # GitHub sends no per-issue events when a label is renamed or deleted: apply them here.
     for model in (Ticket, PullRequest):
         if event.action == "edited" and event.old_name and event.old_name != event.name:
