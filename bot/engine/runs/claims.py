@@ -48,16 +48,22 @@ def _key(text_: str) -> int:
     return zlib.crc32(text_.encode()) - 2**31
 
 
-async def lock_claims(session: AsyncSession, repository_id: int | None, workflow: str) -> None:
-    """Serialise claims for this repository and workflow until the transaction ends."""
-    await session.execute(
-        text("SELECT pg_advisory_xact_lock(:space, :key)"),
-        {"space": _WORKFLOW_LOCK, "key": _key(workflow)},
-    )
-    await session.execute(
-        text("SELECT pg_advisory_xact_lock(:space, :key)"),
-        {"space": _REPO_LOCK, "key": _key(str(repository_id))},
-    )
+async def lock_claims(
+    session: AsyncSession, repository_id: int | None, workflow: str, limits: Limits
+) -> None:
+    """Serialise claims for this workflow and repository until the transaction ends, each
+    only when it has a limit: without one nothing is counted, and the claim's conditional
+    UPDATE of the ticket's own row is all that keeps one ticket from starting twice."""
+    if limits.workflow is not None:
+        await session.execute(
+            text("SELECT pg_advisory_xact_lock(:space, :key)"),
+            {"space": _WORKFLOW_LOCK, "key": _key(workflow)},
+        )
+    if limits.repo is not None and repository_id is not None:
+        await session.execute(
+            text("SELECT pg_advisory_xact_lock(:space, :key)"),
+            {"space": _REPO_LOCK, "key": _key(str(repository_id))},
+        )
 
 
 def _in_progress(
@@ -108,7 +114,7 @@ async def claim(
     """Move the ticket from `pickup` to in_progress for `run_id`, if every condition holds
     at this instant: still in `pickup`, not held, its backoff over, and room under each
     limit. None when it could not be claimed (someone else did, or no room)."""
-    await lock_claims(session, repository_id, workflow)
+    await lock_claims(session, repository_id, workflow, limits)
     conditions = [
         TicketState.ticket_id == ticket_id,
         TicketState.state == pickup,

@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 import structlog
 from arq.constants import job_key_prefix
 from pydantic import SecretStr
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from adapters.errors import AdapterError, RateLimited, RequestRejected
@@ -49,6 +49,7 @@ from bot.engine.runs.machines import (
     why_none,
 )
 from bot.engine.runs.sending import send
+from bot.engine.runs.slots import take_slot
 from bot.engine.runs.spec import GATES_ONLY_AGENT, PROVIDER_KEY, build_spec, session_machine
 from bot.engine.runs.tracking import HANDED_BACK, fetch_result
 from bot.errors import ConfigUnavailable
@@ -65,9 +66,6 @@ log = structlog.get_logger(__name__)
 # States a ticket is never picked up from, whatever the config says.
 NOT_PICKUP = frozenset(
     {State.IN_PROGRESS, State.IN_REVIEW, State.MERGING, State.DONE, State.CANCELED, State.FAILED}
-)
-MACHINES_LOCK = (
-    0x0A5E0003  # advisory lock namespace of the machine choice (bot.engine.runs.claims' are 1, 2)
 )
 CONFIG_WAIT = (
     "⚠️ Waiting for a valid `.github/openase.yml` on the default branch (the comment below "
@@ -364,13 +362,10 @@ async def _claim_and_send(engine: Engine, prepared: Prepared) -> Decided:
     )
     followups = Followups(decision=f"claim:{run_id}")
     async with engine.deps.sessions() as session, session.begin():
-        # The machine is chosen again under one lock for all claims, from the runs committed
-        # so far: a burst of dispatches would otherwise all see the same free slots and pile
-        # onto one machine's queue while another stands idle.
-        await session.execute(
-            text("SELECT pg_advisory_xact_lock(:space, 0)"), {"space": MACHINES_LOCK}
-        )
-        machine = choose(prepared.candidates, prepared.needs, in_flight=await in_flight(session))
+        # The machine is chosen again under its lock, from the runs committed so far: a
+        # burst of dispatches would otherwise all see the same free slots and pile onto one
+        # machine's queue while another stands idle (bot.engine.runs.slots).
+        machine = await take_slot(session, prepared.candidates, prepared.needs)
         if machine is None:
             return Decided("no_machine")
         claimed = await claim(

@@ -163,6 +163,19 @@ def choose(
     machines an admin paused or is draining (bot.engine.runs.machine_controls): none of
     them takes a new run.
     """
+    best = ranked(machines, needs, in_flight=in_flight, stopped=stopped, now=now)
+    return best[0] if best else None
+
+
+def ranked(
+    machines: Sequence[Machine],
+    needs: Requirements,
+    *,
+    in_flight: Mapping[str, int] | None = None,
+    stopped: Mapping[str, str] | None = None,
+    now: float | None = None,
+) -> list[Machine]:
+    """The machines that qualify and have a free slot, best first (as `choose` picks)."""
     now = time.time() if now is None else now
     in_flight = in_flight or {}
     stopped = stopped or {}
@@ -179,9 +192,7 @@ def choose(
         and (machine.sandbox or not needs.sandboxed)
         and free(machine) > 0
     ]
-    if not candidates:
-        return None
-    return min(
+    return sorted(
         candidates,
         key=lambda machine: (
             machine.name != needs.prefer,
@@ -190,6 +201,11 @@ def choose(
             machine.name,
         ),
     )
+
+
+def has_free_slot(machine: Machine, sent: int) -> bool:
+    """Whether the machine can take one more run, with `sent` runs sent to it and not over."""
+    return _free(machine, {machine.name: sent}) > 0
 
 
 def why_none(
