@@ -124,8 +124,7 @@ class Workspace:
                 raise WorkspaceError(f"base branch {base_branch!r} is not on {url}")
             base_sha, remote_sha = shas[base_ref], shas.get(remote_ref)
             start_sha = remote_sha or base_sha
-            await self._git("worktree", "prune", cwd=mirror)
-            listing = await self._worktrees(mirror)
+            listing = await self._worktrees(mirror, prune=True)
             reuse = await self._healthy(mirror, path, f"refs/heads/{work_branch}", listing)
             if not reuse:
                 await self._drop_worktree(mirror, path)
@@ -329,14 +328,21 @@ class Workspace:
         found = dict(line.split(" ", 1) for line in out.splitlines())
         return {ref: found[ref] for ref in refs if ref in found}
 
-    async def _worktrees(self, mirror: Path) -> dict[Path, str | None]:
-        """The mirror's linked worktrees: path -> checked-out ref, None when detached."""
+    async def _worktrees(self, mirror: Path, *, prune: bool = False) -> dict[Path, str | None]:
+        """The mirror's linked worktrees: path -> checked-out ref, None when detached.
+
+        `prune`: forget those whose directory is gone, when there are any (a git process
+        fewer on each run's way to its agent than pruning every time)."""
         listing = await self._git("worktree", "list", "--porcelain", cwd=mirror)
         found: dict[Path, str | None] = {}
+        prunable = False
         for block in listing.split("\n\n"):
             fields = dict(line.partition(" ")[::2] for line in block.splitlines())
+            prunable = prunable or "prunable" in fields
             if "worktree" in fields and "bare" not in fields and "prunable" not in fields:
                 found[Path(fields["worktree"])] = fields.get("branch")
+        if prune and prunable:
+            await self._git("worktree", "prune", cwd=mirror)
         return found
 
     async def _healthy(

@@ -147,6 +147,8 @@ async def test_a_worktree_whose_directory_vanished_is_recreated(
 
     assert (again.path / "README.md").exists()
     assert run_git("status", "--porcelain", cwd=again.path) == ""
+    # The vanished one's registration was pruned (only when the listing shows one).
+    assert "prunable" not in run_git("worktree", "list", "--porcelain", cwd=again.mirror)
 
 
 async def test_two_tickets_of_one_repository_prepare_concurrently(
