@@ -106,6 +106,19 @@ async def test_malformed_json_is_refused(
     assert await _count(deps) == 0
 
 
+async def test_a_payload_postgresql_cannot_store_is_refused_not_retried_forever(
+    client: httpx.AsyncClient, deps: Deps
+) -> None:
+    """Valid JSON to Python, not to jsonb (a lone surrogate): 400 with the reason, where a
+    503 had GitHub and the relay send it again and again."""
+    body = b'{"action": "opened", "issue": {"title": "\\ud800"}}'
+    response = await client.post("/webhooks/github", content=body, headers=_headers(body))
+    assert response.status_code == 400
+    assert response.json()["error"].startswith("delivery cannot be stored: ")
+    assert "surrogate" in response.json()["error"]
+    assert await _count(deps) == 0
+
+
 async def test_oversized_payload_is_refused_by_declared_length(
     client: httpx.AsyncClient, deps: Deps
 ) -> None:
