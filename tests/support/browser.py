@@ -82,5 +82,7 @@ async def chromium() -> AsyncIterator[Any]:
 async def screenshot(page: Any, name: str) -> Path:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     target = SCREENSHOTS / f"{name}.png"
-    await page.screenshot(path=str(target), full_page=True)
+    # A full-page capture waits for a frame; under a loaded 2-core CI machine chromium's
+    # compositor can take longer than the page's 10 s default for actions.
+    await page.screenshot(path=str(target), full_page=True, timeout=45_000)
     return target
