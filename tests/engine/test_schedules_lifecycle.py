@@ -102,13 +102,22 @@ async def test_running_workers_file_a_missed_slot_once_and_its_label_starts_the_
                     )
                 )
             ).all()
-            effects = (
-                await session.scalars(
-                    select(OutboxEffect).where(OutboxEffect.kind == "create_issue")
-                )
-            ).all()
         assert slots[1:] == [(due, SlotOutcome.FILED, None)]
-        assert [(e.status, e.attempts) for e in effects] == [(EffectStatus.DONE, 1)]
+
+        async def create_effects() -> list[tuple[str, int]] | None:
+            async with w.deps.sessions() as session:
+                effects = (
+                    await session.scalars(
+                        select(OutboxEffect).where(OutboxEffect.kind == "create_issue")
+                    )
+                ).all()
+            # The effect is marked done after GitHub answered, so it may trail the issue.
+            if any(effect.status == EffectStatus.PENDING for effect in effects):
+                return None
+            return [(effect.status, effect.attempts) for effect in effects]
+
+        done = await w.until(create_effects, what="the create_issue effect settled")
+        assert done == [(EffectStatus.DONE, 1)]
 
         # GitHub tells of the issue the App opened, labelled: the agent takes it.
         await w.send(
