@@ -387,21 +387,16 @@ async def record_run_versions(
     harness_version_id: int,
     skill_version_ids: Sequence[int] = (),
     ticket_id: int | None = None,
+    looked_up: bool = False,
 ) -> RunVersions:
-    """Record the versions a run was given; recording the same run again replaces it."""
-    await get_by_id(session, HarnessVersion, harness_version_id)
+    """Record the versions a run was given; recording the same run again replaces it.
+
+    `looked_up`: the caller read these versions from this store (which never deletes one)
+    and holds the ticket's row, so they are not looked up again (three round trips on the
+    way of every run to its agent); the foreign keys still refuse a wrong id."""
     skill_ids = list(dict.fromkeys(skill_version_ids))
-    if skill_ids:
-        known = set(
-            (
-                await session.execute(select(SkillVersion.id).where(SkillVersion.id.in_(skill_ids)))
-            ).scalars()
-        )
-        unknown = [version_id for version_id in skill_ids if version_id not in known]
-        if unknown:
-            raise VersionNotFound(f"no skill version with id {', '.join(map(str, unknown))}")
-    if ticket_id is not None:
-        await _require_ticket(session, ticket_id)
+    if not looked_up:
+        await _require_versions(session, harness_version_id, skill_ids, ticket_id)
     values = {
         "ticket_id": ticket_id,
         "harness_version_id": harness_version_id,
@@ -416,6 +411,23 @@ async def record_run_versions(
     # populate_existing: a row already in this session is refreshed, not returned stale.
     result = await session.execute(statement, execution_options={"populate_existing": True})
     return result.scalar_one()
+
+
+async def _require_versions(
+    session: AsyncSession, harness_version_id: int, skill_ids: list[int], ticket_id: int | None
+) -> None:
+    await get_by_id(session, HarnessVersion, harness_version_id)
+    if skill_ids:
+        known = set(
+            (
+                await session.execute(select(SkillVersion.id).where(SkillVersion.id.in_(skill_ids)))
+            ).scalars()
+        )
+        unknown = [version_id for version_id in skill_ids if version_id not in known]
+        if unknown:
+            raise VersionNotFound(f"no skill version with id {', '.join(map(str, unknown))}")
+    if ticket_id is not None:
+        await _require_ticket(session, ticket_id)
 
 
 async def runs_using(

@@ -61,6 +61,18 @@ _MIRROR_CONFIG_KEYS = frozenset(
 )
 
 
+@contextlib.asynccontextmanager
+async def _side_by_side() -> AsyncIterator[asyncio.TaskGroup]:
+    """A task group whose first failure is raised as itself (callers catch `GitError` and
+    `WorkspaceError`), once the other tasks are cancelled and have ended: no git process of
+    a failed step outlives it."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            yield group
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0] from None
+
+
 class PushRejected(GitError):
     """The remote refused the push (e.g. non-fast-forward); the runner never forces."""
 
@@ -101,30 +113,45 @@ class Workspace:
         url = remote_url(repo.clone_url)
         mirror = self.mirror_path(repo.full_name)
         path = self.worktree_path(repo.full_name, work_branch)
-        await asyncio.gather(check_branch(base_branch), check_branch(work_branch))
+        # Git processes side by side where nothing orders them (each is milliseconds on the
+        # way to the agent): the branch names are checked while the mirror's config is read,
+        # and the worktrees are listed while the fetch runs (it writes refs only). The config
+        # check comes first: no other git command runs in the mirror before it. Without a
+        # mirror yet, the names are checked first: a name git refuses writes nothing.
+        names_checked = not (mirror / "HEAD").is_file()
+        if names_checked:
+            await asyncio.gather(check_branch(base_branch), check_branch(work_branch))
         async with self._locked(mirror):
-            await self._ensure_mirror(mirror, url)
-            await self._git(
-                "fetch",
-                "--quiet",
-                "--prune",
-                "--no-tags",
-                "--no-write-fetch-head",
-                "--",
-                url,
-                _REMOTE_REFS,
-                _TAG_REFS,
-                cwd=mirror,
-                token=token,
-                url=url,
-            )
+            async with _side_by_side() as steps:
+                if not names_checked:
+                    steps.create_task(check_branch(base_branch))
+                    steps.create_task(check_branch(work_branch))
+                steps.create_task(self._ensure_mirror(mirror, url))
+            async with _side_by_side() as steps:
+                steps.create_task(
+                    self._git(
+                        "fetch",
+                        "--quiet",
+                        "--prune",
+                        "--no-tags",
+                        "--no-write-fetch-head",
+                        "--",
+                        url,
+                        _REMOTE_REFS,
+                        _TAG_REFS,
+                        cwd=mirror,
+                        token=token,
+                        url=url,
+                    )
+                )
+                listed = steps.create_task(self._worktrees(mirror, prune=True))
+            listing = listed.result()
             base_ref, remote_ref = (f"refs/remotes/origin/{b}" for b in (base_branch, work_branch))
             shas = await self._refs(mirror, base_ref, remote_ref)
             if base_ref not in shas:
                 raise WorkspaceError(f"base branch {base_branch!r} is not on {url}")
             base_sha, remote_sha = shas[base_ref], shas.get(remote_ref)
             start_sha = remote_sha or base_sha
-            listing = await self._worktrees(mirror, prune=True)
             reuse = await self._healthy(mirror, path, f"refs/heads/{work_branch}", listing)
             if not reuse:
                 await self._drop_worktree(mirror, path)

@@ -18,7 +18,7 @@ deterministic, so deciding the same thing again (a redelivered webhook) is a no-
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -26,8 +26,8 @@ from typing import Any
 import structlog
 from arq.connections import ArqRedis
 from redis.exceptions import RedisError
-from sqlalchemy import update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import BigInteger, DateTime, String, bindparam, func, literal, select, update
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from adapters.base import CodeHost
@@ -35,6 +35,7 @@ from bot.deps import AfterCommit
 from bot.errors import OpenaseError
 from bot.jobs import PERFORM_OUTBOX_JOB
 from bot.registry import TrackerClients
+from bot.tables.plain import PlainStatement
 from bot.tables.workflow import EffectStatus, OutboxEffect
 from harness_store.db import transaction
 
@@ -126,6 +127,89 @@ def key_scope(key: str) -> str | None:
     return scope if separator else None
 
 
+@dataclass(frozen=True)
+class NewEffect:
+    """An effect to record (`add_effects`)."""
+
+    key: str
+    kind: str
+    payload: Mapping[str, Any]
+    ticket_id: int | None
+    installation_id: int | None
+    not_before: datetime | None = None  # None: due now
+
+
+# Every decision records its effects (a claim three: label, card, status comment), so they
+# go in one statement, on plain asyncpg (bot/tables/plain.py): a round trip, not three.
+_NEW = (
+    func.unnest(
+        bindparam("keys", type_=ARRAY(String)),
+        bindparam("kinds", type_=ARRAY(String)),
+        bindparam("payloads", type_=ARRAY(JSONB)),
+        bindparam("ticket_ids", type_=ARRAY(BigInteger)),
+        bindparam("installation_ids", type_=ARRAY(BigInteger)),
+        bindparam("not_befores", type_=ARRAY(DateTime(timezone=True))),
+    )
+    .table_valued("key", "kind", "payload", "ticket_id", "installation_id", "not_before")
+    .render_derived(name="new")
+)
+_COLUMNS = [
+    "key",
+    "kind",
+    "payload",
+    "ticket_id",
+    "installation_id",
+    "status",
+    "attempts",
+    "not_before",
+]
+_ADD_EFFECTS = PlainStatement(
+    insert(OutboxEffect)
+    .from_select(
+        _COLUMNS,
+        select(
+            _NEW.c.key,
+            _NEW.c.kind,
+            _NEW.c.payload,
+            _NEW.c.ticket_id,
+            _NEW.c.installation_id,
+            literal(EffectStatus.PENDING.value),
+            literal(0),
+            func.coalesce(_NEW.c.not_before, func.now()),
+        ),
+    )
+    .on_conflict_do_nothing(index_elements=[OutboxEffect.key])
+    .returning(OutboxEffect.key)
+)
+
+
+async def add_effects(session: AsyncSession, effects: Sequence[NewEffect]) -> set[str]:
+    """Record effects in the caller's transaction, in order; the keys that were new (a key
+    already there, or twice in `effects`, is recorded once)."""
+    for effect in effects:
+        if not effect.key or len(effect.key) > _KEY_MAX:
+            raise ValueError(
+                f"an outbox key must be 1 to {_KEY_MAX} characters: {effect.key[:80]!r}"
+            )
+    if not effects:
+        return set()
+    # On plain asyncpg, which skips the session's autoflush: what the decision added before
+    # (the ticket's row, its activity) goes first, as SQLAlchemy's execution would send it.
+    await session.flush()
+    rows = await _ADD_EFFECTS.fetch(
+        session,
+        {
+            "keys": [effect.key for effect in effects],
+            "kinds": [effect.kind for effect in effects],
+            "payloads": [dict(effect.payload) for effect in effects],
+            "ticket_ids": [effect.ticket_id for effect in effects],
+            "installation_ids": [effect.installation_id for effect in effects],
+            "not_befores": [effect.not_before for effect in effects],
+        },
+    )
+    return {str(row[0]) for row in rows}
+
+
 async def add_effect(
     session: AsyncSession,
     *,
@@ -137,24 +221,8 @@ async def add_effect(
     not_before: datetime | None = None,
 ) -> bool:
     """Record an effect in the caller's transaction; False if its key was already there."""
-    if not key or len(key) > _KEY_MAX:
-        raise ValueError(f"an outbox key must be 1 to {_KEY_MAX} characters: {key[:80]!r}")
-    values: Json = {
-        "key": key,
-        "kind": kind,
-        "payload": dict(payload),
-        "ticket_id": ticket_id,
-        "installation_id": installation_id,
-    }
-    if not_before is not None:
-        values["not_before"] = not_before
-    statement = (
-        insert(OutboxEffect)
-        .values(values)
-        .on_conflict_do_nothing(index_elements=[OutboxEffect.key])
-        .returning(OutboxEffect.id)
-    )
-    return (await session.execute(statement)).scalar_one_or_none() is not None
+    effect = NewEffect(key, kind, payload, ticket_id, installation_id, not_before)
+    return bool(await add_effects(session, [effect]))
 
 
 async def enqueue_perform(

@@ -17,7 +17,7 @@ from bot.config.states import QUESTION_COLOR, QUESTION_LABEL, TERMINAL, State, l
 from bot.config.workflow import Workflow
 from bot.effects.kinds import EffectKind
 from bot.effects.notifications import Occurrence, TicketRef, notify
-from bot.effects.outbox import add_effect, revision_key
+from bot.effects.outbox import NewEffect, add_effect, add_effects, revision_key
 from bot.engine.context import Engine, Followups, Loaded, ensure_state, stamp_moments
 from bot.engine.status_comment import StatusView, render
 from bot.engine.tracker_tickets import (
@@ -226,43 +226,49 @@ class Decision:
             return
         number, inst = ticket.number, repo.installation_id
         labels = config.status_labels if config is not None else None
+        effects: list[NewEffect] = []
         if label and labels is not None:
             wanted = labels.get(row.state)
-            await add_effect(
-                self.session,
-                key=revision_key(f"label:{ticket.id}", row.version),
-                kind=EffectKind.STATUS_LABEL,
-                payload={
-                    "repo": repo.full_name,
-                    "number": number,
-                    "add": wanted,
-                    "remove": sorted({name for name in labels.values() if name != wanted}),
-                    "color": label_color(row.state),
-                    "description": f"OpenASE: {row.state.replace('_', ' ')}",
-                },
-                ticket_id=ticket.id,
-                installation_id=inst,
-            )
-            await add_effect(
-                self.session,
-                key=revision_key(f"project:{ticket.id}", row.version),
-                kind=EffectKind.PROJECT_STATUS,
-                payload={"repo": repo.full_name, "number": number, "state": row.state},
-                ticket_id=ticket.id,
-                installation_id=inst,
-            )
-        await add_effect(
-            self.session,
-            key=revision_key(f"status:{ticket.id}", row.version),
-            kind=EffectKind.STATUS_COMMENT,
-            payload={
+            label_payload = {
                 "repo": repo.full_name,
                 "number": number,
-                "body": render(await self.status_view()),
-            },
-            ticket_id=ticket.id,
-            installation_id=inst,
+                "add": wanted,
+                "remove": sorted({name for name in labels.values() if name != wanted}),
+                "color": label_color(row.state),
+                "description": f"OpenASE: {row.state.replace('_', ' ')}",
+            }
+            card = {"repo": repo.full_name, "number": number, "state": row.state}
+            effects += [
+                NewEffect(
+                    revision_key(f"label:{ticket.id}", row.version),
+                    EffectKind.STATUS_LABEL,
+                    label_payload,
+                    ticket.id,
+                    inst,
+                ),
+                NewEffect(
+                    revision_key(f"project:{ticket.id}", row.version),
+                    EffectKind.PROJECT_STATUS,
+                    card,
+                    ticket.id,
+                    inst,
+                ),
+            ]
+        comment = {
+            "repo": repo.full_name,
+            "number": number,
+            "body": render(await self.status_view()),
+        }
+        effects.append(
+            NewEffect(
+                revision_key(f"status:{ticket.id}", row.version),
+                EffectKind.STATUS_COMMENT,
+                comment,
+                ticket.id,
+                inst,
+            )
         )
+        await add_effects(self.session, effects)  # one statement for the three
         self.followups.outbox.add(inst)
 
     async def _question_label(self, *, on: bool) -> None:

@@ -13,7 +13,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.deps import Deps
 from bot.effects.kinds import EffectKind
-from bot.effects.outbox import SettledEffect, add_effect, enqueue_perform, key_scope, revision_key
+from bot.effects.outbox import (
+    NewEffect,
+    SettledEffect,
+    add_effect,
+    add_effects,
+    enqueue_perform,
+    key_scope,
+    revision_key,
+)
 from bot.effects.perform import BACKOFF_BASE, MAX_ATTEMPTS, backoff, perform_pending
 from bot.processes.worker import PERFORMERS, perform_outbox_cron, perform_outbox_job
 from bot.tables.mirror import Ticket
@@ -123,6 +131,71 @@ async def test_an_effect_is_lost_with_a_decision_that_rolls_back(deps: Deps) -> 
     with pytest.raises(RuntimeError):
         await decide_then_fail()
 
+    assert await outbox_rows(deps) == {}
+
+
+async def test_effects_decided_together_go_in_one_statement_each_key_once(deps: Deps) -> None:
+    """`add_effects`, as a state change publishes (label, card, status comment): in the
+    order given, a key already there or twice in the batch recorded once, JSON kept as
+    given, a later start honoured, and the ticket row the same transaction added first
+    flushed before them (the statement skips the session's autoflush)."""
+    await _decide(deps, "reply:1", _reply(1, "first"))
+    later = datetime.now(UTC) + timedelta(hours=1)
+    async with transaction(deps.sessions) as session:
+        ticket = Ticket(source="github", external_id="555:9", key=f"{REPO}#9", state="open")
+        session.add(ticket)  # pending: only the flush sends it
+        await session.flush()
+        ticket_id = ticket.id
+        unflushed = Ticket(source="github", external_id="555:10", key=f"{REPO}#10", state="open")
+        session.add(unflushed)
+        new = await add_effects(
+            session,
+            [
+                NewEffect(
+                    "label:9#1",
+                    EffectKind.STATUS_LABEL,
+                    {"add": "x", "n": [1, None]},
+                    ticket_id,
+                    INSTALLATION,
+                ),
+                NewEffect("reply:1", EffectKind.COMMENT, _reply(1, "again"), None, INSTALLATION),
+                NewEffect(
+                    "status:9#1",
+                    EffectKind.STATUS_COMMENT,
+                    _reply(9, "é ✓"),
+                    ticket_id,
+                    INSTALLATION,
+                    later,
+                ),
+                NewEffect(
+                    "label:9#1", EffectKind.STATUS_LABEL, {"add": "y"}, ticket_id, INSTALLATION
+                ),
+            ],
+        )
+        assert unflushed.id is not None  # flushed before the effects went in
+    assert new == {"label:9#1", "status:9#1"}
+    rows = await outbox_rows(deps)
+    assert list(rows) == ["reply:1", "label:9#1", "status:9#1"]  # in id order
+    assert rows["reply:1"].payload["body"] == "first"
+    assert rows["label:9#1"].payload == {"add": "x", "n": [1, None]}
+    assert rows["status:9#1"].payload["body"] == "é ✓"
+    assert rows["status:9#1"].not_before == later
+    assert rows["label:9#1"].not_before < later
+    assert {row.status for row in rows.values()} == {EffectStatus.PENDING}
+    assert {row.attempts for row in rows.values()} == {0}
+
+
+async def test_a_batch_with_a_bad_key_records_none_of_it(deps: Deps) -> None:
+    async with transaction(deps.sessions) as session:
+        with pytest.raises(ValueError, match="an outbox key must be 1 to 255 characters"):
+            await add_effects(
+                session,
+                [
+                    NewEffect("reply:1", EffectKind.COMMENT, _reply(1, "a"), None, INSTALLATION),
+                    NewEffect("x" * 256, EffectKind.COMMENT, _reply(1, "b"), None, INSTALLATION),
+                ],
+            )
+        assert await add_effects(session, []) == set()
     assert await outbox_rows(deps) == {}
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.deps import Deps
@@ -274,6 +275,34 @@ async def test_runs_are_recorded_with_the_versions_they_used(deps: Deps) -> None
         )
         assert run1 is not None
         assert run1.ticket_id is None
+
+
+async def test_versions_a_caller_looked_up_are_recorded_without_a_second_look(
+    deps: Deps,
+) -> None:
+    """Dispatch's way: the versions come from its spec's build; a wrong harness id is
+    still refused, by the database, and nothing is recorded."""
+    async with transaction(deps.sessions) as session:
+        ticket = await _ticket(session)
+        coder = await store.publish_harness(session, "coder", "v1", author="a")
+        lint = await store.publish_skill(session, "lint", _skill(), author="a")
+        recorded = await store.record_run_versions(
+            session,
+            "run-1",
+            harness_version_id=coder.id,
+            skill_version_ids=[lint.id, lint.id],
+            ticket_id=ticket,
+            looked_up=True,
+        )
+        assert (recorded.harness_version_id, recorded.skill_version_ids) == (coder.id, [lint.id])
+        assert recorded.ticket_id == ticket
+    with pytest.raises(IntegrityError, match="harness_version_id"):
+        async with transaction(deps.sessions) as session:
+            await store.record_run_versions(
+                session, "run-2", harness_version_id=coder.id + 100, looked_up=True
+            )
+    async with deps.sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(RunVersions)) == 1
 
 
 async def test_concurrent_publishes_never_share_a_version_number(deps: Deps) -> None:

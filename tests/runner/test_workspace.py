@@ -334,6 +334,23 @@ async def test_malicious_branch_names_are_refused(
     assert not workspace.root.exists()
 
 
+@pytest.mark.parametrize("branch", ["../../escape", "-f", "--upload-pack=x", "a..b", "HEAD", ""])
+async def test_malicious_branch_names_are_refused_once_the_mirror_exists(
+    workspace: Workspace, remote: Path, branch: str
+) -> None:
+    """With a mirror, the names are checked while its config is read: still refused, and
+    no worktree, branch or fetch comes of it."""
+    first = await workspace.prepare(repo_of(remote), "main", "openase/t", None)
+    mirror = first.mirror
+    refs_before = await git("for-each-ref", "--format=%(refname)", cwd=mirror)
+    with pytest.raises(WorkspaceError, match="branch name"):
+        await workspace.prepare(repo_of(remote), "main", branch, None)
+    with pytest.raises(WorkspaceError, match="branch name"):
+        await workspace.prepare(repo_of(remote), branch or "~", "openase/u", None)
+    assert await git("for-each-ref", "--format=%(refname)", cwd=mirror) == refs_before
+    assert [path.name for path in first.path.parent.iterdir()] == [first.path.name]
+
+
 def test_clone_urls_never_carry_credentials_to_disk() -> None:
     assert (
         remote_url("https://ghs_secret@github.example/o/r.git") == "https://github.example/o/r.git"

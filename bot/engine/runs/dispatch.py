@@ -417,6 +417,7 @@ async def _claim_and_send(engine: Engine, prepared: Prepared) -> Decided:
             harness_version_id=harness_id,
             skill_version_ids=skill_ids,
             ticket_id=fresh.ticket.id,
+            looked_up=True,  # by the spec's build; the claim holds the ticket's row
         )
         what = "gates only" if fresh.state.gates_only else f"attempt {claimed.attempt}"
         await decision.transition(
