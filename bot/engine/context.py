@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import structlog
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.util import identity_key
 
 from adapters.base import CodeHost
 from bot.config.control import ControlConfig
@@ -144,16 +145,33 @@ class Loaded:
         return None if self.repo is None else self.repo.installation_id
 
 
+_TICKET_AND_REPO = (
+    select(Ticket, Repository)
+    .outerjoin(Repository, Repository.id == Ticket.repository_id)
+    .where(Ticket.id == bindparam("ticket_id"))
+)
+
+
 async def load(session: AsyncSession, ticket_id: int, *, lock: bool = True) -> Loaded | None:
     """The ticket, its repository and its state row (locked FOR UPDATE unless `lock` is off)."""
-    ticket = await session.get(Ticket, ticket_id)
-    if ticket is None:
-        return None
-    repo = (
-        None
-        if ticket.repository_id is None
-        else await session.get(Repository, ticket.repository_id)
-    )
+    ticket: Ticket | None
+    repo: Repository | None
+    if session.identity_map.get(identity_key(Ticket, ticket_id)) is None:
+        # A session's first look: ticket and repository in one round trip, not two (every
+        # decision and dispatch begins here).
+        found = (await session.execute(_TICKET_AND_REPO, {"ticket_id": ticket_id})).first()
+        if found is None:
+            return None
+        ticket, repo = found[0], found[1]
+    else:
+        ticket = await session.get(Ticket, ticket_id)
+        if ticket is None:
+            return None
+        repo = (
+            None
+            if ticket.repository_id is None
+            else await session.get(Repository, ticket.repository_id)
+        )
     query = select(TicketState).where(TicketState.ticket_id == ticket_id)
     if lock:
         query = query.with_for_update()

@@ -32,6 +32,7 @@ from adapters.errors import RateLimited, TransientError
 from bot.deps import AfterCommit, Deps
 from bot.errors import PayloadError
 from bot.intake import mirror
+from bot.intake.label_order import label_scopes, lock_label_scopes
 from bot.jobs import BACKFILL_JOB
 from bot.registry import parser_for
 from bot.servers.outages import Backoff
@@ -207,6 +208,8 @@ async def _apply(deps: Deps, session: AsyncSession, rows: Sequence[Row[Any]]) ->
     errors: list[str | None] = []
     now = datetime.now(UTC)
     parsed = [_parse(row) for row in rows]
+    # Before any label is read: a rename in a batch beside this one goes before or after.
+    await lock_label_scopes(session, label_scopes(rows, parsed))
     await mirror.prefetch(
         session,
         [event for each in parsed if isinstance(each, ParsedDelivery) for event in each.events],

@@ -226,6 +226,24 @@ async def test_in_one_batch_a_rename_wins_over_the_old_name_a_later_issue_event_
     assert (await _ticket(deps)).labels == ["defect"]
 
 
+async def test_a_rename_in_a_batch_beside_the_issues_reaches_it(
+    github: GitHubWebhookSender, deps: Deps
+) -> None:
+    """Two batches side by side (as the worker's pump runs them), one with the issue event,
+    one with a rename of its label: the rename waits for the issue's batch to commit (its
+    label scope's lock, bot/intake/label_order.py), so it finds the label on the ticket.
+    Before, it ran while the issue's transaction was open and left the old name for good."""
+    await github.send("issues", _issue("labeled", "2024-01-02T00:00:00Z", ["bug", "openase"]))
+    rename = github_example("label", "edited")
+    rename["label"]["name"] = "defect"
+    rename["changes"] = {"name": {"from": "bug"}}
+    await github.send("label", rename)
+    # One delivery each: the first claims the issue event, the second the rename.
+    batches = await asyncio.gather(ingest_batch(deps, limit=1), ingest_batch(deps, limit=1))
+    assert [[done.status for done in batch] for batch in batches] == [["done"], ["done"]]
+    assert (await _ticket(deps)).labels == ["defect", "openase"]
+
+
 async def test_a_payload_that_does_not_parse_is_kept_with_its_error_and_the_queue_goes_on(
     github: GitHubWebhookSender, deps: Deps, run_worker: RunWorker
 ) -> None:
