@@ -223,6 +223,8 @@ async def measure(report: PhaseReport, cluster: Cluster, load: Load) -> PhaseRep
     states = await _fetch(url, _STATES, numbers)
     in_review = {r["number"] for r in states if r["state"] == "in_review"}
     report.tickets_lost = len(set(numbers) - in_review)
+    for number in sorted(set(numbers) - in_review):
+        report.notes.append(_lost_story(number, runs, states, logs))
     succeeded = Counter(r["number"] for r in runs if r["status"] == "succeeded")
     run_ids = {r["id"] for r in runs}
     finished_by_runners = Counter(
@@ -240,6 +242,27 @@ async def measure(report: PhaseReport, cluster: Cluster, load: Load) -> PhaseRep
     report.effects_once = max(0, by_status.get("done", 0) - report.effects_twice)
     report.effects_never = sum(n for status, n in by_status.items() if status != "done")
     return report
+
+
+def _lost_story(
+    number: int, runs: list[Any], states: list[Any], logs: list[Path], *, limit: int = 40
+) -> str:
+    """A ticket not in review: its state, its runs, and what every process logged of those
+    runs (any level): the logs go with the cluster, so a failure must carry them."""
+    state = next((row["state"] for row in states if row["number"] == number), None)
+    mine = [row for row in runs if row["number"] == number]
+    lines = [f"#{number} is {state}; runs: " + ", ".join(
+        f"{row['id']} {row['state']}/{row['status']} started={row['started']}" for row in mine
+    )]  # fmt: skip
+    ids = [str(row["id"]) for row in mine]
+    said: list[str] = []
+    for path in logs:
+        with contextlib.suppress(OSError), path.open() as log:
+            said += [
+                f"{path.name}: {line.strip()[:300]}" for line in log if any(i in line for i in ids)
+            ]
+    lines += [f"     {line}" for line in said[-limit:]]
+    return "\n".join(lines)
 
 
 def _duplicates(cluster: Cluster, numbers: set[int]) -> int:
