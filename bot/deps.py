@@ -53,7 +53,7 @@ class Deps:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     redis: ArqRedis
-    # A plain asyncpg pool for the webhook hot path: one prepared INSERT per delivery, no ORM.
+    # A plain asyncpg pool for the webhook hot path: prepared INSERTs, no ORM.
     intake: Any  # asyncpg.Pool (asyncpg ships no type hints)
     # The workflow engine of a control worker; None where none runs (the web process, or no
     # GitHub App configured): ingest then only mirrors.
@@ -62,6 +62,9 @@ class Deps:
     clients: Clients = field(default_factory=Clients)
     # Which of PostgreSQL and Redis are away now (said once per outage, watched till back).
     outages: Outages = field(default_factory=Outages)
+    # What inserts webhooks through `intake` together (bot/intake/group_insert.py), made
+    # on the first one; a Deps given another pool makes its own.
+    intake_inserts: Any = None
 
     def __post_init__(self) -> None:
         self.outages.probes.setdefault("postgres", self._ping_postgres)

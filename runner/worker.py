@@ -54,7 +54,7 @@ from runner.git import GitError
 from runner.machine import MachineFacts, disk_free, find_clis, memory_available
 from runner.redis_outage import OutlastingWorker, RedisOutage, stop_if_cancelled
 from runner.sandbox import bwrap
-from runner.sandbox.confine import Sandbox
+from runner.sandbox.confine import Sandbox, remove_stale_socket_dirs
 from runner.wakeup import Wakeup
 from runner.workspace import Workspace
 
@@ -314,6 +314,9 @@ def make_runner(config: RunnerConfig, *, burst: bool = False) -> Worker:
         if "config" not in ctx:  # not when starting again after Redis went away
             ctx["config"] = config
             ctx["workspace"] = Workspace(config.workspace_root)
+            stale = remove_stale_socket_dirs()
+            if stale:
+                log.info("sandbox_stale_sockets_removed", count=stale)
             support = await bwrap.probe()
             if not support.available:
                 log.warning("sandbox_unavailable", problem=support.problem)

@@ -80,7 +80,11 @@ ENGINE_CTX_KEY = "engine"
 EngineProvider = Callable[[], "Engine | None"]
 TICK_SECONDS = frozenset(range(0, 60, 3))
 TICK_KEY = "openase:engine_tick"  # held by the tick that is running (any worker's)
-TICK_HOLD_MS = 120_000  # the tick's arq timeout: a worker that died mid-tick frees it then
+# The running tick's key lives this long past its last renewal (a third of it, while the
+# tick runs): a worker killed mid-tick stops everyone's ticks only that long. It was the
+# 120 s tick timeout, and a worker SIGKILLed in a tick left results unannounced, runs
+# unswept for two minutes (tests/chaos: the PostgreSQL fault after the worker's).
+TICK_HOLD_MS = 10_000
 MERGE_CHECK_EVERY = 10  # ticks between fallback merge checks of reviewed tickets
 ALERT_EVERY = 20  # ticks between looks for failing webhook deliveries (about a minute)
 # A web action still pending this long after it was stored lost its job (the web process
@@ -151,7 +155,7 @@ async def engine_tick(ctx: dict[str, Any]) -> dict[str, int]:
     engine = _engine(ctx)
     if engine is None:
         return {}
-    async with sole_holder(engine.deps.redis, TICK_KEY, TICK_HOLD_MS) as sole:
+    async with sole_holder(engine.deps.redis, TICK_KEY, TICK_HOLD_MS, renew=True) as sole:
         if not sole:
             log.debug("engine_tick_skipped", reason="the previous tick is still running")
             return {}

@@ -22,6 +22,7 @@ import structlog
 from pydantic import SecretStr
 
 from bot.deps import Deps
+from bot.intake.group_insert import GroupInsert, NewDelivery
 from bot.metrics import WEBHOOK_ACK_SECONDS, WEBHOOK_DELIVERIES
 from bot.registry import (
     GITHUB_SIGNATURE_HEADER,
@@ -158,16 +159,6 @@ def _summary(payload: dict[str, Any]) -> tuple[str | None, int | None, str | Non
     )
 
 
-# The payload goes to Postgres as the text GitHub sent: no re-encoding in Python.
-_INSERT_DELIVERY = """
-INSERT INTO deliveries
-    (source, delivery_id, event, action, installation_id, repository, payload, status, attempts)
-VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb, $8, 0)
-ON CONFLICT (source, delivery_id) DO NOTHING
-RETURNING id
-"""
-
-
 async def store_delivery(
     deps: Deps,
     *,
@@ -180,23 +171,18 @@ async def store_delivery(
 ) -> int | None:
     """Insert the delivery; its primary key, or None when this delivery id is already stored.
 
-    `raw` is the payload's JSON text as received, when it can be stored as is.
+    `raw` is the payload's JSON text as received, when it can be stored as is. Deliveries
+    arriving while others are being stored are inserted together (bot/intake/group_insert.py).
     """
     action, installation_id, repository = _summary(payload)
     text = raw if raw is not None else json.dumps(payload)
-    async with deps.intake.acquire() as conn:
-        pk: int | None = await conn.fetchval(
-            _INSERT_DELIVERY,
-            source,
-            delivery_id,
-            event,
-            action,
-            installation_id,
-            repository,
-            text,
-            str(status),
-        )
-    return pk
+    delivery = NewDelivery(
+        source, delivery_id, event, action, installation_id, repository, text, str(status)
+    )
+    inserts = deps.intake_inserts
+    if not isinstance(inserts, GroupInsert) or inserts.pool is not deps.intake:
+        inserts = deps.intake_inserts = GroupInsert(deps.intake)
+    return await inserts.store(delivery)
 
 
 def _require_json(headers: Headers) -> None:

@@ -34,6 +34,8 @@ from runner.sandbox.proxy import Allowlist, EgressProxy, Refusal
 
 log = structlog.get_logger(__name__)
 
+SOCKET_DIR_PREFIX = "openase-egress-"
+
 # The model API each CLI talks to by default; a provider's base URL (any http(s) URL among
 # its settings) is allowed as well.
 MODEL_HOSTS: Mapping[str, tuple[str, ...]] = {
@@ -150,7 +152,11 @@ class RunSandbox:
         if self.policy.network == "allowlist":
             # Not in the run's directory: a Unix socket's path has at most 107 bytes, and a
             # workspace root can be deep. Private (0700) to the runner's user.
-            self._socket_dir = Path(tempfile.mkdtemp(prefix="openase-egress-", dir=_short_tmp()))
+            # Its runner's pid in the name: a runner SIGKILLed mid-run leaves it behind, and
+            # the next runner to start removes it (`remove_stale_socket_dirs`).
+            self._socket_dir = Path(
+                tempfile.mkdtemp(prefix=f"{SOCKET_DIR_PREFIX}{os.getpid()}-", dir=_short_tmp())
+            )
             self._proxy = EgressProxy(Allowlist(self.hosts), on_refused=self._refused)
             await self._proxy.start(self.socket_path)
         return self
@@ -271,6 +277,33 @@ class RunSandbox:
         ):
             return f"file size limit of {policy.max_file_mb} MB reached"
         return None
+
+
+def remove_stale_socket_dirs() -> int:
+    """Remove the egress socket directories of runners that are gone (killed mid-run: the
+    sandbox's cleanup never ran); how many. Only this user's, and only those whose runner
+    process no longer exists: other runners of the machine may be mid-run."""
+    removed = 0
+    for path in Path(_short_tmp()).glob(f"{SOCKET_DIR_PREFIX}*-*"):
+        pid = path.name.removeprefix(SOCKET_DIR_PREFIX).partition("-")[0]
+        try:
+            if not pid.isdigit() or path.lstat().st_uid != os.getuid() or _alive(int(pid)):
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
 
 
 def _short_tmp() -> str:

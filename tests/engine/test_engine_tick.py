@@ -64,6 +64,30 @@ async def test_a_tick_skips_its_slot_while_another_is_running(
         assert len(sweeps) == 2
 
 
+async def test_a_long_tick_keeps_its_key_and_a_dead_ticks_key_runs_out_soon(
+    open_world: OpenWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The running tick's key is renewed while the tick runs, and lives only TICK_HOLD_MS
+    past its holder: a worker SIGKILLed mid-tick used to stop every worker's ticks (the
+    sweep that announces results again) for the 120 s tick timeout."""
+    assert jobs.TICK_HOLD_MS <= 10_000
+    real_sweep = jobs.sweep_runs  # type: ignore[attr-defined]  # patched where the tick looks
+
+    async def slow_sweep(*args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(1.0)  # longer than three of the hold below
+        return await real_sweep(*args, **kwargs)
+
+    monkeypatch.setattr(jobs, "TICK_HOLD_MS", 300)
+    monkeypatch.setattr(jobs, "sweep_runs", slow_sweep)
+    async with open_world(runners=0, workers=0) as w:
+        ctx: dict[str, Any] = {ENGINE_CTX_KEY: lambda: w.engine}
+        running = asyncio.create_task(engine_tick(ctx))
+        await asyncio.sleep(0.8)
+        assert await engine_tick(ctx) == {}  # still held: the other is skipped
+        assert (await running)["lost"] == 0
+        assert not await w.deps.redis.exists(TICK_KEY)
+
+
 async def test_a_tick_held_by_another_worker_is_skipped(open_world: OpenWorld) -> None:
     async with open_world(runners=0, workers=0) as w:
         ctx: dict[str, Any] = {ENGINE_CTX_KEY: lambda: w.engine}

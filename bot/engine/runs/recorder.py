@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.engine.laps import Laps
 from bot.engine.runs.events import READ_BATCH, StreamRead, store_batch
-from bot.engine.runs.exclusive import RELEASE_IF_MINE
+from bot.engine.runs.exclusive import RELEASE_IF_MINE, RENEW_IF_MINE
 from bot.servers.outages import Outages
 from bot.tables.workflow import Run, RunEventCursor, RunState
 from runner.contract import run_events_stream
@@ -46,14 +46,6 @@ PAUSE_SECONDS = 0.5  # at least this between two stores: a batch, not a transact
 REFRESH_SECONDS = 1.0  # the open runs are looked up again this often
 SLOW_STEP_SECONDS = 1.0  # a step this long is logged, with its slowest parts
 RETRY_SECONDS = 1.0  # after a failure (a store away, a bug): try again after this
-
-# Renew the lease only while it is still ours; 1 if it was.
-_RENEW = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-  return redis.call('pexpire', KEYS[1], ARGV[2])
-end
-return 0
-"""
 
 
 async def recorder_live(redis: Redis) -> bool:
@@ -132,7 +124,7 @@ class EventRecorder:
     async def _hold(self) -> bool:
         """Whether this recorder holds the lease now: still its own (renewed, also after a
         failed step, whose lease may not have run out), or free (taken)."""
-        renewed = await self.redis.register_script(_RENEW)(
+        renewed = await self.redis.register_script(RENEW_IF_MINE)(
             keys=[RECORDER_KEY], args=[self.token, LEASE_MS]
         )
         if renewed:
