@@ -113,6 +113,12 @@ class TcpProxy:
         except OSError:
             writer.transport.abort()  # the target is down: the client sees it refuse
             return
+        if self._cut and not self._stalled:
+            # Cut while this one was connecting: reset like the live ones (it used to get
+            # through, and a worker under load saw Redis "back" a moment after the cut).
+            for end in (writer, up_writer):
+                end.transport.abort()
+            return
         link = _Link(writer, up_writer)
         link.pumps = [
             asyncio.create_task(self._pump(reader, up_writer, link)),
