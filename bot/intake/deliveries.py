@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import asyncpg
+import orjson
 import structlog
 from pydantic import SecretStr
 
@@ -197,9 +198,11 @@ def _require_json(headers: Headers) -> None:
 
 def _json_object(body: bytes) -> tuple[dict[str, Any], str | None]:
     """The body as a JSON object, and its text when it can be stored as received."""
+    # orjson: the standard parser was a tenth of the web process's time under load. It
+    # refuses what jsonb would refuse anyway (a lone UTF-16 surrogate, NaN), here at once.
     try:
-        payload = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
         raise Rejected(400, f"body is not valid JSON: {exc}", "bad_request") from None
     if not isinstance(payload, dict):
         raise Rejected(400, "body must be a JSON object", "bad_request")
@@ -231,10 +234,9 @@ async def _store(
             status=status,
         )
     except asyncpg.DataError as exc:
-        # The delivery carries data PostgreSQL will never store (a lone UTF-16 surrogate,
-        # which Python's JSON parser takes and jsonb does not; a repository name longer
-        # than GitHub allows): refused, where "retry later" had the sender (and the relay)
-        # try it forever.
+        # The delivery carries data PostgreSQL will never store (a repository name longer
+        # than GitHub allows, past its column): refused, where "retry later" had the
+        # sender (and the relay) try it forever.
         log.warning("delivery_refused", error=f"{type(exc).__name__}: {exc}")
         return Outcome(400, {"error": f"delivery cannot be stored: {exc}"}, "bad_request")
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:

@@ -106,16 +106,30 @@ async def test_malformed_json_is_refused(
     assert await _count(deps) == 0
 
 
-async def test_a_payload_postgresql_cannot_store_is_refused_not_retried_forever(
+async def test_a_lone_surrogate_jsonb_would_refuse_is_refused_with_the_reason(
     client: httpx.AsyncClient, deps: Deps
 ) -> None:
-    """Valid JSON to Python, not to jsonb (a lone surrogate): 400 with the reason, where a
-    503 had GitHub and the relay send it again and again."""
+    """Valid JSON to Python's own parser, not to jsonb: 400 with the reason, where a 503
+    had GitHub and the relay send it again and again."""
     body = b'{"action": "opened", "issue": {"title": "\\ud800"}}'
     response = await client.post("/webhooks/github", content=body, headers=_headers(body))
     assert response.status_code == 400
-    assert response.json()["error"].startswith("delivery cannot be stored: ")
+    assert response.json()["error"].startswith("body is not valid JSON: ")
     assert "surrogate" in response.json()["error"]
+    assert await _count(deps) == 0
+
+
+async def test_a_payload_postgresql_cannot_store_is_refused_not_retried_forever(
+    client: httpx.AsyncClient, deps: Deps
+) -> None:
+    """Data PostgreSQL refuses (a repository name longer than GitHub allows, past its
+    column): 400 with PostgreSQL's reason, never 503, and nothing stored."""
+    payload = {"action": "opened", "repository": {"full_name": "o/" + "r" * 300}}
+    body = json.dumps(payload).encode()
+    response = await client.post("/webhooks/github", content=body, headers=_headers(body))
+    assert response.status_code == 400
+    assert response.json()["error"].startswith("delivery cannot be stored: ")
+    assert "too long" in response.json()["error"]
     assert await _count(deps) == 0
 
 
