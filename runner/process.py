@@ -334,3 +334,14 @@ def _signal_group(pgid: int, signum: signal.Signals) -> None:
     # someone else's group, which must not be touched.
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signum)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process `pid` exists (another user's counts: alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, but someone else's
+        return True
+    return True

@@ -20,6 +20,8 @@ from typing import Any
 
 import structlog
 
+from runner.process import pid_alive
+
 log = structlog.get_logger(__name__)
 
 REDIS_START_TIMEOUT = 10.0
@@ -32,16 +34,6 @@ def _import_pgserver() -> Any:
         warnings.simplefilter("ignore", UserWarning)
         import pgserver
     return pgserver
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, but someone else's
-        return True
-    return True
 
 
 @dataclass
@@ -76,7 +68,7 @@ class EmbeddedPostgres:
                 pids = json.loads(handles.read_text())
             except (FileNotFoundError, ValueError):
                 return
-            alive = [pid for pid in pids if isinstance(pid, int) and _pid_alive(pid)]
+            alive = [pid for pid in pids if isinstance(pid, int) and pid_alive(pid)]
             if alive != pids:
                 log.warning("embedded_postgres_stale_handles", dead=len(pids) - len(alive))
                 handles.write_text(json.dumps(alive))

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 import structlog
 
 from runner.contract import AgentConfig, AgentEvent, EventKind, SandboxPolicy
-from runner.process import AgentStartError, ProcessOutcome, supervise
+from runner.process import AgentStartError, ProcessOutcome, pid_alive, supervise
 from runner.sandbox import bwrap
 from runner.sandbox.proxy import Allowlist, EgressProxy, Refusal
 
@@ -287,23 +287,13 @@ def remove_stale_socket_dirs() -> int:
     for path in Path(_short_tmp()).glob(f"{SOCKET_DIR_PREFIX}*-*"):
         pid = path.name.removeprefix(SOCKET_DIR_PREFIX).partition("-")[0]
         try:
-            if not pid.isdigit() or path.lstat().st_uid != os.getuid() or _alive(int(pid)):
+            if not pid.isdigit() or path.lstat().st_uid != os.getuid() or pid_alive(int(pid)):
                 continue
         except OSError:
             continue
         shutil.rmtree(path, ignore_errors=True)
         removed += 1
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process: alive
-        return True
-    return True
 
 
 def _short_tmp() -> str:
