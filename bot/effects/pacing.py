@@ -109,15 +109,21 @@ class WritePacer:
             now = await self._now(session)
             until = await self._full_until(session, installation_id, now)
             if until is None:
-                row = GitHubWrite(installation_id=installation_id, at=now)
-                session.add(row)
-                await session.flush()
-                written = row.id
-                await session.execute(
-                    delete(GitHubWrite).where(
+                # The log's rows out of every window go in the same statement.
+                gone = (
+                    delete(GitHubWrite)
+                    .where(
                         GitHubWrite.installation_id == installation_id,
                         GitHubWrite.at <= now - HOUR - MARGIN,
                     )
+                    .returning(GitHubWrite.id)
+                    .cte("gone")
+                )
+                written = await session.scalar(
+                    insert(GitHubWrite)
+                    .values(installation_id=installation_id, at=now)
+                    .returning(GitHubWrite.id)
+                    .add_cte(gone)
                 )
         if until is not None:
             raise Paced(until, self.spent(installation_id, until))
@@ -132,8 +138,9 @@ class WritePacer:
         from their start."""
         if not isinstance(written, int):
             return
+        # PostgreSQL's time read in the UPDATE itself (one round trip), unless a clock is given.
+        now = func.clock_timestamp() if self._clock is None else self._clock()
         async with transaction(self._sessions) as session:
-            now = await self._now(session)
             await session.execute(
                 update(GitHubWrite)
                 .where(GitHubWrite.id == written)
@@ -187,19 +194,23 @@ class WritePacer:
     async def _full_until(
         self, session: AsyncSession, installation_id: int, now: datetime
     ) -> datetime | None:
+        # The window is full while its limit-th newest write is in it: each window's
+        # limit-th newest, both read in one statement.
+        spans = [(window + MARGIN, limit) for window, limit in self.limits.windows()]
+        limit_th = [
+            select(GitHubWrite.at)
+            .where(GitHubWrite.installation_id == installation_id, GitHubWrite.at > now - span)
+            .order_by(GitHubWrite.at.desc())
+            .offset(limit - 1)
+            .limit(1)
+            .scalar_subquery()
+            for span, limit in spans
+        ]
+        oldest = (await session.execute(select(*limit_th))).one()
         until: datetime | None = None
-        for window, limit in self.limits.windows():
-            # The window is full while its limit-th newest write is in it.
-            span = window + MARGIN
-            oldest = await session.scalar(
-                select(GitHubWrite.at)
-                .where(GitHubWrite.installation_id == installation_id, GitHubWrite.at > now - span)
-                .order_by(GitHubWrite.at.desc())
-                .offset(limit - 1)
-                .limit(1)
-            )
-            if oldest is not None and (until is None or oldest + span > until):
-                until = oldest + span
+        for (span, _), at in zip(spans, oldest, strict=True):
+            if at is not None and (until is None or at + span > until):
+                until = at + span
         return until
 
     def spent(self, installation_id: int, until: datetime) -> str:

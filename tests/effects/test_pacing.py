@@ -240,6 +240,40 @@ async def test_a_write_counts_from_when_it_was_over(
     await pacer.write(INSTALLATION)
 
 
+async def test_on_postgresqls_clock_a_write_is_logged_moved_when_over_and_old_ones_pruned(
+    deps: Deps, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a test clock: PostgreSQL's time is read in the statements themselves (the
+    count, the insert and the prune in as few round trips as they can be)."""
+    async with transaction(deps.sessions) as session:
+        now: datetime = (await session.execute(select(func.now()))).scalar_one()
+        session.add(GitHubWrite(installation_id=INSTALLATION, at=now - HOUR - 2 * MARGIN))
+        session.add(GitHubWrite(installation_id=INSTALLATION + 1, at=now - 2 * HOUR))
+    pacer = WritePacer(deps.sessions, _limits(monkeypatch, per_minute=2))
+    written = await pacer.write(INSTALLATION)
+    async with deps.sessions() as session:
+        rows = (
+            await session.execute(
+                select(GitHubWrite.id, GitHubWrite.installation_id, GitHubWrite.at)
+            )
+        ).all()
+    # The installation's write out of every window is gone; another installation's stays.
+    assert sorted((row.id == written, row.installation_id) for row in rows) == [
+        (False, INSTALLATION + 1),
+        (True, INSTALLATION),
+    ]
+    [logged] = [row.at for row in rows if row.id == written]
+    await asyncio.sleep(0.05)
+    await pacer.sent(written)
+    async with deps.sessions() as session:
+        moved = await session.scalar(select(GitHubWrite.at).where(GitHubWrite.id == written))
+    assert moved is not None
+    assert moved > logged  # counts from when it was over
+    await pacer.write(INSTALLATION)
+    with pytest.raises(Paced):  # two a minute: the third waits
+        await pacer.write(INSTALLATION)
+
+
 async def test_a_superseded_status_comment_waiting_on_pacing_is_skipped_unsent(
     deps: Deps,
     github_api: FakeGitHubAPI,
