@@ -207,7 +207,9 @@ def _json_object(body: bytes) -> tuple[dict[str, Any], str | None]:
     if not isinstance(payload, dict):
         raise Rejected(400, "body must be a JSON object", "bad_request")
     if b"\\u0000" in body:
-        return _strip_nul(payload), None
+        # Stored re-encoded, so parsed again by the standard parser: orjson reads an
+        # integer past 64 bits as a float, and the stored payload must keep it exact.
+        return _strip_nul(json.loads(body)), None
     return payload, body.decode()
 
 

@@ -6,7 +6,7 @@ delivery waiting, one is inserted at once, alone (no added wait); under load the
 that queue behind the inserts in flight are written by one statement and one commit,
 where each paid a statement, a commit and a pool checkout of its own.
 
-A batch PostgreSQL refuses as a whole for one row's data (a payload `jsonb` will not take)
+A batch PostgreSQL refuses as a whole for one row's data (a repository name past its column)
 is written again row by row, so only that delivery fails; a lost connection fails each of
 its requests with the error, as it would have alone.
 """

@@ -216,6 +216,20 @@ async def test_nul_characters_are_stored_not_refused(
     assert stored.status == "done"
 
 
+async def test_a_payload_stored_re_encoded_keeps_a_big_integer_exact(
+    client: httpx.AsyncClient, deps: Deps
+) -> None:
+    """A NUL makes the payload stored re-encoded: an integer past 64 bits stays exact."""
+    body = (
+        b'{"action": "opened", "issue": {"body": "a\\u0000b", "n": 123456789012345678901234567890}}'
+    )
+    response = await client.post("/webhooks/github", content=body, headers=_headers(body))
+    assert response.status_code == 202
+    async with deps.sessions() as s:
+        stored = (await s.execute(select(Delivery))).scalar_one()
+    assert stored.payload["issue"] == {"body": "a\ufffdb", "n": 123456789012345678901234567890}
+
+
 async def test_postgres_unavailable_answers_503_and_enqueues_nothing(
     services: Services, settings: Settings, deps: Deps
 ) -> None:
