@@ -118,6 +118,9 @@ class Ticks:
     # SLOW_TICK_SECONDS
     timed_out: int = 0  # cut short by arq's job timeout (counted in `slow` at their length)
     most_at_once: int = 1  # ticks running at the same moment (one per worker was meant)
+    # The slowest tick's own CPU (its thread's, from its log line; None: not logged): far
+    # below its length, it was waiting (round trips, the interpreter's lock, the machine).
+    slowest_cpu: float | None = None
 
     def quantile(self, q: float) -> float | None:
         """The q-quantile in seconds; None when it is among the unlogged (fast) ticks."""
@@ -136,8 +139,9 @@ class Ticks:
 _TIMED_OUT = re.compile(r"^\s*(?P<seconds>[0-9.]+)s ! engine_tick failed, TimeoutError")
 
 
-def _tick_lines(paths: list[Path]) -> list[tuple[float, float, bool]]:
-    """(ended at, seconds, timed out) of every engine tick these logs show."""
+def _tick_lines(paths: list[Path]) -> list[tuple[float, float, bool, float | None]]:
+    """(ended at, seconds, timed out, thread CPU seconds) of every engine tick these logs
+    show."""
     found = []
     for path in paths:
         with contextlib.suppress(OSError), path.open() as lines:
@@ -149,29 +153,34 @@ def _tick_lines(paths: list[Path]) -> list[tuple[float, float, bool]]:
                     at = datetime.fromisoformat(str(event.get("timestamp"))).timestamp()
                     text = str(event.get("event"))
                     cut = _TIMED_OUT.match(text)
+                    cpu = event.get("thread_cpu_seconds")
+                    cpu = float(cpu) if isinstance(cpu, int | float) else None
                     if text == "engine_tick" and "seconds" in event:
-                        found.append((at, float(event["seconds"]), False))
+                        found.append((at, float(event["seconds"]), False, cpu))
                     elif text == "engine_tick_timed_out" and "seconds" in event:
-                        found.append((at, float(event["seconds"]), True))
+                        found.append((at, float(event["seconds"]), True, None))
                     elif cut is not None:
-                        found.append((at, float(cut["seconds"]), True))
+                        found.append((at, float(cut["seconds"]), True, None))
     return found
 
 
 def ticks(cluster: Cluster, began: float, ended: float) -> Ticks:
     """The engine ticks of every control worker that ended between two epoch times."""
     lines = _tick_lines([p.log for p in cluster.of("worker")])
-    mine = [(at, seconds, cut) for at, seconds, cut in lines if began <= at <= ended]
-    edges = sorted([(at - seconds, 1) for at, seconds, _ in mine] + [(at, -1) for at, _, _ in mine])
+    mine = [line for line in lines if began <= line[0] <= ended]
+    edges = sorted(
+        [(at - seconds, 1) for at, seconds, _, _ in mine] + [(at, -1) for at, _, _, _ in mine]
+    )
     running = most = 0
     for _, step in edges:
         running += step
         most = max(most, running)
     return Ticks(
         int((ended - began) / TICK_EVERY),
-        [seconds for _, seconds, _ in mine],
-        timed_out=sum(1 for _, _, cut in mine if cut),
+        [seconds for _, seconds, _, _ in mine],
+        timed_out=sum(1 for _, _, cut, _ in mine if cut),
         most_at_once=max(1, most),
+        slowest_cpu=max(mine, key=lambda line: line[1])[3] if mine else None,
     )
 
 

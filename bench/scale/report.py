@@ -72,6 +72,8 @@ def tick_rows(report: Report, label: str, ticks: Ticks) -> None:
             _ms(worst if worst is not None and worst >= SLOW_TICK_SECONDS else None),
         )
     )
+    if worst is not None and ticks.slowest_cpu is not None:
+        report.add(Row("    its own CPU (the tick's thread)", _ms(ticks.slowest_cpu)))
     report.add(
         Row(
             f"  ticks due / logged (unlogged: < {1000 * SLOW_TICK_SECONDS:.0f} ms)",

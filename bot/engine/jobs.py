@@ -163,7 +163,7 @@ async def engine_tick(ctx: dict[str, Any]) -> dict[str, int]:
 
 
 async def _tick(ctx: dict[str, Any], engine: Engine) -> dict[str, int]:
-    began = time.monotonic()
+    began, began_cpu = time.monotonic(), time.thread_time()
     ticks = ctx.setdefault("engine_ticks", 0) + 1
     ctx["engine_ticks"] = ticks
     laps = Laps()
@@ -233,7 +233,16 @@ async def _tick(ctx: dict[str, Any], engine: Engine) -> dict[str, int]:
     }
     seconds = round(time.monotonic() - began, 3)
     if any(counts.values()) or seconds >= SLOW_TICK_SECONDS:
-        log.info("engine_tick", seconds=seconds, slowest=laps.slowest(), **counts)
+        # The thread's CPU beside the wall time: a slow tick that used little was waiting
+        # (its round trips, the interpreter's lock, the machine), not working.
+        cpu = round(time.thread_time() - began_cpu, 3)
+        log.info(
+            "engine_tick",
+            seconds=seconds,
+            thread_cpu_seconds=cpu,
+            slowest=laps.slowest(),
+            **counts,
+        )
     return counts
 
 

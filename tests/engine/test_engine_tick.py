@@ -59,6 +59,8 @@ async def test_a_tick_skips_its_slot_while_another_is_running(
         [ran] = [line for line in logs if line["event"] == "engine_tick"]
         assert ran["seconds"] >= 0.5
         assert ran["slowest"].startswith("sweep 5")  # "sweep 5xx ms, ..."
+        # ... and that it was waiting, not working: the thread's CPU is beside the wall time.
+        assert 0 <= ran["thread_cpu_seconds"] < ran["seconds"] - 0.3
 
         await engine_tick(ctx)  # the next slot's tick runs
         assert len(sweeps) == 2
