@@ -187,3 +187,30 @@ def git_sync(*args: str, cwd: Path, timeout: float = 60) -> str:
     if done.returncode != 0:
         raise GitError(_describe(args, None), done.returncode, _tail(done.stderr, None))
     return done.stdout.decode(errors="surrogateescape")
+
+
+def common_dir(worktree: Path) -> Path | None:
+    """The git common directory of the checkout at `worktree` (a linked worktree's mirror,
+    a clone's `.git`), read from the files git itself reads: no git process on a run's way
+    to its agent. None when they are not as git writes them (ask git, or treat as broken).
+
+    A linked worktree's `.git` is a file `gitdir: <its directory in the mirror>`, and that
+    directory's `commondir` names the mirror, relative to it."""
+    dot_git = worktree / ".git"
+    try:
+        if dot_git.is_dir():
+            gitdir = dot_git
+        else:
+            text = dot_git.read_text(encoding="utf-8")
+            if not text.startswith("gitdir: "):
+                return None
+            gitdir = Path(text.removeprefix("gitdir: ").strip())
+            if not gitdir.is_absolute():
+                gitdir = worktree / gitdir
+        commondir = gitdir / "commondir"
+        if not commondir.is_file():
+            return gitdir.resolve()
+        named = Path(commondir.read_text(encoding="utf-8").strip())
+        return (named if named.is_absolute() else gitdir / named).resolve()
+    except (OSError, UnicodeDecodeError):
+        return None

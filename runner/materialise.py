@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from runner.contract import SkillSpec
-from runner.git import git_sync
+from runner.git import common_dir, git_sync
 
 _FALLBACK_PREFIX = "openase-"
 
@@ -108,6 +108,9 @@ def _write_skill(target: Path, skill: SkillSpec) -> None:
 
 def exclude_file(worktree: Path) -> Path:
     """The exclude file git reads for this worktree (shared by all worktrees of a mirror)."""
+    common = common_dir(worktree)
+    if common is not None:
+        return common / "info" / "exclude"
     out = git_sync(
         "rev-parse", "--path-format=absolute", "--git-path", "info/exclude", cwd=worktree
     )

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runner.contract import GitIdentity, RepoRef
-from runner.git import GitError, git
+from runner.git import GitError, common_dir, git
 from runner.remotes import (
     WorkspaceError,
     branch_slug,
@@ -379,13 +379,9 @@ class Workspace:
         whose `.git` still leads back to the mirror."""
         if path not in listing or listing[path] != ref or not (path / ".git").is_file():
             return False
-        try:
-            common = await self._git(
-                "rev-parse", "--path-format=absolute", "--git-common-dir", cwd=path
-            )
-        except GitError:
-            return False
-        return Path(common.strip()) == mirror
+        # Read from the files git reads (runner/git.py), not a `git rev-parse`: a few
+        # stats and reads, where the process was milliseconds on the way to the agent.
+        return common_dir(path) == mirror.resolve()  # noqa: ASYNC240
 
     async def _park(self, mirror: Path, path: Path) -> bool:
         """Keep the clean worktree at `path` as a spare, if there is room; with the lock held."""
@@ -412,8 +408,14 @@ class Workspace:
                 await self._drop_worktree(mirror, spare)
                 continue
             await self._git("worktree", "move", str(spare), str(path), cwd=mirror)
-            await self._git("update-ref", f"refs/heads/{branch}", start_sha, cwd=mirror)
-            await self._git("symbolic-ref", "HEAD", f"refs/heads/{branch}", cwd=path)
+            # Side by side: HEAD may name the branch before the branch exists.
+            async with _side_by_side() as steps:
+                steps.create_task(
+                    self._git("update-ref", f"refs/heads/{branch}", start_sha, cwd=mirror)
+                )
+                steps.create_task(
+                    self._git("symbolic-ref", "HEAD", f"refs/heads/{branch}", cwd=path)
+                )
             return True
         return False
 

@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 
 from runner.contract import GitIdentity, RepoRef
-from runner.git import GitError, git, git_env
+from runner.git import GitError, common_dir, git, git_env
+from runner.materialise import exclude_file
 from runner.remotes import WorkspaceError, remote_url, token_scope
 from runner.workspace import PushRejected, Workspace
 
@@ -77,6 +78,11 @@ def remote(tmp_path: Path) -> Path:
 @pytest.fixture
 def workspace(tmp_path: Path) -> Workspace:
     return Workspace(tmp_path / "ws")
+
+
+def git_common_dir(checkout: Path) -> Path:
+    """What git itself says is the checkout's common directory."""
+    return Path(run_git("rev-parse", "--path-format=absolute", "--git-common-dir", cwd=checkout))
 
 
 def repo_of(remote: Path, full_name: str = "octo/hello") -> RepoRef:
@@ -149,6 +155,40 @@ async def test_a_worktree_whose_directory_vanished_is_recreated(
     assert run_git("status", "--porcelain", cwd=again.path) == ""
     # The vanished one's registration was pruned (only when the listing shows one).
     assert "prunable" not in run_git("worktree", "list", "--porcelain", cwd=again.mirror)
+
+
+async def test_common_dir_is_read_as_git_reads_it(
+    workspace: Workspace, remote: Path, tmp_path: Path
+) -> None:
+    """The checks on a run's way to its agent read the files git reads, with no git
+    process; they must name what `git rev-parse --git-common-dir` names."""
+    wt = await workspace.prepare(repo_of(remote), "main", "openase/t-cd", None)
+    clone = tmp_path / "clone"
+    run_git("clone", "--quiet", str(remote), str(clone), cwd=tmp_path)
+    for checkout in (wt.path, clone):
+        assert common_dir(checkout) == git_common_dir(checkout)
+    assert git_common_dir(wt.path) == git_common_dir(wt.mirror)
+    assert common_dir(wt.path / "src") is None  # no `.git` there: the caller asks git
+    assert exclude_file(wt.path) == git_common_dir(wt.mirror) / "info" / "exclude"
+    (wt.path / ".git").write_text("not what git writes\n")
+    assert common_dir(wt.path) is None
+
+
+async def test_a_worktree_whose_git_file_leads_elsewhere_is_rebuilt(
+    workspace: Workspace, remote: Path, tmp_path: Path
+) -> None:
+    """An agent can rewrite its worktree's `.git`: the next run of the ticket must not
+    work in (or push from) whatever repository it now names."""
+    first = await workspace.prepare(repo_of(remote), "main", "openase/t-git", None)
+    elsewhere = tmp_path / "elsewhere"
+    run_git("init", "--quiet", str(elsewhere), cwd=tmp_path)
+    (first.path / ".git").write_text(f"gitdir: {elsewhere / '.git'}\n")
+
+    again = await workspace.prepare(repo_of(remote), "main", "openase/t-git", None)
+
+    assert common_dir(again.path) == git_common_dir(again.mirror)
+    assert await workspace.head_sha(again) == again.start_sha
+    assert run_git("status", "--porcelain", cwd=again.path) == ""
 
 
 async def test_two_tickets_of_one_repository_prepare_concurrently(
