@@ -78,8 +78,8 @@ def _check_at_checkout(dbapi_connection: Any, record: ConnectionPoolEntry, proxy
     """What `pool_pre_ping` did, but a ping only after `PING_IDLE_SECONDS` idle.
 
     The ping is three round trips on asyncpg (BEGIN, `;`, ROLLBACK) at every checkout:
-    about half of the round trips of a one-statement session, and a sixth of the control
-    worker's socket writes in `make bench-engine`'s burst. A connection PostgreSQL closed
+    about half of the round trips of a one-statement session, and a quarter of the control
+    process's socket writes in `make bench-engine`'s burst. A connection PostgreSQL closed
     (a restart) is seen closed by asyncpg as soon as its loop reads the end of the stream;
     one not yet seen fails its first statement, and SQLAlchemy then drops the pool's
     connections, as it did for a failed ping. Raising `DisconnectionError` makes the pool
