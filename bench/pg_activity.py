@@ -10,20 +10,23 @@ is where the server's time goes, not the count of statements: a statement that w
 shows up in every sample it waits through. This is how the webhook INSERT's waits on the
 notification queue's lock (`Lock: object`) were found (README, "Under `openase up`").
 
-Without `--dsn` it finds the newest embedded server of `make bench`/`make bench-engine`
-(a socket in /tmp/oa-bench-*/pg) or of `make bench-scale`/`make chaos` (its port in
-/tmp/oa-scale-*/pg or /tmp/oa-chaos-*/pg/postmaster.pid), waiting up to `--wait` for one.
+Without `--dsn` it finds the newest server of `make bench`, `make bench-engine`, `make
+bench-scale` or `make chaos` (from its /tmp/oa-*/pg/postmaster.pid: a socket or a port),
+waiting up to `--wait` for one.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import glob
 import os
+import sys
 import time
 from collections import Counter
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
@@ -34,18 +37,32 @@ WHERE state = 'active' AND pid <> pg_backend_pid()
 
 
 def _newest_server() -> str | None:
-    """A DSN for the newest benchmark server under the temporary directory, if any."""
+    """A DSN for the newest benchmark server under the temporary directory, if any: read
+    from its postmaster.pid (line 4 the port, 5 the socket directory, 6 the address it
+    listens on, empty for a socket only)."""
     found: list[tuple[float, str]] = []
-    for sock in glob.glob("/tmp/oa-bench-*/pg/.s.PGSQL.*"):  # noqa: S108  # the benches' own
-        found.append(
-            (os.path.getmtime(sock), f"postgresql://postgres@/postgres?host={Path(sock).parent}")
-        )
-    for pid_file in glob.glob("/tmp/oa-*-*/pg/postmaster.pid"):  # noqa: S108
-        lines = Path(pid_file).read_text().splitlines()
-        if len(lines) > 3 and lines[3].strip().isdigit():
-            dsn = f"postgresql://postgres@127.0.0.1:{lines[3].strip()}/postgres"
+    for pid_file in glob.glob("/tmp/oa-*/pg/postmaster.pid"):  # noqa: S108  # the benches' own
+        with contextlib.suppress(OSError):
+            lines = [*Path(pid_file).read_text().splitlines(), "", "", "", "", "", ""]
+            port, sockets, address = (line.strip() for line in lines[3:6])
+            if not port.isdigit():
+                continue
+            if address:
+                dsn = f"postgresql://postgres@{address.split(',')[0]}:{port}/postgres"
+            elif sockets:
+                dsn = f"postgresql://postgres@/postgres?host={sockets}&port={port}"
+            else:
+                continue
             found.append((os.path.getmtime(pid_file), dsn))
     return max(found)[1] if found else None
+
+
+def _without_password(dsn: str) -> str:
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
 async def sample(dsn: str, seconds: float, every: float) -> tuple[int, Counter[tuple[str, str]]]:
@@ -78,11 +95,16 @@ async def _main(args: argparse.Namespace) -> int:
         await asyncio.sleep(0.5)
         dsn = _newest_server()
     if dsn is None:
-        print("no benchmark PostgreSQL found; start one, or pass --dsn")
+        print("no benchmark PostgreSQL found; start one, or pass --dsn", file=sys.stderr)
         return 1
     await asyncio.sleep(max(0.0, deadline - time.monotonic()))  # let the load build up
-    taken, seen = await sample(dsn, args.seconds, args.every)
-    print(f"{taken} samples of {dsn} over {args.seconds:g} s")
+    try:
+        taken, seen = await sample(dsn, args.seconds, args.every)
+    except (OSError, asyncpg.PostgresError) as error:
+        print(f"cannot sample {_without_password(dsn)}: {error}", file=sys.stderr)
+        return 1
+    # The report names the server, never a password a given --dsn may carry.
+    print(f"{taken} samples of {_without_password(dsn)} over {args.seconds:g} s")
     for (query, wait), count in seen.most_common(args.top):
         print(f"{count:6d}  {wait:<24}  {query}")
     return 0
