@@ -22,6 +22,8 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from runner.priority import child_group
+
 TOKEN_ENV = "OPENASE_GIT_TOKEN"  # noqa: S105  # the variable's name, not a secret
 _TAIL_CHARS = 2000
 
@@ -150,9 +152,9 @@ async def git(
         stdin=asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        # Own process group: a timeout kills git's helpers (remote-https, ssh) too, and no
-        # controlling terminal means ssh cannot prompt.
-        start_new_session=True,
+        # Own process group: a timeout kills git's helpers (remote-https, ssh) too; no
+        # controlling terminal (`child_group`) means ssh cannot prompt.
+        **child_group(),
     )
     try:
         stdout, stderr = await asyncio.wait_for(proc.communicate(input), timeout)
@@ -180,7 +182,7 @@ def git_sync(*args: str, cwd: Path, timeout: float = 60) -> str:
             capture_output=True,
             timeout=timeout,
             check=False,
-            start_new_session=True,
+            **child_group(),
         )
     except subprocess.TimeoutExpired:
         raise GitError(_describe(args, None), None, f"killed after {timeout:g}s") from None

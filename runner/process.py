@@ -1,11 +1,12 @@
 """Run one child process under the runner's limits: wall time, stall, cancellation and the
 caller's own stop test (budgets), always ending with its whole process group gone.
 
-The child starts in a session of its own, so "stop" reaches everything it spawned: SIGTERM
-to the group, `kill_grace_seconds` to wind down, then SIGKILL. Even after a normal exit the
-leftover members of the group are killed, so a background server started by an agent or a
-hook never outlives its run. A process that leaves the group (its own `setsid`) is out of
-reach; it can still hold our pipes open, so EOF is awaited only briefly.
+The child starts in a process group of its own (`runner.priority.child_group`: in the
+runner's session, so it shares the runner's CPU priority), so "stop" reaches everything it
+spawned: SIGTERM to the group, `kill_grace_seconds` to wind down, then SIGKILL. Even after
+a normal exit the leftover members of the group are killed, so a background server started
+by an agent or a hook never outlives its run. A process that leaves the group (its own
+`setsid`) is out of reach; it can still hold our pipes open, so EOF is awaited only briefly.
 
 Output is read as raw chunks rather than with `StreamReader.readline`: a line is capped at
 `max_line_bytes` (the rest dropped), so a flood without newlines costs bounded memory.
@@ -25,6 +26,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+
+from runner.priority import child_group
 
 STDERR_TAIL_BYTES = 8 * 1024
 # After the group is gone, buffered output is read within milliseconds; longer means an
@@ -243,8 +246,8 @@ async def supervise(
             stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
             cwd=cwd,
             env=dict(env),
-            start_new_session=True,
             pass_fds=tuple(pass_fds),
+            **child_group(),
         )
     except OSError as error:
         raise AgentStartError(f"cannot start {argv[0]!r}: {error}") from error
