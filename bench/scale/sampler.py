@@ -5,8 +5,12 @@
 - the fake GitHub's request log: each new request stamped with the second it was seen;
 - every other second, how far the persisted run events (PostgreSQL's `run_events`) are
   behind what the runners produced (their Redis streams `openase:run:<id>:events`): per
-  open run, the produced events not yet persisted, and how old the oldest of them is (at
-  most the age of the newest persisted one plus the agent's half-second between lines).
+  open run, the produced events not yet persisted, and how long the oldest of them has
+  waited in its stream: the time in the stream id of the first entry past the run's
+  cursor (`run_event_cursors`, moved in the transaction that stores the events). Before,
+  it was the age of the newest persisted event, which counted a run's silence as lag: a
+  gate running for seconds after the agent's last line, then one event, read as seconds
+  behind.
 """
 
 from __future__ import annotations
@@ -16,12 +20,12 @@ import contextlib
 import json
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 import asyncpg
 from redis.asyncio import Redis
 
 from bench.scale.cluster import Cluster
+from bot.engine.runs.events import stream_start
 from runner.contract import run_events_stream
 
 CONTENT_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
@@ -110,32 +114,36 @@ class Sampler:
             r[0] for r in await db.fetch("select id from runs where state in ('queued', 'running')")
         ]
         persisted = {
-            r[0]: (r[1], r[2])
+            r[0]: r[1]
             for r in await db.fetch(
-                "select run_id, max(seq), max(at) from run_events where run_id = any($1) "
-                "group by run_id",
+                "select run_id, max(seq) from run_events where run_id = any($1) group by run_id",
                 open_runs,
+            )
+        }
+        cursors = {
+            r[0]: r[1]
+            for r in await db.fetch(
+                "select run_id, entry_id from run_event_cursors where run_id = any($1)", open_runs
             )
         }
         async with redis.pipeline(transaction=False) as pipe:
             for run_id in open_runs:
                 pipe.xrevrange(run_events_stream(run_id), count=1)
-                pipe.xrange(run_events_stream(run_id), count=1)
+                pipe.xrange(
+                    run_events_stream(run_id), min=stream_start(cursors.get(run_id)), count=1
+                )
             answers = await pipe.execute()
-        now = datetime.now(UTC)
+        now_ms = time.time() * 1000
         backlog, oldest = 0, 0.0
         for index, run_id in enumerate(open_runs):
-            last, first = answers[2 * index], answers[2 * index + 1]
+            last, first_unread = answers[2 * index], answers[2 * index + 1]
             if not last:
                 continue
             produced = int(json.loads(last[0][1][b"event"])["seq"])
-            stored_seq, stored_at = persisted.get(run_id, (0, None))
-            if produced <= stored_seq:
-                continue
-            backlog += produced - stored_seq
-            if stored_at is None:  # nothing persisted yet: since the first event
-                stored_at = datetime.fromisoformat(json.loads(first[0][1][b"event"])["at"])
-            oldest = max(oldest, (now - stored_at).total_seconds())
+            backlog += max(0, produced - persisted.get(run_id, 0))
+            if first_unread:  # its id: the Redis server's milliseconds when it was added
+                added_ms = int(first_unread[0][0].split(b"-")[0])
+                oldest = max(oldest, (now_ms - added_ms) / 1000)
         self.samples.lags.append(
             (self.samples.phase, Lag(time.time(), len(open_runs), backlog, oldest))
         )
