@@ -10,7 +10,6 @@ engine's cron, which finds due tickets, pending effects and open runs again.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import deque
 from collections.abc import Awaitable
@@ -26,7 +25,7 @@ from bot.engine.context import Decided, Engine, Followups
 from bot.engine.merge_gate import consider_merge
 from bot.engine.runs.dispatch import NOT_PICKUP, dispatch_ticket
 from bot.engine.runs.machine_controls import free_slots_now
-from bot.engine.runs.sending import send
+from bot.engine.runs.sending import enqueue_each_once, send
 from bot.jobs import DISPATCH_JOB
 from bot.tables.mirror import Ticket
 from bot.tables.workflow import TicketState
@@ -125,17 +124,13 @@ async def hand_out_due(engine: Engine, *, limit: int = DUE_BATCH) -> int:
         return 0
     free = await free_slots_now(engine.deps.redis, engine.deps.sessions)
     due = due[: max(0, free)]
-    # Side by side: each enqueue is a few round trips, and 100 one after another took 5 s
-    # in a busy worker.
-    jobs = await asyncio.gather(
-        *(
-            engine.deps.redis.enqueue_job(
-                DISPATCH_JOB, ticket_id, _job_id=f"dispatch:{ticket_id}:due"
-            )
-            for ticket_id in due
-        )
+    # All in one round trip: `enqueue_job` is three each, and 100 one after another took
+    # 5 s in a busy worker (side by side, still 180-256 ms of a tick).
+    return await enqueue_each_once(
+        engine.deps.redis,
+        DISPATCH_JOB,
+        [(f"dispatch:{ticket_id}:due", (ticket_id,)) for ticket_id in due],
     )
-    return sum(job is not None for job in jobs)
 
 
 async def _due(engine: Engine, *, limit: int) -> list[int]:

@@ -20,7 +20,6 @@ with any number of workers running these at once.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -56,6 +55,7 @@ from bot.engine.results import finish_run, take_result
 from bot.engine.runs.dispatch import resend_queued
 from bot.engine.runs.exclusive import sole_holder
 from bot.engine.runs.recorder import recorder_live
+from bot.engine.runs.sending import enqueue_each_once
 from bot.engine.runs.spec import work_branch
 from bot.engine.runs.tracking import sweep_runs
 from bot.jobs import (
@@ -249,11 +249,10 @@ async def _tick(ctx: dict[str, Any], engine: Engine) -> dict[str, int]:
 async def _hand_out(
     engine: Engine, job: str, job_id: Callable[[str], str], run_ids: Sequence[str]
 ) -> int:
-    """A job each for these runs, enqueued side by side; how many were not queued yet."""
-    enqueued = await asyncio.gather(
-        *(engine.deps.redis.enqueue_job(job, run_id, _job_id=job_id(run_id)) for run_id in run_ids)
+    """A job each for these runs, in one round trip; how many were not queued yet."""
+    return await enqueue_each_once(
+        engine.deps.redis, job, [(job_id(run_id), (run_id,)) for run_id in run_ids]
     )
-    return sum(each is not None for each in enqueued)
 
 
 async def ticket_action_job(ctx: dict[str, Any], action_id: int, commands: Commands) -> str:

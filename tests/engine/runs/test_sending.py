@@ -1,5 +1,6 @@
 """Sending a run to its machine's queue in one Redis round trip: arq's job, queued once
-whoever sends it how often, and never over a job arq still keeps a result of."""
+whoever sends it how often, and never over a job arq still keeps a result of; the same for
+any number of control jobs at once."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from arq.constants import job_key_prefix, result_key_prefix
 from arq.jobs import Job, JobStatus
 
 from bot.deps import Deps
-from bot.engine.runs.sending import RUN_TOKEN_SPARE, send
+from bot.engine.runs.sending import RUN_TOKEN_SPARE, enqueue_each_once, send
+from bot.jobs import DISPATCH_JOB
 from runner.contract import RUN_JOB, RunSpec, run_queue
 from tests.support.runs import spec_for
 
@@ -47,3 +49,25 @@ async def test_a_run_whose_token_is_about_to_expire_is_not_sent(deps: Deps) -> N
     expires = datetime.now(UTC) + RUN_TOKEN_SPARE - timedelta(seconds=1)
     assert not await send(deps.redis, spec("s3"), MACHINE, expires)
     assert not await deps.redis.exists(job_key_prefix + "s3")
+
+
+async def test_control_jobs_are_queued_in_one_go_each_once_as_arq_queues_them(deps: Deps) -> None:
+    await deps.redis.set(result_key_prefix + "dispatch:3:due", b"done")  # arq keeps its result
+    jobs = [(f"dispatch:{ticket}:due", (ticket,)) for ticket in (1, 2, 3)]
+    assert await enqueue_each_once(deps.redis, DISPATCH_JOB, jobs) == 2
+    assert await enqueue_each_once(deps.redis, DISPATCH_JOB, jobs) == 0  # handed out again
+    assert await enqueue_each_once(deps.redis, DISPATCH_JOB, []) == 0
+    queue = deps.redis.default_queue_name
+    assert sorted(await deps.redis.zrange(queue, 0, -1)) == [b"dispatch:1:due", b"dispatch:2:due"]
+
+    # What arq's worker reads: its own job, as `enqueue_job` would have written it.
+    job = Job("dispatch:2:due", deps.redis, _queue_name=queue)
+    assert await job.status() is JobStatus.queued
+    info = await job.info()
+    assert info is not None
+    assert (info.function, info.args, info.kwargs, info.job_try) == (DISPATCH_JOB, (2,), {}, None)
+    lives = timedelta(milliseconds=await deps.redis.pttl(job_key_prefix + "dispatch:2:due"))
+    assert timedelta(hours=23) < lives <= timedelta(milliseconds=deps.redis.expires_extra_ms)
+    score = await deps.redis.zscore(queue, "dispatch:2:due")
+    assert score is not None
+    assert abs(score / 1000 - datetime.now(UTC).timestamp()) < 60  # due now
