@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, ORMExecuteState, Session, mapped_column
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.types import DateTime
 
@@ -106,3 +106,42 @@ async def transaction(
     """One session in one transaction: commit on success, roll back on any error."""
     async with sessions() as session, session.begin():
         yield session
+
+
+# The mark of a `reading` session in its `info`.
+_READING = "openase_reading"
+
+
+class WriteInReadingSession(RuntimeError):
+    """A `reading` session was asked to write: each statement would commit on its own."""
+
+
+@asynccontextmanager
+async def reading(
+    sessions: async_sessionmaker[AsyncSession],
+) -> AsyncIterator[AsyncSession]:
+    """A session that only reads: each statement runs on its own (autocommit), without the
+    BEGIN before and the ROLLBACK after, two round trips of a one-query session's three.
+
+    Under READ COMMITTED, every session's level here, a transaction gives a series of
+    reads nothing more: each statement sees its own snapshot either way. What it would
+    change is writes (each would commit alone) and row locks (released at once): a
+    session that writes or locks is a `transaction`, and a write asked of this one raises
+    `WriteInReadingSession` before it is sent. The connection goes back to the pool in
+    its usual mode (SQLAlchemy resets the isolation level it set)."""
+    async with sessions() as session:
+        session.info[_READING] = True
+        await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        yield session
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _refuse_writes_when_reading(state: ORMExecuteState) -> None:
+    if state.session.info.get(_READING) and not state.is_select:
+        raise WriteInReadingSession(f"a reading session does not write: {state.statement}")
+
+
+@event.listens_for(Session, "before_flush")
+def _refuse_flushes_when_reading(session: Session, *_: object) -> None:
+    if session.info.get(_READING) and (session.new or session.dirty or session.deleted):
+        raise WriteInReadingSession("a reading session does not write: objects to flush")

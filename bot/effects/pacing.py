@@ -60,7 +60,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from adapters.errors import Paced
 from bot.settings import Settings
 from bot.tables.workflow import GitHubWrite, GitHubWritesPaced
-from harness_store.db import transaction
+from harness_store.db import reading, transaction
 
 MINUTE = timedelta(minutes=1)
 HOUR = timedelta(hours=1)
@@ -149,7 +149,7 @@ class WritePacer:
 
     async def room_at(self, installation_id: int) -> datetime | None:
         """None when a write may go out now; else when one may next."""
-        async with self._sessions() as session:
+        async with reading(self._sessions) as session:
             return await self._full_until(session, installation_id, await self._now(session))
 
     async def holding(self, installation_id: int, until: datetime) -> bool:

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, a
 
 from bot.effects.outbox import REVISION_SEPARATOR
 from bot.tables.workflow import EffectStatus, OutboxEffect
-from harness_store.db import transaction
+from harness_store.db import reading, transaction
 
 Json = dict[str, Any]
 
@@ -70,7 +70,7 @@ async def installation_lock(
 
 
 async def due_installations(sessions: async_sessionmaker[AsyncSession]) -> list[int | None]:
-    async with sessions() as session:
+    async with reading(sessions) as session:
         rows = await session.execute(
             select(OutboxEffect.installation_id)
             .where(_due())
@@ -81,7 +81,7 @@ async def due_installations(sessions: async_sessionmaker[AsyncSession]) -> list[
 
 
 async def has_due(sessions: async_sessionmaker[AsyncSession], installation_id: int | None) -> bool:
-    async with sessions() as session:
+    async with reading(sessions) as session:
         found = await session.scalar(
             select(OutboxEffect.id).where(_due(), _of(installation_id)).limit(1)
         )
@@ -140,7 +140,7 @@ def _scope_pattern(scope: str) -> str:
 async def newer_in_scope(
     sessions: async_sessionmaker[AsyncSession], scope: str, effect_id: int
 ) -> int | None:
-    async with sessions() as session:
+    async with reading(sessions) as session:
         return await session.scalar(
             select(OutboxEffect.id)
             .where(OutboxEffect.id > effect_id, OutboxEffect.key.like(_scope_pattern(scope)))
@@ -153,7 +153,7 @@ async def previous_result(
     sessions: async_sessionmaker[AsyncSession], scope: str, effect_id: int
 ) -> Json | None:
     """The result of the newest effect of the scope that was really performed."""
-    async with sessions() as session:
+    async with reading(sessions) as session:
         result = await session.scalar(
             select(OutboxEffect.result)
             .where(

@@ -29,6 +29,7 @@ from bot.engine.runs.sending import enqueue_each_once, send
 from bot.jobs import DISPATCH_JOB
 from bot.tables.mirror import Ticket
 from bot.tables.workflow import TicketState
+from harness_store.db import reading
 from runner.contract import run_cancel_key
 
 log = structlog.get_logger(__name__)
@@ -136,7 +137,7 @@ async def hand_out_due(engine: Engine, *, limit: int = DUE_BATCH) -> int:
 async def _due(engine: Engine, *, limit: int) -> list[int]:
     """Tickets waiting in a pickup state whose backoff is over, oldest first."""
     now = datetime.now(UTC)
-    async with engine.deps.sessions() as session:
+    async with reading(engine.deps.sessions) as session:
         return list(
             await session.scalars(
                 select(TicketState.ticket_id)
@@ -195,7 +196,7 @@ async def dispatch_later(engine: Engine, ticket_id: int, when: datetime) -> None
 
 async def recheck_merges(engine: Engine) -> int:
     """Reviewed tickets whose gates may have opened without a webhook telling us."""
-    async with engine.deps.sessions() as session:
+    async with reading(engine.deps.sessions) as session:
         ids = (
             await session.scalars(
                 select(TicketState.ticket_id).where(

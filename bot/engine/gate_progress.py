@@ -18,6 +18,7 @@ from bot.effects.kinds import EffectKind
 from bot.effects.outbox import add_effect, revision_key
 from bot.engine.context import Engine, Followups, load
 from bot.tables.workflow import OutboxEffect, Run, RunEvent, RunState
+from harness_store.db import reading
 from runner.contract import EventKind
 
 GATING = "gating"
@@ -54,7 +55,7 @@ async def _unreported(
     )
     if run_ids is not None:
         query = query.where(Run.id.in_(list(run_ids)))
-    async with engine.deps.sessions() as session:
+    async with reading(engine.deps.sessions) as session:
         rows = (await session.execute(query)).all()
     pushed: list[tuple[str, dict[str, Any]]] = []
     for run_id, event in rows:
@@ -67,7 +68,7 @@ async def _unreported(
     # the gates'. One query for all, rather than a locked transaction per run every tick
     # (200 runs at their gates made ticks of many seconds).
     last_keys = [_key(data["head_sha"], "openase", run_id) for run_id, data in pushed]
-    async with engine.deps.sessions() as session:
+    async with reading(engine.deps.sessions) as session:
         reported_keys = select(OutboxEffect.key).where(OutboxEffect.key.in_(last_keys))
         done = set(await session.scalars(reported_keys))
     return [

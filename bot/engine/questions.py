@@ -35,6 +35,7 @@ from bot.engine.status_comment import quoted
 from bot.engine.tracker_tickets import is_tracker
 from bot.engine.untrusted import Untrusted, untrusted
 from bot.tables.workflow import Run, TicketState
+from harness_store.db import reading
 from runner.contract import RunResult
 
 log = structlog.get_logger(__name__)
@@ -130,7 +131,7 @@ async def remind_waiting(engine: Engine) -> list[Followups]:
     """Remind once of each question unanswered for its workflow's `remind_after_seconds`:
     what follows each reminder sent (the caller carries it out)."""
     now = datetime.now(UTC)
-    async with engine.deps.sessions() as session:
+    async with reading(engine.deps.sessions) as session:
         waiting = (
             await session.execute(
                 select(TicketState.ticket_id, TicketState.asked_at).where(

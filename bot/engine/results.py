@@ -37,6 +37,7 @@ from bot.errors import ConfigUnavailable
 from bot.tables.mirror import Ticket
 from bot.tables.stats import RunOver, count_run
 from bot.tables.workflow import Run, RunState
+from harness_store.db import reading
 from runner.contract import HookResult, RunResult, RunStatus
 
 log = structlog.get_logger(__name__)
@@ -66,7 +67,7 @@ async def finish_run(engine: Engine, run_id: str, result: RunResult | None) -> F
     """Record the run as finished (`result`) or lost (None) and decide: what follows; None
     when it was already finished or lost (someone else acted on it), or when the repository's
     config cannot be read now (the cron comes back for it)."""
-    async with engine.deps.sessions() as session:
+    async with reading(engine.deps.sessions) as session:
         run = await session.get(Run, run_id)
         if run is None:
             return None

@@ -55,6 +55,7 @@ from bot.engine.runs.tracking import HANDED_BACK, fetch_result
 from bot.errors import ConfigUnavailable
 from bot.tables.mirror import Repository, Ticket
 from bot.tables.workflow import Run, RunState, TicketState
+from harness_store.db import reading
 from harness_store.errors import NotFound, RenderError
 from harness_store.store import (
     record_run_versions,
@@ -101,7 +102,7 @@ async def dispatch_ticket(engine: Engine, ticket_id: int) -> Decided:
 
 
 async def _prepare(engine: Engine, ticket_id: int) -> Prepared | Decided:
-    async with engine.deps.sessions() as session:
+    async with reading(engine.deps.sessions) as session:
         loaded = await load(session, ticket_id, lock=False)
     if loaded is None or loaded.state is None or loaded.repo is None:
         return Decided("untracked")
@@ -141,7 +142,7 @@ async def _prepare(engine: Engine, ticket_id: int) -> Prepared | Decided:
     )
     if refused is not None:
         return refused
-    async with engine.deps.sessions() as session:
+    async with reading(engine.deps.sessions) as session:
         waiting = await open_blockers(
             session, blockers(ticket.body, repo.full_name), exclude_ticket_id=ticket.id
         )
@@ -454,7 +455,7 @@ async def resend_queued(engine: Engine, *, older_than: timedelta = RESEND_AFTER)
     lacks are filled in anew, with a new token."""
     now = datetime.now(UTC)
     redis = engine.deps.redis
-    async with engine.deps.sessions() as session:
+    async with reading(engine.deps.sessions) as session:
         rows = (
             await session.execute(
                 select(Run, Repository.installation_id, Repository.full_name)

@@ -27,6 +27,7 @@ from sqlalchemy import ARRAY, DateTime, Float, Integer, String, Text, bindparam,
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.tables.workflow import RunEventCursor, RunState
+from harness_store.db import reading
 from runner.contract import AgentEvent, ContractMismatch, run_events_stream
 
 log = structlog.get_logger(__name__)
@@ -73,7 +74,7 @@ async def collect_events(
 
     `cursor_known`: the caller read the run's cursor into `cursor` already."""
     if not cursor_known:
-        async with sessions() as session:
+        async with reading(sessions) as session:
             cursor = await session.scalar(
                 select(RunEventCursor.entry_id).where(RunEventCursor.run_id == run_id)
             )

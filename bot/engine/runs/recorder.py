@@ -35,6 +35,7 @@ from bot.engine.runs.events import READ_BATCH, StreamRead, store_batch
 from bot.engine.runs.exclusive import RELEASE_IF_MINE, RENEW_IF_MINE
 from bot.servers.outages import Outages
 from bot.tables.workflow import Run, RunEventCursor, RunState
+from harness_store.db import reading
 from runner.contract import run_events_stream
 
 log = structlog.get_logger(__name__)
@@ -149,7 +150,7 @@ class EventRecorder:
         """The open runs, each read on from its stored cursor, or from where this recorder
         got to if that is further (the cursor is moved in the same transaction as the
         events are stored, so a run's result taken in meanwhile may have moved it on)."""
-        async with self.sessions() as session:
+        async with reading(self.sessions) as session:
             rows = (
                 await session.execute(
                     select(Run.id, RunEventCursor.entry_id)

@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.engine.runs.events import READ_BATCH, StreamRead, collect_events, store_batch, stream_start
 from bot.tables.workflow import Run, RunEventCursor, RunState
+from harness_store.db import reading
 from runner.contract import (
     ContractMismatch,
     RunResult,
@@ -128,7 +129,7 @@ async def sweep_runs(
     finish = finish or recorded_finish
     lose = lose or recorded_loss
     watched_since = await _watching(redis, now)
-    async with sessions() as session:
+    async with reading(sessions) as session:
         open_runs = (
             await session.execute(
                 select(
@@ -243,7 +244,7 @@ async def _stop_zombies(
 ) -> None:
     """A lost run alive again (its runner was cut off, not dead) is told to stop again:
     Redis may have come back empty, without the first signal."""
-    async with sessions() as session:
+    async with reading(sessions) as session:
         recent = (
             await session.scalars(
                 select(Run.id).where(

@@ -65,7 +65,7 @@ async def test_control_jobs_are_queued_in_one_go_each_once_as_arq_queues_them(de
     assert await job.status() is JobStatus.queued
     info = await job.info()
     assert info is not None
-    assert (info.function, info.args, info.kwargs, info.job_try) == (DISPATCH_JOB, (2,), {}, None)
+    assert (info.function, info.args, info.kwargs) == (DISPATCH_JOB, (2,), {})
     lives = timedelta(milliseconds=await deps.redis.pttl(job_key_prefix + "dispatch:2:due"))
     assert timedelta(hours=23) < lives <= timedelta(milliseconds=deps.redis.expires_extra_ms)
     score = await deps.redis.zscore(queue, "dispatch:2:due")
