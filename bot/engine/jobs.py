@@ -20,9 +20,8 @@ with any number of workers running these at once.
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -199,48 +198,36 @@ async def _tick(ctx: dict[str, Any], engine: Engine) -> dict[str, int]:
         events=not recording,
     )
     laps.lap("sweep")
-
-    async def gating() -> int:
-        return await _hand_out(engine, GATING_JOB, gating_job_id, await unreported_gating(engine))
-
-    async def merges() -> bool:
-        # A job: 400 tickets in review made a tick of seconds (a decision each, one by one).
-        if ticks % MERGE_CHECK_EVERY:
-            return False
-        job = await engine.deps.redis.enqueue_job(MERGE_RECHECK_JOB, _job_id=MERGE_RECHECK_JOB)
-        return job is not None
-
-    async def questions() -> int:
-        reminded = await remind_waiting(engine)
-        for followups in reminded:
-            await carry_out(engine, followups)
-        return len(reminded)
-
-    async def failing_deliveries() -> int:
-        return await notice_failing_deliveries(engine) if ticks % ALERT_EVERY == 0 else 0
-
-    # The rest side by side, once the sweep has settled which runs are lost (a queued run it
-    # declares lost must not be sent again): each part hands work out, and none waits for
-    # another's; one after another, their round trips added up to most of a tick.
-    gated, resent, handed, actions, merged, reminded, offline, failing = await _side_by_side(
-        laps.timed("gating", gating()),
-        laps.timed("resend", resend_queued(engine)),
-        laps.timed("due", hand_out_due(engine)),
-        laps.timed("actions", resend_actions(engine)),
-        laps.timed("merges", merges()),
-        laps.timed("questions", questions()),
-        laps.timed("offline runners", notice_offline_runners(engine)),
-        laps.timed("failing deliveries", failing_deliveries()),
-    )
+    gating = await _hand_out(engine, GATING_JOB, gating_job_id, await unreported_gating(engine))
+    laps.lap("gating")
+    resent = await resend_queued(engine)
+    laps.lap("resend")
+    handed = await hand_out_due(engine)
+    laps.lap("due")
+    actions = await resend_actions(engine)
+    # A job: 400 tickets in review made a tick of seconds (a decision each, one by one).
+    merges = 0
+    if ticks % MERGE_CHECK_EVERY == 0:
+        merges = (
+            await engine.deps.redis.enqueue_job(MERGE_RECHECK_JOB, _job_id=MERGE_RECHECK_JOB)
+            is not None
+        )
+    reminded = await remind_waiting(engine)
+    for followups in reminded:
+        await carry_out(engine, followups)
+    laps.lap("actions, merges, questions")
+    offline = await notice_offline_runners(engine)
+    failing = await notice_failing_deliveries(engine) if ticks % ALERT_EVERY == 0 else 0
+    laps.lap("alerts")
     counts = {
         "results_announced": len(sweep.finished),
         "lost": len(sweep.lost),
-        "gating_handed_out": gated,
+        "gating_handed_out": gating,
         "resent": resent,
         "dispatches_handed_out": handed,
-        "merge_rechecks_handed_out": int(merged),
+        "merge_rechecks_handed_out": int(merges),
         "actions_resent": actions,
-        "questions_reminded": reminded,
+        "questions_reminded": len(reminded),
         "runners_offline": offline,
         "deliveries_failing": failing,
     }
@@ -257,20 +244,6 @@ async def _tick(ctx: dict[str, Any], engine: Engine) -> dict[str, int]:
             **counts,
         )
     return counts
-
-
-async def _side_by_side(*parts: Awaitable[Any]) -> list[Any]:
-    """Every part's result, the parts run at once. The first to fail stops the others
-    (none runs on past the tick, which may end and free its key) and its error is raised
-    as it is, for `riding_out` to tell an outage from a bug."""
-    tasks = [asyncio.ensure_future(part) for part in parts]
-    try:
-        return await asyncio.gather(*tasks)
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
 
 
 async def _hand_out(

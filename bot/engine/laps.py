@@ -4,10 +4,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable
-from typing import TypeVar
-
-T = TypeVar("T")
 
 
 class Laps:
@@ -21,16 +17,6 @@ class Laps:
         now = time.monotonic()
         self.seconds[part] = self.seconds.get(part, 0.0) + now - self.last
         self.last = now
-
-    async def timed(self, part: str, work: Awaitable[T]) -> T:
-        """`work` awaited, its own time recorded as `part` (for parts run side by side,
-        whose laps would overlap)."""
-        began = time.monotonic()
-        try:
-            return await work
-        finally:
-            self.seconds[part] = self.seconds.get(part, 0.0) + time.monotonic() - began
-            self.last = max(self.last, time.monotonic())
 
     @property
     def total(self) -> float:

@@ -165,27 +165,3 @@ async def test_the_merge_recheck_is_handed_to_one_job_every_few_ticks(
         assert [c["merge_rechecks_handed_out"] for c in (handed, again, quiet)] == [1, 0, 0]
         queued = await w.deps.redis.zrange(CONTROL_QUEUE, 0, -1)
         assert queued == [MERGE_RECHECK_JOB.encode()]
-
-
-async def test_the_ticks_parts_side_by_side_stop_together_at_the_first_error() -> None:
-    """Past the sweep the tick's parts run at once; one failing (Redis away) cancels the
-    others, so none runs on after the tick ended, and its error comes out as it was raised
-    (an outage is told from a bug by its type)."""
-    cancelled: list[str] = []
-
-    async def slow() -> str:
-        try:
-            await asyncio.sleep(30)
-        except asyncio.CancelledError:
-            cancelled.append("slow")
-            raise
-        return "slow"
-
-    async def fails() -> str:
-        await asyncio.sleep(0)
-        raise ConnectionError("Redis went away")
-
-    with pytest.raises(ConnectionError, match="Redis went away"):
-        await jobs._side_by_side(slow(), fails())
-    assert cancelled == ["slow"]
-    assert await jobs._side_by_side(asyncio.sleep(0, "a"), asyncio.sleep(0.01, "b")) == ["a", "b"]
