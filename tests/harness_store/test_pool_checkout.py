@@ -8,13 +8,13 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-from asyncpg.connection import LoggedQuery
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from harness_store import db
 from harness_store.db import make_engine
 from tests.conftest import Services
+from tests.support.query_log import query_log
 
 
 @pytest.fixture
@@ -34,22 +34,13 @@ async def backend_pid(conn: AsyncConnection) -> int:
 
 async def queries_at_checkout(engine: AsyncEngine) -> list[str]:
     """The statements run on the pooled connection by the next checkout, before ours."""
-    seen: list[str] = []
-    async with engine.connect() as conn:
-        raw = await conn.get_raw_connection()
-        driver = raw.driver_connection
-        assert driver is not None
-
-    def log(record: LoggedQuery) -> None:
-        seen.append(record.query)
-
-    driver.add_query_logger(log)
+    seen, stop = await query_log(engine)
     try:
         async with engine.connect() as conn:
             before_ours = list(seen)
             await conn.scalar(text("SELECT 1"))
     finally:
-        driver.remove_query_logger(log)
+        stop()
     return before_ours
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from asyncpg.connection import LoggedQuery
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -17,6 +16,7 @@ from bot.tables.machines import MachineControl
 from harness_store.db import WriteInReadingSession, make_engine, make_sessionmaker, reading
 from harness_store.db import transaction as in_transaction
 from tests.conftest import Services
+from tests.support.query_log import query_log
 
 
 @pytest.fixture
@@ -28,26 +28,11 @@ async def engine(services: Services) -> AsyncIterator[AsyncEngine]:
         await engine.dispose()
 
 
-async def logged(engine: AsyncEngine) -> list[str]:
-    """The list the pooled connection's statements are appended to from now on."""
-    seen: list[str] = []
-    async with engine.connect() as conn:
-        raw = await conn.get_raw_connection()
-        driver = raw.driver_connection
-        assert driver is not None
-
-    def log(record: LoggedQuery) -> None:
-        seen.append(record.query)
-
-    driver.add_query_logger(log)
-    return seen
-
-
 async def test_a_reading_session_sends_its_statements_and_nothing_else(
     engine: AsyncEngine,
 ) -> None:
     sessions = make_sessionmaker(engine)
-    seen = await logged(engine)
+    seen, _ = await query_log(engine)
     async with reading(sessions) as session:
         assert await session.get(MachineControl, "reading-none") is None
         assert await session.scalar(select(func.now())) is not None
@@ -62,7 +47,7 @@ async def test_a_write_in_a_reading_session_is_refused_before_it_is_sent(
     engine: AsyncEngine,
 ) -> None:
     sessions = make_sessionmaker(engine)
-    seen = await logged(engine)
+    seen, _ = await query_log(engine)
     row = {"name": "reading-m1", "state": "paused", "changed_by": "alice"}
     async with reading(sessions) as session:
         with pytest.raises(WriteInReadingSession, match="does not write: INSERT INTO"):

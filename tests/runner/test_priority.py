@@ -38,14 +38,16 @@ print(held, os.getpriority(os.PRIO_PROCESS, 0), child.stdout.strip())
 SESSION_PROBE = """
 import os, subprocess, sys
 from runner.priority import child_group, yield_cpu
-before = open("/proc/self/autogroup").read().strip()
+def autogroup():
+    return open("/proc/self/autogroup").read().strip()
+before = autogroup()
 yield_cpu(int(sys.argv[1]))
 child = subprocess.run(
-    [sys.executable, "-c",
-     "import os; print(os.getsid(0), os.getpgid(0) == os.getpid(), open('/proc/self/autogroup').read().strip())"],
+    [sys.executable, "-c", "import os; ag = open('/proc/self/autogroup').read().strip(); "
+     "print(os.getsid(0), os.getpgid(0) == os.getpid(), ag)"],
     capture_output=True, text=True, check=True, **child_group(),
 )
-print(before, "|", os.getsid(0), open("/proc/self/autogroup").read().strip(), "|", child.stdout.strip())
+print(before, "|", os.getsid(0), autogroup(), "|", child.stdout.strip())
 """
 
 # A runner with a controlling terminal (pty.fork makes the pty the child's): how it would
