@@ -26,6 +26,7 @@ import os
 import sys
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -71,22 +72,31 @@ def _without_password(dsn: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
-async def sample(dsn: str, seconds: float, every: float) -> tuple[int, Counter[tuple[str, str]]]:
-    """(samples taken, how often each (statement, wait) was seen active)."""
-    seen: Counter[tuple[str, str]] = Counter()
-    taken = 0
+# What a server stopping mid-sample raises (the benchmark ended): the samples so far stand.
+_SERVER_GONE = (OSError, asyncpg.InterfaceError, asyncpg.InternalClientError, asyncpg.PostgresError)
+
+
+@dataclass
+class Sampled:
+    taken: int = 0
+    seen: Counter[tuple[str, str]] = field(default_factory=Counter)  # (statement, wait)
+    cut_short: str | None = None  # why sampling stopped early: the server went away
+
+
+async def sample(dsn: str, seconds: float, every: float) -> Sampled:
+    """How often each (statement, wait) was seen active, in how many samples."""
+    sampled = Sampled()
     conn = await asyncpg.connect(dsn)
     try:
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             try:
                 rows = await conn.fetch(_ACTIVE)
-            except asyncpg.InternalClientError:
-                # Seen once on a server under a benchmark's load: the connection's state is
-                # then unknown, so a new one is opened and the sample skipped.
-                conn.terminate()
-                conn = await asyncpg.connect(dsn)
-                continue
+            except _SERVER_GONE as error:
+                if not sampled.taken:
+                    raise
+                sampled.cut_short = f"{type(error).__name__}: {error}"
+                return sampled
             for row in rows:
                 query = " ".join(str(row["query"]).split())[:80]
                 wait = (
@@ -96,30 +106,30 @@ async def sample(dsn: str, seconds: float, every: float) -> tuple[int, Counter[t
                 )
                 if row["blocked_by"]:
                     wait += f" behind [{row['blocked_by']}]"
-                seen[(query, wait)] += 1
-            taken += 1
+                sampled.seen[(query, wait)] += 1
+            sampled.taken += 1
             await asyncio.sleep(every)
     finally:
-        await conn.close()
-    return taken, seen
+        conn.terminate()  # no goodbye a stopped server could not answer
+    return sampled
 
 
 async def _main(args: argparse.Namespace) -> int:
-    # The load builds up first; the newest server is looked for after that (`make
-    # bench-scale` starts a short-lived one to seed its mirror before its own).
-    await asyncio.sleep(args.wait)
+    await asyncio.sleep(args.wait)  # the load builds up; the newest server is the one then
     dsn = args.dsn or _newest_server()
     if dsn is None:
         print("no benchmark PostgreSQL found; start one, or pass --dsn", file=sys.stderr)
         return 1
     try:
-        taken, seen = await sample(dsn, args.seconds, args.every)
-    except (OSError, asyncpg.PostgresError) as error:
+        sampled = await sample(dsn, args.seconds, args.every)
+    except _SERVER_GONE as error:
         print(f"cannot sample {_without_password(dsn)}: {error}", file=sys.stderr)
         return 1
     # The report names the server, never a password a given --dsn may carry.
-    print(f"{taken} samples of {_without_password(dsn)} over {args.seconds:g} s")
-    for (query, wait), count in seen.most_common(args.top):
+    print(f"{sampled.taken} samples of {_without_password(dsn)} over {args.seconds:g} s")
+    if sampled.cut_short:
+        print(f"(cut short: the server went away: {sampled.cut_short})")
+    for (query, wait), count in sampled.seen.most_common(args.top):
         print(f"{count:6d}  {query}\n        {wait}")
     return 0
 
