@@ -185,20 +185,20 @@ def ticks(cluster: Cluster, began: float, ended: float) -> Ticks:
 
 
 def content_per_minute(requests: list[Request], began: float, ended: float) -> dict[int, int]:
-    """Per installation: the most content-creating requests in any 60 s of the window."""
-    seconds: dict[int, Counter[int]] = {}
+    """Per installation: the most content-creating requests that reached GitHub within any
+    60 s of the window (a rolling minute, as GitHub counts, not whole clock minutes)."""
+    arrivals: dict[int, list[float]] = {}
     for request in requests:
         if request.content and request.installation is not None and began <= request.at <= ended:
-            seconds.setdefault(request.installation, Counter())[int(request.at)] += 1
+            arrivals.setdefault(request.installation, []).append(request.at)
     most: dict[int, int] = {}
-    for installation, per_second in seconds.items():
-        start = min(per_second)
-        best = 0
-        for window in range(start, int(ended) + 1):
-            best = max(best, sum(per_second.get(window + s, 0) for s in range(60)))
-            if window > max(per_second):
-                break
-        most[installation] = best
+    for installation, times in arrivals.items():
+        times.sort()
+        first = 0
+        for last, at in enumerate(times):
+            while at - times[first] >= 60:
+                first += 1
+            most[installation] = max(most.get(installation, 0), last - first + 1)
     return most
 
 

@@ -27,13 +27,14 @@ from redis.asyncio import Redis
 from bench.scale.cluster import Cluster
 from bot.engine.runs.events import stream_start
 from runner.contract import run_events_stream
+from tests.fakes.github_api import ARRIVED
 
 CONTENT_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
 
 
 @dataclass(frozen=True)
 class Request:
-    at: float  # epoch seconds, when the sampler saw it
+    at: float  # epoch seconds, when it reached the fake GitHub
     method: str
     path: str
     installation: int | None
@@ -93,14 +94,13 @@ class Sampler:
 
     def _sample_requests(self) -> None:
         fake = self.cluster.github.fake
-        now = time.time()
         for request in fake.requests[self._seen :]:
             scheme, _, token = request.headers.get("authorization", "").partition(" ")
             owner = fake.tokens.get(token) if scheme.lower() in ("token", "bearer") else None
             path = request.url.path
             self.samples.requests.append(
                 Request(
-                    now,
+                    request.extensions[ARRIVED],
                     request.method,
                     path,
                     owner[0] if owner else None,

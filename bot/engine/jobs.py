@@ -69,7 +69,7 @@ from bot.jobs import (
 )
 from bot.tables.actions import ActionState, TicketAction
 from bot.tables.workflow import EffectStatus, Run
-from harness_store.db import transaction
+from harness_store.db import reading, transaction
 from runner.contract import RUN_FINISHED_JOB, RunResult, run_finished_job_id
 
 log = structlog.get_logger(__name__)
@@ -280,6 +280,11 @@ async def ticket_action_job(ctx: dict[str, Any], action_id: int, commands: Comma
 
 async def resend_actions(engine: Engine) -> int:
     """Web actions whose job Redis lost are sent again; ones too old are dropped."""
+    # Nearly always none: one read, not a transaction of four round trips, every tick
+    # (an action too old to carry out is older than a stranded one).
+    async with reading(engine.deps.sessions) as session:
+        if not await stranded_actions(session, older_than=STRANDED_AFTER):
+            return 0
     async with transaction(engine.deps.sessions) as session:
         await expire_actions(session)
         stranded = await stranded_actions(session, older_than=STRANDED_AFTER)

@@ -17,6 +17,7 @@ import hashlib
 import json
 import re
 import secrets
+import time
 import typing
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
@@ -40,6 +41,9 @@ from tests.fakes.github_deliveries import FakeDeliveryLog
 from tests.fakes.github_git import sync_from_git
 from tests.fakes.github_manifests import FakeAppRegistrations
 from tests.support.helpers import github_example
+
+# The extension key of a recorded request: epoch seconds when it reached the fake.
+ARRIVED = "openase_arrived"
 
 Json = dict[str, Any]
 Handler = Callable[..., httpx.Response]
@@ -324,6 +328,8 @@ class FakeGitHubAPI:
     # --- serving ------------------------------------------------------------------------
 
     def _handle(self, request: httpx.Request) -> httpx.Response:
+        # When it reached "GitHub" (epoch seconds): what GitHub's rolling limits count by.
+        request.extensions.setdefault(ARRIVED, time.time())
         self.requests.append(request)
         response = self._dispatch(request)
         self.answers.append((request, response))

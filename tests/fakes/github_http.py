@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -27,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tests.fakes.github_api import FakeGitHubAPI
+from tests.fakes.github_api import ARRIVED, FakeGitHubAPI
 
 METHODS = ["GET", "POST", "PATCH", "PUT", "DELETE"]
 # Headers the server recomputes for the body it sends (the fake's were for httpx).
@@ -50,12 +51,14 @@ class ServedGitHub:
                 status_code=502,
                 media_type="text/html",
             )
+        arrived = time.time()  # before its body is read, as GitHub would count it
         body = await request.body()
         forwarded = httpx.Request(
             request.method,
             str(request.url),
             headers=[(k, v) for k, v in request.headers.items() if k.lower() != "host"],
             content=body,
+            extensions={ARRIVED: arrived},
         )
         answer = self.fake._serve(forwarded)
         if not isinstance(answer, httpx.Response):  # the fake's latency mode

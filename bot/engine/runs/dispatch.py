@@ -40,6 +40,7 @@ from bot.engine.decision import Decision
 from bot.engine.runs.claims import Limits as ClaimLimits
 from bot.engine.runs.claims import claim, room
 from bot.engine.runs.exclusive import sole_dispatcher
+from bot.engine.runs.lookups import ask_existing, ask_values
 from bot.engine.runs.machine_controls import controls, in_flight, stopped
 from bot.engine.runs.machines import (
     Machine,
@@ -51,7 +52,7 @@ from bot.engine.runs.machines import (
 from bot.engine.runs.sending import send
 from bot.engine.runs.slots import take_slot
 from bot.engine.runs.spec import GATES_ONLY_AGENT, PROVIDER_KEY, build_spec, session_machine
-from bot.engine.runs.tracking import HANDED_BACK, fetch_result
+from bot.engine.runs.tracking import HANDED_BACK, parse_result
 from bot.errors import ConfigUnavailable
 from bot.tables.mirror import Repository, Ticket
 from bot.tables.workflow import Run, RunState, TicketState
@@ -60,7 +61,7 @@ from harness_store.errors import NotFound, RenderError
 from harness_store.store import (
     record_run_versions,
 )
-from runner.contract import RunSpec
+from runner.contract import RunSpec, run_result_key
 
 log = structlog.get_logger(__name__)
 
@@ -456,27 +457,49 @@ async def resend_queued(engine: Engine, *, older_than: timedelta = RESEND_AFTER)
     now = datetime.now(UTC)
     redis = engine.deps.redis
     async with reading(engine.deps.sessions) as session:
-        rows = (
+        waiting = (
             await session.execute(
-                select(Run, Repository.installation_id, Repository.full_name)
+                select(Run.id, Repository.installation_id, Repository.full_name)
                 .join(Ticket, Ticket.id == Run.ticket_id)
                 .join(Repository, Repository.id == Ticket.repository_id)
                 .where(
                     Run.state == RunState.QUEUED,
                     Run.queued_at < now - older_than,
                     Run.started_at.is_(None),
+                    Run.machine.is_not(None),
+                    Repository.installation_id.is_not(None),
                 )
             )
         ).all()
-    sent = 0
-    for run, installation_id, full_name in rows:
-        if run.machine is None or installation_id is None:
-            continue
-        if await redis.exists(job_key_prefix + run.id):
+    if not waiting:
+        return 0
+    # Each run's job and result in one round trip: 200 runs waiting for slots made a
+    # round trip or two each, every tick.
+    pipe = redis.pipeline(transaction=False)
+    ask_existing(pipe, [job_key_prefix + run_id for run_id, *_ in waiting])
+    ask_values(pipe, [run_result_key(run_id) for run_id, *_ in waiting])
+    queued, results = await asyncio.shield(pipe.execute())
+    lost: dict[str, tuple[int, str]] = {}
+    for (run_id, installation_id, full_name), job_queued, raw in zip(
+        waiting, queued, results, strict=True
+    ):
+        if job_queued or installation_id is None:
             continue  # still queued (or just taken), its token alive: no new one
-        result = await fetch_result(redis, run.id)
+        result = parse_result(run_id, raw)
         if result is not None and result.error_class != HANDED_BACK:
             continue  # it ran; the sweep takes its result in
+        lost[run_id] = (installation_id, full_name)
+    if not lost:
+        return 0
+    async with reading(engine.deps.sessions) as session:
+        rows = [
+            (run, *lost[run.id])
+            for run in await session.scalars(select(Run).where(Run.id.in_(lost)))
+        ]
+    sent = 0
+    for run, installation_id, full_name in rows:
+        if run.machine is None or run.state != RunState.QUEUED or run.started_at is not None:
+            continue  # taken meanwhile
         # `_provider`, `_ask`: what the engine keeps beside the spec, not part of it.
         stored = {key: value for key, value in run.spec.items() if not key.startswith("_")}
         provider = engine.control.providers.get(str(run.spec.get(PROVIDER_KEY, "")))

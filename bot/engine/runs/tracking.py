@@ -27,10 +27,11 @@ from typing import Any
 import structlog
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
-from sqlalchemy import Row, func, select, update
+from sqlalchemy import Row, and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.engine.runs.events import READ_BATCH, StreamRead, collect_events, store_batch, stream_start
+from bot.engine.runs.lookups import ask_existing, ask_values
 from bot.tables.workflow import Run, RunEventCursor, RunState
 from harness_store.db import reading
 from runner.contract import (
@@ -64,10 +65,11 @@ LOST_REASON = "the run was declared lost (its runner was cut off) and retried el
 
 async def fetch_result(redis: Redis, run_id: str) -> RunResult | None:
     """The run's result, once its runner has stored one (an unreadable one is logged)."""
-    return _parse_result(run_id, await redis.get(run_result_key(run_id)))
+    return parse_result(run_id, await redis.get(run_result_key(run_id)))
 
 
-def _parse_result(run_id: str, raw: bytes | None) -> RunResult | None:
+def parse_result(run_id: str, raw: bytes | None) -> RunResult | None:
+    """A result as its runner stored it (an unreadable one is logged: None)."""
     if raw is None:
         return None
     try:
@@ -128,9 +130,9 @@ async def sweep_runs(
 
     finish = finish or recorded_finish
     lose = lose or recorded_loss
-    watched_since = await _watching(redis, now)
+    # The open runs, and the runs lost lately (a zombie's runner may be back), in one read.
     async with reading(sessions) as session:
-        open_runs = (
+        rows = (
             await session.execute(
                 select(
                     Run.id,
@@ -141,10 +143,17 @@ async def sweep_runs(
                     RunEventCursor.entry_id,
                 )
                 .outerjoin(RunEventCursor, RunEventCursor.run_id == Run.id)
-                .where(Run.state.in_((RunState.QUEUED, RunState.RUNNING)))
+                .where(
+                    or_(
+                        Run.state.in_((RunState.QUEUED, RunState.RUNNING)),
+                        and_(Run.state == RunState.LOST, Run.finished_at > now - ZOMBIE_WINDOW),
+                    )
+                )
             )
         ).all()
-    seen = await _look(redis, open_runs, events=events)
+    open_runs = [row for row in rows if row.state != RunState.LOST]
+    lately_lost = [row.id for row in rows if row.state == RunState.LOST]
+    watched_since, seen, zombies = await _look(redis, now, open_runs, lately_lost, events=events)
     await store_batch(sessions, [look.read for look in seen], skip_held=True)
     finished: list[tuple[str, RunResult]] = []
     lost: list[str] = []
@@ -170,7 +179,10 @@ async def sweep_runs(
             log.warning("run_lost", run_id=run_id)
             lost.append(run_id)
             await _tell_to_stop(redis, run_id)
-    await _stop_zombies(redis, sessions, now)
+    for run_id, told in zombies:
+        if not told:
+            log.warning("run_zombie_stopped", run_id=run_id)
+        await _tell_to_stop(redis, run_id)
     return Sweep(finished, lost)
 
 
@@ -179,50 +191,78 @@ _OpenRun = Row[
 ]  # the last: the cursor (may be None)
 
 
-async def _look(redis: Redis, open_runs: Sequence[_OpenRun], *, events: bool) -> list[_Seen]:
-    """Each open run's new stream entries (with `events`), result, liveness and (queued)
-    machine, in one pipelined round trip. Entries are read before the result: a result
-    seen means the entries read may still miss its last events (the sweep reads on for
-    those)."""
-    if not open_runs:
-        return []
+# KEYS: the note; ARGV: now and the longest gap (epoch seconds). Since when sweeps have
+# watched the runs without a gap (now, after one), and now noted as the last sweep.
+_WATCHING = """
+local noted = redis.call('hmget', KEYS[1], 'since', 'last')
+local since = ARGV[1]
+if noted[1] and noted[2] then
+  local gap = tonumber(ARGV[1]) - tonumber(noted[2])
+  if gap >= 0 and gap <= tonumber(ARGV[2]) then
+    since = noted[1]
+  end
+end
+redis.call('hset', KEYS[1], 'since', since, 'last', ARGV[1])
+return since
+"""
+
+
+async def _look(
+    redis: Redis,
+    now: datetime,
+    open_runs: Sequence[_OpenRun],
+    lately_lost: Sequence[str],
+    *,
+    events: bool,
+) -> tuple[datetime, list[_Seen], list[tuple[str, bool]]]:
+    """In one pipelined round trip: since when sweeps have watched the runs; each open
+    run's new stream entries (with `events`), result, liveness and (queued) machine; and
+    which lately lost runs are alive (a zombie), each with whether it was told to stop.
+    Entries are read before the result: a result seen means the entries read may still
+    miss its last events (the sweep reads on for those)."""
+    # Three commands whatever the number of runs (and a stream read per run with
+    # `events`): one each (bot/engine/runs/lookups.py).
     pipe = redis.pipeline(transaction=False)
-    for run_id, state, machine, _, _, cursor in open_runs:
-        if events:
+    # EVAL, not a registered script: a pipeline's scripts cost a SCRIPT EXISTS round trip.
+    pipe.eval(_WATCHING, 1, WATCHED_KEY, repr(now.timestamp()), str(WATCH_GAP.total_seconds()))
+    if events:
+        for run_id, *_, cursor in open_runs:
             pipe.xrange(run_events_stream(run_id), min=stream_start(cursor), count=READ_BATCH)
-        pipe.get(run_result_key(run_id))
-        pipe.exists(run_heartbeat_key(run_id))
-        if state == RunState.QUEUED and machine is not None:
-            pipe.exists(machine_key(machine))
+    asked_results = ask_values(pipe, [run_result_key(run_id) for run_id, *_ in open_runs])
+    asked = [run_heartbeat_key(run_id) for run_id, *_ in open_runs]
+    asked += [
+        machine_key(machine)
+        for _, state, machine, *_ in open_runs
+        if state == RunState.QUEUED and machine is not None
+    ]
+    for run_id in lately_lost:
+        asked += [run_heartbeat_key(run_id), run_cancel_key(run_id)]
+    asked_existing = ask_existing(pipe, asked)
     replies = iter(await _execute(pipe))
+    watched_since = datetime.fromtimestamp(float(next(replies)), UTC)
+    streams = [next(replies) for _ in open_runs] if events else [[] for _ in open_runs]
+    results = next(replies) if asked_results else []
+    existing = iter(next(replies) if asked_existing else [])
+    alive = [bool(next(existing)) for _ in open_runs]
     seen = []
-    for run_id, state, machine, _, _, _ in open_runs:
-        entries = next(replies) if events else []
-        raw_result, alive = next(replies), next(replies)
-        registered = state == RunState.QUEUED and machine is not None and bool(next(replies))
+    for (run_id, state, machine, *_), entries, raw_result, live in zip(
+        open_runs, streams, results, alive, strict=True
+    ):
+        registered = state == RunState.QUEUED and machine is not None and bool(next(existing))
         seen.append(
             _Seen(
                 read=StreamRead(run_id, entries),
-                result=_parse_result(run_id, raw_result),
-                alive=bool(alive),
+                result=parse_result(run_id, raw_result),
+                alive=live,
                 machine_registered=registered,
             )
         )
-    return seen
-
-
-async def _watching(redis: Redis, now: datetime) -> datetime:
-    """Since when sweeps have watched the runs without a gap (now, after one)."""
-    noted = await redis.hmget(WATCHED_KEY, ["since", "last"])  # type: ignore[misc]  # redis-py's union return
-    since = now
-    if noted[0] is not None and noted[1] is not None:
-        last = datetime.fromtimestamp(float(noted[1]), UTC)
-        if timedelta(0) <= now - last <= WATCH_GAP:
-            since = datetime.fromtimestamp(float(noted[0]), UTC)
-    await redis.hset(  # type: ignore[misc]  # redis-py's union return
-        WATCHED_KEY, mapping={"since": since.timestamp(), "last": now.timestamp()}
-    )
-    return since
+    zombies = []
+    for run_id in lately_lost:
+        live, told = next(existing), next(existing)
+        if live:
+            zombies.append((run_id, bool(told)))
+    return watched_since, seen, zombies
 
 
 async def _tell_to_stop(redis: Redis, run_id: str) -> None:
@@ -237,34 +277,6 @@ async def _execute(pipe: Pipeline) -> list[Any]:
     and give the connection back, rather than leave it to the garbage collector's
     'unclosed client' warning."""
     return await asyncio.shield(pipe.execute())
-
-
-async def _stop_zombies(
-    redis: Redis, sessions: async_sessionmaker[AsyncSession], now: datetime
-) -> None:
-    """A lost run alive again (its runner was cut off, not dead) is told to stop again:
-    Redis may have come back empty, without the first signal."""
-    async with reading(sessions) as session:
-        recent = (
-            await session.scalars(
-                select(Run.id).where(
-                    Run.state == RunState.LOST, Run.finished_at > now - ZOMBIE_WINDOW
-                )
-            )
-        ).all()
-    if not recent:
-        return
-    pipe = redis.pipeline(transaction=False)
-    for run_id in recent:
-        pipe.exists(run_heartbeat_key(run_id))
-        pipe.exists(run_cancel_key(run_id))
-    replies = await _execute(pipe)
-    for index, run_id in enumerate(recent):
-        alive, told = replies[2 * index], replies[2 * index + 1]
-        if alive:
-            if not told:
-                log.warning("run_zombie_stopped", run_id=run_id)
-            await _tell_to_stop(redis, run_id)
 
 
 async def _finish(
