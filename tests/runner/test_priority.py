@@ -125,7 +125,7 @@ def test_up_starts_its_runner_at_the_configured_niceness(tmp_path: Path) -> None
     with socket.socket() as sock:
         default = Settings(_env_file=None, data_dir=tmp_path)
         gentler = Settings(_env_file=None, data_dir=tmp_path, runner_nice=3)
-        for settings, expected in ((default, "--nice=10"), (gentler, "--nice=3")):
+        for settings, expected in ((default, "--nice=19"), (gentler, "--nice=3")):
             [runner] = [
                 spec for spec in children(settings, urls, sock, None, {}) if spec.name == "runner"
             ]
