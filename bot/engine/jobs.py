@@ -168,18 +168,18 @@ async def _tick(ctx: dict[str, Any], engine: Engine) -> dict[str, int]:
     ctx["engine_ticks"] = ticks
     laps = Laps()
 
-    async def announce(run_id: str, result: RunResult) -> bool:
+    async def announce(ended: Sequence[tuple[str, RunResult]]) -> list[str]:
         # Its runner's announcement does the taking in (`run_finished_job`); under the same
         # job id this is a no-op while that is queued or running, and its stand-in if it was
         # lost. Taking 200 results in one after another made ticks of many seconds; so did
         # announcing again each of 83 results whose announcements were queued behind
-        # others: only a result its announcement has had time to take in is announced.
-        if datetime.now(UTC) - result.finished_at < RESULT_GRACE:
-            return False
-        job = await engine.deps.redis.enqueue_job(
-            RUN_FINISHED_JOB, run_id, _job_id=run_finished_job_id(run_id)
-        )
-        return job is not None
+        # others: only a result its announcement has had time to take in is announced, and
+        # all of them in one round trip.
+        now = datetime.now(UTC)
+        due = [run_id for run_id, result in ended if now - result.finished_at >= RESULT_GRACE]
+        jobs = [(run_finished_job_id(run_id), (run_id,)) for run_id in due]
+        queued = await enqueue_each_once(engine.deps.redis, RUN_FINISHED_JOB, jobs)
+        return [run_id for run_id, was_queued in zip(due, queued, strict=True) if was_queued]
 
     async def lose(run_id: str) -> bool:
         followups = await finish_run(engine, run_id, None)
@@ -250,9 +250,8 @@ async def _hand_out(
     engine: Engine, job: str, job_id: Callable[[str], str], run_ids: Sequence[str]
 ) -> int:
     """A job each for these runs, in one round trip; how many were not queued yet."""
-    return await enqueue_each_once(
-        engine.deps.redis, job, [(job_id(run_id), (run_id,)) for run_id in run_ids]
-    )
+    jobs = [(job_id(run_id), (run_id,)) for run_id in run_ids]
+    return sum(await enqueue_each_once(engine.deps.redis, job, jobs))
 
 
 async def ticket_action_job(ctx: dict[str, Any], action_id: int, commands: Commands) -> str:

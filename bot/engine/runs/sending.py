@@ -42,14 +42,15 @@ return 1
 
 
 # KEYS: the queue, then each job's key and arq result key; ARGV: expiry (ms), score, then
-# each job's id and the job.
+# each job's id and the job. 1 for each job queued, 0 for each that was not.
 _ENQUEUE_EACH_ONCE = """
-local queued = 0
+local queued = {}
 for i = 1, (#KEYS - 1) / 2 do
+  queued[i] = 0
   if redis.call('exists', KEYS[2 * i], KEYS[2 * i + 1]) == 0 then
     redis.call('psetex', KEYS[2 * i], ARGV[1], ARGV[2 * i + 2])
     redis.call('zadd', KEYS[1], ARGV[2], ARGV[2 * i + 1])
-    queued = queued + 1
+    queued[i] = 1
   end
 end
 return queued
@@ -58,16 +59,16 @@ return queued
 
 async def enqueue_each_once(
     redis: ArqRedis, function: str, jobs: Sequence[tuple[str, tuple[Any, ...]]]
-) -> int:
+) -> list[bool]:
     """`function`'s jobs (job id, arguments) on the pool's default queue, due now, in one
     round trip, each unless a job of its id is queued or kept (as `enqueue_job` with
-    `_job_id` would, with arq's default expiry); how many were queued.
+    `_job_id` would, with arq's default expiry); for each job, whether it was queued.
 
     The engine tick hands out up to 100 dispatches and a gating job per run at once;
     `enqueue_job` side by side made three round trips each, and the tick waited for all of
     them (its "due" step 180-256 ms under `make bench-scale`)."""
     if not jobs:
-        return 0
+        return []
     now = timestamp_ms()
     keys = [redis.default_queue_name]
     args: list[str | bytes | int] = [redis.expires_extra_ms, now]
@@ -76,7 +77,7 @@ async def enqueue_each_once(
         job = serialize_job(function, job_args, {}, None, now, serializer=redis.job_serializer)
         args += [job_id, job]
     enqueue = redis.register_script(_ENQUEUE_EACH_ONCE)
-    return int(await enqueue(keys=keys, args=args))
+    return [bool(queued) for queued in await enqueue(keys=keys, args=args)]
 
 
 async def enqueue_run(redis: ArqRedis, spec: RunSpec, machine: str, expires: timedelta) -> bool:

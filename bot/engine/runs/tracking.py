@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -85,7 +85,8 @@ class Sweep:
     lost: list[str]
 
 
-Finisher = Callable[[str, RunResult], Awaitable[bool]]
+# Given the runs with a result, all at once: those whose result it took in (or handed on).
+Finisher = Callable[[Sequence[tuple[str, RunResult]]], Awaitable[Collection[str]]]
 Loser = Callable[[str], Awaitable[bool]]
 
 
@@ -112,18 +113,23 @@ async def sweep_runs(
     one, else declare the run lost when its machine stopped showing signs of life.
 
     `finish` and `lose` record that (and may decide on it in the same transaction, as the
-    engine does); each returns whether it changed the run, so only one caller acts. A run's
-    events written after the sweep's read are `finish`'s to collect (the default does; the
-    engine's announces the result, and its job collects them). The
+    engine does); they say which runs they changed (`finish` is given every run with a
+    result at once), so only one caller acts. A run's events written after the sweep's
+    read are `finish`'s to collect (the default does; the engine's announces the results,
+    all in one round trip, and each one's job collects them). The
     runs are read from Redis in one round trip and their events stored in one transaction;
     only a run with a result or out of time costs more. `events=False` leaves the streams
     to the event recorder (bot/engine/runs/recorder.py) that is recording them."""
     now = now or datetime.now(UTC)
 
-    async def recorded_finish(run_id: str, result: RunResult) -> bool:
-        # Its last events may have come after the sweep's one read: all of them first.
-        await collect_events(redis, sessions, run_id)
-        return await _finish(sessions, run_id, result)
+    async def recorded_finish(ended: Sequence[tuple[str, RunResult]]) -> list[str]:
+        changed = []
+        for run_id, result in ended:
+            # Its last events may have come after the sweep's one read: all of them first.
+            await collect_events(redis, sessions, run_id)
+            if await _finish(sessions, run_id, result):
+                changed.append(run_id)
+        return changed
 
     async def recorded_loss(run_id: str) -> bool:
         return await _mark_lost(sessions, run_id, now)
@@ -155,15 +161,14 @@ async def sweep_runs(
     lately_lost = [row.id for row in rows if row.state == RunState.LOST]
     watched_since, seen, zombies = await _look(redis, now, open_runs, lately_lost, events=events)
     await store_batch(sessions, [look.read for look in seen], skip_held=True)
-    finished: list[tuple[str, RunResult]] = []
+    ended: list[tuple[str, RunResult]] = []
     lost: list[str] = []
     for (run_id, state, _, queued_at, heartbeat_at, _), look in zip(open_runs, seen, strict=True):
         if look.read.more:  # a backlog (a worker was away): the rest of it before deciding
             await collect_events(redis, sessions, run_id)
         result = look.result
         if result is not None and result.error_class != HANDED_BACK:
-            if await finish(run_id, result):
-                finished.append((run_id, result))
+            ended.append((run_id, result))
             continue
         if look.alive:
             continue
@@ -183,7 +188,8 @@ async def sweep_runs(
         if not told:
             log.warning("run_zombie_stopped", run_id=run_id)
         await _tell_to_stop(redis, run_id)
-    return Sweep(finished, lost)
+    changed = set(await finish(ended)) if ended else set()
+    return Sweep([(run_id, result) for run_id, result in ended if run_id in changed], lost)
 
 
 _OpenRun = Row[

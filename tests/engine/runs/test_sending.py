@@ -54,9 +54,10 @@ async def test_a_run_whose_token_is_about_to_expire_is_not_sent(deps: Deps) -> N
 async def test_control_jobs_are_queued_in_one_go_each_once_as_arq_queues_them(deps: Deps) -> None:
     await deps.redis.set(result_key_prefix + "dispatch:3:due", b"done")  # arq keeps its result
     jobs = [(f"dispatch:{ticket}:due", (ticket,)) for ticket in (1, 2, 3)]
-    assert await enqueue_each_once(deps.redis, DISPATCH_JOB, jobs) == 2
-    assert await enqueue_each_once(deps.redis, DISPATCH_JOB, jobs) == 0  # handed out again
-    assert await enqueue_each_once(deps.redis, DISPATCH_JOB, []) == 0
+    assert await enqueue_each_once(deps.redis, DISPATCH_JOB, jobs) == [True, True, False]
+    # Handed out again: none.
+    assert await enqueue_each_once(deps.redis, DISPATCH_JOB, jobs) == [False, False, False]
+    assert await enqueue_each_once(deps.redis, DISPATCH_JOB, []) == []
     queue = deps.redis.default_queue_name
     assert sorted(await deps.redis.zrange(queue, 0, -1)) == [b"dispatch:1:due", b"dispatch:2:due"]
 
