@@ -168,6 +168,16 @@ class RunEvent(Base):
     event: Mapped[dict[str, Any]] = mapped_column(JSONB)  # AgentEvent.to_wire()
     at: Mapped[datetime]
 
+    __table_args__ = (
+        # The runs that reached their gates, which the engine tick looks for: exactly as
+        # bot.engine.gate_progress asks (one row a run, not every event of every run).
+        Index(
+            "ix_run_events_gating",
+            "run_id",
+            postgresql_where=text("kind = 'phase' AND (event ->> 'text') = 'gating'"),
+        ),
+    )
+
 
 class EffectStatus(enum.StrEnum):
     PENDING = "pending"
