@@ -52,9 +52,9 @@ from bot.engine.gate_progress import report_gating, unreported_gating
 from bot.engine.laps import Laps
 from bot.engine.questions import remind_waiting
 from bot.engine.results import finish_run, take_result
-from bot.engine.runs.dispatch import resend_queued
 from bot.engine.runs.exclusive import sole_holder
 from bot.engine.runs.recorder import recorder_live
+from bot.engine.runs.resend import resend_queued
 from bot.engine.runs.sending import enqueue_each_once
 from bot.engine.runs.spec import work_branch
 from bot.engine.runs.tracking import sweep_runs

@@ -5,7 +5,7 @@ is read before the claiming transaction; the claim itself is one conditional
 UPDATE under the repository's claim lock (`bot.engine.runs.claims`), so several workers dispatching
 at once never exceed a limit or start one ticket twice. The RunSpec is sent to the chosen
 machine's queue only after the claim commits; a send lost to a crash is repeated by the
-engine's cron from the run row (`resend_queued`).
+engine's cron from the run row (`bot.engine.runs.resend`).
 
 Each run gets a git token of its own (`CodeHost.run_token`): its repository's contents only,
 read for `/ask`, and never the installation's token the bot's own API calls use. The
@@ -20,10 +20,9 @@ from __future__ import annotations
 import asyncio
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import structlog
-from arq.constants import job_key_prefix
 from pydantic import SecretStr
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -40,7 +39,6 @@ from bot.engine.decision import Decision
 from bot.engine.runs.claims import Limits as ClaimLimits
 from bot.engine.runs.claims import claim, room
 from bot.engine.runs.exclusive import sole_dispatcher
-from bot.engine.runs.lookups import ask_existing, ask_values
 from bot.engine.runs.machine_controls import controls, in_flight, stopped
 from bot.engine.runs.machines import (
     Machine,
@@ -52,7 +50,6 @@ from bot.engine.runs.machines import (
 from bot.engine.runs.sending import send
 from bot.engine.runs.slots import take_slot
 from bot.engine.runs.spec import GATES_ONLY_AGENT, PROVIDER_KEY, build_spec, session_machine
-from bot.engine.runs.tracking import HANDED_BACK, parse_result
 from bot.errors import ConfigUnavailable
 from bot.tables.mirror import Repository, Ticket
 from bot.tables.workflow import Run, RunState, TicketState
@@ -61,7 +58,7 @@ from harness_store.errors import NotFound, RenderError
 from harness_store.store import (
     record_run_versions,
 )
-from runner.contract import RunSpec, run_result_key
+from runner.contract import RunSpec
 
 log = structlog.get_logger(__name__)
 
@@ -73,8 +70,6 @@ CONFIG_WAIT = (
     "⚠️ Waiting for a valid `.github/openase.yml` on the default branch (the comment below "
     "says what is wrong with it)."
 )
-# A queued run not seen by its runner this long after it was sent is sent again.
-RESEND_AFTER = timedelta(seconds=20)
 
 
 @dataclass(frozen=True)
@@ -448,68 +443,3 @@ async def _refuse(decision: Decision, pickup: str, workflow: Workflow, error: st
         body=f"❌ {message[0].upper()}{message[1:]}.\n\nFix it, then move the ticket back to "
         f"`{pickup}`.",
     )
-
-
-async def resend_queued(engine: Engine, *, older_than: timedelta = RESEND_AFTER) -> int:
-    """Send again the runs committed as queued that no runner has picked up (the send was
-    lost, Redis forgot it, or the job expired with its token); the secrets a stored spec
-    lacks are filled in anew, with a new token."""
-    now = datetime.now(UTC)
-    redis = engine.deps.redis
-    async with reading(engine.deps.sessions) as session:
-        waiting = (
-            await session.execute(
-                select(Run.id, Repository.installation_id, Repository.full_name)
-                .join(Ticket, Ticket.id == Run.ticket_id)
-                .join(Repository, Repository.id == Ticket.repository_id)
-                .where(
-                    Run.state == RunState.QUEUED,
-                    Run.queued_at < now - older_than,
-                    Run.started_at.is_(None),
-                    Run.machine.is_not(None),
-                    Repository.installation_id.is_not(None),
-                )
-            )
-        ).all()
-    if not waiting:
-        return 0
-    # Each run's job and result in one round trip: 200 runs waiting for slots made a
-    # round trip or two each, every tick.
-    pipe = redis.pipeline(transaction=False)
-    ask_existing(pipe, [job_key_prefix + run_id for run_id, *_ in waiting])
-    ask_values(pipe, [run_result_key(run_id) for run_id, *_ in waiting])
-    queued, results = await asyncio.shield(pipe.execute())
-    lost: dict[str, tuple[int, str]] = {}
-    for (run_id, installation_id, full_name), job_queued, raw in zip(
-        waiting, queued, results, strict=True
-    ):
-        if job_queued or installation_id is None:
-            continue  # still queued (or just taken), its token alive: no new one
-        result = parse_result(run_id, raw)
-        if result is not None and result.error_class != HANDED_BACK:
-            continue  # it ran; the sweep takes its result in
-        lost[run_id] = (installation_id, full_name)
-    if not lost:
-        return 0
-    async with reading(engine.deps.sessions) as session:
-        rows = [
-            (run, *lost[run.id])
-            for run in await session.scalars(select(Run).where(Run.id.in_(lost)))
-        ]
-    sent = 0
-    for run, installation_id, full_name in rows:
-        if run.machine is None or run.state != RunState.QUEUED or run.started_at is not None:
-            continue  # taken meanwhile
-        # `_provider`, `_ask`: what the engine keeps beside the spec, not part of it.
-        stored = {key: value for key, value in run.spec.items() if not key.startswith("_")}
-        provider = engine.control.providers.get(str(run.spec.get(PROVIDER_KEY, "")))
-        spec = RunSpec.model_validate(stored)
-        if provider is not None and spec.agent.argv != GATES_ONLY_AGENT.argv:
-            agent = spec.agent.model_copy(update={"env": dict(provider.env)})
-            spec = spec.model_copy(update={"agent": agent})
-        token = await engine.github.run_token(installation_id, full_name, write=spec.push)
-        spec = spec.model_copy(update={"git_token": SecretStr(token.value)})
-        if await send(redis, spec, run.machine, token.expires_at):
-            sent += 1
-            log.info("run_resent", run_id=run.id, machine=run.machine)
-    return sent

@@ -16,7 +16,7 @@ from pydantic import SecretStr
 
 from bot.deps import Deps
 from bot.engine.context import Engine
-from bot.engine.runs.dispatch import resend_queued
+from bot.engine.runs.resend import resend_queued
 from bot.engine.runs.sending import RUN_TOKEN_SPARE
 from bot.registry import TrackerClients
 from bot.tables.mirror import Installation, Repository, Ticket
