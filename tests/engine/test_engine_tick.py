@@ -23,7 +23,6 @@ from bot.engine.jobs import (
 )
 from bot.engine.runs.exclusive import sole_holder
 from bot.jobs import MERGE_RECHECK_JOB
-from bot.tables.mirror import Ticket
 from bot.tables.workflow import Run, RunState
 from runner.contract import (
     CONTROL_QUEUE,
@@ -33,6 +32,7 @@ from runner.contract import (
     run_result_key,
 )
 from tests.conftest import OpenWorld
+from tests.support.run_rows import add_running_run
 
 
 async def test_a_tick_skips_its_slot_while_another_is_running(
@@ -109,21 +109,7 @@ async def test_a_result_whose_announcement_was_lost_is_announced_again_once(
     async with open_world(runners=0, workers=0) as w:
         ctx: dict[str, Any] = {ENGINE_CTX_KEY: lambda: w.engine}
         async with w.deps.sessions() as session, session.begin():
-            ticket = Ticket(source="github", external_id="t1", key="o/r#1", state="open")
-            session.add(ticket)
-            await session.flush()
-            session.add(
-                Run(
-                    id="ended",
-                    ticket_id=ticket.id,
-                    workflow="coder",
-                    attempt=1,
-                    machine="m1",
-                    state=RunState.RUNNING,
-                    spec={},
-                    queued_at=datetime.now(UTC),
-                )
-            )
+            await add_running_run(session, "ended")
         # Ended a while ago: a result just stored is its runner's announcement's to take.
         ended = datetime.now(UTC) - timedelta(minutes=1)
         result = RunResult(

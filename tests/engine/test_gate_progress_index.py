@@ -5,14 +5,11 @@ partial index when its predicate's values are bound (bot/engine/gate_progress.py
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from sqlalchemy import text
 
 from bot.deps import Deps
 from bot.engine.gate_progress import gating_events
-from bot.tables.mirror import Ticket
-from bot.tables.workflow import Run, RunState
+from tests.support.run_rows import add_running_run
 
 
 async def test_the_gating_events_are_found_through_their_index_in_a_generic_plan(
@@ -20,21 +17,7 @@ async def test_the_gating_events_are_found_through_their_index_in_a_generic_plan
 ) -> None:
     async with deps.sessions() as session, session.begin():
         for n in range(50):
-            ticket = Ticket(source="github", external_id=f"g{n}", key=f"o/r#{n}", state="open")
-            session.add(ticket)
-            await session.flush()
-            session.add(
-                Run(
-                    id=f"g{n}",
-                    ticket_id=ticket.id,
-                    workflow="coder",
-                    attempt=1,
-                    machine="m1",
-                    state=RunState.RUNNING,
-                    spec={},
-                    queued_at=datetime.now(UTC),
-                )
-            )
+            await add_running_run(session, f"g{n}", number=n)
         await session.flush()
         # Mostly output lines, as agents write them; a gating event now and then.
         await session.execute(
