@@ -55,6 +55,15 @@ async def _page(browser: Any, viewport: dict[str, int], problems: list[str]) -> 
     return page
 
 
+async def _reloaded_when_over(page: Any) -> None:
+    """Half a second after a run ends its page reloads itself (to show the hooks, cost and
+    duration); wait for that page, since a capture taken across the navigation can wait
+    for a frame that never comes."""
+    over = page.locator("#live-status").filter(has_text=re.compile(r"^The run is over\.$"))
+    await over.wait_for(timeout=20_000)
+    assert await page.locator("#output[data-live-run]").count() == 0
+
+
 async def test_sign_in_write_a_version_compare_and_roll_back(
     signed_settings: Deps, browser: Any
 ) -> None:
@@ -151,6 +160,7 @@ async def test_the_board_moves_and_a_running_agents_output_appears_live(
         await screenshot(page, "run-live")
         await finish(deps, "r1", a_result("r1"))
         await page.locator("#live-status").filter(has_text=re.compile("over")).wait_for()
+        await _reloaded_when_over(page)
         await screenshot(page, "run-over")
 
         phone = await _page(browser, PHONE, problems)
@@ -185,6 +195,7 @@ async def test_a_real_agents_output_appears_live_on_its_run_page(
                 .filter(has_text=re.compile("over"))
                 .wait_for(timeout=30_000)
             )
+            await _reloaded_when_over(page)
             await screenshot(page, "run-real-agent")
             await page.close()
         await w.reach(1, "in_review")
