@@ -17,7 +17,7 @@ from bot.jobs import CONTROL_QUEUE
 from bot.registry import Clients, TrackerClients
 from bot.servers.outages import Outages
 from bot.settings import Settings
-from harness_store.db import make_engine, make_sessionmaker
+from harness_store.db import make_engine, make_sessionmaker, meet_array_types
 
 __all__ = [
     "AfterCommit",
@@ -96,6 +96,12 @@ class Deps:
 REDIS_CONNECT_TIMEOUT = 2.0
 REDIS_COMMAND_TIMEOUT = 5.0
 
+# A process's PostgreSQL connections: opened as needed, then kept. A worker runs up to 50
+# jobs at once; this many sessions at a time was the most before too (10 kept and 10 more
+# for bursts), but a burst's extra 10 were closed at its end and opened again at the next:
+# about one new connection a second under `make bench-scale`.
+ENGINE_CONNECTIONS = 20
+
 
 def redis_client(url: str, *, queue: str = CONTROL_QUEUE) -> ArqRedis:
     """An arq Redis client that connects on its first command, not here (arq's
@@ -112,7 +118,7 @@ def redis_client(url: str, *, queue: str = CONTROL_QUEUE) -> ArqRedis:
 async def build_deps(settings: Settings, *, database_url: str, redis_url: str) -> Deps:
     """Clients of Postgres and Redis; the URLs come resolved (embedded or configured).
     Neither is connected here: a process starts while a store is away, and waits for it."""
-    engine = make_engine(database_url)
+    engine = make_engine(database_url, pool_size=ENGINE_CONNECTIONS, max_overflow=0)
     redis = redis_client(redis_url)
     return Deps(
         settings=settings,
@@ -136,6 +142,8 @@ async def make_intake_pool(database_url: str, *, size: int = 16) -> Any:
         # The intake only runs one autocommitted INSERT and never sets session state, so the
         # default reset on release (a RESET ALL round trip per request) has nothing to undo.
         reset=_keep_session,
+        # Its INSERT's arrays looked up as a connection opens, not in a webhook's answer.
+        init=meet_array_types,
     )
 
 

@@ -50,18 +50,49 @@ def async_url(url: str) -> str:
     raise ValueError("not a PostgreSQL URL")
 
 
-def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
-    """An asyncpg-backed engine that survives a restarted Postgres (`_check_at_checkout`)."""
+def make_engine(url: str, *, pool_size: int = 10, max_overflow: int | None = None) -> AsyncEngine:
+    """An asyncpg-backed engine that survives a restarted Postgres (`_check_at_checkout`).
+
+    It keeps `pool_size` connections open once opened, and opens up to `max_overflow` more
+    (as many again unless said) for a burst, closing each as it comes back. A process that
+    lives long passes `max_overflow=0` and a pool as large as its bursts: a connection
+    closed at a burst's end is opened again at the next, for a new PostgreSQL backend and
+    asyncpg's look-ups of its types (`_meet_array_types`)."""
     engine = create_async_engine(
         async_url(url),
         pool_size=pool_size,
-        max_overflow=pool_size,
+        max_overflow=pool_size if max_overflow is None else max_overflow,
         pool_timeout=5,
         connect_args={"timeout": 5, "command_timeout": 30},
     )
+    event.listen(engine.sync_engine.pool, "connect", _meet_array_types)
     event.listen(engine.sync_engine.pool, "checkin", _note_idle)
     event.listen(engine.sync_engine.pool, "checkout", _check_at_checkout)
     return engine
+
+
+# asyncpg has no codec for an array type until it has looked the type up in the catalogue:
+# once per connection, the first time one of its statements takes or returns one, by a
+# recursive query between two that switch JIT off and back (three round trips, each with
+# its own). These are the arrays our statements use (unnest() batches, `IN` lists), but
+# `text[]`, which asyncpg knows from the start. Met one by one, they were looked up inside
+# transactions holding claim locks and the dashboard's rollup rows, which every other claim
+# and result then waited for (`make bench-scale`, sampling pg_stat_activity); met together
+# as the connection opens, they cost one look-up, before any transaction.
+ARRAY_TYPES = ("varchar", "bigint", "integer", "boolean", "jsonb", "timestamptz")
+MEET_ARRAY_TYPES = "SELECT " + ", ".join(
+    f"${number}::{name}[]" for number, name in enumerate(ARRAY_TYPES, start=1)
+)
+
+
+async def meet_array_types(connection: Any) -> None:
+    """Have a new asyncpg connection look up `ARRAY_TYPES` (preparing a statement is enough:
+    asyncpg looks up its parameters' types as it prepares it)."""
+    await connection.prepare(MEET_ARRAY_TYPES)
+
+
+def _meet_array_types(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+    dbapi_connection.run_async(meet_array_types)
 
 
 # A pooled connection idle this long is pinged before it is handed out; one used more
