@@ -269,7 +269,8 @@ def test_openase_runner_starts_registers_and_stops_on_sigterm(
             time.sleep(0.1)
         assert json.loads(redis_cli.hget(machine_key("cli-m"), "labels") or b"[]") == ["a", "b"]
         process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=20) == 0
+        said, _ = process.communicate(timeout=20)
+        assert process.returncode == 0, said
         assert not redis_cli.exists(machine_key("cli-m"))
         assert (tmp_path / "data" / "workspaces" / "cli-m").is_dir()
     finally:
