@@ -8,7 +8,9 @@ them)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
+from typing import Any
 
 from redis.asyncio.client import Pipeline
 
@@ -39,3 +41,12 @@ def ask_values(pipe: Pipeline, keys: Sequence[str]) -> bool:
         return False
     pipe.mget(list(keys))
     return True
+
+
+async def answers(pipe: Pipeline) -> list[Any]:
+    """The pipeline's replies. It takes a connection for the execution only and gives it
+    back as that ends (no `async with`, whose exit would give it back a second time);
+    shielded, so that a tick cancelled mid-read (its worker stopping) still lets it end
+    and give the connection back, rather than leave it to the garbage collector's
+    'unclosed client' warning."""
+    return await asyncio.shield(pipe.execute())

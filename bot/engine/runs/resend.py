@@ -3,7 +3,6 @@ Redis forgot it, or the job expired with its token (the engine tick, bot/engine/
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, timedelta
 
 import structlog
@@ -12,7 +11,7 @@ from pydantic import SecretStr
 from sqlalchemy import select
 
 from bot.engine.context import Engine
-from bot.engine.runs.lookups import ask_existing, ask_values
+from bot.engine.runs.lookups import answers, ask_existing, ask_values
 from bot.engine.runs.sending import send
 from bot.engine.runs.spec import GATES_ONLY_AGENT, PROVIDER_KEY
 from bot.engine.runs.tracking import HANDED_BACK, parse_result
@@ -55,7 +54,7 @@ async def resend_queued(engine: Engine, *, older_than: timedelta = RESEND_AFTER)
     pipe = redis.pipeline(transaction=False)
     ask_existing(pipe, [job_key_prefix + run_id for run_id, *_ in waiting])
     ask_values(pipe, [run_result_key(run_id) for run_id, *_ in waiting])
-    queued, results = await asyncio.shield(pipe.execute())
+    queued, results = await answers(pipe)
     lost: dict[str, tuple[int, str]] = {}
     for (run_id, installation_id, full_name), job_queued, raw in zip(
         waiting, queued, results, strict=True

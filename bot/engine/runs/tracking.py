@@ -17,21 +17,18 @@ of life later (a zombie whose runner was cut off longer than the window).
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import structlog
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 from sqlalchemy import Row, and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.engine.runs.events import READ_BATCH, StreamRead, collect_events, store_batch, stream_start
-from bot.engine.runs.lookups import ask_existing, ask_values
+from bot.engine.runs.lookups import answers, ask_existing, ask_values
 from bot.tables.workflow import Run, RunEventCursor, RunState
 from harness_store.db import reading
 from runner.contract import (
@@ -244,7 +241,7 @@ async def _look(
     for run_id in lately_lost:
         asked += [run_heartbeat_key(run_id), run_cancel_key(run_id)]
     asked_existing = ask_existing(pipe, asked)
-    replies = iter(await _execute(pipe))
+    replies = iter(await answers(pipe))
     watched_since = datetime.fromtimestamp(float(next(replies)), UTC)
     streams = [next(replies) for _ in open_runs] if events else [[] for _ in open_runs]
     results = next(replies) if asked_results else []
@@ -274,15 +271,6 @@ async def _look(
 async def _tell_to_stop(redis: Redis, run_id: str) -> None:
     """The runner stops the run when it sees this (pushing its work), should it be alive."""
     await redis.set(run_cancel_key(run_id), LOST_REASON, ex=LOST_CANCEL_TTL_SECONDS, nx=True)
-
-
-async def _execute(pipe: Pipeline) -> list[Any]:
-    """The pipeline's replies. It takes a connection for the execution only and gives it
-    back as that ends (no `async with`, whose exit would give it back a second time);
-    shielded, so that a tick cancelled mid-read (its worker stopping) still lets it end
-    and give the connection back, rather than leave it to the garbage collector's
-    'unclosed client' warning."""
-    return await asyncio.shield(pipe.execute())
 
 
 async def _finish(
