@@ -72,10 +72,34 @@ def _tick_stream(n: int) -> bytes:
     )
 
 
-def build_remote(root: Path, files: int) -> Path:
+def _branches_stream(branches: range) -> bytes:
+    """A fast-import stream: a branch off main for each number, a commit of its own each
+    (other tickets' work, in review)."""
+    out = []
+    for i in branches:
+        out += [
+            f"commit refs/heads/openase/other-{i}\n".encode(),
+            f"committer {_COMMITTER}\n".encode(),
+            _data(f"other ticket {i}"),
+            b"from refs/heads/main^0\n",
+            f"M 100644 inline OTHER-{i}.md\n".encode(),
+            _data(f"work of ticket {i}\n"),
+        ]
+    return b"".join(out)
+
+
+def add_branches(remote: Path, numbers: range) -> None:
+    """Other tickets' branches pushed to `remote`, one commit off main each."""
+    _git("fast-import", "--quiet", cwd=remote, stdin=_branches_stream(numbers))
+
+
+def build_remote(root: Path, files: int, branches: int = 0) -> Path:
+    """A bare repository: main with `files` files, and `branches` other branches."""
     remote = root / "remote.git"
     _git("init", "--quiet", "--bare", "--initial-branch=main", str(remote), cwd=root)
     _git("fast-import", "--quiet", cwd=remote, stdin=_tree_stream(files))
+    if branches:
+        add_branches(remote, range(branches))
     _git("repack", "-a", "-d", "-q", cwd=remote)  # one pack, as a hosted repository serves
     os.sync()  # so writing it back does not land on the first measurements
     return remote

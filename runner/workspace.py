@@ -1,7 +1,8 @@
-"""The machine's git workspace: one bare mirror per repository, fetched every run, and one
-`git worktree` per ticket on its work branch.
+"""The machine's git workspace: one bare mirror per repository, fetched every run (the
+run's base and work branches and the tags, see `Workspace._fetch`), and one `git worktree`
+per ticket on its work branch.
 
-    <root>/mirrors/<owner>/<name>.git                 bare; remote branches in refs/remotes/origin
+    <root>/mirrors/<owner>/<name>.git                 bare; fetched branches in refs/remotes/origin
     <root>/worktrees/<owner>/<name>/<branch-slug>     a linked worktree of that mirror
     <root>/worktrees/<owner>/<name>/.spare-<id>       a removed ticket's worktree, cleaned
 
@@ -43,7 +44,7 @@ from runner.remotes import (
 )
 
 _SPARE = ".spare-"  # branch slugs never start with a dot
-_REMOTE_REFS = "+refs/heads/*:refs/remotes/origin/*"
+_REMOTE_REFS = "+refs/heads/*:refs/remotes/origin/*"  # the mirror's configured refspec
 _TAG_REFS = "+refs/tags/*:refs/tags/*"
 # What `git init --bare` and we write; anything else in the mirror's config was put there by
 # someone else (an agent can reach it from its worktree) and could redirect the token.
@@ -128,22 +129,7 @@ class Workspace:
                     steps.create_task(check_branch(work_branch))
                 steps.create_task(self._ensure_mirror(mirror, url))
             async with _side_by_side() as steps:
-                steps.create_task(
-                    self._git(
-                        "fetch",
-                        "--quiet",
-                        "--prune",
-                        "--no-tags",
-                        "--no-write-fetch-head",
-                        "--",
-                        url,
-                        _REMOTE_REFS,
-                        _TAG_REFS,
-                        cwd=mirror,
-                        token=token,
-                        url=url,
-                    )
-                )
+                steps.create_task(self._fetch(mirror, url, base_branch, work_branch, token))
                 listed = steps.create_task(self._worktrees(mirror, prune=True))
             listing = listed.result()
             base_ref, remote_ref = (f"refs/remotes/origin/{b}" for b in (base_branch, work_branch))
@@ -190,6 +176,42 @@ class Workspace:
             mirror=mirror,
             remote_url=url,
         )
+
+    async def _fetch(
+        self, mirror: Path, url: str, base_branch: str, work_branch: str, token: str | None
+    ) -> None:
+        """Fetch what a run starts from: the base branch, the work branch when the remote has
+        it, and the tags (a build may read its version from them), never the remote's other
+        branches. A fetch costs in proportion to the refs it asks for (git's protocol v2
+        advertises only those under the refspecs' prefixes), and a busy repository holds a
+        branch for every ticket in review: 200 more made each run's fetch and the work
+        before its agent slower, `make bench-scale`'s phase 3.
+
+        The work branch goes as the pattern `refs/heads/<branch>*`: git fails a fetch whose
+        exact source the remote lacks, and a first run's branch is not there yet. The
+        pattern also takes the rare branch whose name begins with it (its own run fetches
+        it anyway), and lets `--prune` drop the tracking ref of a work branch deleted on
+        the remote, so the run starts from the base again."""
+        try:
+            await self._git(
+                "fetch",
+                "--quiet",
+                "--prune",
+                "--no-tags",
+                "--no-write-fetch-head",
+                "--",
+                url,
+                f"+refs/heads/{base_branch}:refs/remotes/origin/{base_branch}",
+                f"+refs/heads/{work_branch}*:refs/remotes/origin/{work_branch}*",
+                _TAG_REFS,
+                cwd=mirror,
+                token=token,
+                url=url,
+            )
+        except GitError as error:
+            if f"couldn't find remote ref refs/heads/{base_branch}" in error.stderr_tail:
+                raise WorkspaceError(f"base branch {base_branch!r} is not on {url}") from None
+            raise
 
     async def commit_all(self, wt: Worktree, message: str, identity: GitIdentity) -> bool:
         """Commit everything not ignored; False when there was nothing to commit."""
@@ -260,8 +282,9 @@ class Workspace:
         return sorted({name for name in (tracked + untracked).split("\0") if name})
 
     async def remove(self, repo_full_name: str, work_branch: str) -> None:
-        """Remove the ticket's worktree and its local branch (the remote branch stays); the
-        directory, cleaned of everything the run left, may be kept as a spare."""
+        """Remove the ticket's worktree, its local branch and the mirror's copy of its remote
+        branch (the remote branch stays); the directory, cleaned of everything the run
+        left, may be kept as a spare."""
         await check_branch(work_branch)
         mirror = self.mirror_path(repo_full_name)
         path = self.worktree_path(repo_full_name, work_branch)
@@ -281,8 +304,14 @@ class Workspace:
             await self._git("worktree", "prune", cwd=mirror)  # its directory may be gone
             if not (clean and await self._park(mirror, path)):
                 await self._drop_worktree(mirror, path)
-            if ours in await self._refs(mirror, ours):
+            tracking = f"refs/remotes/origin/{work_branch}"
+            held = await self._refs(mirror, ours, tracking)
+            if ours in held:
                 await self._git("branch", "--quiet", "-D", "--", work_branch, cwd=mirror)
+            if tracking in held:
+                # Only this ticket's runs fetch (and so prune) it: kept, the mirror would
+                # hold one for every ticket ever done. A rework fetches it again.
+                await self._git("update-ref", "-d", tracking, cwd=mirror)
             for parent in (path.parent, path.parent.parent):
                 with contextlib.suppress(OSError):  # not empty: other tickets' worktrees
                     parent.rmdir()

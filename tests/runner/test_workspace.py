@@ -20,73 +20,16 @@ from typing import Any
 import pytest
 
 from runner.contract import GitIdentity, RepoRef
-from runner.git import GitError, common_dir, git, git_env
+from runner.git import GitError, common_dir, git
 from runner.materialise import exclude_file
 from runner.remotes import WorkspaceError, remote_url, token_scope
 from runner.workspace import PushRejected, Workspace
-
-IDENTITY = {
-    "GIT_AUTHOR_NAME": "Seed",
-    "GIT_AUTHOR_EMAIL": "seed@example.test",
-    "GIT_COMMITTER_NAME": "Seed",
-    "GIT_COMMITTER_EMAIL": "seed@example.test",
-}
-
-
-def run_git(*args: str, cwd: Path) -> str:
-    """git as the test's own hand (seeding the remote, inspecting results)."""
-    done = subprocess.run(
-        ["git", *args], cwd=cwd, env=git_env(extra=IDENTITY), capture_output=True, check=True
-    )
-    return done.stdout.decode().strip()
-
-
-def commit_on(remote: Path, branch: str, files: dict[str, str], base: str = "main") -> str:
-    """Someone else pushes a commit with `files` to `branch` (created from `base`)."""
-    scratch = remote.parent / f"scratch-{branch.replace('/', '-')}-{time.monotonic_ns()}"
-    run_git("clone", "--quiet", "--branch", base, str(remote), str(scratch), cwd=remote.parent)
-    run_git("checkout", "--quiet", "-B", branch, cwd=scratch)
-    for name, content in files.items():
-        (scratch / name).parent.mkdir(parents=True, exist_ok=True)
-        (scratch / name).write_text(content)
-    run_git("add", "--all", cwd=scratch)
-    run_git("commit", "--quiet", "-m", f"change {branch}", cwd=scratch)
-    run_git("push", "--quiet", "origin", f"HEAD:refs/heads/{branch}", cwd=scratch)
-    sha = run_git("rev-parse", "HEAD", cwd=scratch)
-    shutil.rmtree(scratch)
-    return sha
-
-
-@pytest.fixture
-def remote(tmp_path: Path) -> Path:
-    """A bare repository with `main`: a README, a source file and a .gitignore."""
-    bare = tmp_path / "remote.git"
-    run_git("init", "--quiet", "--bare", "--initial-branch=main", str(bare), cwd=tmp_path)
-    seed = tmp_path / "seed"
-    run_git("init", "--quiet", "--initial-branch=main", str(seed), cwd=tmp_path)
-    (seed / "README.md").write_text("hello\n")
-    (seed / "src").mkdir()
-    (seed / "src" / "app.py").write_text("print('hi')\n")
-    (seed / ".gitignore").write_text("*.log\n")
-    run_git("add", "--all", cwd=seed)
-    run_git("commit", "--quiet", "-m", "initial", cwd=seed)
-    run_git("push", "--quiet", str(bare), "main", cwd=seed)
-    shutil.rmtree(seed)
-    return bare
-
-
-@pytest.fixture
-def workspace(tmp_path: Path) -> Workspace:
-    return Workspace(tmp_path / "ws")
+from tests.runner.git_helpers import commit_on, repo_of, run_git
 
 
 def git_common_dir(checkout: Path) -> Path:
     """What git itself says is the checkout's common directory."""
     return Path(run_git("rev-parse", "--path-format=absolute", "--git-common-dir", cwd=checkout))
-
-
-def repo_of(remote: Path, full_name: str = "octo/hello") -> RepoRef:
-    return RepoRef(full_name=full_name, clone_url=str(remote))
 
 
 def files_under(root: Path) -> Iterator[Path]:
