@@ -95,6 +95,10 @@ class PostgresServer:
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
     def start(self) -> str:
         if not (self.directory / "PG_VERSION").exists():
             self._initdb()
@@ -164,6 +168,10 @@ class RedisServer:
     @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
 
     def start(self) -> str:
         self.directory.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,7 @@ figure it replaced."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from bench.scale.measures import TICK_EVERY, Ticks, Twice
@@ -136,6 +137,36 @@ def rss_rows(report: Report, samples: Samples, phase: str) -> None:
                 kb / 1024 <= limit,
             )
         )
+
+
+# How each role of `bench.scale.cpu` is named in the report, the control plane's first.
+CPU_ROLES = {
+    "worker": "control workers",
+    "serve": "web processes",
+    "postgres": "PostgreSQL",
+    "redis": "Redis",
+    "runner": "runners (their git, hooks and agents)",
+    "bench": "the bench (load, fake GitHub, sampler)",
+    "other": "the rest of the machine",
+}
+CONTROL_PLANE = ("worker", "serve", "postgres", "redis")
+
+
+def cpu_rows(report: Report, phase: str, used: dict[str, float], seconds: float, runs: int) -> None:
+    """Where the CPU went from the labels to the last run in review: a profile of the
+    machine, to say what bounds the phase's throughput."""
+    cores = os.cpu_count() or 1
+    total = sum(used.values())
+    report.add(
+        Row(
+            f"CPU, labels -> all in review ({phase})",
+            f"{total:.0f} of {cores * seconds:.0f} core-s",
+        )
+    )
+    for role, name in CPU_ROLES.items():
+        report.add(Row(f"  {name}", f"{used.get(role, 0.0):.1f} s"))
+    control = sum(used.get(role, 0.0) for role in CONTROL_PLANE)
+    report.add(Row("  control plane a run (the first four)", f"{1000 * control / runs:.0f} ms"))
 
 
 def twice_rows(report: Report, twice: Twice) -> None:

@@ -11,12 +11,14 @@ from pathlib import Path
 
 from bench.scale import measures
 from bench.scale.cluster import WRITES_PER_HOUR, Cluster, cluster
+from bench.scale.cpu import cpu_seconds, spent
 from bench.scale.load import Load
 from bench.scale.report import (
     CONTENT_PER_HOUR,
     CONTENT_PER_MINUTE,
     Report,
     Row,
+    cpu_rows,
     lag_rows,
     rss_rows,
     tick_rows,
@@ -49,6 +51,8 @@ class ScaleOptions:
 class Batch:
     numbers: list[int]
     labelled_at: float  # epoch
+    cpu_before: dict[str, float]  # each role's CPU seconds so far, as the labels went out
+    cpu: dict[str, float] | None = None  # ... used from the labels to the last run in review
     runs_done_at: float | None = None  # every ticket in review, no run open
     done_at: float | None = None  # ... and no effect of theirs pending in the outbox
     runs_only: bool = False  # done_at: when the runs were done (the outbox not waited for)
@@ -73,7 +77,7 @@ async def _run_batch(
 ) -> Batch:
     """Label `numbers` at once and wait until all are done (or `within` seconds pass):
     their runs, and (unless `runs_only`) their effects in the outbox."""
-    batch = Batch(numbers, time.time(), runs_only=runs_only)
+    batch = Batch(numbers, time.time(), cpu_seconds(here), runs_only=runs_only)
     await load.label(numbers)
     print(f"  {len(numbers)} labelled in {time.time() - batch.labelled_at:.1f} s", flush=True)
     all_running_seen = False
@@ -82,6 +86,7 @@ async def _run_batch(
         in_review, running, open_runs, effects = await measures.batch_progress(here, numbers)
         if in_review == len(numbers) and open_runs == 0 and batch.runs_done_at is None:
             batch.runs_done_at = time.time()
+            batch.cpu = spent(batch.cpu_before, cpu_seconds(here))
             print(f"  all in review after {batch.runs_done_at - batch.labelled_at:.1f} s")
         if batch.runs_done_at is not None and (effects == 0 or runs_only):
             batch.done_at = time.time()
@@ -128,6 +133,9 @@ async def _measure_phase(
             )
         )
     rss_rows(report, sampler.samples, label)
+    if batch.cpu is not None and batch.runs_done_at is not None:
+        took = batch.runs_done_at - batch.labelled_at
+        cpu_rows(report, label, batch.cpu, took, len(batch.numbers))
     report.add(
         Row(
             f"throughput ({label})",

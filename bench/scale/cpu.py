@@ -1,0 +1,68 @@
+"""Where the machine's CPU went: each process's user + system time from /proc, counted for
+the process of the cluster it descends from (a runner's git, hooks and agents are its own,
+PostgreSQL's backends are PostgreSQL's), for one phase of the bench.
+
+A process's time includes its children that ended and were reaped (cutime, cstime), so a
+git process of a few milliseconds, gone between two readings, is still counted: in the
+runner that waited for it. Processes that end unreaped by any cluster process (none here)
+would be missed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from pathlib import Path
+
+from bench.scale.cluster import Cluster
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _stat(pid: str) -> tuple[int, float] | None:
+    """The parent's pid, and the seconds of CPU of the process and its reaped children."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:  # ended while we looked
+        return None
+    fields = raw[raw.rindex(")") + 2 :].split()  # after "pid (comm) "; comm may hold spaces
+    ppid = int(fields[1])
+    utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
+    return ppid, (utime + stime + cutime + cstime) / _TICKS
+
+
+def roles(here: Cluster) -> dict[int, str]:
+    """The cluster's own processes: pid -> what it is counted as."""
+    found: dict[int, str] = {p.popen.pid: p.role for p in here.processes.values()}
+    for pid, role in ((here.postgres.pid, "postgres"), (here.redis.pid, "redis")):
+        if pid is not None:
+            found[pid] = role
+    found[os.getpid()] = "bench"  # the load, the fake GitHub and its git, the sampler
+    return found
+
+
+def cpu_seconds(here: Cluster) -> dict[str, float]:
+    """CPU seconds used so far by each role, with all its descendants."""
+    known = roles(here)
+    stats: dict[int, tuple[int, float]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (stat := _stat(entry)) is not None:
+            stats[int(entry)] = stat
+    used: defaultdict[str, float] = defaultdict(float)
+    for pid, (_, seconds) in stats.items():
+        used[_role_of(pid, known, stats)] += seconds
+    return dict(used)
+
+
+def _role_of(pid: int, known: dict[int, str], stats: dict[int, tuple[int, float]]) -> str:
+    """The role of the nearest of `pid` and its ancestors that is a cluster process."""
+    while pid > 1:
+        if pid in known:
+            return known[pid]
+        pid = stats[pid][0] if pid in stats else 0
+    return "other"
+
+
+def spent(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """What each role used between two readings (a role that appeared: all of it)."""
+    return {role: seconds - before.get(role, 0.0) for role, seconds in after.items()}
