@@ -146,6 +146,7 @@ CPU_ROLES = {
     "postgres": "PostgreSQL",
     "redis": "Redis",
     "runner": "runners (their git, hooks and agents)",
+    "orphans": "orphans reaped by init (run sandboxes)",
     "bench": "the bench (load, fake GitHub, sampler)",
     "other": "the rest of the machine",
 }
