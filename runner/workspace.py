@@ -189,9 +189,10 @@ class Workspace:
 
         The work branch goes as the pattern `refs/heads/<branch>*`: git fails a fetch whose
         exact source the remote lacks, and a first run's branch is not there yet. The
-        pattern also takes the rare branch whose name begins with it (its own run fetches
-        it anyway), and lets `--prune` drop the tracking ref of a work branch deleted on
-        the remote, so the run starts from the base again."""
+        pattern also matches the rare branch whose name begins with the work branch's
+        (ticket 10's for ticket 1's): fetched for nothing, never started from (the run
+        reads its own ref by its exact name). And it lets `--prune` drop the copy of a work
+        branch deleted on the remote, so that the run starts from the base again."""
         try:
             await self._git(
                 "fetch",

@@ -22,7 +22,8 @@ about every 0.5 s for --agent-seconds, then writes the file the repository's gat
    the batch's runs are over), content-creating GitHub requests per
    installation per minute (from the fake GitHub's request log; GitHub's secondary rate
    limits allow 80 a minute and 500 an hour), peak RSS of each process (VmRSS, each
-   second; a runner's own, without its agents), runs per minute.
+   second; a runner's own, without its agents), runs per minute, and where the CPU went
+   from the labels to the last run in review (bench/scale/cpu.py).
 3. A second worker and a third web process join; --more-runs tickets labelled through all
    three web processes, measured the same way; then nothing done twice (one run, one
    status comment per ticket, no duplicate PR or check run, every delivery ingested

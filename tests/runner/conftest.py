@@ -2,31 +2,19 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
 from runner.workspace import Workspace
-from tests.runner.git_helpers import run_git
+from tests.runner.git_helpers import seed_remote
 
 
 @pytest.fixture
 def remote(tmp_path: Path) -> Path:
     """A bare repository with `main`: a README, a source file and a .gitignore."""
-    bare = tmp_path / "remote.git"
-    run_git("init", "--quiet", "--bare", "--initial-branch=main", str(bare), cwd=tmp_path)
-    seed = tmp_path / "seed"
-    run_git("init", "--quiet", "--initial-branch=main", str(seed), cwd=tmp_path)
-    (seed / "README.md").write_text("hello\n")
-    (seed / "src").mkdir()
-    (seed / "src" / "app.py").write_text("print('hi')\n")
-    (seed / ".gitignore").write_text("*.log\n")
-    run_git("add", "--all", cwd=seed)
-    run_git("commit", "--quiet", "-m", "initial", cwd=seed)
-    run_git("push", "--quiet", str(bare), "main", cwd=seed)
-    shutil.rmtree(seed)
-    return bare
+    files = {"README.md": "hello\n", "src/app.py": "print('hi')\n", ".gitignore": "*.log\n"}
+    return seed_remote(tmp_path, files)
 
 
 @pytest.fixture

@@ -26,6 +26,22 @@ def run_git(*args: str, cwd: Path) -> str:
     return done.stdout.decode().strip()
 
 
+def seed_remote(root: Path, files: dict[str, str]) -> Path:
+    """A bare repository `root/remote.git` whose main holds `files` (path -> text)."""
+    bare = root / "remote.git"
+    run_git("init", "--quiet", "--bare", "--initial-branch=main", str(bare), cwd=root)
+    seed = root / "seed"
+    run_git("init", "--quiet", "--initial-branch=main", str(seed), cwd=root)
+    for name, content in files.items():
+        (seed / name).parent.mkdir(parents=True, exist_ok=True)
+        (seed / name).write_text(content)
+    run_git("add", "--all", cwd=seed)
+    run_git("commit", "--quiet", "-m", "initial", cwd=seed)
+    run_git("push", "--quiet", str(bare), "main", cwd=seed)
+    shutil.rmtree(seed)
+    return bare
+
+
 def commit_on(remote: Path, branch: str, files: dict[str, str], base: str = "main") -> str:
     """Someone else pushes a commit with `files` to `branch` (created from `base`)."""
     scratch = remote.parent / f"scratch-{branch.replace('/', '-')}-{time.monotonic_ns()}"

@@ -2,32 +2,17 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from runner.contract import GitIdentity, RepoRef, SkillFile, SkillSpec
-from runner.git import git_env
 from runner.materialise import cleanup, exclude_file, materialise_skills
 from runner.workspace import Workspace, Worktree
+from tests.runner.git_helpers import run_git, seed_remote
 
 SKILLS_DIR = ".claude/skills"
-IDENTITY = {
-    "GIT_AUTHOR_NAME": "Seed",
-    "GIT_AUTHOR_EMAIL": "seed@example.test",
-    "GIT_COMMITTER_NAME": "Seed",
-    "GIT_COMMITTER_EMAIL": "seed@example.test",
-}
 REPO_SKILL = "---\nname: x\ndescription: the repository's own\n---\nkeep me\n"
-
-
-def run_git(*args: str, cwd: Path) -> str:
-    done = subprocess.run(
-        ["git", *args], cwd=cwd, env=git_env(extra=IDENTITY), capture_output=True, check=True
-    )
-    return done.stdout.decode().strip()
 
 
 def skill(name: str, *files: tuple[str, str]) -> SkillSpec:
@@ -40,23 +25,7 @@ def skill(name: str, *files: tuple[str, str]) -> SkillSpec:
 @pytest.fixture
 def remote(tmp_path: Path) -> Path:
     """A bare repository whose main already has a skill of its own, `.claude/skills/x`."""
-    bare = tmp_path / "remote.git"
-    run_git("init", "--quiet", "--bare", "--initial-branch=main", str(bare), cwd=tmp_path)
-    seed = tmp_path / "seed"
-    run_git("init", "--quiet", "--initial-branch=main", str(seed), cwd=tmp_path)
-    (seed / "README.md").write_text("hello\n")
-    (seed / SKILLS_DIR / "x").mkdir(parents=True)
-    (seed / SKILLS_DIR / "x" / "SKILL.md").write_text(REPO_SKILL)
-    run_git("add", "--all", cwd=seed)
-    run_git("commit", "--quiet", "-m", "initial", cwd=seed)
-    run_git("push", "--quiet", str(bare), "main", cwd=seed)
-    shutil.rmtree(seed)
-    return bare
-
-
-@pytest.fixture
-def workspace(tmp_path: Path) -> Workspace:
-    return Workspace(tmp_path / "ws")
+    return seed_remote(tmp_path, {"README.md": "hello\n", f"{SKILLS_DIR}/x/SKILL.md": REPO_SKILL})
 
 
 async def prepared(workspace: Workspace, remote: Path, branch: str = "openase/t-1") -> Worktree:
