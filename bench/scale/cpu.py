@@ -1,6 +1,7 @@
 """Where the machine's CPU went: each process's user + system time from /proc, counted for
-the process of the cluster it descends from (a runner's git, hooks and agents are its own,
-PostgreSQL's backends are PostgreSQL's), for one phase of the bench.
+the cluster process whose session it is in, else the one it descends from (a runner's
+git, hooks and agents are its own, PostgreSQL's backends are PostgreSQL's), for one phase
+of the bench.
 
 A process's time includes its children that ended and were reaped (cutime, cstime), so a
 git process of a few milliseconds, gone between two readings, is still counted: in the
