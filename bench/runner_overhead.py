@@ -30,6 +30,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import structlog
@@ -158,15 +159,29 @@ async def _sandbox(skip: bool) -> tuple[Sandbox | None, str]:
     return Sandbox(support), f"{support.tool}, network allowlist"
 
 
+def _at_least(least: int) -> Callable[[str], int]:
+    """An argparse type: a whole number no smaller than `least`, or a clear error."""
+
+    def number(value: str) -> int:
+        try:
+            parsed = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+        if parsed < least:
+            raise argparse.ArgumentTypeError(f"{parsed} is less than {least}")
+        return parsed
+
+    return number
+
+
 def main() -> None:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--files", type=int, default=20000, help="files in the repository")
-    parser.add_argument("--runs", type=int, default=30, help="measured runs (each way)")
-    parser.add_argument("--no-sandbox", action="store_true", help="only the unconfined runs")
-    parser.add_argument(
-        "--branches", type=int, default=0, help="other branches on the remote (one more a run)"
-    )
+    add = parser.add_argument
+    add("--files", type=_at_least(1), default=20000, help="files in the repository")
+    add("--runs", type=_at_least(1), default=30, help="measured runs (each way)")
+    add("--no-sandbox", action="store_true", help="only the unconfined runs")
+    add("--branches", type=_at_least(0), default=0, help="other branches (one more a run)")
     args = parser.parse_args()
     sandbox, tool = asyncio.run(_sandbox(args.no_sandbox))
     plain, confined = asyncio.run(measure(args.files, args.runs, sandbox, args.branches))
